@@ -1,0 +1,668 @@
+
+/*
+ * Access phase: find the API key, read and validate the body, then one
+ * Redis script resolves the key, checks the gate and places the hold.
+ *
+ * The handler runs more than once: it starts the body read and returns
+ * NGX_DONE; the body handler starts the admission; the admission's reply
+ * wakes the request, the phase engine calls the handler again, and it
+ * answers from the state the context is in.
+ */
+
+
+#include "ngx_http_imgbill_module.h"
+#include <jansson.h>
+#include <openssl/evp.h>
+
+
+#define NGX_HTTP_IMGBILL_KEY_MAX  256
+
+
+static ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+static void ngx_http_imgbill_hide_headers(ngx_http_request_t *r);
+static void ngx_http_imgbill_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_imgbill_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_imgbill_validate(ngx_http_request_t *r,
+    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx);
+static ngx_int_t ngx_http_imgbill_check_images(ngx_http_request_t *r,
+    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx,
+    json_t *root);
+static ngx_int_t ngx_http_imgbill_admit(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+static void ngx_http_imgbill_admit_done(redisReply *reply, void *data);
+static ngx_int_t ngx_http_imgbill_reject(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+
+
+ngx_int_t
+ngx_http_imgbill_access_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_http_imgbill_ctx_t       *ctx;
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+
+    if (lcf->channel == NGX_HTTP_IMGBILL_OFF) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_imgbill_get_ctx(r);
+
+    if (ctx) {
+        switch (ctx->state) {
+
+        case ngx_http_imgbill_reading:
+        case ngx_http_imgbill_admitting:
+            return NGX_AGAIN;
+
+        case ngx_http_imgbill_rejected:
+            return ngx_http_imgbill_reject(r, ctx);
+
+        default:
+            /* admitted; after an internal redirect too: one hold only */
+            return NGX_OK;
+        }
+    }
+
+    ctx = ngx_http_imgbill_create_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->channel = lcf->channel;
+
+    ngx_http_imgbill_hide_headers(r);
+
+    if (!(r->method & NGX_HTTP_POST)) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_NOT_ALLOWED,
+                                   "invalid_request_error",
+                                   "method_not_allowed",
+                                   "only POST is accepted here");
+        goto reject;
+    }
+
+    if (ngx_http_imgbill_api_key(r, ctx) != NGX_OK) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_UNAUTHORIZED,
+                                   "invalid_request_error", "missing_api_key",
+                                   "no API key: send \"Authorization: "
+                                   "Bearer <key>\"");
+        goto reject;
+    }
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_imgbill_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+    return NGX_DONE;
+
+reject:
+
+    ctx->state = ngx_http_imgbill_rejected;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_imgbill_reject(r, ctx);
+}
+
+
+/* "Authorization: Bearer <key>" -> the hex SHA-256 of the key */
+
+static ngx_int_t
+ngx_http_imgbill_api_key(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    u_char           *p, *last, md[EVP_MAX_MD_SIZE];
+    unsigned int      len;
+    ngx_table_elt_t  *h;
+
+    h = r->headers_in.authorization;
+
+    if (h == NULL || h->value.len <= sizeof("Bearer ") - 1
+        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                           sizeof("Bearer ") - 1)
+           != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    p = h->value.data + sizeof("Bearer ") - 1;
+    last = h->value.data + h->value.len;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    while (last > p && last[-1] == ' ') {
+        last--;
+    }
+
+    if (p == last || last - p > NGX_HTTP_IMGBILL_KEY_MAX) {
+        return NGX_DECLINED;
+    }
+
+    if (EVP_Digest(p, last - p, md, &len, EVP_sha256(), NULL) != 1) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "imgbill: EVP_Digest(sha256) failed");
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(ctx->key_hash, md, len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * X-Imgbill-* is this module's namespace: whatever a client sends under it
+ * must not reach the upstream.  The proxy module forwards every request
+ * header it has no replacement for, and headers cannot be unlinked from
+ * the list (builtin headers point into it), so each is renamed in place
+ * to "Connection", a hop-by-hop header the proxy always replaces.
+ */
+
+static void
+ngx_http_imgbill_hide_headers(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len > sizeof("x-imgbill-") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-imgbill-",
+                               sizeof("x-imgbill-") - 1)
+               == 0)
+        {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "imgbill: dropping client header \"%V\"",
+                           &h[i].key);
+
+            ngx_str_set(&h[i].key, "Connection");
+            h[i].lowcase_key = (u_char *) "connection";
+            h[i].hash = ngx_hash_key(h[i].lowcase_key, h[i].key.len);
+        }
+    }
+}
+
+
+static void
+ngx_http_imgbill_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_imgbill_ctx_t       *ctx;
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_imgbill_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    if (ngx_http_imgbill_validate(r, lcf, ctx) == NGX_OK
+        && ngx_http_imgbill_admit(r, ctx) == NGX_OK)
+    {
+        ctx->state = ngx_http_imgbill_admitting;
+        return;
+    }
+
+    ctx->state = ngx_http_imgbill_rejected;
+
+    ngx_http_core_run_phases(r);
+}
+
+
+/* the body as one piece of memory */
+
+static ngx_int_t
+ngx_http_imgbill_read_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    body->len = 0;
+    body->data = NULL;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && ngx_buf_in_memory(cl->buf)) {
+        body->data = cl->buf->pos;
+        body->len = cl->buf->last - cl->buf->pos;
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+
+    /*
+     * A body spilled to a temporary file (client_body_buffer_size smaller
+     * than the request) is read back, like the static module reads files.
+     */
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (ngx_buf_in_memory(b)) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                          b->file_pos);
+
+        if (n != b->file_last - b->file_pos) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "imgbill: cannot read the request body back "
+                          "from \"%V\"", &b->file->name);
+            return NGX_ERROR;
+        }
+
+        p += n;
+    }
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_validate(ngx_http_request_t *r,
+    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx)
+{
+    json_t        *root, *model;
+    ngx_int_t      rc;
+    ngx_str_t      body;
+    json_error_t   err;
+
+    if (ngx_http_imgbill_read_body(r, &body) != NGX_OK) {
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "server_error", "internal_error",
+                                   "cannot read the request body");
+        return NGX_ERROR;
+    }
+
+    if (body.len == 0) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "invalid_json",
+                                   "the request body is empty");
+        return NGX_ERROR;
+    }
+
+    /* two "model" keys would let the relay and the upstream disagree */
+
+    root = json_loadb((char *) body.data, body.len, JSON_REJECT_DUPLICATES,
+                      &err);
+
+    if (root == NULL) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "invalid_json",
+                                   "the request body is not valid JSON: "
+                                   "%s at line %d column %d",
+                                   err.text, err.line, err.column);
+        return NGX_ERROR;
+    }
+
+    rc = NGX_ERROR;
+
+    if (!json_is_object(root)) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "invalid_json",
+                                   "the request body must be a JSON object");
+        goto done;
+    }
+
+    model = json_object_get(root, "model");
+
+    if (!json_is_string(model) || json_string_length(model) == 0) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "missing_model",
+                                   "\"model\" is required and must be a "
+                                   "string");
+        goto done;
+    }
+
+    ctx->model.len = json_string_length(model);
+    ctx->model.data = ngx_pnalloc(r->pool, ctx->model.len);
+    if (ctx->model.data == NULL) {
+        goto done;
+    }
+
+    ngx_memcpy(ctx->model.data, json_string_value(model), ctx->model.len);
+
+    ctx->price = ngx_http_imgbill_find_price(lcf, &ctx->model);
+
+    if (ctx->price == NULL) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error",
+                                   "model_not_supported",
+                                   "model \"%V\" is not available on the "
+                                   "%s channel", &ctx->model,
+                                   ctx->channel == NGX_HTTP_IMGBILL_FAST
+                                   ? "fast" : "metered");
+        goto done;
+    }
+
+    rc = ngx_http_imgbill_check_images(r, lcf, ctx, root);
+
+done:
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+/*
+ * Reference images arrive inline as data URLs in content parts:
+ * {"type":"image_url","image_url":{"url":"data:image/png;base64,..."}}.
+ * Their decoded size is known from the base64 length alone.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_check_images(ngx_http_request_t *r,
+    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx,
+    json_t *root)
+{
+    u_char      *url, *comma;
+    size_t       i, j, len, size, n;
+    json_t      *messages, *content, *part, *image;
+
+    messages = json_object_get(root, "messages");
+
+    if (!json_is_array(messages)) {
+        return NGX_OK;
+    }
+
+    n = 0;
+
+    for (i = 0; i < json_array_size(messages); i++) {
+        content = json_object_get(json_array_get(messages, i), "content");
+
+        if (!json_is_array(content)) {
+            continue;
+        }
+
+        for (j = 0; j < json_array_size(content); j++) {
+            part = json_array_get(content, j);
+            image = json_object_get(part, "image_url");
+
+            if (json_is_object(image)) {
+                image = json_object_get(image, "url");
+            }
+
+            if (!json_is_string(image)) {
+                continue;
+            }
+
+            n++;
+
+            url = (u_char *) json_string_value(image);
+            len = json_string_length(image);
+
+            if (len < sizeof("data:") - 1
+                || ngx_strncasecmp(url, (u_char *) "data:",
+                                   sizeof("data:") - 1) != 0)
+            {
+                continue;
+            }
+
+            comma = ngx_strlchr(url, url + len, ',');
+            if (comma == NULL) {
+                continue;
+            }
+
+            size = url + len - (comma + 1);
+
+            if (ngx_strlcasestrn(url, comma, (u_char *) ";base64", 7 - 1)
+                != NULL)
+            {
+                size = size / 4 * 3;
+            }
+
+            if (size > lcf->image_limit) {
+                ngx_http_imgbill_set_error(r, &ctx->error,
+                                      NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                      "invalid_request_error",
+                                      "image_too_large",
+                                      "reference image %uz is about %uz "
+                                      "bytes; the limit is %uz bytes",
+                                      n, size, lcf->image_limit);
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_admit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    u_char                        *p;
+    ngx_str_t                      argv[5];
+    ngx_int_t                      gate;
+    ngx_http_imgbill_loc_conf_t   *lcf;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
+    ctx->hold = ctx->price->hold;
+
+    /* metered: the seed's 5 yuan floor; fast: the call must be covered */
+    gate = (ctx->channel == NGX_HTTP_IMGBILL_METERED) ? lcf->min_balance
+                                                      : ctx->hold;
+
+    p = ngx_pnalloc(r->pool, sizeof("imgbill:key:") - 1
+                             + NGX_HTTP_IMGBILL_KEY_HASH_LEN
+                             + 3 * NGX_INT_T_LEN);
+    if (p == NULL) {
+        goto failed;
+    }
+
+    argv[0].data = p;
+    p = ngx_cpymem(p, "imgbill:key:", sizeof("imgbill:key:") - 1);
+    p = ngx_cpymem(p, ctx->key_hash, NGX_HTTP_IMGBILL_KEY_HASH_LEN);
+    argv[0].len = p - argv[0].data;
+
+    argv[1] = ctx->request_id;
+
+    argv[2].data = p;
+    p = ngx_sprintf(p, "%i", gate);
+    argv[2].len = p - argv[2].data;
+
+    argv[3].data = p;
+    p = ngx_sprintf(p, "%i", ctx->hold);
+    argv[3].len = p - argv[3].data;
+
+    argv[4].data = p;
+    p = ngx_sprintf(p, "%T", mcf->hold_ttl);
+    argv[4].len = p - argv[4].data;
+
+    ctx->cmd = ngx_http_imgbill_redis_send(mcf, ngx_http_imgbill_script_admit,
+                                           1, 5, argv,
+                                           ngx_http_imgbill_admit_done, ctx);
+    if (ctx->cmd) {
+        return NGX_OK;
+    }
+
+failed:
+
+    ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_SERVICE_UNAVAILABLE,
+                               "server_error", "billing_unavailable",
+                               "billing is unavailable; nothing was charged, "
+                               "please retry");
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_imgbill_admit_done(redisReply *reply, void *data)
+{
+    ngx_http_imgbill_ctx_t *ctx = data;
+
+    u_char                       *p, *last;
+    ngx_int_t                     status, available;
+    redisReply                   *acct;
+    ngx_http_request_t           *r;
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    r = ctx->request;
+    ctx->cmd = NULL;
+    ctx->state = ngx_http_imgbill_rejected;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+
+    if (ngx_http_imgbill_redis_integer(reply, 0, &status) != NGX_OK) {
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   "server_error", "billing_unavailable",
+                                   "billing is unavailable; nothing was "
+                                   "charged, please retry");
+        goto wake;
+    }
+
+    if (status == -1) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_UNAUTHORIZED,
+                                   "invalid_request_error", "invalid_api_key",
+                                   "incorrect API key provided");
+        goto wake;
+    }
+
+    acct = reply->element[1];
+
+    if (reply->elements != 4 || acct->type != REDIS_REPLY_STRING
+        || acct->len == 0 || acct->len > NGX_HTTP_IMGBILL_ACCOUNT_MAX
+        || ngx_http_imgbill_redis_integer(reply, 3, &available) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "imgbill: unexpected reply to the admit script");
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   "server_error", "billing_unavailable",
+                                   "billing is unavailable; nothing was "
+                                   "charged, please retry");
+        goto wake;
+    }
+
+    ctx->account.data = ngx_pnalloc(r->pool, acct->len);
+    if (ctx->account.data == NULL) {
+        goto wake;
+    }
+
+    ctx->account.len = acct->len;
+    ngx_memcpy(ctx->account.data, acct->str, acct->len);
+
+    if (status == 1) {
+        ctx->state = ngx_http_imgbill_admitted;
+
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "imgbill: admitted \"%V\" holding %i of %i",
+                       &ctx->account, ctx->hold, available);
+        goto wake;
+    }
+
+    {
+    u_char  have[NGX_HTTP_IMGBILL_MONEY_LEN], need[NGX_HTTP_IMGBILL_MONEY_LEN];
+
+    p = ngx_http_imgbill_format_money(have, available);
+    last = ngx_http_imgbill_format_money(need,
+                                 (ctx->channel == NGX_HTTP_IMGBILL_METERED)
+                                 ? lcf->min_balance : ctx->hold);
+
+    ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_IMGBILL_PAYMENT_REQUIRED,
+                               "insufficient_quota", "insufficient_balance",
+                               "insufficient balance: available %*s, "
+                               "required %*s", p - have, have,
+                               last - need, need);
+    }
+
+wake:
+
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_reject(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    b = ngx_http_imgbill_error_body(r, &ctx->error);
+    if (b == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
+    }
+
+    r->headers_out.status = ctx->error.status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (ngx_http_imgbill_add_header(r, "X-Imgbill-Request-Id",
+                                    ctx->request_id.data,
+                                    ctx->request_id.len)
+        != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "imgbill: rejected with %ui %s: %V",
+                  ctx->error.status, ctx->error.code, &ctx->error.message);
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc != NGX_ERROR && rc <= NGX_OK && !r->header_only) {
+        rc = ngx_http_output_filter(r, &out);
+    }
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}

@@ -1,0 +1,879 @@
+
+/*
+ * imgbill: directives, configuration, variables, the request context and
+ * the OpenAI-style JSON error shared by the access phase and the filters.
+ */
+
+
+#include "ngx_http_imgbill_module.h"
+
+
+typedef enum {
+    ngx_http_imgbill_var_account = 0,
+    ngx_http_imgbill_var_channel,
+    ngx_http_imgbill_var_charge,
+    ngx_http_imgbill_var_balance,
+    ngx_http_imgbill_var_prompt_tokens,
+    ngx_http_imgbill_var_completion_tokens,
+    ngx_http_imgbill_var_request_id
+} ngx_http_imgbill_var_e;
+
+
+/* the default metered hold: the charge for this many tokens each way */
+#define NGX_HTTP_IMGBILL_HOLD_TOKENS  4096
+
+
+static ngx_int_t ngx_http_imgbill_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_imgbill_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static void *ngx_http_imgbill_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_imgbill_price(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_imgbill_money_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_imgbill_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_imgbill_init_process(ngx_cycle_t *cycle);
+static void ngx_http_imgbill_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_enum_t  ngx_http_imgbill_channels[] = {
+    { ngx_string("off"), NGX_HTTP_IMGBILL_OFF },
+    { ngx_string("metered"), NGX_HTTP_IMGBILL_METERED },
+    { ngx_string("fast"), NGX_HTTP_IMGBILL_FAST },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_imgbill_commands[] = {
+
+    { ngx_string("imgbill"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, channel),
+      &ngx_http_imgbill_channels },
+
+    { ngx_string("imgbill_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_imgbill_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("imgbill_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_main_conf_t, timeout),
+      NULL },
+
+    { ngx_string("imgbill_hold_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_main_conf_t, hold_ttl),
+      NULL },
+
+    { ngx_string("imgbill_metered_price"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE3|NGX_CONF_TAKE4,
+      ngx_http_imgbill_price,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, metered),
+      NULL },
+
+    { ngx_string("imgbill_fast_price"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_imgbill_price,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, fast),
+      NULL },
+
+    { ngx_string("imgbill_min_balance"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_imgbill_money_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, min_balance),
+      NULL },
+
+    { ngx_string("imgbill_min_charge"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_imgbill_money_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, min_charge),
+      NULL },
+
+    { ngx_string("imgbill_body_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, body_limit),
+      NULL },
+
+    { ngx_string("imgbill_image_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, image_limit),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_imgbill_module_ctx = {
+    ngx_http_imgbill_add_variables,        /* preconfiguration */
+    ngx_http_imgbill_init,                 /* postconfiguration */
+
+    ngx_http_imgbill_create_main_conf,     /* create main configuration */
+    ngx_http_imgbill_init_main_conf,       /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_imgbill_create_loc_conf,      /* create location configuration */
+    ngx_http_imgbill_merge_loc_conf        /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_imgbill_module = {
+    NGX_MODULE_V1,
+    &ngx_http_imgbill_module_ctx,          /* module context */
+    ngx_http_imgbill_commands,             /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_imgbill_init_process,         /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_imgbill_exit_process,         /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_imgbill_vars[] = {
+
+    { ngx_string("imgbill_account"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_account, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_channel"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_channel, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_charge"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_charge, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_balance"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_balance, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_prompt_tokens"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_prompt_tokens, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_completion_tokens"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_completion_tokens, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_request_id"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_request_id, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_str_t  ngx_http_imgbill_channel_names[] = {
+    ngx_null_string,
+    ngx_string("metered"),
+    ngx_string("fast")
+};
+
+
+ngx_http_imgbill_ctx_t *
+ngx_http_imgbill_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_imgbill_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_imgbill_module);
+
+    if (ctx || !r->internal) {
+        return ctx;
+    }
+
+    /*
+     * An internal redirect (error_page) wipes module contexts; the request
+     * still holds money, so find the context through its pool cleanup,
+     * as the realip module does.
+     */
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_imgbill_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_imgbill_module);
+            break;
+        }
+    }
+
+    return ctx;
+}
+
+
+ngx_http_imgbill_ctx_t *
+ngx_http_imgbill_create_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_variable_value_t     *vv;
+    ngx_http_imgbill_ctx_t        *ctx;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
+    vv = ngx_http_get_indexed_variable(r, mcf->request_id_index);
+    if (vv == NULL || vv->not_found) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_imgbill_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     ctx->state = ngx_http_imgbill_reading;
+     *     ctx->cmd = NULL;
+     *     ctx->body = NULL;
+     *     ctx->charge = 0;
+     */
+
+    ctx->request = r;
+    ctx->request_id.len = vv->len;
+    ctx->request_id.data = vv->data;
+    ctx->prompt_tokens = -1;
+    ctx->completion_tokens = -1;
+
+    cln->handler = ngx_http_imgbill_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_imgbill_module);
+
+    return ctx;
+}
+
+
+void
+ngx_http_imgbill_set_error(ngx_http_request_t *r,
+    ngx_http_imgbill_error_t *err, ngx_uint_t status, const char *type,
+    const char *code, const char *fmt, ...)
+{
+    u_char   *p, buf[NGX_MAX_ERROR_STR];
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    err->status = status;
+    err->type = type;
+    err->code = code;
+
+    err->message.data = ngx_pnalloc(r->pool, p - buf);
+    if (err->message.data == NULL) {
+        err->message.len = 0;
+        return;
+    }
+
+    err->message.len = ngx_cpymem(err->message.data, buf, p - buf)
+                       - err->message.data;
+}
+
+
+ngx_buf_t *
+ngx_http_imgbill_error_body(ngx_http_request_t *r,
+    ngx_http_imgbill_error_t *err)
+{
+    size_t      len;
+    uintptr_t   escape;
+    ngx_buf_t  *b;
+
+    escape = ngx_escape_json(NULL, err->message.data, err->message.len);
+
+    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\","
+                 "\"param\":null,\"code\":\"\"}}\n") - 1
+          + err->message.len + escape
+          + ngx_strlen(err->type) + ngx_strlen(err->code);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->last = ngx_cpymem(b->last, "{\"error\":{\"message\":\"",
+                         sizeof("{\"error\":{\"message\":\"") - 1);
+
+    if (escape) {
+        b->last = (u_char *) ngx_escape_json(b->last, err->message.data,
+                                             err->message.len);
+
+    } else {
+        b->last = ngx_cpymem(b->last, err->message.data, err->message.len);
+    }
+
+    b->last = ngx_sprintf(b->last,
+                          "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n",
+                          err->type, err->code);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    return b;
+}
+
+
+ngx_int_t
+ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name, u_char *value,
+    size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.len = ngx_strlen(name);
+    h->key.data = (u_char *) name;
+    h->value.len = len;
+    h->value.data = value;
+    h->lowcase_key = NULL;
+
+    return NGX_OK;
+}
+
+
+ngx_http_imgbill_price_t *
+ngx_http_imgbill_find_price(ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model)
+{
+    ngx_uint_t                 i;
+    ngx_array_t               *prices;
+    ngx_http_imgbill_price_t  *price;
+
+    prices = (lcf->channel == NGX_HTTP_IMGBILL_FAST) ? lcf->fast
+                                                     : lcf->metered;
+    if (prices == NULL) {
+        return NULL;
+    }
+
+    price = prices->elts;
+
+    for (i = 0; i < prices->nelts; i++) {
+        if (price[i].model.len == model->len
+            && ngx_strncmp(price[i].model.data, model->data, model->len) == 0)
+        {
+            return &price[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_imgbill_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char                  *p;
+    ngx_int_t                n;
+    ngx_http_imgbill_ctx_t  *ctx;
+
+    ctx = ngx_http_imgbill_get_ctx(r->main);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+
+    case ngx_http_imgbill_var_account:
+        if (ctx->account.len == 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = ctx->account.data;
+        v->len = ctx->account.len;
+        break;
+
+    case ngx_http_imgbill_var_channel:
+        v->data = ngx_http_imgbill_channel_names[ctx->channel].data;
+        v->len = ngx_http_imgbill_channel_names[ctx->channel].len;
+        break;
+
+    case ngx_http_imgbill_var_request_id:
+        v->data = ctx->request_id.data;
+        v->len = ctx->request_id.len;
+        break;
+
+    case ngx_http_imgbill_var_charge:
+    case ngx_http_imgbill_var_balance:
+        if (data == ngx_http_imgbill_var_balance && !ctx->balance_known) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_HTTP_IMGBILL_MONEY_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        n = (data == ngx_http_imgbill_var_charge) ? ctx->charge
+                                                  : ctx->balance;
+        v->data = p;
+        v->len = ngx_http_imgbill_format_money(p, n) - p;
+        break;
+
+    default: /* token counts */
+        n = (data == ngx_http_imgbill_var_prompt_tokens)
+            ? ctx->prompt_tokens : ctx->completion_tokens;
+
+        if (n < 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+        v->len = ngx_sprintf(p, "%i", n) - p;
+        break;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_imgbill_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_imgbill_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->host = { 0, NULL };
+     *     mcf->password = { 0, NULL };
+     *     mcf->db = 0;
+     *     mcf->redis = NULL;
+     */
+
+    mcf->timeout = NGX_CONF_UNSET_MSEC;
+    mcf->hold_ttl = NGX_CONF_UNSET;
+    mcf->request_id_index = NGX_ERROR;
+
+    return mcf;
+}
+
+
+static char *
+ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_imgbill_main_conf_t *mcf = conf;
+
+    ngx_conf_init_msec_value(mcf->timeout, 1000);
+    ngx_conf_init_value(mcf->hold_ttl, 900);
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_imgbill_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_imgbill_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->channel = NGX_CONF_UNSET_UINT;
+    conf->metered = NGX_CONF_UNSET_PTR;
+    conf->fast = NGX_CONF_UNSET_PTR;
+    conf->min_balance = NGX_CONF_UNSET;
+    conf->min_charge = NGX_CONF_UNSET;
+    conf->body_limit = NGX_CONF_UNSET_SIZE;
+    conf->image_limit = NGX_CONF_UNSET_SIZE;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_imgbill_loc_conf_t *prev = parent;
+    ngx_http_imgbill_loc_conf_t *conf = child;
+
+    ngx_uint_t                     i;
+    ngx_array_t                   *prices;
+    ngx_http_imgbill_price_t      *price;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    ngx_conf_merge_uint_value(conf->channel, prev->channel,
+                              NGX_HTTP_IMGBILL_OFF);
+    ngx_conf_merge_ptr_value(conf->metered, prev->metered, NULL);
+    ngx_conf_merge_ptr_value(conf->fast, prev->fast, NULL);
+    ngx_conf_merge_value(conf->min_balance, prev->min_balance, 50000);
+    ngx_conf_merge_value(conf->min_charge, prev->min_charge, 100);
+    ngx_conf_merge_size_value(conf->body_limit, prev->body_limit,
+                              64 * 1024 * 1024);
+    ngx_conf_merge_size_value(conf->image_limit, prev->image_limit,
+                              5 * 1024 * 1024);
+
+    if (conf->channel == NGX_HTTP_IMGBILL_OFF) {
+        return NGX_CONF_OK;
+    }
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_imgbill_module);
+
+    if (mcf->host.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"imgbill\" needs \"imgbill_redis\" in http{}");
+        return NGX_CONF_ERROR;
+    }
+
+    prices = (conf->channel == NGX_HTTP_IMGBILL_FAST) ? conf->fast
+                                                      : conf->metered;
+
+    if (prices == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"imgbill %V\" has no \"imgbill_%V_price\"",
+                           &ngx_http_imgbill_channel_names[conf->channel],
+                           &ngx_http_imgbill_channel_names[conf->channel]);
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * A metered hold not given explicitly reserves the charge of a large
+     * single-image generation; a fast hold is the price.  Neither goes
+     * below the minimum charge.  Done here, where the minimum is known.
+     */
+
+    price = prices->elts;
+
+    for (i = 0; i < prices->nelts; i++) {
+        if (price[i].hold == NGX_CONF_UNSET) {
+            price[i].hold = (conf->channel == NGX_HTTP_IMGBILL_FAST)
+                ? price[i].output
+                : ngx_http_imgbill_metered_charge(&price[i],
+                                                  NGX_HTTP_IMGBILL_HOLD_TOKENS,
+                                                  NGX_HTTP_IMGBILL_HOLD_TOKENS);
+        }
+
+        price[i].hold = ngx_max(price[i].hold, conf->min_charge);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_imgbill_main_conf_t *mcf = conf;
+
+    u_char      *p;
+    ngx_str_t   *value;
+    ngx_url_t    u;
+    ngx_uint_t   i;
+
+    if (mcf->host.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value[1];
+    u.default_port = 6379;
+
+    /* resolved once, here: a worker never waits on DNS for Redis */
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid address \"%V\" in \"%V\"%s%s",
+                           &value[1], &cmd->name, u.err ? ": " : "",
+                           u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.family == AF_UNIX) {
+        mcf->host.len = u.host.len - (sizeof("unix:") - 1);
+        mcf->host.data = ngx_pnalloc(cf->pool, mcf->host.len + 1);
+        if (mcf->host.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        p = ngx_cpymem(mcf->host.data, u.host.data + sizeof("unix:") - 1,
+                       mcf->host.len);
+        *p = '\0';
+        mcf->port = 0;
+
+    } else {
+        mcf->host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (mcf->host.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        mcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
+                                      u.addrs[0].socklen, mcf->host.data,
+                                      NGX_SOCKADDR_STRLEN, 0);
+        mcf->host.data[mcf->host.len] = '\0';
+        mcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0
+            && value[i].len > 9)
+        {
+            mcf->password.data = value[i].data + 9;
+            mcf->password.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            mcf->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (mcf->db == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid db \"%V\" in \"%V\"",
+                                   &value[i], &cmd->name);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in \"%V\"",
+                           &value[i], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * imgbill_metered_price MODEL INPUT OUTPUT [hold=AMOUNT];
+ * imgbill_fast_price MODEL PRICE;
+ */
+
+static char *
+ngx_http_imgbill_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t                 *value;
+    ngx_uint_t                 i, n;
+    ngx_array_t              **prices;
+    ngx_http_imgbill_price_t  *price;
+
+    value = cf->args->elts;
+    prices = (ngx_array_t **) (p + cmd->offset);
+
+    if (*prices == NGX_CONF_UNSET_PTR) {
+        *prices = ngx_array_create(cf->pool, 4,
+                                   sizeof(ngx_http_imgbill_price_t));
+        if (*prices == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    price = (*prices)->elts;
+
+    for (i = 0; i < (*prices)->nelts; i++) {
+        if (price[i].model.len == value[1].len
+            && ngx_strncmp(price[i].model.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate model \"%V\" in \"%V\"",
+                               &value[1], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    price = ngx_array_push(*prices);
+    if (price == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    price->model = value[1];
+    price->input = 0;
+    price->output = 0;
+    price->hold = NGX_CONF_UNSET;
+
+    /* the fast channel's only amount is its per-call price */
+
+    n = (cf->args->nelts == 3) ? 2 : 3;
+
+    for (i = 2; i <= n; i++) {
+        price->output = ngx_http_imgbill_parse_money(value[i].data,
+                                                     value[i].len);
+        if (price->output == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid price \"%V\" in \"%V\": a decimal "
+                               "amount of yuan, at most 4 decimals and "
+                               "at most 100000", &value[i], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        if (i == 2 && n == 3) {
+            price->input = price->output;
+        }
+    }
+
+    if (cf->args->nelts == 5) {
+        if (ngx_strncmp(value[4].data, "hold=", 5) != 0
+            || (price->hold = ngx_http_imgbill_parse_money(value[4].data + 5,
+                                                  value[4].len - 5))
+               == NGX_ERROR)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in \"%V\"",
+                               &value[4], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_imgbill_money_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_int_t  *np;
+    ngx_str_t  *value;
+
+    np = (ngx_int_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    *np = ngx_http_imgbill_parse_money(value[1].data, value[1].len);
+
+    if (*np == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid amount \"%V\" in \"%V\": a decimal "
+                           "amount of yuan, at most 4 decimals and at most "
+                           "100000", &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_init(ngx_conf_t *cf)
+{
+    ngx_str_t                      name = ngx_string("request_id");
+    ngx_http_handler_pt           *h;
+    ngx_http_core_main_conf_t     *cmcf;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_imgbill_module);
+
+    mcf->request_id_index = ngx_http_get_variable_index(cf, &name);
+    if (mcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_imgbill_access_handler;
+
+    return ngx_http_imgbill_filter_init(cf);
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_imgbill_module);
+
+    if (mcf == NULL || mcf->host.len == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_http_imgbill_redis_init(cycle, mcf);
+}
+
+
+static void
+ngx_http_imgbill_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_imgbill_module);
+
+    if (mcf) {
+        ngx_http_imgbill_redis_done(mcf);
+    }
+}

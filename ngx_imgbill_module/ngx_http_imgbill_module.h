@@ -1,0 +1,211 @@
+
+/*
+ * imgbill: a billing relay for OpenAI-compatible image generation.
+ *
+ * The internal API between the module's files:
+ *
+ *   ngx_http_imgbill_module.c  directives, configuration, variables, the
+ *                              request context and the JSON error response;
+ *   ngx_http_imgbill_access.c  access phase: key, body, validation, admission;
+ *   ngx_http_imgbill_filter.c  header and body filters: hold the reply,
+ *                              decide the charge, settle, emit;
+ *   ngx_http_imgbill_redis.c   hiredis' async API on nginx's event loop and
+ *                              the two Lua scripts (admit, settle);
+ *   ngx_http_imgbill_scan.c    one-pass scanner of the upstream reply;
+ *   ngx_http_imgbill_money.c   fixed-point money: parse, charge, format.
+ *
+ * Money is an integer count of 0.0001 CNY ("units") everywhere.
+ */
+
+
+#ifndef _NGX_HTTP_IMGBILL_MODULE_H_INCLUDED_
+#define _NGX_HTTP_IMGBILL_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+
+#define NGX_HTTP_IMGBILL_OFF          0
+#define NGX_HTTP_IMGBILL_METERED      1
+#define NGX_HTTP_IMGBILL_FAST         2
+
+/* nginx names no constant for it */
+#define NGX_HTTP_IMGBILL_PAYMENT_REQUIRED  402
+
+/* the largest price or balance a directive accepts: 100000 CNY */
+#define NGX_HTTP_IMGBILL_MONEY_MAX    1000000000
+/* "-" + 19 digits + "." */
+#define NGX_HTTP_IMGBILL_MONEY_LEN    (NGX_INT64_LEN + 1)
+/* token counts above this are not believed (and cannot overflow a charge) */
+#define NGX_HTTP_IMGBILL_TOKENS_MAX   2147483647
+
+#define NGX_HTTP_IMGBILL_KEY_HASH_LEN 64   /* sha256, hex */
+#define NGX_HTTP_IMGBILL_ACCOUNT_MAX  64
+
+
+typedef struct {
+    ngx_str_t                       model;
+    ngx_int_t                       input;   /* metered: units per 1M tokens */
+    ngx_int_t                       output;  /* metered: units per 1M tokens;
+                                                fast: units per call */
+    ngx_int_t                       hold;    /* units reserved at admission */
+} ngx_http_imgbill_price_t;
+
+
+typedef struct ngx_http_imgbill_redis_s      ngx_http_imgbill_redis_t;
+typedef struct ngx_http_imgbill_redis_cmd_s  ngx_http_imgbill_redis_cmd_t;
+
+
+typedef struct {
+    ngx_str_t                       host;      /* numeric, or a unix path */
+    in_port_t                       port;      /* 0 for a unix socket */
+    ngx_str_t                       password;
+    ngx_int_t                       db;
+    ngx_msec_t                      timeout;
+    time_t                          hold_ttl;
+
+    ngx_int_t                       request_id_index;
+
+    /* this worker's connection, from init_process on */
+    ngx_http_imgbill_redis_t       *redis;
+} ngx_http_imgbill_main_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                      channel;
+    ngx_array_t                    *metered;   /* ngx_http_imgbill_price_t */
+    ngx_array_t                    *fast;      /* ngx_http_imgbill_price_t */
+    ngx_int_t                       min_balance;
+    ngx_int_t                       min_charge;
+    size_t                          body_limit;
+    size_t                          image_limit;
+} ngx_http_imgbill_loc_conf_t;
+
+
+typedef enum {
+    ngx_http_imgbill_reading = 0,  /* client body */
+    ngx_http_imgbill_admitting,    /* admit script in flight */
+    ngx_http_imgbill_rejected,     /* error response pending */
+    ngx_http_imgbill_admitted,     /* hold placed, request relayed */
+    ngx_http_imgbill_collecting,   /* reply header held, body buffered */
+    ngx_http_imgbill_settling,     /* settle script in flight */
+    ngx_http_imgbill_emitting,     /* settled: header and body go out */
+    ngx_http_imgbill_passing,      /* all sent, let the rest through */
+    ngx_http_imgbill_released      /* hold given back unused */
+} ngx_http_imgbill_state_e;
+
+
+typedef struct {
+    ngx_uint_t                      status;
+    const char                     *type;
+    const char                     *code;
+    ngx_str_t                       message;
+} ngx_http_imgbill_error_t;
+
+
+typedef struct {
+    ngx_http_request_t             *request;
+    ngx_http_imgbill_state_e        state;
+    ngx_uint_t                      channel;
+
+    ngx_str_t                       request_id;
+    u_char                          key_hash[NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    ngx_str_t                       account;
+    ngx_str_t                       model;
+    ngx_http_imgbill_price_t       *price;
+    ngx_int_t                       hold;
+
+    ngx_http_imgbill_error_t        error;
+
+    ngx_http_imgbill_redis_cmd_t   *cmd;       /* in flight, if any */
+
+    /* the held reply */
+    ngx_uint_t                      upstream_status;
+    u_char                         *body;
+    u_char                         *last;
+    u_char                         *end;
+    ngx_http_imgbill_error_t        replace;   /* a 502 instead of the reply */
+
+    ngx_int_t                       prompt_tokens;      /* -1: unknown */
+    ngx_int_t                       completion_tokens;  /* -1: unknown */
+    ngx_int_t                       charge;
+    ngx_int_t                       balance;
+
+    unsigned                        too_large:1;
+    unsigned                        balance_known:1;
+    unsigned                        settle_failed:1;
+} ngx_http_imgbill_ctx_t;
+
+
+/* the reply scanner's findings */
+typedef struct {
+    unsigned                        json:1;    /* one well-formed object */
+    unsigned                        image:1;
+    unsigned                        usage:1;   /* both counts, plausible */
+    ngx_int_t                       prompt_tokens;
+    ngx_int_t                       completion_tokens;
+} ngx_http_imgbill_scan_t;
+
+
+typedef void (*ngx_http_imgbill_redis_handler_pt)(redisReply *reply,
+    void *data);
+
+typedef enum {
+    ngx_http_imgbill_script_admit = 0,
+    ngx_http_imgbill_script_settle,
+    ngx_http_imgbill_script_n
+} ngx_http_imgbill_script_e;
+
+
+/* ngx_http_imgbill_module.c */
+ngx_http_imgbill_ctx_t *ngx_http_imgbill_get_ctx(ngx_http_request_t *r);
+ngx_http_imgbill_ctx_t *ngx_http_imgbill_create_ctx(ngx_http_request_t *r);
+void ngx_http_imgbill_set_error(ngx_http_request_t *r,
+    ngx_http_imgbill_error_t *err, ngx_uint_t status, const char *type,
+    const char *code, const char *fmt, ...);
+ngx_buf_t *ngx_http_imgbill_error_body(ngx_http_request_t *r,
+    ngx_http_imgbill_error_t *err);
+ngx_int_t ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name,
+    u_char *value, size_t len);
+ngx_http_imgbill_price_t *ngx_http_imgbill_find_price(
+    ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model);
+
+/* ngx_http_imgbill_access.c */
+ngx_int_t ngx_http_imgbill_access_handler(ngx_http_request_t *r);
+
+/* ngx_http_imgbill_filter.c */
+ngx_int_t ngx_http_imgbill_filter_init(ngx_conf_t *cf);
+void ngx_http_imgbill_cleanup(void *data);
+
+/* ngx_http_imgbill_redis.c */
+ngx_int_t ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
+    ngx_http_imgbill_main_conf_t *mcf);
+void ngx_http_imgbill_redis_done(ngx_http_imgbill_main_conf_t *mcf);
+ngx_http_imgbill_redis_cmd_t *ngx_http_imgbill_redis_send(
+    ngx_http_imgbill_main_conf_t *mcf, ngx_int_t script, ngx_uint_t nkeys,
+    ngx_uint_t argc, ngx_str_t *argv, ngx_http_imgbill_redis_handler_pt handler,
+    void *data);
+void ngx_http_imgbill_redis_rebind(ngx_http_imgbill_redis_cmd_t *cmd,
+    ngx_http_imgbill_redis_handler_pt handler, void *data);
+ngx_int_t ngx_http_imgbill_redis_integer(redisReply *reply, ngx_uint_t i,
+    ngx_int_t *value);
+
+/* ngx_http_imgbill_scan.c */
+void ngx_http_imgbill_scan(u_char *p, u_char *last,
+    ngx_http_imgbill_scan_t *res);
+
+/* ngx_http_imgbill_money.c */
+ngx_int_t ngx_http_imgbill_parse_money(u_char *p, size_t len);
+ngx_int_t ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
+    ngx_int_t prompt_tokens, ngx_int_t completion_tokens);
+u_char *ngx_http_imgbill_format_money(u_char *buf, ngx_int_t units);
+
+
+extern ngx_module_t  ngx_http_imgbill_module;
+
+
+#endif /* _NGX_HTTP_IMGBILL_MODULE_H_INCLUDED_ */

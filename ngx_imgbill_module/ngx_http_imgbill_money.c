@@ -1,0 +1,67 @@
+
+/*
+ * Fixed-point money.  A unit is 0.0001 CNY, the seed's precision; nothing
+ * here ever touches a float.
+ */
+
+
+#include "ngx_http_imgbill_module.h"
+
+
+#define NGX_HTTP_IMGBILL_PER_MILLION  1000000
+
+
+ngx_int_t
+ngx_http_imgbill_parse_money(u_char *p, size_t len)
+{
+    ngx_int_t  units;
+
+    units = ngx_atofp(p, len, 4);
+
+    if (units == NGX_ERROR || units > NGX_HTTP_IMGBILL_MONEY_MAX) {
+        return NGX_ERROR;
+    }
+
+    return units;
+}
+
+
+/*
+ * Each term is rounded half up on its own, as the seed's worked examples
+ * do: 560 x 2.2 / 1M = 0.001232 -> 0.0012, 1120 x 219 / 1M = 0.24528 ->
+ * 0.2453, total 0.2465.  Tokens are capped at 2^31 - 1 and prices at 1e9
+ * units, so a product stays below 2^62.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_per_million(ngx_int_t tokens, ngx_int_t price)
+{
+    return (tokens * price + NGX_HTTP_IMGBILL_PER_MILLION / 2)
+           / NGX_HTTP_IMGBILL_PER_MILLION;
+}
+
+
+ngx_int_t
+ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
+    ngx_int_t prompt_tokens, ngx_int_t completion_tokens)
+{
+    return ngx_http_imgbill_per_million(prompt_tokens, price->input)
+           + ngx_http_imgbill_per_million(completion_tokens, price->output);
+}
+
+
+u_char *
+ngx_http_imgbill_format_money(u_char *buf, ngx_int_t units)
+{
+    ngx_uint_t  abs;
+
+    if (units < 0) {
+        *buf++ = '-';
+        abs = (ngx_uint_t) -units;
+
+    } else {
+        abs = (ngx_uint_t) units;
+    }
+
+    return ngx_sprintf(buf, "%ui.%04ui", abs / 10000, abs % 10000);
+}
