@@ -154,7 +154,11 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     rd->timer.handler = ngx_http_imgbill_redis_timeout;
     rd->timer.data = rd;
     rd->timer.log = cycle->log;
-    rd->timer.cancelable = 1;
+
+    /*
+     * Not cancelable: a worker that quits gracefully waits for the commands
+     * still pending (a settle, a release), at most imgbill_redis_timeout.
+     */
 
     /* EVALSHA names a script by the SHA-1 of its text */
 
