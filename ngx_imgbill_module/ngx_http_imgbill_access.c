@@ -401,7 +401,7 @@ ngx_http_imgbill_check_images(ngx_http_request_t *r,
     json_t *root)
 {
     u_char      *url, *comma;
-    size_t       i, j, len, size, n;
+    size_t       i, j, len, size, n, pad;
     json_t      *messages, *content, *part, *image;
 
     messages = json_object_get(root, "messages");
@@ -453,7 +453,9 @@ ngx_http_imgbill_check_images(ngx_http_request_t *r,
             if (ngx_strlcasestrn(url, comma, (u_char *) ";base64", 7 - 1)
                 != NULL)
             {
-                size = size / 4 * 3;
+                pad = (size && url[len - 1] == '=')
+                      + (size > 1 && url[len - 2] == '=');
+                size = size / 4 * 3 - ngx_min(pad, size / 4 * 3);
             }
 
             if (size > lcf->image_limit) {
