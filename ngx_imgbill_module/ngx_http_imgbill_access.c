@@ -189,7 +189,7 @@ ngx_http_imgbill_hide_headers(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].key.len > sizeof("x-imgbill-") - 1
+        if (h[i].key.len >= sizeof("x-imgbill-") - 1
             && ngx_strncasecmp(h[i].key.data, (u_char *) "x-imgbill-",
                                sizeof("x-imgbill-") - 1)
                == 0)
@@ -279,6 +279,11 @@ ngx_http_imgbill_read_body(ngx_http_request_t *r, ngx_str_t *body)
 
         if (ngx_buf_in_memory(b)) {
             p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        if (!b->in_file) {
+            /* a special buffer: the end of an empty body */
             continue;
         }
 

@@ -219,7 +219,7 @@ ngx_http_imgbill_hide_upstream_headers(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].key.len > sizeof("x-imgbill-") - 1
+        if (h[i].key.len >= sizeof("x-imgbill-") - 1
             && ngx_strncasecmp(h[i].key.data, (u_char *) "x-imgbill-",
                                sizeof("x-imgbill-") - 1)
                == 0)
