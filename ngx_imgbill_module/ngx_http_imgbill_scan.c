@@ -369,12 +369,54 @@ ngx_http_imgbill_scan(u_char *p, u_char *last, ngx_http_imgbill_scan_t *res)
 }
 
 
-/* p points at the opening quote; returns the byte after the closing one */
+/*
+ * Whether any of the 8 bytes of w is '"', '\\' or below 0x20: the classic
+ * "has a zero byte" test applied to w ^ '"', w ^ '\\' and (for "less than")
+ * to w itself.  Exact for "any", which is all the caller asks.
+ */
+
+#define NGX_HTTP_IMGBILL_ONES   0x0101010101010101ULL
+#define NGX_HTTP_IMGBILL_HIGHS  0x8080808080808080ULL
+
+#define ngx_http_imgbill_has_zero(w)                                         \
+    (((w) - NGX_HTTP_IMGBILL_ONES) & ~(w) & NGX_HTTP_IMGBILL_HIGHS)
+
+#define ngx_http_imgbill_needs_look(w)                                       \
+    (ngx_http_imgbill_has_zero((w) ^ (NGX_HTTP_IMGBILL_ONES * '"'))          \
+     | ngx_http_imgbill_has_zero((w) ^ (NGX_HTTP_IMGBILL_ONES * '\\'))        \
+     | (((w) - NGX_HTTP_IMGBILL_ONES * 0x20) & ~(w) & NGX_HTTP_IMGBILL_HIGHS))
+
+
+/*
+ * p points at the opening quote; returns the byte after the closing one.
+ * A reply is mostly base64 inside one string, so plain runs are skipped
+ * a word at a time and only the neighbourhood of a quote, a backslash or
+ * a control byte is looked at byte by byte.
+ */
 
 static u_char *
 ngx_http_imgbill_scan_string(u_char *p, u_char *last)
 {
+    uint64_t  w, v;
+
     for (p++; p < last; p++) {
+
+        while (last - p >= 16) {
+            ngx_memcpy(&w, p, 8);
+            ngx_memcpy(&v, p + 8, 8);
+
+            if (ngx_http_imgbill_needs_look(w)
+                | ngx_http_imgbill_needs_look(v))
+            {
+                break;
+            }
+
+            p += 16;
+        }
+
+        if (p == last) {
+            break;
+        }
 
         if (!ngx_http_imgbill_string_stop[*p]) {
             continue;

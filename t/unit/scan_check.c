@@ -1,0 +1,206 @@
+/*
+ * Direct checks of the reply scanner (ngx_http_imgbill_scan.c), built
+ * against the nginx tree that scripts/build configured.  Prints TAP.
+ */
+
+#include "ngx_http_imgbill_module.h"
+
+#include <stdio.h>
+#include <string.h>
+
+
+/* the one libnginx function the scanner calls */
+ngx_int_t
+ngx_hextoi(u_char *line, size_t n)
+{
+    ngx_int_t  value;
+    u_char     c;
+
+    if (n == 0) {
+        return NGX_ERROR;
+    }
+
+    for (value = 0; n--; line++) {
+        c = (u_char) (*line | 0x20);
+
+        if (*line >= '0' && *line <= '9') {
+            value = value * 16 + (*line - '0');
+
+        } else if (c >= 'a' && c <= 'f') {
+            value = value * 16 + (c - 'a' + 10);
+
+        } else {
+            return NGX_ERROR;
+        }
+    }
+
+    return value;
+}
+
+
+static int  tests, failed;
+
+
+static void
+check(const char *name, const char *json, size_t len, int json_ok, int image,
+    int usage, long pt, long ct)
+{
+    u_char                   *copy;
+    ngx_http_imgbill_scan_t   res;
+    int                       ok;
+
+    /* an exact-size heap copy, so a read past the end is caught by ASan
+       or valgrind */
+    copy = malloc(len ? len : 1);
+    memcpy(copy, json, len);
+
+    ngx_http_imgbill_scan(copy, copy + len, &res);
+
+    ok = res.json == json_ok
+         && (!json_ok || (res.image == image && res.usage == usage
+                          && (!usage || (res.prompt_tokens == pt
+                                         && res.completion_tokens == ct))));
+    tests++;
+
+    if (!ok) {
+        failed++;
+        printf("not ok %d - %s (json %d image %d usage %d pt %ld ct %ld)\n",
+               tests, name, res.json, res.image, res.usage,
+               (long) res.prompt_tokens, (long) res.completion_tokens);
+
+    } else {
+        printf("ok %d - %s\n", tests, name);
+    }
+
+    free(copy);
+}
+
+
+#define CHECK(name, s, j, i, u, pt, ct)                                      \
+    check(name, s, sizeof(s) - 1, j, i, u, pt, ct)
+
+#define IMG  "\"choices\":[{\"message\":{\"images\":[{\"image_url\":{\"url\":\"x\"}}]}}]"
+
+
+int
+main(void)
+{
+    char    buf[512], name[128], str[64];
+    size_t  n, k, len;
+    int     c;
+
+    CHECK("seed reply", "{" IMG ",\"usage\":{\"prompt_tokens\":560,"
+          "\"completion_tokens\":1120}}", 1, 1, 1, 560, 1120);
+    CHECK("usage first", "{\"usage\":{\"completion_tokens\":2000,"
+          "\"prompt_tokens\":1210}," IMG "}", 1, 1, 1, 1210, 2000);
+    CHECK("decoy usage inside a string",
+          "{\"choices\":[{\"message\":{\"content\":\"x \\\"usage\\\":"
+          "{\\\"prompt_tokens\\\":999}\",\"images\":[\"i\"]}}],"
+          "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}",
+          1, 1, 1, 1, 2);
+    CHECK("nested usage is not the usage",
+          "{" IMG ",\"x\":{\"usage\":{\"prompt_tokens\":1,"
+          "\"completion_tokens\":2}}}", 1, 1, 0, 0, 0);
+    CHECK("two usages", "{" IMG ",\"usage\":{\"prompt_tokens\":1,"
+          "\"completion_tokens\":2},\"usage\":{\"prompt_tokens\":3,"
+          "\"completion_tokens\":4}}", 1, 1, 0, 0, 0);
+    CHECK("count twice", "{" IMG ",\"usage\":{\"prompt_tokens\":1,"
+          "\"prompt_tokens\":5,\"completion_tokens\":2}}", 1, 1, 0, 0, 0);
+    CHECK("negative count", "{" IMG ",\"usage\":{\"prompt_tokens\":-1,"
+          "\"completion_tokens\":2}}", 1, 1, 0, 0, 0);
+    CHECK("fractional count", "{" IMG ",\"usage\":{\"prompt_tokens\":1.5,"
+          "\"completion_tokens\":2}}", 1, 1, 0, 0, 0);
+    CHECK("exponent count", "{" IMG ",\"usage\":{\"prompt_tokens\":1e3,"
+          "\"completion_tokens\":2}}", 1, 1, 0, 0, 0);
+    CHECK("string count", "{" IMG ",\"usage\":{\"prompt_tokens\":\"1\","
+          "\"completion_tokens\":2}}", 1, 1, 0, 0, 0);
+    CHECK("huge count", "{" IMG ",\"usage\":{\"prompt_tokens\":"
+          "99999999999999999999999,\"completion_tokens\":2}}", 1, 1, 0, 0, 0);
+    CHECK("largest count", "{" IMG ",\"usage\":{\"prompt_tokens\":"
+          "2147483647,\"completion_tokens\":0}}", 1, 1, 1, 2147483647, 0);
+    CHECK("count as object", "{" IMG ",\"usage\":{\"prompt_tokens\":{},"
+          "\"completion_tokens\":2}}", 1, 1, 0, 0, 0);
+    CHECK("usage null", "{" IMG ",\"usage\":null}", 1, 1, 0, 0, 0);
+    CHECK("markdown image", "{\"choices\":[{\"message\":{\"content\":"
+          "\"![img](data:image/png;base64,QUJD)\"}}]}", 1, 1, 0, 0, 0);
+    CHECK("content parts", "{\"choices\":[{\"message\":{\"content\":"
+          "[{\"type\":\"image_url\",\"image_url\":{\"url\":\"u\"}}]}}]}",
+          1, 1, 0, 0, 0);
+    CHECK("text only", "{\"choices\":[{\"message\":{\"content\":\"no\"}}]}",
+          1, 0, 0, 0, 0);
+    CHECK("empty images", "{\"choices\":[{\"message\":{\"images\":[]}}]}",
+          1, 0, 0, 0, 0);
+    CHECK("image text outside choices", "{\"content\":\"data:image/png\"}",
+          1, 0, 0, 0, 0);
+    CHECK("whitespace", " \n{ \"a\" : [ 1 , 2 ] , \"b\" : { } }\r\n",
+          1, 0, 0, 0, 0);
+    CHECK("literals", "{\"a\":[true,false,null,-0.5e+3,0]}", 1, 0, 0, 0, 0);
+    CHECK("unicode escape", "{\"a\":\"\\u00e9\\uD83D\"}", 1, 0, 0, 0, 0);
+
+    CHECK("empty", "", 0, 0, 0, 0, 0);
+    CHECK("array", "[1]", 0, 0, 0, 0, 0);
+    CHECK("truncated", "{\"a\":\"bc", 0, 0, 0, 0, 0);
+    CHECK("trailing garbage", "{} x", 0, 0, 0, 0, 0);
+    CHECK("two objects", "{}{}", 0, 0, 0, 0, 0);
+    CHECK("trailing comma", "{\"a\":1,}", 0, 0, 0, 0, 0);
+    CHECK("array trailing comma", "{\"a\":[1,]}", 0, 0, 0, 0, 0);
+    CHECK("leading zero", "{\"a\":01}", 0, 0, 0, 0, 0);
+    CHECK("bad escape", "{\"a\":\"\\q\"}", 0, 0, 0, 0, 0);
+    CHECK("bad unicode escape", "{\"a\":\"\\u12G4\"}", 0, 0, 0, 0, 0);
+    CHECK("short unicode escape", "{\"a\":\"\\u12\"}", 0, 0, 0, 0, 0);
+    CHECK("mismatched close", "{\"a\":[1}", 0, 0, 0, 0, 0);
+    CHECK("single quotes", "{'a':1}", 0, 0, 0, 0, 0);
+    CHECK("bare word", "{\"a\":nul}", 0, 0, 0, 0, 0);
+    CHECK("key not string", "{1:2}", 0, 0, 0, 0, 0);
+    CHECK("missing colon", "{\"a\" 1}", 0, 0, 0, 0, 0);
+    CHECK("NUL byte in string", "{\"a\":\"x\0y\"}", 0, 0, 0, 0, 0);
+
+    /* nesting: 127 levels inside the root object pass, 128 do not */
+    for (k = 127; k <= 128; k++) {
+        len = 0;
+        buf[len++] = '{';
+        buf[len++] = '"'; buf[len++] = 'a'; buf[len++] = '"';
+        buf[len++] = ':';
+        for (n = 0; n < k; n++) buf[len++] = '[';
+        for (n = 0; n < k; n++) buf[len++] = ']';
+        buf[len++] = '}';
+        snprintf(name, sizeof(name), "nesting %zu", k);
+        check(name, buf, len, k < 128, 0, 0, 0, 0);
+    }
+
+    /*
+     * The word-at-a-time string loop: every length around its 16-byte
+     * window, with a quote, a backslash escape or a control byte at every
+     * position, and the string ending exactly at the buffer's end.
+     */
+
+    for (n = 0; n <= 40; n++) {
+        for (k = 0; k <= n; k++) {
+            for (c = 0; c < 4; c++) {
+                memset(str, 'A', n);
+
+                if (c == 1 && k < n) {
+                    str[k] = '\x01';          /* invalid */
+                } else if (c == 2 && k + 1 < n) {
+                    str[k] = '\\';            /* valid escape */
+                    str[k + 1] = 'n';
+                } else if (c == 3 && k < n) {
+                    str[k] = (char) 0xc3;     /* UTF-8 byte, valid */
+                }
+
+                len = snprintf(buf, sizeof(buf), "{\"s\":\"%.*s\"}",
+                               (int) n, str);
+                snprintf(name, sizeof(name), "string len %zu, case %d at %zu",
+                         n, c, k);
+                check(name, buf, len, !(c == 1 && k < n), 0, 0, 0, 0);
+
+                /* the same string cut before its closing quote */
+                check("unterminated string", buf, 6 + n, 0, 0, 0, 0, 0);
+            }
+        }
+    }
+
+    printf("1..%d\n", tests);
+
+    return failed ? 1 : 0;
+}
