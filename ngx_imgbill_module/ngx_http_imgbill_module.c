@@ -31,6 +31,8 @@ static char *ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_price(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -54,7 +56,7 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
 
     { ngx_string("imgbill"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_imgbill_channel,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, channel),
       &ngx_http_imgbill_channels },
@@ -616,6 +618,39 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* like ngx_conf_set_enum_slot(), with an error that names the directive */
+
+static char *
+ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_imgbill_loc_conf_t *lcf = conf;
+
+    ngx_str_t        *value;
+    ngx_conf_enum_t  *e;
+
+    if (lcf->channel != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (e = cmd->post; e->name.len; e++) {
+        if (e->name.len == value[1].len
+            && ngx_strcasecmp(e->name.data, value[1].data) == 0)
+        {
+            lcf->channel = e->value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid channel \"%V\" in \"%V\": use off, metered "
+                       "or fast", &value[1], &cmd->name);
+
+    return NGX_CONF_ERROR;
 }
 
 
