@@ -559,6 +559,14 @@ ngx_http_imgbill_admit_done(redisReply *reply, void *data)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
     if (ngx_http_imgbill_redis_integer(reply, 0, &status) != NGX_OK) {
+
+        if (reply == NULL) {
+            /* Redis may have run the script and placed a hold anyway */
+            ngx_http_imgbill_journal_release(
+                      ngx_http_get_module_main_conf(r, ngx_http_imgbill_module),
+                      r->connection->log, &ctx->request_id, ctx->key_hash);
+        }
+
         ngx_http_imgbill_set_error(r, &ctx->error,
                                    NGX_HTTP_SERVICE_UNAVAILABLE,
                                    "server_error", "billing_unavailable",

@@ -24,15 +24,11 @@
 
 #define NGX_HTTP_IMGBILL_BODY_START   (64 * 1024)
 
-/* how long a settled request id stays known to the settle script */
-#define NGX_HTTP_IMGBILL_SETTLED_TTL  "604800"
-
-
+/* what a command needs to finish its work after its request is gone */
 typedef struct {
     ngx_http_imgbill_main_conf_t  *mcf;
-    ngx_int_t                      charge;
-    ngx_str_t                      account;
-    ngx_str_t                      request_id;
+    ngx_http_imgbill_settle_t      settle;
+    u_char                         key_hash[NGX_HTTP_IMGBILL_KEY_HASH_LEN];
 } ngx_http_imgbill_orphan_t;
 
 
@@ -51,8 +47,9 @@ static ngx_int_t ngx_http_imgbill_emit(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_money_header(ngx_http_request_t *r,
     char *name, ngx_int_t units);
-static void ngx_http_imgbill_release(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_str_t *account, ngx_str_t *request_id);
+static void ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
+    ngx_http_imgbill_settle_t *s);
+static void ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx);
 static ngx_http_imgbill_orphan_t *ngx_http_imgbill_orphan(
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_orphan_admitted(redisReply *reply, void *data);
@@ -82,7 +79,6 @@ ngx_http_imgbill_header_filter(ngx_http_request_t *r)
     off_t                         len;
     ngx_http_imgbill_ctx_t       *ctx;
     ngx_http_imgbill_loc_conf_t  *lcf;
-    ngx_http_imgbill_main_conf_t *mcf;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
@@ -100,8 +96,7 @@ ngx_http_imgbill_header_filter(ngx_http_request_t *r)
 
     if (r->header_only) {
         /* no body will follow: nothing to bill */
-        mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
-        ngx_http_imgbill_release(mcf, &ctx->account, &ctx->request_id);
+        ngx_http_imgbill_release(ctx);
         ctx->state = ngx_http_imgbill_released;
 
         if (ngx_http_imgbill_money_header(r, "X-Imgbill-Charge", 0) != NGX_OK
@@ -176,7 +171,7 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return NGX_AGAIN;
         }
 
-        ctx->settle_failed = 1;
+        /* the image goes out all the same; the charge is journaled */
 
         /* fall through */
 
@@ -404,65 +399,38 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 static ngx_int_t
 ngx_http_imgbill_settle(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
-    u_char                        *p, *start;
-    size_t                         len;
-    ngx_str_t                      argv[11];
-    ngx_uint_t                     i;
+    ngx_http_imgbill_settle_t      s;
     ngx_http_imgbill_main_conf_t  *mcf;
-
-    static const char  *suffix[] = { "balance", "holds", "ledger", "settled:" };
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
 
-    len = 4 * (sizeof("imgbill:{}:settled:") - 1 + ctx->account.len)
-          + ctx->request_id.len + 4 * NGX_INT_T_LEN;
+    ngx_http_imgbill_settlement(ctx, &s);
 
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
+    ctx->cmd = ngx_http_imgbill_redis_settle(mcf, &s,
+                                             ngx_http_imgbill_settle_done,
+                                             ctx);
+    if (ctx->cmd) {
+        return NGX_OK;
     }
 
-    /* KEYS: everything under the account's hash tag, one cluster slot */
+    ctx->settle_failed = 1;
+    ngx_http_imgbill_journal_settle(mcf, r->connection->log, &s);
 
-    for (i = 0; i < 4; i++) {
-        start = p;
-        p = ngx_sprintf(p, "imgbill:{%V}:%s", &ctx->account, suffix[i]);
+    return NGX_ERROR;
+}
 
-        if (i == 3) {
-            p = ngx_cpymem(p, ctx->request_id.data, ctx->request_id.len);
-        }
 
-        argv[i].data = start;
-        argv[i].len = p - start;
-    }
-
-    argv[4] = ctx->request_id;
-
-    argv[5].data = p;
-    p = ngx_sprintf(p, "%i", ctx->charge);
-    argv[5].len = p - argv[5].data;
-
-    argv[6].data = (u_char *) (ctx->channel == NGX_HTTP_IMGBILL_FAST
-                               ? "fast" : "metered");
-    argv[6].len = ngx_strlen(argv[6].data);
-
-    argv[7] = ctx->model;
-
-    argv[8].data = p;
-    p = ngx_sprintf(p, "%i", ngx_max(ctx->prompt_tokens, 0));
-    argv[8].len = p - argv[8].data;
-
-    argv[9].data = p;
-    p = ngx_sprintf(p, "%i", ngx_max(ctx->completion_tokens, 0));
-    argv[9].len = p - argv[9].data;
-
-    ngx_str_set(&argv[10], NGX_HTTP_IMGBILL_SETTLED_TTL);
-
-    ctx->cmd = ngx_http_imgbill_redis_send(mcf, ngx_http_imgbill_script_settle,
-                                           4, 11, argv,
-                                           ngx_http_imgbill_settle_done, ctx);
-
-    return ctx->cmd ? NGX_OK : NGX_ERROR;
+static void
+ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
+    ngx_http_imgbill_settle_t *s)
+{
+    s->request_id = ctx->request_id;
+    s->account = ctx->account;
+    s->model = ctx->model;
+    s->channel = ctx->channel;
+    s->charge = ctx->charge;
+    s->prompt_tokens = ctx->prompt_tokens;
+    s->completion_tokens = ctx->completion_tokens;
 }
 
 
@@ -471,9 +439,10 @@ ngx_http_imgbill_settle_done(redisReply *reply, void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
-    u_char               buf[NGX_HTTP_IMGBILL_MONEY_LEN], *p;
-    ngx_int_t            applied;
-    ngx_http_request_t  *r;
+    u_char                     buf[NGX_HTTP_IMGBILL_MONEY_LEN], *p;
+    ngx_int_t                  applied;
+    ngx_http_request_t        *r;
+    ngx_http_imgbill_settle_t  s;
 
     r = ctx->request;
     ctx->cmd = NULL;
@@ -491,11 +460,17 @@ ngx_http_imgbill_settle_done(redisReply *reply, void *data)
 
     } else {
         ctx->settle_failed = 1;
+
         p = ngx_http_imgbill_format_money(buf, ctx->charge);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "imgbill: settle of request %V failed, charge %*s "
-                      "of account \"%V\" not applied",
+                      "of account \"%V\" goes to the journal",
                       &ctx->request_id, p - buf, buf, &ctx->account);
+
+        ngx_http_imgbill_settlement(ctx, &s);
+        ngx_http_imgbill_journal_settle(
+                      ngx_http_get_module_main_conf(r, ngx_http_imgbill_module),
+                      r->connection->log, &s);
     }
 
     ctx->state = ngx_http_imgbill_emitting;
@@ -604,8 +579,7 @@ ngx_http_imgbill_cleanup(void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
-    ngx_http_imgbill_orphan_t     *o;
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_imgbill_orphan_t  *o;
 
     switch (ctx->state) {
 
@@ -625,15 +599,13 @@ ngx_http_imgbill_cleanup(void *data)
                       "imgbill: request %V ended unsettled, "
                       "releasing its hold", &ctx->request_id);
 
-        mcf = ngx_http_get_module_main_conf(ctx->request,
-                                            ngx_http_imgbill_module);
-        ngx_http_imgbill_release(mcf, &ctx->account, &ctx->request_id);
+        ngx_http_imgbill_release(ctx);
         break;
 
     case ngx_http_imgbill_settling:
 
-        /* the settle goes on without the request; only its outcome is
-           left to report */
+        /* the settle goes on without the request; if it fails, the
+           journal keeps it */
         o = ngx_http_imgbill_orphan(ctx);
         ngx_http_imgbill_redis_rebind(ctx->cmd,
                                       o ? ngx_http_imgbill_orphan_settled
@@ -646,33 +618,33 @@ ngx_http_imgbill_cleanup(void *data)
 }
 
 
+/* an unused hold goes back: a free settlement, journaled if it fails */
+
 static void
-ngx_http_imgbill_release(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_str_t *account, ngx_str_t *request_id)
+ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx)
 {
-    u_char     buf[sizeof("imgbill:{}:holds") + NGX_HTTP_IMGBILL_ACCOUNT_MAX];
-    ngx_str_t  argv[3];
+    ngx_http_imgbill_orphan_t     *o;
+    ngx_http_imgbill_main_conf_t  *mcf;
 
-    ngx_str_set(&argv[0], "HDEL");
+    ctx->charge = 0;
 
-    argv[1].data = buf;
-    argv[1].len = ngx_sprintf(buf, "imgbill:{%V}:holds", account) - buf;
+    o = ngx_http_imgbill_orphan(ctx);
+    if (o == NULL) {
+        return;
+    }
 
-    argv[2] = *request_id;
+    mcf = o->mcf;
 
-    /* if this fails the hold expires by itself after imgbill_hold_ttl */
-
-    if (ngx_http_imgbill_redis_send(mcf, NGX_ERROR, 0, 3, argv, NULL, NULL)
+    if (ngx_http_imgbill_redis_release(mcf, &o->settle.account,
+                                       &o->settle.request_id,
+                                       ngx_http_imgbill_orphan_settled, o)
         == NULL)
     {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "imgbill: cannot release the hold of request %V now; "
-                      "it expires by itself", request_id);
+        ngx_http_imgbill_journal_settle(mcf, ngx_cycle->log, &o->settle);
+        ngx_free(o);
     }
 }
 
-
-/* what a command needs to finish its work after its request is gone */
 
 static ngx_http_imgbill_orphan_t *
 ngx_http_imgbill_orphan(ngx_http_imgbill_ctx_t *ctx)
@@ -681,24 +653,27 @@ ngx_http_imgbill_orphan(ngx_http_imgbill_ctx_t *ctx)
     ngx_http_imgbill_orphan_t  *o;
 
     o = ngx_alloc(sizeof(ngx_http_imgbill_orphan_t) + ctx->account.len
-                  + ctx->request_id.len, ngx_cycle->log);
+                  + ctx->request_id.len + ctx->model.len, ngx_cycle->log);
     if (o == NULL) {
         return NULL;
     }
 
     o->mcf = ngx_http_get_module_main_conf(ctx->request,
                                            ngx_http_imgbill_module);
-    o->charge = ctx->charge;
+
+    ngx_http_imgbill_settlement(ctx, &o->settle);
+    ngx_memcpy(o->key_hash, ctx->key_hash, NGX_HTTP_IMGBILL_KEY_HASH_LEN);
 
     p = (u_char *) (o + 1);
 
-    o->account.data = p;
-    o->account.len = ctx->account.len;
+    o->settle.account.data = p;
     p = ngx_cpymem(p, ctx->account.data, ctx->account.len);
 
-    o->request_id.data = p;
-    o->request_id.len = ctx->request_id.len;
-    ngx_memcpy(p, ctx->request_id.data, ctx->request_id.len);
+    o->settle.request_id.data = p;
+    p = ngx_cpymem(p, ctx->request_id.data, ctx->request_id.len);
+
+    o->settle.model.data = p;
+    ngx_memcpy(p, ctx->model.data, ctx->model.len);
 
     return o;
 }
@@ -710,8 +685,15 @@ ngx_http_imgbill_orphan_admitted(redisReply *reply, void *data)
     ngx_http_imgbill_orphan_t *o = data;
 
     ngx_int_t    status;
-    ngx_str_t    account;
     redisReply  *acct;
+
+    if (reply == NULL) {
+        /* lost in flight: a hold may exist; only the key says whose */
+        ngx_http_imgbill_journal_release(o->mcf, ngx_cycle->log,
+                                         &o->settle.request_id, o->key_hash);
+        ngx_free(o);
+        return;
+    }
 
     if (ngx_http_imgbill_redis_integer(reply, 0, &status) == NGX_OK
         && status == 1 && reply->elements == 4)
@@ -721,9 +703,22 @@ ngx_http_imgbill_orphan_admitted(redisReply *reply, void *data)
         if (acct->type == REDIS_REPLY_STRING
             && acct->len <= NGX_HTTP_IMGBILL_ACCOUNT_MAX)
         {
-            account.data = (u_char *) acct->str;
-            account.len = acct->len;
-            ngx_http_imgbill_release(o->mcf, &account, &o->request_id);
+            /* o's own copy of the account is empty: admission never
+               came back to the request */
+            o->settle.account.data = (u_char *) acct->str;
+            o->settle.account.len = acct->len;
+
+            if (ngx_http_imgbill_redis_release(o->mcf, &o->settle.account,
+                                               &o->settle.request_id,
+                                               ngx_http_imgbill_orphan_settled,
+                                               o)
+                != NULL)
+            {
+                return;             /* o goes with the release */
+            }
+
+            ngx_http_imgbill_journal_settle(o->mcf, ngx_cycle->log,
+                                            &o->settle);
         }
     }
 
@@ -736,15 +731,8 @@ ngx_http_imgbill_orphan_settled(redisReply *reply, void *data)
 {
     ngx_http_imgbill_orphan_t *o = data;
 
-    u_char     buf[NGX_HTTP_IMGBILL_MONEY_LEN], *p;
-    ngx_int_t  applied;
-
-    if (ngx_http_imgbill_redis_integer(reply, 0, &applied) != NGX_OK) {
-        p = ngx_http_imgbill_format_money(buf, o->charge);
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "imgbill: settle of request %V failed, charge %*s "
-                      "of account \"%V\" not applied",
-                      &o->request_id, p - buf, buf, &o->account);
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_imgbill_journal_settle(o->mcf, ngx_cycle->log, &o->settle);
     }
 
     ngx_free(o);

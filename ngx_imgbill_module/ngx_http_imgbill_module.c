@@ -35,6 +35,8 @@ static char *ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_imgbill_price(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_money_slot(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -73,6 +75,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_imgbill_main_conf_t, timeout),
+      NULL },
+
+    { ngx_string("imgbill_journal"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_imgbill_journal,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("imgbill_hold_ttl"),
@@ -512,6 +521,7 @@ ngx_http_imgbill_create_main_conf(ngx_conf_t *cf)
 
     mcf->timeout = NGX_CONF_UNSET_MSEC;
     mcf->hold_ttl = NGX_CONF_UNSET;
+    mcf->journal = NGX_CONF_UNSET_PTR;
     mcf->request_id_index = NGX_ERROR;
 
     return mcf;
@@ -525,6 +535,17 @@ ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_msec_value(mcf->timeout, 1000);
     ngx_conf_init_value(mcf->hold_ttl, 900);
+
+    if (mcf->journal == NGX_CONF_UNSET_PTR) {
+        mcf->journal = NULL;
+
+        if (mcf->host.len) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "no \"imgbill_journal\": a charge whose "
+                               "settlement cannot reach redis is only "
+                               "logged, never applied");
+        }
+    }
 
     return NGX_CONF_OK;
 }
@@ -734,6 +755,35 @@ ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\" in \"%V\"",
                            &value[i], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* imgbill_journal PATH | off; opened by the master like a log file */
+
+static char *
+ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_imgbill_main_conf_t *mcf = conf;
+
+    ngx_str_t  *value;
+
+    if (mcf->journal != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        mcf->journal = NULL;
+        return NGX_CONF_OK;
+    }
+
+    mcf->journal = ngx_conf_open_file(cf->cycle, &value[1]);
+    if (mcf->journal == NULL) {
         return NGX_CONF_ERROR;
     }
 

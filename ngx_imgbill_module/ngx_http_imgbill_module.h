@@ -11,6 +11,8 @@
  *                              decide the charge, settle, emit;
  *   ngx_http_imgbill_redis.c   hiredis' async API on nginx's event loop and
  *                              the two Lua scripts (admit, settle);
+ *   ngx_http_imgbill_journal.c settlements Redis could not take, kept on
+ *                              disk and replayed on reconnection;
  *   ngx_http_imgbill_scan.c    one-pass scanner of the upstream reply;
  *   ngx_http_imgbill_money.c   fixed-point money: parse, charge, format.
  *
@@ -45,6 +47,11 @@
 
 #define NGX_HTTP_IMGBILL_KEY_HASH_LEN 64   /* sha256, hex */
 #define NGX_HTTP_IMGBILL_ACCOUNT_MAX  64
+#define NGX_HTTP_IMGBILL_REQUEST_ID_MAX  64
+
+/* how long a settled request id stays known to the settle script: longer
+   than any journal replay can be late */
+#define NGX_HTTP_IMGBILL_SETTLED_TTL  "604800"
 
 
 typedef struct {
@@ -69,6 +76,7 @@ typedef struct {
     time_t                          hold_ttl;
 
     ngx_int_t                       request_id_index;
+    ngx_open_file_t                *journal;   /* NULL: off */
 
     /* this worker's connection, from init_process on */
     ngx_http_imgbill_redis_t       *redis;
@@ -151,12 +159,25 @@ typedef struct {
 } ngx_http_imgbill_scan_t;
 
 
+/* one settlement, as the settle script and the journal see it */
+typedef struct {
+    ngx_str_t                       request_id;
+    ngx_str_t                       account;
+    ngx_str_t                       model;
+    ngx_uint_t                      channel;
+    ngx_int_t                       charge;
+    ngx_int_t                       prompt_tokens;
+    ngx_int_t                       completion_tokens;
+} ngx_http_imgbill_settle_t;
+
+
 typedef void (*ngx_http_imgbill_redis_handler_pt)(redisReply *reply,
     void *data);
 
 typedef enum {
     ngx_http_imgbill_script_admit = 0,
     ngx_http_imgbill_script_settle,
+    ngx_http_imgbill_script_release,
     ngx_http_imgbill_script_n
 } ngx_http_imgbill_script_e;
 
@@ -193,6 +214,23 @@ void ngx_http_imgbill_redis_rebind(ngx_http_imgbill_redis_cmd_t *cmd,
     ngx_http_imgbill_redis_handler_pt handler, void *data);
 ngx_int_t ngx_http_imgbill_redis_integer(redisReply *reply, ngx_uint_t i,
     ngx_int_t *value);
+ngx_http_imgbill_redis_cmd_t *ngx_http_imgbill_redis_settle(
+    ngx_http_imgbill_main_conf_t *mcf, ngx_http_imgbill_settle_t *s,
+    ngx_http_imgbill_redis_handler_pt handler, void *data);
+ngx_http_imgbill_redis_cmd_t *ngx_http_imgbill_redis_release(
+    ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *account,
+    ngx_str_t *request_id, ngx_http_imgbill_redis_handler_pt handler,
+    void *data);
+ngx_int_t ngx_http_imgbill_redis_release_key(
+    ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *request_id,
+    u_char *key_hash, ngx_http_imgbill_redis_handler_pt handler, void *data);
+
+/* ngx_http_imgbill_journal.c */
+void ngx_http_imgbill_journal_settle(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_log_t *log, ngx_http_imgbill_settle_t *s);
+void ngx_http_imgbill_journal_release(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_log_t *log, ngx_str_t *request_id, u_char *key_hash);
+void ngx_http_imgbill_journal_replay(ngx_event_t *ev);
 
 /* ngx_http_imgbill_scan.c */
 void ngx_http_imgbill_scan(u_char *p, u_char *last,

@@ -30,6 +30,7 @@ struct ngx_http_imgbill_redis_s {
     ngx_uint_t                          pending;
     ngx_log_t                          *log;
     ngx_http_imgbill_main_conf_t       *conf;
+    ngx_event_t                         replay;
     u_char                              sha[ngx_http_imgbill_script_n][41];
 };
 
@@ -128,9 +129,22 @@ static const char  ngx_http_imgbill_settle_lua[] =
     "return {1, bal}\n";
 
 
+/*
+ * release by key: KEYS[1] = imgbill:key:<sha256>, ARGV[1] = request id
+ * An admission whose reply was lost may have placed a hold; only the key
+ * is known then, not the account.
+ */
+
+static const char  ngx_http_imgbill_release_lua[] =
+    "local acct = redis.call('GET', KEYS[1])\n"
+    "if not acct then return 0 end\n"
+    "return redis.call('HDEL', 'imgbill:{' .. acct .. '}:holds', ARGV[1])\n";
+
+
 static ngx_str_t  ngx_http_imgbill_scripts[] = {
     ngx_string(ngx_http_imgbill_admit_lua),
-    ngx_string(ngx_http_imgbill_settle_lua)
+    ngx_string(ngx_http_imgbill_settle_lua),
+    ngx_string(ngx_http_imgbill_release_lua)
 };
 
 
@@ -154,6 +168,10 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     rd->timer.handler = ngx_http_imgbill_redis_timeout;
     rd->timer.data = rd;
     rd->timer.log = cycle->log;
+
+    rd->replay.handler = ngx_http_imgbill_journal_replay;
+    rd->replay.data = mcf;
+    rd->replay.log = cycle->log;
 
     /*
      * Not cancelable: a worker that quits gracefully waits for the commands
@@ -281,6 +299,124 @@ ngx_http_imgbill_redis_rebind(ngx_http_imgbill_redis_cmd_t *cmd,
 {
     cmd->handler = handler;
     cmd->data = data;
+}
+
+
+/* the settle script for one request; argument copies are the command's */
+
+ngx_http_imgbill_redis_cmd_t *
+ngx_http_imgbill_redis_settle(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_http_imgbill_settle_t *s, ngx_http_imgbill_redis_handler_pt handler,
+    void *data)
+{
+    u_char      *p, buf[4 * (sizeof("imgbill:{}:settled:") - 1
+                             + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
+                        + NGX_HTTP_IMGBILL_REQUEST_ID_MAX
+                        + 3 * NGX_INT_T_LEN];
+    ngx_str_t    argv[11];
+    ngx_uint_t   i;
+
+    static const char  *suffix[] = { "balance", "holds", "ledger",
+                                     "settled:" };
+
+    if (s->account.len > NGX_HTTP_IMGBILL_ACCOUNT_MAX
+        || s->request_id.len > NGX_HTTP_IMGBILL_REQUEST_ID_MAX)
+    {
+        return NULL;
+    }
+
+    p = buf;
+
+    /* KEYS: everything under the account's hash tag, one cluster slot */
+
+    for (i = 0; i < 4; i++) {
+        argv[i].data = p;
+        p = ngx_sprintf(p, "imgbill:{%V}:%s", &s->account, suffix[i]);
+
+        if (i == 3) {
+            p = ngx_cpymem(p, s->request_id.data, s->request_id.len);
+        }
+
+        argv[i].len = p - argv[i].data;
+    }
+
+    argv[4] = s->request_id;
+
+    argv[5].data = p;
+    p = ngx_sprintf(p, "%i", s->charge);
+    argv[5].len = p - argv[5].data;
+
+    if (s->channel == NGX_HTTP_IMGBILL_FAST) {
+        ngx_str_set(&argv[6], "fast");
+
+    } else {
+        ngx_str_set(&argv[6], "metered");
+    }
+
+    argv[7] = s->model;
+
+    argv[8].data = p;
+    p = ngx_sprintf(p, "%i", ngx_max(s->prompt_tokens, 0));
+    argv[8].len = p - argv[8].data;
+
+    argv[9].data = p;
+    p = ngx_sprintf(p, "%i", ngx_max(s->completion_tokens, 0));
+    argv[9].len = p - argv[9].data;
+
+    ngx_str_set(&argv[10], NGX_HTTP_IMGBILL_SETTLED_TTL);
+
+    return ngx_http_imgbill_redis_send(mcf, ngx_http_imgbill_script_settle,
+                                       4, 11, argv, handler, data);
+}
+
+
+/* give a hold back: the account is known */
+
+ngx_http_imgbill_redis_cmd_t *
+ngx_http_imgbill_redis_release(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_str_t *account, ngx_str_t *request_id,
+    ngx_http_imgbill_redis_handler_pt handler, void *data)
+{
+    u_char     buf[sizeof("imgbill:{}:holds") + NGX_HTTP_IMGBILL_ACCOUNT_MAX];
+    ngx_str_t  argv[3];
+
+    if (account->len > NGX_HTTP_IMGBILL_ACCOUNT_MAX) {
+        return NULL;
+    }
+
+    ngx_str_set(&argv[0], "HDEL");
+
+    argv[1].data = buf;
+    argv[1].len = ngx_sprintf(buf, "imgbill:{%V}:holds", account) - buf;
+
+    argv[2] = *request_id;
+
+    return ngx_http_imgbill_redis_send(mcf, NGX_ERROR, 0, 3, argv, handler,
+                                       data);
+}
+
+
+/* give a hold back: only the key is known */
+
+ngx_int_t
+ngx_http_imgbill_redis_release_key(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_str_t *request_id, u_char *key_hash,
+    ngx_http_imgbill_redis_handler_pt handler, void *data)
+{
+    u_char     buf[sizeof("imgbill:key:") + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    ngx_str_t  argv[2];
+
+    argv[0].data = buf;
+    argv[0].len = ngx_sprintf(buf, "imgbill:key:%*s",
+                              (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN,
+                              key_hash)
+                  - buf;
+
+    argv[1] = *request_id;
+
+    return ngx_http_imgbill_redis_send(mcf, ngx_http_imgbill_script_release,
+                                       1, 2, argv, handler, data)
+           ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -507,6 +643,9 @@ ngx_http_imgbill_redis_connected(const redisAsyncContext *ac, int status)
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rd->log, 0,
                    "imgbill: redis connected to \"%V\"", &rd->conf->host);
+
+    /* what could not be settled before is settled now, outside hiredis */
+    ngx_post_event(&rd->replay, &ngx_posted_events);
 }
 
 
