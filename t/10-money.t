@@ -1,0 +1,148 @@
+# Money: the worked examples, fast prices, rounding, the minimum charge,
+# all checked to the unit in Redis, in the headers and in the ledger.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib', 'scripts/lib';
+use Imgbill::Harness;
+
+my $h = Imgbill::Harness->new;
+my $FLASH = 'gemini-2.5-flash-image';
+my $PRO   = 'gemini-3-pro-image-preview';
+my $n = 0;
+
+# charged_ok(name, model, path, mock, start units, charge units,
+#            channel, pt, ct for the ledger)
+sub charged_ok {
+    my (%o) = @_;
+    my $acct = 'money' . ++$n;
+    my $key  = "sk-money-$n-secret";
+    $h->account($acct, $key, $o{start});
+    my $res = $h->chat(key => $key, model => $o{model}, path => $o{path},
+                       mock => $o{mock});
+    my $t = $o{name};
+    my $after = $o{start} - $o{charge};
+    subtest $t => sub {
+        is $res->{status}, 200, 'status 200' or diag $res->{body};
+        is $res->{headers}{'x-imgbill-charge'}, fmt($o{charge}), 'X-Imgbill-Charge';
+        is $res->{headers}{'x-imgbill-balance'}, fmt($after), 'X-Imgbill-Balance';
+        is $res->{header_count}{'x-imgbill-charge'}, 1, 'one X-Imgbill-Charge';
+        is $res->{header_count}{'x-imgbill-balance'}, 1, 'one X-Imgbill-Balance';
+        my $rid = $res->{headers}{'x-imgbill-request-id'} // '';
+        like $rid, qr/^[0-9a-f]{32}$/, 'X-Imgbill-Request-Id: 32 hex';
+        is $h->balance($acct), $after, "Redis balance $after units";
+        is_deeply $h->holds($acct), {}, 'no hold left';
+        my $l = $h->ledger($acct);
+        is scalar @$l, 1, 'one ledger entry';
+        my $e = $l->[0] || {};
+        is $e->{request_id}, $rid, 'ledger request_id = header';
+        is $e->{channel}, $o{channel}, 'ledger channel';
+        is $e->{model}, $o{model}, 'ledger model';
+        is $e->{prompt_tokens}, $o{pt}, 'ledger prompt_tokens';
+        is $e->{completion_tokens}, $o{ct}, 'ledger completion_tokens';
+        is $e->{charge}, $o{charge}, 'ledger charge (units)';
+        is $e->{balance_after}, $after, 'ledger balance_after (units)';
+        like $e->{ts} // '', qr/^\d+$/, 'ledger ts is unix seconds';
+        cmp_ok abs(($e->{ts} // 0) - time), '<', 120, 'ledger ts is now';
+        my $settled = "imgbill:{$acct}:settled:$rid";
+        is $h->redis('EXISTS', $settled), 1, 'settled marker exists';
+        cmp_ok $h->redis('TTL', $settled), '>', 0, 'settled marker has a TTL';
+        ok $res->{json} && $res->{json}{choices}, 'upstream body relayed';
+    };
+    return $res;
+}
+
+sub fmt {
+    my ($u) = @_;
+    my $s = $u < 0 ? '-' : '';
+    $u = abs $u;
+    return sprintf '%s%d.%04d', $s, int($u / 10000), $u % 10000;
+}
+
+# the two worked examples, via real HTTP
+charged_ok(name => 'worked example: flash 560/1120 -> 0.2465',
+           model => $FLASH, start => 100000, charge => 2465,
+           channel => 'metered', pt => 560, ct => 1120);
+charged_ok(name => 'worked example: 3-pro 1210/2000 -> 1.7232',
+           model => $PRO, start => 100000, charge => 17232,
+           channel => 'metered', pt => 1210, ct => 2000);
+
+# explicit tokens agree with the defaults
+charged_ok(name => 'flash pt=560 ct=1120 explicit', model => $FLASH,
+           mock => 'pt=560 ct=1120', start => 100000, charge => 2465,
+           channel => 'metered', pt => 560, ct => 1120);
+
+# minimum charge
+charged_ok(name => 'minimum charge: flash 1/1 -> 0.0100', model => $FLASH,
+           mock => 'pt=1 ct=1', start => 100000, charge => 100,
+           channel => 'metered', pt => 1, ct => 1);
+charged_ok(name => 'minimum charge: flash 0/0 -> 0.0100', model => $FLASH,
+           mock => 'pt=0 ct=0', start => 100000, charge => 100,
+           channel => 'metered', pt => 0, ct => 0);
+
+# rounding: half up, per component.
+# flash: 750 * 2.2 / 1e6 yuan = 16.5 units -> 17; 150 * 219 / 1e6 = 328.5 -> 329
+# (half-even would give 16 + 328 = 344, rounding the sum 345)
+charged_ok(name => 'half-up rounding per component: flash 750/150 -> 0.0346',
+           model => $FLASH, mock => 'pt=750 ct=150', start => 100000,
+           charge => 346, channel => 'metered', pt => 750, ct => 150);
+# 3-pro (142000 / 8530000 units per 1M): 37 -> 5.254 units -> 5;
+# 999 -> 8521.47 units -> 8521
+charged_ok(name => 'rounding down: 3-pro 37/999 -> 0.8526 (5.254 + 8521.47 units)',
+           model => $PRO, mock => 'pt=37 ct=999', start => 100000,
+           charge => 5 + 8521, channel => 'metered', pt => 37, ct => 999);
+# a big reply: 3-pro 100000/50000: 14200 + 426500 = 440700 units = 44.0700
+charged_ok(name => 'big token counts: 3-pro 100000/50000 -> 44.0700',
+           model => $PRO, mock => 'pt=100000 ct=50000', start => 1000000,
+           charge => 440700, channel => 'metered', pt => 100000, ct => 50000);
+
+# fast channel: fixed price, tokens recorded from usage
+charged_ok(name => 'fast flash -> 0.0700', model => $FLASH,
+           path => '/fast/v1/chat/completions', start => 100000,
+           charge => 700, channel => 'fast', pt => 560, ct => 1120);
+charged_ok(name => 'fast 3-pro -> 0.2000', model => $PRO,
+           path => '/fast/v1/chat/completions', start => 100000,
+           charge => 2000, channel => 'fast', pt => 1210, ct => 2000);
+charged_ok(name => 'fast ignores token counts: flash 100000/100000 -> 0.0700',
+           model => $FLASH, path => '/fast/v1/chat/completions',
+           mock => 'pt=100000 ct=100000', start => 100000, charge => 700,
+           channel => 'fast', pt => 100000, ct => 100000);
+charged_ok(name => 'fast without usage is still charged 0.0700, tokens 0',
+           model => $FLASH, path => '/fast/v1/chat/completions',
+           mock => 'kind=nousage', start => 100000, charge => 700,
+           channel => 'fast', pt => 0, ct => 0);
+
+# consecutive charges on one account add up exactly
+{
+    $h->account('series', 'sk-series', 100000);
+    my @hdr;
+    for (1 .. 3) {
+        my $r = $h->chat(key => 'sk-series');
+        push @hdr, $r->{headers}{'x-imgbill-balance'};
+    }
+    is_deeply \@hdr, [ '9.7535', '9.5070', '9.2605' ],
+        'three flash calls: balances 9.7535, 9.5070, 9.2605';
+    is $h->balance('series'), 100000 - 3 * 2465, 'Redis balance after three';
+    my $l = $h->ledger('series');
+    is_deeply [ map { $_->{balance_after} } @$l ], [ 97535, 95070, 92605 ],
+        'ledger balance_after in order';
+    my %rids = map { $_->{request_id} => 1 } @$l;
+    is scalar keys %rids, 3, 'distinct request ids';
+}
+
+# a balance that goes below zero formats with a sign
+{
+    # min_balance gate needs 5.0000 available; take the charge past zero with
+    # a big reply: 3-pro 100000/100000 = 14200 + 853000 = 867200 units
+    $h->account('neg', 'sk-neg', 50000);
+    my $r = $h->chat(key => 'sk-neg', model => $PRO,
+                     mock => 'pt=100000 ct=100000');
+    is $r->{status}, 200, 'over-spend reply is delivered';
+    is $r->{headers}{'x-imgbill-charge'}, '86.7200', 'charged in full';
+    is $r->{headers}{'x-imgbill-balance'}, '-81.7200', 'negative balance header';
+    is $h->balance('neg'), 50000 - 867200, 'negative balance in Redis';
+}
+
+is_deeply [ $h->crashes ], [], 'no nginx worker crashed';
+
+done_testing;

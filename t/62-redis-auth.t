@@ -1,0 +1,34 @@
+# imgbill_redis ... password=P db=N: the module authenticates and keeps its
+# keys in the chosen database; the CLI follows with IMGBILL_REDIS_PASSWORD/_DB.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib', 'scripts/lib';
+use Imgbill::Harness qw(key_hash);
+
+my $h = Imgbill::Harness->new(redis_password => 'pw-4b9e', redis_db => 3);
+$h->account('authz', 'sk-authz', 100000);
+
+my $res = $h->chat(key => 'sk-authz');
+is $res->{status}, 200, 'request through a password-protected Redis, db 3';
+is $res->{headers}{'x-imgbill-charge'}, '0.2465', 'charged';
+is $h->balance('authz'), 97535, 'balance in db 3';
+is scalar @{ $h->ledger('authz') }, 1, 'ledger in db 3';
+
+my $db0 = $h->redis_client(db => 0);
+is_deeply $db0->cmd('KEYS', 'imgbill:*'), [], 'nothing written to db 0';
+
+my $CLI = Imgbill::Harness->root . '/scripts/imgbill';
+{
+    local $ENV{IMGBILL_REDIS} = $h->redis_addr;
+    local $ENV{IMGBILL_REDIS_PASSWORD} = 'pw-4b9e';
+    local $ENV{IMGBILL_REDIS_DB} = 3;
+    is `$^X $CLI balance authz`, "9.7535\n", 'CLI with IMGBILL_REDIS_PASSWORD and _DB';
+    local $ENV{IMGBILL_REDIS_PASSWORD} = 'wrong';
+    `$^X $CLI balance authz 2>/dev/null`;
+    is $? >> 8, 1, 'CLI with a wrong password: exit 1';
+}
+
+is_deeply [ $h->crashes ], [], 'no nginx worker crashed';
+
+done_testing;

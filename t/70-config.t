@@ -1,0 +1,125 @@
+# Directives: `nginx -t` accepts good configurations and rejects bad ones
+# with a message naming the directive.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib', 'scripts/lib';
+use Imgbill::Harness qw(free_port);
+
+my $port = free_port();
+
+sub conf {
+    my (%o) = @_;
+    my $http = $o{http} // "imgbill_redis 127.0.0.1:6379;\n";
+    my $prices = $o{prices} // "imgbill_metered_price gemini-2.5-flash-image 2.2 219;\n"
+                             . "imgbill_fast_price gemini-2.5-flash-image 0.07;\n";
+    my $loc = $o{loc} // '';
+    my $channel = $o{channel} // 'metered';
+    return <<"EOC";
+$http
+$prices
+server {
+    listen 127.0.0.1:$port;
+    $o{server}
+    location / {
+        imgbill $channel;
+        $loc
+        proxy_pass http://127.0.0.1:9;
+    }
+}
+EOC
+}
+
+sub good {
+    my ($name, %o) = @_;
+    my ($rc, $out) = Imgbill::Harness->nginx_t(conf(server => '', %o));
+    is $rc, 0, "accepted: $name" or diag $out;
+}
+
+sub bad {
+    my ($name, $directive, %o) = @_;
+    my ($rc, $out) = Imgbill::Harness->nginx_t(conf(server => '', %o));
+    subtest "rejected: $name" => sub {
+        isnt $rc, 0, 'nginx -t fails';
+        like $out, qr/\[emerg\]/, 'an [emerg] message';
+        like $out, qr/"\Q$directive\E"/, "the message names \"$directive\""
+            or diag $out;
+        $o{like} and like $out, $o{like}, "the message matches $o{like}";
+    };
+}
+
+# --- the shipped configuration and good variants
+{
+    my $shipped = do { local (@ARGV, $/) = (Imgbill::Harness->root . '/conf.d/imgbill.conf'); <> };
+    my ($rc, $out) = Imgbill::Harness->nginx_t($shipped);
+    is $rc, 0, 'conf.d/imgbill.conf passes nginx -t' or diag $out;
+}
+good('base');
+good('redis with password and db', http => "imgbill_redis 127.0.0.1:6379 password=s3cret db=2;\n");
+good('redis on a unix socket', http => "imgbill_redis unix:/tmp/redis.sock;\n");
+good('metered price with hold', prices => "imgbill_metered_price m 1 2 hold=1.50;\n");
+good('same model in both channels',
+     prices => "imgbill_metered_price m 1 2;\nimgbill_fast_price m 0.07;\n");
+good('integer and 4-decimal prices',
+     prices => "imgbill_metered_price m 1 2;\nimgbill_fast_price f 0.0001;\n");
+good('all the tunables', loc => 'imgbill_min_balance 0; imgbill_min_charge 0.0001; '
+                               . 'imgbill_body_limit 1k; imgbill_image_limit 10m;',
+     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_redis_timeout 250ms;\nimgbill_hold_ttl 1h;\n");
+good('imgbill off', channel => 'off');
+good('imgbill fast', channel => 'fast');
+
+# --- bad prices
+bad('fast price "abc"', 'imgbill_fast_price', prices => "imgbill_fast_price m abc;\n",
+    like => qr/abc/);
+bad('negative fast price', 'imgbill_fast_price', prices => "imgbill_fast_price m -0.07;\n");
+bad('fast price with 5 decimals', 'imgbill_fast_price',
+    prices => "imgbill_fast_price m 0.00001;\n");
+bad('fast price "1.2.3"', 'imgbill_fast_price', prices => "imgbill_fast_price m 1.2.3;\n");
+bad('fast price "1e3"', 'imgbill_fast_price', prices => "imgbill_fast_price m 1e3;\n");
+bad('fast price with one argument', 'imgbill_fast_price', prices => "imgbill_fast_price m;\n");
+bad('huge fast price', 'imgbill_fast_price',
+    prices => "imgbill_fast_price m 99999999999999999999;\n");
+bad('metered output price "x"', 'imgbill_metered_price',
+    prices => "imgbill_metered_price m 1 x;\n");
+bad('metered input price "x"', 'imgbill_metered_price',
+    prices => "imgbill_metered_price m x 1;\n");
+bad('metered hold "abc"', 'imgbill_metered_price',
+    prices => "imgbill_metered_price m 1 2 hold=abc;\n");
+bad('metered unknown option', 'imgbill_metered_price',
+    prices => "imgbill_metered_price m 1 2 bogus=1;\n");
+
+# --- duplicates
+bad('duplicate metered model', 'imgbill_metered_price',
+    prices => "imgbill_metered_price m 1 2;\nimgbill_metered_price m 3 4;\n",
+    like => qr/\bm\b|duplicate/);
+bad('duplicate fast model', 'imgbill_fast_price',
+    prices => "imgbill_fast_price m 0.1;\nimgbill_fast_price m 0.2;\n");
+
+# --- channel
+bad('unknown channel', 'imgbill', channel => 'turbo', like => qr/turbo/);
+
+# --- redis address
+bad('redis without a host', 'imgbill_redis', http => "imgbill_redis :6379;\n");
+bad('redis port 99999', 'imgbill_redis', http => "imgbill_redis 127.0.0.1:99999;\n");
+bad('redis port "abc"', 'imgbill_redis', http => "imgbill_redis 127.0.0.1:abc;\n");
+bad('redis port 0', 'imgbill_redis', http => "imgbill_redis 127.0.0.1:0;\n");
+bad('redis db "abc"', 'imgbill_redis', http => "imgbill_redis 127.0.0.1:6379 db=abc;\n");
+bad('redis unknown option', 'imgbill_redis', http => "imgbill_redis 127.0.0.1:6379 foo=bar;\n");
+bad('redis empty unix path', 'imgbill_redis', http => "imgbill_redis unix:;\n");
+bad('redis in a server block', 'imgbill_redis', server => 'imgbill_redis 127.0.0.1:6380;');
+bad('redis twice', 'imgbill_redis',
+    http => "imgbill_redis 127.0.0.1:6379;\nimgbill_redis 127.0.0.1:6380;\n");
+
+# --- money and sizes
+bad('min_charge "abc"', 'imgbill_min_charge', loc => 'imgbill_min_charge abc;');
+bad('negative min_charge', 'imgbill_min_charge', loc => 'imgbill_min_charge -0.01;');
+bad('min_charge with 5 decimals', 'imgbill_min_charge', loc => 'imgbill_min_charge 0.00001;');
+bad('min_balance "abc"', 'imgbill_min_balance', loc => 'imgbill_min_balance abc;');
+bad('body_limit "abc"', 'imgbill_body_limit', loc => 'imgbill_body_limit abc;');
+bad('image_limit "abc"', 'imgbill_image_limit', loc => 'imgbill_image_limit abc;');
+bad('redis_timeout "abc"', 'imgbill_redis_timeout',
+    http => "imgbill_redis 127.0.0.1:6379;\nimgbill_redis_timeout abc;\n");
+bad('hold_ttl "abc"', 'imgbill_hold_ttl',
+    http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl abc;\n");
+
+done_testing;

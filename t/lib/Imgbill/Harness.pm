@@ -1,0 +1,669 @@
+package Imgbill::Harness;
+
+# Test harness for imgbill: a private redis-server, the mock upstream and
+# nginx with the built module, all on free loopback ports, all torn down
+# when the object goes away.
+#
+#   use lib 't/lib', 'scripts/lib';
+#   use Imgbill::Harness;
+#   my $h = Imgbill::Harness->new(
+#       workers      => 1,             # worker_processes (default 1)
+#       extra_server => 'location = /x { ... }',  # inside conf.d's server {}
+#       extra_http   => '...',         # appended inside http {}
+#       upstream_key => 'sk-up',       # the "site: upstream key" lines send
+#                                      #   "Authorization: Bearer sk-up"
+#       conf_filter  => sub { $_[0] =~ s/.../.../ },  # edit conf.d text
+#       redis_password => 'pw',        # redis-server --requirepass, and
+#                                      #   imgbill_redis ... password=pw
+#       redis_db     => 3,             # imgbill_redis ... db=3
+#       nginx => 1, mock => 1, redis => 1,           # what to start
+#   );
+#   $h->account('alice', 'sk-alice', 100000);  # key + balance in units
+#   my $res = $h->post('/v1/chat/completions',
+#                      { model => 'gemini-2.5-flash-image', messages => [] },
+#                      Authorization => 'Bearer sk-alice',
+#                      'X-Mock' => 'pt=1 ct=1');
+#   $res->{status}, $res->{headers}{'x-imgbill-charge'},
+#   $res->{header_count}{'x-imgbill-charge'}, $res->{json}{error}{code}
+#
+# Addresses are always 127.0.0.1.  The module is build/ngx_http_imgbill_module.so
+# (env IMGBILL_MODULE overrides); if it is missing the test run BAILs OUT.
+# IMGBILL_KEEP=1 keeps the temp dirs (their paths are printed as diag).
+
+use strict;
+use warnings;
+use Carp qw(croak);
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Path qw(make_path remove_tree);
+use File::Spec;
+use File::Temp qw(tempdir);
+use File::Copy qw(copy);
+use IO::Socket::INET;
+use HTTP::Tiny;
+use JSON::PP;
+use POSIX qw(WNOHANG);
+use Time::HiRes qw(sleep time);
+use Digest::SHA qw(sha256_hex);
+use Scalar::Util qw(weaken);
+use Test::More ();
+use ImgbillRedis;
+
+use Exporter 'import';
+our @EXPORT_OK = qw(wait_for key_hash free_port error_ok);
+
+my $ROOT = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
+                                       '..', '..', '..'));
+my $NGINX = $ENV{IMGBILL_NGINX} || '/usr/sbin/nginx';
+
+my @LIVE;    # weak refs, for END
+
+sub root { $ROOT }
+
+sub module_path {
+    return $ENV{IMGBILL_MODULE}
+        || File::Spec->catfile($ROOT, 'build', 'ngx_http_imgbill_module.so');
+}
+
+sub require_module {
+    my $so = module_path();
+    return $so if -f $so;
+    Test::More::BAIL_OUT("imgbill module not found at $so: "
+                         . "run scripts/build first (or set IMGBILL_MODULE)");
+}
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Proto => 'tcp', Listen => 1, ReuseAddr => 1)
+        or die "cannot bind a loopback port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+sub key_hash { sha256_hex($_[0]) }
+
+sub wait_for {
+    my ($cond, $timeout, $step) = @_;
+    $timeout = 5 unless defined $timeout;
+    $step ||= 0.05;
+    my $until = time + $timeout;
+    while (1) {
+        my $v = $cond->();
+        return $v if $v;
+        return undef if time >= $until;
+        sleep $step;
+    }
+}
+
+sub _port_open {
+    my ($port) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => 1);
+    return 0 unless $s;
+    close $s;
+    return 1;
+}
+
+sub _tempdir {
+    my $d = tempdir('ibh-XXXXXXXX', TMPDIR => 1, CLEANUP => 0);
+    chmod 0755, $d;
+    return $d;
+}
+
+sub new {
+    my ($class, %o) = @_;
+    my $self = bless {
+        opt      => \%o,
+        owner    => $$,
+        workers  => $o{workers} || 1,
+        want_nginx => exists $o{nginx} ? $o{nginx} : 1,
+        want_mock  => exists $o{mock}  ? $o{mock}  : 1,
+        want_redis => exists $o{redis} ? $o{redis} : 1,
+    }, $class;
+
+    $self->{module} = require_module() if $self->{want_nginx};
+
+    _install_signal_handlers();
+    $self->{dir} = _tempdir();
+    Test::More::diag("harness dir: $self->{dir}") if $ENV{IMGBILL_KEEP};
+    push @LIVE, $self;
+    weaken($LIVE[-1]);
+
+    $self->{redis_port} = free_port();
+    $self->{mock_port}  = free_port();
+    $self->{port}       = free_port();
+
+    $self->redis_start if $self->{want_redis};
+    $self->_mock_start if $self->{want_mock};
+    $self->_nginx_start if $self->{want_nginx};
+    return $self;
+}
+
+sub dir        { $_[0]{dir} }
+sub port       { $_[0]{port} }
+sub redis_port { $_[0]{redis_port} }
+sub mock_port  { $_[0]{mock_port} }
+sub redis_addr { '127.0.0.1:' . $_[0]{redis_port} }
+sub url        { 'http://127.0.0.1:' . $_[0]{port} . ($_[1] // '') }
+
+# ---- processes ----------------------------------------------------------
+
+sub _spawn {
+    my ($self, $log, @cmd) = @_;
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', $log;
+        open STDERR, '>&', \*STDOUT;
+        setpgrp(0, 0);
+        exec @cmd or POSIX::_exit(127);
+    }
+    return $pid;
+}
+
+sub _reap {
+    my ($pid, $timeout) = @_;
+    return unless $pid;
+    kill 'TERM', $pid;
+    my $until = time + ($timeout || 5);
+    while (time < $until) {
+        my $r = waitpid($pid, WNOHANG);
+        return if $r == $pid || $r == -1;
+        sleep 0.02;
+    }
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+}
+
+sub redis_start {
+    my ($self) = @_;
+    croak 'redis already running' if $self->{redis_pid};
+    my $rd = "$self->{dir}/redis";
+    remove_tree($rd);
+    make_path($rd);
+    $self->{redis_pid} = $self->_spawn("$self->{dir}/redis.log",
+        'redis-server', '--port', $self->{redis_port}, '--bind', '127.0.0.1',
+        '--save', '', '--appendonly', 'no', '--dir', $rd,
+        '--daemonize', 'no',
+        (defined $self->{opt}{redis_password}
+            ? ('--requirepass', $self->{opt}{redis_password}) : ()));
+    my $ok = wait_for(sub {
+        my $r = eval { ImgbillRedis->new(port => $self->{redis_port},
+                                         password => $self->{opt}{redis_password},
+                                         timeout => 1) } or return 0;
+        my $p = eval { $r->cmd('PING') };
+        return defined $p && $p eq 'PONG';
+    }, 10);
+    die "redis-server did not start on port $self->{redis_port}:\n"
+        . _slurp("$self->{dir}/redis.log") unless $ok;
+    return 1;
+}
+
+sub redis_stop {
+    my ($self) = @_;
+    my $pid = delete $self->{redis_pid} or return;
+    _reap($pid, 5);
+    wait_for(sub { !_port_open($self->{redis_port}) }, 5);
+    return 1;
+}
+
+sub _mock_start {
+    my ($self) = @_;
+    $self->{mock_log} = "$self->{dir}/mock.log";
+    open my $fh, '>', $self->{mock_log} or die $!;
+    close $fh;
+    $self->{mock_pid} = $self->_spawn("$self->{dir}/mock.stderr",
+        $^X, "$ROOT/scripts/mock-upstream",
+        '--listen', "127.0.0.1:$self->{mock_port}",
+        '--log', $self->{mock_log});
+    wait_for(sub { _port_open($self->{mock_port}) }, 10)
+        or die "mock upstream did not start:\n"
+               . _slurp("$self->{dir}/mock.stderr");
+}
+
+sub _site_conf {
+    my ($self) = @_;
+    my $conf = _slurp("$ROOT/conf.d/imgbill.conf");
+    my %n;
+    my $rp = $self->{redis_port};
+    my $mp = $self->{mock_port};
+    my $lp = $self->{port};
+
+    my $ropt = '';
+    $ropt .= " password=$self->{opt}{redis_password}"
+        if defined $self->{opt}{redis_password};
+    $ropt .= " db=$self->{opt}{redis_db}" if defined $self->{opt}{redis_db};
+    $n{redis} = $conf =~ s{^(\s*)imgbill_redis\s+[^;]*;(\s*#\s*site:\s*redis\s*)$}
+                          {${1}imgbill_redis 127.0.0.1:$rp$ropt;$2}mg;
+    $n{upstream} = $conf =~ s{^(\s*)server\s+[^;]*;(\s*#\s*site:\s*upstream\s*)$}
+                             {${1}server 127.0.0.1:$mp;$2}mg;
+    $n{listen} = $conf =~ s{^(\s*)listen\s+[^;]*;(\s*#\s*site:\s*listen\s*)$}
+                           {${1}listen 127.0.0.1:$lp;$2}mg;
+    # each instance its own journal: lines replayed into another test's
+    # Redis would be someone else's money
+    my $jp = "$self->{dir}/imgbill.journal";
+    $n{journal} = $conf =~ s{^(\s*)imgbill_journal\s+[^;]*;(\s*#\s*site:\s*journal\s*)$}
+                            {${1}imgbill_journal $jp;$2}mg;
+    my $key = $self->{opt}{upstream_key};
+    if (defined $key) {
+        $n{key} = $conf =~ s{^(\s*)proxy_set_header\s+Authorization\s+[^;]*;(\s*#\s*site:\s*upstream key\s*)$}
+                            {${1}proxy_set_header Authorization "Bearer $key";$2}mg;
+        die "conf.d/imgbill.conf: no 'site: upstream key' line" unless $n{key};
+    }
+    for (qw(redis upstream listen journal)) {
+        die "conf.d/imgbill.conf: no 'site: $_' line to substitute" unless $n{$_};
+    }
+    if (defined(my $x = $self->{opt}{extra_server})) {
+        $conf =~ s{^(\s*listen\s+[^;]*;\s*#\s*site:\s*listen\s*)$}
+                  {$1\n    # --- extra_server (test) ---\n$x\n    # --- end extra_server ---\n}m
+            or die 'cannot place extra_server';
+    }
+    if (my $f = $self->{opt}{conf_filter}) {
+        $f->($conf);
+    }
+    return $conf;
+}
+
+sub _private_module {
+    my ($prefix, $module) = @_;
+    my $so = "$prefix/ngx_http_imgbill_module.so";
+    copy($module, "$so.tmp") or die "copy $module: $!";
+    chmod 0755, "$so.tmp";
+    rename "$so.tmp", $so or die "rename: $!";
+    return $so;
+}
+
+sub _main_conf {
+    my ($prefix, $module, $workers, $http) = @_;
+    my $user = $> == 0 ? "user root;\n" : '';
+    make_path(map { "$prefix/tmp/$_" } qw(body proxy fastcgi uwsgi scgi));
+    return <<"EOC";
+load_module $module;
+$user
+worker_processes $workers;
+daemon on;
+master_process on;
+pid $prefix/nginx.pid;
+lock_file $prefix/nginx.lock;
+error_log $prefix/error.log info;
+
+events {
+    worker_connections 1024;
+}
+
+http {
+    client_body_temp_path $prefix/tmp/body;
+    proxy_temp_path       $prefix/tmp/proxy;
+    fastcgi_temp_path     $prefix/tmp/fastcgi;
+    uwsgi_temp_path       $prefix/tmp/uwsgi;
+    scgi_temp_path        $prefix/tmp/scgi;
+
+    log_format imgbill 'status=\$status method=\$request_method uri=\$uri '
+                       'account=\$imgbill_account channel=\$imgbill_channel '
+                       'charge=\$imgbill_charge balance=\$imgbill_balance '
+                       'prompt_tokens=\$imgbill_prompt_tokens '
+                       'completion_tokens=\$imgbill_completion_tokens '
+                       'request_id=\$imgbill_request_id '
+                       'nginx_request_id=\$request_id';
+    access_log $prefix/access.log imgbill;
+
+$http
+}
+EOC
+}
+
+sub _nginx_start {
+    my ($self) = @_;
+    my $p = $self->{dir};
+    my $http = $self->_site_conf;
+    $http .= "\n# --- extra_http (test) ---\n$self->{opt}{extra_http}\n"
+        if defined $self->{opt}{extra_http};
+    # a private copy: a rebuild that overwrites build/*.so in place must not
+    # crash the running workers (nor mix two builds in one run)
+    my $so = _private_module($p, $self->{module});
+    _spew("$p/nginx.conf", _main_conf($p, $so, $self->{workers}, $http));
+
+    my $out = `$NGINX -p $p/ -c $p/nginx.conf -e $p/error.log 2>&1`;
+    my $rc = $? >> 8;
+    if ($rc != 0) {
+        die "nginx failed to start (exit $rc):\n$out\n"
+            . _slurp("$p/error.log");
+    }
+    my $ok = wait_for(sub {
+        -s "$p/nginx.pid" && _port_open($self->{port});
+    }, 10);
+    die "nginx did not come up:\n" . _slurp("$p/error.log") unless $ok;
+    my $pid = _slurp("$p/nginx.pid");
+    ($self->{nginx_pid}) = $pid =~ /(\d+)/;
+    return 1;
+}
+
+sub nginx_stop {
+    my ($self) = @_;
+    my $pid = delete $self->{nginx_pid} or return;
+    kill 'TERM', $pid;
+    my $gone = wait_for(sub { !kill(0, $pid) }, 10);
+    kill 'KILL', $pid unless $gone;
+    # workers follow their master; make sure the port is free
+    wait_for(sub { !_port_open($self->{port}) }, 5);
+    return 1;
+}
+
+# nginx_t($http_text) -> (exit code, output): `nginx -t` on a config whose
+# http block is exactly $http_text (plus the temp paths and log format).
+# Works as a class method or on an object; starts nothing.
+sub nginx_t {
+    my ($self_or_class, $http, %o) = @_;
+    my $module = require_module();
+    my $p = _tempdir();
+    my $so = _private_module($p, $module);
+    _spew("$p/nginx.conf", _main_conf($p, $so, $o{workers} || 1, $http));
+    my $out = `$NGINX -t -p $p/ -c $p/nginx.conf -e $p/error.log 2>&1`;
+    my $rc = $? >> 8;
+    my $log = _slurp("$p/error.log");
+    $out .= $log if length $log && index($out, $log) < 0;
+    remove_tree($p) unless $ENV{IMGBILL_KEEP};
+    return ($rc, $out);
+}
+
+# INT/TERM/HUP (and PIPE, e.g. `prove ... | head`) would skip END blocks:
+# tear everything down first.  Writes to sockets that may be closed must
+# use local $SIG{PIPE} = 'IGNORE' (HTTP::Tiny and ImgbillRedis do).
+my $handlers_installed;
+sub _install_signal_handlers {
+    return if $handlers_installed++;
+    for my $sig (qw(INT TERM HUP PIPE)) {
+        next if defined $SIG{$sig} && $SIG{$sig} ne 'DEFAULT' && $SIG{$sig} ne '';
+        $SIG{$sig} = sub {
+            for my $h (@LIVE) { $h->teardown if $h }
+            $SIG{$sig} = 'DEFAULT';
+            kill $sig, $$;
+            POSIX::_exit(1);
+        };
+    }
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    $self->teardown;
+}
+
+sub teardown {
+    my ($self) = @_;
+    return if $self->{torn} || $self->{owner} != $$;
+    $self->{torn} = 1;
+    local ($?, $!, $@);
+    $self->nginx_stop;
+    _reap(delete $self->{mock_pid}, 5);
+    $self->redis_stop;
+    if ($self->{dir} && !$ENV{IMGBILL_KEEP}) {
+        remove_tree($self->{dir});
+    }
+}
+
+END {
+    for my $h (@LIVE) {
+        $h->teardown if $h;
+    }
+}
+
+# ---- HTTP -----------------------------------------------------------------
+
+# request($method, $path, $body, %headers); $body: a ref is JSON-encoded,
+# a string is sent raw, undef sends no body.
+sub request {
+    my ($self, $method, $path, $body, %hdr) = @_;
+    my %headers;
+    my $has_ct = grep { lc $_ eq 'content-type' } keys %hdr;
+    $headers{'Content-Type'} = 'application/json'
+        if defined $body && !$has_ct;
+    %headers = (%headers, %hdr);
+    my $content = ref $body ? JSON::PP->new->canonical->encode($body) : $body;
+
+    my $http = HTTP::Tiny->new(timeout => $self->{opt}{http_timeout} || 30,
+                               keep_alive => 0, max_redirect => 0);
+    my $res = $http->request($method, $self->url($path), {
+        headers => \%headers,
+        (defined $content ? (content => $content) : ()),
+    });
+
+    my (%h, %count);
+    for my $k (keys %{ $res->{headers} || {} }) {
+        my $v = $res->{headers}{$k};
+        $h{lc $k} = $v;
+        $count{lc $k} = ref $v eq 'ARRAY' ? scalar @$v : 1;
+    }
+    my $json = eval { JSON::PP->new->decode($res->{content}) };
+    return {
+        status       => $res->{status},
+        reason       => $res->{reason},
+        headers      => \%h,
+        header_count => \%count,
+        body         => $res->{content},
+        json         => $json,
+    };
+}
+
+sub post {
+    my ($self, $path, $body, %hdr) = @_;
+    return $self->request('POST', $path, $body, %hdr);
+}
+
+# chat(%o): a typical image generation call.
+#   key => raw API key (sent as "Authorization: Bearer KEY"; undef: none)
+#   model => (default gemini-2.5-flash-image), path => (default metered),
+#   mock => X-Mock header value, headers => { more headers },
+#   body => a whole body (ref or raw string) instead of the default one
+sub chat {
+    my ($self, %o) = @_;
+    my $path = $o{path} || '/v1/chat/completions';
+    my $body = exists $o{body} ? $o{body} : {
+        model    => $o{model} // 'gemini-2.5-flash-image',
+        messages => [ { role => 'user', content => 'draw a cat' } ],
+    };
+    my %hdr = %{ $o{headers} || {} };
+    $hdr{Authorization} = "Bearer $o{key}" if defined $o{key};
+    $hdr{'X-Mock'} = $o{mock} if defined $o{mock};
+    return $self->post($path, $body, %hdr);
+}
+
+# ---- assertions (exported on request) -----------------------------------
+
+# error_ok($res, $status, $type, $code, $name): the module's JSON error shape
+sub error_ok {
+    my ($res, $status, $type, $code, $name) = @_;
+    my $tb = Test::More->builder;
+    my $j = $res->{json};
+    my @bad;
+    push @bad, "status $res->{status}, want $status" if $res->{status} != $status;
+    if (ref $j ne 'HASH' || ref $j->{error} ne 'HASH') {
+        push @bad, "body is not {\"error\":{...}}: " . substr($res->{body} // '', 0, 300);
+    } else {
+        my $e = $j->{error};
+        push @bad, 'error.type ' . ($e->{type} // 'undef') . ", want $type"
+            if ($e->{type} // '') ne $type;
+        push @bad, 'error.code ' . ($e->{code} // 'undef') . ", want $code"
+            if ($e->{code} // '') ne $code;
+        push @bad, 'error.message missing'
+            unless defined $e->{message} && !ref $e->{message} && length $e->{message};
+        push @bad, 'error.param is not null'
+            unless exists $e->{param} && !defined $e->{param};
+    }
+    my $ct = $res->{headers}{'content-type'} // '';
+    push @bad, "Content-Type \"$ct\", want application/json"
+        unless $ct =~ m{^application/json\b};
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $ok = $tb->ok(!@bad, $name);
+    $tb->diag(join "\n", @bad) if @bad;
+    return $ok;
+}
+
+# ---- Redis ----------------------------------------------------------------
+
+# redis_client(db => N): a fresh ImgbillRedis on the harness' Redis
+# (authenticated, and in redis_db unless db is given)
+sub redis_client {
+    my ($self, %o) = @_;
+    return ImgbillRedis->new(port => $self->{redis_port}, timeout => 5,
+                             password => $self->{opt}{redis_password},
+                             db => exists $o{db} ? $o{db} : $self->{opt}{redis_db});
+}
+
+sub redis {
+    my ($self, @cmd) = @_;
+    return $self->redis_client->cmd(@cmd);
+}
+
+# account($acct, $raw_key, $balance_units): seeds the key and the balance
+# (balance undef: left absent).  Returns the raw key.
+sub account {
+    my ($self, $acct, $key, $units) = @_;
+    my $r = $self->redis_client;
+    $r->cmd('SET', 'imgbill:key:' . key_hash($key), $acct);
+    if (defined $units) {
+        $r->cmd('SET', "imgbill:{$acct}:balance", $units);
+    } else {
+        $r->cmd('DEL', "imgbill:{$acct}:balance");
+    }
+    return $key;
+}
+
+sub balance {
+    my ($self, $acct) = @_;
+    return $self->redis('GET', "imgbill:{$acct}:balance");
+}
+
+# live and expired holds, as { request_id => "units:expiry" }
+sub holds {
+    my ($self, $acct) = @_;
+    my $a = $self->redis('HGETALL', "imgbill:{$acct}:holds") || [];
+    return { @$a };
+}
+
+# ledger entries, oldest first: [{ _id => stream id, field => value, ... }]
+sub ledger {
+    my ($self, $acct) = @_;
+    my $a = $self->redis('XRANGE', "imgbill:{$acct}:ledger", '-', '+') || [];
+    return [ map { +{ _id => $_->[0], @{ $_->[1] } } } @$a ];
+}
+
+# every imgbill:* key with its type and value, canonically: two snapshots
+# compare equal (as strings) iff the billing state is the same.
+sub snapshot {
+    my ($self) = @_;
+    my $r = $self->redis_client;
+    my %keys;
+    my $cursor = '0';
+    do {
+        my $res = $r->cmd('SCAN', $cursor, 'MATCH', 'imgbill:*', 'COUNT', 1000);
+        $cursor = $res->[0];
+        $keys{$_} = 1 for @{ $res->[1] };
+    } while ($cursor ne '0');
+
+    my @out;
+    for my $k (sort keys %keys) {
+        my $t = $r->cmd('TYPE', $k);
+        my $v;
+        if ($t eq 'string') {
+            $v = $r->cmd('GET', $k);
+        } elsif ($t eq 'hash') {
+            my %hh = @{ $r->cmd('HGETALL', $k) };
+            $v = \%hh;
+        } elsif ($t eq 'stream') {
+            $v = [ map { [ $_->[0], $_->[1] ] }
+                   @{ $r->cmd('XRANGE', $k, '-', '+') } ];
+        } elsif ($t eq 'list') {
+            $v = $r->cmd('LRANGE', $k, 0, -1);
+        } elsif ($t eq 'set') {
+            $v = [ sort @{ $r->cmd('SMEMBERS', $k) } ];
+        } elsif ($t eq 'zset') {
+            $v = $r->cmd('ZRANGE', $k, 0, -1, 'WITHSCORES');
+        } elsif ($t eq 'none') {
+            next;    # vanished meanwhile
+        }
+        push @out, { key => $k, type => $t, value => $v };
+    }
+    return JSON::PP->new->canonical->pretty->encode(\@out);
+}
+
+# every key and value in Redis (all types), as one string, for searching
+sub redis_dump {
+    my ($self) = @_;
+    my $r = $self->redis_client;
+    my @keys = @{ $r->cmd('KEYS', '*') };
+    my $s = '';
+    for my $k (sort @keys) {
+        my $t = $r->cmd('TYPE', $k);
+        my $v = $t eq 'string' ? $r->cmd('GET', $k)
+              : $t eq 'hash'   ? $r->cmd('HGETALL', $k)
+              : $t eq 'stream' ? $r->cmd('XRANGE', $k, '-', '+')
+              : $t eq 'list'   ? $r->cmd('LRANGE', $k, 0, -1)
+              : $t eq 'set'    ? $r->cmd('SMEMBERS', $k)
+              : $t eq 'zset'   ? $r->cmd('ZRANGE', $k, 0, -1, 'WITHSCORES')
+              : undef;
+        $s .= "$k\t$t\t" . JSON::PP->new->canonical->encode([$v]) . "\n";
+    }
+    return $s;
+}
+
+# ---- mock upstream and logs -------------------------------------------
+
+sub upstream_requests {
+    my ($self) = @_;
+    my @r;
+    open my $fh, '<', $self->{mock_log} or return ();
+    while (my $l = <$fh>) {
+        my $j = eval { JSON::PP->new->decode($l) } or next;
+        push @r, $j;
+    }
+    return @r;
+}
+
+sub upstream_hits {
+    my ($self) = @_;
+    my @r = $self->upstream_requests;
+    return scalar @r;
+}
+
+sub error_log  { _slurp("$_[0]{dir}/error.log") }
+
+# error.log lines telling of a crashed worker ("exited on signal N")
+sub crashes {
+    my ($self) = @_;
+    return grep { /exited on signal/ } split /\n/, $self->error_log;
+}
+sub access_log { _slurp("$_[0]{dir}/access.log") }
+
+# access log lines as hashes (keys: status method uri account channel charge
+# balance prompt_tokens completion_tokens request_id nginx_request_id)
+sub access_entries {
+    my ($self) = @_;
+    my @e;
+    for my $l (split /\n/, $self->access_log) {
+        my %f = $l =~ /(\w+)=(\S*)/g;
+        push @e, \%f;
+    }
+    return @e;
+}
+
+# ---- small file helpers -----------------------------------------------
+
+sub _slurp {
+    my ($f) = @_;
+    open my $fh, '<', $f or return '';
+    binmode $fh;
+    local $/;
+    my $s = <$fh>;
+    return defined $s ? $s : '';
+}
+
+sub _spew {
+    my ($f, $s) = @_;
+    open my $fh, '>', $f or die "$f: $!";
+    print $fh $s;
+    close $fh or die "$f: $!";
+}
+
+1;
