@@ -15,7 +15,8 @@
 #include <openssl/evp.h>
 
 
-#define NGX_HTTP_IMGBILL_KEY_MAX  256
+#define NGX_HTTP_IMGBILL_KEY_MAX     256
+#define NGX_HTTP_IMGBILL_LARGE_BODY  (1024 * 1024)
 
 
 static ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
@@ -334,6 +335,14 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
 
     root = json_loadb((char *) body.data, body.len, JSON_REJECT_DUPLICATES,
                       &err);
+
+    if (body.len > NGX_HTTP_IMGBILL_LARGE_BODY) {
+        /*
+         * Parsing megabytes of reference images takes a while: without a
+         * fresh clock the Redis timeout armed next would start in the past.
+         */
+        ngx_time_update();
+    }
 
     if (root == NULL) {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
