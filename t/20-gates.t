@@ -128,7 +128,7 @@ admitted_ok('imgbill_min_balance 1.00: at 1.0000 -> 200', '0.2465', '0.7535',
     my ($acct, $key) = setup(100000);
     my $res = $h->chat(key => $key, path => $TUNED, mock => 'pt=1 ct=1');
     is $res->{headers}{'x-imgbill-charge'}, '0.0500', 'imgbill_min_charge 0.05: flash 1/1 -> 0.0500';
-    is $h->balance($acct), 95000, '... in Redis';
+    is $h->balance($acct), 99500, '... in Redis';
 }
 
 done_testing;

@@ -5,6 +5,7 @@ use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness;
+use JSON::PP;
 
 my $h = Imgbill::Harness->new;
 my $CLIENT_KEY = 'sk-client-secret-4f1c9a';

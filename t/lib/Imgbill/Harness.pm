@@ -26,6 +26,25 @@ package Imgbill::Harness;
 #   $res->{status}, $res->{headers}{'x-imgbill-charge'},
 #   $res->{header_count}{'x-imgbill-charge'}, $res->{json}{error}{code}
 #
+# Methods:
+#   post($path, $body, %hdr) / request($method, $path, $body, %hdr)
+#       -> { status, reason, headers => {lc name => value, or [values] if
+#            repeated}, header_count => {lc name => n}, body, json }
+#       $body: a ref is JSON-encoded, a string is sent raw.
+#   chat(key =>, model =>, path =>, mock =>, headers =>, body =>)
+#   redis(@cmd), redis_client(db => N), account($acct, $key, $units),
+#   balance($acct), holds($acct) -> {rid => "units:exp"}, ledger($acct) -> [{...}]
+#   snapshot()      canonical dump of every imgbill:* key (compare with is())
+#   redis_dump()    every key and value, for searching
+#   upstream_hits() / upstream_requests()   from the mock's log
+#   redis_stop() / redis_start()            same port, empty data
+#   nginx_stop()
+#   nginx_t($http_text) -> ($exit, $output)  class or object method
+#   error_log() / access_log() / access_entries() / crashes()
+#   port / redis_port / mock_port / redis_addr / url($path) / dir / root
+# Exported on request: wait_for(sub, $timeout, $step), key_hash($raw),
+#   free_port(), error_ok($res, $status, $type, $code, $name).
+#
 # Addresses are always 127.0.0.1.  The module is build/ngx_http_imgbill_module.so
 # (env IMGBILL_MODULE overrides); if it is missing the test run BAILs OUT.
 # IMGBILL_KEEP=1 keeps the temp dirs (their paths are printed as diag).
@@ -325,7 +344,14 @@ sub _nginx_start {
     my $so = _private_module($p, $self->{module});
     _spew("$p/nginx.conf", _main_conf($p, $so, $self->{workers}, $http));
 
-    my $out = `$NGINX -p $p/ -c $p/nginx.conf -e $p/error.log 2>&1`;
+    # IMGBILL_VALGRIND_DIR (set by `IMGBILL_VALGRIND=1 scripts/test`): the
+    # master and its workers run under memcheck, one log per process there
+    my $pre = '';
+    if (my $vd = $ENV{IMGBILL_VALGRIND_DIR}) {
+        $pre = "valgrind -q --leak-check=full --show-leak-kinds=definite "
+             . "--errors-for-leak-kinds=definite --log-file=$vd/nginx-%p.log ";
+    }
+    my $out = `$pre$NGINX -p $p/ -c $p/nginx.conf -e $p/error.log 2>&1`;
     my $rc = $? >> 8;
     if ($rc != 0) {
         die "nginx failed to start (exit $rc):\n$out\n"
@@ -333,7 +359,7 @@ sub _nginx_start {
     }
     my $ok = wait_for(sub {
         -s "$p/nginx.pid" && _port_open($self->{port});
-    }, 10);
+    }, $ENV{IMGBILL_VALGRIND_DIR} ? 60 : 10);
     die "nginx did not come up:\n" . _slurp("$p/error.log") unless $ok;
     my $pid = _slurp("$p/nginx.pid");
     ($self->{nginx_pid}) = $pid =~ /(\d+)/;
@@ -344,7 +370,8 @@ sub nginx_stop {
     my ($self) = @_;
     my $pid = delete $self->{nginx_pid} or return;
     kill 'TERM', $pid;
-    my $gone = wait_for(sub { !kill(0, $pid) }, 10);
+    my $gone = wait_for(sub { !kill(0, $pid) },
+                        $ENV{IMGBILL_VALGRIND_DIR} ? 60 : 10);
     kill 'KILL', $pid unless $gone;
     # workers follow their master; make sure the port is free
     wait_for(sub { !_port_open($self->{port}) }, 5);
