@@ -22,6 +22,7 @@
 static ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_hide_headers(ngx_http_request_t *r);
+static void ngx_http_imgbill_hide_header(ngx_table_elt_t *h);
 static void ngx_http_imgbill_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_imgbill_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
@@ -156,16 +157,25 @@ ngx_http_imgbill_api_key(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     ngx_hex_dump(ctx->key_hash, md, len);
 
+    /*
+     * The client's key is ours, never the upstream's: drop it here rather
+     * than trust every location to override it with proxy_set_header.
+     */
+
+    ngx_http_imgbill_hide_header(h);
+    r->headers_in.authorization = NULL;
+
     return NGX_OK;
 }
 
 
 /*
  * X-Imgbill-* is this module's namespace: whatever a client sends under it
- * must not reach the upstream.  The proxy module forwards every request
- * header it has no replacement for, and headers cannot be unlinked from
- * the list (builtin headers point into it), so each is renamed in place
- * to "Connection", a hop-by-hop header the proxy always replaces.
+ * must not reach the upstream, nor must the client's key.  The proxy
+ * module forwards every request header it has no replacement for, and
+ * headers cannot be unlinked from the list (builtin headers point into
+ * it), so each is renamed in place to "Connection", a hop-by-hop header
+ * the proxy always replaces, and emptied.
  */
 
 static void
@@ -199,11 +209,19 @@ ngx_http_imgbill_hide_headers(ngx_http_request_t *r)
                            "imgbill: dropping client header \"%V\"",
                            &h[i].key);
 
-            ngx_str_set(&h[i].key, "Connection");
-            h[i].lowcase_key = (u_char *) "connection";
-            h[i].hash = ngx_hash_key(h[i].lowcase_key, h[i].key.len);
+            ngx_http_imgbill_hide_header(&h[i]);
         }
     }
+}
+
+
+static void
+ngx_http_imgbill_hide_header(ngx_table_elt_t *h)
+{
+    ngx_str_set(&h->key, "Connection");
+    h->lowcase_key = (u_char *) "connection";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+    ngx_str_null(&h->value);
 }
 
 

@@ -116,6 +116,24 @@ subtest 'request ids: unique, and the same in header, ledger, access log' => sub
     is_deeply [ $h2->crashes ], [], 'no nginx worker crashed (second harness)';
 }
 
+# --- a location that forgets to override Authorization still leaks nothing
+{
+    my $h3 = Imgbill::Harness->new(extra_server => '
+        location = /bare/v1/chat/completions {
+            imgbill metered;
+            proxy_pass http://imgbill_upstream/v1/chat/completions;
+        }');
+    $h3->account('bare', $CLIENT_KEY, 1000000);
+    my $res = $h3->chat(key => $CLIENT_KEY, path => '/bare/v1/chat/completions');
+    is $res->{status}, 200, 'a location without proxy_set_header Authorization: 200';
+    is $res->{headers}{'x-imgbill-charge'}, '0.2465', '... billed';
+    is $res->{json}{mock_seen}{authorization}, undef,
+        '... and the client key still never reaches the upstream';
+    my $all = join '', map { JSON::PP->new->canonical->encode($_) } $h3->upstream_requests;
+    unlike $all, qr/\Q$CLIENT_KEY\E/, '... anywhere in what the upstream saw';
+    is_deeply [ $h3->crashes ], [], 'no nginx worker crashed (third harness)';
+}
+
 is_deeply [ $h->crashes ], [], 'no nginx worker crashed';
 
 done_testing;
