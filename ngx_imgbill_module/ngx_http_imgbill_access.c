@@ -30,7 +30,9 @@ static ngx_int_t ngx_http_imgbill_validate(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_check_images(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx,
-    json_t *root);
+    json_t *root, size_t *images, size_t *image_bytes);
+static ngx_int_t ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
+    ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_admit(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_admit_done(redisReply *reply, void *data);
@@ -329,6 +331,7 @@ static ngx_int_t
 ngx_http_imgbill_validate(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx)
 {
+    size_t         images, image_bytes;
     json_t        *root, *model;
     ngx_int_t      rc;
     ngx_str_t      body;
@@ -411,7 +414,28 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
         goto done;
     }
 
-    rc = ngx_http_imgbill_check_images(r, lcf, ctx, root);
+    rc = ngx_http_imgbill_check_images(r, lcf, ctx, root, &images,
+                                       &image_bytes);
+    if (rc != NGX_OK) {
+        goto done;
+    }
+
+    /*
+     * The hold bounds what this request can cost.  Metered: every byte of
+     * the body outside inline images may be a token of text, each reference
+     * image counts as NGX_HTTP_IMGBILL_IMAGE_TOKENS, and the reply as the
+     * model's max_output; unless the configuration fixed the hold.
+     */
+
+    if (ctx->price->hold != NGX_CONF_UNSET) {
+        ctx->hold = ctx->price->hold;
+
+    } else {
+        ctx->hold = ngx_http_imgbill_metered_hold(ctx->price,
+                          (ngx_int_t) (body.len - image_bytes
+                                       + images * NGX_HTTP_IMGBILL_IMAGE_TOKENS));
+        ctx->hold = ngx_max(ctx->hold, lcf->min_charge);
+    }
 
 done:
 
@@ -430,11 +454,14 @@ done:
 static ngx_int_t
 ngx_http_imgbill_check_images(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx,
-    json_t *root)
+    json_t *root, size_t *images, size_t *image_bytes)
 {
     u_char      *url, *comma;
     size_t       i, j, len, size, n, pad;
     json_t      *messages, *content, *part, *image;
+
+    *images = 0;
+    *image_bytes = 0;
 
     messages = json_object_get(root, "messages");
 
@@ -467,6 +494,9 @@ ngx_http_imgbill_check_images(ngx_http_request_t *r,
 
             url = (u_char *) json_string_value(image);
             len = json_string_length(image);
+
+            *images = n;
+            *image_bytes += len;
 
             if (len < sizeof("data:") - 1
                 || ngx_strncasecmp(url, (u_char *) "data:",
@@ -507,6 +537,24 @@ ngx_http_imgbill_check_images(ngx_http_request_t *r,
 }
 
 
+/*
+ * What the available balance must cover.  Fast: the call.  Metered: the
+ * seed's 5 yuan floor, and never less than the request's own hold, so the
+ * holds of an account never add up to more than its balance.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
+    ngx_http_imgbill_ctx_t *ctx)
+{
+    if (ctx->channel == NGX_HTTP_IMGBILL_FAST) {
+        return ctx->hold;
+    }
+
+    return ngx_max(lcf->min_balance, ctx->hold);
+}
+
+
 static ngx_int_t
 ngx_http_imgbill_admit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
@@ -519,11 +567,7 @@ ngx_http_imgbill_admit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
     mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
 
-    ctx->hold = ctx->price->hold;
-
-    /* metered: the seed's 5 yuan floor; fast: the call must be covered */
-    gate = (ctx->channel == NGX_HTTP_IMGBILL_METERED) ? lcf->min_balance
-                                                      : ctx->hold;
+    gate = ngx_http_imgbill_gate(lcf, ctx);
 
     p = ngx_pnalloc(r->pool, sizeof("imgbill:key:") - 1
                              + NGX_HTTP_IMGBILL_KEY_HASH_LEN
@@ -647,8 +691,7 @@ ngx_http_imgbill_admit_done(redisReply *reply, void *data)
 
     p = ngx_http_imgbill_format_money(have, available);
     last = ngx_http_imgbill_format_money(need,
-                                 (ctx->channel == NGX_HTTP_IMGBILL_METERED)
-                                 ? lcf->min_balance : ctx->hold);
+                                         ngx_http_imgbill_gate(lcf, ctx));
 
     ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_IMGBILL_PAYMENT_REQUIRED,
                                "insufficient_quota", "insufficient_balance",

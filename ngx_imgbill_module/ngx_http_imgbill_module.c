@@ -19,10 +19,6 @@ typedef enum {
 } ngx_http_imgbill_var_e;
 
 
-/* the default metered hold: the charge for this many tokens each way */
-#define NGX_HTTP_IMGBILL_HOLD_TOKENS  4096
-
-
 static ngx_int_t ngx_http_imgbill_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_imgbill_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -92,7 +88,8 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       NULL },
 
     { ngx_string("imgbill_metered_price"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE3|NGX_CONF_TAKE4,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+                        |NGX_CONF_TAKE3|NGX_CONF_TAKE4|NGX_CONF_TAKE5,
       ngx_http_imgbill_price,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, metered),
@@ -619,23 +616,21 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     /*
-     * A metered hold not given explicitly reserves the charge of a large
-     * single-image generation; a fast hold is the price.  Neither goes
-     * below the minimum charge.  Done here, where the minimum is known.
+     * A fast hold is the price; a metered hold given in the configuration
+     * is taken as it is.  Neither goes below the minimum charge.  A metered
+     * hold not given is bounded per request, at admission.
      */
 
     price = prices->elts;
 
     for (i = 0; i < prices->nelts; i++) {
-        if (price[i].hold == NGX_CONF_UNSET) {
-            price[i].hold = (conf->channel == NGX_HTTP_IMGBILL_FAST)
-                ? price[i].output
-                : ngx_http_imgbill_metered_charge(&price[i],
-                                                  NGX_HTTP_IMGBILL_HOLD_TOKENS,
-                                                  NGX_HTTP_IMGBILL_HOLD_TOKENS);
+        if (conf->channel == NGX_HTTP_IMGBILL_FAST) {
+            price[i].hold = price[i].output;
         }
 
-        price[i].hold = ngx_max(price[i].hold, conf->min_charge);
+        if (price[i].hold != NGX_CONF_UNSET) {
+            price[i].hold = ngx_max(price[i].hold, conf->min_charge);
+        }
     }
 
     return NGX_CONF_OK;
@@ -792,7 +787,7 @@ ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
- * imgbill_metered_price MODEL INPUT OUTPUT [hold=AMOUNT];
+ * imgbill_metered_price MODEL INPUT OUTPUT [max_output=TOKENS] [hold=AMOUNT];
  * imgbill_fast_price MODEL PRICE;
  */
 
@@ -840,6 +835,7 @@ ngx_http_imgbill_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     price->input = 0;
     price->output = 0;
     price->hold = NGX_CONF_UNSET;
+    price->max_output = NGX_HTTP_IMGBILL_MAX_OUTPUT;
 
     /* the fast channel's only amount is its per-call price */
 
@@ -861,17 +857,29 @@ ngx_http_imgbill_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    if (cf->args->nelts == 5) {
-        if (ngx_strncmp(value[4].data, "hold=", 5) != 0
-            || (price->hold = ngx_http_imgbill_parse_money(value[4].data + 5,
-                                                  value[4].len - 5))
-               == NGX_ERROR)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\" in \"%V\"",
-                               &value[4], &cmd->name);
-            return NGX_CONF_ERROR;
+    for (i = 4; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "hold=", 5) == 0) {
+            price->hold = ngx_http_imgbill_parse_money(value[i].data + 5,
+                                                       value[i].len - 5);
+            if (price->hold != NGX_ERROR) {
+                continue;
+            }
+
+        } else if (ngx_strncmp(value[i].data, "max_output=", 11) == 0) {
+            price->max_output = ngx_atoi(value[i].data + 11,
+                                         value[i].len - 11);
+            if (price->max_output != NGX_ERROR
+                && price->max_output <= NGX_HTTP_IMGBILL_TOKENS_MAX)
+            {
+                continue;
+            }
         }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in \"%V\"",
+                           &value[i], &cmd->name);
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;

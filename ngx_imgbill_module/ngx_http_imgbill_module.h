@@ -45,6 +45,10 @@
 /* token counts above this are not believed (and cannot overflow a charge) */
 #define NGX_HTTP_IMGBILL_TOKENS_MAX   2147483647
 
+/* what a metered hold assumes when the configuration does not say */
+#define NGX_HTTP_IMGBILL_MAX_OUTPUT   4096   /* tokens of one reply */
+#define NGX_HTTP_IMGBILL_IMAGE_TOKENS 1290   /* tokens of one reference image */
+
 #define NGX_HTTP_IMGBILL_KEY_HASH_LEN 64   /* sha256, hex */
 #define NGX_HTTP_IMGBILL_ACCOUNT_MAX  64
 #define NGX_HTTP_IMGBILL_REQUEST_ID_MAX  64
@@ -59,7 +63,11 @@ typedef struct {
     ngx_int_t                       input;   /* metered: units per 1M tokens */
     ngx_int_t                       output;  /* metered: units per 1M tokens;
                                                 fast: units per call */
-    ngx_int_t                       hold;    /* units reserved at admission */
+    ngx_int_t                       hold;    /* units reserved at admission:
+                                                fast: the price; metered: as
+                                                configured, or NGX_CONF_UNSET
+                                                to bound each request */
+    ngx_int_t                       max_output;  /* metered: tokens */
 } ngx_http_imgbill_price_t;
 
 
@@ -240,6 +248,8 @@ void ngx_http_imgbill_scan(u_char *p, u_char *last,
 ngx_int_t ngx_http_imgbill_parse_money(u_char *p, size_t len);
 ngx_int_t ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
     ngx_int_t prompt_tokens, ngx_int_t completion_tokens);
+ngx_int_t ngx_http_imgbill_metered_hold(ngx_http_imgbill_price_t *price,
+    ngx_int_t prompt_tokens);
 u_char *ngx_http_imgbill_format_money(u_char *buf, ngx_int_t units);
 
 

@@ -50,6 +50,26 @@ ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
 }
 
 
+/*
+ * The most a metered request can cost: its input bound and the model's
+ * largest reply, each term rounded up, so no half-up charge of fewer
+ * tokens exceeds it.
+ */
+
+ngx_int_t
+ngx_http_imgbill_metered_hold(ngx_http_imgbill_price_t *price,
+    ngx_int_t prompt_tokens)
+{
+    prompt_tokens = ngx_min(prompt_tokens, NGX_HTTP_IMGBILL_TOKENS_MAX);
+
+    return (prompt_tokens * price->input + NGX_HTTP_IMGBILL_PER_MILLION - 1)
+           / NGX_HTTP_IMGBILL_PER_MILLION
+           + (price->max_output * price->output
+              + NGX_HTTP_IMGBILL_PER_MILLION - 1)
+             / NGX_HTTP_IMGBILL_PER_MILLION;
+}
+
+
 u_char *
 ngx_http_imgbill_format_money(u_char *buf, ngx_int_t units)
 {

@@ -440,6 +440,36 @@ END {
 
 # request($method, $path, $body, %headers); $body: a ref is JSON-encoded,
 # a string is sent raw, undef sends no body.
+# in_flight($n, %chat) -> $wait: $n chat() calls at once, each in a child
+# process; $wait->() waits for them and returns one "status charge" string
+# each ("none" if a child got nothing), in order.
+sub in_flight {
+    my ($self, $n, %o) = @_;
+    my @kids;
+    for my $i (1 .. $n) {
+        my $file = "$self->{dir}/flight-" . (++$self->{flights});
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            my $res = $self->chat(%o);
+            if (open my $f, '>', $file) {
+                print $f join(' ', $res->{status} // 0,
+                              $res->{headers}{'x-imgbill-charge'} // '-'), "\n";
+                close $f;
+            }
+            POSIX::_exit(0);    # the servers belong to the parent
+        }
+        push @kids, [$pid, $file];
+    }
+    return sub {
+        map {
+            waitpid $_->[0], 0;
+            my $line = -s $_->[1] ? _slurp($_->[1]) : "none\n";
+            chomp $line;
+            $line;
+        } @kids;
+    };
+}
+
 sub request {
     my ($self, $method, $path, $body, %hdr) = @_;
     my %headers;
