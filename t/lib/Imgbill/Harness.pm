@@ -344,7 +344,7 @@ sub _nginx_start {
     my $so = _private_module($p, $self->{module});
     _spew("$p/nginx.conf", _main_conf($p, $so, $self->{workers}, $http));
 
-    # IMGBILL_VALGRIND_DIR (set by `IMGBILL_VALGRIND=1 scripts/test`): the
+    # IMGBILL_VALGRIND_DIR (set by the second pass of scripts/test): the
     # master and its workers run under memcheck, one log per process there
     my $pre = '';
     if (my $vd = $ENV{IMGBILL_VALGRIND_DIR}) {
