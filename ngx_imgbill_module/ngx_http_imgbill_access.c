@@ -331,7 +331,7 @@ static ngx_int_t
 ngx_http_imgbill_validate(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx)
 {
-    size_t         images, image_bytes;
+    size_t         images, image_bytes, tokens;
     json_t        *root, *model;
     ngx_int_t      rc;
     ngx_str_t      body;
@@ -431,9 +431,11 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
         ctx->hold = ctx->price->hold;
 
     } else {
+        tokens = body.len - image_bytes
+                 + images * NGX_HTTP_IMGBILL_IMAGE_TOKENS;
+
         ctx->hold = ngx_http_imgbill_metered_hold(ctx->price,
-                          (ngx_int_t) (body.len - image_bytes
-                                       + images * NGX_HTTP_IMGBILL_IMAGE_TOKENS));
+                                                  (ngx_int_t) tokens);
         ctx->hold = ngx_max(ctx->hold, lcf->min_charge);
     }
 
@@ -693,7 +695,8 @@ ngx_http_imgbill_admit_done(redisReply *reply, void *data)
     last = ngx_http_imgbill_format_money(need,
                                          ngx_http_imgbill_gate(lcf, ctx));
 
-    ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_IMGBILL_PAYMENT_REQUIRED,
+    ngx_http_imgbill_set_error(r, &ctx->error,
+                               NGX_HTTP_IMGBILL_PAYMENT_REQUIRED,
                                "insufficient_quota", "insufficient_balance",
                                "insufficient balance: available %*s, "
                                "required %*s", p - have, have,

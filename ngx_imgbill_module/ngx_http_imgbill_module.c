@@ -337,8 +337,8 @@ ngx_http_imgbill_error_body(ngx_http_request_t *r,
     }
 
     b->last = ngx_sprintf(b->last,
-                          "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n",
-                          err->type, err->code);
+                          "\",\"type\":\"%s\",\"param\":null,"
+                          "\"code\":\"%s\"}}\n", err->type, err->code);
 
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;

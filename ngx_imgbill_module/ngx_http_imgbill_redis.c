@@ -450,8 +450,10 @@ static void
 ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     redisReply                    *reply = r;
-    ngx_http_imgbill_redis_t      *rd;
     ngx_http_imgbill_redis_cmd_t  *cmd = privdata;
+
+    ngx_str_t                 *script;
+    ngx_http_imgbill_redis_t  *rd;
 
     rd = cmd->redis;
 
@@ -472,10 +474,12 @@ ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     {
         /* the script cache is empty (a restart, SCRIPT FLUSH): EVAL once */
 
+        script = &ngx_http_imgbill_scripts[cmd->script];
+
         cmd->argv[0] = "EVAL";
         cmd->argvlen[0] = 4;
-        cmd->argv[1] = (const char *) ngx_http_imgbill_scripts[cmd->script].data;
-        cmd->argvlen[1] = ngx_http_imgbill_scripts[cmd->script].len;
+        cmd->argv[1] = (const char *) script->data;
+        cmd->argvlen[1] = script->len;
 
         if (redisAsyncCommandArgv(ac, ngx_http_imgbill_redis_reply, cmd,
                                   cmd->argc, cmd->argv, cmd->argvlen)
