@@ -1,0 +1,108 @@
+# Redis gone at settlement, after the upstream produced the image: the client
+# still gets its image, the charge waits in the journal and is applied exactly
+# once when Redis is back; an admission lost in flight leaves no hold behind.
+use strict;
+use warnings;
+use Test::More;
+use Time::HiRes qw(sleep time);
+use lib 't/lib', 'scripts/lib';
+use Imgbill::Harness;
+
+my $h = Imgbill::Harness->new;
+my $journal = $h->dir . '/imgbill.journal';
+$h->account('jr', 'sk-journal', 1000000);
+
+sub lines { -e $journal ? do { local @ARGV = $journal; <> } : () }
+sub wait_until {
+    my ($cond, $secs) = @_;
+    my $end = time + $secs;
+    while (time < $end) { return 1 if $cond->(); sleep 0.1 }
+    return $cond->();
+}
+
+my $rp = $h->{redis_pid};
+ok $rp, 'found the test redis-server';
+
+# a generation of 2 s; Redis freezes 0.5 s in, so the settle times out (1 s)
+my $wait = $h->in_flight(1, key => 'sk-journal', mock => 'sleep=2');
+ok wait_until(sub { %{ $h->holds('jr') } }, 5), 'admitted, hold placed';
+sleep 0.5;
+kill 'STOP', $rp;
+
+my ($got) = $wait->();
+is $got, '200 0.2465', 'the client got its image and its charge while Redis was frozen';
+
+my @s = grep { /^S / } lines();
+is scalar @s, 1, 'one settlement journaled';
+like $s[0] // '', qr/^S [0-9a-f]{32} jr 2465 metered 560 1120 gemini-2\.5-flash-image$/,
+    '... with request id, account, charge, channel, tokens and model';
+
+# an admission while Redis is frozen: 503, and journaled as lost in flight
+my $res = $h->chat(key => 'sk-journal');
+is $res->{status}, 503, 'admission while frozen: 503';
+is $res->{json}{error}{code}, 'billing_unavailable', '... billing_unavailable';
+my @r = grep { /^R / } lines();
+is scalar @r, 1, 'the lost admission is journaled';
+
+kill 'CONT', $rp;
+
+# Whether Redis still runs the commands sent before their connections were
+# dropped is up to TCP and Redis; either way is fine, and both are covered:
+# a late settle makes the replay a no-op, a lost one makes it the charge.
+sleep 0.5;
+my $late = $h->balance('jr') == 1000000 - 2465;
+note $late ? 'the frozen settle ran late in Redis; the replay must not repeat it'
+           : 'the frozen settle never ran; the replay must apply it';
+ok $h->balance('jr') == 1000000 || $late, 'before replay: charged once or not yet';
+cmp_ok scalar keys %{ $h->holds('jr') }, '>=', 1, 'a stray hold waits for the replay';
+
+# the next request reconnects; the worker replays the journal
+$res = $h->chat(key => 'sk-journal');
+is $res->{status}, 200, 'next request after Redis is back: 200';
+ok wait_until(sub { grep({ /^D / } lines()) == 2 }, 5), 'both journal lines replayed (D)';
+
+is $h->balance('jr'), 1000000 - 2 * 2465,
+    'the journaled charge was not applied a second time: two charges in all';
+is scalar @{ $h->ledger('jr') }, 2, 'two ledger entries';
+my %ids; $ids{ $_->{request_id} }++ for @{ $h->ledger('jr') };
+is scalar(grep { $_ > 1 } values %ids), 0, 'no request id twice in the ledger';
+ok wait_until(sub { !%{ $h->holds('jr') } }, 5), 'the stray hold was released by the replay';
+
+# Redis really down at settlement (not frozen): the charge is applied from
+# the journal alone
+my $before = $h->balance('jr');
+$wait = $h->in_flight(1, key => 'sk-journal', mock => 'sleep=1.5');
+ok wait_until(sub { %{ $h->holds('jr') } }, 5), 'admitted';
+my $dump = { map { $_ => $h->redis('GET', $_) } 'imgbill:{jr}:balance',
+             'imgbill:key:' . Imgbill::Harness::key_hash('sk-journal') };
+$h->redis_stop;
+($got) = $wait->();
+is $got, '200 0.2465', 'Redis down at settlement: the client still got its image';
+$h->redis_start;
+$h->redis('SET', $_, $dump->{$_}) for keys %$dump;     # what persistence would keep
+$res = $h->chat(key => 'sk-journal');
+is $res->{status}, 200, 'Redis back: 200';
+ok wait_until(sub { $h->balance('jr') == $before - 2 * 2465 }, 5),
+   'the journaled charge was applied, once, besides the new one';
+is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger entries carry ids';
+# replaying a settlement Redis already has is a no-op: a journal line for a
+# request that was charged and marked, then a reconnection
+{
+    my ($old) = @{ $h->ledger('jr') };
+    my $bal = $h->balance('jr');
+    open my $j, '>>', $journal or die;
+    print $j "S $old->{request_id} jr 2465 metered 560 1120 gemini-2.5-flash-image\n";
+    close $j;
+    $h->redis('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    $res = $h->chat(key => 'sk-journal');
+    is $res->{status}, 200, 'after a dropped connection: 200, and a replay';
+    ok wait_until(sub { grep({ $_ eq "D $old->{request_id}\n" } lines()) }, 5),
+       'the already-settled line was replayed';
+    is $h->balance('jr'), $bal - 2465, 'only the new request was charged';
+    my %ids; $ids{ $_->{request_id} }++ for @{ $h->ledger('jr') };
+    is scalar(grep { $_ > 1 } values %ids), 0, 'still no request id twice in the ledger';
+}
+
+is_deeply [ $h->crashes ], [], 'no nginx worker crashed';
+
+done_testing;
