@@ -288,6 +288,10 @@ ngx_http_imgbill_scan(u_char *p, u_char *last, ngx_http_imgbill_scan_t *res)
             s.usage_bad = 1;
         }
 
+    next:
+
+        /* after a value, or a closed container: ',' or this one's end */
+
         ngx_http_imgbill_skip_ws(p, last);
 
         if (p == last) {
@@ -319,28 +323,7 @@ ngx_http_imgbill_scan(u_char *p, u_char *last, ngx_http_imgbill_scan_t *res)
 
         f = &s.stack[s.depth - 1];
 
-        ngx_http_imgbill_skip_ws(p, last);
-
-        if (p == last) {
-            return;
-        }
-
-        if (*p == ',') {
-            p++;
-            ngx_http_imgbill_skip_ws(p, last);
-
-            if (p == last) {
-                return;
-            }
-
-            goto member;
-        }
-
-        if (*p != f->close) {
-            return;
-        }
-
-        goto close;
+        goto next;
     }
 
     ngx_http_imgbill_skip_ws(p, last);
