@@ -11,7 +11,6 @@
 
 
 #include "ngx_http_imgbill_module.h"
-#include <jansson.h>
 #include <openssl/evp.h>
 
 
@@ -21,21 +20,18 @@
 
 static ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
-static void ngx_http_imgbill_hide_headers(ngx_http_request_t *r);
-static void ngx_http_imgbill_hide_header(ngx_table_elt_t *h);
 static void ngx_http_imgbill_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_imgbill_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_imgbill_validate(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx);
-static ngx_int_t ngx_http_imgbill_check_images(ngx_http_request_t *r,
-    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx,
-    json_t *root, size_t *images, size_t *image_bytes);
 static ngx_int_t ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_admit(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_admit_done(redisReply *reply, void *data);
+static void ngx_http_imgbill_unavailable(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_reject(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 
@@ -78,7 +74,7 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 
     ctx->channel = lcf->channel;
 
-    ngx_http_imgbill_hide_headers(r);
+    ngx_http_imgbill_strip_headers(&r->headers_in.headers, 1);
 
     if (!(r->method & NGX_HTTP_POST)) {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_NOT_ALLOWED,
@@ -168,62 +164,6 @@ ngx_http_imgbill_api_key(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     r->headers_in.authorization = NULL;
 
     return NGX_OK;
-}
-
-
-/*
- * X-Imgbill-* is this module's namespace: whatever a client sends under it
- * must not reach the upstream, nor must the client's key.  The proxy
- * module forwards every request header it has no replacement for, and
- * headers cannot be unlinked from the list (builtin headers point into
- * it), so each is renamed in place to "Connection", a hop-by-hop header
- * the proxy always replaces, and emptied.
- */
-
-static void
-ngx_http_imgbill_hide_headers(ngx_http_request_t *r)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len >= sizeof("x-imgbill-") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-imgbill-",
-                               sizeof("x-imgbill-") - 1)
-               == 0)
-        {
-            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                           "imgbill: dropping client header \"%V\"",
-                           &h[i].key);
-
-            ngx_http_imgbill_hide_header(&h[i]);
-        }
-    }
-}
-
-
-static void
-ngx_http_imgbill_hide_header(ngx_table_elt_t *h)
-{
-    ngx_str_set(&h->key, "Connection");
-    h->lowcase_key = (u_char *) "connection";
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
-    ngx_str_null(&h->value);
 }
 
 
@@ -331,11 +271,9 @@ static ngx_int_t
 ngx_http_imgbill_validate(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx)
 {
-    size_t         images, image_bytes, tokens;
-    json_t        *root, *model;
-    ngx_int_t      rc;
-    ngx_str_t      body;
-    json_error_t   err;
+    ngx_int_t                   rc;
+    ngx_str_t                   body;
+    ngx_http_imgbill_request_t  req;
 
     if (ngx_http_imgbill_read_body(r, &body) != NGX_OK) {
         ngx_http_imgbill_set_error(r, &ctx->error,
@@ -345,17 +283,8 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (body.len == 0) {
-        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error", "invalid_json",
-                                   "the request body is empty");
-        return NGX_ERROR;
-    }
-
-    /* two "model" keys would let the relay and the upstream disagree */
-
-    root = json_loadb((char *) body.data, body.len, JSON_REJECT_DUPLICATES,
-                      &err);
+    rc = ngx_http_imgbill_check_request(body.data, body.len, lcf->image_limit,
+                                        &req);
 
     if (body.len > NGX_HTTP_IMGBILL_LARGE_BODY) {
         /*
@@ -365,41 +294,61 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
         ngx_time_update();
     }
 
-    if (root == NULL) {
+    switch (rc) {
+
+    case NGX_HTTP_IMGBILL_REQ_OK:
+        break;
+
+    case NGX_HTTP_IMGBILL_REQ_EMPTY:
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "invalid_json",
+                                   "the request body is empty");
+        goto failed;
+
+    case NGX_HTTP_IMGBILL_REQ_INVALID_JSON:
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error", "invalid_json",
                                    "the request body is not valid JSON: "
                                    "%s at line %d column %d",
-                                   err.text, err.line, err.column);
-        return NGX_ERROR;
-    }
+                                   req.error.text, req.error.line,
+                                   req.error.column);
+        goto failed;
 
-    rc = NGX_ERROR;
-
-    if (!json_is_object(root)) {
+    case NGX_HTTP_IMGBILL_REQ_NOT_OBJECT:
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error", "invalid_json",
                                    "the request body must be a JSON object");
-        goto done;
-    }
+        goto failed;
 
-    model = json_object_get(root, "model");
-
-    if (!json_is_string(model) || json_string_length(model) == 0) {
+    case NGX_HTTP_IMGBILL_REQ_NO_MODEL:
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error", "missing_model",
                                    "\"model\" is required and must be a "
                                    "string");
-        goto done;
+        goto failed;
+
+    default: /* NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE */
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   "invalid_request_error", "image_too_large",
+                                   "reference image %uz is about %uz bytes; "
+                                   "the limit is %uz bytes",
+                                   req.images, req.image_size,
+                                   lcf->image_limit);
+        goto failed;
     }
 
-    ctx->model.len = json_string_length(model);
-    ctx->model.data = ngx_pnalloc(r->pool, ctx->model.len);
+    /* the model outlives the document: it goes into the ledger */
+
+    ctx->model.len = req.model.len;
+    ctx->model.data = ngx_pnalloc(r->pool, req.model.len);
     if (ctx->model.data == NULL) {
-        goto done;
+        goto failed;
     }
 
-    ngx_memcpy(ctx->model.data, json_string_value(model), ctx->model.len);
+    ngx_memcpy(ctx->model.data, req.model.data, req.model.len);
+
+    json_decref(req.root);
 
     ctx->price = ngx_http_imgbill_find_price(lcf, &ctx->model);
 
@@ -411,131 +360,31 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
                                    "%s channel", &ctx->model,
                                    ctx->channel == NGX_HTTP_IMGBILL_FAST
                                    ? "fast" : "metered");
-        goto done;
-    }
-
-    rc = ngx_http_imgbill_check_images(r, lcf, ctx, root, &images,
-                                       &image_bytes);
-    if (rc != NGX_OK) {
-        goto done;
+        return NGX_ERROR;
     }
 
     /*
-     * The hold bounds what this request can cost.  Metered: every byte of
-     * the body outside inline images may be a token of text, each reference
-     * image counts as NGX_HTTP_IMGBILL_IMAGE_TOKENS, and the reply as the
-     * model's max_output; unless the configuration fixed the hold.
+     * The hold bounds what this request can cost: for metered, the
+     * validator's bound on the prompt and the model's max_output for the
+     * reply; unless the configuration fixed the hold.
      */
 
     if (ctx->price->hold != NGX_CONF_UNSET) {
         ctx->hold = ctx->price->hold;
 
     } else {
-        tokens = body.len - image_bytes
-                 + images * NGX_HTTP_IMGBILL_IMAGE_TOKENS;
-
         ctx->hold = ngx_http_imgbill_metered_hold(ctx->price,
-                                                  (ngx_int_t) tokens);
+                                                  (ngx_int_t) req.tokens);
         ctx->hold = ngx_max(ctx->hold, lcf->min_charge);
     }
 
-done:
-
-    json_decref(root);
-
-    return rc;
-}
-
-
-/*
- * Reference images arrive inline as data URLs in content parts:
- * {"type":"image_url","image_url":{"url":"data:image/png;base64,..."}}.
- * Their decoded size is known from the base64 length alone.
- */
-
-static ngx_int_t
-ngx_http_imgbill_check_images(ngx_http_request_t *r,
-    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx,
-    json_t *root, size_t *images, size_t *image_bytes)
-{
-    u_char      *url, *comma;
-    size_t       i, j, len, size, n, pad;
-    json_t      *messages, *content, *part, *image;
-
-    *images = 0;
-    *image_bytes = 0;
-
-    messages = json_object_get(root, "messages");
-
-    if (!json_is_array(messages)) {
-        return NGX_OK;
-    }
-
-    n = 0;
-
-    for (i = 0; i < json_array_size(messages); i++) {
-        content = json_object_get(json_array_get(messages, i), "content");
-
-        if (!json_is_array(content)) {
-            continue;
-        }
-
-        for (j = 0; j < json_array_size(content); j++) {
-            part = json_array_get(content, j);
-            image = json_object_get(part, "image_url");
-
-            if (json_is_object(image)) {
-                image = json_object_get(image, "url");
-            }
-
-            if (!json_is_string(image)) {
-                continue;
-            }
-
-            n++;
-
-            url = (u_char *) json_string_value(image);
-            len = json_string_length(image);
-
-            *images = n;
-            *image_bytes += len;
-
-            if (len < sizeof("data:") - 1
-                || ngx_strncasecmp(url, (u_char *) "data:",
-                                   sizeof("data:") - 1) != 0)
-            {
-                continue;
-            }
-
-            comma = ngx_strlchr(url, url + len, ',');
-            if (comma == NULL) {
-                continue;
-            }
-
-            size = url + len - (comma + 1);
-
-            if (ngx_strlcasestrn(url, comma, (u_char *) ";base64", 7 - 1)
-                != NULL)
-            {
-                pad = (size && url[len - 1] == '=')
-                      + (size > 1 && url[len - 2] == '=');
-                size = size / 4 * 3 - ngx_min(pad, size / 4 * 3);
-            }
-
-            if (size > lcf->image_limit) {
-                ngx_http_imgbill_set_error(r, &ctx->error,
-                                      NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                      "invalid_request_error",
-                                      "image_too_large",
-                                      "reference image %uz is about %uz "
-                                      "bytes; the limit is %uz bytes",
-                                      n, size, lcf->image_limit);
-                return NGX_ERROR;
-            }
-        }
-    }
-
     return NGX_OK;
+
+failed:
+
+    json_decref(req.root);
+
+    return NGX_ERROR;
 }
 
 
@@ -606,10 +455,7 @@ ngx_http_imgbill_admit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
 failed:
 
-    ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_SERVICE_UNAVAILABLE,
-                               "server_error", "billing_unavailable",
-                               "billing is unavailable; nothing was charged, "
-                               "please retry");
+    ngx_http_imgbill_unavailable(r, ctx);
     return NGX_ERROR;
 }
 
@@ -640,11 +486,7 @@ ngx_http_imgbill_admit_done(redisReply *reply, void *data)
                       r->connection->log, &ctx->request_id, ctx->key_hash);
         }
 
-        ngx_http_imgbill_set_error(r, &ctx->error,
-                                   NGX_HTTP_SERVICE_UNAVAILABLE,
-                                   "server_error", "billing_unavailable",
-                                   "billing is unavailable; nothing was "
-                                   "charged, please retry");
+        ngx_http_imgbill_unavailable(r, ctx);
         goto wake;
     }
 
@@ -663,11 +505,7 @@ ngx_http_imgbill_admit_done(redisReply *reply, void *data)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "imgbill: unexpected reply to the admit script");
-        ngx_http_imgbill_set_error(r, &ctx->error,
-                                   NGX_HTTP_SERVICE_UNAVAILABLE,
-                                   "server_error", "billing_unavailable",
-                                   "billing is unavailable; nothing was "
-                                   "charged, please retry");
+        ngx_http_imgbill_unavailable(r, ctx);
         goto wake;
     }
 
@@ -706,6 +544,19 @@ ngx_http_imgbill_admit_done(redisReply *reply, void *data)
 wake:
 
     ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+
+/* Fail closed: without Redis nobody can be admitted, and nobody pays. */
+
+static void
+ngx_http_imgbill_unavailable(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_SERVICE_UNAVAILABLE,
+                               "server_error", "billing_unavailable",
+                               "billing is unavailable; nothing was charged, "
+                               "please retry");
 }
 
 

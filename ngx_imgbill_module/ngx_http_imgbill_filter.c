@@ -35,7 +35,6 @@ typedef struct {
 static ngx_int_t ngx_http_imgbill_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_imgbill_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
-static void ngx_http_imgbill_hide_upstream_headers(ngx_http_request_t *r);
 static ngx_int_t ngx_http_imgbill_collect(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_chain_t *in);
 static void ngx_http_imgbill_decide(ngx_http_request_t *r,
@@ -90,7 +89,8 @@ ngx_http_imgbill_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    ngx_http_imgbill_hide_upstream_headers(r);
+    /* what the upstream says under X-Imgbill-* is not ours to repeat */
+    ngx_http_imgbill_strip_headers(&r->headers_out.headers, 0);
 
     ctx->upstream_status = r->headers_out.status;
 
@@ -186,41 +186,6 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     default:
 
         return ngx_http_next_body_filter(r, in);
-    }
-}
-
-
-/* what the upstream says under X-Imgbill-* is not ours to repeat */
-
-static void
-ngx_http_imgbill_hide_upstream_headers(ngx_http_request_t *r)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_out.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len >= sizeof("x-imgbill-") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-imgbill-",
-                               sizeof("x-imgbill-") - 1)
-               == 0)
-        {
-            h[i].hash = 0;
-        }
     }
 }
 

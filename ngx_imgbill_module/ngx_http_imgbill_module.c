@@ -369,6 +369,66 @@ ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name, u_char *value,
 }
 
 
+/*
+ * X-Imgbill-* is this module's namespace: what a client sends under it must
+ * not reach the upstream, and what the upstream sends must not reach the
+ * client.  A response header is dropped by clearing its hash.  The proxy
+ * module forwards every request header it has no replacement for, and
+ * request headers cannot be unlinked (builtin headers point into the
+ * list), so one is renamed in place to "Connection", a hop-by-hop header
+ * the proxy always replaces, and emptied.
+ */
+
+void
+ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len < sizeof("x-imgbill-") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "x-imgbill-",
+                               sizeof("x-imgbill-") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        if (request) {
+            ngx_http_imgbill_hide_header(&h[i]);
+
+        } else {
+            h[i].hash = 0;
+        }
+    }
+}
+
+
+void
+ngx_http_imgbill_hide_header(ngx_table_elt_t *h)
+{
+    ngx_str_set(&h->key, "Connection");
+    h->lowcase_key = (u_char *) "connection";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+    ngx_str_null(&h->value);
+}
+
+
 ngx_http_imgbill_price_t *
 ngx_http_imgbill_find_price(ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model)
 {

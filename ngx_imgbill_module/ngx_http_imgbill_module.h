@@ -6,7 +6,8 @@
  *
  *   ngx_http_imgbill_module.c  directives, configuration, variables, the
  *                              request context and the JSON error response;
- *   ngx_http_imgbill_access.c  access phase: key, body, validation, admission;
+ *   ngx_http_imgbill_access.c  access phase: key, body, admission;
+ *   ngx_http_imgbill_request.c the request validator: JSON, model, images;
  *   ngx_http_imgbill_filter.c  header and body filters: hold the reply,
  *                              decide the charge, settle, emit;
  *   ngx_http_imgbill_redis.c   hiredis' async API on nginx's event loop and
@@ -29,6 +30,7 @@
 #include <ngx_http.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
+#include <jansson.h>
 
 
 #define NGX_HTTP_IMGBILL_OFF          0
@@ -167,6 +169,27 @@ typedef struct {
 } ngx_http_imgbill_scan_t;
 
 
+/* the request validator's verdicts */
+#define NGX_HTTP_IMGBILL_REQ_OK               0
+#define NGX_HTTP_IMGBILL_REQ_EMPTY            1
+#define NGX_HTTP_IMGBILL_REQ_INVALID_JSON     2
+#define NGX_HTTP_IMGBILL_REQ_NOT_OBJECT       3
+#define NGX_HTTP_IMGBILL_REQ_NO_MODEL         4
+#define NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE  5
+
+/* ... and its findings; the caller json_decref()s root in every case */
+typedef struct {
+    json_t                         *root;
+    json_error_t                    error;        /* INVALID_JSON: where */
+    ngx_str_t                       model;        /* inside root */
+    size_t                          images;       /* reference images seen */
+    size_t                          image_bytes;  /* their URLs, decoded */
+    size_t                          image_size;   /* IMAGE_TOO_LARGE: the
+                                                     last one's size */
+    size_t                          tokens;       /* OK: the prompt's bound */
+} ngx_http_imgbill_request_t;
+
+
 /* one settlement, as the settle script and the journal see it */
 typedef struct {
     ngx_str_t                       request_id;
@@ -200,11 +223,17 @@ ngx_buf_t *ngx_http_imgbill_error_body(ngx_http_request_t *r,
     ngx_http_imgbill_error_t *err);
 ngx_int_t ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name,
     u_char *value, size_t len);
+void ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request);
+void ngx_http_imgbill_hide_header(ngx_table_elt_t *h);
 ngx_http_imgbill_price_t *ngx_http_imgbill_find_price(
     ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model);
 
 /* ngx_http_imgbill_access.c */
 ngx_int_t ngx_http_imgbill_access_handler(ngx_http_request_t *r);
+
+/* ngx_http_imgbill_request.c */
+ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
+    size_t image_limit, ngx_http_imgbill_request_t *req);
 
 /* ngx_http_imgbill_filter.c */
 ngx_int_t ngx_http_imgbill_filter_init(ngx_conf_t *cf);
