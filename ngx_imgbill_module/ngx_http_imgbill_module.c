@@ -1015,7 +1015,11 @@ ngx_http_imgbill_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_imgbill_redis_init(cycle, mcf);
+    if (ngx_http_imgbill_redis_init(cycle, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_imgbill_journal_init(cycle, mcf);
 }
 
 

@@ -74,6 +74,7 @@ typedef struct {
 
 
 typedef struct ngx_http_imgbill_redis_s      ngx_http_imgbill_redis_t;
+typedef struct ngx_http_imgbill_replayer_s   ngx_http_imgbill_replayer_t;
 typedef struct ngx_http_imgbill_redis_cmd_s  ngx_http_imgbill_redis_cmd_t;
 
 
@@ -88,8 +89,9 @@ typedef struct {
     ngx_int_t                       request_id_index;
     ngx_open_file_t                *journal;   /* NULL: off */
 
-    /* this worker's connection, from init_process on */
+    /* this worker's connection and journal replay, from init_process on */
     ngx_http_imgbill_redis_t       *redis;
+    ngx_http_imgbill_replayer_t    *replayer;
 } ngx_http_imgbill_main_conf_t;
 
 
@@ -243,6 +245,7 @@ void ngx_http_imgbill_cleanup(void *data);
 ngx_int_t ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     ngx_http_imgbill_main_conf_t *mcf);
 void ngx_http_imgbill_redis_done(ngx_http_imgbill_main_conf_t *mcf);
+ngx_int_t ngx_http_imgbill_redis_ready(ngx_http_imgbill_main_conf_t *mcf);
 ngx_http_imgbill_redis_cmd_t *ngx_http_imgbill_redis_send(
     ngx_http_imgbill_main_conf_t *mcf, ngx_int_t script, ngx_uint_t nkeys,
     ngx_uint_t argc, ngx_str_t *argv, ngx_http_imgbill_redis_handler_pt handler,
@@ -267,7 +270,9 @@ void ngx_http_imgbill_journal_settle(ngx_http_imgbill_main_conf_t *mcf,
     ngx_log_t *log, ngx_http_imgbill_settle_t *s);
 void ngx_http_imgbill_journal_release(ngx_http_imgbill_main_conf_t *mcf,
     ngx_log_t *log, ngx_str_t *request_id, u_char *key_hash);
-void ngx_http_imgbill_journal_replay(ngx_event_t *ev);
+ngx_int_t ngx_http_imgbill_journal_init(ngx_cycle_t *cycle,
+    ngx_http_imgbill_main_conf_t *mcf);
+void ngx_http_imgbill_journal_wake(ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_scan.c */
 void ngx_http_imgbill_scan(u_char *p, u_char *last,

@@ -30,7 +30,6 @@ struct ngx_http_imgbill_redis_s {
     ngx_uint_t                          pending;
     ngx_log_t                          *log;
     ngx_http_imgbill_main_conf_t       *conf;
-    ngx_event_t                         replay;
     u_char                              sha[ngx_http_imgbill_script_n][41];
 };
 
@@ -169,10 +168,6 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     rd->timer.data = rd;
     rd->timer.log = cycle->log;
 
-    rd->replay.handler = ngx_http_imgbill_journal_replay;
-    rd->replay.data = mcf;
-    rd->replay.log = cycle->log;
-
     /*
      * Not cancelable: a worker that quits gracefully waits for the commands
      * still pending (a settle, a release), at most imgbill_redis_timeout.
@@ -206,6 +201,32 @@ ngx_http_imgbill_redis_done(ngx_http_imgbill_main_conf_t *mcf)
     if (mcf->redis && mcf->redis->ac) {
         redisAsyncFree(mcf->redis->ac);
     }
+}
+
+
+/*
+ * For work that has no request behind it (the journal): NGX_OK when
+ * connected, NGX_AGAIN while a connection is being set up (its connect
+ * callback wakes the journal), NGX_ERROR when Redis cannot be reached.
+ */
+
+ngx_int_t
+ngx_http_imgbill_redis_ready(ngx_http_imgbill_main_conf_t *mcf)
+{
+    ngx_http_imgbill_redis_t  *rd;
+
+    rd = mcf->redis;
+
+    if (rd == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (rd->ac == NULL) {
+        return (ngx_http_imgbill_redis_connect(rd) == NGX_OK) ? NGX_AGAIN
+                                                              : NGX_ERROR;
+    }
+
+    return (rd->ac->c.flags & REDIS_CONNECTED) ? NGX_OK : NGX_AGAIN;
 }
 
 
@@ -648,8 +669,8 @@ ngx_http_imgbill_redis_connected(const redisAsyncContext *ac, int status)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rd->log, 0,
                    "imgbill: redis connected to \"%V\"", &rd->conf->host);
 
-    /* what could not be settled before is settled now, outside hiredis */
-    ngx_post_event(&rd->replay, &ngx_posted_events);
+    /* what could not be settled before is settled now */
+    ngx_http_imgbill_journal_wake(rd->conf);
 }
 
 
