@@ -16,6 +16,10 @@ package Imgbill::Harness;
 #       redis_password => 'pw',        # redis-server --requirepass, and
 #                                      #   imgbill_redis ... password=pw
 #       redis_db     => 3,             # imgbill_redis ... db=3
+#       redis_restartable => 1,        # redis-server with a save point and
+#                                      #   --enable-debug-command local, so
+#                                      #   DEBUG RESTART (scripts/loadcheck
+#                                      #   --faults restart) keeps the data
 #       nginx => 1, mock => 1, redis => 1,           # what to start
 #   );
 #   $h->account('alice', 'sk-alice', 100000);  # key + balance in units
@@ -202,9 +206,19 @@ sub redis_start {
     my $rd = "$self->{dir}/redis";
     remove_tree($rd);
     make_path($rd);
+    # DEBUG RESTART re-execs argv[0] taken relative to the cwd: give a path
+    my $bin = 'redis-server';
+    if ($self->{opt}{redis_restartable}) {
+        ($bin) = grep { -x } map { "$_/redis-server" } File::Spec->path;
+        $bin or die 'redis-server not found in PATH';
+    }
     $self->{redis_pid} = $self->_spawn("$self->{dir}/redis.log",
-        'redis-server', '--port', $self->{redis_port}, '--bind', '127.0.0.1',
-        '--save', '', '--appendonly', 'no', '--dir', $rd,
+        $bin, '--port', $self->{redis_port}, '--bind', '127.0.0.1',
+        # restartable: DEBUG RESTART saves to --dir before it re-execs
+        ($self->{opt}{redis_restartable}
+            ? ('--save', '3600 1', '--enable-debug-command', 'local')
+            : ('--save', '')),
+        '--appendonly', 'no', '--dir', $rd,
         '--daemonize', 'no',
         (defined $self->{opt}{redis_password}
             ? ('--requirepass', $self->{opt}{redis_password}) : ()));

@@ -1,0 +1,145 @@
+# scripts/loadcheck against a whole stack (two workers): a mixed load with
+# Redis paused, its connections killed and the server restarted meanwhile,
+# the fast-exhaust race, and proof that the checker's judge can fail.
+# Redis is read back here too, independently of the checker's own verdict.
+use strict;
+use warnings;
+use Test::More;
+use Time::HiRes qw(time);
+use lib 't/lib', 'scripts/lib';
+use Imgbill::Harness;
+
+my $t0 = time;
+
+# restartable: DEBUG RESTART must keep the data (a save point)
+my $h = Imgbill::Harness->new(workers => 2, redis_restartable => 1);
+my @stack = ('--relay', $h->url, '--redis', $h->redis_addr);
+
+# under valgrind (scripts/test's second pass) nginx is many times slower
+my $vg = $ENV{IMGBILL_VALGRIND_DIR};
+my ($n_mixed, $n_faults, $c) = $vg ? (300, 400, 8) : (600, 1200, 32);
+
+my $root = Imgbill::Harness->root;
+
+# run(@args) -> { rc, ok, line, f => {field => value}, err }
+sub run {
+    my @args = @_;
+    my $errf = $h->dir . '/loadcheck.err';
+    open my $saved, '>&', \*STDERR or die "dup STDERR: $!";
+    open STDERR, '>', $errf or die "$errf: $!";
+    my $ok = open my $fh, '-|', "$root/scripts/loadcheck", @args;
+    my @out = $ok ? <$fh> : ();
+    close $fh if $ok;
+    my $rc = $ok ? $? >> 8 : -1;
+    open STDERR, '>&', $saved or die "restore STDERR: $!";
+    my $err = do { local (@ARGV, $/) = ($errf); <> } // '';
+
+    my ($line) = grep { /^loadcheck: (?:OK|FAIL) / } @out;
+    $line //= '';
+    chomp $line;
+    my %f = $line =~ /(\w+)=(\S+)/g;
+    note $line;
+    return { rc => $rc, ok => scalar($line =~ /^loadcheck: OK /),
+             line => $line, f => \%f, err => $err };
+}
+
+# the verdict's invariants, and every outcome class of the mixed plan seen
+sub clean_ok {
+    my ($r, $n, $name) = @_;
+    is $r->{rc}, 0, "$name: exit 0" or diag $r->{err};
+    ok $r->{ok}, "$name: verdict OK" or diag $r->{line};
+    my $f = $r->{f};
+    is $f->{requests}, $n, "$name: requests=$n";
+    is $f->{$_}, 0, "$name: $_=0" for qw(drift_units duplicates holds_left);
+}
+
+# Redis itself, not the checker: per account, initial - final == the
+# ledger's charges, no hold left; the ledger count agrees with the verdict
+sub redis_agrees {
+    my ($r, $initial, $name) = @_;
+    my $prefix = $r->{f}{prefix} // 'none';
+    my ($entries, $bad) = (0, 0);
+    for my $i (0 .. $#$initial) {
+        my $acct = "$prefix-$i";
+        my $ledger = $h->ledger($acct);
+        my $sum = 0;
+        $sum += $_->{charge} for @$ledger;
+        $entries += @$ledger;
+        my $bal = $h->balance($acct) // 'none';
+        if ($bal ne $initial->[$i] - $sum || %{ $h->holds($acct) }) {
+            $bad++;
+            diag "$acct: $initial->[$i] -> $bal, ledger $sum, holds "
+                . scalar(keys %{ $h->holds($acct) });
+        }
+    }
+    is $bad, 0, "$name: Redis agrees, account by account";
+    is $entries, $r->{f}{ledger} // -1, "$name: ledger entries as reported";
+}
+
+my @mixed_initial = ((100000000) x 7, 60000);
+
+# --- usage ---------------------------------------------------------------
+
+my $r = run(@stack, '--requests', 'many');
+is $r->{rc}, 2, 'a bad argument: exit 2';
+like $r->{err}, qr/usage: loadcheck/, '... with the usage on stderr';
+
+# --- mixed, no faults: a 503 would be a defect here ---------------------
+
+$r = run(@stack, '--requests', $n_mixed, '--concurrency', $c,
+         '--seed', 9001);
+clean_ok($r, $n_mixed, 'mixed');
+cmp_ok $r->{f}{$_} // 0, '>', 0, "mixed: some $_"
+    for qw(ok free failed rejected aborted dropped);
+is $r->{f}{faults}, 0, 'mixed: no faults';
+redis_agrees($r, \@mixed_initial, 'mixed');
+
+# --- mixed under Redis faults ---------------------------------------------
+
+$r = run(@stack, '--requests', $n_faults, '--concurrency', $c,
+         '--faults', 'pause,kill,restart', '--seed', 9002);
+clean_ok($r, $n_faults, 'faults');
+cmp_ok $r->{f}{$_} // 0, '>', 0, "faults: some $_"
+    for qw(ok free failed rejected aborted dropped);
+is $r->{f}{faults}, 3, 'faults: pause, kill and restart fired';
+redis_agrees($r, \@mixed_initial, 'faults');
+# the faults hurt: admissions failed closed while Redis was paused
+cmp_ok scalar(grep { $_->{status} eq '503' } $h->access_entries), '>', 0,
+    'faults: the relay answered 503 while Redis was away';
+like $h->error_log, qr/\[error\].*imgbill: redis/,
+    'faults: ... and logged the trouble with Redis';
+
+# --- fast-exhaust: 1.00 buys 14 calls at 0.07, whatever arrives at once ----
+
+my $n_ex = $vg ? 30 : 60;
+$r = run(@stack, '--scenario', 'fast-exhaust', '--requests', $n_ex,
+         '--concurrency', $n_ex);
+clean_ok($r, $n_ex, 'exhaust');
+is $r->{f}{ok}, 14, 'exhaust: exactly 14 calls charged';
+is $r->{f}{rejected}, $n_ex - 14, 'exhaust: every other one refused';
+is $r->{f}{ledger}, 14, 'exhaust: 14 ledger entries';
+my $ex = ($r->{f}{prefix} // 'none') . '-0';
+is $h->balance($ex), 200, 'exhaust: 0.0200 left, read from Redis';
+is scalar(grep { $_->{charge} == 700 && $_->{channel} eq 'fast' }
+          @{ $h->ledger($ex) }), 14, 'exhaust: each entry 700 units, fast';
+
+# --- the judge can fail: one unit slipped into a balance -----------------
+
+$r = run(@stack, '--requests', $vg ? 60 : 150, '--concurrency', $c,
+         '--seed', 9003, '--self-test');
+is $r->{rc}, 1, 'self-test: exit 1';
+like $r->{line}, qr/^loadcheck: FAIL /, 'self-test: verdict FAIL';
+is $r->{f}{drift_units}, 1, 'self-test: drift_units=1';
+is $r->{f}{duplicates}, 0, 'self-test: nothing else wrong (duplicates)';
+is $r->{f}{holds_left}, 0, 'self-test: nothing else wrong (holds)';
+like $r->{err}, qr/\Q$r->{f}{prefix}\E-0: .*drift \+1 units/,
+    'self-test: the reason names the account and the drift';
+
+# --- and nginx lived through it all -------------------------------------
+
+my @crashes = $h->crashes;
+is scalar @crashes, 0, 'no worker crashed' or diag join "\n", @crashes;
+unlike $h->error_log, qr/\[(?:alert|emerg)\]/, 'no alert in error.log';
+
+note sprintf 'total %.1f s', time - $t0;
+done_testing;
