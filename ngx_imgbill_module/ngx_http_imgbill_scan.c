@@ -38,7 +38,8 @@ typedef enum {
     ngx_http_imgbill_key_content,
     ngx_http_imgbill_key_image_url,
     ngx_http_imgbill_key_prompt_tokens,
-    ngx_http_imgbill_key_completion_tokens
+    ngx_http_imgbill_key_completion_tokens,
+    ngx_http_imgbill_key_escaped         /* could be any of them */
 } ngx_http_imgbill_key_e;
 
 
@@ -162,10 +163,22 @@ ngx_http_imgbill_scan(u_char *p, u_char *last, ngx_http_imgbill_scan_t *res)
 
             key = f->key;
 
+            /*
+             * A key spelled with escapes ("us\u0061ge") may be "usage" or
+             * one of its counts: a usage it might duplicate is ambiguous.
+             */
+
             if (f->role == ngx_http_imgbill_role_root
-                && key == ngx_http_imgbill_key_usage)
+                && (key == ngx_http_imgbill_key_usage
+                    || key == ngx_http_imgbill_key_escaped))
             {
                 s.usages++;
+            }
+
+            if (f->role == ngx_http_imgbill_role_usage
+                && key == ngx_http_imgbill_key_escaped)
+            {
+                s.usage_bad = 1;
             }
 
         } else {
@@ -516,6 +529,10 @@ ngx_http_imgbill_scan_key(u_char *p, u_char *last)
 
     len = last - p;
 
+    if (memchr(p, '\\', len) != NULL) {
+        return ngx_http_imgbill_key_escaped;
+    }
+
 #define ngx_http_imgbill_is(name)                                            \
     (len == sizeof(name) - 1 && ngx_strncmp(p, name, len) == 0)
 
@@ -616,7 +633,10 @@ ngx_http_imgbill_scan_role(ngx_http_imgbill_frame_t *parent, u_char open)
 }
 
 
-/* a data URL, or a markdown image, in the message text */
+/*
+ * A data URL, or a markdown image, in the message text.  The text is still
+ * JSON-escaped here, and some encoders (PHP's by default) escape "/".
+ */
 
 static ngx_uint_t
 ngx_http_imgbill_content_has_image(u_char *p, u_char *last)
@@ -626,5 +646,7 @@ ngx_http_imgbill_content_has_image(u_char *p, u_char *last)
     len = last - p;
 
     return memmem(p, len, "data:image/", sizeof("data:image/") - 1) != NULL
+           || memmem(p, len, "data:image\\/", sizeof("data:image\\/") - 1)
+              != NULL
            || memmem(p, len, "![", 2) != NULL;
 }

@@ -130,6 +130,28 @@ main(void)
           1, 0, 0, 0, 0);
     CHECK("empty images", "{\"choices\":[{\"message\":{\"images\":[]}}]}",
           1, 0, 0, 0, 0);
+    CHECK("usage under an escaped key: ambiguous",
+          "{\"choices\":[{\"message\":{\"images\":[\"i\"]}}],"
+          "\"us\\u0061ge\":{\"prompt_tokens\":5,\"completion_tokens\":6}}",
+          1, 1, 0, 0, 0);
+    CHECK("a second usage under an escaped key: ambiguous",
+          "{\"choices\":[{\"message\":{\"images\":[\"i\"]}}],"
+          "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2},"
+          "\"us\\u0061ge\":{\"prompt_tokens\":5,\"completion_tokens\":6}}",
+          1, 1, 0, 0, 0);
+    CHECK("an escaped key inside usage: ambiguous",
+          "{\"choices\":[{\"message\":{\"images\":[\"i\"]}}],"
+          "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,"
+          "\"prompt\\u005ftokens\":9}}",
+          1, 1, 0, 0, 0);
+    CHECK("an escaped key elsewhere is just a key",
+          "{\"choices\":[{\"message\":{\"images\":[\"i\"],"
+          "\"a\\\"b\":1}}],"
+          "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}",
+          1, 1, 1, 1, 2);
+    CHECK("data URL with an escaped slash", "{\"choices\":[{\"message\":"
+          "{\"content\":\"data:image\\/png;base64,QUJD\"}}]}",
+          1, 1, 0, 0, 0);
     CHECK("image text outside choices", "{\"content\":\"data:image/png\"}",
           1, 0, 0, 0, 0);
     CHECK("whitespace", " \n{ \"a\" : [ 1 , 2 ] , \"b\" : { } }\r\n",
