@@ -314,6 +314,13 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
                                    req.error.column);
         goto failed;
 
+    case NGX_HTTP_IMGBILL_REQ_NUL_BYTE:
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "invalid_json",
+                                   "the request body is not valid JSON: "
+                                   "it contains a NUL byte");
+        goto failed;
+
     case NGX_HTTP_IMGBILL_REQ_NOT_OBJECT:
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error", "invalid_json",

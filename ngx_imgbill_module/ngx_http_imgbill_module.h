@@ -178,6 +178,7 @@ typedef struct {
 #define NGX_HTTP_IMGBILL_REQ_NOT_OBJECT       3
 #define NGX_HTTP_IMGBILL_REQ_NO_MODEL         4
 #define NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE  5
+#define NGX_HTTP_IMGBILL_REQ_NUL_BYTE         6
 
 /* ... and its findings; the caller json_decref()s root in every case */
 typedef struct {

@@ -30,6 +30,16 @@ ngx_http_imgbill_check_request(u_char *p, size_t len, size_t image_limit,
         return NGX_HTTP_IMGBILL_REQ_EMPTY;
     }
 
+    /*
+     * JSON has no place for a raw NUL, yet jansson 2.14 takes one right
+     * after a number ({"n":1<NUL>}); the upstream would see what imgbill
+     * did not validate.
+     */
+
+    if (ngx_strlchr(p, p + len, '\0') != NULL) {
+        return NGX_HTTP_IMGBILL_REQ_NUL_BYTE;
+    }
+
     /* two "model" keys would let the relay and the upstream disagree */
 
     req->root = json_loadb((char *) p, len, JSON_REJECT_DUPLICATES,

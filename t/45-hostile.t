@@ -30,6 +30,11 @@ sub raw_post {
     $res = raw_post(qq({"model":"$FLASH","messages":[{"role":"user","content":"a\0b"}]}));
     is $res->{json}{error}{code}, 'invalid_json', 'a raw NUL byte in a string: invalid_json';
 
+    # jansson 2.14 itself accepts this one (fuzzing found it)
+    $res = raw_post(qq({"model":"$FLASH","n":1\0,"messages":[]}));
+    is $res->{status}, 400, 'a raw NUL byte after a number: 400';
+    like $res->{json}{error}{message} // '', qr/NUL byte/, '... saying why';
+
     $res = raw_post(qq({"model":"$FLASH\\u0000x"}));
     is $res->{status}, 400, 'a \\u0000 inside the model name: 400, never truncated to a priced model';
 
