@@ -85,9 +85,9 @@ check(const char *name, const char *json, size_t len, int json_ok, int image,
 int
 main(void)
 {
-    char    buf[512], name[128], str[64];
+    char    buf[512], name[128], str[256];
     size_t  n, k, len;
-    int     c;
+    int     c, bad;
 
     CHECK("seed reply", "{" IMG ",\"usage\":{\"prompt_tokens\":560,"
           "\"completion_tokens\":1120}}", 1, 1, 1, 560, 1120);
@@ -191,30 +191,35 @@ main(void)
     }
 
     /*
-     * The word-at-a-time string loop: every length around its 16-byte
-     * window, with a quote, a backslash escape or a control byte at every
-     * position, and the string ending exactly at the buffer's end.
+     * The block-at-a-time string loops (64 bytes with SSE2, then 16): every
+     * length around their windows, with a control byte (0x01, 0x1f), a
+     * backslash escape or a plain byte just outside the control range
+     * (0x20, 0x7f, 0xc3, 0xff) at every position, and the string ending
+     * exactly at the buffer's end.
      */
 
-    for (n = 0; n <= 40; n++) {
+    for (n = 0; n <= 200; n += (n < 40 || (n % 64) > 60 || (n % 64) < 4)
+                              ? 1 : 7)
+    {
         for (k = 0; k <= n; k++) {
-            for (c = 0; c < 4; c++) {
+            for (c = 0; c < 8; c++) {
                 memset(str, 'A', n);
 
-                if (c == 1 && k < n) {
-                    str[k] = '\x01';          /* invalid */
-                } else if (c == 2 && k + 1 < n) {
-                    str[k] = '\\';            /* valid escape */
-                    str[k + 1] = 'n';
-                } else if (c == 3 && k < n) {
-                    str[k] = (char) 0xc3;     /* UTF-8 byte, valid */
+                if (k < n) {
+                    str[k] = "A\x01\x1f\\ \x7f\xc3\xff"[c];
                 }
+
+                if (c == 3 && k + 1 < n) {
+                    str[k + 1] = 'n';         /* a valid escape */
+                }
+
+                bad = k < n && (c == 1 || c == 2 || (c == 3 && k + 1 == n));
 
                 len = snprintf(buf, sizeof(buf), "{\"s\":\"%.*s\"}",
                                (int) n, str);
                 snprintf(name, sizeof(name), "string len %zu, case %d at %zu",
                          n, c, k);
-                check(name, buf, len, !(c == 1 && k < n), 0, 0, 0, 0);
+                check(name, buf, len, !bad, 0, 0, 0, 0);
 
                 /* the same string cut before its closing quote */
                 check("unterminated string", buf, 6 + n, 0, 0, 0, 0, 0);
