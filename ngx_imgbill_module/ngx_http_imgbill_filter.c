@@ -358,6 +358,24 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     }
 
     ctx->charge = ngx_max(ctx->charge, lcf->min_charge);
+
+    /*
+     * The hold is what admission reserved as the most this request can
+     * cost, and what the gate let through.  A reply that claims more (an
+     * upstream past max_output, a broken count) is billed the hold, so no
+     * account is charged money the gate never saw.
+     */
+
+    if (ctx->charge > ctx->hold) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "imgbill: a reply of %i + %i tokens of \"%V\" would "
+                      "cost %i units, more than the %i held; charging the "
+                      "hold (is max_output too low?)",
+                      scan.prompt_tokens, scan.completion_tokens,
+                      &ctx->model, ctx->charge, ctx->hold);
+
+        ctx->charge = ctx->hold;
+    }
 }
 
 

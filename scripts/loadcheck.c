@@ -80,6 +80,12 @@
 #define LC_MIN_CHARGE       100
 #define LC_MIN_BALANCE      50000
 #define LC_PER_MILLION      1000000
+#define LC_MAX_OUTPUT       4096            /* the relay's max_output */
+
+/* every JSON request; its length bounds the prompt in the relay's hold */
+#define LC_BODY                                                              \
+    "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\","                 \
+    "\"content\":\"draw a cat\"}]}"
 
 /* above any metered hold of this checker's small bodies (pro: 34940) */
 #define LC_MAX_HOLD         40000
@@ -1068,25 +1074,38 @@ lc_tokens(lc_run_t *run)
 }
 
 
-/* the money rules, recomputed with integers: each term rounded half up */
+/*
+ * The money rules, recomputed with integers: each term rounded half up,
+ * then at least the minimum charge and, metered, at most the hold the relay
+ * placed: every body byte may be a prompt token, and the reply at most
+ * LC_MAX_OUTPUT tokens (the relay's default max_output).
+ */
 
 static int64_t
 lc_charge(int channel, int model, int64_t pt, int64_t ct)
 {
-    int64_t            c;
+    int64_t            c, len, hold;
     const lc_model_t  *m;
 
     m = &lc_models[model];
 
     if (channel == LC_FAST) {
-        c = m->fast;
-
-    } else {
-        c = (pt * m->in + LC_PER_MILLION / 2) / LC_PER_MILLION
-            + (ct * m->out + LC_PER_MILLION / 2) / LC_PER_MILLION;
+        return m->fast;
     }
 
-    return c < LC_MIN_CHARGE ? LC_MIN_CHARGE : c;
+    c = (pt * m->in + LC_PER_MILLION / 2) / LC_PER_MILLION
+        + (ct * m->out + LC_PER_MILLION / 2) / LC_PER_MILLION;
+
+    c = c < LC_MIN_CHARGE ? LC_MIN_CHARGE : c;
+
+    len = snprintf(NULL, 0, LC_BODY, m->name);
+
+    hold = (len * m->in + LC_PER_MILLION - 1) / LC_PER_MILLION
+           + (LC_MAX_OUTPUT * m->out + LC_PER_MILLION - 1) / LC_PER_MILLION;
+
+    hold = hold < LC_MIN_CHARGE ? LC_MIN_CHARGE : hold;
+
+    return c < hold ? c : hold;
 }
 
 
@@ -1222,9 +1241,7 @@ lc_start(lc_run_t *run, lc_req_t *rq)
     model = k->model ? "dall-e-3" : lc_models[rq->model].name;
 
     if (k->json) {
-        len = snprintf(body, sizeof(body),
-                       "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\","
-                       "\"content\":\"draw a cat\"}]}", model);
+        len = snprintf(body, sizeof(body), LC_BODY, model);
     } else {
         len = snprintf(body, sizeof(body), "draw a cat, not JSON");
     }

@@ -91,10 +91,12 @@ charged_ok(name => 'half-up rounding per component: flash 750/150 -> 0.0346',
 charged_ok(name => 'rounding down: 3-pro 37/999 -> 0.8526 (5.254 + 8521.47 units)',
            model => $PRO, mock => 'pt=37 ct=999', start => 100000,
            charge => 5 + 8521, channel => 'metered', pt => 37, ct => 999);
-# a big reply: 3-pro 100000/50000: 14200 + 426500 = 440700 units = 44.0700
-charged_ok(name => 'big token counts: 3-pro 100000/50000 -> 44.0700',
-           model => $PRO, mock => 'pt=100000 ct=50000', start => 1000000,
-           charge => 440700, channel => 'metered', pt => 100000, ct => 50000);
+# the largest reply the hold allows (max_output 4096), for a prompt within
+# the body's bytes: 3-pro 50/4096: 7.1 units -> 7; 4096 * 853 = 34938.88
+# units -> 34939
+charged_ok(name => 'the largest reply the hold covers: 3-pro 50/4096 -> 3.4946',
+           model => $PRO, mock => 'pt=50 ct=4096', start => 1000000,
+           charge => 7 + 34939, channel => 'metered', pt => 50, ct => 4096);
 
 # fast channel: fixed price, tokens recorded from usage
 charged_ok(name => 'fast flash -> 0.0700', model => $FLASH,
@@ -130,17 +132,43 @@ charged_ok(name => 'fast without usage is still charged 0.0700, tokens 0',
     is scalar keys %rids, 3, 'distinct request ids';
 }
 
-# a balance that goes below zero formats with a sign
+# A reply that claims more than the hold (100000/100000 would be 86.7200)
+# is charged the hold: ceil(body bytes * 14.2 units / 1e6 ... per token) for
+# the prompt, 4096 output tokens; the ledger keeps the counts as claimed.
 {
-    # min_balance gate needs 5.0000 available; take the charge past zero with
-    # a big reply: 3-pro 100000/100000 = 14200 + 853000 = 867200 units
-    $h->account('neg', 'sk-neg', 50000);
-    my $r = $h->chat(key => 'sk-neg', model => $PRO,
+    $h->account('over', 'sk-over', 50000);
+    my $r = $h->chat(key => 'sk-over', model => $PRO,
                      mock => 'pt=100000 ct=100000');
-    is $r->{status}, 200, 'over-spend reply is delivered';
-    is $r->{headers}{'x-imgbill-charge'}, '86.7200', 'charged in full';
-    is $r->{headers}{'x-imgbill-balance'}, '-81.7200', 'negative balance header';
-    is $h->balance('neg'), 50000 - 867200, 'negative balance in Redis';
+    my ($up) = grep { ($_->{model} // '') eq $PRO } reverse $h->upstream_requests;
+    my $len = $up->{body_length} // 0;
+    my $hold = int(($len * 142000 + 999999) / 1000000) + 34939;
+    is $r->{status}, 200, 'over-claiming reply is delivered';
+    is $r->{headers}{'x-imgbill-charge'}, fmt($hold),
+        "charged the hold for a $len-byte body, not 86.7200";
+    is $h->balance('over'), 50000 - $hold, '... in Redis too: the balance stays >= 0';
+    my ($e) = @{ $h->ledger('over') };
+    is "$e->{prompt_tokens}/$e->{completion_tokens}/$e->{charge}",
+        "100000/100000/$hold", 'the ledger keeps the claimed counts';
+    like $h->error_log, qr/would cost 867200 units, more than the $hold held/,
+        'logged at warn';
+}
+
+# a balance that goes below zero (an operator's correction while a request
+# was in flight) formats with a sign
+{
+    $h->account('neg', 'sk-neg', 50000);
+    my $wait = $h->in_flight(1, key => 'sk-neg', mock => 'sleep=1');
+    Imgbill::Harness::wait_for(sub { %{ $h->holds('neg') } }, 5);
+    $h->redis('DECRBY', 'imgbill:{neg}:balance', 60000);
+    my ($got) = $wait->();
+    is $got, '200 0.2465', 'charged while the balance went below zero';
+    is $h->balance('neg'), 50000 - 60000 - 2465, 'negative balance in Redis';
+    my ($e) = @{ $h->ledger('neg') };
+    is $e->{balance_after}, -12465, 'ledger balance_after -12465';
+    my $r = $h->chat(key => 'sk-neg');
+    is $r->{status}, 402, 'then: 402';
+    like $r->{json}{error}{message} // '', qr/available -1\.2465/,
+        'the 402 shows the negative balance with its sign';
 }
 
 is_deeply [ $h->crashes ], [], 'no nginx worker crashed';
