@@ -212,6 +212,7 @@ typedef enum {
     ngx_http_imgbill_script_admit = 0,
     ngx_http_imgbill_script_settle,
     ngx_http_imgbill_script_release,
+    ngx_http_imgbill_script_release_key,
     ngx_http_imgbill_script_n
 } ngx_http_imgbill_script_e;
 

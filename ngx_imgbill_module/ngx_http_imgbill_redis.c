@@ -65,42 +65,89 @@ static void ngx_http_imgbill_redis_cleanup(void *data);
 
 
 /*
+ * Holds: the hash imgbill:{acct}:holds (request id -> "units:expiry", what
+ * operators read) and, beside it, the hash imgbill:{acct}:held: "units",
+ * the sum of the holds, and "sweep", a time before which no hold can have
+ * expired.  An admission reads the sum, not every hold, so it costs the
+ * same with one request in flight or a thousand; it recounts the holds
+ * only once "sweep" has passed (about once per imgbill_hold_ttl on a busy
+ * account), or when the sum is missing (a first hold, an older imgbill).
+ * A hold released by something else than these scripts leaves the sum too
+ * high until that recount: on the side of refusing, never of overspending.
+ */
+
+/* give back one hold; the Lua locals of every script that releases */
+
+#define NGX_HTTP_IMGBILL_LUA_UNHOLD                                          \
+    "local function unhold(holds, held, rid)\n"                              \
+    "  local h = redis.call('HGET', holds, rid)\n"                           \
+    "  if not h then return 0 end\n"                                         \
+    "  redis.call('HDEL', holds, rid)\n"                                     \
+    "  local amt = tonumber(string.match(h, '^(%d+)') or '0')\n"             \
+    "  if redis.call('HINCRBY', held, 'units', -amt) < 0 then\n"             \
+    "    redis.call('HSET', held, 'units', 0, 'sweep', 0)\n"                 \
+    "  end\n"                                                                \
+    "  return 1\n"                                                           \
+    "end\n"
+
+
+/*
  * admit: KEYS[1] = imgbill:key:<sha256 of the API key>
  *        ARGV = request id, gate (units), hold (units), hold ttl (s)
  * -> {-1} unknown key | {0, account, balance, available} gate not met
  *    | {1, account, balance, available} hold placed
  *
- * A hold is "units:expiry"; expired holds do not count and are swept when
- * a new hold is placed.  A rejection writes nothing.  The key lookup is the
- * one cross-slot read: everything written lives under {account}.
+ * Expired holds do not count, and are swept when a new hold is placed;
+ * a rejection writes nothing.  The key lookup is the one cross-slot read:
+ * everything written lives under {account}.
  */
 
 static const char  ngx_http_imgbill_admit_lua[] =
     "local acct = redis.call('GET', KEYS[1])\n"
     "if not acct then return {-1} end\n"
     "local p = 'imgbill:{' .. acct .. '}:'\n"
+    "local holds, heldk = p .. 'holds', p .. 'held'\n"
     "local bal = tonumber(redis.call('GET', p .. 'balance') or '0')\n"
     "local now = tonumber(redis.call('TIME')[1])\n"
-    "local held, stale = 0, {}\n"
-    "local h = redis.call('HGETALL', p .. 'holds')\n"
-    "for i = 1, #h, 2 do\n"
-    "  local amt, exp = string.match(h[i + 1], '^(%d+):(%d+)$')\n"
-    "  if amt and tonumber(exp) > now then\n"
-    "    held = held + tonumber(amt)\n"
-    "  else\n"
-    "    stale[#stale + 1] = h[i]\n"
+    "local exp = now + tonumber(ARGV[4])\n"
+    "local s = redis.call('HMGET', heldk, 'units', 'sweep')\n"
+    "local held, sweep = tonumber(s[1]), tonumber(s[2])\n"
+    "local stale = {}\n"
+    "if not held or not sweep or sweep <= now then\n"
+    "  held, sweep = 0, exp\n"
+    "  local h = redis.call('HGETALL', holds)\n"
+    "  for i = 1, #h, 2 do\n"
+    "    local amt, e = string.match(h[i + 1], '^(%d+):(%d+)$')\n"
+    "    e = tonumber(e)\n"
+    "    if amt and e > now then\n"
+    "      held = held + tonumber(amt)\n"
+    "      if e < sweep then sweep = e end\n"
+    "    else\n"
+    "      stale[#stale + 1] = h[i]\n"
+    "    end\n"
     "  end\n"
+    "else\n"
+    "  sweep = nil\n"
     "end\n"
     "local avail = bal - held\n"
     "if avail < tonumber(ARGV[2]) then return {0, acct, bal, avail} end\n"
-    "if #stale > 0 then redis.call('HDEL', p .. 'holds', unpack(stale)) end\n"
-    "redis.call('HSET', p .. 'holds', ARGV[1],\n"
-    "           ARGV[3] .. ':' .. (now + tonumber(ARGV[4])))\n"
+    "for i = 1, #stale, 2000 do\n"
+    "  redis.call('HDEL', holds,\n"
+    "             unpack(stale, i, math.min(i + 1999, #stale)))\n"
+    "end\n"
+    "redis.call('HSET', holds, ARGV[1], ARGV[3] .. ':' .. exp)\n"
+    "if sweep then\n"
+    "  redis.call('HSET', heldk, 'units', held + tonumber(ARGV[3]),\n"
+    "             'sweep', sweep)\n"
+    "else\n"
+    "  redis.call('HINCRBY', heldk, 'units', ARGV[3])\n"
+    "end\n"
     "return {1, acct, bal, avail}\n";
 
 
 /*
- * settle: KEYS = balance, holds, ledger, settled marker (all {account})
+ * settle: KEYS = balance, holds, ledger, settled marker, held
+ *         (all {account})
  *         ARGV = request id, charge, channel, model, prompt tokens,
  *                completion tokens, marker ttl (s)
  * -> {1, balance} applied | {0, balance} already applied earlier
@@ -110,10 +157,11 @@ static const char  ngx_http_imgbill_admit_lua[] =
  */
 
 static const char  ngx_http_imgbill_settle_lua[] =
+    NGX_HTTP_IMGBILL_LUA_UNHOLD
     "if redis.call('EXISTS', KEYS[4]) == 1 then\n"
     "  return {0, tonumber(redis.call('GET', KEYS[1]) or '0')}\n"
     "end\n"
-    "redis.call('HDEL', KEYS[2], ARGV[1])\n"
+    "unhold(KEYS[2], KEYS[5], ARGV[1])\n"
     "local charge = tonumber(ARGV[2])\n"
     "if charge <= 0 then\n"
     "  return {1, tonumber(redis.call('GET', KEYS[1]) or '0')}\n"
@@ -128,22 +176,32 @@ static const char  ngx_http_imgbill_settle_lua[] =
     "return {1, bal}\n";
 
 
+/* release: KEYS = holds, held (both {account}); ARGV[1] = request id */
+
+static const char  ngx_http_imgbill_release_lua[] =
+    NGX_HTTP_IMGBILL_LUA_UNHOLD
+    "return unhold(KEYS[1], KEYS[2], ARGV[1])\n";
+
+
 /*
  * release by key: KEYS[1] = imgbill:key:<sha256>, ARGV[1] = request id
  * An admission whose reply was lost may have placed a hold; only the key
  * is known then, not the account.
  */
 
-static const char  ngx_http_imgbill_release_lua[] =
+static const char  ngx_http_imgbill_release_key_lua[] =
+    NGX_HTTP_IMGBILL_LUA_UNHOLD
     "local acct = redis.call('GET', KEYS[1])\n"
     "if not acct then return 0 end\n"
-    "return redis.call('HDEL', 'imgbill:{' .. acct .. '}:holds', ARGV[1])\n";
+    "local p = 'imgbill:{' .. acct .. '}:'\n"
+    "return unhold(p .. 'holds', p .. 'held', ARGV[1])\n";
 
 
 static ngx_str_t  ngx_http_imgbill_scripts[] = {
     ngx_string(ngx_http_imgbill_admit_lua),
     ngx_string(ngx_http_imgbill_settle_lua),
-    ngx_string(ngx_http_imgbill_release_lua)
+    ngx_string(ngx_http_imgbill_release_lua),
+    ngx_string(ngx_http_imgbill_release_key_lua)
 };
 
 
@@ -330,15 +388,15 @@ ngx_http_imgbill_redis_settle(ngx_http_imgbill_main_conf_t *mcf,
     ngx_http_imgbill_settle_t *s, ngx_http_imgbill_redis_handler_pt handler,
     void *data)
 {
-    u_char      *p, buf[4 * (sizeof("imgbill:{}:settled:") - 1
+    u_char      *p, buf[5 * (sizeof("imgbill:{}:settled:") - 1
                              + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
                         + NGX_HTTP_IMGBILL_REQUEST_ID_MAX
                         + 3 * NGX_INT_T_LEN];
-    ngx_str_t    argv[11];
+    ngx_str_t    argv[12];
     ngx_uint_t   i;
 
     static const char  *suffix[] = { "balance", "holds", "ledger",
-                                     "settled:" };
+                                     "settled:", "held" };
 
     if (s->account.len > NGX_HTTP_IMGBILL_ACCOUNT_MAX
         || s->request_id.len > NGX_HTTP_IMGBILL_REQUEST_ID_MAX)
@@ -350,7 +408,7 @@ ngx_http_imgbill_redis_settle(ngx_http_imgbill_main_conf_t *mcf,
 
     /* KEYS: everything under the account's hash tag, one cluster slot */
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         argv[i].data = p;
         p = ngx_sprintf(p, "imgbill:{%V}:%s", &s->account, suffix[i]);
 
@@ -361,33 +419,33 @@ ngx_http_imgbill_redis_settle(ngx_http_imgbill_main_conf_t *mcf,
         argv[i].len = p - argv[i].data;
     }
 
-    argv[4] = s->request_id;
+    argv[5] = s->request_id;
 
-    argv[5].data = p;
+    argv[6].data = p;
     p = ngx_sprintf(p, "%i", s->charge);
-    argv[5].len = p - argv[5].data;
+    argv[6].len = p - argv[6].data;
 
     if (s->channel == NGX_HTTP_IMGBILL_FAST) {
-        ngx_str_set(&argv[6], "fast");
+        ngx_str_set(&argv[7], "fast");
 
     } else {
-        ngx_str_set(&argv[6], "metered");
+        ngx_str_set(&argv[7], "metered");
     }
 
-    argv[7] = s->model;
-
-    argv[8].data = p;
-    p = ngx_sprintf(p, "%i", ngx_max(s->prompt_tokens, 0));
-    argv[8].len = p - argv[8].data;
+    argv[8] = s->model;
 
     argv[9].data = p;
-    p = ngx_sprintf(p, "%i", ngx_max(s->completion_tokens, 0));
+    p = ngx_sprintf(p, "%i", ngx_max(s->prompt_tokens, 0));
     argv[9].len = p - argv[9].data;
 
-    ngx_str_set(&argv[10], NGX_HTTP_IMGBILL_SETTLED_TTL);
+    argv[10].data = p;
+    p = ngx_sprintf(p, "%i", ngx_max(s->completion_tokens, 0));
+    argv[10].len = p - argv[10].data;
+
+    ngx_str_set(&argv[11], NGX_HTTP_IMGBILL_SETTLED_TTL);
 
     return ngx_http_imgbill_redis_send(mcf, ngx_http_imgbill_script_settle,
-                                       4, 11, argv, handler, data);
+                                       5, 12, argv, handler, data);
 }
 
 
@@ -398,22 +456,29 @@ ngx_http_imgbill_redis_release(ngx_http_imgbill_main_conf_t *mcf,
     ngx_str_t *account, ngx_str_t *request_id,
     ngx_http_imgbill_redis_handler_pt handler, void *data)
 {
-    u_char     buf[sizeof("imgbill:{}:holds") + NGX_HTTP_IMGBILL_ACCOUNT_MAX];
-    ngx_str_t  argv[3];
+    u_char      *p, buf[2 * (sizeof("imgbill:{}:holds") - 1
+                             + NGX_HTTP_IMGBILL_ACCOUNT_MAX)];
+    ngx_str_t    argv[3];
+    ngx_uint_t   i;
+
+    static const char  *suffix[] = { "holds", "held" };
 
     if (account->len > NGX_HTTP_IMGBILL_ACCOUNT_MAX) {
         return NULL;
     }
 
-    ngx_str_set(&argv[0], "HDEL");
+    p = buf;
 
-    argv[1].data = buf;
-    argv[1].len = ngx_sprintf(buf, "imgbill:{%V}:holds", account) - buf;
+    for (i = 0; i < 2; i++) {
+        argv[i].data = p;
+        p = ngx_sprintf(p, "imgbill:{%V}:%s", account, suffix[i]);
+        argv[i].len = p - argv[i].data;
+    }
 
     argv[2] = *request_id;
 
-    return ngx_http_imgbill_redis_send(mcf, NGX_ERROR, 0, 3, argv, handler,
-                                       data);
+    return ngx_http_imgbill_redis_send(mcf, ngx_http_imgbill_script_release,
+                                       2, 3, argv, handler, data);
 }
 
 
@@ -435,7 +500,8 @@ ngx_http_imgbill_redis_release_key(ngx_http_imgbill_main_conf_t *mcf,
 
     argv[1] = *request_id;
 
-    return ngx_http_imgbill_redis_send(mcf, ngx_http_imgbill_script_release,
+    return ngx_http_imgbill_redis_send(mcf,
+                                       ngx_http_imgbill_script_release_key,
                                        1, 2, argv, handler, data)
            ? NGX_OK : NGX_ERROR;
 }

@@ -143,6 +143,76 @@ for my $case (
     is scalar @{ $h->ledger('fast14') }, 14, '... 14 ledger entries';
 }
 
+# The bookkeeping behind the gate: the holds hash (what operators read)
+# and imgbill:{acct}:held, their sum and a time before which none can have
+# expired.  An admission reads the sum, not every hold, however many are in
+# flight; it recounts once that time has passed.
+{
+    my $key = 'sk-book';
+    my $acct = 'book';
+    my $p = "imgbill:{$acct}:";
+    $h->account($acct, $key, 100000);
+    my $exp = time + 600;
+    $h->redis('HSET', "${p}holds", "live$_", "50:$exp") for 1 .. 1000;
+    $h->redis('HSET', "${p}held", 'units', 50000, 'sweep', $exp);
+
+    $h->redis('CONFIG', 'RESETSTAT');
+    my $res = $h->chat(key => $key);
+    is $res->{status}, 200, '1000 holds in flight, 5.0000 available: admitted';
+    unlike $h->redis('INFO', 'commandstats'), qr/cmdstat_hgetall/,
+        '... without reading every hold';
+    my ($rid) = grep { !/^live/ } keys %{ $h->holds($acct) };
+    ok !defined $rid, '... and its own hold given back on settlement';
+    is $h->redis('HGET', "${p}held", 'units'), 50000, '... the sum as before';
+
+    # a hold that expired a minute ago is still in the sum, and its expiry
+    # is the recount time: the admission recounts, and it no longer counts
+    $h->redis('SET', "${p}balance", 100000);
+    $h->redis('HSET', "${p}holds", 'gone', '20000:' . (time - 60));
+    $h->redis('HSET', "${p}held", 'units', 70000, 'sweep', time - 60);
+    $h->redis('CONFIG', 'RESETSTAT');
+    $res = $h->chat(key => $key);
+    is $res->{status}, 200, 'an expired hold does not count: admitted';
+    like $h->redis('INFO', 'commandstats'), qr/cmdstat_hgetall:calls=1,/,
+        '... after one recount';
+    is $h->redis('HEXISTS', "${p}holds", 'gone'), 0, '... which swept it';
+    is $h->redis('HGET', "${p}held", 'units'), 50000, '... the sum recounted';
+    cmp_ok $h->redis('HGET', "${p}held", 'sweep'), '>', time,
+        '... and the next recount due when the oldest live hold expires';
+
+    # available 4.9999 by the sum: 402, and nothing written
+    $h->redis('SET', "${p}balance", 100000);
+    $h->redis('HSET', "${p}holds", 'one', "1:$exp");
+    $h->redis('HINCRBY', "${p}held", 'units', 1);
+    my $before = $h->snapshot;
+    $res = $h->chat(key => $key);
+    is $res->{status}, 402, 'available 4.9999: 402';
+    like $res->{json}{error}{message} // '', qr/available 4\.9999/, '... from the sum';
+    is $h->snapshot, $before, '... and the rejection wrote nothing';
+
+    # holds deleted by hand stay in the sum (refusing, never overspending)
+    # until the recount time
+    $h->redis('HDEL', "${p}holds", map { "live$_" } 1 .. 500);
+    $res = $h->chat(key => $key);
+    is $res->{status}, 402, 'holds deleted by hand: still counted for now';
+    $h->redis('HSET', "${p}held", 'sweep', time - 1);
+    $res = $h->chat(key => $key);
+    is $res->{status}, 200, '... until the recount: admitted';
+    is $h->redis('HGET', "${p}held", 'units'), 500 * 50 + 1,
+        '... the sum recounted from the hash';
+
+    # a request's hold comes and goes with the sum
+    $h->redis('DEL', "${p}holds", "${p}held");
+    my $wait = $h->in_flight(1, key => $key, mock => 'sleep=1');
+    Imgbill::Harness::wait_for(sub { %{ $h->holds($acct) } }, 5);
+    my ($r2, $v) = %{ $h->holds($acct) };
+    my ($amt) = ($v // '') =~ /^(\d+):/;
+    is $h->redis('HGET', "${p}held", 'units'), $amt, 'in flight: the sum is its hold';
+    $wait->();
+    is $h->redis('EXISTS', "${p}holds"), 0, 'settled: no hold left';
+    is $h->redis('HGET', "${p}held", 'units'), 0, '... and the sum back to 0';
+}
+
 is_deeply [ $h->crashes ], [], 'no nginx worker crashed';
 
 done_testing;

@@ -66,10 +66,13 @@ sub redis_agrees {
         $sum += $_->{charge} for @$ledger;
         $entries += @$ledger;
         my $bal = $h->balance($acct) // 'none';
-        if ($bal ne $initial->[$i] - $sum || %{ $h->holds($acct) }) {
+        # no hold left, and their sum back to 0
+        my $left = keys(%{ $h->holds($acct) })
+                   + ($h->redis('HGET', "imgbill:{$acct}:held", 'units') // 0);
+        if ($bal ne $initial->[$i] - $sum || $left) {
             $bad++;
-            diag "$acct: $initial->[$i] -> $bal, ledger $sum, holds "
-                . scalar(keys %{ $h->holds($acct) });
+            diag "$acct: $initial->[$i] -> $bal, ledger $sum, "
+                . "holds and held units left: $left";
         }
     }
     is $bad, 0, "$name: Redis agrees, account by account";
