@@ -299,12 +299,6 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
     case NGX_HTTP_IMGBILL_REQ_OK:
         break;
 
-    case NGX_HTTP_IMGBILL_REQ_EMPTY:
-        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error", "invalid_json",
-                                   "the request body is empty");
-        goto failed;
-
     case NGX_HTTP_IMGBILL_REQ_INVALID_JSON:
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error", "invalid_json",
@@ -314,17 +308,18 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
                                    req.error.column);
         goto failed;
 
+    case NGX_HTTP_IMGBILL_REQ_EMPTY:
     case NGX_HTTP_IMGBILL_REQ_NUL_BYTE:
-        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error", "invalid_json",
-                                   "the request body is not valid JSON: "
-                                   "it contains a NUL byte");
-        goto failed;
-
     case NGX_HTTP_IMGBILL_REQ_NOT_OBJECT:
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error", "invalid_json",
-                                   "the request body must be a JSON object");
+                                   "the request body %s",
+                                   rc == NGX_HTTP_IMGBILL_REQ_EMPTY
+                                   ? "is empty"
+                                   : rc == NGX_HTTP_IMGBILL_REQ_NUL_BYTE
+                                   ? "is not valid JSON: it contains a NUL "
+                                     "byte"
+                                   : "must be a JSON object");
         goto failed;
 
     case NGX_HTTP_IMGBILL_REQ_NO_MODEL:

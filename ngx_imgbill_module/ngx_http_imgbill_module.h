@@ -11,7 +11,7 @@
  *   ngx_http_imgbill_filter.c  header and body filters: hold the reply,
  *                              decide the charge, settle, emit;
  *   ngx_http_imgbill_redis.c   hiredis' async API on nginx's event loop and
- *                              the two Lua scripts (admit, settle);
+ *                              its Lua scripts (admit, settle, release);
  *   ngx_http_imgbill_journal.c settlements Redis could not take, kept on
  *                              disk and replayed on reconnection;
  *   ngx_http_imgbill_scan.c    one-pass scanner of the upstream reply;

@@ -295,7 +295,7 @@ ngx_http_imgbill_redis_send(ngx_http_imgbill_main_conf_t *mcf,
 {
     u_char                        *p, *nk;
     size_t                         size;
-    ngx_uint_t                     i, n, head;
+    ngx_uint_t                     i, n;
     ngx_http_imgbill_redis_t      *rd;
     ngx_http_imgbill_redis_cmd_t  *cmd;
 
@@ -309,10 +309,9 @@ ngx_http_imgbill_redis_send(ngx_http_imgbill_main_conf_t *mcf,
         return NULL;
     }
 
-    /* EVALSHA sha numkeys ... ; a plain command goes as given */
+    /* EVALSHA sha numkeys keys... args...; EVAL after a NOSCRIPT */
 
-    head = (script == NGX_ERROR) ? 0 : 3;
-    n = head + argc;
+    n = 3 + argc;
 
     size = sizeof(ngx_http_imgbill_redis_cmd_t)
            + n * (sizeof(char *) + sizeof(size_t)) + NGX_INT_T_LEN;
@@ -336,21 +335,19 @@ ngx_http_imgbill_redis_send(ngx_http_imgbill_main_conf_t *mcf,
 
     p = (u_char *) (cmd->argvlen + n);
 
-    if (head) {
-        cmd->argv[0] = "EVALSHA";
-        cmd->argvlen[0] = sizeof("EVALSHA") - 1;
-        cmd->argv[1] = (const char *) rd->sha[script];
-        cmd->argvlen[1] = 40;
+    cmd->argv[0] = "EVALSHA";
+    cmd->argvlen[0] = sizeof("EVALSHA") - 1;
+    cmd->argv[1] = (const char *) rd->sha[script];
+    cmd->argvlen[1] = 40;
 
-        nk = p;
-        p = ngx_sprintf(p, "%ui", nkeys);
-        cmd->argv[2] = (const char *) nk;
-        cmd->argvlen[2] = p - nk;
-    }
+    nk = p;
+    p = ngx_sprintf(p, "%ui", nkeys);
+    cmd->argv[2] = (const char *) nk;
+    cmd->argvlen[2] = p - nk;
 
     for (i = 0; i < argc; i++) {
-        cmd->argv[head + i] = (const char *) p;
-        cmd->argvlen[head + i] = argv[i].len;
+        cmd->argv[3 + i] = (const char *) p;
+        cmd->argvlen[3 + i] = argv[i].len;
         p = ngx_cpymem(p, argv[i].data, argv[i].len);
         *p++ = '\0';
     }
@@ -555,7 +552,6 @@ ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (reply && reply->type == REDIS_REPLY_ERROR
-        && cmd->script != NGX_ERROR
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
         && cmd->argvlen[0] == sizeof("EVALSHA") - 1)
     {

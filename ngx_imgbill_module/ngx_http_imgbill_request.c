@@ -36,7 +36,7 @@ ngx_http_imgbill_check_request(u_char *p, size_t len, size_t image_limit,
      * did not validate.
      */
 
-    if (ngx_strlchr(p, p + len, '\0') != NULL) {
+    if (memchr(p, '\0', len) != NULL) {
         return NGX_HTTP_IMGBILL_REQ_NUL_BYTE;
     }
 

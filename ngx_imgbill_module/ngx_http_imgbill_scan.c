@@ -12,6 +12,10 @@
 
 #include "ngx_http_imgbill_module.h"
 
+#if (defined __SSE2__)
+#include <emmintrin.h>
+#endif
+
 
 #define NGX_HTTP_IMGBILL_DEPTH_MAX  128
 
@@ -384,8 +388,6 @@ ngx_http_imgbill_scan(u_char *p, u_char *last, ngx_http_imgbill_scan_t *res)
 
 
 #if (defined __SSE2__)
-
-#include <emmintrin.h>
 
 /*
  * The same question for 64 bytes at once, where SSE2 is there (every
