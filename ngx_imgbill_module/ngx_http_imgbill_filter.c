@@ -412,6 +412,7 @@ ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
     s->model = ctx->model;
     s->channel = ctx->channel;
     s->charge = ctx->charge;
+    s->hold = ctx->hold;
     s->prompt_tokens = ctx->prompt_tokens;
     s->completion_tokens = ctx->completion_tokens;
 }
@@ -619,7 +620,7 @@ ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx)
     mcf = o->mcf;
 
     if (ngx_http_imgbill_redis_release(mcf, &o->settle.account,
-                                       &o->settle.request_id,
+                                       &o->settle.request_id, o->settle.hold,
                                        ngx_http_imgbill_orphan_settled, o)
         == NULL)
     {
@@ -693,6 +694,7 @@ ngx_http_imgbill_orphan_admitted(redisReply *reply, void *data)
 
             if (ngx_http_imgbill_redis_release(o->mcf, &o->settle.account,
                                                &o->settle.request_id,
+                                               o->settle.hold,
                                                ngx_http_imgbill_orphan_settled,
                                                o)
                 != NULL)

@@ -342,6 +342,8 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
 
     /* journal_owes() has checked the type and the id */
 
+    s.hold = 0;             /* the journal does not keep it */
+
     (void) ngx_http_imgbill_journal_field(&p, eol, &type);
     (void) ngx_http_imgbill_journal_field(&p, eol, &s.request_id);
 

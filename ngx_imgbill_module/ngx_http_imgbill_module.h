@@ -11,7 +11,8 @@
  *   ngx_http_imgbill_filter.c  header and body filters: hold the reply,
  *                              decide the charge, settle, emit;
  *   ngx_http_imgbill_redis.c   hiredis' async API on nginx's event loop and
- *                              its Lua scripts (admit, settle, release);
+ *                              its one Lua script (admit, settle, release),
+ *                              called once per loop turn for what it asked;
  *   ngx_http_imgbill_journal.c settlements Redis could not take, kept on
  *                              disk and replayed on reconnection;
  *   ngx_http_imgbill_scan.c    one-pass scanner of the upstream reply;
@@ -200,6 +201,7 @@ typedef struct {
     ngx_str_t                       model;
     ngx_uint_t                      channel;
     ngx_int_t                       charge;
+    ngx_int_t                       hold;     /* 0: not known */
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
 } ngx_http_imgbill_settle_t;
@@ -212,8 +214,7 @@ typedef enum {
     ngx_http_imgbill_script_admit = 0,
     ngx_http_imgbill_script_settle,
     ngx_http_imgbill_script_release,
-    ngx_http_imgbill_script_release_key,
-    ngx_http_imgbill_script_n
+    ngx_http_imgbill_script_release_key
 } ngx_http_imgbill_script_e;
 
 
@@ -261,8 +262,8 @@ ngx_http_imgbill_redis_cmd_t *ngx_http_imgbill_redis_settle(
     ngx_http_imgbill_redis_handler_pt handler, void *data);
 ngx_http_imgbill_redis_cmd_t *ngx_http_imgbill_redis_release(
     ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *account,
-    ngx_str_t *request_id, ngx_http_imgbill_redis_handler_pt handler,
-    void *data);
+    ngx_str_t *request_id, ngx_int_t hold,
+    ngx_http_imgbill_redis_handler_pt handler, void *data);
 ngx_int_t ngx_http_imgbill_redis_release_key(
     ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *request_id,
     u_char *key_hash, ngx_http_imgbill_redis_handler_pt handler, void *data);

@@ -13,6 +13,16 @@
  * NULL reply, so no request waits longer than imgbill_redis_timeout for a
  * Redis that hangs.
  *
+ * Commands are batched: a command is queued, and a posted event sends
+ * everything the current turn of the event loop queued as one call of one
+ * script, which runs each command in order and replies with an array of
+ * their results.  Under load a turn queues admissions and settlements of
+ * many requests, and Redis pays the cost of entering a script, and of a
+ * read and a write, once for all of them; an idle worker still sends a
+ * lone command at once.  Each command keeps its own atomicity and its own
+ * result: the script runs it under pcall, so one failing (a key of the
+ * wrong type) answers that command with an error and no other.
+ *
  * A command owns heap copies of its arguments: it can be resent (EVAL
  * after NOSCRIPT) and can outlive the request that issued it, which may
  * re-point its handler with ngx_http_imgbill_redis_rebind().
@@ -23,29 +33,73 @@
 #include <openssl/evp.h>
 
 
+static ngx_str_t  ngx_http_imgbill_script_names[] = {
+    ngx_string("admit"),
+    ngx_string("settle"),
+    ngx_string("release"),
+    ngx_string("release_key")
+};
+
+
+/*
+ * The most commands one script call carries: Redis runs a call without
+ * interruption, a few microseconds per command, so this bounds how long
+ * one call keeps it from other clients.
+ */
+#define NGX_HTTP_IMGBILL_BATCH_MAX  128
+
+/*
+ * Script calls awaited at once.  While one is out, commands queue and
+ * leave together when it returns: under load calls grow rather than
+ * multiply, and a command waits for at most one call ahead of its own.
+ */
+#define NGX_HTTP_IMGBILL_BATCH_DEPTH  4
+
+
 struct ngx_http_imgbill_redis_s {
     redisAsyncContext                  *ac;
     ngx_connection_t                   *connection;
     ngx_event_t                         timer;
-    ngx_uint_t                          pending;
+    ngx_event_t                         flush;    /* posted: sends queue */
+    ngx_queue_t                         queue;    /* commands not yet sent */
+    ngx_uint_t                          pending;  /* hiredis calls awaited */
+    ngx_uint_t                          inflight; /* script calls awaited */
     ngx_log_t                          *log;
     ngx_http_imgbill_main_conf_t       *conf;
-    u_char                              sha[ngx_http_imgbill_script_n][41];
+    u_char                              sha[41];
 };
 
 
 struct ngx_http_imgbill_redis_cmd_s {
-    ngx_http_imgbill_redis_t           *redis;
+    ngx_queue_t                         queue;
     ngx_http_imgbill_redis_handler_pt   handler;
     void                               *data;
     ngx_int_t                           script;
-    int                                 argc;
-    const char                        **argv;
-    size_t                             *argvlen;
+    ngx_uint_t                          nkeys;
+    ngx_uint_t                          argc;
+    ngx_str_t                          *argv;    /* keys, then arguments */
+    ngx_str_t                           head[3]; /* script, nkeys, nargs */
 };
 
 
+/* one script call: the commands it carries and its argument vector */
+
+typedef struct {
+    ngx_http_imgbill_redis_t           *redis;
+    ngx_queue_t                         cmds;
+    ngx_uint_t                          n;
+    int                                 argc;
+    const char                        **argv;
+    size_t                             *argvlen;
+    u_char                              nkeys[NGX_INT_T_LEN];
+} ngx_http_imgbill_redis_batch_t;
+
+
 static ngx_int_t ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd);
+static void ngx_http_imgbill_redis_flush(ngx_event_t *ev);
+static ngx_int_t ngx_http_imgbill_redis_send_batch(
+    ngx_http_imgbill_redis_t *rd, ngx_queue_t *cmds, ngx_uint_t n);
+static void ngx_http_imgbill_redis_fail(ngx_queue_t *cmds);
 static void ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_imgbill_redis_setup_reply(redisAsyncContext *ac,
@@ -76,20 +130,37 @@ static void ngx_http_imgbill_redis_cleanup(void *data);
  * high until that recount: on the side of refusing, never of overspending.
  */
 
-/* give back one hold; the Lua locals of every script that releases */
+/*
+ * The script: one function per command, and a loop that runs the commands
+ * of a call.  Its ARGV holds, per command, the function's number, how many
+ * KEYS and how many ARGV it takes, then those arguments; its KEYS are every
+ * command's keys in the same order.  Commands of several accounts share a
+ * call, which is why imgbill needs a standalone Redis (or a proxy that
+ * keeps a connection's calls on one node), as the key lookup always did.
+ */
 
-#define NGX_HTTP_IMGBILL_LUA_UNHOLD                                          \
-    "local function unhold(holds, held, rid)\n"                              \
-    "  local h = redis.call('HGET', holds, rid)\n"                           \
-    "  if not h then return 0 end\n"                                         \
-    "  redis.call('HDEL', holds, rid)\n"                                     \
-    "  local amt = tonumber(string.match(h, '^(%d+)') or '0')\n"             \
-    "  if redis.call('HINCRBY', held, 'units', -amt) < 0 then\n"             \
-    "    redis.call('HSET', held, 'units', 0, 'sweep', 0)\n"                 \
-    "  end\n"                                                                \
-    "  return 1\n"                                                           \
+static const char  ngx_http_imgbill_lua[] =
+
+/*
+ * give back one hold; the worker that placed it knows its amount, and
+ * saves reading it back, a journal replay does not (amt is 0 or "")
+ */
+
+    "local function unhold(holds, held, rid, amt)\n"
+    "  amt = tonumber(amt)\n"
+    "  if amt and amt > 0 then\n"
+    "    if redis.call('HDEL', holds, rid) == 0 then return 0 end\n"
+    "  else\n"
+    "    local h = redis.call('HGET', holds, rid)\n"
+    "    if not h then return 0 end\n"
+    "    redis.call('HDEL', holds, rid)\n"
+    "    amt = tonumber(string.match(h, '^(%d+)') or '0')\n"
+    "  end\n"
+    "  if redis.call('HINCRBY', held, 'units', -amt) < 0 then\n"
+    "    redis.call('HSET', held, 'units', 0, 'sweep', 0)\n"
+    "  end\n"
+    "  return 1\n"
     "end\n"
-
 
 /*
  * admit: KEYS[1] = imgbill:key:<sha256 of the API key>
@@ -102,7 +173,7 @@ static void ngx_http_imgbill_redis_cleanup(void *data);
  * everything written lives under {account}.
  */
 
-static const char  ngx_http_imgbill_admit_lua[] =
+    "local function admit(KEYS, ARGV)\n"
     "local acct = redis.call('GET', KEYS[1])\n"
     "if not acct then return {-1} end\n"
     "local p = 'imgbill:{' .. acct .. '}:'\n"
@@ -142,46 +213,60 @@ static const char  ngx_http_imgbill_admit_lua[] =
     "else\n"
     "  redis.call('HINCRBY', heldk, 'units', ARGV[3])\n"
     "end\n"
-    "return {1, acct, bal, avail}\n";
-
+    "return {1, acct, bal, avail}\n"
+    "end\n"
 
 /*
  * settle: KEYS = balance, holds, ledger, settled marker, held
  *         (all {account})
  *         ARGV = request id, charge, channel, model, prompt tokens,
- *                completion tokens, marker ttl (s)
+ *                completion tokens, marker ttl (s), time, hold (0: unknown)
  * -> {1, balance} applied | {0, balance} already applied earlier
  *
- * The marker makes a charge idempotent per request id; a free outcome
- * only gives the hold back and writes no ledger entry.
+ * The marker makes a charge idempotent per request id: setting it is the
+ * test.  Redis undoes nothing a failing script did, so a failure (a key of
+ * the wrong type) before the balance moved takes the marker back, and the
+ * journal can try again; once the balance moved, the marker stays, and the
+ * charge is never applied twice.  A free outcome only gives the hold back
+ * and writes no ledger entry.  The time is the relay's: when the charge
+ * was decided.
  */
 
-static const char  ngx_http_imgbill_settle_lua[] =
-    NGX_HTTP_IMGBILL_LUA_UNHOLD
-    "if redis.call('EXISTS', KEYS[4]) == 1 then\n"
-    "  return {0, tonumber(redis.call('GET', KEYS[1]) or '0')}\n"
-    "end\n"
-    "unhold(KEYS[2], KEYS[5], ARGV[1])\n"
+    "local function settle(KEYS, ARGV)\n"
     "local charge = tonumber(ARGV[2])\n"
     "if charge <= 0 then\n"
-    "  return {1, tonumber(redis.call('GET', KEYS[1]) or '0')}\n"
+    "  if redis.call('EXISTS', KEYS[4]) == 0 then\n"
+    "    unhold(KEYS[2], KEYS[5], ARGV[1], ARGV[9])\n"
+    "    return {1, tonumber(redis.call('GET', KEYS[1]) or '0')}\n"
+    "  end\n"
+    "elseif redis.call('SET', KEYS[4], ARGV[2], 'NX', 'EX', ARGV[7]) then\n"
+    "  local bal\n"
+    "  local ok, e = pcall(function()\n"
+    "    unhold(KEYS[2], KEYS[5], ARGV[1], ARGV[9])\n"
+    "    bal = redis.call('DECRBY', KEYS[1], charge)\n"
+    "    redis.call('XADD', KEYS[3], '*', 'request_id', ARGV[1],\n"
+    "               'ts', ARGV[8], 'channel', ARGV[3],\n"
+    "               'model', ARGV[4], 'prompt_tokens', ARGV[5],\n"
+    "               'completion_tokens', ARGV[6], 'charge', ARGV[2],\n"
+    "               'balance_after', bal)\n"
+    "  end)\n"
+    "  if not ok then\n"
+    "    if not bal then redis.call('DEL', KEYS[4]) end\n"
+    "    error(e)\n"
+    "  end\n"
+    "  return {1, bal}\n"
     "end\n"
-    "local bal = redis.call('DECRBY', KEYS[1], charge)\n"
-    "redis.call('XADD', KEYS[3], '*', 'request_id', ARGV[1],\n"
-    "           'ts', redis.call('TIME')[1], 'channel', ARGV[3],\n"
-    "           'model', ARGV[4], 'prompt_tokens', ARGV[5],\n"
-    "           'completion_tokens', ARGV[6], 'charge', ARGV[2],\n"
-    "           'balance_after', bal)\n"
-    "redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[7])\n"
-    "return {1, bal}\n";
+    "return {0, tonumber(redis.call('GET', KEYS[1]) or '0')}\n"
+    "end\n"
 
+/*
+ * release: KEYS = holds, held (both {account});
+ *          ARGV = request id, hold (0: unknown)
+ */
 
-/* release: KEYS = holds, held (both {account}); ARGV[1] = request id */
-
-static const char  ngx_http_imgbill_release_lua[] =
-    NGX_HTTP_IMGBILL_LUA_UNHOLD
-    "return unhold(KEYS[1], KEYS[2], ARGV[1])\n";
-
+    "local function release(KEYS, ARGV)\n"
+    "return unhold(KEYS[1], KEYS[2], ARGV[1], ARGV[2])\n"
+    "end\n"
 
 /*
  * release by key: KEYS[1] = imgbill:key:<sha256>, ARGV[1] = request id
@@ -189,20 +274,29 @@ static const char  ngx_http_imgbill_release_lua[] =
  * is known then, not the account.
  */
 
-static const char  ngx_http_imgbill_release_key_lua[] =
-    NGX_HTTP_IMGBILL_LUA_UNHOLD
+    "local function release_key(KEYS, ARGV)\n"
     "local acct = redis.call('GET', KEYS[1])\n"
     "if not acct then return 0 end\n"
     "local p = 'imgbill:{' .. acct .. '}:'\n"
-    "return unhold(p .. 'holds', p .. 'held', ARGV[1])\n";
+    "return unhold(p .. 'holds', p .. 'held', ARGV[1], '')\n"
+    "end\n"
 
+/* in the order of ngx_http_imgbill_script_e, from 1 */
 
-static ngx_str_t  ngx_http_imgbill_scripts[] = {
-    ngx_string(ngx_http_imgbill_admit_lua),
-    ngx_string(ngx_http_imgbill_settle_lua),
-    ngx_string(ngx_http_imgbill_release_lua),
-    ngx_string(ngx_http_imgbill_release_key_lua)
-};
+    "local run = {admit, settle, release, release_key}\n"
+    "local out, k, i = {}, 1, 1\n"
+    "while i <= #ARGV do\n"
+    "  local f = run[tonumber(ARGV[i])]\n"
+    "  local nk, na = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])\n"
+    "  local ok, r = pcall(f, {unpack(KEYS, k, k + nk - 1)},\n"
+    "                      {unpack(ARGV, i + 3, i + 2 + na)})\n"
+    "  if not ok then\n"
+    "    r = {err = type(r) == 'table' and r.err or tostring(r)}\n"
+    "  end\n"
+    "  out[#out + 1] = r\n"
+    "  k, i = k + nk, i + 3 + na\n"
+    "end\n"
+    "return out\n";
 
 
 ngx_int_t
@@ -210,7 +304,6 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     ngx_http_imgbill_main_conf_t *mcf)
 {
     u_char                     md[EVP_MAX_MD_SIZE];
-    ngx_uint_t                 i;
     unsigned int               len;
     ngx_http_imgbill_redis_t  *rd;
 
@@ -226,6 +319,12 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     rd->timer.data = rd;
     rd->timer.log = cycle->log;
 
+    rd->flush.handler = ngx_http_imgbill_redis_flush;
+    rd->flush.data = rd;
+    rd->flush.log = cycle->log;
+
+    ngx_queue_init(&rd->queue);
+
     /*
      * Not cancelable: a worker that quits gracefully waits for the commands
      * still pending (a settle, a release), at most imgbill_redis_timeout.
@@ -233,19 +332,16 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
 
     /* EVALSHA names a script by the SHA-1 of its text */
 
-    for (i = 0; i < ngx_http_imgbill_script_n; i++) {
-        if (EVP_Digest(ngx_http_imgbill_scripts[i].data,
-                       ngx_http_imgbill_scripts[i].len, md, &len,
-                       EVP_sha1(), NULL)
-            != 1)
-        {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                          "imgbill: EVP_Digest(sha1) failed");
-            return NGX_ERROR;
-        }
-
-        *ngx_hex_dump(rd->sha[i], md, len) = '\0';
+    if (EVP_Digest(ngx_http_imgbill_lua, sizeof(ngx_http_imgbill_lua) - 1,
+                   md, &len, EVP_sha1(), NULL)
+        != 1)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "imgbill: EVP_Digest(sha1) failed");
+        return NGX_ERROR;
     }
+
+    *ngx_hex_dump(rd->sha, md, len) = '\0';
 
     mcf->redis = rd;
 
@@ -256,8 +352,30 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
 void
 ngx_http_imgbill_redis_done(ngx_http_imgbill_main_conf_t *mcf)
 {
-    if (mcf->redis && mcf->redis->ac) {
-        redisAsyncFree(mcf->redis->ac);
+    ngx_queue_t                queue;
+    ngx_http_imgbill_redis_t  *rd;
+
+    rd = mcf->redis;
+
+    if (rd == NULL) {
+        return;
+    }
+
+    /* what was never sent fails as what was sent does: the handlers of
+       settlements journal them */
+
+    if (rd->flush.posted) {
+        ngx_delete_posted_event(&rd->flush);
+    }
+
+    ngx_queue_init(&queue);
+    ngx_queue_add(&queue, &rd->queue);
+    ngx_queue_init(&rd->queue);
+
+    ngx_http_imgbill_redis_fail(&queue);
+
+    if (rd->ac) {
+        redisAsyncFree(rd->ac);
     }
 }
 
@@ -288,14 +406,19 @@ ngx_http_imgbill_redis_ready(ngx_http_imgbill_main_conf_t *mcf)
 }
 
 
+/*
+ * Queues a command; NULL when it cannot be (no connection can be opened,
+ * no memory), and then its handler is never called.
+ */
+
 ngx_http_imgbill_redis_cmd_t *
 ngx_http_imgbill_redis_send(ngx_http_imgbill_main_conf_t *mcf,
     ngx_int_t script, ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv,
     ngx_http_imgbill_redis_handler_pt handler, void *data)
 {
-    u_char                        *p, *nk;
+    u_char                        *p;
     size_t                         size;
-    ngx_uint_t                     i, n;
+    ngx_uint_t                     i;
     ngx_http_imgbill_redis_t      *rd;
     ngx_http_imgbill_redis_cmd_t  *cmd;
 
@@ -309,15 +432,11 @@ ngx_http_imgbill_redis_send(ngx_http_imgbill_main_conf_t *mcf,
         return NULL;
     }
 
-    /* EVALSHA sha numkeys keys... args...; EVAL after a NOSCRIPT */
-
-    n = 3 + argc;
-
-    size = sizeof(ngx_http_imgbill_redis_cmd_t)
-           + n * (sizeof(char *) + sizeof(size_t)) + NGX_INT_T_LEN;
+    size = sizeof(ngx_http_imgbill_redis_cmd_t) + argc * sizeof(ngx_str_t)
+           + 3 * NGX_INT_T_LEN;
 
     for (i = 0; i < argc; i++) {
-        size += argv[i].len + 1;
+        size += argv[i].len;
     }
 
     cmd = ngx_alloc(size, rd->log);
@@ -325,47 +444,209 @@ ngx_http_imgbill_redis_send(ngx_http_imgbill_main_conf_t *mcf,
         return NULL;
     }
 
-    cmd->redis = rd;
     cmd->handler = handler;
     cmd->data = data;
     cmd->script = script;
-    cmd->argc = (int) n;
-    cmd->argv = (const char **) (cmd + 1);
-    cmd->argvlen = (size_t *) (cmd->argv + n);
+    cmd->nkeys = nkeys;
+    cmd->argc = argc;
+    cmd->argv = (ngx_str_t *) (cmd + 1);
 
-    p = (u_char *) (cmd->argvlen + n);
-
-    cmd->argv[0] = "EVALSHA";
-    cmd->argvlen[0] = sizeof("EVALSHA") - 1;
-    cmd->argv[1] = (const char *) rd->sha[script];
-    cmd->argvlen[1] = 40;
-
-    nk = p;
-    p = ngx_sprintf(p, "%ui", nkeys);
-    cmd->argv[2] = (const char *) nk;
-    cmd->argvlen[2] = p - nk;
+    p = (u_char *) (cmd->argv + argc);
 
     for (i = 0; i < argc; i++) {
-        cmd->argv[3 + i] = (const char *) p;
-        cmd->argvlen[3 + i] = argv[i].len;
+        cmd->argv[i].data = p;
+        cmd->argv[i].len = argv[i].len;
         p = ngx_cpymem(p, argv[i].data, argv[i].len);
-        *p++ = '\0';
     }
 
-    if (redisAsyncCommandArgv(rd->ac, ngx_http_imgbill_redis_reply, cmd,
-                              cmd->argc, cmd->argv, cmd->argvlen)
-        != REDIS_OK)
-    {
-        /* the connection is going away under us */
-        ngx_free(cmd);
-        return NULL;
-    }
+    /* the script numbers its functions from 1 */
 
-    if (rd->pending++ == 0) {
-        ngx_add_timer(&rd->timer, mcf->timeout);
+    cmd->head[0].data = p;
+    p = ngx_sprintf(p, "%i", script + 1);
+    cmd->head[0].len = p - cmd->head[0].data;
+
+    cmd->head[1].data = p;
+    p = ngx_sprintf(p, "%ui", nkeys);
+    cmd->head[1].len = p - cmd->head[1].data;
+
+    cmd->head[2].data = p;
+    p = ngx_sprintf(p, "%ui", argc - nkeys);
+    cmd->head[2].len = p - cmd->head[2].data;
+
+    ngx_queue_insert_tail(&rd->queue, &cmd->queue);
+
+    /* run after this turn's other events, which may queue more */
+
+    if (!rd->flush.posted) {
+        ngx_post_event(&rd->flush, &ngx_posted_events);
     }
 
     return cmd;
+}
+
+
+static void
+ngx_http_imgbill_redis_flush(ngx_event_t *ev)
+{
+    ngx_http_imgbill_redis_t *rd = ev->data;
+
+    ngx_uint_t    n;
+    ngx_queue_t   batch, rest, *q;
+
+    while (!ngx_queue_empty(&rd->queue)
+           && rd->inflight < NGX_HTTP_IMGBILL_BATCH_DEPTH)
+    {
+        /* up to BATCH_MAX commands from the head of the queue */
+
+        n = 0;
+
+        for (q = ngx_queue_head(&rd->queue);
+             q != ngx_queue_sentinel(&rd->queue)
+             && n < NGX_HTTP_IMGBILL_BATCH_MAX;
+             q = ngx_queue_next(q))
+        {
+            n++;
+        }
+
+        ngx_queue_init(&rest);
+
+        if (q != ngx_queue_sentinel(&rd->queue)) {
+            ngx_queue_split(&rd->queue, q, &rest);
+        }
+
+        ngx_queue_init(&batch);
+        ngx_queue_add(&batch, &rd->queue);
+        ngx_queue_init(&rd->queue);
+        ngx_queue_add(&rd->queue, &rest);
+
+        /* the connection may have been lost since the commands queued */
+
+        if ((rd->ac == NULL && ngx_http_imgbill_redis_connect(rd) != NGX_OK)
+            || ngx_http_imgbill_redis_send_batch(rd, &batch, n) != NGX_OK)
+        {
+            ngx_http_imgbill_redis_fail(&batch);
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_redis_send_batch(ngx_http_imgbill_redis_t *rd,
+    ngx_queue_t *cmds, ngx_uint_t n)
+{
+    int                              argc, k;
+    size_t                           nkeys;
+    ngx_uint_t                       i;
+    ngx_queue_t                     *q;
+    ngx_http_imgbill_redis_cmd_t    *cmd;
+    ngx_http_imgbill_redis_batch_t  *b;
+
+    argc = 3;
+    nkeys = 0;
+
+    for (q = ngx_queue_head(cmds);
+         q != ngx_queue_sentinel(cmds);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(q, ngx_http_imgbill_redis_cmd_t, queue);
+        argc += 3 + cmd->argc;
+        nkeys += cmd->nkeys;
+    }
+
+    b = ngx_alloc(sizeof(ngx_http_imgbill_redis_batch_t)
+                  + argc * (sizeof(char *) + sizeof(size_t)), rd->log);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->redis = rd;
+    b->n = n;
+    b->argc = argc;
+    b->argv = (const char **) (b + 1);
+    b->argvlen = (size_t *) (b->argv + argc);
+
+    b->argv[0] = "EVALSHA";
+    b->argvlen[0] = sizeof("EVALSHA") - 1;
+    b->argv[1] = (const char *) rd->sha;
+    b->argvlen[1] = 40;
+    b->argv[2] = (const char *) b->nkeys;
+    b->argvlen[2] = ngx_sprintf(b->nkeys, "%uz", nkeys) - b->nkeys;
+
+    /* KEYS: every command's keys; ARGV: each command's head and rest */
+
+    k = 3;
+
+    for (q = ngx_queue_head(cmds);
+         q != ngx_queue_sentinel(cmds);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(q, ngx_http_imgbill_redis_cmd_t, queue);
+
+        for (i = 0; i < cmd->nkeys; i++, k++) {
+            b->argv[k] = (const char *) cmd->argv[i].data;
+            b->argvlen[k] = cmd->argv[i].len;
+        }
+    }
+
+    for (q = ngx_queue_head(cmds);
+         q != ngx_queue_sentinel(cmds);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(q, ngx_http_imgbill_redis_cmd_t, queue);
+
+        for (i = 0; i < 3; i++, k++) {
+            b->argv[k] = (const char *) cmd->head[i].data;
+            b->argvlen[k] = cmd->head[i].len;
+        }
+
+        for (i = cmd->nkeys; i < cmd->argc; i++, k++) {
+            b->argv[k] = (const char *) cmd->argv[i].data;
+            b->argvlen[k] = cmd->argv[i].len;
+        }
+    }
+
+    if (redisAsyncCommandArgv(rd->ac, ngx_http_imgbill_redis_reply, b,
+                              b->argc, b->argv, b->argvlen)
+        != REDIS_OK)
+    {
+        /* the connection is going away under us */
+        ngx_free(b);
+        return NGX_ERROR;
+    }
+
+    ngx_queue_init(&b->cmds);
+    ngx_queue_add(&b->cmds, cmds);
+
+    rd->inflight++;
+
+    if (rd->pending++ == 0) {
+        ngx_add_timer(&rd->timer, rd->conf->timeout);
+    }
+
+    return NGX_OK;
+}
+
+
+/* commands that will never be answered: their handlers see a lost reply */
+
+static void
+ngx_http_imgbill_redis_fail(ngx_queue_t *cmds)
+{
+    ngx_queue_t                   *q;
+    ngx_http_imgbill_redis_cmd_t  *cmd;
+
+    while (!ngx_queue_empty(cmds)) {
+        q = ngx_queue_head(cmds);
+        ngx_queue_remove(q);
+
+        cmd = ngx_queue_data(q, ngx_http_imgbill_redis_cmd_t, queue);
+
+        if (cmd->handler) {
+            cmd->handler(NULL, cmd->data);
+        }
+
+        ngx_free(cmd);
+    }
 }
 
 
@@ -388,8 +669,8 @@ ngx_http_imgbill_redis_settle(ngx_http_imgbill_main_conf_t *mcf,
     u_char      *p, buf[5 * (sizeof("imgbill:{}:settled:") - 1
                              + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
                         + NGX_HTTP_IMGBILL_REQUEST_ID_MAX
-                        + 3 * NGX_INT_T_LEN];
-    ngx_str_t    argv[12];
+                        + 4 * NGX_INT_T_LEN + NGX_TIME_T_LEN];
+    ngx_str_t    argv[14];
     ngx_uint_t   i;
 
     static const char  *suffix[] = { "balance", "holds", "ledger",
@@ -441,8 +722,16 @@ ngx_http_imgbill_redis_settle(ngx_http_imgbill_main_conf_t *mcf,
 
     ngx_str_set(&argv[11], NGX_HTTP_IMGBILL_SETTLED_TTL);
 
+    argv[12].data = p;
+    p = ngx_sprintf(p, "%T", ngx_time());
+    argv[12].len = p - argv[12].data;
+
+    argv[13].data = p;
+    p = ngx_sprintf(p, "%i", ngx_max(s->hold, 0));
+    argv[13].len = p - argv[13].data;
+
     return ngx_http_imgbill_redis_send(mcf, ngx_http_imgbill_script_settle,
-                                       5, 12, argv, handler, data);
+                                       5, 14, argv, handler, data);
 }
 
 
@@ -450,12 +739,13 @@ ngx_http_imgbill_redis_settle(ngx_http_imgbill_main_conf_t *mcf,
 
 ngx_http_imgbill_redis_cmd_t *
 ngx_http_imgbill_redis_release(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_str_t *account, ngx_str_t *request_id,
+    ngx_str_t *account, ngx_str_t *request_id, ngx_int_t hold,
     ngx_http_imgbill_redis_handler_pt handler, void *data)
 {
     u_char      *p, buf[2 * (sizeof("imgbill:{}:holds") - 1
-                             + NGX_HTTP_IMGBILL_ACCOUNT_MAX)];
-    ngx_str_t    argv[3];
+                             + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
+                        + NGX_INT_T_LEN];
+    ngx_str_t    argv[4];
     ngx_uint_t   i;
 
     static const char  *suffix[] = { "holds", "held" };
@@ -474,8 +764,12 @@ ngx_http_imgbill_redis_release(ngx_http_imgbill_main_conf_t *mcf,
 
     argv[2] = *request_id;
 
+    argv[3].data = p;
+    p = ngx_sprintf(p, "%i", ngx_max(hold, 0));
+    argv[3].len = p - argv[3].data;
+
     return ngx_http_imgbill_redis_send(mcf, ngx_http_imgbill_script_release,
-                                       2, 3, argv, handler, data);
+                                       2, 4, argv, handler, data);
 }
 
 
@@ -533,13 +827,16 @@ ngx_http_imgbill_redis_integer(redisReply *reply, ngx_uint_t i,
 static void
 ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    redisReply                    *reply = r;
-    ngx_http_imgbill_redis_cmd_t  *cmd = privdata;
+    redisReply                      *reply = r;
+    ngx_http_imgbill_redis_batch_t  *b = privdata;
 
-    ngx_str_t                 *script;
-    ngx_http_imgbill_redis_t  *rd;
+    redisReply                    *e;
+    ngx_uint_t                     i;
+    ngx_queue_t                   *q;
+    ngx_http_imgbill_redis_t      *rd;
+    ngx_http_imgbill_redis_cmd_t  *cmd;
 
-    rd = cmd->redis;
+    rd = b->redis;
 
     if (--rd->pending == 0) {
         if (rd->timer.timer_set) {
@@ -553,19 +850,17 @@ ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (reply && reply->type == REDIS_REPLY_ERROR
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-        && cmd->argvlen[0] == sizeof("EVALSHA") - 1)
+        && b->argvlen[0] == sizeof("EVALSHA") - 1)
     {
         /* the script cache is empty (a restart, SCRIPT FLUSH): EVAL once */
 
-        script = &ngx_http_imgbill_scripts[cmd->script];
+        b->argv[0] = "EVAL";
+        b->argvlen[0] = 4;
+        b->argv[1] = ngx_http_imgbill_lua;
+        b->argvlen[1] = sizeof(ngx_http_imgbill_lua) - 1;
 
-        cmd->argv[0] = "EVAL";
-        cmd->argvlen[0] = 4;
-        cmd->argv[1] = (const char *) script->data;
-        cmd->argvlen[1] = script->len;
-
-        if (redisAsyncCommandArgv(ac, ngx_http_imgbill_redis_reply, cmd,
-                                  cmd->argc, cmd->argv, cmd->argvlen)
+        if (redisAsyncCommandArgv(ac, ngx_http_imgbill_redis_reply, b,
+                                  b->argc, b->argv, b->argvlen)
             == REDIS_OK)
         {
             if (rd->pending++ == 0) {
@@ -579,16 +874,59 @@ ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (reply && reply->type == REDIS_REPLY_ERROR) {
+        /* the whole call failed: every command sees the error */
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                       "imgbill: redis replied \"%s\" to %s",
-                      reply->str, cmd->argv[0]);
+                      reply->str, b->argv[0]);
+
+    } else if (reply && (reply->type != REDIS_REPLY_ARRAY
+                         || reply->elements != b->n))
+    {
+        /* the commands may have run: treated as a reply lost */
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "imgbill: redis replied with %uz results to a call "
+                      "of %ui commands", reply->elements, b->n);
+        reply = NULL;
     }
 
-    if (cmd->handler) {
-        cmd->handler(reply, cmd->data);
+    i = 0;
+
+    while (!ngx_queue_empty(&b->cmds)) {
+        q = ngx_queue_head(&b->cmds);
+        ngx_queue_remove(q);
+
+        cmd = ngx_queue_data(q, ngx_http_imgbill_redis_cmd_t, queue);
+
+        e = reply;
+
+        if (reply && reply->type == REDIS_REPLY_ARRAY) {
+            e = reply->element[i];
+
+            if (e->type == REDIS_REPLY_ERROR) {
+                ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                              "imgbill: redis replied \"%s\" to %V",
+                              e->str,
+                              &ngx_http_imgbill_script_names[cmd->script]);
+            }
+        }
+
+        if (cmd->handler) {
+            cmd->handler(e, cmd->data);
+        }
+
+        ngx_free(cmd);
+        i++;
     }
 
-    ngx_free(cmd);
+    ngx_free(b);
+
+    /* what queued meanwhile goes out now, as one call */
+
+    rd->inflight--;
+
+    if (!ngx_queue_empty(&rd->queue) && !rd->flush.posted) {
+        ngx_post_event(&rd->flush, &ngx_posted_events);
+    }
 }
 
 
@@ -910,4 +1248,5 @@ ngx_http_imgbill_redis_cleanup(void *data)
     rd->connection = NULL;
     rd->ac = NULL;
     rd->pending = 0;
+    rd->inflight = 0;
 }

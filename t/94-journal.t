@@ -162,6 +162,38 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     ok wait_until(sub { -z $journal }, 5), '... and the journal emptied';
 }
 
+# Lines replayed together go to Redis in one script call; a command that
+# fails there (an operator broke an account's balance key) fails alone: the
+# other line is applied, the broken one stays owed, nothing of it is
+# marked, and once the key is mended the retry applies it, once.
+{
+    my $bal = $h->balance('jr');
+    my ($bad, $good) = ('b' x 32, 'c' x 32);
+    $h->redis('HSET', 'imgbill:{broken}:balance', 'oops', 1);
+    open my $j, '>>', $journal or die;
+    print $j "S $bad broken 444 fast 0 0 gemini-2.5-flash-image\n";
+    print $j "S $good jr 555 fast 0 0 gemini-2.5-flash-image\n";
+    close $j;
+    $h->redis('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    my $res = $h->chat(key => 'sk-journal', path => '/fast/v1/chat/completions');
+    is $res->{status}, 200, 'a request reconnects and starts the replay';
+    ok wait_until(sub { $h->balance('jr') == $bal - 700 - 555 }, 10),
+       'the good line of the call was applied';
+    ok wait_until(sub { $h->error_log =~ /WRONGTYPE[^\n]* to settle/ }, 5),
+       'the broken one failed alone, as the log says';
+    ok !-z $journal, '... and is still owed';
+    is $h->redis('EXISTS', "imgbill:{broken}:settled:$bad"), 0,
+       '... with no settled marker left behind';
+    $h->redis('DEL', 'imgbill:{broken}:balance');
+    $h->redis('SET', 'imgbill:{broken}:balance', 10000);
+    ok wait_until(sub { $h->redis('GET', 'imgbill:{broken}:balance') == 10000 - 444 }, 10),
+       'mended, the retry applied it';
+    ok wait_until(sub { -z $journal }, 5), '... and the journal emptied';
+    is $h->balance('jr'), $bal - 700 - 555, 'the good line was not applied twice';
+    is scalar(grep { $_->{request_id} eq $good } @{ $h->ledger('jr') }), 1,
+       '... and has one ledger entry';
+}
+
 is_deeply [ $h->crashes ], [], 'no nginx worker crashed';
 
 done_testing;
