@@ -33,6 +33,8 @@
 #include <hiredis/async.h>
 #include <jansson.h>
 
+#include "ngx_http_imgbill_scan.h"
+
 
 #define NGX_HTTP_IMGBILL_OFF          0
 #define NGX_HTTP_IMGBILL_METERED      1
@@ -45,8 +47,6 @@
 #define NGX_HTTP_IMGBILL_MONEY_MAX    1000000000
 /* "-" + 19 digits + "." */
 #define NGX_HTTP_IMGBILL_MONEY_LEN    (NGX_INT64_LEN + 1)
-/* token counts above this are not believed (and cannot overflow a charge) */
-#define NGX_HTTP_IMGBILL_TOKENS_MAX   2147483647
 
 /* what a metered hold assumes when the configuration does not say */
 #define NGX_HTTP_IMGBILL_MAX_OUTPUT   4096   /* tokens of one reply */
@@ -162,16 +162,6 @@ typedef struct {
 } ngx_http_imgbill_ctx_t;
 
 
-/* the reply scanner's findings */
-typedef struct {
-    unsigned                        json:1;    /* one well-formed object */
-    unsigned                        image:1;
-    unsigned                        usage:1;   /* both counts, plausible */
-    ngx_int_t                       prompt_tokens;
-    ngx_int_t                       completion_tokens;
-} ngx_http_imgbill_scan_t;
-
-
 /* the request validator's verdicts */
 #define NGX_HTTP_IMGBILL_REQ_OK               0
 #define NGX_HTTP_IMGBILL_REQ_EMPTY            1
@@ -276,10 +266,6 @@ void ngx_http_imgbill_journal_release(ngx_http_imgbill_main_conf_t *mcf,
 ngx_int_t ngx_http_imgbill_journal_init(ngx_cycle_t *cycle,
     ngx_http_imgbill_main_conf_t *mcf);
 void ngx_http_imgbill_journal_wake(ngx_http_imgbill_main_conf_t *mcf);
-
-/* ngx_http_imgbill_scan.c */
-void ngx_http_imgbill_scan(u_char *p, u_char *last,
-    ngx_http_imgbill_scan_t *res);
 
 /* ngx_http_imgbill_money.c */
 ngx_int_t ngx_http_imgbill_parse_money(u_char *p, size_t len);

@@ -10,7 +10,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_scan.h"
 
 #if (defined __SSE2__)
 #include <emmintrin.h>
