@@ -4,28 +4,25 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness;
+use Imgbill::Harness qw(fmt_units);
 
 my $h = Imgbill::Harness->new;
 my $FLASH = 'gemini-2.5-flash-image';
 my $PRO   = 'gemini-3-pro-image-preview';
-my $n = 0;
 
 # charged_ok(name, model, path, mock, start units, charge units,
 #            channel, pt, ct for the ledger)
 sub charged_ok {
     my (%o) = @_;
-    my $acct = 'money' . ++$n;
-    my $key  = "sk-money-$n-secret";
-    $h->account($acct, $key, $o{start});
+    my ($acct, $key) = $h->fresh_account(prefix => 'money', units => $o{start});
     my $res = $h->chat(key => $key, model => $o{model}, path => $o{path},
                        mock => $o{mock});
     my $t = $o{name};
     my $after = $o{start} - $o{charge};
     subtest $t => sub {
         is $res->{status}, 200, 'status 200' or diag $res->{body};
-        is $res->{headers}{'x-imgbill-charge'}, fmt($o{charge}), 'X-Imgbill-Charge';
-        is $res->{headers}{'x-imgbill-balance'}, fmt($after), 'X-Imgbill-Balance';
+        is $res->{headers}{'x-imgbill-charge'}, fmt_units($o{charge}), 'X-Imgbill-Charge';
+        is $res->{headers}{'x-imgbill-balance'}, fmt_units($after), 'X-Imgbill-Balance';
         is $res->{header_count}{'x-imgbill-charge'}, 1, 'one X-Imgbill-Charge';
         is $res->{header_count}{'x-imgbill-balance'}, 1, 'one X-Imgbill-Balance';
         my $rid = $res->{headers}{'x-imgbill-request-id'} // '';
@@ -50,13 +47,6 @@ sub charged_ok {
         ok $res->{json} && $res->{json}{choices}, 'upstream body relayed';
     };
     return $res;
-}
-
-sub fmt {
-    my ($u) = @_;
-    my $s = $u < 0 ? '-' : '';
-    $u = abs $u;
-    return sprintf '%s%d.%04d', $s, int($u / 10000), $u % 10000;
 }
 
 # the two worked examples, via real HTTP
@@ -143,7 +133,7 @@ charged_ok(name => 'fast without usage is still charged 0.0700, tokens 0',
     my $len = $up->{body_length} // 0;
     my $hold = int(($len * 142000 + 999999) / 1000000) + 34939;
     is $r->{status}, 200, 'over-claiming reply is delivered';
-    is $r->{headers}{'x-imgbill-charge'}, fmt($hold),
+    is $r->{headers}{'x-imgbill-charge'}, fmt_units($hold),
         "charged the hold for a $len-byte body, not 86.7200";
     is $h->balance('over'), 50000 - $hold, '... in Redis too: the balance stays >= 0';
     my ($e) = @{ $h->ledger('over') };
@@ -158,7 +148,7 @@ charged_ok(name => 'fast without usage is still charged 0.0700, tokens 0',
 {
     $h->account('neg', 'sk-neg', 50000);
     my $wait = $h->in_flight(1, key => 'sk-neg', mock => 'sleep=1');
-    Imgbill::Harness::wait_for(sub { %{ $h->holds('neg') } }, 5);
+    $h->wait_holds('neg', 1);
     $h->redis('DECRBY', 'imgbill:{neg}:balance', 60000);
     my ($got) = $wait->();
     is $got, '200 0.2465', 'charged while the balance went below zero';

@@ -4,23 +4,20 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness;
+use Imgbill::Harness qw(fmt_units);
 
 my $h = Imgbill::Harness->new;
-my $n = 0;
 
 sub reply_ok {
     my ($name, %o) = @_;
-    my $acct = 'rep' . ++$n;
-    $h->account($acct, "sk-rep-$n", 100000);
-    my $res = $h->chat(key => "sk-rep-$n", model => $o{model}, path => $o{path},
+    my ($acct, $key) = $h->fresh_account(prefix => 'rep', units => 100000);
+    my $res = $h->chat(key => $key, model => $o{model}, path => $o{path},
                        mock => $o{mock});
     my $charge = $o{charge};
     my $after = 100000 - $charge;
     subtest $name => sub {
         is $res->{status}, 200, 'status 200' or diag substr($res->{body}, 0, 300);
-        is $res->{headers}{'x-imgbill-charge'},
-            sprintf('%d.%04d', int($charge / 10000), $charge % 10000), 'charge header';
+        is $res->{headers}{'x-imgbill-charge'}, fmt_units($charge), 'charge header';
         is $h->balance($acct), $after, 'Redis balance';
         my $l = $h->ledger($acct);
         is scalar @$l, 1, 'one ledger entry';

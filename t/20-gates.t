@@ -4,7 +4,7 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(error_ok);
+use Imgbill::Harness;
 
 my $h = Imgbill::Harness->new(extra_server => <<'EOC');
     location = /tuned/v1/chat/completions {
@@ -21,38 +21,26 @@ EOC
 my $FLASH = 'gemini-2.5-flash-image';
 my $PRO   = 'gemini-3-pro-image-preview';
 my $FAST  = '/fast/v1/chat/completions';
-my $n = 0;
 
-sub setup {
-    my ($units, %holds) = @_;
-    my $acct = 'gate' . ++$n;
-    my $key = "sk-gate-$n";
-    $h->account($acct, $key, $units);
-    $h->redis('HSET', "imgbill:{$acct}:holds", %holds) if %holds;
-    return ($acct, $key);
-}
-
+# the account of each case: $o{balance} units (undef: no balance key) and
+# other requests' holds
 sub rejected_ok {
     my ($name, $avail, $req, %o) = @_;
-    my ($acct, $key) = setup($o{balance}, %{ $o{holds} || {} });
-    my $before = $h->snapshot;
-    my $hits = $h->upstream_hits;
-    my $res = $h->chat(key => $key, model => $o{model}, path => $o{path});
-    subtest $name => sub {
-        error_ok($res, 402, 'insufficient_quota', 'insufficient_balance', '402 error');
-        like $res->{json}{error}{message} // '',
-            qr/^insufficient balance: available \Q$avail\E, required \Q$req\E$/,
-            "message: available $avail, required $req";
-        like $res->{headers}{'x-imgbill-request-id'} // '', qr/^[0-9a-f]{32}$/,
-            'X-Imgbill-Request-Id on the error';
-        is $h->snapshot, $before, 'Redis unchanged';
-        is $h->upstream_hits, $hits, 'upstream not reached';
-    };
+    my ($acct, $key) = $h->fresh_account(prefix => 'gate', units => $o{balance},
+                                         holds => $o{holds});
+    $h->rejected_ok($name, 402, 'insufficient_quota', 'insufficient_balance',
+        sub { $h->chat(key => $key, model => $o{model}, path => $o{path}) },
+        check => sub {
+            like $_[0]{json}{error}{message} // '',
+                qr/^insufficient balance: available \Q$avail\E, required \Q$req\E$/,
+                "message: available $avail, required $req";
+        });
 }
 
 sub admitted_ok {
     my ($name, $charge_hdr, $balance_hdr, %o) = @_;
-    my ($acct, $key) = setup($o{balance}, %{ $o{holds} || {} });
+    my ($acct, $key) = $h->fresh_account(prefix => 'gate', units => $o{balance},
+                                         holds => $o{holds});
     my $hits = $h->upstream_hits;
     my $res = $h->chat(key => $key, model => $o{model}, path => $o{path});
     subtest $name => sub {
@@ -125,7 +113,7 @@ rejected_ok('imgbill_min_balance 1.00: at 0.9999 -> 402', '0.9999', '1.0000',
 admitted_ok('imgbill_min_balance 1.00: at 1.0000 -> 200', '0.2465', '0.7535',
             balance => 10000, path => $TUNED);
 {
-    my ($acct, $key) = setup(100000);
+    my ($acct, $key) = $h->fresh_account(prefix => 'gate', units => 100000);
     my $res = $h->chat(key => $key, path => $TUNED, mock => 'pt=1 ct=1');
     is $res->{headers}{'x-imgbill-charge'}, '0.0500', 'imgbill_min_charge 0.05: flash 1/1 -> 0.0500';
     is $h->balance($acct), 99500, '... in Redis';

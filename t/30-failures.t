@@ -35,14 +35,11 @@ $common
 EOC
 
 my $FAST = '/fast/v1/chat/completions';
-my $n = 0;
 
 # free_ok(name, mock => ..., path => ..., status => expected, check => sub)
 sub free_ok {
     my ($name, %o) = @_;
-    my $acct = 'fail' . ++$n;
-    my $key = "sk-fail-$n";
-    $h->account($acct, $key, 100000);
+    my ($acct, $key) = $h->fresh_account(prefix => 'fail', units => 100000);
     my $hits = $h->upstream_hits;
     my $res = $h->chat(key => $key, path => $o{path}, mock => $o{mock},
                        model => $o{model});

@@ -37,7 +37,16 @@ package Imgbill::Harness;
 #       $body: a ref is JSON-encoded, a string is sent raw.
 #   chat(key =>, model =>, path =>, mock =>, headers =>, body =>)
 #   redis(@cmd), redis_client(db => N), account($acct, $key, $units),
+#   fresh_account(units => N, prefix => 'x', holds => {...}) -> ($acct, $key)
 #   balance($acct), holds($acct) -> {rid => "units:exp"}, ledger($acct) -> [{...}]
+#   wait_holds($acct, $n, $timeout, $step) -> holds once there are exactly $n
+#   rejected_ok($name, $status, $type, $code, sub { $res }, no_rid =>, check =>)
+#   raw_send(%o) -> $socket / raw_reply($socket) -> {status, headers, raw, ...}
+#   raw_http(%o) -> raw_reply(raw_send(%o)); close_after => 'headers' | 'body'
+#       | $ms: a client that goes away mid-request instead
+#   cli([{ stdin =>, env => }], @args) -> ($exit, $stdout, $stderr),
+#   cli_printed()   scripts/imgbill on this Redis, and all it printed
+#   access_wait(sub { $_->{...} }, $n, $timeout) -> matching access entries
 #   snapshot()      canonical dump of every imgbill:* key (compare with is())
 #   redis_dump()    every key and value, for searching
 #   upstream_hits() / upstream_requests()   from the mock's log
@@ -47,7 +56,8 @@ package Imgbill::Harness;
 #   error_log() / access_log() / access_entries() / crashes()
 #   port / redis_port / mock_port / redis_addr / url($path) / dir / root
 # Exported on request: wait_for(sub, $timeout, $step), key_hash($raw),
-#   free_port(), error_ok($res, $status, $type, $code, $name).
+#   free_port(), port_open($port), fmt_units($units) -> "-1.2465",
+#   error_ok($res, $status, $type, $code, $name).
 #
 # Addresses are always 127.0.0.1.  The module is build/ngx_http_imgbill_module.so
 # (env IMGBILL_MODULE overrides); if it is missing the test run BAILs OUT.
@@ -63,6 +73,7 @@ use File::Spec;
 use File::Temp qw(tempdir);
 use File::Copy qw(copy);
 use IO::Socket::INET;
+use IO::Select;
 use HTTP::Tiny;
 use JSON::PP;
 use POSIX qw(WNOHANG);
@@ -73,7 +84,7 @@ use Test::More ();
 use ImgbillRedis;
 
 use Exporter 'import';
-our @EXPORT_OK = qw(wait_for key_hash free_port error_ok);
+our @EXPORT_OK = qw(wait_for key_hash free_port port_open fmt_units error_ok);
 
 my $ROOT = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
                                        '..', '..', '..'));
@@ -106,6 +117,16 @@ sub free_port {
 
 sub key_hash { sha256_hex($_[0]) }
 
+# fmt_units($units) -> "d.dddd", '-' first when negative: money as the
+# module prints it in headers and messages (1 unit = 0.0001 yuan).  Integer
+# arithmetic, as the module's: a float would round 0.00005 steps wrongly.
+sub fmt_units {
+    my ($u) = @_;
+    my $s = $u < 0 ? '-' : '';
+    $u = abs $u;
+    return sprintf '%s%d.%04d', $s, int($u / 10000), $u % 10000;
+}
+
 sub wait_for {
     my ($cond, $timeout, $step) = @_;
     $timeout = 5 unless defined $timeout;
@@ -119,7 +140,8 @@ sub wait_for {
     }
 }
 
-sub _port_open {
+# port_open($port): something accepts connections on 127.0.0.1:$port
+sub port_open {
     my ($port) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
                                   Proto => 'tcp', Timeout => 1);
@@ -238,7 +260,7 @@ sub redis_stop {
     my ($self) = @_;
     my $pid = delete $self->{redis_pid} or return;
     _reap($pid, 5);
-    wait_for(sub { !_port_open($self->{redis_port}) }, 5);
+    wait_for(sub { !port_open($self->{redis_port}) }, 5);
     return 1;
 }
 
@@ -251,7 +273,7 @@ sub _mock_start {
         $^X, "$ROOT/scripts/mock-upstream",
         '--listen', "127.0.0.1:$self->{mock_port}",
         '--log', $self->{mock_log});
-    wait_for(sub { _port_open($self->{mock_port}) }, 10)
+    wait_for(sub { port_open($self->{mock_port}) }, 10)
         or die "mock upstream did not start:\n"
                . _slurp("$self->{dir}/mock.stderr");
 }
@@ -372,7 +394,7 @@ sub _nginx_start {
             . _slurp("$p/error.log");
     }
     my $ok = wait_for(sub {
-        -s "$p/nginx.pid" && _port_open($self->{port});
+        -s "$p/nginx.pid" && port_open($self->{port});
     }, $ENV{IMGBILL_VALGRIND_DIR} ? 60 : 10);
     die "nginx did not come up:\n" . _slurp("$p/error.log") unless $ok;
     my $pid = _slurp("$p/nginx.pid");
@@ -388,7 +410,7 @@ sub nginx_stop {
                         $ENV{IMGBILL_VALGRIND_DIR} ? 60 : 10);
     kill 'KILL', $pid unless $gone;
     # workers follow their master; make sure the port is free
-    wait_for(sub { !_port_open($self->{port}) }, 5);
+    wait_for(sub { !port_open($self->{port}) }, 5);
     return 1;
 }
 
@@ -540,6 +562,111 @@ sub chat {
     return $self->post($path, $body, %hdr);
 }
 
+# ---- raw HTTP -------------------------------------------------------------
+#
+# For what HTTP::Tiny will not do: exact bytes (no Content-Length, a chunked
+# request), a reply read later while the test looks at Redis meanwhile, or a
+# client that goes away mid-request.
+#
+# raw_send(%o) -> $socket, the request written:
+#   request => the exact bytes to send; nothing is added.  Otherwise it is
+#     "METHOD PATH HTTP/1.1", Host and Connection: close, then in order:
+#   method => (POST), path => (/v1/chat/completions),
+#   key => raw API key (Authorization: Bearer KEY), mock => X-Mock value,
+#   headers => [ name => value, ... ] (a list: order and repeats kept),
+#   body => a ref is JSON-encoded and sent with Content-Type:
+#     application/json, a string is sent as is, undef sends no body; with a
+#     body, Content-Length: its length unless headers have one
+#   upto => 'headers': write the head only; the body never follows
+#   port => where to connect (default nginx's; e.g. $h->mock_port)
+# raw_reply($socket) -> { status, reason, headers, header_count, body, json,
+#   raw }: reads until the server closes (http_timeout, default 30 s), then
+#   closes.  headers as request() gives them; body is as on the wire (not
+#   de-chunked); raw is the whole reply; status 599 if there was none.
+# raw_http(%o) -> raw_reply(raw_send(%o)), or, with close_after, a client
+#   that disconnects mid-request and reads nothing (returns nothing):
+#     close_after => 'headers'  send the head, close before the body
+#     close_after => 'body'     send everything, close at once
+#     close_after => $ms        send everything (or upto => 'headers' only),
+#                               close $ms milliseconds later
+sub raw_send {
+    my ($self, %o) = @_;
+    my $req = $o{request};
+    if (!defined $req) {
+        my $body = $o{body};
+        my @hdr = ('Host' => '127.0.0.1', 'Connection' => 'close');
+        push @hdr, 'Authorization' => "Bearer $o{key}" if defined $o{key};
+        push @hdr, 'X-Mock' => $o{mock} if defined $o{mock};
+        push @hdr, @{ $o{headers} || [] };
+        if (ref $body) {
+            push @hdr, 'Content-Type' => 'application/json';
+            $body = JSON::PP->new->canonical->encode($body);
+        }
+        my %given = map { lc $_ => 1 } @hdr[ grep { !($_ % 2) } 0 .. $#hdr ];
+        push @hdr, 'Content-Length' => length $body
+            if defined $body && !$given{'content-length'};
+        $req = sprintf "%s %s HTTP/1.1\r\n", $o{method} // 'POST',
+                       $o{path} // '/v1/chat/completions';
+        $req .= "$hdr[$_]: $hdr[$_ + 1]\r\n" for grep { !($_ % 2) } 0 .. $#hdr;
+        $req .= "\r\n";
+        $req .= $body if defined $body && ($o{upto} // '') ne 'headers';
+    }
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $o{port} // $self->{port},
+                                  Proto => 'tcp', Timeout => 5)
+        or die "raw_send: connect: $!";
+    # the server may answer (413) and close before all of a body is in
+    local $SIG{PIPE} = 'IGNORE';
+    print $s $req;
+    return $s;
+}
+
+sub raw_reply {
+    my ($self, $s) = @_;
+    my $sel = IO::Select->new($s);
+    my $until = time + ($self->{opt}{http_timeout} || 30);
+    my $resp = '';
+    while ((my $left = $until - time) > 0) {
+        last unless $sel->can_read($left);
+        my $got = sysread $s, my $buf, 65536;
+        last unless $got;    # closed, or reset
+        $resp .= $buf;
+    }
+    close $s;
+    my ($head, $body) = split /\r\n\r\n/, $resp, 2;
+    $head //= '';
+    my ($st, $reason) = $head =~ m{^HTTP/1\.[01] (\d+) ?([^\r\n]*)};
+    my (%h, %count);
+    while ($head =~ /^([\w-]+):[ \t]*(.*?)\r?$/mg) {
+        my ($k, $v) = (lc $1, $2);
+        $h{$k} = !exists $h{$k} ? $v
+               : ref $h{$k}    ? [ @{ $h{$k} }, $v ] : [ $h{$k}, $v ];
+        $count{$k}++;
+    }
+    return {
+        status       => $st // 599,
+        reason       => $reason,
+        headers      => \%h,
+        header_count => \%count,
+        body         => $body,
+        json         => scalar eval { JSON::PP->new->decode($body) },
+        raw          => $resp,
+    };
+}
+
+sub raw_http {
+    my ($self, %o) = @_;
+    my $close = delete $o{close_after};
+    return $self->raw_reply($self->raw_send(%o)) unless defined $close;
+    croak "raw_http: close_after => 'headers', 'body' or milliseconds"
+        unless $close =~ /^(headers|body|\d+)$/;
+    $o{upto} = 'headers' if $close eq 'headers';
+    my $s = $self->raw_send(%o);
+    sleep $close / 1000 if $close =~ /^\d+$/;
+    close $s;
+    return;
+}
+
 # ---- assertions (exported on request) -----------------------------------
 
 # error_ok($res, $status, $type, $code, $name): the module's JSON error shape
@@ -569,6 +696,31 @@ sub error_ok {
     my $ok = $tb->ok(!@bad, $name);
     $tb->diag(join "\n", @bad) if @bad;
     return $ok;
+}
+
+# rejected_ok($name, $status, $type, $code, $send, %o) -> $res: $send->()
+# makes a request the module must refuse; one subtest then checks the JSON
+# error (error_ok), X-Imgbill-Request-Id on it (unless no_rid => 1: not the
+# module's own error), that the upstream was not reached and that Redis did
+# not change at all, then check => sub { my ($res) = @_; ... } if given.
+# A refusal that wrote anything (a hold, a counter) would cost money later.
+sub rejected_ok {
+    my ($self, $name, $status, $type, $code, $send, %o) = @_;
+    my $before = $self->snapshot;
+    my $hits = $self->upstream_hits;
+    my $res = $send->();
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    Test::More::subtest($name => sub {
+        error_ok($res, $status, $type, $code, "$status $type $code");
+        unless ($o{no_rid}) {
+            Test::More::like($res->{headers}{'x-imgbill-request-id'} // '',
+                             qr/^[0-9a-f]{32}$/, 'X-Imgbill-Request-Id on the error');
+        }
+        Test::More::is($self->upstream_hits, $hits, 'upstream not reached');
+        Test::More::is($self->snapshot, $before, 'Redis unchanged');
+        $o{check}->($res) if $o{check};
+    });
+    return $res;
 }
 
 # ---- Redis ----------------------------------------------------------------
@@ -601,6 +753,32 @@ sub account {
     return $key;
 }
 
+# fresh_account(units => N, prefix => 'x', holds => { rid => "units:exp" })
+#   -> ($acct, $raw_key): an account nothing else in the test has touched,
+#   "<prefix><n>" with key "sk-<prefix>-<n>", so each case starts from its
+#   own balance and an empty ledger.  n counts per harness and prefix, and
+#   skips names or keys already in Redis (a hand-made account, a case run
+#   twice).  units: default 100000 (10.0000); undef leaves the balance
+#   absent.  holds: other requests' holds to seed (the held sum is left for
+#   the module to recount).
+sub fresh_account {
+    my ($self, %o) = @_;
+    my $prefix = $o{prefix} // 'acct';
+    croak "fresh_account: prefix '$prefix' is not [A-Za-z0-9_.-]{1,48}"
+        unless $prefix =~ /^[A-Za-z0-9_.-]{1,48}$/;
+    my $r = $self->redis_client;
+    my ($acct, $key);
+    do {
+        my $n = ++$self->{fresh}{$prefix};
+        ($acct, $key) = ("$prefix$n", "sk-$prefix-$n");
+    } while ($r->cmd('EXISTS', 'imgbill:key:' . key_hash($key),
+                     map { "imgbill:{$acct}:$_" } qw(balance holds held ledger)));
+    $self->account($acct, $key, exists $o{units} ? $o{units} : 100000);
+    $r->cmd('HSET', "imgbill:{$acct}:holds", %{ $o{holds} })
+        if $o{holds} && %{ $o{holds} };
+    return ($acct, $key);
+}
+
 sub balance {
     my ($self, $acct) = @_;
     return $self->redis('GET', "imgbill:{$acct}:balance");
@@ -611,6 +789,19 @@ sub holds {
     my ($self, $acct) = @_;
     my $a = $self->redis('HGETALL', "imgbill:{$acct}:holds") || [];
     return { @$a };
+}
+
+# wait_holds($acct, $n, $timeout, $step) -> the holds (a hash ref, true even
+# when empty) once the account has exactly $n of them, undef if it has not
+# within $timeout seconds (default 5).  A hold is the sign that a request
+# was admitted and is still running, and no hold that all were settled:
+# tests wait on that rather than sleep for a guessed time.
+sub wait_holds {
+    my ($self, $acct, $n, $timeout, $step) = @_;
+    my $got;
+    wait_for(sub { $got = $self->holds($acct); keys %$got == $n },
+             $timeout, $step) or return undef;
+    return $got;
 }
 
 # ledger entries, oldest first: [{ _id => stream id, field => value, ... }]
@@ -718,6 +909,57 @@ sub access_entries {
     }
     return @e;
 }
+
+# access_wait($match, $n, $timeout) -> the access entries for which
+# $match->($entry) is true ($_ is the entry too), once there are at least $n
+# (default 1); what matched by then if $timeout (default 5) runs out.  nginx
+# writes the line after the reply is out: under valgrind, noticeably after.
+sub access_wait {
+    my ($self, $match, $n, $timeout) = @_;
+    $n //= 1;
+    my @e;
+    wait_for(sub { @e = grep { $match->($_) } $self->access_entries; @e >= $n },
+             $timeout);
+    return @e;
+}
+
+# ---- the operator CLI ---------------------------------------------------
+
+# cli([{ stdin => TEXT, env => { NAME => value, or undef to unset } },]
+#     @args) -> ($exit, $stdout, $stderr): scripts/imgbill on this harness'
+# Redis (IMGBILL_REDIS, IMGBILL_REDIS_PASSWORD and _DB from redis_password
+# and redis_db), never on one the caller's environment names.  stdout and
+# stderr go through files: a pipe read one after the other could deadlock.
+# cli_printed() -> everything cli() has printed so far, both streams, e.g.
+# to show that a raw key was never printed.
+sub cli {
+    my ($self, @args) = @_;
+    my %o = ref $args[0] eq 'HASH' ? %{ shift @args } : ();
+    my $n = ++$self->{clis};
+    my ($in, $out, $err) = map { "$self->{dir}/cli-$n.$_" } qw(in out err);
+    _spew($in, $o{stdin} // '');
+    my %env = (IMGBILL_REDIS          => $self->redis_addr,
+               IMGBILL_REDIS_PASSWORD => $self->{opt}{redis_password},
+               IMGBILL_REDIS_DB       => $self->{opt}{redis_db},
+               %{ $o{env} || {} });
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        for (keys %env) {
+            if (defined $env{$_}) { $ENV{$_} = $env{$_} } else { delete $ENV{$_} }
+        }
+        open STDIN, '<', $in;
+        open STDOUT, '>', $out;
+        open STDERR, '>', $err;
+        exec $^X, "$ROOT/scripts/imgbill", @args or POSIX::_exit(127);
+    }
+    waitpid $pid, 0;
+    my @r = ($? >> 8, _slurp($out), _slurp($err));
+    push @{ $self->{cli_printed} }, @r[1, 2];
+    unlink $in, $out, $err;
+    return @r;
+}
+
+sub cli_printed { join '', @{ $_[0]{cli_printed} || [] } }
 
 # ---- small file helpers -----------------------------------------------
 
