@@ -3,9 +3,8 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(free_port wait_for);
+use Imgbill::Harness qw(free_port port_open wait_for);
 use HTTP::Tiny;
-use IO::Socket::INET;
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 
@@ -151,16 +150,8 @@ ok !exists mock(undef)->{headers}{'x-imgbill-charge'}, 'no spoof by default';
     is mock('sleep=0.2')->{status}, 200, 'sleep=0.2: the reply comes after the pause';
 }
 
-# raw socket helpers for chunked and drop
-sub raw {
-    my ($req) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $h->mock_port) or die $!;
-    print $s $req;
-    local $/;
-    my $resp = <$s>;
-    return $resp;
-}
+# raw requests for chunked and drop: the exact bytes, the reply as sent
+sub raw { $h->raw_http(port => $h->mock_port, request => $_[0])->{raw} }
 
 my $body = '{"model":"gemini-3-pro-image-preview","messages":[]}';
 my $chunked_req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
@@ -210,7 +201,7 @@ if (!$pid) {
     open STDERR, '>', '/dev/null';
     exec $^X, 'scripts/mock-upstream', '--listen', "127.0.0.1:$port";
 }
-ok wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) }, 10),
+ok wait_for(sub { port_open($port) }, 10),
     'second mock is up';
 kill 'TERM', $pid;
 my $gone = wait_for(sub { waitpid($pid, 1) == $pid }, 10);

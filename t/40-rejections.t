@@ -6,7 +6,6 @@ use Test::More;
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(error_ok);
 use JSON::PP;
-use IO::Socket::INET;
 
 my $h = Imgbill::Harness->new;
 $h->account('rich', 'sk-rich-0123456789', 1000000);
@@ -19,22 +18,7 @@ my $good = { model => $FLASH, messages => [ { role => 'user', content => 'cat' }
 
 # rejected_ok(name, status, type, code, sub { ... returns the response },
 #             no_rid => 1 when the error is not the module's own)
-sub rejected_ok {
-    my ($name, $status, $type, $code, $send, %o) = @_;
-    my $before = $h->snapshot;
-    my $hits = $h->upstream_hits;
-    my $res = $send->();
-    subtest $name => sub {
-        error_ok($res, $status, $type, $code, "$status $type $code");
-        unless ($o{no_rid}) {
-            like $res->{headers}{'x-imgbill-request-id'} // '', qr/^[0-9a-f]{32}$/,
-                'X-Imgbill-Request-Id on the error';
-        }
-        is $h->upstream_hits, $hits, 'upstream not reached';
-        is $h->snapshot, $before, 'Redis unchanged';
-    };
-    return $res;
-}
+sub rejected_ok { $h->rejected_ok(@_) }
 
 sub raw_post {
     my ($body, %hdr) = @_;
@@ -103,20 +87,7 @@ for my $k (sort keys %bad_json) {
 rejected_ok('invalid_json: POST without a body (no Content-Length)', 400,
     'invalid_request_error', 'invalid_json', sub {
         # HTTP::Tiny always sends Content-Length; write the request by hand
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $h->port)
-            or die $!;
-        local $SIG{PIPE} = 'IGNORE';
-        print $s "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-               . "Authorization: Bearer sk-rich-0123456789\r\nConnection: close\r\n\r\n";
-        local $/;
-        my $resp = <$s> // '';
-        my ($head, $body) = split /\r\n\r\n/, $resp, 2;
-        my ($st) = ($head // '') =~ m{^HTTP/1\.1 (\d+)};
-        my %hd;
-        my $hs = $head // '';
-        while ($hs =~ /^([\w-]+):[ \t]*(.*?)\r?$/mg) { $hd{lc $1} = $2 }
-        return { status => $st // 599, headers => \%hd, body => $body,
-                 json => eval { decode_json($body) } };
+        $h->raw_http(key => 'sk-rich-0123456789');
     });
 
 my %no_model = (

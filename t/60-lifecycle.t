@@ -5,46 +5,26 @@ use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(error_ok wait_for);
-use IO::Socket::INET;
-use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(time sleep);
 
 my $h = Imgbill::Harness->new(workers => 2);
 my $FLASH = 'gemini-2.5-flash-image';
 
+# a request on a socket of our own, to read its reply later (raw_reply) or
+# to go away in the middle of it (close)
 sub raw_start {
     my (%o) = @_;
-    my $body = encode_json({ model => $o{model} // $FLASH,
-                             messages => [ { role => 'user', content => 'x' } ] });
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $h->port)
-        or die "connect: $!";
-    local $SIG{PIPE} = 'IGNORE';
-    print $s "POST " . ($o{path} // '/v1/chat/completions') . " HTTP/1.1\r\n"
-           . "Host: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer $o{key}\r\n"
-           . "Content-Type: application/json\r\nX-Mock: $o{mock}\r\n"
-           . "Content-Length: " . length($body) . "\r\n\r\n$body";
-    return $s;
-}
-
-sub raw_finish {
-    my ($s) = @_;
-    local $/;
-    my $resp = <$s> // '';
-    close $s;
-    my ($head, $body) = split /\r\n\r\n/, $resp, 2;
-    my %hd;
-    my $hs = $head // '';
-    while ($hs =~ /^([\w-]+):[ \t]*(.*?)\r?$/mg) { $hd{lc $1} = $2 }
-    my ($st) = $hs =~ m{^HTTP/1\.1 (\d+)};
-    return { status => $st, headers => \%hd, body => $body };
+    my $model = delete $o{model} // $FLASH;
+    return $h->raw_send(%o, body => { model => $model,
+                                      messages => [ { role => 'user', content => 'x' } ] });
 }
 
 # --- a hold exists while the generation runs, and goes when it is settled
 subtest 'hold during generation, then settled' => sub {
     $h->account('busy', 'sk-busy', 100000);
     my $s = raw_start(key => 'sk-busy', mock => 'sleep=3');
-    my $holds = wait_for(sub { my $x = $h->holds('busy'); %$x ? $x : undef }, 2.5);
+    my $holds = $h->wait_holds('busy', 1, 2.5);
     ok $holds, 'a hold appears while the upstream works';
     my ($rid, $v) = %{ $holds || {} };
     like $rid // '', qr/^[0-9a-f]{32}$/, 'hold field is the request id';
@@ -52,7 +32,7 @@ subtest 'hold during generation, then settled' => sub {
     ok defined $units && $units > 0, "hold value is <units>:<expiry> ($v)";
     ok defined $exp && $exp > time && $exp <= time + 15 * 60 + 5,
         'expiry within imgbill_hold_ttl 15m';
-    my $r = raw_finish($s);
+    my $r = $h->raw_reply($s);
     is $r->{status}, 200, 'then the reply';
     is $r->{headers}{'x-imgbill-request-id'}, $rid, 'hold was keyed by this request id';
     is_deeply $h->holds('busy'), {}, 'hold gone after settlement';
@@ -70,10 +50,10 @@ for my $case ([ 'metered', '/v1/chat/completions' ],
         my $t0 = time;
         my $s = raw_start(key => "sk-gone-$ch", mock => 'sleep=3', path => $path);
         # close 0.5 s after sending, and only once the hold is there
-        ok wait_for(sub { %{ $h->holds($acct) } }, 2.5, 0.02), 'hold placed';
+        ok $h->wait_holds($acct, 1, 2.5, 0.02), 'hold placed';
         sleep 0.5 - (time - $t0) if time - $t0 < 0.5;
         close $s;
-        ok wait_for(sub { !%{ $h->holds($acct) } }, 10), 'hold released after the disconnect';
+        ok $h->wait_holds($acct, 0, 10), 'hold released after the disconnect';
         is $h->upstream_hits, $hits + 1, 'the upstream had been reached';
         # let the upstream finish its (now unwanted) reply
         sleep 3.2 - (time - $t0) if time - $t0 < 3.2;
@@ -92,7 +72,7 @@ subtest 'a running fast request holds its price' => sub {
     my $hits0 = $h->upstream_hits;
     my $s = raw_start(key => 'sk-pair', mock => 'sleep=3',
                       path => '/fast/v1/chat/completions');
-    ok wait_for(sub { %{ $h->holds('pair') } }, 2.5), 'first request holds';
+    ok $h->wait_holds('pair', 1, 2.5), 'first request holds';
     ok wait_for(sub { $h->upstream_hits == $hits0 + 1 }, 2.5),
         'first request is at the upstream';
     my $hits = $h->upstream_hits;
@@ -102,7 +82,7 @@ subtest 'a running fast request holds its price' => sub {
     like $res->{json}{error}{message} // '', qr/available 0\.0699, required 0\.0700/,
         'available counts the hold';
     is $h->upstream_hits, $hits, 'second request did not reach the upstream';
-    my $r = raw_finish($s);
+    my $r = $h->raw_reply($s);
     is $r->{status}, 200, 'first request completes';
     is $r->{headers}{'x-imgbill-charge'}, '0.0700', 'charged 0.0700';
     is $h->balance('pair'), 699, 'balance 0.0699 left';

@@ -4,18 +4,16 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(wait_for);
-use IO::Socket::INET;
+use Imgbill::Harness;
 use JSON::PP;
 
 my $h = Imgbill::Harness->new;
-my $CLI = Imgbill::Harness->root . '/scripts/imgbill';
 my $KEY = 'sk-e2e-raw-key-0f0f0f0f0f';
 
+# (exit, what it printed on stdout and stderr)
 sub cli {
-    local $ENV{IMGBILL_REDIS} = $h->redis_addr;
-    my $out = `$^X $CLI @_ 2>&1`;
-    return ($? >> 8, $out);
+    my ($rc, $out, $err) = $h->cli(@_);
+    return ($rc, $out . $err);
 }
 
 my ($rc, $out) = cli('key-add', 'shop', $KEY);
@@ -44,18 +42,14 @@ like $l[0] // '', qr/(?<![\d.])0\.2465\b.*(?<![\d.])9\.7535\b/, 'charge, then ba
 # holds while a generation runs
 {
     my $body = encode_json({ model => 'gemini-2.5-flash-image', messages => [] });
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $h->port) or die $!;
-    local $SIG{PIPE} = 'IGNORE';
-    print $s "POST /fast/v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-           . "Authorization: Bearer $KEY\r\nX-Mock: sleep=3\r\n"
-           . "Content-Length: " . length($body) . "\r\n\r\n$body";
-    ok wait_for(sub { %{ $h->holds('shop') } }, 2.5), 'a hold is placed';
+    my $s = $h->raw_send(path => '/fast/v1/chat/completions', key => $KEY,
+                         mock => 'sleep=3', body => $body);
+    ok $h->wait_holds('shop', 1, 2.5), 'a hold is placed';
     ($rc, $out) = cli('holds', 'shop');
     my @hl = split /\n/, $out;
     is scalar @hl, 1, 'CLI holds: one line while the request runs';
     like $hl[0] // '', qr/^[0-9a-f]{32}\b/, '... starting with the request id';
-    local $/;
-    my $resp = <$s>;
+    my $resp = $h->raw_reply($s)->{raw};
     like $resp, qr/X-Imgbill-Charge: 0\.0700/, 'fast request charged 0.0700';
     ($rc, $out) = cli('holds', 'shop');
     is $out, '', 'CLI holds: none afterwards';
