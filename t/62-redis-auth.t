@@ -18,15 +18,13 @@ is scalar @{ $h->ledger('authz') }, 1, 'ledger in db 3';
 my $db0 = $h->redis_client(db => 0);
 is_deeply $db0->cmd('KEYS', 'imgbill:*'), [], 'nothing written to db 0';
 
-my $CLI = Imgbill::Harness->root . '/scripts/imgbill';
 {
-    local $ENV{IMGBILL_REDIS} = $h->redis_addr;
-    local $ENV{IMGBILL_REDIS_PASSWORD} = 'pw-4b9e';
-    local $ENV{IMGBILL_REDIS_DB} = 3;
-    is `$^X $CLI balance authz`, "9.7535\n", 'CLI with IMGBILL_REDIS_PASSWORD and _DB';
-    local $ENV{IMGBILL_REDIS_PASSWORD} = 'wrong';
-    `$^X $CLI balance authz 2>/dev/null`;
-    is $? >> 8, 1, 'CLI with a wrong password: exit 1';
+    my %env = (IMGBILL_REDIS_PASSWORD => 'pw-4b9e', IMGBILL_REDIS_DB => 3);
+    my (undef, $out) = $h->cli({ env => \%env }, 'balance', 'authz');
+    is $out, "9.7535\n", 'CLI with IMGBILL_REDIS_PASSWORD and _DB';
+    my ($rc) = $h->cli({ env => { %env, IMGBILL_REDIS_PASSWORD => 'wrong' } },
+                       'balance', 'authz');
+    is $rc, 1, 'CLI with a wrong password: exit 1';
 }
 
 is_deeply [ $h->crashes ], [], 'no nginx worker crashed';

@@ -4,28 +4,15 @@ use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(key_hash free_port);
-use IPC::Open3;
-use Symbol qw(gensym);
 use POSIX qw(strftime);
 
 my $h = Imgbill::Harness->new(nginx => 0, mock => 0);
 my $CLI = Imgbill::Harness->root . '/scripts/imgbill';
-my @printed;    # everything the CLI printed, to look for raw keys
 
-# cli([stdin], args...) -> (exit, stdout, stderr)
+# cli([\stdin], args...) -> (exit, stdout, stderr)
 sub cli {
     my $in = ref $_[0] eq 'SCALAR' ? ${ shift() } : undef;
-    my @args = @_;
-    local $ENV{IMGBILL_REDIS} = $ENV{IMGBILL_REDIS_OVERRIDE} // $h->redis_addr;
-    my $err = gensym;
-    my $pid = open3(my $wfh, my $rfh, $err, $^X, $CLI, @args);
-    print $wfh $in if defined $in;
-    close $wfh;
-    my $out = do { local $/; <$rfh> } // '';
-    my $e = do { local $/; <$err> } // '';
-    waitpid $pid, 0;
-    push @printed, $out, $e;
-    return ($? >> 8, $out, $e);
+    return $h->cli({ stdin => $in }, @_);
 }
 
 sub usage_ok {
@@ -235,8 +222,8 @@ usage_ok('ledger with too many arguments', 'ledger', 'led', 1, 2);
 
 # --- Redis trouble
 {
-    local $ENV{IMGBILL_REDIS_OVERRIDE} = '127.0.0.1:' . free_port();
-    my ($rc, $out, $err) = cli('balance', 'alice');
+    my ($rc, $out, $err) = $h->cli({ env => { IMGBILL_REDIS => '127.0.0.1:' . free_port() } },
+                                   'balance', 'alice');
     is $rc, 1, 'Redis unreachable: exit 1';
     like $err, qr/\S/, '... with a message on stderr';
     is $out, '', '... nothing on stdout';
@@ -250,7 +237,7 @@ usage_ok('ledger with too many arguments', 'ledger', 'led', 1, 2);
 }
 
 # --- raw keys are never printed
-my $all = join '', @printed;
+my $all = $h->cli_printed;
 unlike $all, qr/\Q$_\E/, 'the CLI never printed a raw key' for $K1, $K2;
 
 done_testing;
