@@ -10,7 +10,7 @@ use warnings;
 use Test::More;
 use JSON::PP;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness;
+use Imgbill::Harness qw(fmt_units);
 
 my %P = (   # units per 1M tokens
     'gemini-2.5-flash-image'     => [22000, 2190000],
@@ -42,19 +42,15 @@ my $h = Imgbill::Harness->new(workers => 2, extra_server => '
             proxy_pass http://imgbill_upstream/v1/chat/completions;
         }');
 
-# the hold placed for one request, read while its generation is in flight
+# the hold placed for one request, read while its generation is in flight,
+# on a fresh account named after $o{acct}
 sub hold_of {
     my (%o) = @_;
-    my $acct = $o{acct};
-    $h->account($acct, "sk-$acct", $o{balance} // 1000000);
-    my $wait = $h->in_flight(1, key => "sk-$acct", path => $o{path},
+    my ($acct, $key) = $h->fresh_account(prefix => $o{acct},
+                                         units => $o{balance} // 1000000);
+    my $wait = $h->in_flight(1, key => $key, path => $o{path},
                              body => $o{body}, mock => 'sleep=1.5');
-    my $held;
-    for (1 .. 40) {
-        ($held) = map { /^(\d+):/ } values %{ $h->holds($acct) };
-        last if defined $held;
-        select undef, undef, undef, 0.05;
-    }
+    my ($held) = map { /^(\d+):/ } values %{ $h->wait_holds($acct, 1, 2) || {} };
     my ($got) = $wait->();
     return ($held, $got);
 }
@@ -104,7 +100,7 @@ for my $case (
     $h->account('big', 'sk-big', $need - 1);
     my $res = $h->chat(key => 'sk-big', body => $b);
     is $res->{status}, 402, 'one unit short of its own hold: 402';
-    my $want = sprintf '%d.%04d', $need / 10000, $need % 10000;
+    my $want = fmt_units($need);
     like $res->{json}{error}{message}, qr/required \Q$want\E/, "... required $want";
     is_deeply $h->holds('big'), {}, '... and no hold placed';
     $h->redis('SET', 'imgbill:{big}:balance', $need);
@@ -204,7 +200,7 @@ for my $case (
     # a request's hold comes and goes with the sum
     $h->redis('DEL', "${p}holds", "${p}held");
     my $wait = $h->in_flight(1, key => $key, mock => 'sleep=1');
-    Imgbill::Harness::wait_for(sub { %{ $h->holds($acct) } }, 5);
+    $h->wait_holds($acct, 1);
     my ($r2, $v) = %{ $h->holds($acct) };
     my ($amt) = ($v // '') =~ /^(\d+):/;
     is $h->redis('HGET', "${p}held", 'units'), $amt, 'in flight: the sum is its hold';

@@ -101,10 +101,7 @@ subtest 'request ids: unique, and the same in header, ledger, access log' => sub
     is_deeply [ map { $_->{request_id} } @{ $h->ledger('rid') } ], \@ids,
         'ledger request_id = X-Imgbill-Request-Id';
     # nginx logs after the reply is out
-    my @log;
-    Imgbill::Harness::wait_for(sub {
-        @log = grep { ($_->{account} // '') eq 'rid' } $h->access_entries;
-        @log >= 3 }, 5);
+    my @log = $h->access_wait(sub { ($_->{account} // '') eq 'rid' }, 3);
     is_deeply [ map { $_->{request_id} } @log ], \@ids, 'access log $imgbill_request_id';
     is_deeply [ map { $_->{nginx_request_id} } @log ], \@ids, '... = nginx $request_id';
 };

@@ -3,7 +3,7 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(wait_for key_hash);
+use Imgbill::Harness qw(key_hash);
 use Time::HiRes qw(sleep);
 
 my $h = Imgbill::Harness->new;
@@ -16,8 +16,7 @@ my $UNKNOWN = 'sk-UNKNOWN-raw-key-55aa55aa';
 
 sub entry_for {
     my ($rid) = @_;
-    my $e;
-    wait_for(sub { ($e) = grep { ($_->{request_id} // '') eq $rid } $h->access_entries; $e }, 5);
+    my ($e) = $h->access_wait(sub { ($_->{request_id} // '') eq $rid });
     return $e || {};
 }
 
@@ -69,8 +68,7 @@ subtest 'unpriced location: variables are empty' => sub {
     my $r = $h->request('GET', '/');
     is $r->{status}, 200, 'the plain location answers';
     # nginx logs after the reply is out: under valgrind, noticeably after
-    my $e;
-    wait_for(sub { ($e) = grep { ($_->{uri} // '') eq '/' } $h->access_entries; $e }, 5);
+    my ($e) = $h->access_wait(sub { ($_->{uri} // '') eq '/' });
     is $e->{account}, '-', 'no account';
     is $e->{charge}, '-', 'no charge';
 };

@@ -6,7 +6,7 @@ use warnings;
 use Test::More;
 use Time::HiRes qw(sleep time);
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness;
+use Imgbill::Harness qw(wait_for fmt_units);
 
 my $CHARGE     = 2465;      # flash 560/1120
 
@@ -16,13 +16,6 @@ sub workers_of {
     return grep { /^\d+$/ } map { s/\s+//gr } split /\n/, `ps -o pid= --ppid $master`;
 }
 
-sub wait_until {
-    my ($cond, $secs) = @_;
-    my $end = time + $secs;
-    while (time < $end) { return 1 if $cond->(); sleep 0.1 }
-    return $cond->();
-}
-
 subtest 'kill -9 of a worker: its hold expires and frees the money' => sub {
     my $h = Imgbill::Harness->new(
         conf_filter => sub { $_[0] =~ s/imgbill_hold_ttl\s+15m;/imgbill_hold_ttl 3s;/ or die });
@@ -30,7 +23,7 @@ subtest 'kill -9 of a worker: its hold expires and frees the money' => sub {
     $h->account('k9', 'sk-kill-nine', 55000);
 
     my $wait = $h->in_flight(1, key => 'sk-kill-nine', mock => 'sleep=6');
-    ok wait_until(sub { keys %{ $h->holds('k9') } == 1 }, 5), 'a hold is placed';
+    ok $h->wait_holds('k9', 1, 5), 'a hold is placed';
 
     my @w = workers_of($h);
     is scalar @w, 1, 'one worker';
@@ -38,7 +31,7 @@ subtest 'kill -9 of a worker: its hold expires and frees the money' => sub {
     my ($got) = $wait->();
     isnt((split ' ', $got)[0], 200, "the client of the killed worker got no image ($got)");
 
-    ok wait_until(sub { my @n = workers_of($h); @n == 1 && $n[0] != $w[0] }, 10),
+    ok wait_for(sub { my @n = workers_of($h); @n == 1 && $n[0] != $w[0] }, 10),
        'the master started a new worker';
     is scalar keys %{ $h->holds('k9') }, 1, 'the dead worker\'s hold is still there';
 
@@ -47,7 +40,7 @@ subtest 'kill -9 of a worker: its hold expires and frees the money' => sub {
     my $res = $h->chat(key => 'sk-kill-nine');
     is $res->{status}, 402, "while it lives it counts: available $avail < 50000";
     like $res->{json}{error}{message} // '',
-        qr/available ${\ sprintf('%d.%04d', $avail \/ 10000, $avail % 10000) }/,
+        qr/available ${\ fmt_units($avail) }/,
         '... says so';
 
     sleep 3.2;
@@ -68,7 +61,7 @@ for my $signal (qw(HUP QUIT)) {
         $h->account('life', 'sk-lifecycle', 1000000);
 
         my $wait = $h->in_flight(6, key => 'sk-lifecycle', mock => 'sleep=2');
-        ok wait_until(sub { keys %{ $h->holds('life') } == 6 }, 5),
+        ok $h->wait_holds('life', 6, 5),
            'six generations in flight';
 
         kill $signal, $h->{nginx_pid};
@@ -79,14 +72,14 @@ for my $signal (qw(HUP QUIT)) {
 
         is $h->balance('life'), 1000000 - 6 * $CHARGE, 'balance down by six charges exactly';
         is scalar @{ $h->ledger('life') }, 6, 'six ledger entries';
-        ok wait_until(sub { !%{ $h->holds('life') } }, 5), 'no hold left';
+        ok $h->wait_holds('life', 0, 5), 'no hold left';
 
         if ($signal eq 'HUP') {
             my $res = $h->chat(key => 'sk-lifecycle');
             is $res->{status}, 200, 'the reloaded workers bill as before';
             is $h->balance('life'), 1000000 - 7 * $CHARGE, '... to the unit';
         } else {
-            ok wait_until(sub { !kill 0, $h->{nginx_pid} }, 10), 'nginx has quit';
+            ok wait_for(sub { !kill 0, $h->{nginx_pid} }, 10), 'nginx has quit';
         }
         is_deeply [ $h->crashes ], [], 'no worker crashed';
     };

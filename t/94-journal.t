@@ -6,26 +6,20 @@ use warnings;
 use Test::More;
 use Time::HiRes qw(sleep time);
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness;
+use Imgbill::Harness qw(wait_for);
 
 my $h = Imgbill::Harness->new;
 my $journal = $h->dir . '/imgbill.journal';
 $h->account('jr', 'sk-journal', 1000000);
 
 sub lines { -e $journal ? do { local @ARGV = $journal; <> } : () }
-sub wait_until {
-    my ($cond, $secs) = @_;
-    my $end = time + $secs;
-    while (time < $end) { return 1 if $cond->(); sleep 0.1 }
-    return $cond->();
-}
 
 my $rp = $h->{redis_pid};
 ok $rp, 'found the test redis-server';
 
 # a generation of 2 s; Redis freezes 0.5 s in, so the settle times out (1 s)
 my $wait = $h->in_flight(1, key => 'sk-journal', mock => 'sleep=2');
-ok wait_until(sub { %{ $h->holds('jr') } }, 5), 'admitted, hold placed';
+ok $h->wait_holds('jr', 1, 5), 'admitted, hold placed';
 sleep 0.5;
 kill 'STOP', $rp;
 
@@ -59,7 +53,7 @@ cmp_ok scalar keys %{ $h->holds('jr') }, '>=', 1, 'a stray hold waits for the re
 # the next request reconnects; the worker replays the journal
 $res = $h->chat(key => 'sk-journal');
 is $res->{status}, 200, 'next request after Redis is back: 200';
-ok wait_until(sub { -z $journal }, 5),
+ok wait_for(sub { -z $journal }, 5),
    'both journal lines replayed, then the journal emptied';
 like $h->error_log, qr/replaying 2 of 2 owed journal line/, '... as the log says';
 
@@ -68,13 +62,13 @@ is $h->balance('jr'), 1000000 - 2 * 2465,
 is scalar @{ $h->ledger('jr') }, 2, 'two ledger entries';
 my %ids; $ids{ $_->{request_id} }++ for @{ $h->ledger('jr') };
 is scalar(grep { $_ > 1 } values %ids), 0, 'no request id twice in the ledger';
-ok wait_until(sub { !%{ $h->holds('jr') } }, 5), 'the stray hold was released by the replay';
+ok $h->wait_holds('jr', 0, 5), 'the stray hold was released by the replay';
 
 # Redis really down at settlement (not frozen): the charge is applied from
 # the journal alone
 my $before = $h->balance('jr');
 $wait = $h->in_flight(1, key => 'sk-journal', mock => 'sleep=1.5');
-ok wait_until(sub { %{ $h->holds('jr') } }, 5), 'admitted';
+ok $h->wait_holds('jr', 1, 5), 'admitted';
 my $dump = { map { $_ => $h->redis('GET', $_) } 'imgbill:{jr}:balance',
              'imgbill:key:' . Imgbill::Harness::key_hash('sk-journal') };
 $h->redis_stop;
@@ -84,7 +78,7 @@ $h->redis_start;
 $h->redis('SET', $_, $dump->{$_}) for keys %$dump;     # what persistence would keep
 $res = $h->chat(key => 'sk-journal');
 is $res->{status}, 200, 'Redis back: 200';
-ok wait_until(sub { $h->balance('jr') == $before - 2 * 2465 }, 5),
+ok wait_for(sub { $h->balance('jr') == $before - 2 * 2465 }, 5),
    'the journaled charge was applied, once, besides the new one';
 is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger entries carry ids';
 # replaying a settlement Redis already has is a no-op: a journal line for a
@@ -98,7 +92,7 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     $h->redis('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
     $res = $h->chat(key => 'sk-journal');
     is $res->{status}, 200, 'after a dropped connection: 200, and a replay';
-    ok wait_until(sub { -z $journal }, 5),
+    ok wait_for(sub { -z $journal }, 5),
        'the already-settled line was replayed, the journal emptied';
     is $h->balance('jr'), $bal - 2465, 'only the new request was charged';
     my %ids; $ids{ $_->{request_id} }++ for @{ $h->ledger('jr') };
@@ -110,7 +104,7 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
 {
     my $bal = $h->balance('jr');
     my $wait = $h->in_flight(1, key => 'sk-journal', mock => 'sleep=1');
-    ok wait_until(sub { %{ $h->holds('jr') } }, 5), 'idle replay: admitted';
+    ok $h->wait_holds('jr', 1, 5), 'idle replay: admitted';
     my $keep = { map { $_ => $h->redis('GET', $_) } 'imgbill:{jr}:balance',
                  'imgbill:key:' . Imgbill::Harness::key_hash('sk-journal') };
     $h->redis_stop;
@@ -119,9 +113,9 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     ok !-z $journal, '... and the charge is in the journal';
     $h->redis_start;
     $h->redis('SET', $_, $keep->{$_}) for keys %$keep;
-    ok wait_until(sub { $h->balance('jr') == $bal - 2465 }, 5),
+    ok wait_for(sub { $h->balance('jr') == $bal - 2465 }, 5),
        'with no request at all, the charge is applied once Redis is back';
-    ok wait_until(sub { -z $journal }, 5), '... and the journal emptied';
+    ok wait_for(sub { -z $journal }, 5), '... and the journal emptied';
     is scalar(grep { $_->{charge} == 2465 } @{ $h->ledger('jr') }), 1,
        '... with its ledger entry';
 }
@@ -142,9 +136,9 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     $h->redis('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
     my $res = $h->chat(key => 'sk-journal', path => '/fast/v1/chat/completions');
     is $res->{status}, 200, 'a request reconnects';
-    ok wait_until(sub { $h->balance('jr') == $bal - 700 - 777 }, 10),
+    ok wait_for(sub { $h->balance('jr') == $bal - 700 - 777 }, 10),
        'the owed line at the end of a long journal was applied';
-    ok wait_until(sub { -z $journal }, 10), '... and the journal emptied';
+    ok wait_for(sub { -z $journal }, 10), '... and the journal emptied';
     is $h->redis('EXISTS', 'imgbill:{ghost}:balance'), 0,
        'settled lines were not replayed';
 }
@@ -157,9 +151,9 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     print $j "S " . ('a' x 32) . " jr 333 fast 0 0 gemini-2.5-flash-image\n";
     close $j;
     kill 'HUP', $h->{nginx_pid};
-    ok wait_until(sub { $h->balance('jr') == $bal - 333 }, 10),
+    ok wait_for(sub { $h->balance('jr') == $bal - 333 }, 10),
        'after a reload, new workers replay what old ones left, unasked';
-    ok wait_until(sub { -z $journal }, 5), '... and the journal emptied';
+    ok wait_for(sub { -z $journal }, 5), '... and the journal emptied';
 }
 
 # Lines replayed together go to Redis in one script call; a command that
@@ -177,18 +171,18 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     $h->redis('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
     my $res = $h->chat(key => 'sk-journal', path => '/fast/v1/chat/completions');
     is $res->{status}, 200, 'a request reconnects and starts the replay';
-    ok wait_until(sub { $h->balance('jr') == $bal - 700 - 555 }, 10),
+    ok wait_for(sub { $h->balance('jr') == $bal - 700 - 555 }, 10),
        'the good line of the call was applied';
-    ok wait_until(sub { $h->error_log =~ /WRONGTYPE[^\n]* to settle/ }, 5),
+    ok wait_for(sub { $h->error_log =~ /WRONGTYPE[^\n]* to settle/ }, 5),
        'the broken one failed alone, as the log says';
     ok !-z $journal, '... and is still owed';
     is $h->redis('EXISTS', "imgbill:{broken}:settled:$bad"), 0,
        '... with no settled marker left behind';
     $h->redis('DEL', 'imgbill:{broken}:balance');
     $h->redis('SET', 'imgbill:{broken}:balance', 10000);
-    ok wait_until(sub { $h->redis('GET', 'imgbill:{broken}:balance') == 10000 - 444 }, 10),
+    ok wait_for(sub { $h->redis('GET', 'imgbill:{broken}:balance') == 10000 - 444 }, 10),
        'mended, the retry applied it';
-    ok wait_until(sub { -z $journal }, 5), '... and the journal emptied';
+    ok wait_for(sub { -z $journal }, 5), '... and the journal emptied';
     is $h->balance('jr'), $bal - 700 - 555, 'the good line was not applied twice';
     is scalar(grep { $_->{request_id} eq $good } @{ $h->ledger('jr') }), 1,
        '... and has one ledger entry';
