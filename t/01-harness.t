@@ -4,8 +4,8 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(wait_for);
-use IO::Socket::INET;
+use Imgbill::Harness qw(wait_for port_open fmt_units);
+use Time::HiRes qw(sleep time);
 
 my $h = Imgbill::Harness->new(
     extra_server => '    location = /harness-probe { return 200 "probe ok\n"; }',
@@ -37,6 +37,78 @@ $h->account('hx', 'sk-hx', 12345);
 like $h->snapshot, qr/"12345"/, 'snapshot shows the seeded balance';
 is $h->redis('GET', 'imgbill:{hx}:balance'), 12345, 'redis()';
 
+# fresh accounts: their own names and keys, however many a test makes
+{
+    my ($a1, $k1) = $h->fresh_account(prefix => 'fr', units => 777);
+    my ($a2, $k2) = $h->fresh_account(prefix => 'fr');
+    isnt $a1, $a2, 'fresh_account: a new account each time';
+    isnt $k1, $k2, '... with a new key';
+    is $h->redis('GET', 'imgbill:key:' . Imgbill::Harness::key_hash($k1)), $a1,
+        '... the key maps to it';
+    is $h->balance($a1), 777, '... units => 777';
+    is $h->balance($a2), 100000, '... 10.0000 by default';
+    $h->account('fr3', 'sk-hand-made', 1);
+    my $exp = int(time) + 600;
+    my ($a3) = $h->fresh_account(prefix => 'fr', units => undef,
+                                 holds => { other => "5:$exp" });
+    isnt $a3, 'fr3', '... a hand-made account of that name is skipped';
+    is $h->balance($a3), undef, '... units => undef: no balance';
+    is_deeply $h->wait_holds($a3, 1, 1), { other => "5:$exp" },
+        '... holds seeded; wait_holds returns them';
+    is $h->wait_holds($a3, 0, 0.2), undef, 'wait_holds: undef when not within the time';
+    is_deeply [ map { fmt_units($_) } 0, 5, 2465, -12465, 1000000 ],
+        [ '0.0000', '0.0005', '0.2465', '-1.2465', '100.0000' ], 'fmt_units';
+}
+
+# raw HTTP: a whole exchange, and clients that go away mid-request
+{
+    my $r = $h->raw_http(method => 'GET', path => '/harness-probe');
+    is $r->{status}, 200, 'raw_http: status';
+    is $r->{body}, "probe ok\n", '... body';
+    like $r->{raw}, qr{^HTTP/1\.1 200 .*\r\n\r\nprobe ok\n\z}s, '... the raw reply';
+    is $r->{header_count}{'content-length'}, 1, '... headers counted';
+    my @probe = $h->access_wait(sub { $_->{uri} eq '/harness-probe' }, 2);
+    is scalar @probe, 2, 'access_wait: both probes logged';
+
+    my ($acct, $key) = $h->fresh_account(prefix => 'rawgone');
+    my $hits = $h->upstream_hits;
+    is_deeply [ $h->raw_http(key => $key, body => { model => 'gemini-2.5-flash-image' },
+                             mock => 'sleep=1', close_after => 'headers') ], [],
+        "close_after => 'headers': returns nothing";
+    for my $when ('body', 100) {
+        $h->raw_http(key => $key, body => { model => 'gemini-2.5-flash-image',
+                                            messages => [] },
+                     mock => 'sleep=1', close_after => $when);
+        # closed at once, nginx may notice before it goes upstream
+        ok wait_for(sub { $h->upstream_hits > $hits }, 5),
+            "close_after => $when ms: the request went out before the close"
+            if $when =~ /^\d+$/;
+        $hits = $h->upstream_hits;
+        ok $h->wait_holds($acct, 0, 10), "close_after => $when: no hold left";
+    }
+    sleep 1.2;    # the upstream's (unwanted) replies are in
+    is $h->balance($acct), 100000, 'clients that went away paid nothing';
+    is $h->request('GET', '/harness-probe')->{status}, 200, 'nginx still answers';
+}
+
+# rejected_ok: a subtest of its own
+$h->rejected_ok('rejected_ok: an unknown key', 401, 'invalid_request_error',
+                'invalid_api_key', sub { $h->chat(key => 'sk-nobody') });
+
+# the CLI on this Redis
+{
+    my ($acct) = $h->fresh_account(prefix => 'clih', units => 24650);
+    my ($rc, $out, $err) = $h->cli('balance', $acct);
+    is "$rc|$out|$err", "0|2.4650\n|", 'cli: exit, stdout, stderr';
+    ($rc, $out) = $h->cli({ stdin => "sk-from-stdin\n" }, 'key-add', $acct, '-');
+    is $h->redis('GET', 'imgbill:key:' . Imgbill::Harness::key_hash('sk-from-stdin')),
+        $acct, '... stdin';
+    ($rc) = $h->cli({ env => { IMGBILL_REDIS => '127.0.0.1:' . Imgbill::Harness::free_port() } },
+                    'balance', $acct);
+    is $rc, 1, '... env overrides';
+    like $h->cli_printed, qr/2\.4650/, 'cli_printed';
+}
+
 my ($rc, $out) = Imgbill::Harness->nginx_t("this is not nginx;\n");
 isnt $rc, 0, 'nginx_t: a broken config fails';
 like $out, qr/unknown directive "this"/, 'nginx_t returns the output';
@@ -50,7 +122,7 @@ undef $h;
 ok !-e $dir, 'temp dir removed' unless $ENV{IMGBILL_KEEP};
 for ([ nginx => $port ], [ redis => $rport ], [ mock => $mport ]) {
     my ($name, $p) = @$_;
-    ok wait_for(sub { !IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $p) }, 5),
+    ok wait_for(sub { !port_open($p) }, 5),
         "$name stopped";
 }
 
