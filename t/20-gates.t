@@ -4,20 +4,11 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness;
+use Imgbill::Harness qw(priced_location);
 
-my $h = Imgbill::Harness->new(extra_server => <<'EOC');
-    location = /tuned/v1/chat/completions {
-        imgbill metered;
-        imgbill_min_balance 1.00;
-        imgbill_min_charge 0.05;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_set_header Authorization "";
-        proxy_set_header Accept-Encoding "";
-        proxy_pass http://imgbill_upstream/v1/chat/completions;
-    }
-EOC
+my $h = Imgbill::Harness->new(extra_server => priced_location(
+    '/tuned/v1/chat/completions',
+    'imgbill metered;', 'imgbill_min_balance 1.00;', 'imgbill_min_charge 0.05;'));
 my $FLASH = 'gemini-2.5-flash-image';
 my $PRO   = 'gemini-3-pro-image-preview';
 my $FAST  = '/fast/v1/chat/completions';

@@ -4,35 +4,16 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(error_ok);
+use Imgbill::Harness qw(error_ok priced_location);
 use Time::HiRes qw(time);
 
-my $common = <<'EOC';
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_set_header Authorization "";
-        proxy_set_header Accept-Encoding "";
-EOC
-my $h = Imgbill::Harness->new(extra_server => <<"EOC");
-    location = /short/v1/chat/completions {
-        imgbill metered;
-        proxy_read_timeout 1s;
-$common
-        proxy_pass http://imgbill_upstream/v1/chat/completions;
-    }
-    location = /small/v1/chat/completions {
-        imgbill metered;
-        imgbill_body_limit 1k;
-$common
-        proxy_pass http://imgbill_upstream/v1/chat/completions;
-    }
-    location = /smallfast/v1/chat/completions {
-        imgbill fast;
-        imgbill_body_limit 1k;
-$common
-        proxy_pass http://imgbill_upstream/v1/chat/completions;
-    }
-EOC
+my $h = Imgbill::Harness->new(extra_server => join '',
+    priced_location('/short/v1/chat/completions',
+                    'imgbill metered;', 'proxy_read_timeout 1s;'),
+    priced_location('/small/v1/chat/completions',
+                    'imgbill metered;', 'imgbill_body_limit 1k;'),
+    priced_location('/smallfast/v1/chat/completions',
+                    'imgbill fast;', 'imgbill_body_limit 1k;'));
 
 my $FAST = '/fast/v1/chat/completions';
 

@@ -57,7 +57,8 @@ package Imgbill::Harness;
 #   port / redis_port / mock_port / redis_addr / url($path) / dir / root
 # Exported on request: wait_for(sub, $timeout, $step), key_hash($raw),
 #   free_port(), port_open($port), fmt_units($units) -> "-1.2465",
-#   error_ok($res, $status, $type, $code, $name).
+#   error_ok($res, $status, $type, $code, $name),
+#   priced_location($path, @directives) -> a location block for extra_server.
 #
 # Addresses are always 127.0.0.1.  The module is build/ngx_http_imgbill_module.so
 # (env IMGBILL_MODULE overrides); if it is missing the test run BAILs OUT.
@@ -84,7 +85,8 @@ use Test::More ();
 use ImgbillRedis;
 
 use Exporter 'import';
-our @EXPORT_OK = qw(wait_for key_hash free_port port_open fmt_units error_ok);
+our @EXPORT_OK = qw(wait_for key_hash free_port port_open fmt_units error_ok
+                    priced_location);
 
 my $ROOT = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
                                        '..', '..', '..'));
@@ -183,6 +185,24 @@ sub new {
     $self->_mock_start if $self->{want_mock};
     $self->_nginx_start if $self->{want_nginx};
     return $self;
+}
+
+# priced_location($path, @directives) -> "location = $path { ... }" for
+# extra_server: the directives (e.g. 'imgbill metered;', 'imgbill_body_limit
+# 1k;'), then proxied to the mock's /v1/chat/completions the way conf.d's
+# priced locations are: HTTP/1.1, and neither the client's Authorization
+# nor its Accept-Encoding (a compressed reply could not be read for usage)
+# nor its Connection passed on.
+sub priced_location {
+    my ($path, @directives) = @_;
+    return join '', "    location = $path {\n",
+        map({ "        $_\n" } @directives,
+            'proxy_http_version 1.1;',
+            'proxy_set_header Connection "";',
+            'proxy_set_header Authorization "";',
+            'proxy_set_header Accept-Encoding "";',
+            'proxy_pass http://imgbill_upstream/v1/chat/completions;'),
+        "    }\n";
 }
 
 sub dir        { $_[0]{dir} }
