@@ -14,7 +14,13 @@
 
 
 /* token counts above this are not believed (and cannot overflow a charge) */
-#define NGX_HTTP_IMGBILL_TOKENS_MAX   2147483647
+#define NGX_HTTP_IMGBILL_TOKENS_MAX      2147483647
+
+/* containers open at once, the root included: a reply is never that deep */
+#define NGX_HTTP_IMGBILL_SCAN_DEPTH      128
+
+/* the longest key the scanner tells apart, "completion_tokens" */
+#define NGX_HTTP_IMGBILL_SCAN_KEY_LEN    17
 
 
 /* the reply scanner's findings */
@@ -27,6 +33,56 @@ typedef struct {
 } ngx_http_imgbill_scan_t;
 
 
+/* an open object or array */
+typedef struct {
+    u_char                          close;     /* '}' or ']' */
+    u_char                          role;      /* the path it is on */
+    u_char                          key;       /* of the member being read */
+} ngx_http_imgbill_scan_frame_t;
+
+
+/*
+ * Everything the scanner knows between two buffers: a fixed size, so that
+ * a caller embeds it and the input may be any size, cut anywhere.
+ */
+
+typedef struct {
+    ngx_http_imgbill_scan_frame_t   stack[NGX_HTTP_IMGBILL_SCAN_DEPTH];
+    ngx_uint_t                      depth;
+    ngx_uint_t                      state;     /* where in the document */
+
+    /* the token being read: a string, a number or a literal */
+    ngx_uint_t                      token;     /* where in the token */
+    ngx_uint_t                      watch;     /* what its bytes are for */
+    ngx_uint_t                      hex;       /* digits of "\u" to come */
+    ngx_uint_t                      match;     /* of "data:image\/" */
+    ngx_int_t                       number;
+    u_char                         *literal;   /* of "true" etc., to come */
+    size_t                          key_len;
+    u_char                          key[NGX_HTTP_IMGBILL_SCAN_KEY_LEN];
+    unsigned                        escaped:1;
+    unsigned                        bang:1;    /* the last byte was '!' */
+    unsigned                        found:1;   /* an image named in it */
+    unsigned                        integer:1;
+
+    /* what the document said so far */
+    ngx_uint_t                      usages;
+    ngx_uint_t                      prompt_seen;
+    ngx_uint_t                      completion_seen;
+    ngx_int_t                       prompt_tokens;
+    ngx_int_t                       completion_tokens;
+    unsigned                        usage_bad:1;
+    unsigned                        image:1;
+} ngx_http_imgbill_scanner_t;
+
+
+void ngx_http_imgbill_scan_init(ngx_http_imgbill_scanner_t *s);
+ngx_int_t ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s,
+    u_char *p, u_char *last);
+void ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
+    ngx_http_imgbill_scan_t *res);
+
+/* the whole reply in one buffer: init, feed and finish */
 void ngx_http_imgbill_scan(u_char *p, u_char *last,
     ngx_http_imgbill_scan_t *res);
 
