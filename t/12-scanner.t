@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # The reply scanner, checked directly in C (t/unit/scan_check.c) under
-# AddressSanitizer and UBSan: every verdict, and no read outside the reply.
+# AddressSanitizer and UBSan: every verdict, the same however the reply is
+# cut into buffers, and no read outside the reply.
 use strict;
 use warnings;
 use File::Temp qw(tempdir);
@@ -21,7 +22,8 @@ my @cmd = ('cc', '-g', '-O1', '-fsanitize=address,undefined',
            '-fno-sanitize-recover=all', '-Wall', '-Werror', @inc,
            "-I$root/ngx_imgbill_module", '-o', "$dir/scan_check",
            "$root/t/unit/scan_check.c",
-           "$root/ngx_imgbill_module/ngx_http_imgbill_scan.c");
+           "$root/ngx_imgbill_module/ngx_http_imgbill_scan.c",
+           "$root/t/stub/ngx_stubs.c");
 
 my $out = `@cmd 2>&1`;
 if ($? != 0) {

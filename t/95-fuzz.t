@@ -45,7 +45,8 @@ my @cmd = ('clang', '-g', '-O1', '-fsanitize=fuzzer,address,undefined',
            '-fno-sanitize-recover=all', '-Wall', '-Werror',
            '-DIMGBILL_FUZZ_SELFTEST', @inc, "-I$root/ngx_imgbill_module",
            '-o', "$dir/scan_selftest", "$root/t/fuzz/scan_fuzz.c",
-           "$root/ngx_imgbill_module/ngx_http_imgbill_scan.c", '-ljansson');
+           "$root/ngx_imgbill_module/ngx_http_imgbill_scan.c",
+           "$root/t/stub/ngx_stubs.c", '-ljansson');
 
 my $cc = `@cmd 2>&1`;
 is($?, 0, "the self-test variant compiles") or diag($cc);

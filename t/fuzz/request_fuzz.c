@@ -1,7 +1,8 @@
 
 /*
  * libFuzzer target: the request validator (ngx_http_imgbill_request.c).
- * Built by t/fuzz/run against the nginx tree that scripts/build configured.
+ * Built by t/fuzz/run against the nginx tree that scripts/build configured,
+ * with the libnginx functions the validator calls from t/stub/ngx_stubs.c.
  *
  * An input is two bytes of image_limit (little endian, 0..64 KiB, so that
  * small images already exceed it) followed by the client's body.  The
@@ -36,67 +37,6 @@ static void imgbill_fuzz_walk(json_t *root, size_t limit,
     imgbill_fuzz_walk_t *w);
 static size_t imgbill_fuzz_url_size(const char *url, size_t len);
 static int imgbill_fuzz_caseeq(const char *s, const char *lower, size_t n);
-
-
-/*
- * The two libnginx functions the validator calls: nginx 1.22's own, so
- * that the harness checks the validator as nginx runs it.
- */
-
-ngx_int_t
-ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
-{
-    ngx_uint_t  c1, c2;
-
-    while (n) {
-        c1 = (ngx_uint_t) *s1++;
-        c2 = (ngx_uint_t) *s2++;
-
-        c1 = (c1 >= 'A' && c1 <= 'Z') ? (c1 | 0x20) : c1;
-        c2 = (c2 >= 'A' && c2 <= 'Z') ? (c2 | 0x20) : c2;
-
-        if (c1 == c2) {
-
-            if (c1) {
-                n--;
-                continue;
-            }
-
-            return 0;
-        }
-
-        return c1 - c2;
-    }
-
-    return 0;
-}
-
-
-u_char *
-ngx_strlcasestrn(u_char *s1, u_char *last, u_char *s2, size_t n)
-{
-    ngx_uint_t  c1, c2;
-
-    c2 = (ngx_uint_t) *s2++;
-    c2 = (c2 >= 'A' && c2 <= 'Z') ? (c2 | 0x20) : c2;
-    last -= n;
-
-    do {
-        do {
-            if (s1 >= last) {
-                return NULL;
-            }
-
-            c1 = (ngx_uint_t) *s1++;
-
-            c1 = (c1 >= 'A' && c1 <= 'Z') ? (c1 | 0x20) : c1;
-
-        } while (c1 != c2);
-
-    } while (ngx_strncasecmp(s1, s2, n) != 0);
-
-    return --s1;
-}
 
 
 int

@@ -2,7 +2,8 @@
 /*
  * libFuzzer target: the reply scanner (ngx_http_imgbill_scan.c), checked
  * against its own contract and, differentially, against jansson 2.14.
- * Built by t/fuzz/run against the nginx tree that scripts/build configured.
+ * Built by t/fuzz/run against the nginx tree that scripts/build configured,
+ * with t/stub/ngx_stubs.c.
  *
  * The scanner says json, image, usage and two counts; jansson parses the
  * same bytes into a tree, and the tree says what those verdicts should have
@@ -17,16 +18,13 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_scan.h"
 
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-
-/* the scanner's nesting limit (ngx_http_imgbill_scan.c), root included */
-#define IMGBILL_FUZZ_DEPTH_MAX  128
 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -39,49 +37,6 @@ static int imgbill_fuzz_count(json_t *usage, const char *name,
     json_int_t *value);
 static int imgbill_fuzz_image(json_t *root);
 static int imgbill_fuzz_content_image(json_t *content);
-
-
-/*
- * The one libnginx function the scanner calls: nginx 1.22's own, so that
- * the harness checks the scanner as nginx runs it.
- */
-
-ngx_int_t
-ngx_hextoi(u_char *line, size_t n)
-{
-    u_char     c, ch;
-    ngx_int_t  value, cutoff;
-
-    if (n == 0) {
-        return NGX_ERROR;
-    }
-
-    cutoff = NGX_MAX_INT_T_VALUE / 16;
-
-    for (value = 0; n--; line++) {
-        if (value > cutoff) {
-            return NGX_ERROR;
-        }
-
-        ch = *line;
-
-        if (ch >= '0' && ch <= '9') {
-            value = value * 16 + (ch - '0');
-            continue;
-        }
-
-        c = (u_char) (ch | 0x20);
-
-        if (c >= 'a' && c <= 'f') {
-            value = value * 16 + (c - 'a' + 10);
-            continue;
-        }
-
-        return NGX_ERROR;
-    }
-
-    return value;
-}
 
 
 int
@@ -175,7 +130,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!res.json
         && json_is_object(lax)
         && memchr(buf, '\0', size) == NULL
-        && imgbill_fuzz_depth(lax) <= IMGBILL_FUZZ_DEPTH_MAX)
+        && imgbill_fuzz_depth(lax) <= NGX_HTTP_IMGBILL_SCAN_DEPTH)
     {
         imgbill_fuzz_fail(&res, "jansson parses an object, json is 0");
     }

@@ -3,39 +3,11 @@
  * against the nginx tree that scripts/build configured.  Prints TAP.
  */
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_scan.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-
-
-/* the one libnginx function the scanner calls */
-ngx_int_t
-ngx_hextoi(u_char *line, size_t n)
-{
-    ngx_int_t  value;
-    u_char     c;
-
-    if (n == 0) {
-        return NGX_ERROR;
-    }
-
-    for (value = 0; n--; line++) {
-        c = (u_char) (*line | 0x20);
-
-        if (*line >= '0' && *line <= '9') {
-            value = value * 16 + (*line - '0');
-
-        } else if (c >= 'a' && c <= 'f') {
-            value = value * 16 + (c - 'a' + 10);
-
-        } else {
-            return NGX_ERROR;
-        }
-    }
-
-    return value;
-}
 
 
 static int  tests, failed;
