@@ -7,9 +7,13 @@
  *
  * The scanner says json, image, usage and two counts; jansson parses the
  * same bytes into a tree, and the tree says what those verdicts should have
- * been.  Where the two may legitimately disagree, the exception is named
- * below with the reason; anything else is a bug in one of them, and the
- * target abort()s with a message on stderr.
+ * been.  The same bytes are also fed to the scanner in pieces, cut where a
+ * generator seeded with the input says (so a reproducer cuts them the
+ * same way), and every verdict must be the one of the whole buffer.
+ *
+ * Where the two may legitimately disagree, the exception is named below
+ * with the reason; anything else is a bug in one of them, and the target
+ * abort()s with a message on stderr.
  *
  * -DIMGBILL_FUZZ_SELFTEST builds a deliberately broken variant (a prompt
  * count reported one too high, yet in range), which t/95-fuzz.t expects
@@ -31,6 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void imgbill_fuzz_fail(ngx_http_imgbill_scan_t *res, const char *fmt,
     ...);
+static void imgbill_fuzz_pieces(u_char *buf, size_t size,
+    ngx_http_imgbill_scan_t *whole);
 static int imgbill_fuzz_exempt(json_error_t *err);
 static size_t imgbill_fuzz_depth(json_t *v);
 static int imgbill_fuzz_count(json_t *usage, const char *name,
@@ -62,6 +68,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(buf, data, size);
 
     ngx_http_imgbill_scan(buf, buf + size, &res);
+
+    imgbill_fuzz_pieces(buf, size, &res);
 
 #ifdef IMGBILL_FUZZ_SELFTEST
     /* a plausible miscount: only the comparison with jansson can see it */
@@ -257,6 +265,69 @@ imgbill_fuzz_fail(ngx_http_imgbill_scan_t *res, const char *fmt, ...)
             (long) res->completion_tokens);
 
     abort();
+}
+
+
+/*
+ * The input fed again in pieces of 1 byte to all that is left, each an
+ * exact-size heap copy (a read past a piece is an ASan error), the sizes
+ * drawn by xorshift seeded with the input's FNV-1a hash.  Feeding stops
+ * at NGX_ERROR, as a caller may; the verdict must be the whole buffer's.
+ */
+
+static void
+imgbill_fuzz_pieces(u_char *buf, size_t size, ngx_http_imgbill_scan_t *whole)
+{
+    static size_t               scales[] = { 1, 2, 8, 64, 4096, 65536 };
+    u_char                     *piece;
+    size_t                      i, n;
+    uint64_t                    r;
+    ngx_int_t                   rc;
+    ngx_http_imgbill_scan_t     res;
+    ngx_http_imgbill_scanner_t  s;
+
+    r = 14695981039346656037ULL;
+
+    for (i = 0; i < size; i++) {
+        r = (r ^ buf[i]) * 1099511628211ULL;
+    }
+
+    ngx_http_imgbill_scan_init(&s);
+    rc = NGX_OK;
+
+    for (i = 0; i < size && rc == NGX_OK; i += n) {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+
+        n = 1 + (r >> 8) % scales[r % (sizeof(scales) / sizeof(size_t))];
+        n = (n > size - i) ? size - i : n;
+
+        piece = malloc(n);
+        if (piece == NULL) {
+            abort();
+        }
+
+        memcpy(piece, buf + i, n);
+        rc = ngx_http_imgbill_scan_feed(&s, piece, piece + n);
+        free(piece);
+    }
+
+    ngx_http_imgbill_scan_finish(&s, &res);
+
+    if (rc == NGX_ERROR && whole->json) {
+        imgbill_fuzz_fail(whole, "fed in pieces, NGX_ERROR at byte %zu",
+                          i);
+    }
+
+    if (res.json != whole->json || res.image != whole->image
+        || res.usage != whole->usage
+        || res.prompt_tokens != whole->prompt_tokens
+        || res.completion_tokens != whole->completion_tokens)
+    {
+        imgbill_fuzz_fail(&res, "fed in pieces, the verdict differs "
+                          "from the whole buffer's");
+    }
 }
 
 

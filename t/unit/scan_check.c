@@ -1,6 +1,10 @@
 /*
  * Direct checks of the reply scanner (ngx_http_imgbill_scan.c), built
  * against the nginx tree that scripts/build configured.  Prints TAP.
+ *
+ * Every case is scanned whole, then fed again cut in two at every point
+ * and byte by byte, each piece an exact-size heap copy (a read past a
+ * piece is an ASan error): the verdict must not depend on the cuts.
  */
 
 #include "ngx_http_imgbill_scan.h"
@@ -13,13 +17,54 @@
 static int  tests, failed;
 
 
+/* the pieces [0, cut) and [cut, len), or (step) one byte at a time */
+
+static void
+scan_pieces(const char *json, size_t len, size_t cut, int step,
+    ngx_http_imgbill_scan_t *res)
+{
+    u_char                      *piece;
+    size_t                       from, to;
+    ngx_http_imgbill_scanner_t   s;
+
+    ngx_http_imgbill_scan_init(&s);
+
+    for (from = 0; from < len || from == 0; from = to) {
+        to = step ? from + 1 : (from < cut ? cut : len);
+        to = (to > len) ? len : to;
+
+        piece = malloc(to - from ? to - from : 1);
+        memcpy(piece, json + from, to - from);
+        (void) ngx_http_imgbill_scan_feed(&s, piece, piece + (to - from));
+        free(piece);
+
+        if (to == len) {
+            break;
+        }
+    }
+
+    ngx_http_imgbill_scan_finish(&s, res);
+}
+
+
+static int
+same(ngx_http_imgbill_scan_t *a, ngx_http_imgbill_scan_t *b)
+{
+    return a->json == b->json && a->image == b->image
+           && a->usage == b->usage && a->prompt_tokens == b->prompt_tokens
+           && a->completion_tokens == b->completion_tokens;
+}
+
+
 static void
 check(const char *name, const char *json, size_t len, int json_ok, int image,
     int usage, long pt, long ct)
 {
     u_char                   *copy;
-    ngx_http_imgbill_scan_t   res;
+    size_t                    cut;
+    ngx_http_imgbill_scan_t   res, split;
     int                       ok;
+    char                      why[64];
 
     /* an exact-size heap copy, so a read past the end is caught by ASan
        or valgrind */
@@ -32,13 +77,33 @@ check(const char *name, const char *json, size_t len, int json_ok, int image,
          && (!json_ok || (res.image == image && res.usage == usage
                           && (!usage || (res.prompt_tokens == pt
                                          && res.completion_tokens == ct))));
+    why[0] = '\0';
+
+    for (cut = 0; ok && cut <= len; cut++) {
+        scan_pieces(json, len, cut, 0, &split);
+
+        if (!same(&res, &split)) {
+            ok = 0;
+            snprintf(why, sizeof(why), ", differs cut at %zu", cut);
+        }
+    }
+
+    if (ok) {
+        scan_pieces(json, len, 0, 1, &split);
+
+        if (!same(&res, &split)) {
+            ok = 0;
+            snprintf(why, sizeof(why), ", differs byte by byte");
+        }
+    }
+
     tests++;
 
     if (!ok) {
         failed++;
-        printf("not ok %d - %s (json %d image %d usage %d pt %ld ct %ld)\n",
+        printf("not ok %d - %s (json %d image %d usage %d pt %ld ct %ld%s)\n",
                tests, name, res.json, res.image, res.usage,
-               (long) res.prompt_tokens, (long) res.completion_tokens);
+               (long) res.prompt_tokens, (long) res.completion_tokens, why);
 
     } else {
         printf("ok %d - %s\n", tests, name);
