@@ -15,7 +15,9 @@ package ImgbillRedis;
 #   bulk string ($n)    -> the string; a nil bulk ($-1) -> undef
 #   array (*n)          -> an array ref of decoded elements; a nil array -> undef
 #   error (-ERR ...)    -> cmd() DIES with the error text followed by "\n",
-#                          e.g. "WRONGTYPE Operation against a key ...\n".
+#                          e.g. "WRONGTYPE Operation against a key ...\n";
+#                          also for an error inside an array (cmd_each()
+#                          returns such an array, the error as "-TEXT").
 #
 # Connection problems (refused, timeout, closed mid-reply) also die, with a
 # message starting "imgbill-redis: ".  Use eval { } to tell them apart:
@@ -212,6 +214,18 @@ sub cmd {
     $self->_write(_encode(@args));
     my ($v, $err) = $self->_reply;
     die "$err\n" if defined $err;
+    return $v;
+}
+
+# cmd_each(@args): as cmd(), but an array reply whose elements are errors
+# (a script's batch of results) is returned whole, each error as "-TEXT";
+# only an error reply of the whole command dies.
+sub cmd_each {
+    my ($self, @args) = @_;
+    die "imgbill-redis: cmd_each() needs a command\n" unless @args;
+    $self->_write(_encode(@args));
+    my ($v, $err) = $self->_reply;
+    die "$err\n" if defined $err && !ref $v;
     return $v;
 }
 

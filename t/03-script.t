@@ -1,0 +1,227 @@
+# The Redis script (ngx_imgbill_module/ngx_http_imgbill_script.lua) on its
+# own, against redis-server, without nginx: each command's keys, arguments,
+# replies and writes, its idempotency and its rollback; and the C header
+# built from it is current.
+use strict;
+use warnings;
+use Test::More;
+use Digest::SHA qw(sha1_hex);
+use lib 't/lib', 'scripts/lib';
+use Imgbill::Harness qw(key_hash);
+
+my $root = Imgbill::Harness->root;
+my $lua_file = "$root/ngx_imgbill_module/ngx_http_imgbill_script.lua";
+my $lua = do { local (@ARGV, $/) = ($lua_file); <> };
+
+# --- the generated header matches the .lua file
+{
+    my $out = `"$root/scripts/gen-script" --check 2>&1`;
+    is $?, 0, 'ngx_http_imgbill_script_lua.h is current (scripts/gen-script)'
+        or diag $out;
+    my $h = do {
+        local (@ARGV, $/) = ("$root/ngx_imgbill_module/ngx_http_imgbill_script_lua.h");
+        <>;
+    };
+    my ($sha) = $h =~ /NGX_HTTP_IMGBILL_SCRIPT_SHA\s+"([0-9a-f]{40})"/;
+    is $sha, sha1_hex($lua), 'the header names the script by its SHA-1';
+}
+
+my $h = Imgbill::Harness->new(nginx => 0, mock => 0);
+my $r = $h->redis_client;
+my $sha = $r->cmd('SCRIPT', 'LOAD', $lua);
+is $sha, sha1_hex($lua), 'Redis names the script as the header does';
+
+# the numbers of the "run" table
+my %FN = (admit => 1, settle => 2, release => 3, release_key => 4);
+
+# call([name, [keys], [args]], ...) -> the array of results; a failing
+# command's result is { err => text }
+sub call {
+    my (@cmds) = @_;
+    my (@keys, @argv);
+    for my $c (@cmds) {
+        my ($name, $k, $a) = @$c;
+        push @keys, @$k;
+        push @argv, $FN{$name}, scalar @$k, scalar @$a, @$a;
+    }
+    my $res = eval { $r->cmd_each('EVALSHA', $sha, scalar @keys, @keys, @argv) };
+    die "EVALSHA failed: $@" unless $res;
+    return $res;
+}
+
+sub one { return call([@_])->[0] }
+
+sub keys_of { my ($a) = @_; map { "imgbill:{$a}:$_" } @_[1 .. $#_] }
+
+sub admit {
+    my ($key, $rid, $gate, $hold, $ttl) = @_;
+    return one('admit', ['imgbill:key:' . key_hash($key)],
+               [$rid, $gate, $hold, $ttl // 900]);
+}
+
+sub settle {
+    my ($acct, $rid, $charge, %o) = @_;
+    return one('settle',
+               [keys_of($acct, qw(balance holds ledger)),
+                "imgbill:{$acct}:settled:$rid", "imgbill:{$acct}:held"],
+               [$rid, $charge, $o{channel} // 'metered',
+                $o{model} // 'gemini-2.5-flash-image', $o{pt} // 560,
+                $o{ct} // 1120, 604800, $o{ts} // 1700000000,
+                $o{hold} // 0]);
+}
+
+sub release {
+    my ($acct, $rid, $hold) = @_;
+    return one('release', [keys_of($acct, qw(holds held))], [$rid, $hold // 0]);
+}
+
+sub held { my ($a) = @_; return { @{ $r->cmd('HGETALL', "imgbill:{$a}:held") } } }
+sub holds { my ($a) = @_; return { @{ $r->cmd('HGETALL', "imgbill:{$a}:holds") } } }
+sub bal { my ($a) = @_; return $r->cmd('GET', "imgbill:{$a}:balance") }
+
+my $now = $r->cmd('TIME')->[0];
+
+# --- admit
+$h->account('alice', 'sk-alice', 100000);
+
+is_deeply admit('sk-nobody', 'r0', 50000, 100), [-1], 'unknown key -> {-1}';
+
+{
+    my $before = $h->snapshot;
+    is_deeply admit('sk-alice', 'r0', 100001, 100),
+              [0, 'alice', 100000, 100000],
+              'gate not met -> {0, account, balance, available}';
+    is $h->snapshot, $before, 'a refusal writes nothing';
+}
+
+is_deeply admit('sk-alice', 'r1', 50000, 7000),
+          [1, 'alice', 100000, 100000], 'admitted -> {1, account, balance, available}';
+like holds('alice')->{r1}, qr/^7000:(\d+)$/, 'the hold is "units:expiry"';
+my ($exp) = holds('alice')->{r1} =~ /:(\d+)$/;
+cmp_ok abs($exp - ($now + 900)), '<=', 2, 'expiry is now + the ttl';
+is held('alice')->{units}, 7000, 'held: the sum of the holds';
+
+is_deeply admit('sk-alice', 'r2', 50000, 3000),
+          [1, 'alice', 100000, 93000], 'a second admission sees 7000 held';
+is held('alice')->{units}, 10000, 'held adds up: 10000';
+
+is_deeply admit('sk-alice', 'r3', 90001, 100), [0, 'alice', 100000, 90000],
+          'the gate is on the available balance, not the balance';
+
+# --- release, with and without the amount
+is release('alice', 'r2', 3000), 1, 'release with the amount -> 1';
+is release('alice', 'r2', 3000), 0, 'again -> 0: nothing to release';
+is held('alice')->{units}, 7000, 'held: 7000 after the release';
+is release('alice', 'r1', 0), 1, 'release without the amount reads it back';
+is held('alice')->{units}, 0, 'held: 0';
+is_deeply holds('alice'), {}, 'no hold left';
+
+# --- settle: charge, ledger, marker, idempotency
+admit('sk-alice', 'r4', 50000, 7000);
+is_deeply settle('alice', 'r4', 2465, hold => 7000), [1, 97535],
+          'settle -> {1, balance after}';
+is bal('alice'), 97535, 'balance decreased by the charge, to the unit';
+is_deeply holds('alice'), {}, 'its hold released';
+is held('alice')->{units}, 0, 'held back to 0';
+{
+    my $l = $r->cmd('XRANGE', 'imgbill:{alice}:ledger', '-', '+');
+    is scalar @$l, 1, 'one ledger entry';
+    is_deeply { @{ $l->[0][1] } }, {
+        request_id => 'r4', ts => 1700000000, channel => 'metered',
+        model => 'gemini-2.5-flash-image', prompt_tokens => 560,
+        completion_tokens => 1120, charge => 2465, balance_after => 97535,
+    }, 'the entry has every field';
+    my $ttl = $r->cmd('TTL', 'imgbill:{alice}:settled:r4');
+    cmp_ok $ttl, '>', 604000, 'the marker lives 7 days';
+}
+is_deeply settle('alice', 'r4', 2465, hold => 7000), [0, 97535],
+          'the same request again -> {0, balance}: applied before';
+is bal('alice'), 97535, 'not charged twice';
+is scalar @{ $r->cmd('XRANGE', 'imgbill:{alice}:ledger', '-', '+') }, 1,
+   'no second ledger entry';
+
+# a journal replay does not know the hold: the script reads it
+admit('sk-alice', 'r5', 50000, 7000);
+is_deeply settle('alice', 'r5', 700, hold => 0, channel => 'fast'),
+          [1, 96835], 'settle with hold 0 (a replay)';
+is held('alice')->{units}, 0, 'the hold it read back is released';
+
+# a free outcome: the hold goes back, nothing else is written
+admit('sk-alice', 'r6', 50000, 7000);
+is_deeply settle('alice', 'r6', 0, hold => 7000), [1, 96835], 'a free settle';
+is $r->cmd('EXISTS', 'imgbill:{alice}:settled:r6'), 0, 'no marker for it';
+is scalar @{ $r->cmd('XRANGE', 'imgbill:{alice}:ledger', '-', '+') }, 2,
+   'no ledger entry for it';
+is_deeply holds('alice'), {}, 'its hold released';
+is_deeply settle('alice', 'r4', 0), [0, 96835],
+          'a free settle of a charged request changes nothing';
+
+# --- release_key: only the key is known
+admit('sk-alice', 'r7', 50000, 7000);
+is one('release_key', ['imgbill:key:' . key_hash('sk-alice')], ['r7']), 1,
+   'release_key -> 1';
+is held('alice')->{units}, 0, 'held back to 0';
+is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
+   'release_key of an unknown key -> 0';
+
+# --- the held sum: recounted once "sweep" has passed, expired holds dropped
+{
+    $h->account('bob', 'sk-bob', 100000);
+    $r->cmd('HSET', 'imgbill:{bob}:holds', 'old', '5000:' . ($now - 10),
+            'live', '2000:' . ($now + 100));
+    $r->cmd('HSET', 'imgbill:{bob}:held', 'units', 99999, 'sweep', $now - 1);
+    is_deeply admit('sk-bob', 'b1', 50000, 1000), [1, 'bob', 100000, 98000],
+              'recount: only the live hold counts';
+    my $hs = holds('bob');
+    ok !exists $hs->{old}, 'the expired hold is swept';
+    is held('bob')->{units}, 3000, 'held: the live hold and the new one';
+    cmp_ok abs(held('bob')->{sweep} - ($now + 100)), '<=', 2,
+           'sweep: the earliest live expiry';
+
+    # before "sweep", the sum is trusted as it is
+    $r->cmd('HSET', 'imgbill:{bob}:held', 'units', 60000);
+    is_deeply admit('sk-bob', 'b2', 50000, 1000), [0, 'bob', 100000, 40000],
+              'before sweep the stored sum decides';
+
+    # a missing sum is recounted
+    $r->cmd('DEL', 'imgbill:{bob}:held');
+    is_deeply admit('sk-bob', 'b3', 50000, 1000), [1, 'bob', 100000, 97000],
+              'a missing sum is recounted';
+    is held('bob')->{units}, 4000, 'and stored';
+
+    # a sum driven below zero by hand is reset, never negative
+    $r->cmd('HSET', 'imgbill:{bob}:held', 'units', 10);
+    is release('bob', 'b3', 1000), 1, 'release past the sum';
+    is held('bob')->{units}, 0, 'the sum stops at 0';
+}
+
+# --- rollback: a failing command fails alone, and leaves no marker
+{
+    $h->account('carol', 'sk-carol', 100000);
+    admit('sk-carol', 'c1', 50000, 7000);
+    $r->cmd('DEL', 'imgbill:{carol}:balance');
+    $r->cmd('HSET', 'imgbill:{carol}:balance', 'oops', 1);
+    my $res = call(
+        ['settle', [keys_of('carol', qw(balance holds ledger)),
+                    'imgbill:{carol}:settled:c1', 'imgbill:{carol}:held'],
+         ['c1', 2465, 'metered', 'm', 1, 1, 604800, 1700000000, 7000]],
+        ['settle', [keys_of('alice', qw(balance holds ledger)),
+                    'imgbill:{alice}:settled:a9', 'imgbill:{alice}:held'],
+         ['a9', 100, 'fast', 'm', 0, 0, 604800, 1700000000, 0]]);
+    is scalar @$res, 2, 'a result for each command';
+    like $res->[0], qr/^-.*WRONGTYPE/, 'the failing command answers an error';
+    is_deeply $res->[1], [1, 96735], 'the other command of the call applies';
+    is $r->cmd('EXISTS', 'imgbill:{carol}:settled:c1'), 0,
+       'the marker is taken back: the journal can retry';
+    is scalar @{ $r->cmd('XRANGE', 'imgbill:{carol}:ledger', '-', '+') }, 0,
+       'no ledger entry';
+
+    $r->cmd('DEL', 'imgbill:{carol}:balance');
+    $r->cmd('SET', 'imgbill:{carol}:balance', 100000);
+    is_deeply settle('carol', 'c1', 2465, hold => 0), [1, 97535],
+              'mended, the retry applies once';
+    is_deeply settle('carol', 'c1', 2465, hold => 0), [0, 97535],
+              'and only once';
+}
+
+done_testing;
