@@ -18,6 +18,44 @@
 #define NGX_HTTP_IMGBILL_LARGE_BODY  (1024 * 1024)
 
 
+/* what the client hears of each of the validator's verdicts */
+typedef struct {
+    ngx_uint_t                     status;
+    const char                    *code;
+    const char                    *message;
+} ngx_http_imgbill_verdict_t;
+
+
+static ngx_http_imgbill_verdict_t  ngx_http_imgbill_verdicts[] = {
+
+    /* NGX_HTTP_IMGBILL_REQ_OK */
+    { NGX_HTTP_OK, NULL, NULL },
+
+    /* NGX_HTTP_IMGBILL_REQ_EMPTY */
+    { NGX_HTTP_BAD_REQUEST, "invalid_json", "the request body is empty" },
+
+    /* NGX_HTTP_IMGBILL_REQ_INVALID_JSON: jansson's text, line and column */
+    { NGX_HTTP_BAD_REQUEST, "invalid_json",
+      "the request body is not valid JSON: %s at line %d column %d" },
+
+    /* NGX_HTTP_IMGBILL_REQ_NOT_OBJECT */
+    { NGX_HTTP_BAD_REQUEST, "invalid_json",
+      "the request body must be a JSON object" },
+
+    /* NGX_HTTP_IMGBILL_REQ_NO_MODEL */
+    { NGX_HTTP_BAD_REQUEST, "missing_model",
+      "\"model\" is required and must be a string" },
+
+    /* NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE: which, its size, the limit */
+    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "image_too_large",
+      "reference image %uz is about %uz bytes; the limit is %uz bytes" },
+
+    /* NGX_HTTP_IMGBILL_REQ_NUL_BYTE */
+    { NGX_HTTP_BAD_REQUEST, "invalid_json",
+      "the request body is not valid JSON: it contains a NUL byte" }
+};
+
+
 static ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_body_handler(ngx_http_request_t *r);
@@ -29,7 +67,10 @@ static ngx_int_t ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_admit(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
-static void ngx_http_imgbill_admit_done(redisReply *reply, void *data);
+static void ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply,
+    void *data);
+static void ngx_http_imgbill_refuse(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_int_t available);
 static void ngx_http_imgbill_unavailable(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_reject(ngx_http_request_t *r,
@@ -103,7 +144,7 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 
 reject:
 
-    ctx->state = ngx_http_imgbill_rejected;
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -181,11 +222,11 @@ ngx_http_imgbill_body_handler(ngx_http_request_t *r)
     if (ngx_http_imgbill_validate(r, lcf, ctx) == NGX_OK
         && ngx_http_imgbill_admit(r, ctx) == NGX_OK)
     {
-        ctx->state = ngx_http_imgbill_admitting;
+        ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_admitting);
         return;
     }
 
-    ctx->state = ngx_http_imgbill_rejected;
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
 
     ngx_http_core_run_phases(r);
 }
@@ -271,9 +312,10 @@ static ngx_int_t
 ngx_http_imgbill_validate(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_int_t                   rc;
-    ngx_str_t                   body;
-    ngx_http_imgbill_request_t  req;
+    ngx_int_t                    rc;
+    ngx_str_t                    body;
+    ngx_http_imgbill_verdict_t  *v;
+    ngx_http_imgbill_request_t   req;
 
     if (ngx_http_imgbill_read_body(r, &body) != NGX_OK) {
         ngx_http_imgbill_set_error(r, &ctx->error,
@@ -294,49 +336,25 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
         ngx_time_update();
     }
 
-    switch (rc) {
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        v = &ngx_http_imgbill_verdicts[rc];
 
-    case NGX_HTTP_IMGBILL_REQ_OK:
-        break;
+        /* each message takes the arguments of its verdict, the others
+           are ignored */
 
-    case NGX_HTTP_IMGBILL_REQ_INVALID_JSON:
-        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error", "invalid_json",
-                                   "the request body is not valid JSON: "
-                                   "%s at line %d column %d",
-                                   req.error.text, req.error.line,
-                                   req.error.column);
-        goto failed;
+        if (rc == NGX_HTTP_IMGBILL_REQ_INVALID_JSON) {
+            ngx_http_imgbill_set_error(r, &ctx->error, v->status,
+                                       "invalid_request_error", v->code,
+                                       v->message, req.error.text,
+                                       req.error.line, req.error.column);
 
-    case NGX_HTTP_IMGBILL_REQ_EMPTY:
-    case NGX_HTTP_IMGBILL_REQ_NUL_BYTE:
-    case NGX_HTTP_IMGBILL_REQ_NOT_OBJECT:
-        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error", "invalid_json",
-                                   "the request body %s",
-                                   rc == NGX_HTTP_IMGBILL_REQ_EMPTY
-                                   ? "is empty"
-                                   : rc == NGX_HTTP_IMGBILL_REQ_NUL_BYTE
-                                   ? "is not valid JSON: it contains a NUL "
-                                     "byte"
-                                   : "must be a JSON object");
-        goto failed;
+        } else {
+            ngx_http_imgbill_set_error(r, &ctx->error, v->status,
+                                       "invalid_request_error", v->code,
+                                       v->message, req.images,
+                                       req.image_size, lcf->image_limit);
+        }
 
-    case NGX_HTTP_IMGBILL_REQ_NO_MODEL:
-        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error", "missing_model",
-                                   "\"model\" is required and must be a "
-                                   "string");
-        goto failed;
-
-    default: /* NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE */
-        ngx_http_imgbill_set_error(r, &ctx->error,
-                                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                   "invalid_request_error", "image_too_large",
-                                   "reference image %uz is about %uz bytes; "
-                                   "the limit is %uz bytes",
-                                   req.images, req.image_size,
-                                   lcf->image_limit);
         goto failed;
     }
 
@@ -345,6 +363,10 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
     ctx->model.len = req.model.len;
     ctx->model.data = ngx_pnalloc(r->pool, req.model.len);
     if (ctx->model.data == NULL) {
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "server_error", "internal_error",
+                                   "out of memory");
         goto failed;
     }
 
@@ -359,26 +381,13 @@ ngx_http_imgbill_validate(ngx_http_request_t *r,
                                    "invalid_request_error",
                                    "model_not_supported",
                                    "model \"%V\" is not available on the "
-                                   "%s channel", &ctx->model,
-                                   ctx->channel == NGX_HTTP_IMGBILL_FAST
-                                   ? "fast" : "metered");
+                                   "%V channel", &ctx->model,
+                                   ngx_http_imgbill_channel_name(
+                                                              ctx->channel));
         return NGX_ERROR;
     }
 
-    /*
-     * The hold bounds what this request can cost: for metered, the
-     * validator's bound on the prompt and the model's max_output for the
-     * reply; unless the configuration fixed the hold.
-     */
-
-    if (ctx->price->hold != NGX_CONF_UNSET) {
-        ctx->hold = ctx->price->hold;
-
-    } else {
-        ctx->hold = ngx_http_imgbill_metered_hold(ctx->price,
-                                                  (ngx_int_t) req.tokens);
-        ctx->hold = ngx_max(ctx->hold, lcf->min_charge);
-    }
+    ctx->hold = ngx_http_imgbill_hold(lcf, ctx->price, (ngx_int_t) req.tokens);
 
     return NGX_OK;
 
@@ -411,51 +420,21 @@ ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
 static ngx_int_t
 ngx_http_imgbill_admit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
-    u_char                        *p;
-    ngx_str_t                      argv[5];
-    ngx_int_t                      gate;
     ngx_http_imgbill_loc_conf_t   *lcf;
     ngx_http_imgbill_main_conf_t  *mcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
     mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
 
-    gate = ngx_http_imgbill_gate(lcf, ctx);
-
-    p = ngx_pnalloc(r->pool, sizeof("imgbill:key:") - 1
-                             + NGX_HTTP_IMGBILL_KEY_HASH_LEN
-                             + 3 * NGX_INT_T_LEN);
-    if (p == NULL) {
-        goto failed;
-    }
-
-    argv[0].data = p;
-    p = ngx_cpymem(p, "imgbill:key:", sizeof("imgbill:key:") - 1);
-    p = ngx_cpymem(p, ctx->key_hash, NGX_HTTP_IMGBILL_KEY_HASH_LEN);
-    argv[0].len = p - argv[0].data;
-
-    argv[1] = ctx->request_id;
-
-    argv[2].data = p;
-    p = ngx_sprintf(p, "%i", gate);
-    argv[2].len = p - argv[2].data;
-
-    argv[3].data = p;
-    p = ngx_sprintf(p, "%i", ctx->hold);
-    argv[3].len = p - argv[3].data;
-
-    argv[4].data = p;
-    p = ngx_sprintf(p, "%T", mcf->hold_ttl);
-    argv[4].len = p - argv[4].data;
-
-    ctx->cmd = ngx_http_imgbill_redis_send(mcf, ngx_http_imgbill_script_admit,
-                                           1, 5, argv,
-                                           ngx_http_imgbill_admit_done, ctx);
+    ctx->cmd = ngx_http_imgbill_script_admit(mcf, ctx->key_hash,
+                                             &ctx->request_id,
+                                             ngx_http_imgbill_gate(lcf, ctx),
+                                             ctx->hold,
+                                             ngx_http_imgbill_admit_done,
+                                             ctx);
     if (ctx->cmd) {
         return NGX_OK;
     }
-
-failed:
 
     ngx_http_imgbill_unavailable(r, ctx);
     return NGX_ERROR;
@@ -463,73 +442,77 @@ failed:
 
 
 static void
-ngx_http_imgbill_admit_done(redisReply *reply, void *data)
+ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
-    u_char                       *p, *last;
-    ngx_int_t                     status, available;
-    redisReply                   *acct;
-    ngx_http_request_t           *r;
-    ngx_http_imgbill_loc_conf_t  *lcf;
+    ngx_http_request_t            *r;
+    ngx_http_imgbill_main_conf_t  *mcf;
 
     r = ctx->request;
     ctx->cmd = NULL;
-    ctx->state = ngx_http_imgbill_rejected;
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
 
-    if (ngx_http_imgbill_redis_integer(reply, 0, &status) != NGX_OK) {
+    if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK) {
 
-        if (reply == NULL) {
+        if (reply->rc == NGX_HTTP_IMGBILL_REPLY_LOST) {
             /* Redis may have run the script and placed a hold anyway */
-            ngx_http_imgbill_journal_release(
-                      ngx_http_get_module_main_conf(r, ngx_http_imgbill_module),
-                      r->connection->log, &ctx->request_id, ctx->key_hash);
+            mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+            ngx_http_imgbill_journal_release(mcf, r->connection->log,
+                                             &ctx->request_id, ctx->key_hash);
         }
 
         ngx_http_imgbill_unavailable(r, ctx);
         goto wake;
     }
 
-    if (status == -1) {
+    if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_UNAUTHORIZED,
                                    "invalid_request_error", "invalid_api_key",
                                    "incorrect API key provided");
         goto wake;
     }
 
-    acct = reply->element[1];
-
-    if (reply->elements != 4 || acct->type != REDIS_REPLY_STRING
-        || acct->len == 0 || acct->len > NGX_HTTP_IMGBILL_ACCOUNT_MAX
-        || ngx_http_imgbill_redis_integer(reply, 3, &available) != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "imgbill: unexpected reply to the admit script");
-        ngx_http_imgbill_unavailable(r, ctx);
-        goto wake;
-    }
-
-    ctx->account.data = ngx_pnalloc(r->pool, acct->len);
+    ctx->account.data = ngx_pnalloc(r->pool, reply->account.len);
     if (ctx->account.data == NULL) {
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "server_error", "internal_error",
+                                   "out of memory");
         goto wake;
     }
 
-    ctx->account.len = acct->len;
-    ngx_memcpy(ctx->account.data, acct->str, acct->len);
+    ctx->account.len = reply->account.len;
+    ngx_memcpy(ctx->account.data, reply->account.data, reply->account.len);
 
-    if (status == 1) {
-        ctx->state = ngx_http_imgbill_admitted;
+    if (reply->status == NGX_HTTP_IMGBILL_ADMIT_HELD) {
+        ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_admitted);
 
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "imgbill: admitted \"%V\" holding %i of %i",
-                       &ctx->account, ctx->hold, available);
+                       &ctx->account, ctx->hold, reply->available);
         goto wake;
     }
 
-    {
-    u_char  have[NGX_HTTP_IMGBILL_MONEY_LEN], need[NGX_HTTP_IMGBILL_MONEY_LEN];
+    ngx_http_imgbill_refuse(r, ctx, reply->available);
+
+wake:
+
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_imgbill_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
+    ngx_int_t available)
+{
+    u_char                       *p, *last;
+    u_char                        have[NGX_HTTP_IMGBILL_MONEY_LEN];
+    u_char                        need[NGX_HTTP_IMGBILL_MONEY_LEN];
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
     p = ngx_http_imgbill_format_money(have, available);
     last = ngx_http_imgbill_format_money(need,
@@ -541,11 +524,6 @@ ngx_http_imgbill_admit_done(redisReply *reply, void *data)
                                "insufficient balance: available %*s, "
                                "required %*s", p - have, have,
                                last - need, need);
-    }
-
-wake:
-
-    ngx_post_event(r->connection->write, &ngx_posted_events);
 }
 
 

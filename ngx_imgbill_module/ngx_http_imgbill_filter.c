@@ -8,10 +8,6 @@
  * through r->buffered: nginx's writer keeps calling the body filter, which
  * answers NGX_AGAIN.  The reply wakes the request's write event and the
  * next call emits the header, with the X-Imgbill-* headers, and the body.
- *
- * The request pool's cleanup gives back a hold that was never settled:
- * the client went away, the upstream failed mid-reply, a later phase
- * finalized the request.
  */
 
 
@@ -24,14 +20,6 @@
 
 #define NGX_HTTP_IMGBILL_BODY_START   (64 * 1024)
 
-/* what a command needs to finish its work after its request is gone */
-typedef struct {
-    ngx_http_imgbill_main_conf_t  *mcf;
-    ngx_http_imgbill_settle_t      settle;
-    u_char                         key_hash[NGX_HTTP_IMGBILL_KEY_HASH_LEN];
-} ngx_http_imgbill_orphan_t;
-
-
 static ngx_int_t ngx_http_imgbill_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_imgbill_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -41,18 +29,10 @@ static void ngx_http_imgbill_decide(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_settle(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
-static void ngx_http_imgbill_settle_done(redisReply *reply, void *data);
+static void ngx_http_imgbill_settle_done(ngx_http_imgbill_reply_t *reply,
+    void *data);
 static ngx_int_t ngx_http_imgbill_emit(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
-static ngx_int_t ngx_http_imgbill_money_header(ngx_http_request_t *r,
-    char *name, ngx_int_t units);
-static void ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
-    ngx_http_imgbill_settle_t *s);
-static void ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx);
-static ngx_http_imgbill_orphan_t *ngx_http_imgbill_orphan(
-    ngx_http_imgbill_ctx_t *ctx);
-static void ngx_http_imgbill_orphan_admitted(redisReply *reply, void *data);
-static void ngx_http_imgbill_orphan_settled(redisReply *reply, void *data);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -97,7 +77,7 @@ ngx_http_imgbill_header_filter(ngx_http_request_t *r)
     if (r->header_only) {
         /* no body will follow: nothing to bill */
         ngx_http_imgbill_release(ctx);
-        ctx->state = ngx_http_imgbill_released;
+        ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_released);
 
         if (ngx_http_imgbill_money_header(r, "X-Imgbill-Charge", 0) != NGX_OK
             || ngx_http_imgbill_add_header(r, "X-Imgbill-Request-Id",
@@ -128,7 +108,7 @@ ngx_http_imgbill_header_filter(ngx_http_request_t *r)
         ctx->end = ctx->body + len;
     }
 
-    ctx->state = ngx_http_imgbill_collecting;
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_collecting);
 
     r->main_filter_need_in_memory = 1;
     r->allow_ranges = 0;
@@ -166,7 +146,7 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         ngx_http_imgbill_decide(r, ctx);
 
         if (ngx_http_imgbill_settle(r, ctx) == NGX_OK) {
-            ctx->state = ngx_http_imgbill_settling;
+            ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_settling);
             r->buffered |= NGX_HTTP_IMGBILL_BUFFERED;
             return NGX_AGAIN;
         }
@@ -389,9 +369,9 @@ ngx_http_imgbill_settle(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     ngx_http_imgbill_settlement(ctx, &s);
 
-    ctx->cmd = ngx_http_imgbill_redis_settle(mcf, &s,
-                                             ngx_http_imgbill_settle_done,
-                                             ctx);
+    ctx->cmd = ngx_http_imgbill_script_settle(mcf, &s,
+                                              ngx_http_imgbill_settle_done,
+                                              ctx);
     if (ctx->cmd) {
         return NGX_OK;
     }
@@ -404,39 +384,22 @@ ngx_http_imgbill_settle(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
 
 static void
-ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
-    ngx_http_imgbill_settle_t *s)
-{
-    s->request_id = ctx->request_id;
-    s->account = ctx->account;
-    s->model = ctx->model;
-    s->channel = ctx->channel;
-    s->charge = ctx->charge;
-    s->hold = ctx->hold;
-    s->prompt_tokens = ctx->prompt_tokens;
-    s->completion_tokens = ctx->completion_tokens;
-}
-
-
-static void
-ngx_http_imgbill_settle_done(redisReply *reply, void *data)
+ngx_http_imgbill_settle_done(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
     u_char                     buf[NGX_HTTP_IMGBILL_MONEY_LEN], *p;
-    ngx_int_t                  applied;
     ngx_http_request_t        *r;
     ngx_http_imgbill_settle_t  s;
 
     r = ctx->request;
     ctx->cmd = NULL;
 
-    if (ngx_http_imgbill_redis_integer(reply, 0, &applied) == NGX_OK
-        && ngx_http_imgbill_redis_integer(reply, 1, &ctx->balance) == NGX_OK)
-    {
+    if (reply->rc == NGX_HTTP_IMGBILL_REPLY_OK) {
+        ctx->balance = reply->balance;
         ctx->balance_known = 1;
 
-        if (!applied) {
+        if (!reply->status) {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "imgbill: request %V was settled before, "
                           "not charged again", &ctx->request_id);
@@ -457,7 +420,7 @@ ngx_http_imgbill_settle_done(redisReply *reply, void *data)
                       r->connection->log, &s);
     }
 
-    ctx->state = ngx_http_imgbill_emitting;
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_emitting);
 
     ngx_post_event(r->connection->write, &ngx_posted_events);
 }
@@ -471,7 +434,7 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     ngx_chain_t   out;
 
     r->buffered &= ~NGX_HTTP_IMGBILL_BUFFERED;
-    ctx->state = ngx_http_imgbill_passing;
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_passing);
 
     if (ctx->replace.status) {
         b = ngx_http_imgbill_error_body(r, &ctx->replace);
@@ -538,187 +501,4 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     out.next = NULL;
 
     return ngx_http_next_body_filter(r, &out);
-}
-
-
-static ngx_int_t
-ngx_http_imgbill_money_header(ngx_http_request_t *r, char *name,
-    ngx_int_t units)
-{
-    u_char  *p, *last;
-
-    p = ngx_pnalloc(r->pool, NGX_HTTP_IMGBILL_MONEY_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    last = ngx_http_imgbill_format_money(p, units);
-
-    return ngx_http_imgbill_add_header(r, name, p, last - p);
-}
-
-
-void
-ngx_http_imgbill_cleanup(void *data)
-{
-    ngx_http_imgbill_ctx_t *ctx = data;
-
-    ngx_http_imgbill_orphan_t  *o;
-
-    switch (ctx->state) {
-
-    case ngx_http_imgbill_admitting:
-
-        /* the reply may still place a hold: give it back when it comes */
-        o = ngx_http_imgbill_orphan(ctx);
-        ngx_http_imgbill_redis_rebind(ctx->cmd,
-                                      o ? ngx_http_imgbill_orphan_admitted
-                                        : NULL, o);
-        break;
-
-    case ngx_http_imgbill_admitted:
-    case ngx_http_imgbill_collecting:
-
-        ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
-                      "imgbill: request %V ended unsettled, "
-                      "releasing its hold", &ctx->request_id);
-
-        ngx_http_imgbill_release(ctx);
-        break;
-
-    case ngx_http_imgbill_settling:
-
-        /* the settle goes on without the request; if it fails, the
-           journal keeps it */
-        o = ngx_http_imgbill_orphan(ctx);
-        ngx_http_imgbill_redis_rebind(ctx->cmd,
-                                      o ? ngx_http_imgbill_orphan_settled
-                                        : NULL, o);
-        break;
-
-    default:
-        break;
-    }
-}
-
-
-/* an unused hold goes back: a free settlement, journaled if it fails */
-
-static void
-ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx)
-{
-    ngx_http_imgbill_orphan_t     *o;
-    ngx_http_imgbill_main_conf_t  *mcf;
-
-    ctx->charge = 0;
-
-    o = ngx_http_imgbill_orphan(ctx);
-    if (o == NULL) {
-        return;
-    }
-
-    mcf = o->mcf;
-
-    if (ngx_http_imgbill_redis_release(mcf, &o->settle.account,
-                                       &o->settle.request_id, o->settle.hold,
-                                       ngx_http_imgbill_orphan_settled, o)
-        == NULL)
-    {
-        ngx_http_imgbill_journal_settle(mcf, ngx_cycle->log, &o->settle);
-        ngx_free(o);
-    }
-}
-
-
-static ngx_http_imgbill_orphan_t *
-ngx_http_imgbill_orphan(ngx_http_imgbill_ctx_t *ctx)
-{
-    u_char                     *p;
-    ngx_http_imgbill_orphan_t  *o;
-
-    o = ngx_alloc(sizeof(ngx_http_imgbill_orphan_t) + ctx->account.len
-                  + ctx->request_id.len + ctx->model.len, ngx_cycle->log);
-    if (o == NULL) {
-        return NULL;
-    }
-
-    o->mcf = ngx_http_get_module_main_conf(ctx->request,
-                                           ngx_http_imgbill_module);
-
-    ngx_http_imgbill_settlement(ctx, &o->settle);
-    ngx_memcpy(o->key_hash, ctx->key_hash, NGX_HTTP_IMGBILL_KEY_HASH_LEN);
-
-    p = (u_char *) (o + 1);
-
-    o->settle.account.data = p;
-    p = ngx_cpymem(p, ctx->account.data, ctx->account.len);
-
-    o->settle.request_id.data = p;
-    p = ngx_cpymem(p, ctx->request_id.data, ctx->request_id.len);
-
-    o->settle.model.data = p;
-    ngx_memcpy(p, ctx->model.data, ctx->model.len);
-
-    return o;
-}
-
-
-static void
-ngx_http_imgbill_orphan_admitted(redisReply *reply, void *data)
-{
-    ngx_http_imgbill_orphan_t *o = data;
-
-    ngx_int_t    status;
-    redisReply  *acct;
-
-    if (reply == NULL) {
-        /* lost in flight: a hold may exist; only the key says whose */
-        ngx_http_imgbill_journal_release(o->mcf, ngx_cycle->log,
-                                         &o->settle.request_id, o->key_hash);
-        ngx_free(o);
-        return;
-    }
-
-    if (ngx_http_imgbill_redis_integer(reply, 0, &status) == NGX_OK
-        && status == 1 && reply->elements == 4)
-    {
-        acct = reply->element[1];
-
-        if (acct->type == REDIS_REPLY_STRING
-            && acct->len <= NGX_HTTP_IMGBILL_ACCOUNT_MAX)
-        {
-            /* o's own copy of the account is empty: admission never
-               came back to the request */
-            o->settle.account.data = (u_char *) acct->str;
-            o->settle.account.len = acct->len;
-
-            if (ngx_http_imgbill_redis_release(o->mcf, &o->settle.account,
-                                               &o->settle.request_id,
-                                               o->settle.hold,
-                                               ngx_http_imgbill_orphan_settled,
-                                               o)
-                != NULL)
-            {
-                return;             /* o goes with the release */
-            }
-
-            ngx_http_imgbill_journal_settle(o->mcf, ngx_cycle->log,
-                                            &o->settle);
-        }
-    }
-
-    ngx_free(o);
-}
-
-
-static void
-ngx_http_imgbill_orphan_settled(redisReply *reply, void *data)
-{
-    ngx_http_imgbill_orphan_t *o = data;
-
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ngx_http_imgbill_journal_settle(o->mcf, ngx_cycle->log, &o->settle);
-    }
-
-    ngx_free(o);
 }

@@ -86,7 +86,8 @@ static ngx_uint_t ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
     ngx_http_imgbill_journal_read_t *jr);
 static void ngx_http_imgbill_journal_compact(ngx_http_imgbill_main_conf_t *mcf,
     ngx_log_t *log);
-static void ngx_http_imgbill_journal_replayed(redisReply *reply, void *data);
+static void ngx_http_imgbill_journal_replayed(
+    ngx_http_imgbill_reply_t *reply, void *data);
 static ngx_int_t ngx_http_imgbill_journal_field(u_char **p, u_char *last,
     ngx_str_t *field);
 
@@ -152,9 +153,8 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_main_conf_t *mcf,
     u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
 
     p = ngx_slprintf(line, line + sizeof(line) - 1,
-                     "S %V %V %i %s %i %i %V", &s->request_id, &s->account,
-                     s->charge,
-                     s->channel == NGX_HTTP_IMGBILL_FAST ? "fast" : "metered",
+                     "S %V %V %i %V %i %i %V", &s->request_id, &s->account,
+                     s->charge, ngx_http_imgbill_channel_name(s->channel),
                      ngx_max(s->prompt_tokens, 0),
                      ngx_max(s->completion_tokens, 0), &s->model);
     *p++ = LF;
@@ -336,6 +336,7 @@ static ngx_int_t
 ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
     u_char *eol)
 {
+    ngx_int_t                        channel_id;
     ngx_str_t                        type, hash, charge, channel, pt, ct;
     ngx_http_imgbill_settle_t        s;
     ngx_http_imgbill_replay_line_t  *rl;
@@ -361,10 +362,10 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
     if (*type.data == 'R'
         && ngx_http_imgbill_journal_field(&p, eol, &hash) == NGX_OK
         && hash.len == NGX_HTTP_IMGBILL_KEY_HASH_LEN
-        && ngx_http_imgbill_redis_release_key(rp->mcf, &s.request_id,
+        && ngx_http_imgbill_script_release_key(rp->mcf, &s.request_id,
                                    hash.data,
                                    ngx_http_imgbill_journal_replayed, rl)
-           == NGX_OK)
+           != NULL)
     {
         return NGX_OK;
     }
@@ -378,12 +379,14 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
         && ngx_http_imgbill_journal_field(&p, eol, &s.model) == NGX_OK
         && (s.charge = ngx_atoi(charge.data, charge.len)) != NGX_ERROR
         && (s.prompt_tokens = ngx_atoi(pt.data, pt.len)) != NGX_ERROR
-        && (s.completion_tokens = ngx_atoi(ct.data, ct.len)) != NGX_ERROR)
+        && (s.completion_tokens = ngx_atoi(ct.data, ct.len)) != NGX_ERROR
+        && (channel_id = ngx_http_imgbill_channel_find(channel.data,
+                                                       channel.len))
+           != NGX_ERROR)
     {
-        s.channel = (channel.len == 4) ? NGX_HTTP_IMGBILL_FAST
-                                       : NGX_HTTP_IMGBILL_METERED;
+        s.channel = channel_id;
 
-        if (ngx_http_imgbill_redis_settle(rp->mcf, &s,
+        if (ngx_http_imgbill_script_settle(rp->mcf, &s,
                                        ngx_http_imgbill_journal_replayed, rl)
             != NULL)
         {
@@ -639,7 +642,8 @@ done:
 
 
 static void
-ngx_http_imgbill_journal_replayed(redisReply *reply, void *data)
+ngx_http_imgbill_journal_replayed(ngx_http_imgbill_reply_t *reply,
+    void *data)
 {
     ngx_http_imgbill_replay_line_t *rl = data;
 
@@ -648,7 +652,7 @@ ngx_http_imgbill_journal_replayed(redisReply *reply, void *data)
 
     rp = rl->rp;
 
-    if (reply && reply->type != REDIS_REPLY_ERROR) {
+    if (reply->rc == NGX_HTTP_IMGBILL_REPLY_OK) {
         p = ngx_slprintf(line, line + sizeof(line) - 1, "D %V",
                          &rl->request_id);
         *p++ = LF;

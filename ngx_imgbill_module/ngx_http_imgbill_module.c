@@ -1,27 +1,13 @@
 
 /*
- * imgbill: directives, configuration, variables, the request context and
- * the OpenAI-style JSON error shared by the access phase and the filters.
+ * imgbill: the module, its directives and configuration, and the table of
+ * channels every other file names them by.
  */
 
 
 #include "ngx_http_imgbill_module.h"
 
 
-typedef enum {
-    ngx_http_imgbill_var_account = 0,
-    ngx_http_imgbill_var_channel,
-    ngx_http_imgbill_var_charge,
-    ngx_http_imgbill_var_balance,
-    ngx_http_imgbill_var_prompt_tokens,
-    ngx_http_imgbill_var_completion_tokens,
-    ngx_http_imgbill_var_request_id
-} ngx_http_imgbill_var_e;
-
-
-static ngx_int_t ngx_http_imgbill_add_variables(ngx_conf_t *cf);
-static ngx_int_t ngx_http_imgbill_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
 static void *ngx_http_imgbill_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf);
@@ -42,11 +28,16 @@ static ngx_int_t ngx_http_imgbill_init_process(ngx_cycle_t *cycle);
 static void ngx_http_imgbill_exit_process(ngx_cycle_t *cycle);
 
 
-static ngx_conf_enum_t  ngx_http_imgbill_channels[] = {
-    { ngx_string("off"), NGX_HTTP_IMGBILL_OFF },
-    { ngx_string("metered"), NGX_HTTP_IMGBILL_METERED },
-    { ngx_string("fast"), NGX_HTTP_IMGBILL_FAST },
-    { ngx_null_string, 0 }
+/*
+ * Indexed by NGX_HTTP_IMGBILL_OFF, _METERED, _FAST: the "imgbill" directive
+ * and the journal read channels by these names, the ledger and the log
+ * write them.
+ */
+
+static ngx_http_imgbill_channel_t  ngx_http_imgbill_channels[] = {
+    { ngx_string("off"), 0, ngx_null_string },
+    { ngx_string("metered"), 0, ngx_string("imgbill_metered_price") },
+    { ngx_string("fast"), 1, ngx_string("imgbill_fast_price") }
 };
 
 
@@ -57,7 +48,7 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       ngx_http_imgbill_channel,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, channel),
-      &ngx_http_imgbill_channels },
+      NULL },
 
     { ngx_string("imgbill_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
@@ -165,267 +156,35 @@ ngx_module_t  ngx_http_imgbill_module = {
 };
 
 
-static ngx_http_variable_t  ngx_http_imgbill_vars[] = {
-
-    { ngx_string("imgbill_account"), NULL, ngx_http_imgbill_variable,
-      ngx_http_imgbill_var_account, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("imgbill_channel"), NULL, ngx_http_imgbill_variable,
-      ngx_http_imgbill_var_channel, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("imgbill_charge"), NULL, ngx_http_imgbill_variable,
-      ngx_http_imgbill_var_charge, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("imgbill_balance"), NULL, ngx_http_imgbill_variable,
-      ngx_http_imgbill_var_balance, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("imgbill_prompt_tokens"), NULL, ngx_http_imgbill_variable,
-      ngx_http_imgbill_var_prompt_tokens, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("imgbill_completion_tokens"), NULL, ngx_http_imgbill_variable,
-      ngx_http_imgbill_var_completion_tokens, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("imgbill_request_id"), NULL, ngx_http_imgbill_variable,
-      ngx_http_imgbill_var_request_id, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
 
 
-static ngx_str_t  ngx_http_imgbill_channel_names[] = {
-    ngx_null_string,
-    ngx_string("metered"),
-    ngx_string("fast")
-};
-
-
-ngx_http_imgbill_ctx_t *
-ngx_http_imgbill_get_ctx(ngx_http_request_t *r)
+ngx_str_t *
+ngx_http_imgbill_channel_name(ngx_uint_t channel)
 {
-    ngx_pool_cleanup_t      *cln;
-    ngx_http_imgbill_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_imgbill_module);
-
-    if (ctx || !r->internal) {
-        return ctx;
-    }
-
-    /*
-     * An internal redirect (error_page) wipes module contexts; the request
-     * still holds money, so find the context through its pool cleanup,
-     * as the realip module does.
-     */
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_imgbill_cleanup) {
-            ctx = cln->data;
-            ngx_http_set_ctx(r, ctx, ngx_http_imgbill_module);
-            break;
-        }
-    }
-
-    return ctx;
+    return &ngx_http_imgbill_channels[channel].name;
 }
 
 
-ngx_http_imgbill_ctx_t *
-ngx_http_imgbill_create_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t            *cln;
-    ngx_http_variable_value_t     *vv;
-    ngx_http_imgbill_ctx_t        *ctx;
-    ngx_http_imgbill_main_conf_t  *mcf;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
-
-    vv = ngx_http_get_indexed_variable(r, mcf->request_id_index);
-    if (vv == NULL || vv->not_found) {
-        return NULL;
-    }
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NULL;
-    }
-
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_imgbill_ctx_t));
-    if (ctx == NULL) {
-        return NULL;
-    }
-
-    /*
-     * set by ngx_pcalloc():
-     *
-     *     ctx->state = ngx_http_imgbill_reading;
-     *     ctx->cmd = NULL;
-     *     ctx->body = NULL;
-     *     ctx->charge = 0;
-     */
-
-    ctx->request = r;
-    ctx->request_id.len = vv->len;
-    ctx->request_id.data = vv->data;
-    ctx->prompt_tokens = -1;
-    ctx->completion_tokens = -1;
-
-    cln->handler = ngx_http_imgbill_cleanup;
-    cln->data = ctx;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_imgbill_module);
-
-    return ctx;
-}
-
-
-void
-ngx_http_imgbill_set_error(ngx_http_request_t *r,
-    ngx_http_imgbill_error_t *err, ngx_uint_t status, const char *type,
-    const char *code, const char *fmt, ...)
-{
-    u_char   *p, buf[NGX_MAX_ERROR_STR];
-    va_list   args;
-
-    va_start(args, fmt);
-    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
-    va_end(args);
-
-    err->status = status;
-    err->type = type;
-    err->code = code;
-
-    err->message.data = ngx_pnalloc(r->pool, p - buf);
-    if (err->message.data == NULL) {
-        err->message.len = 0;
-        return;
-    }
-
-    err->message.len = ngx_cpymem(err->message.data, buf, p - buf)
-                       - err->message.data;
-}
-
-
-ngx_buf_t *
-ngx_http_imgbill_error_body(ngx_http_request_t *r,
-    ngx_http_imgbill_error_t *err)
-{
-    size_t      len;
-    uintptr_t   escape;
-    ngx_buf_t  *b;
-
-    escape = ngx_escape_json(NULL, err->message.data, err->message.len);
-
-    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\","
-                 "\"param\":null,\"code\":\"\"}}\n") - 1
-          + err->message.len + escape
-          + ngx_strlen(err->type) + ngx_strlen(err->code);
-
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    b->last = ngx_cpymem(b->last, "{\"error\":{\"message\":\"",
-                         sizeof("{\"error\":{\"message\":\"") - 1);
-
-    if (escape) {
-        b->last = (u_char *) ngx_escape_json(b->last, err->message.data,
-                                             err->message.len);
-
-    } else {
-        b->last = ngx_cpymem(b->last, err->message.data, err->message.len);
-    }
-
-    b->last = ngx_sprintf(b->last,
-                          "\",\"type\":\"%s\",\"param\":null,"
-                          "\"code\":\"%s\"}}\n", err->type, err->code);
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    return b;
-}
-
+/* NGX_ERROR if no channel has that name */
 
 ngx_int_t
-ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name, u_char *value,
-    size_t len)
+ngx_http_imgbill_channel_find(u_char *name, size_t len)
 {
-    ngx_table_elt_t  *h;
+    ngx_uint_t  i;
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.len = ngx_strlen(name);
-    h->key.data = (u_char *) name;
-    h->value.len = len;
-    h->value.data = value;
-    h->lowcase_key = NULL;
-
-    return NGX_OK;
-}
-
-
-/*
- * X-Imgbill-* is this module's namespace: what a client sends under it must
- * not reach the upstream, and what the upstream sends must not reach the
- * client.  A response header is dropped by clearing its hash.  The proxy
- * module forwards every request header it has no replacement for, and
- * request headers cannot be unlinked (builtin headers point into the
- * list), so one is renamed in place to "Connection", a hop-by-hop header
- * the proxy always replaces, and emptied.
- */
-
-void
-ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &headers->part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len < sizeof("x-imgbill-") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "x-imgbill-",
-                               sizeof("x-imgbill-") - 1)
-               != 0)
+    for (i = 0; i < sizeof(ngx_http_imgbill_channels)
+                    / sizeof(ngx_http_imgbill_channel_t); i++)
+    {
+        if (ngx_http_imgbill_channels[i].name.len == len
+            && ngx_strncasecmp(ngx_http_imgbill_channels[i].name.data, name,
+                               len)
+               == 0)
         {
-            continue;
-        }
-
-        if (request) {
-            ngx_http_imgbill_hide_header(&h[i]);
-
-        } else {
-            h[i].hash = 0;
+            return i;
         }
     }
-}
 
-
-void
-ngx_http_imgbill_hide_header(ngx_table_elt_t *h)
-{
-    ngx_str_set(&h->key, "Connection");
-    h->lowcase_key = (u_char *) "connection";
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
-    ngx_str_null(&h->value);
+    return NGX_ERROR;
 }
 
 
@@ -436,8 +195,8 @@ ngx_http_imgbill_find_price(ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model)
     ngx_array_t               *prices;
     ngx_http_imgbill_price_t  *price;
 
-    prices = (lcf->channel == NGX_HTTP_IMGBILL_FAST) ? lcf->fast
-                                                     : lcf->metered;
+    prices = ngx_http_imgbill_channels[lcf->channel].per_call ? lcf->fast
+                                                              : lcf->metered;
     if (prices == NULL) {
         return NULL;
     }
@@ -453,107 +212,6 @@ ngx_http_imgbill_find_price(ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model)
     }
 
     return NULL;
-}
-
-
-static ngx_int_t
-ngx_http_imgbill_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_imgbill_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_imgbill_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
-    uintptr_t data)
-{
-    u_char                  *p;
-    ngx_int_t                n;
-    ngx_http_imgbill_ctx_t  *ctx;
-
-    ctx = ngx_http_imgbill_get_ctx(r->main);
-
-    if (ctx == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    switch (data) {
-
-    case ngx_http_imgbill_var_account:
-        if (ctx->account.len == 0) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        v->data = ctx->account.data;
-        v->len = ctx->account.len;
-        break;
-
-    case ngx_http_imgbill_var_channel:
-        v->data = ngx_http_imgbill_channel_names[ctx->channel].data;
-        v->len = ngx_http_imgbill_channel_names[ctx->channel].len;
-        break;
-
-    case ngx_http_imgbill_var_request_id:
-        v->data = ctx->request_id.data;
-        v->len = ctx->request_id.len;
-        break;
-
-    case ngx_http_imgbill_var_charge:
-    case ngx_http_imgbill_var_balance:
-        if (data == ngx_http_imgbill_var_balance && !ctx->balance_known) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        p = ngx_pnalloc(r->pool, NGX_HTTP_IMGBILL_MONEY_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        n = (data == ngx_http_imgbill_var_charge) ? ctx->charge
-                                                  : ctx->balance;
-        v->data = p;
-        v->len = ngx_http_imgbill_format_money(p, n) - p;
-        break;
-
-    default: /* token counts */
-        n = (data == ngx_http_imgbill_var_prompt_tokens)
-            ? ctx->prompt_tokens : ctx->completion_tokens;
-
-        if (n < 0) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        v->data = p;
-        v->len = ngx_sprintf(p, "%i", n) - p;
-        break;
-    }
-
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
 }
 
 
@@ -636,21 +294,24 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_imgbill_loc_conf_t *prev = parent;
     ngx_http_imgbill_loc_conf_t *conf = child;
 
-    ngx_uint_t                     i;
     ngx_array_t                   *prices;
-    ngx_http_imgbill_price_t      *price;
+    ngx_http_imgbill_channel_t    *ch;
     ngx_http_imgbill_main_conf_t  *mcf;
+
+    /* the price arrays are shared with the parent, and so never written */
 
     ngx_conf_merge_uint_value(conf->channel, prev->channel,
                               NGX_HTTP_IMGBILL_OFF);
     ngx_conf_merge_ptr_value(conf->metered, prev->metered, NULL);
     ngx_conf_merge_ptr_value(conf->fast, prev->fast, NULL);
-    ngx_conf_merge_value(conf->min_balance, prev->min_balance, 50000);
-    ngx_conf_merge_value(conf->min_charge, prev->min_charge, 100);
+    ngx_conf_merge_value(conf->min_balance, prev->min_balance,
+                         NGX_HTTP_IMGBILL_MIN_BALANCE);
+    ngx_conf_merge_value(conf->min_charge, prev->min_charge,
+                         NGX_HTTP_IMGBILL_MIN_CHARGE);
     ngx_conf_merge_size_value(conf->body_limit, prev->body_limit,
-                              64 * 1024 * 1024);
+                              NGX_HTTP_IMGBILL_BODY_LIMIT);
     ngx_conf_merge_size_value(conf->image_limit, prev->image_limit,
-                              5 * 1024 * 1024);
+                              NGX_HTTP_IMGBILL_IMAGE_LIMIT);
 
     if (conf->channel == NGX_HTTP_IMGBILL_OFF) {
         return NGX_CONF_OK;
@@ -664,33 +325,14 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    prices = (conf->channel == NGX_HTTP_IMGBILL_FAST) ? conf->fast
-                                                      : conf->metered;
+    ch = &ngx_http_imgbill_channels[conf->channel];
+    prices = ch->per_call ? conf->fast : conf->metered;
 
     if (prices == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"imgbill %V\" has no \"imgbill_%V_price\"",
-                           &ngx_http_imgbill_channel_names[conf->channel],
-                           &ngx_http_imgbill_channel_names[conf->channel]);
+                           "\"imgbill %V\" has no \"%V\"",
+                           &ch->name, &ch->price_directive);
         return NGX_CONF_ERROR;
-    }
-
-    /*
-     * A fast hold is the price; a metered hold given in the configuration
-     * is taken as it is.  Neither goes below the minimum charge.  A metered
-     * hold not given is bounded per request, at admission.
-     */
-
-    price = prices->elts;
-
-    for (i = 0; i < prices->nelts; i++) {
-        if (conf->channel == NGX_HTTP_IMGBILL_FAST) {
-            price[i].hold = price[i].output;
-        }
-
-        if (price[i].hold != NGX_CONF_UNSET) {
-            price[i].hold = ngx_max(price[i].hold, conf->min_charge);
-        }
     }
 
     return NGX_CONF_OK;
@@ -704,8 +346,8 @@ ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_imgbill_loc_conf_t *lcf = conf;
 
-    ngx_str_t        *value;
-    ngx_conf_enum_t  *e;
+    ngx_int_t   channel;
+    ngx_str_t  *value;
 
     if (lcf->channel != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
@@ -713,13 +355,11 @@ ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    for (e = cmd->post; e->name.len; e++) {
-        if (e->name.len == value[1].len
-            && ngx_strcasecmp(e->name.data, value[1].data) == 0)
-        {
-            lcf->channel = e->value;
-            return NGX_CONF_OK;
-        }
+    channel = ngx_http_imgbill_channel_find(value[1].data, value[1].len);
+
+    if (channel != NGX_ERROR) {
+        lcf->channel = channel;
+        return NGX_CONF_OK;
     }
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1015,7 +655,9 @@ ngx_http_imgbill_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    if (ngx_http_imgbill_redis_init(cycle, mcf) != NGX_OK) {
+    if (ngx_http_imgbill_redis_init(cycle, mcf) != NGX_OK
+        || ngx_http_imgbill_batch_init(cycle, mcf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -1031,6 +673,7 @@ ngx_http_imgbill_exit_process(ngx_cycle_t *cycle)
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_imgbill_module);
 
     if (mcf) {
+        ngx_http_imgbill_batch_done(mcf);
         ngx_http_imgbill_redis_done(mcf);
     }
 }

@@ -2,21 +2,32 @@
 /*
  * imgbill: a billing relay for OpenAI-compatible image generation.
  *
- * The internal API between the module's files:
+ * The internal API between the module's files, in the order a request
+ * meets them:
  *
- *   ngx_http_imgbill_module.c  directives, configuration, variables, the
- *                              request context and the JSON error response;
- *   ngx_http_imgbill_access.c  access phase: key, body, admission;
- *   ngx_http_imgbill_request.c the request validator: JSON, model, images;
- *   ngx_http_imgbill_filter.c  header and body filters: hold the reply,
- *                              decide the charge, settle, emit;
- *   ngx_http_imgbill_redis.c   hiredis' async API on nginx's event loop and
- *                              its one Lua script (admit, settle, release),
- *                              called once per loop turn for what it asked;
- *   ngx_http_imgbill_journal.c settlements Redis could not take, kept on
- *                              disk and replayed on reconnection;
- *   ngx_http_imgbill_scan.c    one-pass scanner of the upstream reply;
- *   ngx_http_imgbill_money.c   fixed-point money: parse, charge, format.
+ *   ngx_http_imgbill_module.c    directives, configuration, the channels;
+ *   ngx_http_imgbill_ctx.c       a request's life: its context and state,
+ *                                the $imgbill_* variables, the pool cleanup
+ *                                and the orphans that outlive a request;
+ *   ngx_http_imgbill_access.c    access phase: key, body, admission;
+ *   ngx_http_imgbill_request.c   the request validator: JSON, model, images;
+ *   ngx_http_imgbill_filter.c    header and body filters: hold the reply,
+ *                                decide the charge, settle, emit;
+ *   ngx_http_imgbill_response.c  the JSON error and X-Imgbill-* headers;
+ *   ngx_http_imgbill_script.c    the Redis script's client: one function
+ *                                per command (its keys, arguments and
+ *                                reply);
+ *   ngx_http_imgbill_script.lua  the script itself (built into
+ *                                ngx_http_imgbill_script_lua.h);
+ *   ngx_http_imgbill_batch.c     how commands travel: queued, sent as one
+ *                                call per turn of the event loop;
+ *   ngx_http_imgbill_redis.c     hiredis' async API on nginx's event loop:
+ *                                connection, timeouts, reconnection;
+ *   ngx_http_imgbill_journal.c   settlements Redis could not take, kept on
+ *                                disk and replayed on reconnection;
+ *   ngx_http_imgbill_scan.c      one-pass scanner of the upstream reply;
+ *   ngx_http_imgbill_money.c     fixed-point money: parse, hold, charge,
+ *                                format.
  *
  * Money is an integer count of 0.0001 CNY ("units") everywhere.
  */
@@ -36,6 +47,7 @@
 #include "ngx_http_imgbill_scan.h"
 
 
+/* the channels, and the index of each in ngx_http_imgbill_channels[] */
 #define NGX_HTTP_IMGBILL_OFF          0
 #define NGX_HTTP_IMGBILL_METERED      1
 #define NGX_HTTP_IMGBILL_FAST         2
@@ -47,6 +59,13 @@
 #define NGX_HTTP_IMGBILL_MONEY_MAX    1000000000
 /* "-" + 19 digits + "." */
 #define NGX_HTTP_IMGBILL_MONEY_LEN    (NGX_INT64_LEN + 1)
+
+/* the defaults of the seed's rules, in units */
+#define NGX_HTTP_IMGBILL_MIN_BALANCE  50000  /* 5.00: the metered gate */
+#define NGX_HTTP_IMGBILL_MIN_CHARGE   100    /* 0.01 */
+
+#define NGX_HTTP_IMGBILL_BODY_LIMIT   (64 * 1024 * 1024)
+#define NGX_HTTP_IMGBILL_IMAGE_LIMIT  (5 * 1024 * 1024)   /* the seed's */
 
 /* what a metered hold assumes when the configuration does not say */
 #define NGX_HTTP_IMGBILL_MAX_OUTPUT   4096   /* tokens of one reply */
@@ -62,21 +81,29 @@
 
 
 typedef struct {
+    ngx_str_t                       name;
+    ngx_uint_t                      per_call;  /* priced per call, not per
+                                                  token */
+    ngx_str_t                       price_directive;
+} ngx_http_imgbill_channel_t;
+
+
+typedef struct {
     ngx_str_t                       model;
     ngx_int_t                       input;   /* metered: units per 1M tokens */
     ngx_int_t                       output;  /* metered: units per 1M tokens;
                                                 fast: units per call */
-    ngx_int_t                       hold;    /* units reserved at admission:
-                                                fast: the price; metered: as
-                                                configured, or NGX_CONF_UNSET
-                                                to bound each request */
+    ngx_int_t                       hold;    /* metered: "hold=", or
+                                                NGX_CONF_UNSET to bound each
+                                                request */
     ngx_int_t                       max_output;  /* metered: tokens */
 } ngx_http_imgbill_price_t;
 
 
 typedef struct ngx_http_imgbill_redis_s      ngx_http_imgbill_redis_t;
+typedef struct ngx_http_imgbill_client_s     ngx_http_imgbill_client_t;
 typedef struct ngx_http_imgbill_replayer_s   ngx_http_imgbill_replayer_t;
-typedef struct ngx_http_imgbill_redis_cmd_s  ngx_http_imgbill_redis_cmd_t;
+typedef struct ngx_http_imgbill_cmd_s        ngx_http_imgbill_cmd_t;
 
 
 typedef struct {
@@ -90,11 +117,19 @@ typedef struct {
     ngx_int_t                       request_id_index;
     ngx_open_file_t                *journal;   /* NULL: off */
 
-    /* this worker's connection and journal replay, from init_process on */
+    /* this worker's connection, script client and journal replay, from
+       init_process on */
     ngx_http_imgbill_redis_t       *redis;
+    ngx_http_imgbill_client_t      *client;
     ngx_http_imgbill_replayer_t    *replayer;
 } ngx_http_imgbill_main_conf_t;
 
+
+/*
+ * Read only once merged: a location shares its parent's price arrays, so
+ * nothing derived per location (the minimum charge) is ever written into
+ * them; ngx_http_imgbill_hold() derives it per request instead.
+ */
 
 typedef struct {
     ngx_uint_t                      channel;
@@ -107,6 +142,7 @@ typedef struct {
 } ngx_http_imgbill_loc_conf_t;
 
 
+/* a request's life; ngx_http_imgbill_set_state() moves it on */
 typedef enum {
     ngx_http_imgbill_reading = 0,  /* client body */
     ngx_http_imgbill_admitting,    /* admit script in flight */
@@ -142,7 +178,7 @@ typedef struct {
 
     ngx_http_imgbill_error_t        error;
 
-    ngx_http_imgbill_redis_cmd_t   *cmd;       /* in flight, if any */
+    ngx_http_imgbill_cmd_t         *cmd;       /* in flight, if any */
 
     /* the held reply */
     ngx_uint_t                      upstream_status;
@@ -162,14 +198,17 @@ typedef struct {
 } ngx_http_imgbill_ctx_t;
 
 
-/* the request validator's verdicts */
-#define NGX_HTTP_IMGBILL_REQ_OK               0
-#define NGX_HTTP_IMGBILL_REQ_EMPTY            1
-#define NGX_HTTP_IMGBILL_REQ_INVALID_JSON     2
-#define NGX_HTTP_IMGBILL_REQ_NOT_OBJECT       3
-#define NGX_HTTP_IMGBILL_REQ_NO_MODEL         4
-#define NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE  5
-#define NGX_HTTP_IMGBILL_REQ_NUL_BYTE         6
+/* the request validator's verdicts; ngx_http_imgbill_access.c maps each
+   to its HTTP status and error */
+typedef enum {
+    NGX_HTTP_IMGBILL_REQ_OK = 0,
+    NGX_HTTP_IMGBILL_REQ_EMPTY,
+    NGX_HTTP_IMGBILL_REQ_INVALID_JSON,
+    NGX_HTTP_IMGBILL_REQ_NOT_OBJECT,
+    NGX_HTTP_IMGBILL_REQ_NO_MODEL,
+    NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE,
+    NGX_HTTP_IMGBILL_REQ_NUL_BYTE
+} ngx_http_imgbill_verdict_e;
 
 /* ... and its findings; the caller json_decref()s root in every case */
 typedef struct {
@@ -197,31 +236,66 @@ typedef struct {
 } ngx_http_imgbill_settle_t;
 
 
-typedef void (*ngx_http_imgbill_redis_handler_pt)(redisReply *reply,
-    void *data);
-
+/* the script's commands, numbered as the .lua file's "run" table, from 1 */
 typedef enum {
-    ngx_http_imgbill_script_admit = 0,
-    ngx_http_imgbill_script_settle,
-    ngx_http_imgbill_script_release,
-    ngx_http_imgbill_script_release_key
+    ngx_http_imgbill_cmd_admit = 0,
+    ngx_http_imgbill_cmd_settle,
+    ngx_http_imgbill_cmd_release,
+    ngx_http_imgbill_cmd_release_key
 } ngx_http_imgbill_script_e;
 
 
+/* how a command ended */
+#define NGX_HTTP_IMGBILL_REPLY_OK      0
+#define NGX_HTTP_IMGBILL_REPLY_LOST    1   /* no answer: it may have run */
+#define NGX_HTTP_IMGBILL_REPLY_ERROR   2   /* refused, or not understood */
+
+/* the admit command's answers */
+#define NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY  -1
+#define NGX_HTTP_IMGBILL_ADMIT_REFUSED       0   /* the gate is not met */
+#define NGX_HTTP_IMGBILL_ADMIT_HELD          1
+
+/* a command's reply, parsed; account points into it during the handler */
+typedef struct {
+    ngx_uint_t                      rc;
+    ngx_int_t                       status;     /* admit: as above; settle:
+                                                   1 applied, 0 earlier;
+                                                   release: 1 released */
+    ngx_str_t                       account;    /* admit */
+    ngx_int_t                       balance;    /* admit, settle */
+    ngx_int_t                       available;  /* admit */
+} ngx_http_imgbill_reply_t;
+
+typedef void (*ngx_http_imgbill_reply_pt)(ngx_http_imgbill_reply_t *reply,
+    void *data);
+
+
+/* one call through the Redis connection; its handler gets NULL if lost */
+typedef struct ngx_http_imgbill_redis_call_s  ngx_http_imgbill_redis_call_t;
+
+typedef void (*ngx_http_imgbill_redis_pt)(ngx_http_imgbill_redis_call_t *call,
+    redisReply *reply);
+
+struct ngx_http_imgbill_redis_call_s {
+    ngx_http_imgbill_redis_pt       handler;
+};
+
+
 /* ngx_http_imgbill_module.c */
-ngx_http_imgbill_ctx_t *ngx_http_imgbill_get_ctx(ngx_http_request_t *r);
-ngx_http_imgbill_ctx_t *ngx_http_imgbill_create_ctx(ngx_http_request_t *r);
-void ngx_http_imgbill_set_error(ngx_http_request_t *r,
-    ngx_http_imgbill_error_t *err, ngx_uint_t status, const char *type,
-    const char *code, const char *fmt, ...);
-ngx_buf_t *ngx_http_imgbill_error_body(ngx_http_request_t *r,
-    ngx_http_imgbill_error_t *err);
-ngx_int_t ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name,
-    u_char *value, size_t len);
-void ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request);
-void ngx_http_imgbill_hide_header(ngx_table_elt_t *h);
+ngx_str_t *ngx_http_imgbill_channel_name(ngx_uint_t channel);
+ngx_int_t ngx_http_imgbill_channel_find(u_char *name, size_t len);
 ngx_http_imgbill_price_t *ngx_http_imgbill_find_price(
     ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model);
+
+/* ngx_http_imgbill_ctx.c */
+ngx_int_t ngx_http_imgbill_add_variables(ngx_conf_t *cf);
+ngx_http_imgbill_ctx_t *ngx_http_imgbill_get_ctx(ngx_http_request_t *r);
+ngx_http_imgbill_ctx_t *ngx_http_imgbill_create_ctx(ngx_http_request_t *r);
+void ngx_http_imgbill_set_state(ngx_http_imgbill_ctx_t *ctx,
+    ngx_http_imgbill_state_e state);
+void ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
+    ngx_http_imgbill_settle_t *s);
+void ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx);
 
 /* ngx_http_imgbill_access.c */
 ngx_int_t ngx_http_imgbill_access_handler(ngx_http_request_t *r);
@@ -232,31 +306,59 @@ ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
 
 /* ngx_http_imgbill_filter.c */
 ngx_int_t ngx_http_imgbill_filter_init(ngx_conf_t *cf);
-void ngx_http_imgbill_cleanup(void *data);
+
+/* ngx_http_imgbill_response.c */
+void ngx_http_imgbill_set_error(ngx_http_request_t *r,
+    ngx_http_imgbill_error_t *err, ngx_uint_t status, const char *type,
+    const char *code, const char *fmt, ...);
+ngx_buf_t *ngx_http_imgbill_error_body(ngx_http_request_t *r,
+    ngx_http_imgbill_error_t *err);
+ngx_int_t ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name,
+    u_char *value, size_t len);
+ngx_int_t ngx_http_imgbill_money_header(ngx_http_request_t *r, char *name,
+    ngx_int_t units);
+void ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request);
+void ngx_http_imgbill_hide_header(ngx_table_elt_t *h);
+
+/* ngx_http_imgbill_script.c */
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_admit(
+    ngx_http_imgbill_main_conf_t *mcf, u_char *key_hash,
+    ngx_str_t *request_id, ngx_int_t gate, ngx_int_t hold,
+    ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_settle(
+    ngx_http_imgbill_main_conf_t *mcf, ngx_http_imgbill_settle_t *s,
+    ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release(
+    ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *account,
+    ngx_str_t *request_id, ngx_int_t hold, ngx_http_imgbill_reply_pt handler,
+    void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release_key(
+    ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *request_id,
+    u_char *key_hash, ngx_http_imgbill_reply_pt handler, void *data);
+ngx_str_t *ngx_http_imgbill_script_name(ngx_http_imgbill_script_e script);
+ngx_uint_t ngx_http_imgbill_script_parse(ngx_http_imgbill_script_e script,
+    redisReply *e, ngx_http_imgbill_reply_t *reply);
+
+/* ngx_http_imgbill_batch.c */
+ngx_int_t ngx_http_imgbill_batch_init(ngx_cycle_t *cycle,
+    ngx_http_imgbill_main_conf_t *mcf);
+void ngx_http_imgbill_batch_done(ngx_http_imgbill_main_conf_t *mcf);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_batch_queue(
+    ngx_http_imgbill_main_conf_t *mcf, ngx_http_imgbill_script_e script,
+    ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv,
+    ngx_http_imgbill_reply_pt handler, void *data);
+void ngx_http_imgbill_batch_rebind(ngx_http_imgbill_cmd_t *cmd,
+    ngx_http_imgbill_reply_pt handler, void *data);
 
 /* ngx_http_imgbill_redis.c */
 ngx_int_t ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     ngx_http_imgbill_main_conf_t *mcf);
 void ngx_http_imgbill_redis_done(ngx_http_imgbill_main_conf_t *mcf);
 ngx_int_t ngx_http_imgbill_redis_ready(ngx_http_imgbill_main_conf_t *mcf);
-ngx_http_imgbill_redis_cmd_t *ngx_http_imgbill_redis_send(
-    ngx_http_imgbill_main_conf_t *mcf, ngx_int_t script, ngx_uint_t nkeys,
-    ngx_uint_t argc, ngx_str_t *argv, ngx_http_imgbill_redis_handler_pt handler,
-    void *data);
-void ngx_http_imgbill_redis_rebind(ngx_http_imgbill_redis_cmd_t *cmd,
-    ngx_http_imgbill_redis_handler_pt handler, void *data);
-ngx_int_t ngx_http_imgbill_redis_integer(redisReply *reply, ngx_uint_t i,
-    ngx_int_t *value);
-ngx_http_imgbill_redis_cmd_t *ngx_http_imgbill_redis_settle(
-    ngx_http_imgbill_main_conf_t *mcf, ngx_http_imgbill_settle_t *s,
-    ngx_http_imgbill_redis_handler_pt handler, void *data);
-ngx_http_imgbill_redis_cmd_t *ngx_http_imgbill_redis_release(
-    ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *account,
-    ngx_str_t *request_id, ngx_int_t hold,
-    ngx_http_imgbill_redis_handler_pt handler, void *data);
-ngx_int_t ngx_http_imgbill_redis_release_key(
-    ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *request_id,
-    u_char *key_hash, ngx_http_imgbill_redis_handler_pt handler, void *data);
+ngx_int_t ngx_http_imgbill_redis_open(ngx_http_imgbill_main_conf_t *mcf);
+ngx_int_t ngx_http_imgbill_redis_call(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_http_imgbill_redis_call_t *call, int argc, const char **argv,
+    const size_t *argvlen);
 
 /* ngx_http_imgbill_journal.c */
 void ngx_http_imgbill_journal_settle(ngx_http_imgbill_main_conf_t *mcf,
@@ -269,10 +371,10 @@ void ngx_http_imgbill_journal_wake(ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_money.c */
 ngx_int_t ngx_http_imgbill_parse_money(u_char *p, size_t len);
+ngx_int_t ngx_http_imgbill_hold(ngx_http_imgbill_loc_conf_t *lcf,
+    ngx_http_imgbill_price_t *price, ngx_int_t prompt_tokens);
 ngx_int_t ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
     ngx_int_t prompt_tokens, ngx_int_t completion_tokens);
-ngx_int_t ngx_http_imgbill_metered_hold(ngx_http_imgbill_price_t *price,
-    ngx_int_t prompt_tokens);
 u_char *ngx_http_imgbill_format_money(u_char *buf, ngx_int_t units);
 
 

@@ -51,22 +51,37 @@ ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
 
 
 /*
- * The most a metered request can cost: its input bound and the model's
- * largest reply, each term rounded up, so no half-up charge of fewer
- * tokens exceeds it.
+ * What admission holds, and so the most a request can be charged.  Fast:
+ * the call.  Metered: "hold=" if configured, else the request's input
+ * bound and the model's largest reply, each term rounded up, so that no
+ * half-up charge of fewer tokens exceeds it.  Never below the minimum
+ * charge, which is the location's own: the price may be inherited.
  */
 
 ngx_int_t
-ngx_http_imgbill_metered_hold(ngx_http_imgbill_price_t *price,
-    ngx_int_t prompt_tokens)
+ngx_http_imgbill_hold(ngx_http_imgbill_loc_conf_t *lcf,
+    ngx_http_imgbill_price_t *price, ngx_int_t prompt_tokens)
 {
-    prompt_tokens = ngx_min(prompt_tokens, NGX_HTTP_IMGBILL_TOKENS_MAX);
+    ngx_int_t  hold;
 
-    return (prompt_tokens * price->input + NGX_HTTP_IMGBILL_PER_MILLION - 1)
-           / NGX_HTTP_IMGBILL_PER_MILLION
-           + (price->max_output * price->output
-              + NGX_HTTP_IMGBILL_PER_MILLION - 1)
-             / NGX_HTTP_IMGBILL_PER_MILLION;
+    if (lcf->channel == NGX_HTTP_IMGBILL_FAST) {
+        hold = price->output;
+
+    } else if (price->hold != NGX_CONF_UNSET) {
+        hold = price->hold;
+
+    } else {
+        prompt_tokens = ngx_min(prompt_tokens, NGX_HTTP_IMGBILL_TOKENS_MAX);
+
+        hold = (prompt_tokens * price->input
+                + NGX_HTTP_IMGBILL_PER_MILLION - 1)
+               / NGX_HTTP_IMGBILL_PER_MILLION
+               + (price->max_output * price->output
+                  + NGX_HTTP_IMGBILL_PER_MILLION - 1)
+                 / NGX_HTTP_IMGBILL_PER_MILLION;
+    }
+
+    return ngx_max(hold, lcf->min_charge);
 }
 
 

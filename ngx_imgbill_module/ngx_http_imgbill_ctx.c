@@ -1,0 +1,466 @@
+
+/*
+ * A request's life: its context, the states it goes through, what the log
+ * phase reads of it ($imgbill_*), and what happens to its money when it
+ * ends before its time.
+ *
+ *   reading -> admitting -> admitted -> collecting -> settling -> emitting
+ *           -> passing;  or -> rejected;  or admitted -> released
+ *
+ * The pool cleanup gives back a hold that was never settled (the client
+ * went away, the upstream failed mid-reply, a later phase finalized the
+ * request).  A command still in flight when the request ends outlives it:
+ * its handler is re-pointed to an orphan, a heap copy of what the command
+ * needs to finish, which releases the hold or journals the settlement.
+ */
+
+
+#include "ngx_http_imgbill_module.h"
+
+
+/* what a command needs to finish its work after its request is gone */
+typedef struct {
+    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_imgbill_settle_t      settle;
+    u_char                         key_hash[NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    u_char                         account[NGX_HTTP_IMGBILL_ACCOUNT_MAX];
+} ngx_http_imgbill_orphan_t;
+
+
+static ngx_int_t ngx_http_imgbill_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static void ngx_http_imgbill_cleanup(void *data);
+static ngx_http_imgbill_orphan_t *ngx_http_imgbill_orphan(
+    ngx_http_imgbill_ctx_t *ctx);
+static void ngx_http_imgbill_orphan_admitted(ngx_http_imgbill_reply_t *reply,
+    void *data);
+static void ngx_http_imgbill_orphan_settled(ngx_http_imgbill_reply_t *reply,
+    void *data);
+
+
+#if (NGX_DEBUG)
+
+static const char  *ngx_http_imgbill_state_names[] = {
+    "reading",
+    "admitting",
+    "rejected",
+    "admitted",
+    "collecting",
+    "settling",
+    "emitting",
+    "passing",
+    "released"
+};
+
+#endif
+
+
+typedef enum {
+    ngx_http_imgbill_var_account = 0,
+    ngx_http_imgbill_var_channel,
+    ngx_http_imgbill_var_charge,
+    ngx_http_imgbill_var_balance,
+    ngx_http_imgbill_var_prompt_tokens,
+    ngx_http_imgbill_var_completion_tokens,
+    ngx_http_imgbill_var_request_id
+} ngx_http_imgbill_var_e;
+
+
+static ngx_http_variable_t  ngx_http_imgbill_vars[] = {
+
+    { ngx_string("imgbill_account"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_account, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_channel"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_channel, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_charge"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_charge, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_balance"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_balance, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_prompt_tokens"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_prompt_tokens, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_completion_tokens"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_completion_tokens, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_request_id"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_request_id, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+ngx_http_imgbill_ctx_t *
+ngx_http_imgbill_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_imgbill_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_imgbill_module);
+
+    if (ctx || !r->internal) {
+        return ctx;
+    }
+
+    /*
+     * An internal redirect (error_page) wipes module contexts; the request
+     * still holds money, so find the context through its pool cleanup,
+     * as the realip module does.
+     */
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_imgbill_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_imgbill_module);
+            break;
+        }
+    }
+
+    return ctx;
+}
+
+
+ngx_http_imgbill_ctx_t *
+ngx_http_imgbill_create_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_variable_value_t     *vv;
+    ngx_http_imgbill_ctx_t        *ctx;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
+    vv = ngx_http_get_indexed_variable(r, mcf->request_id_index);
+    if (vv == NULL || vv->not_found) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_imgbill_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     ctx->state = ngx_http_imgbill_reading;
+     *     ctx->cmd = NULL;
+     *     ctx->body = NULL;
+     *     ctx->charge = 0;
+     */
+
+    ctx->request = r;
+    ctx->request_id.len = vv->len;
+    ctx->request_id.data = vv->data;
+    ctx->prompt_tokens = -1;
+    ctx->completion_tokens = -1;
+
+    cln->handler = ngx_http_imgbill_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_imgbill_module);
+
+    return ctx;
+}
+
+
+void
+ngx_http_imgbill_set_state(ngx_http_imgbill_ctx_t *ctx,
+    ngx_http_imgbill_state_e state)
+{
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                   "imgbill: request %V %s -> %s", &ctx->request_id,
+                   ngx_http_imgbill_state_names[ctx->state],
+                   ngx_http_imgbill_state_names[state]);
+
+    ctx->state = state;
+}
+
+
+void
+ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
+    ngx_http_imgbill_settle_t *s)
+{
+    s->request_id = ctx->request_id;
+    s->account = ctx->account;
+    s->model = ctx->model;
+    s->channel = ctx->channel;
+    s->charge = ctx->charge;
+    s->hold = ctx->hold;
+    s->prompt_tokens = ctx->prompt_tokens;
+    s->completion_tokens = ctx->completion_tokens;
+}
+
+
+ngx_int_t
+ngx_http_imgbill_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_imgbill_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char                  *p;
+    ngx_int_t                n;
+    ngx_http_imgbill_ctx_t  *ctx;
+
+    ctx = ngx_http_imgbill_get_ctx(r->main);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+
+    case ngx_http_imgbill_var_account:
+        if (ctx->account.len == 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = ctx->account.data;
+        v->len = ctx->account.len;
+        break;
+
+    case ngx_http_imgbill_var_channel:
+        v->data = ngx_http_imgbill_channel_name(ctx->channel)->data;
+        v->len = ngx_http_imgbill_channel_name(ctx->channel)->len;
+        break;
+
+    case ngx_http_imgbill_var_request_id:
+        v->data = ctx->request_id.data;
+        v->len = ctx->request_id.len;
+        break;
+
+    case ngx_http_imgbill_var_charge:
+    case ngx_http_imgbill_var_balance:
+        if (data == ngx_http_imgbill_var_balance && !ctx->balance_known) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_HTTP_IMGBILL_MONEY_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        n = (data == ngx_http_imgbill_var_charge) ? ctx->charge
+                                                  : ctx->balance;
+        v->data = p;
+        v->len = ngx_http_imgbill_format_money(p, n) - p;
+        break;
+
+    default: /* token counts */
+        n = (data == ngx_http_imgbill_var_prompt_tokens)
+            ? ctx->prompt_tokens : ctx->completion_tokens;
+
+        if (n < 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+        v->len = ngx_sprintf(p, "%i", n) - p;
+        break;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_imgbill_cleanup(void *data)
+{
+    ngx_http_imgbill_ctx_t *ctx = data;
+
+    ngx_http_imgbill_orphan_t  *o;
+
+    switch (ctx->state) {
+
+    case ngx_http_imgbill_admitting:
+
+        /* the reply may still place a hold: give it back when it comes */
+        o = ngx_http_imgbill_orphan(ctx);
+        ngx_http_imgbill_batch_rebind(ctx->cmd,
+                                       o ? ngx_http_imgbill_orphan_admitted
+                                         : NULL, o);
+        break;
+
+    case ngx_http_imgbill_admitted:
+    case ngx_http_imgbill_collecting:
+
+        ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                      "imgbill: request %V ended unsettled, "
+                      "releasing its hold", &ctx->request_id);
+
+        ngx_http_imgbill_release(ctx);
+        break;
+
+    case ngx_http_imgbill_settling:
+
+        /* the settle goes on without the request; if it fails, the
+           journal keeps it */
+        o = ngx_http_imgbill_orphan(ctx);
+        ngx_http_imgbill_batch_rebind(ctx->cmd,
+                                       o ? ngx_http_imgbill_orphan_settled
+                                         : NULL, o);
+        break;
+
+    default:
+        break;
+    }
+}
+
+
+/* an unused hold goes back: a free settlement, journaled if it fails */
+
+void
+ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_http_imgbill_orphan_t     *o;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    ctx->charge = 0;
+
+    o = ngx_http_imgbill_orphan(ctx);
+    if (o == NULL) {
+        return;
+    }
+
+    mcf = o->mcf;
+
+    if (ngx_http_imgbill_script_release(mcf, &o->settle.account,
+                                        &o->settle.request_id, o->settle.hold,
+                                        ngx_http_imgbill_orphan_settled, o)
+        == NULL)
+    {
+        ngx_http_imgbill_journal_settle(mcf, ngx_cycle->log, &o->settle);
+        ngx_free(o);
+    }
+}
+
+
+/*
+ * Everything an orphan refers to is its own: the request's pool is gone
+ * when the reply comes, and so is the reply when a later command fails.
+ */
+
+static ngx_http_imgbill_orphan_t *
+ngx_http_imgbill_orphan(ngx_http_imgbill_ctx_t *ctx)
+{
+    u_char                     *p;
+    ngx_http_imgbill_orphan_t  *o;
+
+    o = ngx_alloc(sizeof(ngx_http_imgbill_orphan_t) + ctx->request_id.len
+                  + ctx->model.len, ngx_cycle->log);
+    if (o == NULL) {
+        return NULL;
+    }
+
+    o->mcf = ngx_http_get_module_main_conf(ctx->request,
+                                           ngx_http_imgbill_module);
+
+    ngx_http_imgbill_settlement(ctx, &o->settle);
+    ngx_memcpy(o->key_hash, ctx->key_hash, NGX_HTTP_IMGBILL_KEY_HASH_LEN);
+
+    /* admission checked the account's length */
+
+    o->settle.account.data = o->account;
+    ngx_memcpy(o->account, ctx->account.data, ctx->account.len);
+
+    p = (u_char *) (o + 1);
+
+    o->settle.request_id.data = p;
+    p = ngx_cpymem(p, ctx->request_id.data, ctx->request_id.len);
+
+    o->settle.model.data = p;
+    ngx_memcpy(p, ctx->model.data, ctx->model.len);
+
+    return o;
+}
+
+
+static void
+ngx_http_imgbill_orphan_admitted(ngx_http_imgbill_reply_t *reply, void *data)
+{
+    ngx_http_imgbill_orphan_t *o = data;
+
+    if (reply->rc == NGX_HTTP_IMGBILL_REPLY_LOST) {
+        /* a hold may exist; only the key says whose */
+        ngx_http_imgbill_journal_release(o->mcf, ngx_cycle->log,
+                                         &o->settle.request_id, o->key_hash);
+        ngx_free(o);
+        return;
+    }
+
+    if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK
+        || reply->status != NGX_HTTP_IMGBILL_ADMIT_HELD)
+    {
+        ngx_free(o);
+        return;
+    }
+
+    /* admission never came back to the request: the account is new here,
+       and the reply it is read from goes when this handler returns */
+
+    o->settle.account.len = reply->account.len;
+    ngx_memcpy(o->account, reply->account.data, reply->account.len);
+
+    if (ngx_http_imgbill_script_release(o->mcf, &o->settle.account,
+                                        &o->settle.request_id,
+                                        o->settle.hold,
+                                        ngx_http_imgbill_orphan_settled, o)
+        != NULL)
+    {
+        return;                 /* o goes with the release */
+    }
+
+    ngx_http_imgbill_journal_settle(o->mcf, ngx_cycle->log, &o->settle);
+    ngx_free(o);
+}
+
+
+static void
+ngx_http_imgbill_orphan_settled(ngx_http_imgbill_reply_t *reply, void *data)
+{
+    ngx_http_imgbill_orphan_t *o = data;
+
+    if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK) {
+        ngx_http_imgbill_journal_settle(o->mcf, ngx_cycle->log, &o->settle);
+    }
+
+    ngx_free(o);
+}

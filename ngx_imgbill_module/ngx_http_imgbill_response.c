@@ -1,0 +1,177 @@
+
+/*
+ * What imgbill says to the client itself: the OpenAI-style JSON error, and
+ * its X-Imgbill-* headers, a namespace it keeps to itself in both
+ * directions.
+ */
+
+
+#include "ngx_http_imgbill_module.h"
+
+
+void
+ngx_http_imgbill_set_error(ngx_http_request_t *r,
+    ngx_http_imgbill_error_t *err, ngx_uint_t status, const char *type,
+    const char *code, const char *fmt, ...)
+{
+    u_char   *p, buf[NGX_MAX_ERROR_STR];
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    err->status = status;
+    err->type = type;
+    err->code = code;
+
+    err->message.data = ngx_pnalloc(r->pool, p - buf);
+    if (err->message.data == NULL) {
+        err->message.len = 0;
+        return;
+    }
+
+    err->message.len = ngx_cpymem(err->message.data, buf, p - buf)
+                       - err->message.data;
+}
+
+
+ngx_buf_t *
+ngx_http_imgbill_error_body(ngx_http_request_t *r,
+    ngx_http_imgbill_error_t *err)
+{
+    size_t      len;
+    uintptr_t   escape;
+    ngx_buf_t  *b;
+
+    escape = ngx_escape_json(NULL, err->message.data, err->message.len);
+
+    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\","
+                 "\"param\":null,\"code\":\"\"}}\n") - 1
+          + err->message.len + escape
+          + ngx_strlen(err->type) + ngx_strlen(err->code);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->last = ngx_cpymem(b->last, "{\"error\":{\"message\":\"",
+                         sizeof("{\"error\":{\"message\":\"") - 1);
+
+    if (escape) {
+        b->last = (u_char *) ngx_escape_json(b->last, err->message.data,
+                                             err->message.len);
+
+    } else {
+        b->last = ngx_cpymem(b->last, err->message.data, err->message.len);
+    }
+
+    b->last = ngx_sprintf(b->last,
+                          "\",\"type\":\"%s\",\"param\":null,"
+                          "\"code\":\"%s\"}}\n", err->type, err->code);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    return b;
+}
+
+
+ngx_int_t
+ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name, u_char *value,
+    size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.len = ngx_strlen(name);
+    h->key.data = (u_char *) name;
+    h->value.len = len;
+    h->value.data = value;
+    h->lowcase_key = NULL;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_imgbill_money_header(ngx_http_request_t *r, char *name,
+    ngx_int_t units)
+{
+    u_char  *p, *last;
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_IMGBILL_MONEY_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    last = ngx_http_imgbill_format_money(p, units);
+
+    return ngx_http_imgbill_add_header(r, name, p, last - p);
+}
+
+
+/*
+ * X-Imgbill-* is this module's namespace: what a client sends under it must
+ * not reach the upstream, and what the upstream sends must not reach the
+ * client.  A response header is dropped by clearing its hash.  The proxy
+ * module forwards every request header it has no replacement for, and
+ * request headers cannot be unlinked (builtin headers point into the
+ * list), so one is renamed in place to "Connection", a hop-by-hop header
+ * the proxy always replaces, and emptied.
+ */
+
+void
+ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len < sizeof("x-imgbill-") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "x-imgbill-",
+                               sizeof("x-imgbill-") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        if (request) {
+            ngx_http_imgbill_hide_header(&h[i]);
+
+        } else {
+            h[i].hash = 0;
+        }
+    }
+}
+
+
+void
+ngx_http_imgbill_hide_header(ngx_table_elt_t *h)
+{
+    ngx_str_set(&h->key, "Connection");
+    h->lowcase_key = (u_char *) "connection";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+    ngx_str_null(&h->value);
+}

@@ -1,0 +1,321 @@
+
+/*
+ * The client of imgbill's Redis script (ngx_http_imgbill_script.lua): one
+ * function per command, which lays out its keys and arguments, and one
+ * parser per command for its reply.  Key names, argument positions and
+ * replies are known here and in the .lua file, nowhere else; how commands
+ * travel is ngx_http_imgbill_batch.c's business.
+ */
+
+
+#include "ngx_http_imgbill_module.h"
+
+
+typedef ngx_uint_t (*ngx_http_imgbill_parse_pt)(redisReply *e,
+    ngx_http_imgbill_reply_t *reply);
+
+
+static ngx_uint_t ngx_http_imgbill_parse_admit(redisReply *e,
+    ngx_http_imgbill_reply_t *reply);
+static ngx_uint_t ngx_http_imgbill_parse_settle(redisReply *e,
+    ngx_http_imgbill_reply_t *reply);
+static ngx_uint_t ngx_http_imgbill_parse_release(redisReply *e,
+    ngx_http_imgbill_reply_t *reply);
+static ngx_int_t ngx_http_imgbill_integer(redisReply *e, ngx_uint_t i,
+    ngx_int_t *value);
+
+
+/* indexed by ngx_http_imgbill_script_e */
+
+static ngx_str_t  ngx_http_imgbill_script_names[] = {
+    ngx_string("admit"),
+    ngx_string("settle"),
+    ngx_string("release"),
+    ngx_string("release_key")
+};
+
+static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
+    ngx_http_imgbill_parse_admit,
+    ngx_http_imgbill_parse_settle,
+    ngx_http_imgbill_parse_release,
+    ngx_http_imgbill_parse_release
+};
+
+
+/*
+ * admit: KEYS imgbill:key:<hash>; ARGV request id, gate, hold, hold ttl.
+ * NULL when the command cannot be queued; then its handler is never called.
+ */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_admit(ngx_http_imgbill_main_conf_t *mcf,
+    u_char *key_hash, ngx_str_t *request_id, ngx_int_t gate, ngx_int_t hold,
+    ngx_http_imgbill_reply_pt handler, void *data)
+{
+    u_char     *p, buf[sizeof("imgbill:key:") - 1
+                       + NGX_HTTP_IMGBILL_KEY_HASH_LEN
+                       + 2 * NGX_INT_T_LEN + NGX_TIME_T_LEN];
+    ngx_str_t   argv[5];
+
+    p = buf;
+
+    argv[0].data = p;
+    p = ngx_sprintf(p, "imgbill:key:%*s",
+                    (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN, key_hash);
+    argv[0].len = p - argv[0].data;
+
+    argv[1] = *request_id;
+
+    argv[2].data = p;
+    p = ngx_sprintf(p, "%i", gate);
+    argv[2].len = p - argv[2].data;
+
+    argv[3].data = p;
+    p = ngx_sprintf(p, "%i", hold);
+    argv[3].len = p - argv[3].data;
+
+    argv[4].data = p;
+    p = ngx_sprintf(p, "%T", mcf->hold_ttl);
+    argv[4].len = p - argv[4].data;
+
+    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_admit,
+                                         1, 5, argv, handler, data);
+}
+
+
+/*
+ * settle: KEYS balance, holds, ledger, settled marker, held (one slot);
+ * ARGV request id, charge, channel, model, prompt and completion tokens,
+ * marker ttl, time, hold.
+ */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_settle(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_http_imgbill_settle_t *s, ngx_http_imgbill_reply_pt handler,
+    void *data)
+{
+    u_char      *p, buf[5 * (sizeof("imgbill:{}:settled:") - 1
+                             + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
+                        + NGX_HTTP_IMGBILL_REQUEST_ID_MAX
+                        + 4 * NGX_INT_T_LEN + NGX_TIME_T_LEN];
+    ngx_str_t    argv[14];
+    ngx_uint_t   i;
+
+    static const char  *suffix[] = { "balance", "holds", "ledger",
+                                     "settled:", "held" };
+
+    if (s->account.len > NGX_HTTP_IMGBILL_ACCOUNT_MAX
+        || s->request_id.len > NGX_HTTP_IMGBILL_REQUEST_ID_MAX)
+    {
+        return NULL;
+    }
+
+    p = buf;
+
+    for (i = 0; i < 5; i++) {
+        argv[i].data = p;
+        p = ngx_sprintf(p, "imgbill:{%V}:%s", &s->account, suffix[i]);
+
+        if (i == 3) {
+            p = ngx_cpymem(p, s->request_id.data, s->request_id.len);
+        }
+
+        argv[i].len = p - argv[i].data;
+    }
+
+    argv[5] = s->request_id;
+
+    argv[6].data = p;
+    p = ngx_sprintf(p, "%i", s->charge);
+    argv[6].len = p - argv[6].data;
+
+    argv[7] = *ngx_http_imgbill_channel_name(s->channel);
+    argv[8] = s->model;
+
+    argv[9].data = p;
+    p = ngx_sprintf(p, "%i", ngx_max(s->prompt_tokens, 0));
+    argv[9].len = p - argv[9].data;
+
+    argv[10].data = p;
+    p = ngx_sprintf(p, "%i", ngx_max(s->completion_tokens, 0));
+    argv[10].len = p - argv[10].data;
+
+    ngx_str_set(&argv[11], NGX_HTTP_IMGBILL_SETTLED_TTL);
+
+    argv[12].data = p;
+    p = ngx_sprintf(p, "%T", ngx_time());
+    argv[12].len = p - argv[12].data;
+
+    argv[13].data = p;
+    p = ngx_sprintf(p, "%i", ngx_max(s->hold, 0));
+    argv[13].len = p - argv[13].data;
+
+    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_settle,
+                                         5, 14, argv, handler, data);
+}
+
+
+/* release: KEYS holds, held; ARGV request id, hold (0: not known) */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_release(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_str_t *account, ngx_str_t *request_id, ngx_int_t hold,
+    ngx_http_imgbill_reply_pt handler, void *data)
+{
+    u_char      *p, buf[2 * (sizeof("imgbill:{}:holds") - 1
+                             + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
+                        + NGX_INT_T_LEN];
+    ngx_str_t    argv[4];
+    ngx_uint_t   i;
+
+    static const char  *suffix[] = { "holds", "held" };
+
+    if (account->len > NGX_HTTP_IMGBILL_ACCOUNT_MAX) {
+        return NULL;
+    }
+
+    p = buf;
+
+    for (i = 0; i < 2; i++) {
+        argv[i].data = p;
+        p = ngx_sprintf(p, "imgbill:{%V}:%s", account, suffix[i]);
+        argv[i].len = p - argv[i].data;
+    }
+
+    argv[2] = *request_id;
+
+    argv[3].data = p;
+    p = ngx_sprintf(p, "%i", ngx_max(hold, 0));
+    argv[3].len = p - argv[3].data;
+
+    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_release,
+                                         2, 4, argv, handler, data);
+}
+
+
+/* release_key: KEYS imgbill:key:<hash>; ARGV request id */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_release_key(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_str_t *request_id, u_char *key_hash,
+    ngx_http_imgbill_reply_pt handler, void *data)
+{
+    u_char     buf[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    ngx_str_t  argv[2];
+
+    argv[0].data = buf;
+    argv[0].len = ngx_sprintf(buf, "imgbill:key:%*s",
+                              (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN,
+                              key_hash)
+                  - buf;
+
+    argv[1] = *request_id;
+
+    return ngx_http_imgbill_batch_queue(mcf,
+                                         ngx_http_imgbill_cmd_release_key,
+                                         1, 2, argv, handler, data);
+}
+
+
+ngx_str_t *
+ngx_http_imgbill_script_name(ngx_http_imgbill_script_e script)
+{
+    return &ngx_http_imgbill_script_names[script];
+}
+
+
+/* a command's own result: NGX_HTTP_IMGBILL_REPLY_OK or _ERROR */
+
+ngx_uint_t
+ngx_http_imgbill_script_parse(ngx_http_imgbill_script_e script, redisReply *e,
+    ngx_http_imgbill_reply_t *reply)
+{
+    return ngx_http_imgbill_script_parsers[script](e, reply);
+}
+
+
+/* {-1} | {0 or 1, account, balance, available} */
+
+static ngx_uint_t
+ngx_http_imgbill_parse_admit(redisReply *e, ngx_http_imgbill_reply_t *reply)
+{
+    redisReply  *acct;
+
+    if (ngx_http_imgbill_integer(e, 0, &reply->status) != NGX_OK) {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
+        return NGX_HTTP_IMGBILL_REPLY_OK;
+    }
+
+    if ((reply->status != NGX_HTTP_IMGBILL_ADMIT_REFUSED
+         && reply->status != NGX_HTTP_IMGBILL_ADMIT_HELD)
+        || e->elements != 4
+        || ngx_http_imgbill_integer(e, 2, &reply->balance) != NGX_OK
+        || ngx_http_imgbill_integer(e, 3, &reply->available) != NGX_OK)
+    {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    acct = e->element[1];
+
+    if (acct->type != REDIS_REPLY_STRING || acct->len == 0
+        || acct->len > NGX_HTTP_IMGBILL_ACCOUNT_MAX)
+    {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    reply->account.data = (u_char *) acct->str;
+    reply->account.len = acct->len;
+
+    return NGX_HTTP_IMGBILL_REPLY_OK;
+}
+
+
+/* {1 applied or 0 applied before, balance} */
+
+static ngx_uint_t
+ngx_http_imgbill_parse_settle(redisReply *e, ngx_http_imgbill_reply_t *reply)
+{
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
+        || ngx_http_imgbill_integer(e, 0, &reply->status) != NGX_OK
+        || ngx_http_imgbill_integer(e, 1, &reply->balance) != NGX_OK)
+    {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    return NGX_HTTP_IMGBILL_REPLY_OK;
+}
+
+
+/* 1 released or 0 nothing to release */
+
+static ngx_uint_t
+ngx_http_imgbill_parse_release(redisReply *e, ngx_http_imgbill_reply_t *reply)
+{
+    if (e->type != REDIS_REPLY_INTEGER) {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    reply->status = (ngx_int_t) e->integer;
+
+    return NGX_HTTP_IMGBILL_REPLY_OK;
+}
+
+
+/* element i of an array reply as an integer */
+
+static ngx_int_t
+ngx_http_imgbill_integer(redisReply *e, ngx_uint_t i, ngx_int_t *value)
+{
+    if (e->type != REDIS_REPLY_ARRAY || i >= e->elements
+        || e->element[i]->type != REDIS_REPLY_INTEGER)
+    {
+        return NGX_ERROR;
+    }
+
+    *value = (ngx_int_t) e->element[i]->integer;
+
+    return NGX_OK;
+}

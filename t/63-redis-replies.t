@@ -1,0 +1,95 @@
+# What a Redis (or a proxy in front of it) answers is not trusted: a reply
+# of the wrong shape to the admit command fails closed (503, nothing held,
+# a log line) and never makes a worker read past the reply.  Once, a
+# one-element admit reply had its second element read before the count was
+# checked.  A fake Redis speaks RESP here and answers what the test says.
+use strict;
+use warnings;
+use Test::More;
+use IO::Socket::INET;
+use POSIX qw(_exit);
+use lib 't/lib', 'scripts/lib';
+use Imgbill::Harness qw(error_ok wait_for);
+
+my $h = Imgbill::Harness->new(redis => 0);
+my $answer = $h->dir . '/fake-redis.answer';
+
+# the fake: every command gets the bytes in $answer, wrapped in an array
+# of one (the batch of one command the relay sends when idle)
+my $pid = fork // die "fork: $!";
+if ($pid == 0) {
+    my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                    LocalPort => $h->redis_port,
+                                    Listen => 16, ReuseAddr => 1)
+        or _exit(1);
+    while (my $c = $srv->accept) {
+        my $buf = '';
+        while (1) {
+            my $n = sysread($c, $buf, 65536, length $buf);
+            last unless $n;
+            # one whole RESP array of bulk strings
+            while ($buf =~ /^\*(\d+)\r\n/) {
+                my ($n_args, $pos) = ($1, length "*$1\r\n");
+                my $whole = 1;
+                for (1 .. $n_args) {
+                    my $rest = substr($buf, $pos);
+                    unless ($rest =~ /^\$(\d+)\r\n/) { $whole = 0; last }
+                    my $len = $1;
+                    $pos += length("\$$len\r\n") + $len + 2;
+                    if ($pos > length $buf) { $whole = 0; last }
+                }
+                last unless $whole;
+                substr($buf, 0, $pos, '');
+                my $a = do { local (@ARGV, $/) = ($answer); <> } // ":0\r\n";
+                syswrite($c, "*1\r\n$a");
+            }
+        }
+        close $c;
+    }
+    _exit(0);
+}
+END { kill 'TERM', $pid if $pid }
+
+ok wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                        PeerPort => $h->redis_port) }, 5),
+   'the fake Redis listens';
+
+sub answer {
+    open my $f, '>', $answer or die $!;
+    print $f $_[0];
+    close $f;
+}
+
+my %shapes = (
+    'one element {1}'           => "*1\r\n:1\r\n",
+    'held without an account'   => "*2\r\n:1\r\n:5\r\n",
+    'an empty account'          => "*4\r\n:1\r\n\$0\r\n\r\n:100000\r\n:100000\r\n",
+    'an account of 65 bytes'    => "*4\r\n:1\r\n\$65\r\n" . ('a' x 65)
+                                   . "\r\n:100000\r\n:100000\r\n",
+    'an unknown status {7, ..}' => "*4\r\n:7\r\n\$1\r\na\r\n:1\r\n:1\r\n",
+    'a string, not an array'    => "\$2\r\nok\r\n",
+    'a balance as a string'     => "*4\r\n:1\r\n\$1\r\na\r\n\$1\r\n1\r\n:1\r\n",
+    'an error'                  => "-ERR something broke\r\n",
+);
+
+for my $name (sort keys %shapes) {
+    answer($shapes{$name});
+    my $res = $h->chat(key => 'sk-any');
+    error_ok($res, 503, 'server_error', 'billing_unavailable',
+             "$name: 503 billing_unavailable");
+}
+
+# a well-formed refusal still reads as one
+answer("*4\r\n:0\r\n\$5\r\nalice\r\n:40000\r\n:40000\r\n");
+error_ok($h->chat(key => 'sk-any'), 402, 'insufficient_quota',
+         'insufficient_balance', 'a well-formed refusal: 402');
+
+my $log = $h->error_log;
+my $n = () = $log =~ /unexpected reply to admit/g;
+is $n, 7, 'each malformed reply is logged as such';
+like $log, qr/redis replied "ERR something broke" to admit/,
+     'an error reply is logged with its text';
+is $h->upstream_hits, 0, 'nothing reached the upstream';
+is scalar $h->crashes, 0, 'no worker crashed';
+
+done_testing;
