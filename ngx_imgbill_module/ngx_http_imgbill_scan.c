@@ -16,10 +16,7 @@
 
 
 #include "ngx_http_imgbill_scan.h"
-
-#if (defined __SSE2__)
-#include <emmintrin.h>
-#endif
+#include "ngx_http_imgbill_scan_token.h"
 
 
 /* where in the document; white space is skipped up to sw_done */
@@ -36,33 +33,6 @@ enum {
     sw_number,
     sw_literal,
     sw_error
-};
-
-
-/* where in a string or a number (s->token) */
-enum {
-    sw_str_text = 0,
-    sw_str_escape,      /* after a backslash */
-    sw_str_hex          /* among the four digits of "\u" */
-};
-
-enum {
-    sw_num_minus = 0,
-    sw_num_zero,        /* a leading 0: no digit may follow */
-    sw_num_int,
-    sw_num_dot,
-    sw_num_frac,
-    sw_num_e,
-    sw_num_e_sign,
-    sw_num_exp
-};
-
-
-/* what the bytes of a string are looked at for (s->watch) */
-enum {
-    ngx_http_imgbill_watch_none = 0,
-    ngx_http_imgbill_watch_key,       /* kept, to name the key */
-    ngx_http_imgbill_watch_text       /* searched for an image */
 };
 
 
@@ -100,17 +70,7 @@ static void ngx_http_imgbill_scan_push(ngx_http_imgbill_scanner_t *s,
 static void ngx_http_imgbill_scan_pop(ngx_http_imgbill_scanner_t *s);
 static ngx_uint_t ngx_http_imgbill_scan_role(
     ngx_http_imgbill_scan_frame_t *parent, u_char open);
-static void ngx_http_imgbill_scan_string_start(ngx_http_imgbill_scanner_t *s,
-    ngx_uint_t watch);
-static u_char *ngx_http_imgbill_scan_string(ngx_http_imgbill_scanner_t *s,
-    u_char *p, u_char *last);
-static void ngx_http_imgbill_scan_watch(ngx_http_imgbill_scanner_t *s,
-    u_char ch);
-static void ngx_http_imgbill_scan_string_end(ngx_http_imgbill_scanner_t *s);
 static ngx_uint_t ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s);
-static u_char *ngx_http_imgbill_scan_number(ngx_http_imgbill_scanner_t *s,
-    u_char *p, u_char *last);
-static void ngx_http_imgbill_scan_number_end(ngx_http_imgbill_scanner_t *s);
 
 
 /* the keys the scanner tells apart, as sent */
@@ -151,21 +111,8 @@ static struct {
 };
 
 
-/* 1: a byte that ends the plain run of a string: '"', '\\', control */
-static u_char  ngx_http_imgbill_string_stop[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-};
-
-
 #define ngx_http_imgbill_is_space(ch)                                        \
     (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r')
-
-#define ngx_http_imgbill_is_digit(ch)  (ch >= '0' && ch <= '9')
 
 #define ngx_http_imgbill_is_count(key)                                       \
     (key == ngx_http_imgbill_key_prompt_tokens                               \
@@ -446,6 +393,15 @@ ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch)
         return NGX_OK;
     }
 
+    /* a count of true, false or null is no count, and one given beside
+       it is given twice */
+
+    if (f->role == ngx_http_imgbill_role_usage
+        && ngx_http_imgbill_is_count(key))
+    {
+        s->usage_bad = 1;
+    }
+
     s->state = sw_literal;
     return NGX_OK;
 }
@@ -497,255 +453,9 @@ ngx_http_imgbill_scan_role(ngx_http_imgbill_scan_frame_t *parent, u_char open)
 }
 
 
-/*
- * Whether any of the 8 bytes of w is '"', '\\' or below 0x20: the classic
- * "has a zero byte" test applied to w ^ '"', w ^ '\\' and (for "less than")
- * to w itself.  Exact for "any", which is all the caller asks.
- */
-
-#define NGX_HTTP_IMGBILL_ONES   0x0101010101010101ULL
-#define NGX_HTTP_IMGBILL_HIGHS  0x8080808080808080ULL
-
-#define ngx_http_imgbill_has_zero(w)                                         \
-    (((w) - NGX_HTTP_IMGBILL_ONES) & ~(w) & NGX_HTTP_IMGBILL_HIGHS)
-
-#define ngx_http_imgbill_needs_look(w)                                       \
-    (ngx_http_imgbill_has_zero((w) ^ (NGX_HTTP_IMGBILL_ONES * '"'))          \
-     | ngx_http_imgbill_has_zero((w) ^ (NGX_HTTP_IMGBILL_ONES * '\\'))        \
-     | (((w) - NGX_HTTP_IMGBILL_ONES * 0x20) & ~(w) & NGX_HTTP_IMGBILL_HIGHS))
-
-
-#if (defined __SSE2__)
-
-/*
- * The same question for 64 bytes at once, where SSE2 is there (every
- * x86-64): max(x, 0x1f) == 0x1f is an unsigned "x <= 0x1f".
- */
-
-static ngx_inline ngx_uint_t
-ngx_http_imgbill_plain64(u_char *p)
-{
-    __m128i     x, m, quote, bslash, ctl;
-    ngx_uint_t  i;
-
-    quote = _mm_set1_epi8('"');
-    bslash = _mm_set1_epi8('\\');
-    ctl = _mm_set1_epi8(0x1f);
-    m = _mm_setzero_si128();
-
-    for (i = 0; i < 64; i += 16) {
-        x = _mm_loadu_si128((const __m128i *) (p + i));
-
-        m = _mm_or_si128(m, _mm_cmpeq_epi8(x, quote));
-        m = _mm_or_si128(m, _mm_cmpeq_epi8(x, bslash));
-        m = _mm_or_si128(m, _mm_cmpeq_epi8(_mm_max_epu8(x, ctl), ctl));
-    }
-
-    return _mm_movemask_epi8(m) == 0;
-}
-
-#endif
-
-
-/*
- * The plain run of a string from p: a reply is mostly base64 inside one
- * string, so it is skipped 64 or 16 bytes at a time, and only the
- * neighbourhood of a quote, a backslash or a control byte is looked at
- * byte by byte.  Returns the first byte that is not plain, or last.
- */
-
-static ngx_inline u_char *
-ngx_http_imgbill_skip_plain(u_char *p, u_char *last)
-{
-    uint64_t  w, v;
-
-#if (defined __SSE2__)
-    while (last - p >= 64 && ngx_http_imgbill_plain64(p)) {
-        p += 64;
-    }
-#endif
-
-    while (last - p >= 16) {
-        ngx_memcpy(&w, p, 8);
-        ngx_memcpy(&v, p + 8, 8);
-
-        if (ngx_http_imgbill_needs_look(w) | ngx_http_imgbill_needs_look(v)) {
-            break;
-        }
-
-        p += 16;
-    }
-
-    while (p < last && !ngx_http_imgbill_string_stop[*p]) {
-        p++;
-    }
-
-    return p;
-}
-
-
-/* after the opening quote */
-
-static void
-ngx_http_imgbill_scan_string_start(ngx_http_imgbill_scanner_t *s,
-    ngx_uint_t watch)
-{
-    s->token = sw_str_text;
-    s->watch = watch;
-    s->key_len = 0;
-    s->match = 0;
-    s->escaped = 0;
-    s->bang = 0;
-    s->found = 0;
-}
-
-
-/*
- * Returns the byte after the closing quote, last if the string goes on in
- * the next buffer, or NULL if it is no JSON string.  Bytes are looked at
- * one by one only while they are watched.
- */
-
-static u_char *
-ngx_http_imgbill_scan_string(ngx_http_imgbill_scanner_t *s, u_char *p,
-    u_char *last)
-{
-    u_char  ch, lc;
-
-    while (p < last) {
-
-        if (s->token == sw_str_text
-            && s->watch == ngx_http_imgbill_watch_none)
-        {
-            p = ngx_http_imgbill_skip_plain(p, last);
-            if (p == last) {
-                break;
-            }
-        }
-
-        ch = *p++;
-
-        switch (s->token) {
-
-        case sw_str_text:
-            if (!ngx_http_imgbill_string_stop[ch]) {
-                break;
-            }
-
-            if (ch == '"') {
-                ngx_http_imgbill_scan_string_end(s);
-                return p;
-            }
-
-            if (ch != '\\') {
-                return NULL;            /* a raw control character */
-            }
-
-            s->escaped = 1;
-            s->token = sw_str_escape;
-            break;
-
-        case sw_str_escape:
-            switch (ch) {
-            case '"': case '\\': case '/': case 'b':
-            case 'f': case 'n': case 'r': case 't':
-                s->token = sw_str_text;
-                break;
-
-            case 'u':
-                s->hex = 4;
-                s->token = sw_str_hex;
-                break;
-
-            default:
-                return NULL;
-            }
-
-            break;
-
-        default: /* sw_str_hex */
-            lc = (u_char) (ch | 0x20);
-
-            if (!ngx_http_imgbill_is_digit(ch) && (lc < 'a' || lc > 'f')) {
-                return NULL;
-            }
-
-            if (--s->hex == 0) {
-                s->token = sw_str_text;
-            }
-
-            break;
-        }
-
-        if (s->watch != ngx_http_imgbill_watch_none) {
-            ngx_http_imgbill_scan_watch(s, ch);
-        }
-    }
-
-    return p;
-}
-
-
-/*
- * One byte of a watched string, as sent (escapes included).  A key is
- * kept while it may still be one the scanner knows.  The message text is
- * searched for a data URL or a markdown image: "data:image/", or
- * "data:image\/" (some encoders, PHP's by default, escape "/"), or "![".
- * No proper prefix of "data:image" recurs inside it, so a mismatch
- * restarts the match at the byte itself.
- */
-
-static void
-ngx_http_imgbill_scan_watch(ngx_http_imgbill_scanner_t *s, u_char ch)
-{
-    static u_char  data[] = "data:image";
-
-    if (s->watch == ngx_http_imgbill_watch_key) {
-
-        if (s->escaped || s->key_len == NGX_HTTP_IMGBILL_SCAN_KEY_LEN) {
-            /* escaped, or longer than any known: the rest does not matter */
-            s->key_len = NGX_HTTP_IMGBILL_SCAN_KEY_LEN + 1;
-            s->watch = ngx_http_imgbill_watch_none;
-            return;
-        }
-
-        s->key[s->key_len++] = ch;
-        return;
-    }
-
-    if (s->bang && ch == '[') {
-        goto found;
-    }
-
-    s->bang = (ch == '!');
-
-    if (s->match < sizeof(data) - 1) {
-        if (ch == data[s->match]) {
-            s->match++;
-            return;
-        }
-
-    } else if (ch == '/') {
-        goto found;
-
-    } else if (ch == '\\' && s->match == sizeof(data) - 1) {
-        s->match++;
-        return;
-    }
-
-    s->match = (ch == data[0]);
-    return;
-
-found:
-
-    s->found = 1;
-    s->watch = ngx_http_imgbill_watch_none;
-}
-
-
 /* a key or a string value read: what it says where it is */
 
-static void
+void
 ngx_http_imgbill_scan_string_end(ngx_http_imgbill_scanner_t *s)
 {
     ngx_uint_t                      key;
@@ -822,91 +532,9 @@ ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s)
 }
 
 
-/*
- * JSON number grammar, from the byte after the first.  Returns the byte
- * after the number, last if the number may go on in the next buffer, or
- * NULL if it is no JSON number.
- */
-
-static u_char *
-ngx_http_imgbill_scan_number(ngx_http_imgbill_scanner_t *s, u_char *p,
-    u_char *last)
-{
-    u_char  ch;
-
-    for ( /* void */ ; p < last; p++) {
-        ch = *p;
-
-        switch (s->token) {
-
-        case sw_num_int:
-            if (ngx_http_imgbill_is_digit(ch)) {
-
-                /* capped: a count beyond the cap is disbelieved anyway */
-                if (s->number <= NGX_HTTP_IMGBILL_TOKENS_MAX) {
-                    s->number = s->number * 10 + (ch - '0');
-                }
-
-                continue;
-            }
-
-            /* fall through */
-
-        case sw_num_zero:
-            if (ch == '.') {
-                s->integer = 0;
-                s->token = sw_num_dot;
-                continue;
-            }
-
-            break;
-
-        case sw_num_frac:
-        case sw_num_exp:
-            if (ngx_http_imgbill_is_digit(ch)) {
-                continue;
-            }
-
-            break;
-
-        case sw_num_e:
-            if (ch == '+' || ch == '-') {
-                s->token = sw_num_e_sign;
-                continue;
-            }
-
-            /* fall through */
-
-        default: /* sw_num_minus, sw_num_dot, sw_num_e_sign: a digit */
-            if (!ngx_http_imgbill_is_digit(ch)) {
-                return NULL;
-            }
-
-            s->token = (s->token == sw_num_minus)
-                       ? ((ch == '0') ? sw_num_zero : sw_num_int)
-                       : (s->token == sw_num_dot) ? sw_num_frac : sw_num_exp;
-            continue;
-        }
-
-        /* after the digits of the integer or of the fraction */
-
-        if ((ch == 'e' || ch == 'E') && s->token != sw_num_exp) {
-            s->integer = 0;
-            s->token = sw_num_e;
-            continue;
-        }
-
-        ngx_http_imgbill_scan_number_end(s);
-        return p;
-    }
-
-    return p;
-}
-
-
 /* a number read: a count, if it is one of the usage's */
 
-static void
+void
 ngx_http_imgbill_scan_number_end(ngx_http_imgbill_scanner_t *s)
 {
     ngx_int_t                       value;

@@ -23,6 +23,7 @@ my @cmd = ('cc', '-g', '-O1', '-fsanitize=address,undefined',
            "-I$root/ngx_imgbill_module", '-o', "$dir/scan_check",
            "$root/t/unit/scan_check.c",
            "$root/ngx_imgbill_module/ngx_http_imgbill_scan.c",
+           "$root/ngx_imgbill_module/ngx_http_imgbill_scan_token.c",
            "$root/t/stub/ngx_stubs.c");
 
 my $out = `@cmd 2>&1`;

@@ -46,6 +46,7 @@ my @cmd = ('clang', '-g', '-O1', '-fsanitize=fuzzer,address,undefined',
            '-DIMGBILL_FUZZ_SELFTEST', @inc, "-I$root/ngx_imgbill_module",
            '-o', "$dir/scan_selftest", "$root/t/fuzz/scan_fuzz.c",
            "$root/ngx_imgbill_module/ngx_http_imgbill_scan.c",
+           "$root/ngx_imgbill_module/ngx_http_imgbill_scan_token.c",
            "$root/t/stub/ngx_stubs.c", '-ljansson');
 
 my $cc = `@cmd 2>&1`;

@@ -143,6 +143,12 @@ main(void)
           "\"completion_tokens\":4}}", 1, 1, 0, 0, 0);
     CHECK("count twice", "{" IMG ",\"usage\":{\"prompt_tokens\":1,"
           "\"prompt_tokens\":5,\"completion_tokens\":2}}", 1, 1, 0, 0, 0);
+    CHECK("count twice, the first null", "{" IMG ",\"usage\":{"
+          "\"prompt_tokens\":null,\"prompt_tokens\":5,"
+          "\"completion_tokens\":2}}", 1, 1, 0, 0, 0);
+    CHECK("count twice, the last false", "{" IMG ",\"usage\":{"
+          "\"completion_tokens\":2,\"prompt_tokens\":5,"
+          "\"completion_tokens\":false}}", 1, 1, 0, 0, 0);
     CHECK("negative count", "{" IMG ",\"usage\":{\"prompt_tokens\":-1,"
           "\"completion_tokens\":2}}", 1, 1, 0, 0, 0);
     CHECK("fractional count", "{" IMG ",\"usage\":{\"prompt_tokens\":1.5,"
