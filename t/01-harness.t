@@ -71,7 +71,6 @@ is $h->redis('GET', 'imgbill:{hx}:balance'), 12345, 'redis()';
     is scalar @probe, 2, 'access_wait: both probes logged';
 
     my ($acct, $key) = $h->fresh_account(prefix => 'rawgone');
-    my $hits = $h->upstream_hits;
     is_deeply [ $h->raw_http(key => $key, body => { model => 'gemini-2.5-flash-image' },
                              mock => 'sleep=1', close_after => 'headers') ], [],
         "close_after => 'headers': returns nothing";
@@ -79,11 +78,9 @@ is $h->redis('GET', 'imgbill:{hx}:balance'), 12345, 'redis()';
         $h->raw_http(key => $key, body => { model => 'gemini-2.5-flash-image',
                                             messages => [] },
                      mock => 'sleep=1', close_after => $when);
-        # closed at once, nginx may notice before it goes upstream
-        ok wait_for(sub { $h->upstream_hits > $hits }, 5),
-            "close_after => $when ms: the request went out before the close"
-            if $when =~ /^\d+$/;
-        $hits = $h->upstream_hits;
+        # whether nginx reached the upstream before it saw the client go
+        # depends on timing (under valgrind, 100 ms is not enough): only
+        # the money is certain
         ok $h->wait_holds($acct, 0, 10), "close_after => $when: no hold left";
     }
     sleep 1.2;    # the upstream's (unwanted) replies are in
