@@ -2,6 +2,8 @@
 /*
  * Access phase: find the API key, read and validate the body, then one
  * Redis script resolves the key, checks the gate and places the hold.
+ * For what the module serves itself (the model lists) the key is only
+ * looked up.
  *
  * The handler runs more than once: it starts the body read and returns
  * NGX_DONE; the body handler starts the admission; the admission's reply
@@ -11,10 +13,8 @@
 
 
 #include "ngx_http_imgbill_module.h"
-#include <openssl/evp.h>
 
 
-#define NGX_HTTP_IMGBILL_KEY_MAX     256
 #define NGX_HTTP_IMGBILL_LARGE_BODY  (1024 * 1024)
 
 
@@ -56,8 +56,10 @@ static ngx_http_imgbill_verdict_t  ngx_http_imgbill_verdicts[] = {
 };
 
 
-static ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
+static ngx_int_t ngx_http_imgbill_lookup(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
+static void ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply,
+    void *data);
 static void ngx_http_imgbill_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_imgbill_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
@@ -71,6 +73,10 @@ static void ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply,
     void *data);
 static void ngx_http_imgbill_refuse(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_int_t available);
+static ngx_int_t ngx_http_imgbill_account(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_str_t *account);
+static void ngx_http_imgbill_invalid_key(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_unavailable(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_reject(ngx_http_request_t *r,
@@ -97,13 +103,15 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 
         case ngx_http_imgbill_reading:
         case ngx_http_imgbill_admitting:
+        case ngx_http_imgbill_looking_up:
             return NGX_AGAIN;
 
         case ngx_http_imgbill_rejected:
             return ngx_http_imgbill_reject(r, ctx);
 
         default:
-            /* admitted; after an internal redirect too: one hold only */
+            /* admitted or authorized; after an internal redirect too: one
+               hold only */
             return NGX_OK;
         }
     }
@@ -117,20 +125,43 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 
     ngx_http_imgbill_strip_headers(&r->headers_in.headers, 1);
 
-    if (!(r->method & NGX_HTTP_POST)) {
+    if (!(r->method & (lcf->models ? (NGX_HTTP_GET|NGX_HTTP_HEAD)
+                                   : NGX_HTTP_POST)))
+    {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_NOT_ALLOWED,
                                    "invalid_request_error",
                                    "method_not_allowed",
-                                   "only POST is accepted here");
+                                   "only %s is accepted here",
+                                   lcf->models ? "GET" : "POST");
         goto reject;
     }
 
-    if (ngx_http_imgbill_api_key(r, ctx) != NGX_OK) {
+    rc = ngx_http_imgbill_api_key(r, lcf, ctx->key_hash);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_UNAUTHORIZED,
                                    "invalid_request_error", "missing_api_key",
-                                   "no API key: send \"Authorization: "
-                                   "Bearer <key>\"");
+                                   "no API key: send \"%s\"",
+                                   lcf->api == NGX_HTTP_IMGBILL_API_GEMINI
+                                   ? "x-goog-api-key: <key>"
+                                   : "Authorization: Bearer <key>");
         goto reject;
+    }
+
+    if (lcf->models) {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_imgbill_lookup(r, ctx) != NGX_OK) {
+            goto reject;
+        }
+
+        return NGX_AGAIN;
     }
 
     rc = ngx_http_read_client_request_body(r, ngx_http_imgbill_body_handler);
@@ -151,60 +182,6 @@ reject:
     }
 
     return ngx_http_imgbill_reject(r, ctx);
-}
-
-
-/* "Authorization: Bearer <key>" -> the hex SHA-256 of the key */
-
-static ngx_int_t
-ngx_http_imgbill_api_key(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
-{
-    u_char           *p, *last, md[EVP_MAX_MD_SIZE];
-    unsigned int      len;
-    ngx_table_elt_t  *h;
-
-    h = r->headers_in.authorization;
-
-    if (h == NULL || h->value.len <= sizeof("Bearer ") - 1
-        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
-                           sizeof("Bearer ") - 1)
-           != 0)
-    {
-        return NGX_DECLINED;
-    }
-
-    p = h->value.data + sizeof("Bearer ") - 1;
-    last = h->value.data + h->value.len;
-
-    while (p < last && *p == ' ') {
-        p++;
-    }
-
-    while (last > p && last[-1] == ' ') {
-        last--;
-    }
-
-    if (p == last || last - p > NGX_HTTP_IMGBILL_KEY_MAX) {
-        return NGX_DECLINED;
-    }
-
-    if (EVP_Digest(p, last - p, md, &len, EVP_sha256(), NULL) != 1) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "imgbill: EVP_Digest(sha256) failed");
-        return NGX_ERROR;
-    }
-
-    ngx_hex_dump(ctx->key_hash, md, len);
-
-    /*
-     * The client's key is ours, never the upstream's: drop it here rather
-     * than trust every location to override it with proxy_set_header.
-     */
-
-    ngx_http_imgbill_hide_header(h);
-    r->headers_in.authorization = NULL;
-
-    return NGX_OK;
 }
 
 
@@ -468,23 +445,13 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
     }
 
     if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
-        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_UNAUTHORIZED,
-                                   "invalid_request_error", "invalid_api_key",
-                                   "incorrect API key provided");
+        ngx_http_imgbill_invalid_key(r, ctx);
         goto wake;
     }
 
-    ctx->account.data = ngx_pnalloc(r->pool, reply->account.len);
-    if (ctx->account.data == NULL) {
-        ngx_http_imgbill_set_error(r, &ctx->error,
-                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                   "server_error", "internal_error",
-                                   "out of memory");
+    if (ngx_http_imgbill_account(r, ctx, &reply->account) != NGX_OK) {
         goto wake;
     }
-
-    ctx->account.len = reply->account.len;
-    ngx_memcpy(ctx->account.data, reply->account.data, reply->account.len);
 
     if (reply->status == NGX_HTTP_IMGBILL_ADMIT_HELD) {
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_admitted);
@@ -524,6 +491,88 @@ ngx_http_imgbill_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
                                "insufficient balance: available %*s, "
                                "required %*s", p - have, have,
                                last - need, need);
+}
+
+
+/* a key only: nothing is held for what the module serves itself */
+
+static ngx_int_t
+ngx_http_imgbill_lookup(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
+    ctx->cmd = ngx_http_imgbill_script_lookup(mcf, ctx->key_hash,
+                                              ngx_http_imgbill_lookup_done,
+                                              ctx);
+    if (ctx->cmd == NULL) {
+        ngx_http_imgbill_unavailable(r, ctx);
+        return NGX_ERROR;
+    }
+
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_looking_up);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
+{
+    ngx_http_imgbill_ctx_t *ctx = data;
+
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    ctx->cmd = NULL;
+
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
+
+    if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK) {
+        ngx_http_imgbill_unavailable(r, ctx);
+
+    } else if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
+        ngx_http_imgbill_invalid_key(r, ctx);
+
+    } else if (ngx_http_imgbill_account(r, ctx, &reply->account) == NGX_OK) {
+        ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_authorized);
+    }
+
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+
+/* the account outlives the reply it is read from: it goes into the ledger */
+
+static ngx_int_t
+ngx_http_imgbill_account(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
+    ngx_str_t *account)
+{
+    ctx->account.data = ngx_pnalloc(r->pool, account->len);
+
+    if (ctx->account.data == NULL) {
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "server_error", "internal_error",
+                                   "out of memory");
+        return NGX_ERROR;
+    }
+
+    ctx->account.len = account->len;
+    ngx_memcpy(ctx->account.data, account->data, account->len);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_imgbill_invalid_key(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_UNAUTHORIZED,
+                               "invalid_request_error", "invalid_api_key",
+                               "incorrect API key provided");
 }
 
 

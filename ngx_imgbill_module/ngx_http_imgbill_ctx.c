@@ -6,6 +6,7 @@
  *
  *   reading -> admitting -> admitted -> collecting -> settling -> emitting
  *           -> passing;  or -> rejected;  or admitted -> released
+ *   looking_up -> authorized (a model list);  or -> rejected
  *
  * The pool cleanup gives back a hold that was never settled (the client
  * went away, the upstream failed mid-reply, a later phase finalized the
@@ -49,7 +50,9 @@ static const char  *ngx_http_imgbill_state_names[] = {
     "settling",
     "emitting",
     "passing",
-    "released"
+    "released",
+    "looking_up",
+    "authorized"
 };
 
 #endif
@@ -327,6 +330,12 @@ ngx_http_imgbill_cleanup(void *data)
                       "releasing its hold", &ctx->request_id);
 
         ngx_http_imgbill_release(ctx);
+        break;
+
+    case ngx_http_imgbill_looking_up:
+
+        /* nothing was asked of Redis that needs undoing */
+        ngx_http_imgbill_batch_rebind(ctx->cmd, NULL, NULL);
         break;
 
     case ngx_http_imgbill_settling:

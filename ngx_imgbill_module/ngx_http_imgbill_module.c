@@ -21,6 +21,8 @@ static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_price(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_imgbill_money_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_imgbill_init(ngx_conf_t *cf);
@@ -38,6 +40,13 @@ static ngx_http_imgbill_channel_t  ngx_http_imgbill_channels[] = {
     { ngx_string("off"), 0, ngx_null_string },
     { ngx_string("metered"), 0, ngx_string("imgbill_metered_price") },
     { ngx_string("fast"), 1, ngx_string("imgbill_fast_price") }
+};
+
+
+static ngx_conf_enum_t  ngx_http_imgbill_apis[] = {
+    { ngx_string("openai"), NGX_HTTP_IMGBILL_API_OPENAI },
+    { ngx_string("gemini"), NGX_HTTP_IMGBILL_API_GEMINI },
+    { ngx_null_string, 0 }
 };
 
 
@@ -119,6 +128,20 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, image_limit),
+      NULL },
+
+    { ngx_string("imgbill_api"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, api),
+      &ngx_http_imgbill_apis },
+
+    { ngx_string("imgbill_models"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_imgbill_models,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
@@ -277,6 +300,8 @@ ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf)
     }
 
     conf->channel = NGX_CONF_UNSET_UINT;
+    conf->api = NGX_CONF_UNSET_UINT;
+    conf->models = NGX_CONF_UNSET;
     conf->metered = NGX_CONF_UNSET_PTR;
     conf->fast = NGX_CONF_UNSET_PTR;
     conf->min_balance = NGX_CONF_UNSET;
@@ -302,6 +327,14 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_uint_value(conf->channel, prev->channel,
                               NGX_HTTP_IMGBILL_OFF);
+    ngx_conf_merge_uint_value(conf->api, prev->api,
+                              NGX_HTTP_IMGBILL_API_OPENAI);
+
+    /* a list is served where it is named, never inherited */
+    if (conf->models == NGX_CONF_UNSET) {
+        conf->models = 0;
+    }
+
     ngx_conf_merge_ptr_value(conf->metered, prev->metered, NULL);
     ngx_conf_merge_ptr_value(conf->fast, prev->fast, NULL);
     ngx_conf_merge_value(conf->min_balance, prev->min_balance,
@@ -314,6 +347,15 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_IMGBILL_IMAGE_LIMIT);
 
     if (conf->channel == NGX_HTTP_IMGBILL_OFF) {
+
+        if (conf->models) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"imgbill_models\" needs \"imgbill metered\" "
+                               "or \"imgbill fast\": the channel whose "
+                               "models it lists");
+            return NGX_CONF_ERROR;
+        }
+
         return NGX_CONF_OK;
     }
 
@@ -581,6 +623,28 @@ ngx_http_imgbill_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            &value[i], &cmd->name);
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/* imgbill_models; the location answers with its channel's priced models */
+
+static char *
+ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_imgbill_loc_conf_t *lcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->models != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    lcf->models = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_imgbill_models_handler;
 
     return NGX_CONF_OK;
 }

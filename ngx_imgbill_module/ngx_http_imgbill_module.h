@@ -10,6 +10,9 @@
  *                                the $imgbill_* variables, the pool cleanup
  *                                and the orphans that outlive a request;
  *   ngx_http_imgbill_access.c    access phase: key, body, admission;
+ *   ngx_http_imgbill_key.c       where each API puts its key, hashed and
+ *                                kept from the upstream and the logs;
+ *   ngx_http_imgbill_models.c    the model lists the module serves itself;
  *   ngx_http_imgbill_request.c   the request validator: JSON, model, images;
  *   ngx_http_imgbill_filter.c    header and body filters: hold the reply,
  *                                decide the charge, settle, emit;
@@ -51,6 +54,10 @@
 #define NGX_HTTP_IMGBILL_OFF          0
 #define NGX_HTTP_IMGBILL_METERED      1
 #define NGX_HTTP_IMGBILL_FAST         2
+
+/* the API a location speaks: its keys, its errors, its lists */
+#define NGX_HTTP_IMGBILL_API_OPENAI   0
+#define NGX_HTTP_IMGBILL_API_GEMINI   1
 
 /* nginx names no constant for it */
 #define NGX_HTTP_IMGBILL_PAYMENT_REQUIRED  402
@@ -133,6 +140,8 @@ typedef struct {
 
 typedef struct {
     ngx_uint_t                      channel;
+    ngx_uint_t                      api;
+    ngx_flag_t                      models;    /* serves the model list */
     ngx_array_t                    *metered;   /* ngx_http_imgbill_price_t */
     ngx_array_t                    *fast;      /* ngx_http_imgbill_price_t */
     ngx_int_t                       min_balance;
@@ -152,7 +161,9 @@ typedef enum {
     ngx_http_imgbill_settling,     /* settle script in flight */
     ngx_http_imgbill_emitting,     /* settled: header and body go out */
     ngx_http_imgbill_passing,      /* all sent, let the rest through */
-    ngx_http_imgbill_released      /* hold given back unused */
+    ngx_http_imgbill_released,     /* hold given back unused */
+    ngx_http_imgbill_looking_up,   /* lookup script in flight: a key only */
+    ngx_http_imgbill_authorized    /* the key is known; nothing held */
 } ngx_http_imgbill_state_e;
 
 
@@ -241,7 +252,8 @@ typedef enum {
     ngx_http_imgbill_cmd_admit = 0,
     ngx_http_imgbill_cmd_settle,
     ngx_http_imgbill_cmd_release,
-    ngx_http_imgbill_cmd_release_key
+    ngx_http_imgbill_cmd_release_key,
+    ngx_http_imgbill_cmd_lookup
 } ngx_http_imgbill_script_e;
 
 
@@ -260,8 +272,9 @@ typedef struct {
     ngx_uint_t                      rc;
     ngx_int_t                       status;     /* admit: as above; settle:
                                                    1 applied, 0 earlier;
-                                                   release: 1 released */
-    ngx_str_t                       account;    /* admit */
+                                                   release: 1 released;
+                                                   lookup: as admit */
+    ngx_str_t                       account;    /* admit, lookup */
     ngx_int_t                       balance;    /* admit, settle */
     ngx_int_t                       available;  /* admit */
 } ngx_http_imgbill_reply_t;
@@ -300,6 +313,13 @@ void ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx);
 /* ngx_http_imgbill_access.c */
 ngx_int_t ngx_http_imgbill_access_handler(ngx_http_request_t *r);
 
+/* ngx_http_imgbill_key.c */
+ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
+    ngx_http_imgbill_loc_conf_t *lcf, u_char *key_hash);
+
+/* ngx_http_imgbill_models.c */
+ngx_int_t ngx_http_imgbill_models_handler(ngx_http_request_t *r);
+
 /* ngx_http_imgbill_request.c */
 ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
     size_t image_limit, ngx_http_imgbill_request_t *req);
@@ -335,6 +355,9 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release(
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release_key(
     ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *request_id,
     u_char *key_hash, ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_lookup(
+    ngx_http_imgbill_main_conf_t *mcf, u_char *key_hash,
+    ngx_http_imgbill_reply_pt handler, void *data);
 ngx_str_t *ngx_http_imgbill_script_name(ngx_http_imgbill_script_e script);
 ngx_uint_t ngx_http_imgbill_script_parse(ngx_http_imgbill_script_e script,
     redisReply *e, ngx_http_imgbill_reply_t *reply);

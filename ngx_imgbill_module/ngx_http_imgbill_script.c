@@ -21,6 +21,10 @@ static ngx_uint_t ngx_http_imgbill_parse_settle(redisReply *e,
     ngx_http_imgbill_reply_t *reply);
 static ngx_uint_t ngx_http_imgbill_parse_release(redisReply *e,
     ngx_http_imgbill_reply_t *reply);
+static ngx_uint_t ngx_http_imgbill_parse_lookup(redisReply *e,
+    ngx_http_imgbill_reply_t *reply);
+static ngx_uint_t ngx_http_imgbill_parse_account(redisReply *acct,
+    ngx_http_imgbill_reply_t *reply);
 static ngx_int_t ngx_http_imgbill_integer(redisReply *e, ngx_uint_t i,
     ngx_int_t *value);
 
@@ -31,14 +35,16 @@ static ngx_str_t  ngx_http_imgbill_script_names[] = {
     ngx_string("admit"),
     ngx_string("settle"),
     ngx_string("release"),
-    ngx_string("release_key")
+    ngx_string("release_key"),
+    ngx_string("lookup")
 };
 
 static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
     ngx_http_imgbill_parse_admit,
     ngx_http_imgbill_parse_settle,
     ngx_http_imgbill_parse_release,
-    ngx_http_imgbill_parse_release
+    ngx_http_imgbill_parse_release,
+    ngx_http_imgbill_parse_lookup
 };
 
 
@@ -217,6 +223,26 @@ ngx_http_imgbill_script_release_key(ngx_http_imgbill_main_conf_t *mcf,
 }
 
 
+/* lookup: KEYS imgbill:key:<hash> */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_lookup(ngx_http_imgbill_main_conf_t *mcf,
+    u_char *key_hash, ngx_http_imgbill_reply_pt handler, void *data)
+{
+    u_char     buf[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    ngx_str_t  argv[1];
+
+    argv[0].data = buf;
+    argv[0].len = ngx_sprintf(buf, "imgbill:key:%*s",
+                              (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN,
+                              key_hash)
+                  - buf;
+
+    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_lookup,
+                                        1, 1, argv, handler, data);
+}
+
+
 ngx_str_t *
 ngx_http_imgbill_script_name(ngx_http_imgbill_script_e script)
 {
@@ -239,8 +265,6 @@ ngx_http_imgbill_script_parse(ngx_http_imgbill_script_e script, redisReply *e,
 static ngx_uint_t
 ngx_http_imgbill_parse_admit(redisReply *e, ngx_http_imgbill_reply_t *reply)
 {
-    redisReply  *acct;
-
     if (ngx_http_imgbill_integer(e, 0, &reply->status) != NGX_OK) {
         return NGX_HTTP_IMGBILL_REPLY_ERROR;
     }
@@ -258,8 +282,35 @@ ngx_http_imgbill_parse_admit(redisReply *e, ngx_http_imgbill_reply_t *reply)
         return NGX_HTTP_IMGBILL_REPLY_ERROR;
     }
 
-    acct = e->element[1];
+    return ngx_http_imgbill_parse_account(e->element[1], reply);
+}
 
+
+/* {-1} | {1, account} */
+
+static ngx_uint_t
+ngx_http_imgbill_parse_lookup(redisReply *e, ngx_http_imgbill_reply_t *reply)
+{
+    if (ngx_http_imgbill_integer(e, 0, &reply->status) != NGX_OK) {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
+        return NGX_HTTP_IMGBILL_REPLY_OK;
+    }
+
+    if (reply->status != NGX_HTTP_IMGBILL_ADMIT_HELD || e->elements != 2) {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    return ngx_http_imgbill_parse_account(e->element[1], reply);
+}
+
+
+static ngx_uint_t
+ngx_http_imgbill_parse_account(redisReply *acct,
+    ngx_http_imgbill_reply_t *reply)
+{
     if (acct->type != REDIS_REPLY_STRING || acct->len == 0
         || acct->len > NGX_HTTP_IMGBILL_ACCOUNT_MAX)
     {

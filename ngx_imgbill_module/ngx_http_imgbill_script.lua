@@ -1,5 +1,5 @@
--- imgbill's one Redis script: admit, settle, release and release_key,
--- and a loop that runs a batch of them in one call.
+-- imgbill's one Redis script: admit, settle, release, release_key and
+-- lookup, and a loop that runs a batch of them in one call.
 --
 -- scripts/gen-script turns this file into ngx_http_imgbill_script_lua.h
 -- (the text and its SHA-1, for EVALSHA); t/03-script.t checks that the
@@ -191,12 +191,25 @@ local function release_key(KEYS, ARGV)
 end
 
 
+-- lookup: whose key it is, for what the module serves itself (the model
+-- lists); nothing is held or written.
+--   KEYS: imgbill:key:<sha256 of the API key>
+--   ARGV: none
+--   -> {-1} unknown key | {1, account}
+
+local function lookup(KEYS, ARGV)
+  local acct = redis.call('GET', KEYS[1])
+  if not acct then return {-1} end
+  return {1, acct}
+end
+
+
 -- The batch: each command runs under pcall, so it keeps its own
 -- atomicity and its own result, and one failing (a key of the wrong
 -- type) answers that command with an error and no other.  The numbers
 -- are those of ngx_http_imgbill_script_e, from 1.
 
-local run = {admit, settle, release, release_key}
+local run = {admit, settle, release, release_key, lookup}
 local out, k, i = {}, 1, 1
 while i <= #ARGV do
   local f = run[tonumber(ARGV[i])]

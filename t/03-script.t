@@ -32,7 +32,8 @@ my $sha = $r->cmd('SCRIPT', 'LOAD', $lua);
 is $sha, sha1_hex($lua), 'Redis names the script as the header does';
 
 # the numbers of the "run" table
-my %FN = (admit => 1, settle => 2, release => 3, release_key => 4);
+my %FN = (admit => 1, settle => 2, release => 3, release_key => 4,
+          lookup => 5);
 
 # call([name, [keys], [args]], ...) -> the array of results; a failing
 # command's result is { err => text }
@@ -163,6 +164,16 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-alice')], ['r7']), 1,
 is held('alice')->{units}, 0, 'held back to 0';
 is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
    'release_key of an unknown key -> 0';
+
+# --- lookup: the account of a key, nothing written
+{
+    my $before = $h->snapshot;
+    is_deeply one('lookup', ['imgbill:key:' . key_hash('sk-alice')], []),
+              [1, 'alice'], 'lookup -> {1, account}';
+    is_deeply one('lookup', ['imgbill:key:' . key_hash('sk-nobody')], []),
+              [-1], 'lookup of an unknown key -> {-1}';
+    is $h->snapshot, $before, 'a lookup writes nothing';
+}
 
 # --- the held sum: recounted once "sweep" has passed, expired holds dropped
 {
