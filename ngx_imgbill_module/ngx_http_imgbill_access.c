@@ -109,9 +109,19 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
         case ngx_http_imgbill_rejected:
             return ngx_http_imgbill_reject(r, ctx);
 
+        case ngx_http_imgbill_authorized:
+            if (lcf->models) {
+                return NGX_OK;
+            }
+
+            /* redirected from a list to a relay: nothing is held for it */
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "imgbill: a request authorized for a model list "
+                          "reached a billed location");
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
         default:
-            /* admitted or authorized; after an internal redirect too: one
-               hold only */
+            /* admitted; after an internal redirect too: one hold only */
             return NGX_OK;
         }
     }
@@ -125,6 +135,14 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 
     ngx_http_imgbill_strip_headers(&r->headers_in.headers, 1);
 
+    /* first, so that no rejection logs a key (a ?key=) */
+
+    rc = ngx_http_imgbill_api_key(r, lcf, ctx->key_hash);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     if (!(r->method & (lcf->models ? (NGX_HTTP_GET|NGX_HTTP_HEAD)
                                    : NGX_HTTP_POST)))
     {
@@ -134,12 +152,6 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
                                    "only %s is accepted here",
                                    lcf->models ? "GET" : "POST");
         goto reject;
-    }
-
-    rc = ngx_http_imgbill_api_key(r, lcf, ctx->key_hash);
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc != NGX_OK) {
@@ -431,15 +443,16 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
 
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
     if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK) {
-
-        if (reply->rc == NGX_HTTP_IMGBILL_REPLY_LOST) {
-            /* Redis may have run the script and placed a hold anyway */
-            mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
-            ngx_http_imgbill_journal_release(mcf, r->connection->log,
-                                             &ctx->request_id, ctx->key_hash);
-        }
-
+        /*
+         * Lost, or not understood (an account name too long, a proxy's
+         * error): the script may have placed a hold anyway.  The release
+         * by key is idempotent, and harmless if it did not.
+         */
+        ngx_http_imgbill_journal_release(mcf, r->connection->log,
+                                         &ctx->request_id, ctx->key_hash);
         ngx_http_imgbill_unavailable(r, ctx);
         goto wake;
     }
@@ -450,6 +463,12 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
     }
 
     if (ngx_http_imgbill_account(r, ctx, &reply->account) != NGX_OK) {
+        if (reply->status == NGX_HTTP_IMGBILL_ADMIT_HELD) {
+            ngx_http_imgbill_journal_release(mcf, r->connection->log,
+                                             &ctx->request_id,
+                                             ctx->key_hash);
+        }
+
         goto wake;
     }
 

@@ -427,17 +427,16 @@ ngx_http_imgbill_orphan_admitted(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_orphan_t *o = data;
 
-    if (reply->rc == NGX_HTTP_IMGBILL_REPLY_LOST) {
-        /* a hold may exist; only the key says whose */
+    if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK) {
+        /* lost or not understood: a hold may exist; only the key says
+           whose */
         ngx_http_imgbill_journal_release(o->mcf, ngx_cycle->log,
                                          &o->settle.request_id, o->key_hash);
         ngx_free(o);
         return;
     }
 
-    if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK
-        || reply->status != NGX_HTTP_IMGBILL_ADMIT_HELD)
-    {
+    if (reply->status != NGX_HTTP_IMGBILL_ADMIT_HELD) {
         ngx_free(o);
         return;
     }

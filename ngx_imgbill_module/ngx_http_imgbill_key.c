@@ -1,9 +1,9 @@
 
 /*
  * The client's API key: where each API puts it, and what becomes of it.
- * Only its SHA-256 is kept; the key itself is taken out of what the proxy
- * forwards and, for a key in the query string, masked where nginx's logs
- * would otherwise print it.
+ * Only its SHA-256 is kept.  Every place a key may travel in is scrubbed,
+ * whichever one was used: the proxy forwards what is left, and nginx logs
+ * the request line.
  *
  *   OpenAI   Authorization: Bearer <key>
  *   Gemini   x-goog-api-key: <key>, then ?key=<key>, then Bearer
@@ -23,10 +23,15 @@ static ngx_int_t ngx_http_imgbill_key_header(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_int_t ngx_http_imgbill_key_query(ngx_http_request_t *r,
     ngx_str_t *key);
+static void ngx_http_imgbill_mask_args(u_char *p, u_char *last);
 static void ngx_http_imgbill_key_trim(ngx_str_t *key);
 
 
-/* NGX_OK and the hex SHA-256 in key_hash; NGX_DECLINED without a key */
+/*
+ * NGX_OK and the hex SHA-256 in key_hash; NGX_DECLINED without a key.
+ * The sources are scrubbed in every case, so call it before any rejection
+ * that logs the request.
+ */
 
 ngx_int_t
 ngx_http_imgbill_api_key(ngx_http_request_t *r,
@@ -44,11 +49,18 @@ ngx_http_imgbill_api_key(ngx_http_request_t *r,
 
         if (rc == NGX_DECLINED) {
             rc = ngx_http_imgbill_key_query(r, &key);
+
+        } else {
+            ngx_http_imgbill_mask_query(r);
         }
     }
 
     if (rc == NGX_DECLINED) {
         rc = ngx_http_imgbill_key_bearer(r, &key);
+
+    } else if (r->headers_in.authorization) {
+        ngx_http_imgbill_hide_header(r->headers_in.authorization);
+        r->headers_in.authorization = NULL;
     }
 
     if (rc != NGX_OK) {
@@ -74,43 +86,135 @@ ngx_http_imgbill_api_key(ngx_http_request_t *r,
 
 
 /*
- * The client's key is ours, never the upstream's: each source is dropped
- * here rather than trusting every location to override it.
+ * Every "key=" argument's value, whatever case its name is in, becomes
+ * "xxxx": in the arguments and, where HTTP/2 built it apart, in the
+ * request line ($request, the error log's context).  On HTTP/1 both are
+ * the client's header buffer.
  */
+
+void
+ngx_http_imgbill_mask_query(ngx_http_request_t *r)
+{
+    u_char  *p, *last;
+
+    if (r->args.len) {
+        ngx_http_imgbill_mask_args(r->args.data,
+                                   r->args.data + r->args.len);
+    }
+
+    p = r->request_line.data;
+    last = p + r->request_line.len;
+
+    if (p == NULL || (r->args.data >= p && r->args.data < last)) {
+        return;
+    }
+
+    p = ngx_strlchr(p, last, '?');
+    if (p == NULL) {
+        return;
+    }
+
+    last = ngx_strlchr(p, last, ' ');
+    if (last == NULL) {
+        last = r->request_line.data + r->request_line.len;
+    }
+
+    ngx_http_imgbill_mask_args(p + 1, last);
+}
+
+
+static void
+ngx_http_imgbill_mask_args(u_char *p, u_char *last)
+{
+    u_char  *name, *end;
+
+    while (p < last) {
+        name = p;
+
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        if (end - name > 4 && ngx_strncasecmp(name, (u_char *) "key=", 4) == 0)
+        {
+            ngx_memset(name + 4, 'x', end - name - 4);
+        }
+
+        p = end + 1;
+    }
+}
+
+
+/*
+ * A location of Gemini's API that imgbill does not bill (conf.d's JSON
+ * 404 for unknown paths) still masks a ?key=: the key is the customer's.
+ */
+
+ngx_int_t
+ngx_http_imgbill_mask_handler(ngx_http_request_t *r)
+{
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+
+    if (lcf->api == NGX_HTTP_IMGBILL_API_GEMINI
+        && lcf->channel == NGX_HTTP_IMGBILL_OFF)
+    {
+        ngx_http_imgbill_mask_query(r);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* the client's key is ours, never the upstream's */
 
 static ngx_int_t
 ngx_http_imgbill_key_bearer(ngx_http_request_t *r, ngx_str_t *key)
 {
+    ngx_int_t         rc;
     ngx_table_elt_t  *h;
 
     h = r->headers_in.authorization;
 
-    if (h == NULL || h->value.len <= sizeof("Bearer ") - 1
-        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
-                           sizeof("Bearer ") - 1)
-           != 0)
-    {
+    if (h == NULL) {
         return NGX_DECLINED;
     }
 
-    key->data = h->value.data + sizeof("Bearer ") - 1;
-    key->len = h->value.len - (sizeof("Bearer ") - 1);
+    rc = NGX_DECLINED;
 
-    /* the renamed header no longer points at the value, which stays */
+    if (h->value.len > sizeof("Bearer ") - 1
+        && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                           sizeof("Bearer ") - 1)
+           == 0)
+    {
+        key->data = h->value.data + sizeof("Bearer ") - 1;
+        key->len = h->value.len - (sizeof("Bearer ") - 1);
+        rc = NGX_OK;
+    }
+
+    /* a credential of any scheme stays here; the value's bytes stay in
+       place for the key, the renamed header no longer points at them */
 
     ngx_http_imgbill_hide_header(h);
     r->headers_in.authorization = NULL;
 
-    return NGX_OK;
+    return rc;
 }
 
+
+/* the first x-goog-api-key; every one is hidden: nginx keeps duplicates */
 
 static ngx_int_t
 ngx_http_imgbill_key_header(ngx_http_request_t *r, ngx_str_t *key)
 {
+    ngx_int_t         rc;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
+
+    rc = NGX_DECLINED;
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -119,7 +223,7 @@ ngx_http_imgbill_key_header(ngx_http_request_t *r, ngx_str_t *key)
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return NGX_DECLINED;
+                return rc;
             }
 
             part = part->next;
@@ -132,30 +236,29 @@ ngx_http_imgbill_key_header(ngx_http_request_t *r, ngx_str_t *key)
                                sizeof("x-goog-api-key") - 1)
                == 0)
         {
-            *key = h[i].value;
+            if (rc == NGX_DECLINED) {
+                *key = h[i].value;
+                rc = NGX_OK;
+            }
+
             ngx_http_imgbill_hide_header(&h[i]);
-            return NGX_OK;
         }
     }
 }
 
 
-/*
- * ?key= is read, then masked in place: the request line and the arguments
- * share the client's header buffer (HTTP/1), so $request and $args in an
- * access log show "key=xxxx"; HTTP/2 builds its request line apart, and
- * it is masked there too.
- */
+/* the first ?key=, copied before every one is masked */
 
 static ngx_int_t
 ngx_http_imgbill_key_query(ngx_http_request_t *r, ngx_str_t *key)
 {
-    u_char     *p, *last, *copy;
+    u_char     *copy;
     ngx_str_t   value;
 
     if (ngx_http_arg(r, (u_char *) "key", 3, &value) != NGX_OK
         || value.len == 0)
     {
+        ngx_http_imgbill_mask_query(r);
         return NGX_DECLINED;
     }
 
@@ -166,17 +269,7 @@ ngx_http_imgbill_key_query(ngx_http_request_t *r, ngx_str_t *key)
 
     ngx_memcpy(copy, value.data, value.len);
 
-    last = r->request_line.data + r->request_line.len;
-
-    for (p = r->request_line.data; p + 4 + value.len <= last; p++) {
-        if (ngx_strncmp(p, "key=", 4) == 0
-            && ngx_strncmp(p + 4, copy, value.len) == 0)
-        {
-            ngx_memset(p + 4, 'x', value.len);
-        }
-    }
-
-    ngx_memset(value.data, 'x', value.len);
+    ngx_http_imgbill_mask_query(r);
 
     key->data = copy;
     key->len = value.len;

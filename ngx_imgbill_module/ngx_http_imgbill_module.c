@@ -704,6 +704,15 @@ ngx_http_imgbill_init(ngx_conf_t *cf)
 
     *h = ngx_http_imgbill_access_handler;
 
+    /* ahead of the rewrite module's: a "return" logs the request line */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_imgbill_mask_handler;
+
     return ngx_http_imgbill_filter_init(cf);
 }
 

@@ -316,6 +316,8 @@ ngx_int_t ngx_http_imgbill_access_handler(ngx_http_request_t *r);
 /* ngx_http_imgbill_key.c */
 ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, u_char *key_hash);
+void ngx_http_imgbill_mask_query(ngx_http_request_t *r);
+ngx_int_t ngx_http_imgbill_mask_handler(ngx_http_request_t *r);
 
 /* ngx_http_imgbill_models.c */
 ngx_int_t ngx_http_imgbill_models_handler(ngx_http_request_t *r);

@@ -6,10 +6,14 @@
 use strict;
 use warnings;
 use Test::More;
+use File::Temp ();
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(error_ok);
 
+# $request as nginx's own "combined" format logs it, to look for keys
+my $logdir = File::Temp::tempdir(CLEANUP => 1);
 my $h = Imgbill::Harness->new(
+    extra_server => "    access_log $logdir/combined.log combined;\n",
     # a model priced only on the fast channel
     conf_filter => sub {
         $_[0] =~ s{^(imgbill_fast_price gemini-3-pro-image-preview[^\n]*\n)}
@@ -90,8 +94,18 @@ google_error_ok(get('/v1beta/models?key=sk-nobody'), 401, 'UNAUTHENTICATED',
 # --- nothing written, nothing sent, no raw key in the logs
 is $h->snapshot, $before, 'Redis is untouched by the lists';
 is $h->upstream_hits, $hits, 'nothing reached the upstream';
-$h->access_wait(sub { ($_->{uri} // '') eq '/v1beta/models' }, 6);
-unlike $h->access_log . $h->error_log, qr/\Q$key\E/, 'the raw key is in no log';
+# (this server logs in nginx's "combined" format, $request included)
+sub combined {
+    my ($until) = @_;
+    my $text = '';
+    Imgbill::Harness::wait_for(sub {
+        $text = do { local (@ARGV, $/) = ("$logdir/combined.log"); <> } // '';
+        $text =~ $until;
+    }, 5);
+    return $text;
+}
+unlike combined(qr{GET /v1beta/models\?key=x+ }) . $h->error_log, qr/\Q$key\E/,
+       'the raw key is in no log';
 # the rejection of ?key=sk-nobody is logged with its request line, masked
 like $h->error_log, qr{request: "GET /v1beta/models\?key=x{9} HTTP/1\.1"},
      'a ?key= is masked in the request line nginx logs';
@@ -103,6 +117,21 @@ error_ok($h->post('/v1/images/generations', {}, Authorization => "Bearer $key"),
 error_ok(get('/fast/v1/nothing'), 404, 'invalid_request_error', 'not_found',
          '/fast/v1/nothing: JSON 404');
 google_error_ok(get('/v1beta/nothing'), 404, 'NOT_FOUND', '/v1beta/nothing: JSON 404');
+
+# --- a ?key= is masked wherever nginx would log it, whatever became of it
+{
+    my $secret = 'sk-' . 'q' x 20;
+    my $tell = 'sk-' . 'z' x 20;
+    get("/v1beta/nothing?key=$secret");
+    $h->post("/v1beta/models?KEY=$secret", {});
+    get("/v1beta/models?key=$tell&key=$secret", 'x-goog-api-key' => $key);
+    get("/v1beta/models?alt=json&Key=$secret");
+    my $combined = combined(qr{alt=json&Key=x+ });
+    unlike $combined . $h->error_log, qr/sk-q|sk-z/,
+        'no ?key= in $request: a JSON 404, a 405, a header key beside it, any case';
+    like $combined, qr{GET /v1beta/nothing\?key=x{23} }, '... masked in place';
+    like $combined, qr{\?key=x{23}&key=x{23} }, '... every one of them';
+}
 
 is scalar $h->crashes, 0, 'no worker crashed';
 done_testing;

@@ -84,6 +84,11 @@ answer("*4\r\n:0\r\n\$5\r\nalice\r\n:40000\r\n:40000\r\n");
 error_ok($h->chat(key => 'sk-any'), 402, 'insufficient_quota',
          'insufficient_balance', 'a well-formed refusal: 402');
 
+# each may have placed a hold Redis could not report: released by key
+my $journal = do { local (@ARGV, $/) = ($h->dir . '/imgbill.journal'); <> } // '';
+my @r = $journal =~ /^R [0-9a-f]{32} [0-9a-f]{64}$/mg;
+is scalar @r, 8, 'each failed admission journals a release by key';
+
 my $log = $h->error_log;
 my $n = () = $log =~ /unexpected reply to admit/g;
 is $n, 7, 'each malformed reply is logged as such';
