@@ -7,18 +7,10 @@ use JSON::PP;
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness;
 
-my $sdk = Imgbill::Harness->root . "/t/sdk";
-
-sub have_node { system(q{sh -c "command -v node && command -v npm" >/dev/null}) == 0 }
-if (!have_node() && $> == 0) {
-    system('apt-get update -qq && DEBIAN_FRONTEND=noninteractive '
-         . 'apt-get install -y -qq nodejs npm >/dev/null');
-}
-plan skip_all => 'node and npm are not installed' unless have_node();
-
-unless (-d "$sdk/node_modules/openai") {
-    my $out = `cd $sdk && npm install --no-package-lock --no-audit --no-fund --loglevel=error 2>&1`;
-    BAIL_OUT("npm install of the openai SDK failed:\n$out") if $?;
+my $sdk = Imgbill::Harness::sdk_dir();
+if (!$sdk) {
+    plan skip_all => $@ if $@ =~ /not installed/;
+    BAIL_OUT($@);
 }
 
 my $h = Imgbill::Harness->new;

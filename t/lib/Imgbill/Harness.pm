@@ -58,7 +58,9 @@ package Imgbill::Harness;
 # Exported on request: wait_for(sub, $timeout, $step), key_hash($raw),
 #   free_port(), port_open($port), fmt_units($units) -> "-1.2465",
 #   error_ok($res, $status, $type, $code, $name),
-#   priced_location($path, @directives) -> a location block for extra_server.
+#   priced_location($path, @directives) -> a location block for extra_server,
+#   sdk_dir() -> t/sdk with its npm packages installed (node and npm from
+#   Debian if missing), or undef with the reason in $@: skip then.
 #
 # Addresses are always 127.0.0.1.  The module is build/ngx_http_imgbill_module.so
 # (env IMGBILL_MODULE overrides); if it is missing the test run BAILs OUT.
@@ -86,7 +88,7 @@ use ImgbillRedis;
 
 use Exporter 'import';
 our @EXPORT_OK = qw(wait_for key_hash free_port port_open fmt_units error_ok
-                    priced_location);
+                    priced_location sdk_dir);
 
 my $ROOT = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
                                        '..', '..', '..'));
@@ -95,6 +97,30 @@ my $NGINX = $ENV{IMGBILL_NGINX} || '/usr/sbin/nginx';
 my @LIVE;    # weak refs, for END
 
 sub root { $ROOT }
+
+# the real clients' SDKs (t/sdk/package.json), installed once per checkout
+sub sdk_dir {
+    my $sdk = "$ROOT/t/sdk";
+    my $have = sub { system(q{sh -c "command -v node && command -v npm" >/dev/null}) == 0 };
+    if (!$have->() && $> == 0) {
+        system('apt-get update -qq && DEBIAN_FRONTEND=noninteractive '
+             . 'apt-get install -y -qq nodejs npm >/dev/null');
+    }
+    unless ($have->()) {
+        $@ = 'node and npm are not installed';
+        return undef;
+    }
+    my $pkg = JSON::PP->new->decode(_slurp("$sdk/package.json"));
+    my @missing = grep { !-d "$sdk/node_modules/$_" } keys %{ $pkg->{dependencies} };
+    if (@missing) {
+        my $out = `cd $sdk && npm install --no-package-lock --no-audit --no-fund --loglevel=error 2>&1`;
+        if ($?) {
+            $@ = "npm install of @missing failed:\n$out";
+            return undef;
+        }
+    }
+    return $sdk;
+}
 
 sub module_path {
     return $ENV{IMGBILL_MODULE}
