@@ -39,8 +39,7 @@ ngx_http_imgbill_models_handler(ngx_http_request_t *r)
         return NGX_HTTP_FORBIDDEN;
     }
 
-    prices = (lcf->channel == NGX_HTTP_IMGBILL_FAST) ? lcf->fast
-                                                     : lcf->metered;
+    prices = ngx_http_imgbill_prices(lcf);
     price = prices->elts;
 
     len = sizeof("{\"object\":\"list\",\"data\":[]}\n");

@@ -19,11 +19,7 @@ static char *ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_imgbill_price(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_imgbill_money_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_imgbill_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_imgbill_init_process(ngx_cycle_t *cycle);
@@ -90,14 +86,14 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
     { ngx_string("imgbill_metered_price"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
                         |NGX_CONF_TAKE3|NGX_CONF_TAKE4|NGX_CONF_TAKE5,
-      ngx_http_imgbill_price,
+      ngx_http_imgbill_price_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, metered),
       NULL },
 
     { ngx_string("imgbill_fast_price"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
-      ngx_http_imgbill_price,
+      ngx_http_imgbill_price_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, fast),
       NULL },
@@ -188,6 +184,16 @@ ngx_http_imgbill_channel_name(ngx_uint_t channel)
 }
 
 
+/* the price list of a location's channel, once merged */
+
+ngx_array_t *
+ngx_http_imgbill_prices(ngx_http_imgbill_loc_conf_t *lcf)
+{
+    return ngx_http_imgbill_channels[lcf->channel].per_call ? lcf->fast
+                                                            : lcf->metered;
+}
+
+
 /* NGX_ERROR if no channel has that name */
 
 ngx_int_t
@@ -208,33 +214,6 @@ ngx_http_imgbill_channel_find(u_char *name, size_t len)
     }
 
     return NGX_ERROR;
-}
-
-
-ngx_http_imgbill_price_t *
-ngx_http_imgbill_find_price(ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model)
-{
-    ngx_uint_t                 i;
-    ngx_array_t               *prices;
-    ngx_http_imgbill_price_t  *price;
-
-    prices = ngx_http_imgbill_channels[lcf->channel].per_call ? lcf->fast
-                                                              : lcf->metered;
-    if (prices == NULL) {
-        return NULL;
-    }
-
-    price = prices->elts;
-
-    for (i = 0; i < prices->nelts; i++) {
-        if (price[i].model.len == model->len
-            && ngx_strncmp(price[i].model.data, model->data, model->len) == 0)
-        {
-            return &price[i];
-        }
-    }
-
-    return NULL;
 }
 
 
@@ -368,7 +347,7 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     ch = &ngx_http_imgbill_channels[conf->channel];
-    prices = ch->per_call ? conf->fast : conf->metered;
+    prices = ngx_http_imgbill_prices(conf);
 
     if (prices == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -528,106 +507,6 @@ ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/*
- * imgbill_metered_price MODEL INPUT OUTPUT [max_output=TOKENS] [hold=AMOUNT];
- * imgbill_fast_price MODEL PRICE;
- */
-
-static char *
-ngx_http_imgbill_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    char  *p = conf;
-
-    ngx_str_t                 *value;
-    ngx_uint_t                 i, n;
-    ngx_array_t              **prices;
-    ngx_http_imgbill_price_t  *price;
-
-    value = cf->args->elts;
-    prices = (ngx_array_t **) (p + cmd->offset);
-
-    if (*prices == NGX_CONF_UNSET_PTR) {
-        *prices = ngx_array_create(cf->pool, 4,
-                                   sizeof(ngx_http_imgbill_price_t));
-        if (*prices == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    price = (*prices)->elts;
-
-    for (i = 0; i < (*prices)->nelts; i++) {
-        if (price[i].model.len == value[1].len
-            && ngx_strncmp(price[i].model.data, value[1].data, value[1].len)
-               == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate model \"%V\" in \"%V\"",
-                               &value[1], &cmd->name);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    price = ngx_array_push(*prices);
-    if (price == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    price->model = value[1];
-    price->input = 0;
-    price->output = 0;
-    price->hold = NGX_CONF_UNSET;
-    price->max_output = NGX_HTTP_IMGBILL_MAX_OUTPUT;
-
-    /* the fast channel's only amount is its per-call price */
-
-    n = (cf->args->nelts == 3) ? 2 : 3;
-
-    for (i = 2; i <= n; i++) {
-        price->output = ngx_http_imgbill_parse_money(value[i].data,
-                                                     value[i].len);
-        if (price->output == NGX_ERROR) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid price \"%V\" in \"%V\": a decimal "
-                               "amount of yuan, at most 4 decimals and "
-                               "at most 100000", &value[i], &cmd->name);
-            return NGX_CONF_ERROR;
-        }
-
-        if (i == 2 && n == 3) {
-            price->input = price->output;
-        }
-    }
-
-    for (i = 4; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "hold=", 5) == 0) {
-            price->hold = ngx_http_imgbill_parse_money(value[i].data + 5,
-                                                       value[i].len - 5);
-            if (price->hold != NGX_ERROR) {
-                continue;
-            }
-
-        } else if (ngx_strncmp(value[i].data, "max_output=", 11) == 0) {
-            price->max_output = ngx_atoi(value[i].data + 11,
-                                         value[i].len - 11);
-            if (price->max_output != NGX_ERROR
-                && price->max_output <= NGX_HTTP_IMGBILL_TOKENS_MAX)
-            {
-                continue;
-            }
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"%V\"",
-                           &value[i], &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
 /* imgbill_models; the location answers with its channel's priced models */
 
 static char *
@@ -645,36 +524,6 @@ ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_imgbill_models_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_imgbill_money_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    char  *p = conf;
-
-    ngx_int_t  *np;
-    ngx_str_t  *value;
-
-    np = (ngx_int_t *) (p + cmd->offset);
-
-    if (*np != NGX_CONF_UNSET) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    *np = ngx_http_imgbill_parse_money(value[1].data, value[1].len);
-
-    if (*np == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid amount \"%V\" in \"%V\": a decimal "
-                           "amount of yuan, at most 4 decimals and at most "
-                           "100000", &value[1], &cmd->name);
-        return NGX_CONF_ERROR;
-    }
 
     return NGX_CONF_OK;
 }

@@ -6,6 +6,7 @@
  * meets them:
  *
  *   ngx_http_imgbill_module.c    directives, configuration, the channels;
+ *   ngx_http_imgbill_tariff.c    the prices and amounts as configured;
  *   ngx_http_imgbill_ctx.c       a request's life: its context and state,
  *                                the $imgbill_* variables, the pool cleanup
  *                                and the orphans that outlive a request;
@@ -297,6 +298,13 @@ struct ngx_http_imgbill_redis_call_s {
 /* ngx_http_imgbill_module.c */
 ngx_str_t *ngx_http_imgbill_channel_name(ngx_uint_t channel);
 ngx_int_t ngx_http_imgbill_channel_find(u_char *name, size_t len);
+ngx_array_t *ngx_http_imgbill_prices(ngx_http_imgbill_loc_conf_t *lcf);
+
+/* ngx_http_imgbill_tariff.c */
+char *ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_imgbill_money_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_http_imgbill_price_t *ngx_http_imgbill_find_price(
     ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model);
 

@@ -1,0 +1,166 @@
+
+/*
+ * The tariff as configured: the price directives, the amounts of yuan
+ * the other money directives take, and a model's price at a location.
+ * Amounts are parsed with ngx_atofp() into units of 0.0001 CNY; nothing
+ * here is ever written after configuration.
+ */
+
+
+#include "ngx_http_imgbill_module.h"
+
+
+ngx_http_imgbill_price_t *
+ngx_http_imgbill_find_price(ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model)
+{
+    ngx_uint_t                 i;
+    ngx_array_t               *prices;
+    ngx_http_imgbill_price_t  *price;
+
+    prices = ngx_http_imgbill_prices(lcf);
+    if (prices == NULL) {
+        return NULL;
+    }
+
+    price = prices->elts;
+
+    for (i = 0; i < prices->nelts; i++) {
+        if (price[i].model.len == model->len
+            && ngx_strncmp(price[i].model.data, model->data, model->len) == 0)
+        {
+            return &price[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * imgbill_metered_price MODEL INPUT OUTPUT [max_output=TOKENS] [hold=AMOUNT];
+ * imgbill_fast_price MODEL PRICE;
+ */
+
+char *
+ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t                 *value;
+    ngx_uint_t                 i, n;
+    ngx_array_t              **prices;
+    ngx_http_imgbill_price_t  *price;
+
+    value = cf->args->elts;
+    prices = (ngx_array_t **) (p + cmd->offset);
+
+    if (*prices == NGX_CONF_UNSET_PTR) {
+        *prices = ngx_array_create(cf->pool, 4,
+                                   sizeof(ngx_http_imgbill_price_t));
+        if (*prices == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    price = (*prices)->elts;
+
+    for (i = 0; i < (*prices)->nelts; i++) {
+        if (price[i].model.len == value[1].len
+            && ngx_strncmp(price[i].model.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate model \"%V\" in \"%V\"",
+                               &value[1], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    price = ngx_array_push(*prices);
+    if (price == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    price->model = value[1];
+    price->input = 0;
+    price->output = 0;
+    price->hold = NGX_CONF_UNSET;
+    price->max_output = NGX_HTTP_IMGBILL_MAX_OUTPUT;
+
+    /* the fast channel's only amount is its per-call price */
+
+    n = (cf->args->nelts == 3) ? 2 : 3;
+
+    for (i = 2; i <= n; i++) {
+        price->output = ngx_http_imgbill_parse_money(value[i].data,
+                                                     value[i].len);
+        if (price->output == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid price \"%V\" in \"%V\": a decimal "
+                               "amount of yuan, at most 4 decimals and "
+                               "at most 100000", &value[i], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        if (i == 2 && n == 3) {
+            price->input = price->output;
+        }
+    }
+
+    for (i = 4; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "hold=", 5) == 0) {
+            price->hold = ngx_http_imgbill_parse_money(value[i].data + 5,
+                                                       value[i].len - 5);
+            if (price->hold != NGX_ERROR) {
+                continue;
+            }
+
+        } else if (ngx_strncmp(value[i].data, "max_output=", 11) == 0) {
+            price->max_output = ngx_atoi(value[i].data + 11,
+                                         value[i].len - 11);
+            if (price->max_output != NGX_ERROR
+                && price->max_output <= NGX_HTTP_IMGBILL_TOKENS_MAX)
+            {
+                continue;
+            }
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in \"%V\"",
+                           &value[i], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_imgbill_money_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_int_t  *np;
+    ngx_str_t  *value;
+
+    np = (ngx_int_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    *np = ngx_http_imgbill_parse_money(value[1].data, value[1].len);
+
+    if (*np == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid amount \"%V\" in \"%V\": a decimal "
+                           "amount of yuan, at most 4 decimals and at most "
+                           "100000", &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
