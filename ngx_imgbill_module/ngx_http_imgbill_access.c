@@ -52,7 +52,11 @@ static ngx_http_imgbill_verdict_t  ngx_http_imgbill_verdicts[] = {
 
     /* NGX_HTTP_IMGBILL_REQ_NUL_BYTE */
     { NGX_HTTP_BAD_REQUEST, "invalid_json",
-      "the request body is not valid JSON: it contains a NUL byte" }
+      "the request body is not valid JSON: it contains a NUL byte" },
+
+    /* NGX_HTTP_IMGBILL_REQ_STREAM */
+    { NGX_HTTP_BAD_REQUEST, "stream_not_supported",
+      "streamed replies cannot be billed yet: send \"stream\": false" }
 };
 
 

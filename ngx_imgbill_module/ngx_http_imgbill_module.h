@@ -219,7 +219,8 @@ typedef enum {
     NGX_HTTP_IMGBILL_REQ_NOT_OBJECT,
     NGX_HTTP_IMGBILL_REQ_NO_MODEL,
     NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE,
-    NGX_HTTP_IMGBILL_REQ_NUL_BYTE
+    NGX_HTTP_IMGBILL_REQ_NUL_BYTE,
+    NGX_HTTP_IMGBILL_REQ_STREAM
 } ngx_http_imgbill_verdict_e;
 
 /* ... and its findings; the caller json_decref()s root in every case */

@@ -77,6 +77,15 @@ ngx_http_imgbill_check_request(u_char *p, size_t len, size_t image_limit,
     req->tokens = len - req->image_bytes
                   + req->images * NGX_HTTP_IMGBILL_IMAGE_TOKENS;
 
+    /*
+     * A streamed reply (SSE) cannot be billed yet: refused here, before
+     * the upstream makes an image nobody pays for.
+     */
+
+    if (json_is_true(json_object_get(req->root, "stream"))) {
+        return NGX_HTTP_IMGBILL_REQ_STREAM;
+    }
+
     return NGX_HTTP_IMGBILL_REQ_OK;
 }
 

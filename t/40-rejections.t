@@ -115,6 +115,23 @@ rejected_ok('model name with a suffix is not the priced one', 400,
 rejected_ok('model nested elsewhere does not count', 400, 'invalid_request_error',
     'missing_model', raw_post('{"messages":[{"model":"gemini-2.5-flash-image"}]}'));
 
+# --- streaming is refused before the upstream generates an image no one pays for
+for my $path ('/v1/chat/completions', '/fast/v1/chat/completions') {
+    rejected_ok("\"stream\": true on $path", 400, 'invalid_request_error',
+        'stream_not_supported', sub {
+            $h->post($path, { model => 'gemini-2.5-flash-image', stream => JSON::PP::true,
+                              messages => [ { role => 'user', content => 'x' } ] },
+                     Authorization => 'Bearer sk-rich-0123456789');
+        });
+}
+{
+    my $res = $h->post('/v1/chat/completions',
+                       { model => 'gemini-2.5-flash-image', stream => JSON::PP::false,
+                         messages => [ { role => 'user', content => 'x' } ] },
+                       Authorization => 'Bearer sk-rich-0123456789');
+    is $res->{status}, 200, '"stream": false is billed as before';
+}
+
 # --- sizes
 {
     my $big = '{"model":"gemini-2.5-flash-image","pad":"' . ('a' x (40 * 1024 * 1024)) . '"}';

@@ -125,6 +125,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     case NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE:
     case NGX_HTTP_IMGBILL_REQ_OK:
+    case NGX_HTTP_IMGBILL_REQ_STREAM:
+
+        /* only a body that would be admitted is refused for streaming */
+
+        if ((rc == NGX_HTTP_IMGBILL_REQ_STREAM)
+            != (rc != NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE
+                && json_is_true(json_object_get(req.root, "stream"))))
+        {
+            imgbill_fuzz_fail(rc, &req, "\"stream\": true decided wrongly");
+        }
 
         /* the model the relay prices is the string the upstream reads */
 
@@ -154,7 +164,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             imgbill_fuzz_fail(rc, &req, "image_bytes > len %zu", len);
         }
 
-        if (rc == NGX_HTTP_IMGBILL_REQ_OK) {
+        if (rc != NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE) {
             if (w.too_large) {
                 imgbill_fuzz_fail(rc, &req, "the reference finds an image "
                                   "of %zu bytes, limit %zu",
