@@ -15,60 +15,11 @@
 #include "ngx_http_imgbill_module.h"
 
 
-#define NGX_HTTP_IMGBILL_LARGE_BODY  (1024 * 1024)
-
-
-/* what the client hears of each of the validator's verdicts */
-typedef struct {
-    ngx_uint_t                     status;
-    const char                    *code;
-    const char                    *message;
-} ngx_http_imgbill_verdict_t;
-
-
-static ngx_http_imgbill_verdict_t  ngx_http_imgbill_verdicts[] = {
-
-    /* NGX_HTTP_IMGBILL_REQ_OK */
-    { NGX_HTTP_OK, NULL, NULL },
-
-    /* NGX_HTTP_IMGBILL_REQ_EMPTY */
-    { NGX_HTTP_BAD_REQUEST, "invalid_json", "the request body is empty" },
-
-    /* NGX_HTTP_IMGBILL_REQ_INVALID_JSON: jansson's text, line and column */
-    { NGX_HTTP_BAD_REQUEST, "invalid_json",
-      "the request body is not valid JSON: %s at line %d column %d" },
-
-    /* NGX_HTTP_IMGBILL_REQ_NOT_OBJECT */
-    { NGX_HTTP_BAD_REQUEST, "invalid_json",
-      "the request body must be a JSON object" },
-
-    /* NGX_HTTP_IMGBILL_REQ_NO_MODEL */
-    { NGX_HTTP_BAD_REQUEST, "missing_model",
-      "\"model\" is required and must be a string" },
-
-    /* NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE: which, its size, the limit */
-    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "image_too_large",
-      "reference image %uz is about %uz bytes; the limit is %uz bytes" },
-
-    /* NGX_HTTP_IMGBILL_REQ_NUL_BYTE */
-    { NGX_HTTP_BAD_REQUEST, "invalid_json",
-      "the request body is not valid JSON: it contains a NUL byte" },
-
-    /* NGX_HTTP_IMGBILL_REQ_STREAM */
-    { NGX_HTTP_BAD_REQUEST, "stream_not_supported",
-      "streamed replies cannot be billed yet: send \"stream\": false" }
-};
-
-
 static ngx_int_t ngx_http_imgbill_lookup(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply,
     void *data);
 static void ngx_http_imgbill_body_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_imgbill_read_body(ngx_http_request_t *r,
-    ngx_str_t *body);
-static ngx_int_t ngx_http_imgbill_validate(ngx_http_request_t *r,
-    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_admit(ngx_http_request_t *r,
@@ -136,6 +87,7 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
     }
 
     ctx->channel = lcf->channel;
+    ctx->api = lcf->api;
 
     ngx_http_imgbill_strip_headers(&r->headers_in.headers, 1);
 
@@ -165,6 +117,12 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
                                    lcf->api == NGX_HTTP_IMGBILL_API_GEMINI
                                    ? "x-goog-api-key: <key>"
                                    : "Authorization: Bearer <key>");
+        goto reject;
+    }
+
+    if (lcf->api == NGX_HTTP_IMGBILL_API_GEMINI && !lcf->models
+        && ngx_http_imgbill_request_target(r, ctx) != NGX_OK)
+    {
         goto reject;
     }
 
@@ -212,7 +170,7 @@ ngx_http_imgbill_body_handler(ngx_http_request_t *r)
 
     r->write_event_handler = ngx_http_core_run_phases;
 
-    if (ngx_http_imgbill_validate(r, lcf, ctx) == NGX_OK
+    if (ngx_http_imgbill_read_request(r, lcf, ctx) == NGX_OK
         && ngx_http_imgbill_admit(r, ctx) == NGX_OK)
     {
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_admitting);
@@ -222,173 +180,6 @@ ngx_http_imgbill_body_handler(ngx_http_request_t *r)
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
 
     ngx_http_core_run_phases(r);
-}
-
-
-/* the body as one piece of memory */
-
-static ngx_int_t
-ngx_http_imgbill_read_body(ngx_http_request_t *r, ngx_str_t *body)
-{
-    u_char       *p;
-    size_t        len;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    body->len = 0;
-    body->data = NULL;
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    cl = r->request_body->bufs;
-
-    if (cl->next == NULL && ngx_buf_in_memory(cl->buf)) {
-        body->data = cl->buf->pos;
-        body->len = cl->buf->last - cl->buf->pos;
-        return NGX_OK;
-    }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    body->data = p;
-
-    /*
-     * A body spilled to a temporary file (client_body_buffer_size smaller
-     * than the request) is read back, like the static module reads files.
-     */
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (ngx_buf_in_memory(b)) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-            continue;
-        }
-
-        if (!b->in_file) {
-            /* a special buffer: the end of an empty body */
-            continue;
-        }
-
-        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                          b->file_pos);
-
-        if (n != b->file_last - b->file_pos) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "imgbill: cannot read the request body back "
-                          "from \"%V\"", &b->file->name);
-            return NGX_ERROR;
-        }
-
-        p += n;
-    }
-
-    body->len = p - body->data;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_imgbill_validate(ngx_http_request_t *r,
-    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx)
-{
-    ngx_int_t                    rc;
-    ngx_str_t                    body;
-    ngx_http_imgbill_verdict_t  *v;
-    ngx_http_imgbill_request_t   req;
-
-    if (ngx_http_imgbill_read_body(r, &body) != NGX_OK) {
-        ngx_http_imgbill_set_error(r, &ctx->error,
-                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                   "server_error", "internal_error",
-                                   "cannot read the request body");
-        return NGX_ERROR;
-    }
-
-    rc = ngx_http_imgbill_check_request(body.data, body.len, lcf->image_limit,
-                                        &req);
-
-    if (body.len > NGX_HTTP_IMGBILL_LARGE_BODY) {
-        /*
-         * Parsing megabytes of reference images takes a while: without a
-         * fresh clock the Redis timeout armed next would start in the past.
-         */
-        ngx_time_update();
-    }
-
-    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
-        v = &ngx_http_imgbill_verdicts[rc];
-
-        /* each message takes the arguments of its verdict, the others
-           are ignored */
-
-        if (rc == NGX_HTTP_IMGBILL_REQ_INVALID_JSON) {
-            ngx_http_imgbill_set_error(r, &ctx->error, v->status,
-                                       "invalid_request_error", v->code,
-                                       v->message, req.error.text,
-                                       req.error.line, req.error.column);
-
-        } else {
-            ngx_http_imgbill_set_error(r, &ctx->error, v->status,
-                                       "invalid_request_error", v->code,
-                                       v->message, req.images,
-                                       req.image_size, lcf->image_limit);
-        }
-
-        goto failed;
-    }
-
-    /* the model outlives the document: it goes into the ledger */
-
-    ctx->model.len = req.model.len;
-    ctx->model.data = ngx_pnalloc(r->pool, req.model.len);
-    if (ctx->model.data == NULL) {
-        ngx_http_imgbill_set_error(r, &ctx->error,
-                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                   "server_error", "internal_error",
-                                   "out of memory");
-        goto failed;
-    }
-
-    ngx_memcpy(ctx->model.data, req.model.data, req.model.len);
-
-    json_decref(req.root);
-
-    ctx->price = ngx_http_imgbill_find_price(lcf, &ctx->model);
-
-    if (ctx->price == NULL) {
-        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error",
-                                   "model_not_supported",
-                                   "model \"%V\" is not available on the "
-                                   "%V channel", &ctx->model,
-                                   ngx_http_imgbill_channel_name(
-                                                              ctx->channel));
-        return NGX_ERROR;
-    }
-
-    ctx->hold = ngx_http_imgbill_hold(lcf, ctx->price, (ngx_int_t) req.tokens);
-
-    return NGX_OK;
-
-failed:
-
-    json_decref(req.root);
-
-    return NGX_ERROR;
 }
 
 

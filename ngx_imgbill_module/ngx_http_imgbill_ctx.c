@@ -5,7 +5,8 @@
  * ends before its time.
  *
  *   reading -> admitting -> admitted -> collecting -> settling -> emitting
- *           -> passing;  or -> rejected;  or admitted -> released
+ *           -> passing;  or -> rejected;  or admitted -> released;
+ *   a stream: admitted -> streaming -> settling -> emitting -> passing
  *   looking_up -> authorized (a model list);  or -> rejected
  *
  * The pool cleanup gives back a hold that was never settled (the client
@@ -52,7 +53,8 @@ static const char  *ngx_http_imgbill_state_names[] = {
     "passing",
     "released",
     "looking_up",
-    "authorized"
+    "authorized",
+    "streaming"
 };
 
 #endif
@@ -320,6 +322,14 @@ ngx_http_imgbill_cleanup(void *data)
         ngx_http_imgbill_batch_rebind(ctx->cmd,
                                        o ? ngx_http_imgbill_orphan_admitted
                                          : NULL, o);
+        break;
+
+    case ngx_http_imgbill_streaming:
+
+        /* the client left, or the upstream died: free, but the operator
+           hears what the upstream may bill them */
+        ngx_http_imgbill_stream_abandoned(ctx);
+        ngx_http_imgbill_release(ctx);
         break;
 
     case ngx_http_imgbill_admitted:

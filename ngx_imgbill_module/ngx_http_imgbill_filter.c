@@ -27,8 +27,7 @@ static ngx_int_t ngx_http_imgbill_collect(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_chain_t *in);
 static void ngx_http_imgbill_decide(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
-static ngx_int_t ngx_http_imgbill_settle(ngx_http_request_t *r,
-    ngx_http_imgbill_ctx_t *ctx);
+static ngx_uint_t ngx_http_imgbill_event_stream(ngx_http_request_t *r);
 static void ngx_http_imgbill_settle_done(ngx_http_imgbill_reply_t *reply,
     void *data);
 static ngx_int_t ngx_http_imgbill_emit(ngx_http_request_t *r,
@@ -73,6 +72,23 @@ ngx_http_imgbill_header_filter(ngx_http_request_t *r)
     ngx_http_imgbill_strip_headers(&r->headers_out.headers, 0);
 
     ctx->upstream_status = r->headers_out.status;
+
+    /* a stream is read as one even where the client asked for none: the
+       upstream's reply is what is billed */
+
+    if (!r->header_only
+        && ctx->upstream_status >= 200 && ctx->upstream_status < 300
+        && ngx_http_imgbill_event_stream(r))
+    {
+        if (ngx_http_imgbill_stream_start(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_next_header_filter(r);
+    }
+
+    /* an upstream error, or a whole reply to a streamed request, is
+       collected and billed as a whole reply */
 
     if (r->header_only) {
         /* no body will follow: nothing to bill */
@@ -131,6 +147,11 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (ctx == NULL) {
         return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->stream) {
+        return ngx_http_imgbill_stream_body(r, ctx, in,
+                                            ngx_http_next_body_filter);
     }
 
     switch (ctx->state) {
@@ -299,7 +320,11 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
         return;
     }
 
-    ngx_http_imgbill_scan(ctx->body, ctx->last, &scan);
+    ngx_http_imgbill_scan(ctx->body, ctx->last,
+                          ctx->api == NGX_HTTP_IMGBILL_API_GEMINI
+                          ? NGX_HTTP_IMGBILL_DIALECT_GEMINI
+                          : NGX_HTTP_IMGBILL_DIALECT_OPENAI,
+                          &scan);
 
     if (!scan.json) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -313,28 +338,47 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
         return;
     }
 
-    ctx->prompt_tokens = scan.prompt_tokens;
-    ctx->completion_tokens = scan.completion_tokens;
+    (void) ngx_http_imgbill_charge(r, ctx, &scan);
+}
 
-    if (!scan.image) {
+
+/*
+ * What a reply's findings cost, into ctx->charge: a whole reply's, or a
+ * stream's (its image anywhere, its last usage).
+ */
+
+ngx_int_t
+ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
+    ngx_http_imgbill_scan_t *scan)
+{
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+
+    ctx->charge = 0;
+    ctx->prompt_tokens = scan->prompt_tokens;
+    ctx->completion_tokens = scan->completion_tokens;
+
+    if (!scan->image) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "imgbill: no image in the reply, not charged");
-        return;
+                      "imgbill: no image in the reply of request %V, "
+                      "not charged", &ctx->request_id);
+        return NGX_OK;
     }
 
     if (ctx->channel == NGX_HTTP_IMGBILL_FAST) {
         ctx->charge = ctx->price->output;
 
-    } else if (scan.usage) {
+    } else if (scan->usage) {
         ctx->charge = ngx_http_imgbill_metered_charge(ctx->price,
-                                                      scan.prompt_tokens,
-                                                      scan.completion_tokens);
+                                                      scan->prompt_tokens,
+                                                      scan->completion_tokens);
 
     } else {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "imgbill: metered reply without a usable \"usage\", "
-                      "not charged");
-        return;
+                      "imgbill: metered reply of request %V without a "
+                      "usable usage, not charged", &ctx->request_id);
+        return NGX_OK;
     }
 
     ctx->charge = ngx_max(ctx->charge, lcf->min_charge);
@@ -351,15 +395,17 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
                       "imgbill: a reply of %i + %i tokens of \"%V\" would "
                       "cost %i units, more than the %i held; charging the "
                       "hold (is max_output too low?)",
-                      scan.prompt_tokens, scan.completion_tokens,
+                      scan->prompt_tokens, scan->completion_tokens,
                       &ctx->model, ctx->charge, ctx->hold);
 
         ctx->charge = ctx->hold;
     }
+
+    return NGX_OK;
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_imgbill_settle(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
     ngx_http_imgbill_settle_t      s;
@@ -501,4 +547,17 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     out.next = NULL;
 
     return ngx_http_next_body_filter(r, &out);
+}
+
+
+static ngx_uint_t
+ngx_http_imgbill_event_stream(ngx_http_request_t *r)
+{
+    ngx_str_t  *type;
+
+    type = &r->headers_out.content_type;
+
+    return type->len >= sizeof("text/event-stream") - 1
+           && ngx_strncasecmp(type->data, (u_char *) "text/event-stream",
+                              sizeof("text/event-stream") - 1) == 0;
 }

@@ -7,6 +7,9 @@
  *
  *   OpenAI   Authorization: Bearer <key>
  *   Gemini   x-goog-api-key: <key>, then ?key=<key>, then Bearer
+ *
+ * A ?key= is masked where nginx logs it (the client's request line) and,
+ * for a relay, taken out of the arguments the upstream is sent.
  */
 
 
@@ -17,6 +20,10 @@
 #define NGX_HTTP_IMGBILL_KEY_MAX     256
 
 
+size_t ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len);
+
+static ngx_int_t ngx_http_imgbill_key_gemini(ngx_http_request_t *r,
+    ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *key);
 static ngx_int_t ngx_http_imgbill_key_bearer(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_int_t ngx_http_imgbill_key_header(ngx_http_request_t *r,
@@ -24,6 +31,8 @@ static ngx_int_t ngx_http_imgbill_key_header(ngx_http_request_t *r,
 static ngx_int_t ngx_http_imgbill_key_query(ngx_http_request_t *r,
     ngx_str_t *key);
 static void ngx_http_imgbill_mask_args(u_char *p, u_char *last);
+static ngx_uint_t ngx_http_imgbill_arg_is_key(u_char *p, u_char *last);
+static ngx_int_t ngx_http_imgbill_hex(u_char c);
 static void ngx_http_imgbill_key_trim(ngx_str_t *key);
 
 
@@ -45,14 +54,7 @@ ngx_http_imgbill_api_key(ngx_http_request_t *r,
     rc = NGX_DECLINED;
 
     if (lcf->api == NGX_HTTP_IMGBILL_API_GEMINI) {
-        rc = ngx_http_imgbill_key_header(r, &key);
-
-        if (rc == NGX_DECLINED) {
-            rc = ngx_http_imgbill_key_query(r, &key);
-
-        } else {
-            ngx_http_imgbill_mask_query(r);
-        }
+        rc = ngx_http_imgbill_key_gemini(r, lcf, &key);
     }
 
     if (rc == NGX_DECLINED) {
@@ -85,11 +87,39 @@ ngx_http_imgbill_api_key(ngx_http_request_t *r,
 }
 
 
+/* a relay's upstream never sees a ?key=; a model list is not proxied */
+
+static ngx_int_t
+ngx_http_imgbill_key_gemini(ngx_http_request_t *r,
+    ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *key)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_imgbill_key_header(r, key);
+
+    if (rc == NGX_DECLINED) {
+        rc = ngx_http_imgbill_key_query(r, key);
+
+    } else {
+        ngx_http_imgbill_mask_query(r);
+    }
+
+    if (rc != NGX_ERROR
+        && !lcf->models
+        && ngx_http_imgbill_strip_query_key(r) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return rc;
+}
+
+
 /*
- * Every "key=" argument's value, whatever case its name is in, becomes
- * "xxxx": in the arguments and, where HTTP/2 built it apart, in the
- * request line ($request, the error log's context).  On HTTP/1 both are
- * the client's header buffer.
+ * Every "key=" argument's value, whatever case its name is in and however
+ * percent-encoded, becomes "xxxx": in the arguments and, where HTTP/2
+ * built it apart, in the request line ($request, the error log's
+ * context).  On HTTP/1 both are the client's header buffer.
  */
 
 void
@@ -126,23 +156,149 @@ ngx_http_imgbill_mask_query(ngx_http_request_t *r)
 static void
 ngx_http_imgbill_mask_args(u_char *p, u_char *last)
 {
-    u_char  *name, *end;
+    u_char  *end, *eq;
 
     while (p < last) {
-        name = p;
-
         end = ngx_strlchr(p, last, '&');
         if (end == NULL) {
             end = last;
         }
 
-        if (end - name > 4 && ngx_strncasecmp(name, (u_char *) "key=", 4) == 0)
-        {
-            ngx_memset(name + 4, 'x', end - name - 4);
+        eq = ngx_strlchr(p, end, '=');
+
+        if (eq && ngx_http_imgbill_arg_is_key(p, eq)) {
+            ngx_memset(eq + 1, 'x', end - eq - 1);
         }
 
         p = end + 1;
     }
+}
+
+
+/*
+ * The keys leave the arguments proxy_pass forwards; $args no longer has
+ * them.  The new arguments are a copy: on HTTP/1, r->args lies inside the
+ * request line and r->unparsed_uri, which keep their length and the keys
+ * masked, for $request and $request_uri.  Without valid_unparsed_uri,
+ * proxy_pass without a URI part builds the upstream's request line from
+ * r->uri and r->args instead of copying the client's, as nginx does after
+ * "set $args" (ngx_http_variable_set_args); so the upstream also gets
+ * the decoded URI ngx_http_imgbill_gemini_target() read the model from.
+ */
+
+ngx_int_t
+ngx_http_imgbill_strip_query_key(ngx_http_request_t *r)
+{
+    u_char  *p;
+
+    ngx_http_imgbill_mask_query(r);
+
+    r->valid_unparsed_uri = 0;
+
+    if (r->args.len == 0) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, r->args.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    r->args.len = ngx_http_imgbill_strip_args(p, r->args.data, r->args.len);
+    r->args.data = p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The arguments of src but the keys, in their order, each after an '&'
+ * but the first: never longer than src.  Not static, for t/unit/.
+ */
+
+size_t
+ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len)
+{
+    u_char      *p, *last, *end, *eq, *d;
+    ngx_uint_t   first;
+
+    d = dst;
+    first = 1;
+    last = src + len;
+
+    for (p = src; /* void */; p = end + 1) {
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        eq = ngx_strlchr(p, end, '=');
+
+        if (!ngx_http_imgbill_arg_is_key(p, eq ? eq : end)) {
+            if (!first) {
+                *d++ = '&';
+            }
+
+            d = ngx_cpymem(d, p, end - p);
+            first = 0;
+        }
+
+        if (end == last) {
+            return d - dst;
+        }
+    }
+}
+
+
+/*
+ * "key" in any case and, as the upstream decodes names, percent-encoded:
+ * ngx_http_arg() reads only the plain one as the client's key, but every
+ * spelling that may be one is kept from the logs and the upstream.
+ */
+
+static ngx_uint_t
+ngx_http_imgbill_arg_is_key(u_char *p, u_char *last)
+{
+    u_char      c;
+    ngx_int_t   hi, lo;
+    ngx_uint_t  n;
+
+    for (n = 0; p < last; n++) {
+        c = *p++;
+
+        if (c == '%' && last - p >= 2) {
+            hi = ngx_http_imgbill_hex(p[0]);
+            lo = ngx_http_imgbill_hex(p[1]);
+
+            if (hi >= 0 && lo >= 0) {
+                c = (u_char) (hi << 4 | lo);
+                p += 2;
+            }
+        }
+
+        if (n == 3 || (c | 0x20) != "key"[n]) {
+            return 0;
+        }
+    }
+
+    return n == 3;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_hex(u_char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
 }
 
 

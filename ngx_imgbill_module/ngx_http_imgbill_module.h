@@ -11,12 +11,19 @@
  *                                the $imgbill_* variables, the pool cleanup
  *                                and the orphans that outlive a request;
  *   ngx_http_imgbill_access.c    access phase: key, body, admission;
+ *   ngx_http_imgbill_body.c      what the request asks for: Gemini's path,
+ *                                the body read, validated, and made to
+ *                                ask a stream's upstream for usage;
  *   ngx_http_imgbill_key.c       where each API puts its key, hashed and
  *                                kept from the upstream and the logs;
  *   ngx_http_imgbill_models.c    the model lists the module serves itself;
  *   ngx_http_imgbill_request.c   the request validator: JSON, model, images;
  *   ngx_http_imgbill_filter.c    header and body filters: hold the reply,
  *                                decide the charge, settle, emit;
+ *   ngx_http_imgbill_stream.c    a streamed reply: usage asked for, events
+ *                                passed or held, the end settled, trailers;
+ *   ngx_http_imgbill_sse.c       an event stream split into events, each
+ *                                fed to the scanner;
  *   ngx_http_imgbill_response.c  the JSON error and X-Imgbill-* headers;
  *   ngx_http_imgbill_script.c    the Redis script's client: one function
  *                                per command (its keys, arguments and
@@ -49,6 +56,7 @@
 #include <jansson.h>
 
 #include "ngx_http_imgbill_scan.h"
+#include "ngx_http_imgbill_sse.h"
 
 
 /* the channels, and the index of each in ngx_http_imgbill_channels[] */
@@ -112,6 +120,7 @@ typedef struct ngx_http_imgbill_redis_s      ngx_http_imgbill_redis_t;
 typedef struct ngx_http_imgbill_client_s     ngx_http_imgbill_client_t;
 typedef struct ngx_http_imgbill_replayer_s   ngx_http_imgbill_replayer_t;
 typedef struct ngx_http_imgbill_cmd_s        ngx_http_imgbill_cmd_t;
+typedef struct ngx_http_imgbill_stream_s     ngx_http_imgbill_stream_t;
 
 
 typedef struct {
@@ -164,7 +173,8 @@ typedef enum {
     ngx_http_imgbill_passing,      /* all sent, let the rest through */
     ngx_http_imgbill_released,     /* hold given back unused */
     ngx_http_imgbill_looking_up,   /* lookup script in flight: a key only */
-    ngx_http_imgbill_authorized    /* the key is known; nothing held */
+    ngx_http_imgbill_authorized,   /* the key is known; nothing held */
+    ngx_http_imgbill_streaming     /* an event stream passing through */
 } ngx_http_imgbill_state_e;
 
 
@@ -180,6 +190,7 @@ typedef struct {
     ngx_http_request_t             *request;
     ngx_http_imgbill_state_e        state;
     ngx_uint_t                      channel;
+    ngx_uint_t                      api;
 
     ngx_str_t                       request_id;
     u_char                          key_hash[NGX_HTTP_IMGBILL_KEY_HASH_LEN];
@@ -199,6 +210,8 @@ typedef struct {
     u_char                         *end;
     ngx_http_imgbill_error_t        replace;   /* a 502 instead of the reply */
 
+    ngx_http_imgbill_stream_t      *stream;    /* an event stream's reading */
+
     ngx_int_t                       prompt_tokens;      /* -1: unknown */
     ngx_int_t                       completion_tokens;  /* -1: unknown */
     ngx_int_t                       charge;
@@ -207,6 +220,10 @@ typedef struct {
     unsigned                        too_large:1;
     unsigned                        balance_known:1;
     unsigned                        settle_failed:1;
+    unsigned                        usage_asked:1;  /* the client asked for
+                                                       a stream's usage */
+    unsigned                        usage_added:1;  /* imgbill asked the
+                                                       upstream for usage */
 } ngx_http_imgbill_ctx_t;
 
 
@@ -220,7 +237,8 @@ typedef enum {
     NGX_HTTP_IMGBILL_REQ_NO_MODEL,
     NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE,
     NGX_HTTP_IMGBILL_REQ_NUL_BYTE,
-    NGX_HTTP_IMGBILL_REQ_STREAM
+    NGX_HTTP_IMGBILL_REQ_NO_CONTENTS,      /* Gemini: no "contents" array */
+    NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS    /* not an object */
 } ngx_http_imgbill_verdict_e;
 
 /* ... and its findings; the caller json_decref()s root in every case */
@@ -233,6 +251,12 @@ typedef struct {
     size_t                          image_size;   /* IMAGE_TOO_LARGE: the
                                                      last one's size */
     size_t                          tokens;       /* OK: the prompt's bound */
+    unsigned                        stream:1;     /* OpenAI: "stream": true */
+    unsigned                        usage_asked:1;  /* ... and
+                                                   "stream_options":
+                                                   {"include_usage": true} */
+    unsigned                        stream_options:1;  /* an object, whatever
+                                                          it says */
 } ngx_http_imgbill_request_t;
 
 
@@ -322,10 +346,19 @@ void ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx);
 /* ngx_http_imgbill_access.c */
 ngx_int_t ngx_http_imgbill_access_handler(ngx_http_request_t *r);
 
+/* ngx_http_imgbill_body.c */
+ngx_int_t ngx_http_imgbill_request_target(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+ngx_int_t ngx_http_imgbill_read_request(ngx_http_request_t *r,
+    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx);
+
 /* ngx_http_imgbill_key.c */
 ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, u_char *key_hash);
 void ngx_http_imgbill_mask_query(ngx_http_request_t *r);
+ngx_int_t ngx_http_imgbill_strip_query_key(ngx_http_request_t *r);
+ngx_int_t ngx_http_imgbill_gemini_target(ngx_str_t *uri, ngx_str_t *model,
+    ngx_uint_t *stream);
 ngx_int_t ngx_http_imgbill_mask_handler(ngx_http_request_t *r);
 
 /* ngx_http_imgbill_models.c */
@@ -333,10 +366,22 @@ ngx_int_t ngx_http_imgbill_models_handler(ngx_http_request_t *r);
 
 /* ngx_http_imgbill_request.c */
 ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
-    size_t image_limit, ngx_http_imgbill_request_t *req);
+    ngx_uint_t api, size_t image_limit, ngx_http_imgbill_request_t *req);
 
 /* ngx_http_imgbill_filter.c */
 ngx_int_t ngx_http_imgbill_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_imgbill_charge(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_scan_t *scan);
+ngx_int_t ngx_http_imgbill_settle(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+
+/* ngx_http_imgbill_stream.c */
+ngx_int_t ngx_http_imgbill_stream_start(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+ngx_int_t ngx_http_imgbill_stream_body(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_chain_t *in,
+    ngx_http_output_body_filter_pt next);
+void ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx);
 
 /* ngx_http_imgbill_response.c */
 void ngx_http_imgbill_set_error(ngx_http_request_t *r,
@@ -350,6 +395,8 @@ ngx_int_t ngx_http_imgbill_money_header(ngx_http_request_t *r, char *name,
     ngx_int_t units);
 void ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request);
 void ngx_http_imgbill_hide_header(ngx_table_elt_t *h);
+ngx_int_t ngx_http_imgbill_money_trailer(ngx_http_request_t *r, char *name,
+    ngx_int_t units);
 
 /* ngx_http_imgbill_script.c */
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_admit(

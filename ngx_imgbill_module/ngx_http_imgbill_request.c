@@ -3,29 +3,87 @@
  * imgbill: the request validator.
  *
  * Everything imgbill believes about a request body before it asks Redis for
- * money: a JSON object, its "model", and its inline reference images.  Kept
- * apart from the access phase, which owns the HTTP side, so that it can be
- * fuzzed on its own (t/fuzz/).
+ * money: a JSON object, its "model" (OpenAI) or its "contents" (Gemini, whose
+ * model is in the URL: ngx_http_imgbill_gemini_target()), its inline
+ * reference images, and whether the client asked for a stream.  Kept apart
+ * from the access phase, which owns the HTTP side, so that it can be fuzzed
+ * on its own (t/fuzz/).
  */
 
 
 #include "ngx_http_imgbill_module.h"
 
 
-static ngx_int_t ngx_http_imgbill_check_images(json_t *root,
+#define NGX_HTTP_IMGBILL_MODEL_MAX  128
+
+
+static ngx_int_t ngx_http_imgbill_parse(u_char *p, size_t len,
+    ngx_http_imgbill_request_t *req);
+static ngx_int_t ngx_http_imgbill_check_openai(size_t image_limit,
+    ngx_http_imgbill_request_t *req);
+static ngx_int_t ngx_http_imgbill_check_stream(ngx_http_imgbill_request_t *req);
+static ngx_int_t ngx_http_imgbill_check_gemini(size_t image_limit,
+    ngx_http_imgbill_request_t *req);
+static ngx_int_t ngx_http_imgbill_gemini_parts(json_t *parts,
+    size_t image_limit, ngx_http_imgbill_request_t *req);
+static ngx_int_t ngx_http_imgbill_gemini_blob(json_t *blob,
+    size_t image_limit, ngx_http_imgbill_request_t *req);
+static ngx_int_t ngx_http_imgbill_count_image(json_t *s, size_t size,
     size_t image_limit, ngx_http_imgbill_request_t *req);
 static size_t ngx_http_imgbill_data_url_size(u_char *url, size_t len);
+static size_t ngx_http_imgbill_base64_size(u_char *p, size_t len);
+static ngx_int_t ngx_http_imgbill_model_name(u_char *p, u_char *last);
 
 
 ngx_int_t
-ngx_http_imgbill_check_request(u_char *p, size_t len, size_t image_limit,
-    ngx_http_imgbill_request_t *req)
+ngx_http_imgbill_check_request(u_char *p, size_t len, ngx_uint_t api,
+    size_t image_limit, ngx_http_imgbill_request_t *req)
 {
-    json_t     *model;
-    ngx_int_t   rc;
+    ngx_int_t  rc;
 
     ngx_memzero(req, sizeof(ngx_http_imgbill_request_t));
 
+    rc = ngx_http_imgbill_parse(p, len, req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
+
+    if (api == NGX_HTTP_IMGBILL_API_GEMINI) {
+        rc = ngx_http_imgbill_check_gemini(image_limit, req);
+
+    } else {
+        rc = ngx_http_imgbill_check_openai(image_limit, req);
+    }
+
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
+
+    /*
+     * What a metered hold assumes the prompt costs: every byte of the body
+     * outside inline images may be a token of text, and each reference
+     * image counts as NGX_HTTP_IMGBILL_IMAGE_TOKENS.  An image's string
+     * never takes more bytes decoded than it took in the body, so this
+     * cannot wrap.
+     */
+
+    req->tokens = len - req->image_bytes
+                  + req->images * NGX_HTTP_IMGBILL_IMAGE_TOKENS;
+
+    if (api == NGX_HTTP_IMGBILL_API_GEMINI) {
+        /* streaming is the URL's method there, not the body's */
+        return NGX_HTTP_IMGBILL_REQ_OK;
+    }
+
+    return ngx_http_imgbill_check_stream(req);
+}
+
+
+/* a JSON object, or why not */
+
+static ngx_int_t
+ngx_http_imgbill_parse(u_char *p, size_t len, ngx_http_imgbill_request_t *req)
+{
     if (len == 0) {
         return NGX_HTTP_IMGBILL_REQ_EMPTY;
     }
@@ -53,39 +111,6 @@ ngx_http_imgbill_check_request(u_char *p, size_t len, size_t image_limit,
         return NGX_HTTP_IMGBILL_REQ_NOT_OBJECT;
     }
 
-    model = json_object_get(req->root, "model");
-
-    if (!json_is_string(model) || json_string_length(model) == 0) {
-        return NGX_HTTP_IMGBILL_REQ_NO_MODEL;
-    }
-
-    req->model.len = json_string_length(model);
-    req->model.data = (u_char *) json_string_value(model);
-
-    rc = ngx_http_imgbill_check_images(req->root, image_limit, req);
-    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
-        return rc;
-    }
-
-    /*
-     * What a metered hold assumes the prompt costs: every byte of the body
-     * outside inline images may be a token of text, and each reference
-     * image counts as NGX_HTTP_IMGBILL_IMAGE_TOKENS.  A URL never takes
-     * more bytes decoded than it took in the body, so this cannot wrap.
-     */
-
-    req->tokens = len - req->image_bytes
-                  + req->images * NGX_HTTP_IMGBILL_IMAGE_TOKENS;
-
-    /*
-     * A streamed reply (SSE) cannot be billed yet: refused here, before
-     * the upstream makes an image nobody pays for.
-     */
-
-    if (json_is_true(json_object_get(req->root, "stream"))) {
-        return NGX_HTTP_IMGBILL_REQ_STREAM;
-    }
-
     return NGX_HTTP_IMGBILL_REQ_OK;
 }
 
@@ -99,28 +124,28 @@ ngx_http_imgbill_check_request(u_char *p, size_t len, size_t image_limit,
  */
 
 static ngx_int_t
-ngx_http_imgbill_check_images(json_t *root, size_t image_limit,
+ngx_http_imgbill_check_openai(size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
-    u_char  *url;
-    size_t   i, j, len, size;
-    json_t  *messages, *content, *image;
+    size_t      i, j, size;
+    json_t     *model, *messages, *message, *image;
+    ngx_int_t   rc;
 
-    messages = json_object_get(root, "messages");
+    model = json_object_get(req->root, "model");
 
-    if (!json_is_array(messages)) {
-        return NGX_HTTP_IMGBILL_REQ_OK;
+    if (!json_is_string(model) || json_string_length(model) == 0) {
+        return NGX_HTTP_IMGBILL_REQ_NO_MODEL;
     }
 
-    for (i = 0; i < json_array_size(messages); i++) {
-        content = json_object_get(json_array_get(messages, i), "content");
+    req->model.len = json_string_length(model);
+    req->model.data = (u_char *) json_string_value(model);
 
-        if (!json_is_array(content)) {
-            continue;
-        }
+    messages = json_object_get(req->root, "messages");
 
-        for (j = 0; j < json_array_size(content); j++) {
-            image = json_object_get(json_array_get(content, j), "image_url");
+    json_array_foreach(messages, i, message) {
+
+        json_array_foreach(json_object_get(message, "content"), j, image) {
+            image = json_object_get(image, "image_url");
 
             if (json_is_object(image)) {
                 image = json_object_get(image, "url");
@@ -130,19 +155,166 @@ ngx_http_imgbill_check_images(json_t *root, size_t image_limit,
                 continue;
             }
 
-            url = (u_char *) json_string_value(image);
-            len = json_string_length(image);
+            size = ngx_http_imgbill_data_url_size(
+                       (u_char *) json_string_value(image),
+                       json_string_length(image));
 
-            req->images++;
-            req->image_bytes += len;
-
-            size = ngx_http_imgbill_data_url_size(url, len);
-
-            if (size > image_limit) {
-                req->image_size = size;
-                return NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE;
+            rc = ngx_http_imgbill_count_image(image, size, image_limit, req);
+            if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+                return rc;
             }
         }
+    }
+
+    return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+/*
+ * A streamed reply is billed from its last usage chunk, which only comes
+ * with "stream_options": {"include_usage": true}: the filter asks for it
+ * when the client did not, and must know what the client said.  Anything
+ * but an object there would leave the upstream and the relay reading the
+ * request differently.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_check_stream(ngx_http_imgbill_request_t *req)
+{
+    json_t  *options;
+
+    options = json_object_get(req->root, "stream_options");
+
+    if (options != NULL && !json_is_object(options) && !json_is_null(options))
+    {
+        return NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS;
+    }
+
+    req->stream = json_is_true(json_object_get(req->root, "stream"));
+
+    if (json_is_object(options)) {
+        req->stream_options = 1;
+        req->usage_asked = json_is_true(json_object_get(options,
+                                                        "include_usage"));
+    }
+
+    return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+/*
+ * A GenerateContentRequest: {"contents": [{"parts": [...]}, ...],
+ * "systemInstruction": {"parts": [...]}}.  Google reads its JSON by the
+ * proto3 mapping, which takes a field under its lowerCamelCase name and
+ * under its proto name alike; both are counted, so that no spelling
+ * carries an image past the limit.
+ */
+
+static const char  *ngx_http_imgbill_system[] = {
+    "systemInstruction", "system_instruction"
+};
+
+static const char  *ngx_http_imgbill_inline[] = {
+    "inlineData", "inline_data"
+};
+
+
+static ngx_int_t
+ngx_http_imgbill_check_gemini(size_t image_limit,
+    ngx_http_imgbill_request_t *req)
+{
+    size_t      i;
+    json_t     *contents, *content;
+    ngx_int_t   rc;
+
+    contents = json_object_get(req->root, "contents");
+
+    if (!json_is_array(contents)) {
+        return NGX_HTTP_IMGBILL_REQ_NO_CONTENTS;
+    }
+
+    json_array_foreach(contents, i, content) {
+        rc = ngx_http_imgbill_gemini_parts(json_object_get(content, "parts"),
+                                           image_limit, req);
+        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+            return rc;
+        }
+    }
+
+    for (i = 0; i < 2; i++) {
+        content = json_object_get(req->root, ngx_http_imgbill_system[i]);
+
+        rc = ngx_http_imgbill_gemini_parts(json_object_get(content, "parts"),
+                                           image_limit, req);
+        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+            return rc;
+        }
+    }
+
+    return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+/* inline images only: a "fileData" part is a URI the upstream fetches */
+
+static ngx_int_t
+ngx_http_imgbill_gemini_parts(json_t *parts, size_t image_limit,
+    ngx_http_imgbill_request_t *req)
+{
+    size_t      i, k;
+    json_t     *part, *blob;
+    ngx_int_t   rc;
+
+    json_array_foreach(parts, i, part) {
+
+        for (k = 0; k < 2; k++) {
+            blob = json_object_get(part, ngx_http_imgbill_inline[k]);
+
+            rc = ngx_http_imgbill_gemini_blob(blob, image_limit, req);
+            if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+                return rc;
+            }
+        }
+    }
+
+    return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+/* {"mimeType": "image/png", "data": "<base64>"} */
+
+static ngx_int_t
+ngx_http_imgbill_gemini_blob(json_t *blob, size_t image_limit,
+    ngx_http_imgbill_request_t *req)
+{
+    size_t   size;
+    json_t  *data;
+
+    data = json_object_get(blob, "data");
+
+    if (!json_is_string(data)) {
+        return NGX_HTTP_IMGBILL_REQ_OK;
+    }
+
+    size = ngx_http_imgbill_base64_size((u_char *) json_string_value(data),
+                                        json_string_length(data));
+
+    return ngx_http_imgbill_count_image(data, size, image_limit, req);
+}
+
+
+/* one reference image, s its string in the body, size its bytes decoded */
+
+static ngx_int_t
+ngx_http_imgbill_count_image(json_t *s, size_t size, size_t image_limit,
+    ngx_http_imgbill_request_t *req)
+{
+    req->images++;
+    req->image_bytes += json_string_length(s);
+
+    if (size > image_limit) {
+        req->image_size = size;
+        return NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE;
     }
 
     return NGX_HTTP_IMGBILL_REQ_OK;
@@ -155,7 +327,6 @@ static size_t
 ngx_http_imgbill_data_url_size(u_char *url, size_t len)
 {
     u_char  *comma;
-    size_t   size, pad;
 
     if (len < sizeof("data:") - 1
         || ngx_strncasecmp(url, (u_char *) "data:", sizeof("data:") - 1) != 0)
@@ -168,17 +339,123 @@ ngx_http_imgbill_data_url_size(u_char *url, size_t len)
         return 0;
     }
 
-    size = url + len - (comma + 1);
-
     if (ngx_strlcasestrn(url, comma, (u_char *) ";base64",
                          sizeof(";base64") - 2)
         == NULL)
     {
-        return size;
+        return url + len - (comma + 1);
     }
 
-    pad = (size && url[len - 1] == '=') + (size > 1 && url[len - 2] == '=');
-    size = size / 4 * 3;
+    return ngx_http_imgbill_base64_size(comma + 1, url + len - (comma + 1));
+}
+
+
+/*
+ * Base64's payload without decoding it: 3 bytes for every 4 characters,
+ * 1 or 2 for a last group of 2 or 3 (unpadded base64, which decoders
+ * take), less one for each '=' among the last two characters.  Invalid
+ * base64 is the upstream's to refuse.
+ */
+
+static size_t
+ngx_http_imgbill_base64_size(u_char *p, size_t len)
+{
+    size_t  size, pad;
+
+    pad = (len && p[len - 1] == '=') + (len > 1 && p[len - 2] == '=');
+    size = len / 4 * 3 + len % 4 * 3 / 4;
 
     return size - ngx_min(pad, size);
+}
+
+
+/*
+ * What Gemini's URL says: ".../models/<model>:generateContent" or
+ * ":streamGenerateContent", whatever comes before the last "/models/" (a
+ * version, a prefix such as "/fast").  Give it r->uri, decoded and
+ * normalised: ngx_http_imgbill_strip_query_key() makes it the URI the
+ * upstream receives too, so the model billed is the model run.  Only
+ * [A-Za-z0-9._-] passes: the model is priced, logged and written to the
+ * ledger.
+ */
+
+ngx_int_t
+ngx_http_imgbill_gemini_target(ngx_str_t *uri, ngx_str_t *model,
+    ngx_uint_t *stream)
+{
+    u_char  *start, *method, *last;
+    size_t   i, n;
+
+    n = sizeof("/models/") - 1;
+
+    for (i = uri->len; i >= n; i--) {
+        if (ngx_memcmp(uri->data + i - n, "/models/", n) == 0) {
+            break;
+        }
+    }
+
+    if (i < n) {
+        return NGX_DECLINED;
+    }
+
+    start = uri->data + i;
+    last = uri->data + uri->len;
+
+    /* the method follows the last ':' */
+
+    for (method = last; method > start && method[-1] != ':'; method--) {
+        /* void */
+    }
+
+    if (method == start
+        || ngx_http_imgbill_model_name(start, method - 1) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    n = last - method;
+
+    if (n == sizeof("generateContent") - 1
+        && ngx_memcmp(method, "generateContent", n) == 0)
+    {
+        *stream = 0;
+
+    } else if (n == sizeof("streamGenerateContent") - 1
+               && ngx_memcmp(method, "streamGenerateContent", n) == 0)
+    {
+        *stream = 1;
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    model->data = start;
+    model->len = method - 1 - start;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_model_name(u_char *p, u_char *last)
+{
+    u_char  c;
+
+    if (p == last || last - p > NGX_HTTP_IMGBILL_MODEL_MAX) {
+        return NGX_DECLINED;
+    }
+
+    while (p < last) {
+        c = *p++;
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')
+        {
+            continue;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }

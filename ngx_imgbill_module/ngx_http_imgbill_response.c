@@ -10,6 +10,10 @@
 
 
 static const char *ngx_http_imgbill_google_status(ngx_uint_t status);
+static ngx_int_t ngx_http_imgbill_push(ngx_list_t *list, char *name,
+    u_char *value, size_t len);
+static ngx_int_t ngx_http_imgbill_push_money(ngx_http_request_t *r,
+    ngx_list_t *list, char *name, ngx_int_t units);
 
 
 void
@@ -142,9 +146,17 @@ ngx_int_t
 ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name, u_char *value,
     size_t len)
 {
+    return ngx_http_imgbill_push(&r->headers_out.headers, name, value, len);
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_push(ngx_list_t *list, char *name, u_char *value,
+    size_t len)
+{
     ngx_table_elt_t  *h;
 
-    h = ngx_list_push(&r->headers_out.headers);
+    h = ngx_list_push(list);
     if (h == NULL) {
         return NGX_ERROR;
     }
@@ -164,6 +176,27 @@ ngx_int_t
 ngx_http_imgbill_money_header(ngx_http_request_t *r, char *name,
     ngx_int_t units)
 {
+    return ngx_http_imgbill_push_money(r, &r->headers_out.headers, name,
+                                       units);
+}
+
+
+/* a stream's charge comes after its body: the chunked and HTTP/2 filters
+   send r->headers_out.trailers with the last buffer */
+
+ngx_int_t
+ngx_http_imgbill_money_trailer(ngx_http_request_t *r, char *name,
+    ngx_int_t units)
+{
+    return ngx_http_imgbill_push_money(r, &r->headers_out.trailers, name,
+                                       units);
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_push_money(ngx_http_request_t *r, ngx_list_t *list,
+    char *name, ngx_int_t units)
+{
     u_char  *p, *last;
 
     p = ngx_pnalloc(r->pool, NGX_HTTP_IMGBILL_MONEY_LEN);
@@ -173,7 +206,7 @@ ngx_http_imgbill_money_header(ngx_http_request_t *r, char *name,
 
     last = ngx_http_imgbill_format_money(p, units);
 
-    return ngx_http_imgbill_add_header(r, name, p, last - p);
+    return ngx_http_imgbill_push(list, name, p, last - p);
 }
 
 

@@ -1,13 +1,20 @@
 
 /*
  * One pass over the upstream reply: is it a single well-formed JSON object,
- * does it carry an image, and what does its top-level "usage" say.
+ * does it carry an image, and what does its top-level usage say.
  *
  * No tree is built: a reply is mostly one multi-megabyte base64 string, so
  * the scanner skips plain runs of strings many bytes at a time and
  * remembers only the few paths that matter (its "roles").  A key is
  * recognised only where it is a key, so a "usage" inside a string (a decoy)
  * is just text.
+ *
+ * Two dialects, told apart by the caller: OpenAI's chat completion (whole,
+ * or one chunk of a stream, whose choices carry a "delta" where a whole
+ * reply has a "message"), and Gemini's GenerateContentResponse.  They name
+ * the same things differently ("usage" and "usageMetadata", "choices" and
+ * "candidates"): a key is looked up in its dialect's names, and from there
+ * the two share one set of roles and one set of rules.
  *
  * A state machine, as nginx's own parsers are: the reply comes one buffer
  * at a time, cut anywhere (inside a key, an escape, a number), and only a
@@ -40,54 +47,39 @@ typedef enum {
     ngx_http_imgbill_role_other = 0,
     ngx_http_imgbill_role_root,
     ngx_http_imgbill_role_usage,
-    ngx_http_imgbill_role_choices,
+    ngx_http_imgbill_role_choices,      /* OpenAI's, Gemini's candidates */
     ngx_http_imgbill_role_choice,
+
+    /* OpenAI: a choice's message, or a chunk's delta */
     ngx_http_imgbill_role_message,
     ngx_http_imgbill_role_images,
     ngx_http_imgbill_role_parts,
-    ngx_http_imgbill_role_part
+    ngx_http_imgbill_role_part,
+
+    /* Gemini: a candidate's content */
+    ngx_http_imgbill_role_content,
+    ngx_http_imgbill_role_content_parts,
+    ngx_http_imgbill_role_content_part,
+    ngx_http_imgbill_role_inline_data
 } ngx_http_imgbill_role_e;
 
 
-typedef enum {
-    ngx_http_imgbill_key_other = 0,
-    ngx_http_imgbill_key_usage,
-    ngx_http_imgbill_key_choices,
-    ngx_http_imgbill_key_message,
-    ngx_http_imgbill_key_images,
-    ngx_http_imgbill_key_content,
-    ngx_http_imgbill_key_image_url,
-    ngx_http_imgbill_key_prompt_tokens,
-    ngx_http_imgbill_key_completion_tokens,
-    ngx_http_imgbill_key_escaped         /* could be any of them */
-} ngx_http_imgbill_key_e;
-
-
 static ngx_int_t ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s,
-    u_char ch);
+    u_char ch, size_t at);
 static void ngx_http_imgbill_scan_push(ngx_http_imgbill_scanner_t *s,
     u_char open, ngx_uint_t role);
 static void ngx_http_imgbill_scan_pop(ngx_http_imgbill_scanner_t *s);
+static void ngx_http_imgbill_scan_empty(ngx_http_imgbill_scanner_t *s);
 static ngx_uint_t ngx_http_imgbill_scan_role(
     ngx_http_imgbill_scan_frame_t *parent, u_char open);
-static ngx_uint_t ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s);
 
 
-/* the keys the scanner tells apart, as sent */
-static ngx_str_t  ngx_http_imgbill_keys[] = {
-    ngx_null_string,
-    ngx_string("usage"),
-    ngx_string("choices"),
-    ngx_string("message"),
-    ngx_string("images"),
-    ngx_string("content"),
-    ngx_string("image_url"),
-    ngx_string("prompt_tokens"),
-    ngx_string("completion_tokens")
-};
+/*
+ * The paths that matter: a container opened in parent, under key.  Each
+ * dialect reaches only its own: OpenAI has no "parts", Gemini no
+ * "message".
+ */
 
-
-/* the paths that matter: a container opened in parent, under key */
 static struct {
     u_char  parent;
     u_char  key;
@@ -100,6 +92,8 @@ static struct {
       ngx_http_imgbill_role_choices },
     { ngx_http_imgbill_role_choices, ngx_http_imgbill_key_other, '{',
       ngx_http_imgbill_role_choice },
+
+    /* OpenAI: choices[].message (delta).images[] and .content[] */
     { ngx_http_imgbill_role_choice, ngx_http_imgbill_key_message, '{',
       ngx_http_imgbill_role_message },
     { ngx_http_imgbill_role_message, ngx_http_imgbill_key_images, '[',
@@ -107,16 +101,22 @@ static struct {
     { ngx_http_imgbill_role_message, ngx_http_imgbill_key_content, '[',
       ngx_http_imgbill_role_parts },
     { ngx_http_imgbill_role_parts, ngx_http_imgbill_key_other, '{',
-      ngx_http_imgbill_role_part }
+      ngx_http_imgbill_role_part },
+
+    /* Gemini: candidates[].content.parts[].inlineData */
+    { ngx_http_imgbill_role_choice, ngx_http_imgbill_key_content, '{',
+      ngx_http_imgbill_role_content },
+    { ngx_http_imgbill_role_content, ngx_http_imgbill_key_parts, '[',
+      ngx_http_imgbill_role_content_parts },
+    { ngx_http_imgbill_role_content_parts, ngx_http_imgbill_key_other, '{',
+      ngx_http_imgbill_role_content_part },
+    { ngx_http_imgbill_role_content_part, ngx_http_imgbill_key_inline_data,
+      '{', ngx_http_imgbill_role_inline_data }
 };
 
 
 #define ngx_http_imgbill_is_space(ch)                                        \
     (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r')
-
-#define ngx_http_imgbill_is_count(key)                                       \
-    (key == ngx_http_imgbill_key_prompt_tokens                               \
-     || key == ngx_http_imgbill_key_completion_tokens)
 
 #define ngx_http_imgbill_top(s)  (&(s)->stack[(s)->depth - 1])
 
@@ -124,15 +124,26 @@ static struct {
 #define ngx_http_imgbill_value_key(f)                                        \
     ((f)->close == '}' ? (ngx_uint_t) (f)->key : ngx_http_imgbill_key_other)
 
+/* whether the value being read is one of the usage's counts */
+#define ngx_http_imgbill_is_count(f)                                         \
+    ((f)->role == ngx_http_imgbill_role_usage                                \
+     && ((f)->key == ngx_http_imgbill_key_prompt                             \
+         || (f)->key == ngx_http_imgbill_key_completion                      \
+         || (f)->key == ngx_http_imgbill_key_thoughts))
+
 
 void
-ngx_http_imgbill_scan_init(ngx_http_imgbill_scanner_t *s)
+ngx_http_imgbill_scan_init(ngx_http_imgbill_scanner_t *s, ngx_uint_t dialect)
 {
     ngx_memzero(s, sizeof(ngx_http_imgbill_scanner_t));
 
     s->state = sw_start;
+    s->dialect = (dialect == NGX_HTTP_IMGBILL_DIALECT_GEMINI)
+                 ? NGX_HTTP_IMGBILL_DIALECT_GEMINI
+                 : NGX_HTTP_IMGBILL_DIALECT_OPENAI;
     s->prompt_tokens = -1;
     s->completion_tokens = -1;
+    s->thoughts_tokens = -1;
 }
 
 
@@ -145,8 +156,10 @@ ngx_int_t
 ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s, u_char *p,
     u_char *last)
 {
-    u_char                          ch;
+    u_char                         *start, ch;
     ngx_http_imgbill_scan_frame_t  *f;
+
+    start = p;
 
     while (p < last) {
 
@@ -170,7 +183,7 @@ ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s, u_char *p,
 
             if (*p == f->close) {
                 p++;
-                ngx_http_imgbill_scan_pop(s);
+                ngx_http_imgbill_scan_empty(s);
                 break;
             }
 
@@ -195,10 +208,13 @@ ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s, u_char *p,
             break;
 
         case sw_value:
-            if (ngx_http_imgbill_scan_value(s, *p++) != NGX_OK) {
+            if (ngx_http_imgbill_scan_value(s, *p, s->fed + (p + 1 - start))
+                != NGX_OK)
+            {
                 goto failed;
             }
 
+            p++;
             break;
 
         case sw_after_value:
@@ -255,6 +271,8 @@ ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s, u_char *p,
         }
     }
 
+    s->fed += last - start;
+
     return (s->state == sw_error) ? NGX_ERROR : NGX_OK;
 
 failed:
@@ -269,6 +287,8 @@ void
 ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
     ngx_http_imgbill_scan_t *res)
 {
+    ngx_int_t  output;
+
     ngx_memzero(res, sizeof(ngx_http_imgbill_scan_t));
 
     /*
@@ -284,9 +304,23 @@ ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
         s->state = sw_error;
     }
 
+    /* Gemini's output is the candidates' tokens and the thinking's */
+
+    output = s->completion_tokens;
+
+    if (s->thoughts_seen) {
+        output = (output < 0 || s->thoughts_tokens < 0
+                  || s->thoughts_tokens > NGX_HTTP_IMGBILL_TOKENS_MAX - output)
+                 ? -1 : output + s->thoughts_tokens;
+    }
+
     res->image = s->image;
+    res->usage_key = s->usage_key;
+    res->error = s->error;
+    res->finished = s->finished;
+    res->no_choices = s->no_choices;
     res->prompt_tokens = s->prompt_tokens;
-    res->completion_tokens = s->completion_tokens;
+    res->completion_tokens = output;
 
     if (s->state != sw_done) {
         return;
@@ -295,12 +329,13 @@ ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
     res->json = 1;
 
     /*
-     * One usage, with each count once: two top-level "usage" keys, or a
+     * One usage, with each count once: two top-level usage keys, or a
      * count given twice, leave it unknown which one the upstream meant.
+     * An output beyond the cap is disbelieved as a count would be.
      */
 
     if (s->usages == 1 && s->prompt_seen == 1 && s->completion_seen == 1
-        && !s->usage_bad)
+        && s->thoughts_seen <= 1 && !s->usage_bad && output >= 0)
     {
         res->usage = 1;
 
@@ -308,30 +343,56 @@ ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
         res->prompt_tokens = -1;
         res->completion_tokens = -1;
     }
+
+    /* "cost" goes into the one usage there is; Gemini has no such field */
+
+    if (s->usages == 1 && s->dialect == NGX_HTTP_IMGBILL_DIALECT_OPENAI) {
+        res->usage_at = s->usage_at;
+    }
 }
 
 
 void
-ngx_http_imgbill_scan(u_char *p, u_char *last, ngx_http_imgbill_scan_t *res)
+ngx_http_imgbill_scan(u_char *p, u_char *last, ngx_uint_t dialect,
+    ngx_http_imgbill_scan_t *res)
 {
     ngx_http_imgbill_scanner_t  s;
 
-    ngx_http_imgbill_scan_init(&s);
+    ngx_http_imgbill_scan_init(&s, dialect);
     (void) ngx_http_imgbill_scan_feed(&s, p, last);
     ngx_http_imgbill_scan_finish(&s, res);
 }
 
 
-/* the first byte of a value, consumed */
+/* the first byte of a value; at is the offset of the byte after it, from
+   the first byte fed (where "cost" goes, if it opens the usage) */
 
 static ngx_int_t
-ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch)
+ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch,
+    size_t at)
 {
-    ngx_uint_t                      key, role;
+    ngx_uint_t                      key, role, watch;
     ngx_http_imgbill_scan_frame_t  *f;
 
     f = ngx_http_imgbill_top(s);
     key = ngx_http_imgbill_value_key(f);
+
+    /* an error of any shape but null: OpenAI's and Google's are objects */
+
+    if (f->role == ngx_http_imgbill_role_root
+        && key == ngx_http_imgbill_key_error && ch != 'n')
+    {
+        s->error = 1;
+    }
+
+    /* a count of anything but a number (a string, a literal, an object) is
+       no count, and one given beside it is given twice */
+
+    if (ngx_http_imgbill_is_count(f) && ch != '-'
+        && !ngx_http_imgbill_is_digit(ch))
+    {
+        s->usage_bad = 1;
+    }
 
     switch (ch) {
 
@@ -351,20 +412,30 @@ ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch)
             s->image = 1;
         }
 
-        if (f->role == ngx_http_imgbill_role_usage
-            && ngx_http_imgbill_is_count(key))
-        {
-            s->usage_bad = 1;
+        if (role == ngx_http_imgbill_role_usage) {
+            s->usage_key = 1;
+            s->usage_at = at;
         }
 
         ngx_http_imgbill_scan_push(s, ch, role);
         return NGX_OK;
 
     case '"':
-        ngx_http_imgbill_scan_string_start(s,
-            (f->role == ngx_http_imgbill_role_message
-             && key == ngx_http_imgbill_key_content)
-            ? ngx_http_imgbill_watch_text : ngx_http_imgbill_watch_none);
+        if (f->role == ngx_http_imgbill_role_message
+            && key == ngx_http_imgbill_key_content)
+        {
+            watch = ngx_http_imgbill_watch_text;
+
+        } else if (f->role == ngx_http_imgbill_role_inline_data
+                   && key == ngx_http_imgbill_key_mime_type)
+        {
+            watch = ngx_http_imgbill_watch_mime;
+
+        } else {
+            watch = ngx_http_imgbill_watch_none;
+        }
+
+        ngx_http_imgbill_scan_string_start(s, watch);
         s->state = sw_string;
         return NGX_OK;
 
@@ -391,15 +462,6 @@ ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch)
         s->integer = (ch != '-');
         s->state = sw_number;
         return NGX_OK;
-    }
-
-    /* a count of true, false or null is no count, and one given beside
-       it is given twice */
-
-    if (f->role == ngx_http_imgbill_role_usage
-        && ngx_http_imgbill_is_count(key))
-    {
-        s->usage_bad = 1;
     }
 
     s->state = sw_literal;
@@ -429,12 +491,36 @@ ngx_http_imgbill_scan_pop(ngx_http_imgbill_scanner_t *s)
 }
 
 
+/* an empty container closed */
+
+static void
+ngx_http_imgbill_scan_empty(ngx_http_imgbill_scanner_t *s)
+{
+    /* a stream's last chunk: the usage, and no choice */
+
+    if (ngx_http_imgbill_top(s)->role == ngx_http_imgbill_role_choices
+        && s->dialect == NGX_HTTP_IMGBILL_DIALECT_OPENAI)
+    {
+        s->no_choices = 1;
+    }
+
+    ngx_http_imgbill_scan_pop(s);
+}
+
+
 /* the role of a container opened by "open" as a value inside parent */
 
 static ngx_uint_t
 ngx_http_imgbill_scan_role(ngx_http_imgbill_scan_frame_t *parent, u_char open)
 {
     ngx_uint_t  i, key;
+
+    /* nothing inside what does not matter matters: the bulk of a reply's
+       containers (logprobs, safety ratings) end here */
+
+    if (parent->role == ngx_http_imgbill_role_other) {
+        return ngx_http_imgbill_role_other;
+    }
 
     key = ngx_http_imgbill_value_key(parent);
 
@@ -468,8 +554,8 @@ ngx_http_imgbill_scan_string_end(ngx_http_imgbill_scanner_t *s)
         s->state = sw_colon;
 
         /*
-         * A key spelled with escapes ("us\u0061ge") may be "usage" or one
-         * of its counts: a usage it might duplicate is ambiguous.
+         * A key spelled with escapes ("us\u0061ge") may be the usage or
+         * one of its counts: a usage it might duplicate is ambiguous.
          */
 
         if (f->role == ngx_http_imgbill_role_root
@@ -491,44 +577,49 @@ ngx_http_imgbill_scan_string_end(ngx_http_imgbill_scanner_t *s)
     s->state = sw_after_value;
     key = ngx_http_imgbill_value_key(f);
 
-    if (f->role == ngx_http_imgbill_role_images
-        || (f->role == ngx_http_imgbill_role_part
-            && key == ngx_http_imgbill_key_image_url)
-        || (f->role == ngx_http_imgbill_role_message
-            && key == ngx_http_imgbill_key_content
-            && s->found))
-    {
+    switch (f->role) {
+
+    case ngx_http_imgbill_role_images:
         s->image = 1;
-    }
+        break;
 
-    if (f->role == ngx_http_imgbill_role_usage
-        && ngx_http_imgbill_is_count(key))
-    {
-        /* a count sent as a string is not a count */
-        s->usage_bad = 1;
-    }
-}
-
-
-static ngx_uint_t
-ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s)
-{
-    ngx_uint_t  i;
-
-    if (s->escaped) {
-        return ngx_http_imgbill_key_escaped;
-    }
-
-    for (i = 1; i < sizeof(ngx_http_imgbill_keys) / sizeof(ngx_str_t); i++) {
-        if (s->key_len == ngx_http_imgbill_keys[i].len
-            && ngx_strncmp(s->key, ngx_http_imgbill_keys[i].data, s->key_len)
-               == 0)
-        {
-            return i;
+    case ngx_http_imgbill_role_part:
+        if (key == ngx_http_imgbill_key_image_url) {
+            s->image = 1;
         }
-    }
 
-    return ngx_http_imgbill_key_other;
+        break;
+
+    case ngx_http_imgbill_role_message:
+        if (key == ngx_http_imgbill_key_content && s->found) {
+            s->image = 1;
+        }
+
+        break;
+
+    case ngx_http_imgbill_role_inline_data:
+
+        /*
+         * An image MIME type makes the part an image, with its data or
+         * not.  A part with "thought": true is a thinking model's interim
+         * image rather than its answer; it counts all the same for now
+         * (a part's keys come in any order, so telling it apart would
+         * take keeping the part's verdict until its end).
+         */
+
+        if (key == ngx_http_imgbill_key_mime_type && s->found) {
+            s->image = 1;
+        }
+
+        break;
+
+    case ngx_http_imgbill_role_choice:
+        if (key == ngx_http_imgbill_key_finish) {
+            s->finished = 1;
+        }
+
+        break;
+    }
 }
 
 
@@ -542,25 +633,31 @@ ngx_http_imgbill_scan_number_end(ngx_http_imgbill_scanner_t *s)
 
     s->state = sw_after_value;
 
-    value = (s->integer && s->number <= NGX_HTTP_IMGBILL_TOKENS_MAX)
-            ? s->number : -1;
-
     f = ngx_http_imgbill_top(s);
 
-    if (f->role != ngx_http_imgbill_role_usage) {
+    if (!ngx_http_imgbill_is_count(f)) {
         return;
     }
 
-    if (f->key == ngx_http_imgbill_key_prompt_tokens) {
+    value = (s->integer && s->number <= NGX_HTTP_IMGBILL_TOKENS_MAX)
+            ? s->number : -1;
+
+    switch (f->key) {
+
+    case ngx_http_imgbill_key_prompt:
         s->prompt_seen++;
         s->prompt_tokens = value;
+        break;
 
-    } else if (f->key == ngx_http_imgbill_key_completion_tokens) {
+    case ngx_http_imgbill_key_completion:
         s->completion_seen++;
         s->completion_tokens = value;
+        break;
 
-    } else {
-        return;
+    default: /* ngx_http_imgbill_key_thoughts */
+        s->thoughts_seen++;
+        s->thoughts_tokens = value;
+        break;
     }
 
     if (value < 0) {

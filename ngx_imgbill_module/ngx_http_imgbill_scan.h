@@ -19,17 +19,37 @@
 /* containers open at once, the root included: a reply is never that deep */
 #define NGX_HTTP_IMGBILL_SCAN_DEPTH      128
 
-/* the longest key the scanner tells apart, "completion_tokens" */
-#define NGX_HTTP_IMGBILL_SCAN_KEY_LEN    17
+/* the longest key the scanner tells apart, "candidatesTokenCount" */
+#define NGX_HTTP_IMGBILL_SCAN_KEY_LEN    20
+
+/* the shape of the reply: OpenAI's chat completion (a whole one, or one
+   chunk of a stream), or Gemini's GenerateContentResponse */
+#define NGX_HTTP_IMGBILL_DIALECT_OPENAI  0
+#define NGX_HTTP_IMGBILL_DIALECT_GEMINI  1
 
 
-/* the reply scanner's findings */
+/*
+ * The reply scanner's findings.  Tokens are the bill's: Gemini's output
+ * is candidatesTokenCount + thoughtsTokenCount.
+ */
 typedef struct {
     unsigned                        json:1;    /* one well-formed object */
     unsigned                        image:1;
     unsigned                        usage:1;   /* both counts, plausible */
+    unsigned                        usage_key:1;  /* a top-level "usage"
+                                                     (usageMetadata) object,
+                                                     usable or not */
+    unsigned                        error:1;   /* a top-level "error" that
+                                                  is not null */
+    unsigned                        finished:1;  /* a finish_reason
+                                                    (finishReason) string */
+    unsigned                        no_choices:1;  /* "choices": [] */
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
+
+    /* OpenAI: the offset, from the first byte fed, of the byte after the
+       top-level usage object's '{' (0: none); where "cost" goes in */
+    size_t                          usage_at;
 } ngx_http_imgbill_scan_t;
 
 
@@ -50,12 +70,15 @@ typedef struct {
     ngx_http_imgbill_scan_frame_t   stack[NGX_HTTP_IMGBILL_SCAN_DEPTH];
     ngx_uint_t                      depth;
     ngx_uint_t                      state;     /* where in the document */
+    ngx_uint_t                      dialect;
+    size_t                          fed;       /* bytes before this buffer */
 
     /* the token being read: a string, a number or a literal */
     ngx_uint_t                      token;     /* where in the token */
     ngx_uint_t                      watch;     /* what its bytes are for */
     ngx_uint_t                      hex;       /* digits of "\u" to come */
-    ngx_uint_t                      match;     /* of "data:image\/" */
+    ngx_uint_t                      match;     /* of "data:image\/" or of
+                                                  a MIME type's "image/" */
     ngx_int_t                       number;
     u_char                         *literal;   /* of "true" etc., to come */
     size_t                          key_len;
@@ -69,21 +92,29 @@ typedef struct {
     ngx_uint_t                      usages;
     ngx_uint_t                      prompt_seen;
     ngx_uint_t                      completion_seen;
+    ngx_uint_t                      thoughts_seen;
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
+    ngx_int_t                       thoughts_tokens;
+    size_t                          usage_at;
     unsigned                        usage_bad:1;
     unsigned                        image:1;
+    unsigned                        usage_key:1;
+    unsigned                        error:1;
+    unsigned                        finished:1;
+    unsigned                        no_choices:1;
 } ngx_http_imgbill_scanner_t;
 
 
-void ngx_http_imgbill_scan_init(ngx_http_imgbill_scanner_t *s);
+void ngx_http_imgbill_scan_init(ngx_http_imgbill_scanner_t *s,
+    ngx_uint_t dialect);
 ngx_int_t ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s,
     u_char *p, u_char *last);
 void ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
     ngx_http_imgbill_scan_t *res);
 
 /* the whole reply in one buffer: init, feed and finish */
-void ngx_http_imgbill_scan(u_char *p, u_char *last,
+void ngx_http_imgbill_scan(u_char *p, u_char *last, ngx_uint_t dialect,
     ngx_http_imgbill_scan_t *res);
 
 

@@ -1,11 +1,12 @@
 
 /*
  * The reply scanner's tokens: strings, read in plain runs many bytes at a
- * time (a reply is mostly one base64 string), their escapes and the image
- * a message's text may name; and numbers, by JSON's grammar.  Each token
- * may be cut by the end of a buffer anywhere and resumed with the next:
- * where it was is kept in the scanner (s->token).  What a token means
- * where it stands is ngx_http_imgbill_scan.c's business.
+ * time (a reply is mostly one base64 string), their escapes, the image a
+ * message's text may name, the MIME type of a Gemini part and the key a
+ * key names; and numbers, by JSON's grammar.  Each token may be cut by the
+ * end of a buffer anywhere and resumed with the next: where it was is kept
+ * in the scanner (s->token).  What a token means where it stands is
+ * ngx_http_imgbill_scan.c's business.
  */
 
 
@@ -17,8 +18,67 @@
 #endif
 
 
+typedef struct {
+    ngx_str_t                       name;
+    ngx_uint_t                      key;
+} ngx_http_imgbill_scan_key_t;
+
+
 static void ngx_http_imgbill_scan_watch(ngx_http_imgbill_scanner_t *s,
     u_char ch);
+static ngx_inline ngx_int_t ngx_http_imgbill_scan_slash(
+    ngx_http_imgbill_scanner_t *s, u_char ch, u_char *word, size_t len,
+    u_char fold);
+
+
+/*
+ * The keys the scanner tells apart, as sent, in each dialect.  A stream's
+ * chunk has a "delta" where a whole reply has a "message", read alike.
+ * Gemini's output is two counts: "thoughtsTokenCount" is the thinking,
+ * which Google bills as output and leaves out of the candidates' count.
+ */
+
+static ngx_http_imgbill_scan_key_t  ngx_http_imgbill_openai_keys[] = {
+    { ngx_string("usage"), ngx_http_imgbill_key_usage },
+    { ngx_string("choices"), ngx_http_imgbill_key_choices },
+    { ngx_string("finish_reason"), ngx_http_imgbill_key_finish },
+    { ngx_string("error"), ngx_http_imgbill_key_error },
+    { ngx_string("prompt_tokens"), ngx_http_imgbill_key_prompt },
+    { ngx_string("completion_tokens"), ngx_http_imgbill_key_completion },
+    { ngx_string("message"), ngx_http_imgbill_key_message },
+    { ngx_string("delta"), ngx_http_imgbill_key_message },
+    { ngx_string("images"), ngx_http_imgbill_key_images },
+    { ngx_string("content"), ngx_http_imgbill_key_content },
+    { ngx_string("image_url"), ngx_http_imgbill_key_image_url },
+    { ngx_null_string, 0 }
+};
+
+
+/* Google's JSON mapping reads both spellings of a field: its replies use
+   the first, but a proxy in between may send the other */
+
+static ngx_http_imgbill_scan_key_t  ngx_http_imgbill_gemini_keys[] = {
+    { ngx_string("usageMetadata"), ngx_http_imgbill_key_usage },
+    { ngx_string("candidates"), ngx_http_imgbill_key_choices },
+    { ngx_string("finishReason"), ngx_http_imgbill_key_finish },
+    { ngx_string("error"), ngx_http_imgbill_key_error },
+    { ngx_string("promptTokenCount"), ngx_http_imgbill_key_prompt },
+    { ngx_string("candidatesTokenCount"), ngx_http_imgbill_key_completion },
+    { ngx_string("thoughtsTokenCount"), ngx_http_imgbill_key_thoughts },
+    { ngx_string("content"), ngx_http_imgbill_key_content },
+    { ngx_string("parts"), ngx_http_imgbill_key_parts },
+    { ngx_string("inlineData"), ngx_http_imgbill_key_inline_data },
+    { ngx_string("inline_data"), ngx_http_imgbill_key_inline_data },
+    { ngx_string("mimeType"), ngx_http_imgbill_key_mime_type },
+    { ngx_string("mime_type"), ngx_http_imgbill_key_mime_type },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_http_imgbill_scan_key_t  *ngx_http_imgbill_dialect_keys[] = {
+    ngx_http_imgbill_openai_keys,       /* NGX_HTTP_IMGBILL_DIALECT_OPENAI */
+    ngx_http_imgbill_gemini_keys        /* NGX_HTTP_IMGBILL_DIALECT_GEMINI */
+};
 
 
 /* 1: a byte that ends the plain run of a string: '"', '\\', control */
@@ -209,6 +269,9 @@ ngx_http_imgbill_scan_string(ngx_http_imgbill_scanner_t *s, u_char *p,
                 s->token = sw_str_text;
             }
 
+            /* the digits are no text: "\u00da" and "ta:image/" make no
+               "data:image/" (a watched key is escaped, and ignored) */
+            ch = '\0';
             break;
         }
 
@@ -227,15 +290,21 @@ ngx_http_imgbill_scan_string(ngx_http_imgbill_scanner_t *s, u_char *p,
  * searched for a data URL or a markdown image: "data:image/", or
  * "data:image\/" (some encoders, PHP's by default, escape "/"), or "![".
  * No proper prefix of "data:image" recurs inside it, so a mismatch
- * restarts the match at the byte itself.
+ * restarts the match at the byte itself.  A MIME type must begin with
+ * "image/" (or "image\/"), in any case, as RFC 2045 compares them: its
+ * first byte that does not fit ends the watch.
  */
 
 static void
 ngx_http_imgbill_scan_watch(ngx_http_imgbill_scanner_t *s, u_char ch)
 {
+    ngx_int_t      rc;
     static u_char  data[] = "data:image";
+    static u_char  image[] = "image";
 
-    if (s->watch == ngx_http_imgbill_watch_key) {
+    switch (s->watch) {
+
+    case ngx_http_imgbill_watch_key:
 
         if (s->escaped || s->key_len == NGX_HTTP_IMGBILL_SCAN_KEY_LEN) {
             /* escaped, or longer than any known: the rest does not matter */
@@ -246,6 +315,19 @@ ngx_http_imgbill_scan_watch(ngx_http_imgbill_scanner_t *s, u_char ch)
 
         s->key[s->key_len++] = ch;
         return;
+
+    case ngx_http_imgbill_watch_mime:
+        rc = ngx_http_imgbill_scan_slash(s, ch, image, sizeof(image) - 1,
+                                         0x20);
+        if (rc == NGX_DONE) {
+            goto found;
+        }
+
+        if (rc == NGX_DECLINED) {
+            s->watch = ngx_http_imgbill_watch_none;
+        }
+
+        return;
     }
 
     if (s->bang && ch == '[') {
@@ -254,27 +336,55 @@ ngx_http_imgbill_scan_watch(ngx_http_imgbill_scanner_t *s, u_char ch)
 
     s->bang = (ch == '!');
 
-    if (s->match < sizeof(data) - 1) {
-        if (ch == data[s->match]) {
-            s->match++;
-            return;
-        }
-
-    } else if (ch == '/') {
+    rc = ngx_http_imgbill_scan_slash(s, ch, data, sizeof(data) - 1, 0);
+    if (rc == NGX_DONE) {
         goto found;
-
-    } else if (ch == '\\' && s->match == sizeof(data) - 1) {
-        s->match++;
-        return;
     }
 
-    s->match = (ch == data[0]);
+    if (rc == NGX_DECLINED) {
+        s->match = (ch == data[0]);
+    }
+
     return;
 
 found:
 
     s->found = 1;
     s->watch = ngx_http_imgbill_watch_none;
+}
+
+
+/*
+ * One byte against word, then "/" or "\/": NGX_OK while they may still
+ * match (s->match counts the bytes matched), NGX_DONE once they have,
+ * NGX_DECLINED when they cannot.  fold 0x20 makes the word's letters
+ * match in any case: ch | 0x20 is the lower case of a letter, and no byte
+ * but a letter gives one.
+ */
+
+static ngx_inline ngx_int_t
+ngx_http_imgbill_scan_slash(ngx_http_imgbill_scanner_t *s, u_char ch,
+    u_char *word, size_t len, u_char fold)
+{
+    if (s->match < len) {
+        if ((u_char) (ch | fold) != word[s->match]) {
+            return NGX_DECLINED;
+        }
+
+        s->match++;
+        return NGX_OK;
+    }
+
+    if (ch == '/') {
+        return NGX_DONE;
+    }
+
+    if (ch == '\\' && s->match == len) {
+        s->match++;
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
 }
 
 
@@ -357,4 +467,27 @@ ngx_http_imgbill_scan_number(ngx_http_imgbill_scanner_t *s, u_char *p,
     }
 
     return p;
+}
+
+
+/* the key a key token names, in the dialect read (its bytes as sent) */
+
+ngx_uint_t
+ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s)
+{
+    ngx_http_imgbill_scan_key_t  *k;
+
+    if (s->escaped) {
+        return ngx_http_imgbill_key_escaped;
+    }
+
+    for (k = ngx_http_imgbill_dialect_keys[s->dialect]; k->name.len; k++) {
+        if (s->key_len == k->name.len
+            && ngx_strncmp(s->key, k->name.data, s->key_len) == 0)
+        {
+            return k->key;
+        }
+    }
+
+    return ngx_http_imgbill_key_other;
 }

@@ -115,11 +115,12 @@ rejected_ok('model name with a suffix is not the priced one', 400,
 rejected_ok('model nested elsewhere does not count', 400, 'invalid_request_error',
     'missing_model', raw_post('{"messages":[{"model":"gemini-2.5-flash-image"}]}'));
 
-# --- streaming is refused before the upstream generates an image no one pays for
+# --- a stream's options must be an object (streams themselves: t/56-stream.t)
 for my $path ('/v1/chat/completions', '/fast/v1/chat/completions') {
-    rejected_ok("\"stream\": true on $path", 400, 'invalid_request_error',
-        'stream_not_supported', sub {
+    rejected_ok("\"stream_options\": \"x\" on $path", 400, 'invalid_request_error',
+        'invalid_stream_options', sub {
             $h->post($path, { model => 'gemini-2.5-flash-image', stream => JSON::PP::true,
+                              stream_options => 'x',
                               messages => [ { role => 'user', content => 'x' } ] },
                      Authorization => 'Bearer sk-rich-0123456789');
         });

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
-# libFuzzer over the two parsers of hostile input (t/fuzz/run: the reply
-# scanner, checked against jansson, and the request validator), and proof
-# that the harness notices a broken scanner.
+# libFuzzer over the parsers of hostile input (t/fuzz/run: the reply
+# scanner, checked against jansson, the request validator and the
+# event-stream reader), and proof that the harness notices a broken
+# scanner or a broken reader.
 use strict;
 use warnings;
 use File::Temp qw(tempdir);
@@ -18,11 +19,11 @@ my $tree = "$root/build/nginx";
 my $seconds = $ENV{FUZZ_SECONDS} || 20;
 my $started = time;
 
-# both targets, side by side: about $seconds in all, plus the builds
+# the targets, side by side: about $seconds in all, plus the builds
 my $out = `FUZZ_SECONDS=$seconds "$root/t/fuzz/run" 2>&1`;
 is($?, 0, "t/fuzz/run exits 0") or diag($out);
 
-for my $t (qw(scan request)) {
+for my $t (qw(scan request sse)) {
     my ($line, $runs, $crashes) =
         $out =~ /^(fuzz $t: (\d+) runs in \d+ s, (\d+) crash\S*)/m;
 
@@ -69,6 +70,35 @@ like($bad, qr/scan_fuzz: invariant failed: jansson's usage differs/,
      "... because jansson counts otherwise")
     or diag($bad);
 note($1) if $bad =~ /^(scan_fuzz: invariant failed: .*)$/m;
+
+# The same for the event-stream reader: a variant that puts usage_at one
+# byte late (where "cost" would go in) must fail the seed corpus.
+
+@cmd = ('clang', '-g', '-O1', '-fsanitize=fuzzer,address,undefined',
+        '-fno-sanitize-recover=all', '-Wall', '-Werror',
+        '-DIMGBILL_FUZZ_SELFTEST', @inc, "-I$root/ngx_imgbill_module",
+        '-o', "$dir/sse_selftest", "$root/t/fuzz/sse_fuzz.c",
+        map("$root/ngx_imgbill_module/ngx_http_imgbill_$_.c",
+            qw(sse scan scan_token)),
+        "$root/t/stub/ngx_stubs.c");
+
+$cc = `@cmd 2>&1`;
+is($?, 0, "the reader's self-test variant compiles") or diag($cc);
+
+mkdir "$dir/sse" or die "$dir/sse: $!";
+system('cp', glob("$root/t/fuzz/corpus/sse/*"), "$dir/sse") == 0
+    or die "cp: $?";
+
+$replay = qq(-runs=0 -artifact_prefix="$dir/" "$dir/sse" 2>&1);
+
+$good = `"$root/build/fuzz/sse_fuzz" $replay`;
+is($?, 0, "the real sse target passes the seed corpus") or diag($good);
+
+$bad = `"$dir/sse_selftest" $replay`;
+isnt($?, 0, "a reader that misplaces the usage fails the seed corpus");
+like($bad, qr/invariant failed: usage_at is not after a '\{'/,
+     "... because the cost would not go into the usage object")
+    or diag($bad);
 
 note("t/95-fuzz.t: " . (time - $started) . " s");
 

@@ -4,12 +4,15 @@
  * Built by t/fuzz/run against the nginx tree that scripts/build configured,
  * with the libnginx functions the validator calls from t/stub/ngx_stubs.c.
  *
- * An input is two bytes of image_limit (little endian, 0..64 KiB, so that
- * small images already exceed it) followed by the client's body.  The
- * verdict and the findings are checked against the validator's contract
- * (ngx_http_imgbill_module.h) and against a reference walk of jansson's
- * tree written apart from the validator; a failure abort()s with a message
- * on stderr, a leaked tree is LeakSanitizer's to report.
+ * An input is one byte of flags, two bytes of image_limit (little endian,
+ * 0..64 KiB, so that small images already exceed it), then the client's
+ * body.  Flag bit 0 picks the API (0 OpenAI, 1 Gemini); bits 1-2 and 3-4
+ * pick a prefix and a suffix put around the body to make a URI for
+ * ngx_http_imgbill_gemini_target().  The verdict and the findings are
+ * checked against the validator's contract (ngx_http_imgbill_module.h)
+ * and against a reference walk of jansson's tree written apart from the
+ * validator; a failure abort()s with a message on stderr, a leaked tree is
+ * LeakSanitizer's to report.
  */
 
 
@@ -22,39 +25,61 @@
 
 
 typedef struct {
-    size_t   images;        /* URLs seen, up to the first one too large */
-    size_t   image_bytes;   /* their lengths */
+    size_t   images;        /* images seen, up to the first one too large */
+    size_t   image_bytes;   /* their string lengths */
     size_t   image_size;    /* the last one's decoded size */
+    size_t   limit;
     int      too_large;
 } imgbill_fuzz_walk_t;
 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static void imgbill_fuzz_check(ngx_uint_t api, u_char *body, size_t len,
+    size_t limit);
+static void imgbill_fuzz_common(ngx_int_t rc, ngx_http_imgbill_request_t *req,
+    u_char *body, size_t len);
+static void imgbill_fuzz_openai(ngx_int_t rc, ngx_http_imgbill_request_t *req);
+static void imgbill_fuzz_gemini(ngx_int_t rc, ngx_http_imgbill_request_t *req);
+static void imgbill_fuzz_stream(ngx_uint_t api, ngx_int_t rc,
+    ngx_http_imgbill_request_t *req);
+static void imgbill_fuzz_images(ngx_int_t rc, ngx_http_imgbill_request_t *req,
+    imgbill_fuzz_walk_t *w, size_t len);
 static void imgbill_fuzz_fail(ngx_int_t rc, ngx_http_imgbill_request_t *req,
     const char *fmt, ...);
-static void imgbill_fuzz_walk(json_t *root, size_t limit,
-    imgbill_fuzz_walk_t *w);
+static void imgbill_fuzz_walk_openai(json_t *root, imgbill_fuzz_walk_t *w);
+static void imgbill_fuzz_walk_gemini(json_t *root, imgbill_fuzz_walk_t *w);
+static void imgbill_fuzz_walk_parts(json_t *parts, imgbill_fuzz_walk_t *w);
+static void imgbill_fuzz_image(imgbill_fuzz_walk_t *w, json_t *s,
+    size_t size);
 static size_t imgbill_fuzz_url_size(const char *url, size_t len);
+static size_t imgbill_fuzz_base64_size(const char *p, size_t n);
 static int imgbill_fuzz_caseeq(const char *s, const char *lower, size_t n);
+static void imgbill_fuzz_target(u_char flags, const u_char *body, size_t len);
+static ngx_int_t imgbill_fuzz_target_ref(u_char *uri, size_t len,
+    size_t *start, size_t *mlen, ngx_uint_t *stream);
+
+
+static const char  *imgbill_fuzz_prefix[] = {
+    "", "/v1beta/models/", "/fast/v1beta/models/", "/v1/models/x/models/"
+};
+
+static const char  *imgbill_fuzz_suffix[] = {
+    "", ":generateContent", ":streamGenerateContent", ":generateContent/"
+};
 
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    u_char                      *body;
-    size_t                       len, limit;
-    json_t                      *model;
-    ngx_int_t                    rc;
-    imgbill_fuzz_walk_t          w;
-    ngx_http_imgbill_request_t   req;
+    u_char  *body;
+    size_t   len;
 
-    if (size < 2) {
+    if (size < 3) {
         return 0;
     }
 
-    limit = data[0] | (data[1] << 8);
-    len = size - 2;
+    len = size - 3;
 
     /* an exact-size heap copy: a read past the body is an ASan error */
 
@@ -63,20 +88,83 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
-    memcpy(body, data + 2, len);
+    memcpy(body, data + 3, len);
 
-    rc = ngx_http_imgbill_check_request(body, len, limit, &req);
+    imgbill_fuzz_check(data[0] & 1, body, len, data[1] | (data[2] << 8));
+    imgbill_fuzz_target(data[0], body, len);
 
-    if ((rc == NGX_HTTP_IMGBILL_REQ_EMPTY) != (len == 0)) {
-        imgbill_fuzz_fail(rc, &req, "EMPTY if and only if no body");
+    free(body);
+
+    return 0;
+}
+
+
+static void
+imgbill_fuzz_check(ngx_uint_t api, u_char *body, size_t len, size_t limit)
+{
+    ngx_int_t                    rc;
+    imgbill_fuzz_walk_t          w;
+    ngx_http_imgbill_request_t   req;
+
+    rc = ngx_http_imgbill_check_request(body, len, api, limit, &req);
+
+    imgbill_fuzz_common(rc, &req, body, len);
+
+    if (api == NGX_HTTP_IMGBILL_API_GEMINI) {
+        imgbill_fuzz_gemini(rc, &req);
+
+    } else {
+        imgbill_fuzz_openai(rc, &req);
     }
 
-    if ((req.root == NULL)
+    imgbill_fuzz_stream(api, rc, &req);
+
+    if (rc == NGX_HTTP_IMGBILL_REQ_OK
+        || rc == NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE
+        || rc == NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS)
+    {
+        /* the reference: every image in walk order, up to the first one
+           over the limit */
+
+        memset(&w, 0, sizeof(imgbill_fuzz_walk_t));
+        w.limit = limit;
+
+        if (api == NGX_HTTP_IMGBILL_API_GEMINI) {
+            imgbill_fuzz_walk_gemini(req.root, &w);
+
+        } else {
+            imgbill_fuzz_walk_openai(req.root, &w);
+        }
+
+        imgbill_fuzz_images(rc, &req, &w, len);
+    }
+
+    json_decref(req.root);
+}
+
+
+/* what holds whatever the API */
+
+static void
+imgbill_fuzz_common(ngx_int_t rc, ngx_http_imgbill_request_t *req,
+    u_char *body, size_t len)
+{
+    if (rc < NGX_HTTP_IMGBILL_REQ_OK
+        || rc > NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS)
+    {
+        imgbill_fuzz_fail(rc, req, "unknown verdict");
+    }
+
+    if ((rc == NGX_HTTP_IMGBILL_REQ_EMPTY) != (len == 0)) {
+        imgbill_fuzz_fail(rc, req, "EMPTY if and only if no body");
+    }
+
+    if ((req->root == NULL)
         != (rc == NGX_HTTP_IMGBILL_REQ_EMPTY
             || rc == NGX_HTTP_IMGBILL_REQ_NUL_BYTE
             || rc == NGX_HTTP_IMGBILL_REQ_INVALID_JSON))
     {
-        imgbill_fuzz_fail(rc, &req, "a tree if and only if JSON");
+        imgbill_fuzz_fail(rc, req, "a tree if and only if JSON");
     }
 
     /*
@@ -88,118 +176,162 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if ((rc == NGX_HTTP_IMGBILL_REQ_NUL_BYTE)
         != (memchr(body, '\0', len) != NULL))
     {
-        imgbill_fuzz_fail(rc, &req, "NUL_BYTE if and only if a raw NUL");
+        imgbill_fuzz_fail(rc, req, "NUL_BYTE if and only if a raw NUL");
     }
 
     if (rc != NGX_HTTP_IMGBILL_REQ_INVALID_JSON
         && rc != NGX_HTTP_IMGBILL_REQ_NUL_BYTE
         && len >= 3 && memcmp(body, "\xef\xbb\xbf", 3) == 0)
     {
-        imgbill_fuzz_fail(rc, &req, "a byte-order mark");
+        imgbill_fuzz_fail(rc, req, "a byte-order mark");
     }
 
-    switch (rc) {
-
-    case NGX_HTTP_IMGBILL_REQ_EMPTY:
-    case NGX_HTTP_IMGBILL_REQ_NUL_BYTE:
-    case NGX_HTTP_IMGBILL_REQ_INVALID_JSON:
-        break;
-
-    case NGX_HTTP_IMGBILL_REQ_NOT_OBJECT:
-        if (json_is_object(req.root)) {
-            imgbill_fuzz_fail(rc, &req, "an object");
-        }
-
-        break;
-
-    case NGX_HTTP_IMGBILL_REQ_NO_MODEL:
-        model = json_object_get(req.root, "model");
-
-        if (!json_is_object(req.root)
-            || (json_is_string(model) && json_string_length(model) > 0))
-        {
-            imgbill_fuzz_fail(rc, &req, "a model");
-        }
-
-        break;
-
-    case NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE:
-    case NGX_HTTP_IMGBILL_REQ_OK:
-    case NGX_HTTP_IMGBILL_REQ_STREAM:
-
-        /* only a body that would be admitted is refused for streaming */
-
-        if ((rc == NGX_HTTP_IMGBILL_REQ_STREAM)
-            != (rc != NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE
-                && json_is_true(json_object_get(req.root, "stream"))))
-        {
-            imgbill_fuzz_fail(rc, &req, "\"stream\": true decided wrongly");
-        }
-
-        /* the model the relay prices is the string the upstream reads */
-
-        model = json_object_get(req.root, "model");
-
-        if (!json_is_string(model)
-            || req.model.len == 0
-            || req.model.len != json_string_length(model)
-            || req.model.data != (u_char *) json_string_value(model))
-        {
-            imgbill_fuzz_fail(rc, &req, "model is not root's \"model\"");
-        }
-
-        /* the reference: every image URL in walk order, up to the
-           first one over the limit */
-
-        imgbill_fuzz_walk(req.root, limit, &w);
-
-        if (req.images != w.images || req.image_bytes != w.image_bytes) {
-            imgbill_fuzz_fail(rc, &req, "the reference sees %zu images "
-                              "of %zu bytes", w.images, w.image_bytes);
-        }
-
-        /* decoded JSON strings are never longer than their text */
-
-        if (req.image_bytes > len) {
-            imgbill_fuzz_fail(rc, &req, "image_bytes > len %zu", len);
-        }
-
-        if (rc != NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE) {
-            if (w.too_large) {
-                imgbill_fuzz_fail(rc, &req, "the reference finds an image "
-                                  "of %zu bytes, limit %zu",
-                                  w.image_size, limit);
-            }
-
-            if (req.tokens != len - req.image_bytes
-                              + req.images * NGX_HTTP_IMGBILL_IMAGE_TOKENS)
-            {
-                imgbill_fuzz_fail(rc, &req, "tokens, len %zu", len);
-            }
-
-            break;
-        }
-
-        if (!w.too_large
-            || req.images == 0
-            || req.image_size <= limit
-            || req.image_size != w.image_size
-            || req.image_size > req.image_bytes)
-        {
-            imgbill_fuzz_fail(rc, &req, "the reference finds size %zu, "
-                              "limit %zu", w.image_size, limit);
-        }
-
-        break;
-
-    default:
-        imgbill_fuzz_fail(rc, &req, "unknown verdict");
+    if ((rc == NGX_HTTP_IMGBILL_REQ_NOT_OBJECT)
+        != (req->root != NULL && !json_is_object(req->root)))
+    {
+        imgbill_fuzz_fail(rc, req, "NOT_OBJECT if and only if not one");
     }
 
-    json_decref(req.root);
-    free(body);
+    if (rc == NGX_HTTP_IMGBILL_REQ_OK
+        && req->tokens != len - req->image_bytes
+                          + req->images * NGX_HTTP_IMGBILL_IMAGE_TOKENS)
+    {
+        imgbill_fuzz_fail(rc, req, "tokens, len %zu", len);
+    }
+}
 
-    return 0;
+
+/* the model the relay prices is the string the upstream reads */
+
+static void
+imgbill_fuzz_openai(ngx_int_t rc, ngx_http_imgbill_request_t *req)
+{
+    json_t  *model;
+    int      named;
+
+    if (rc == NGX_HTTP_IMGBILL_REQ_NO_CONTENTS) {
+        imgbill_fuzz_fail(rc, req, "NO_CONTENTS from OpenAI");
+    }
+
+    if (!json_is_object(req->root)) {
+        return;
+    }
+
+    model = json_object_get(req->root, "model");
+    named = json_is_string(model) && json_string_length(model) > 0;
+
+    if ((rc == NGX_HTTP_IMGBILL_REQ_NO_MODEL) == named) {
+        imgbill_fuzz_fail(rc, req, "NO_MODEL if and only if no model");
+    }
+
+    if (named
+        && (req->model.len != json_string_length(model)
+            || req->model.data != (u_char *) json_string_value(model)))
+    {
+        imgbill_fuzz_fail(rc, req, "model is not root's \"model\"");
+    }
+}
+
+
+/* the model is the URL's; "contents" must be an array */
+
+static void
+imgbill_fuzz_gemini(ngx_int_t rc, ngx_http_imgbill_request_t *req)
+{
+    if (rc == NGX_HTTP_IMGBILL_REQ_NO_MODEL
+        || rc == NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS)
+    {
+        imgbill_fuzz_fail(rc, req, "an OpenAI verdict from Gemini");
+    }
+
+    if (req->model.len != 0 || req->model.data != NULL) {
+        imgbill_fuzz_fail(rc, req, "a model from a Gemini body");
+    }
+
+    if (json_is_object(req->root)
+        && (rc == NGX_HTTP_IMGBILL_REQ_NO_CONTENTS)
+           != !json_is_array(json_object_get(req->root, "contents")))
+    {
+        imgbill_fuzz_fail(rc, req, "NO_CONTENTS if and only if no array");
+    }
+}
+
+
+/*
+ * OpenAI's stream flags, read from an admitted body only: stream_options
+ * other than an object or null is refused once model and images pass.
+ */
+
+static void
+imgbill_fuzz_stream(ngx_uint_t api, ngx_int_t rc,
+    ngx_http_imgbill_request_t *req)
+{
+    json_t  *o;
+    int      bad;
+
+    o = json_object_get(req->root, "stream_options");
+    bad = o != NULL && !json_is_object(o) && !json_is_null(o);
+
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        if (req->stream || req->stream_options || req->usage_asked) {
+            imgbill_fuzz_fail(rc, req, "stream flags on a refusal");
+        }
+
+        if (rc == NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS && !bad) {
+            imgbill_fuzz_fail(rc, req, "stream_options refused wrongly");
+        }
+
+        return;
+    }
+
+    if (api == NGX_HTTP_IMGBILL_API_GEMINI) {
+        if (req->stream || req->stream_options || req->usage_asked) {
+            imgbill_fuzz_fail(rc, req, "stream flags from Gemini");
+        }
+
+        return;
+    }
+
+    if (bad
+        || req->stream != json_is_true(json_object_get(req->root, "stream"))
+        || req->stream_options != json_is_object(o)
+        || req->usage_asked
+           != json_is_true(json_object_get(o, "include_usage")))
+    {
+        imgbill_fuzz_fail(rc, req, "stream flags differ");
+    }
+}
+
+
+static void
+imgbill_fuzz_images(ngx_int_t rc, ngx_http_imgbill_request_t *req,
+    imgbill_fuzz_walk_t *w, size_t len)
+{
+    if (req->images != w->images || req->image_bytes != w->image_bytes) {
+        imgbill_fuzz_fail(rc, req, "the reference sees %zu images "
+                          "of %zu bytes", w->images, w->image_bytes);
+    }
+
+    /* decoded JSON strings are never longer than their text */
+
+    if (req->image_bytes > len) {
+        imgbill_fuzz_fail(rc, req, "image_bytes > len %zu", len);
+    }
+
+    if ((rc == NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE) != w->too_large) {
+        imgbill_fuzz_fail(rc, req, "the reference finds size %zu, "
+                          "limit %zu", w->image_size, w->limit);
+    }
+
+    if (rc == NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE
+        && (req->images == 0
+            || req->image_size <= w->limit
+            || req->image_size != w->image_size
+            || req->image_size > req->image_bytes))
+    {
+        imgbill_fuzz_fail(rc, req, "the reference finds size %zu, "
+                          "limit %zu", w->image_size, w->limit);
+    }
 }
 
 
@@ -216,9 +348,10 @@ imgbill_fuzz_fail(ngx_int_t rc, ngx_http_imgbill_request_t *req,
     va_end(args);
 
     fprintf(stderr, " (validator: rc %ld root %p model %zu images %zu "
-            "image_bytes %zu image_size %zu tokens %zu)\n", (long) rc,
-            (void *) req->root, req->model.len, req->images,
-            req->image_bytes, req->image_size, req->tokens);
+            "image_bytes %zu image_size %zu tokens %zu stream %d/%d/%d)\n",
+            (long) rc, (void *) req->root, req->model.len, req->images,
+            req->image_bytes, req->image_size, req->tokens, req->stream,
+            req->stream_options, req->usage_asked);
 
     abort();
 }
@@ -230,12 +363,10 @@ imgbill_fuzz_fail(ngx_int_t rc, ngx_http_imgbill_request_t *req,
  */
 
 static void
-imgbill_fuzz_walk(json_t *root, size_t limit, imgbill_fuzz_walk_t *w)
+imgbill_fuzz_walk_openai(json_t *root, imgbill_fuzz_walk_t *w)
 {
     size_t   i, j;
     json_t  *message, *part, *url;
-
-    memset(w, 0, sizeof(imgbill_fuzz_walk_t));
 
     json_array_foreach(json_object_get(root, "messages"), i, message) {
 
@@ -250,13 +381,10 @@ imgbill_fuzz_walk(json_t *root, size_t limit, imgbill_fuzz_walk_t *w)
                 continue;
             }
 
-            w->images++;
-            w->image_bytes += json_string_length(url);
-            w->image_size = imgbill_fuzz_url_size(json_string_value(url),
-                                                  json_string_length(url));
-
-            if (w->image_size > limit) {
-                w->too_large = 1;
+            imgbill_fuzz_image(w, url,
+                               imgbill_fuzz_url_size(json_string_value(url),
+                                                     json_string_length(url)));
+            if (w->too_large) {
                 return;
             }
         }
@@ -265,17 +393,81 @@ imgbill_fuzz_walk(json_t *root, size_t limit, imgbill_fuzz_walk_t *w)
 
 
 /*
+ * contents[].parts[], then systemInstruction.parts[] and
+ * system_instruction.parts[]; in each part inlineData.data, then
+ * inline_data.data, each a base64 string.
+ */
+
+static void
+imgbill_fuzz_walk_gemini(json_t *root, imgbill_fuzz_walk_t *w)
+{
+    size_t   i;
+    json_t  *content;
+
+    json_array_foreach(json_object_get(root, "contents"), i, content) {
+        imgbill_fuzz_walk_parts(json_object_get(content, "parts"), w);
+
+        if (w->too_large) {
+            return;
+        }
+    }
+
+    content = json_object_get(root, "systemInstruction");
+    imgbill_fuzz_walk_parts(json_object_get(content, "parts"), w);
+
+    if (!w->too_large) {
+        content = json_object_get(root, "system_instruction");
+        imgbill_fuzz_walk_parts(json_object_get(content, "parts"), w);
+    }
+}
+
+
+static void
+imgbill_fuzz_walk_parts(json_t *parts, imgbill_fuzz_walk_t *w)
+{
+    size_t       i, k;
+    json_t      *part, *data;
+    const char  *names[] = { "inlineData", "inline_data" };
+
+    json_array_foreach(parts, i, part) {
+        for (k = 0; k < 2; k++) {
+            data = json_object_get(json_object_get(part, names[k]), "data");
+
+            if (!json_is_string(data)) {
+                continue;
+            }
+
+            imgbill_fuzz_image(w, data,
+                imgbill_fuzz_base64_size(json_string_value(data),
+                                         json_string_length(data)));
+            if (w->too_large) {
+                return;
+            }
+        }
+    }
+}
+
+
+static void
+imgbill_fuzz_image(imgbill_fuzz_walk_t *w, json_t *s, size_t size)
+{
+    w->images++;
+    w->image_bytes += json_string_length(s);
+    w->image_size = size;
+    w->too_large = size > w->limit;
+}
+
+
+/*
  * A data URL's payload in bytes (RFC 2397: "data:" [media type and
  * parameters] "," payload), 0 for any other URL.  With ";base64" among
- * the parameters, as the validator reads it, 4 characters carry 3 bytes,
- * less one for each '=' among the last two characters (which is the
- * padding of valid base64; invalid base64 is the upstream's to refuse).
+ * the parameters, as the validator reads it, the payload is base64.
  */
 
 static size_t
 imgbill_fuzz_url_size(const char *url, size_t len)
 {
-    size_t       i, n, pad, size;
+    size_t       i, n;
     const char  *comma;
 
     if (len < 5 || !imgbill_fuzz_caseeq(url, "data:", 5)) {
@@ -291,17 +483,28 @@ imgbill_fuzz_url_size(const char *url, size_t len)
 
     for (i = 0; url + i + 7 <= comma; i++) {
         if (imgbill_fuzz_caseeq(url + i, ";base64", 7)) {
-            break;
+            return imgbill_fuzz_base64_size(comma + 1, n);
         }
     }
 
-    if (url + i + 7 > comma) {
-        return n;
-    }
+    return n;
+}
 
-    pad = (n > 0 && url[len - 1] == '=') + (n > 1 && url[len - 2] == '=');
 
-    size = n / 4 * 3;
+/*
+ * Each base64 character carries 6 bits, whole bytes only, less one for
+ * each '=' among the last two characters (which is the padding of valid
+ * base64; invalid base64 is the upstream's to refuse).
+ */
+
+static size_t
+imgbill_fuzz_base64_size(const char *p, size_t n)
+{
+    size_t  pad, size;
+
+    pad = (n > 0 && p[n - 1] == '=') + (n > 1 && p[n - 2] == '=');
+
+    size = (size_t) ((unsigned long long) n * 6 / 8);
 
     return (size > pad) ? size - pad : 0;
 }
@@ -327,4 +530,129 @@ imgbill_fuzz_caseeq(const char *s, const char *lower, size_t n)
     }
 
     return 1;
+}
+
+
+/* the URI prefix + body + suffix, against a reference parse */
+
+static void
+imgbill_fuzz_target(u_char flags, const u_char *body, size_t len)
+{
+    u_char      *uri;
+    size_t       plen, slen, start, mlen;
+    ngx_int_t    rc, ref;
+    ngx_str_t    u, model;
+    ngx_uint_t   stream, ref_stream;
+    const char  *prefix, *suffix;
+
+    prefix = imgbill_fuzz_prefix[(flags >> 1) & 3];
+    suffix = imgbill_fuzz_suffix[(flags >> 3) & 3];
+    plen = strlen(prefix);
+    slen = strlen(suffix);
+
+    uri = malloc(plen + len + slen + 1);
+    if (uri == NULL) {
+        abort();
+    }
+
+    memcpy(uri, prefix, plen);
+    memcpy(uri + plen, body, len);
+    memcpy(uri + plen + len, suffix, slen);
+
+    u.data = uri;
+    u.len = plen + len + slen;
+
+    model.data = NULL;
+    model.len = 0;
+    stream = 7;
+
+    rc = ngx_http_imgbill_gemini_target(&u, &model, &stream);
+    ref = imgbill_fuzz_target_ref(uri, u.len, &start, &mlen, &ref_stream);
+
+    if (rc != ref) {
+        fprintf(stderr, "request_fuzz: invariant failed: gemini_target "
+                "%ld, the reference %ld on \"%.*s\"\n", (long) rc,
+                (long) ref, (int) u.len, uri);
+        abort();
+    }
+
+    if (rc == NGX_OK
+        && (model.data != uri + start || model.len != mlen
+            || stream != ref_stream))
+    {
+        fprintf(stderr, "request_fuzz: invariant failed: gemini_target "
+                "model at %zd of %zu, stream %lu on \"%.*s\"\n",
+                model.data - uri, model.len, (unsigned long) stream,
+                (int) u.len, uri);
+        abort();
+    }
+
+    if (rc != NGX_OK && (model.data != NULL || stream != 7)) {
+        fprintf(stderr, "request_fuzz: invariant failed: gemini_target "
+                "declined but wrote its findings\n");
+        abort();
+    }
+
+    free(uri);
+}
+
+
+/*
+ * Forward scans this time: the last "/models/", the last ':', the model
+ * between them of at most 128 bytes of [A-Za-z0-9._-], and one of the two
+ * methods exactly.
+ */
+
+static ngx_int_t
+imgbill_fuzz_target_ref(u_char *uri, size_t len, size_t *start,
+    size_t *mlen, ngx_uint_t *stream)
+{
+    size_t       i, m, colon;
+    const char  *method;
+
+    m = (size_t) -1;
+    colon = (size_t) -1;
+
+    for (i = 0; i < len; i++) {
+        if (len - i >= 8 && memcmp(uri + i, "/models/", 8) == 0) {
+            m = i + 8;
+        }
+
+        if (uri[i] == ':') {
+            colon = i;
+        }
+    }
+
+    if (m == (size_t) -1 || colon == (size_t) -1 || colon < m
+        || colon - m == 0 || colon - m > 128)
+    {
+        return NGX_DECLINED;
+    }
+
+    for (i = m; i < colon; i++) {
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                    "0123456789._-", uri[i]) || uri[i] == '\0')
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    method = (const char *) uri + colon + 1;
+
+    if (len - colon - 1 == 15 && memcmp(method, "generateContent", 15) == 0) {
+        *stream = 0;
+
+    } else if (len - colon - 1 == 21
+               && memcmp(method, "streamGenerateContent", 21) == 0)
+    {
+        *stream = 1;
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    *start = m;
+    *mlen = colon - m;
+
+    return NGX_OK;
 }

@@ -88,7 +88,7 @@ use ImgbillRedis;
 
 use Exporter 'import';
 our @EXPORT_OK = qw(wait_for key_hash free_port port_open fmt_units error_ok
-                    priced_location sdk_dir);
+                    priced_location sdk_dir dechunk sse_events);
 
 my $ROOT = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
                                        '..', '..', '..'));
@@ -153,6 +153,40 @@ sub fmt_units {
     my $s = $u < 0 ? '-' : '';
     $u = abs $u;
     return sprintf '%s%d.%04d', $s, int($u / 10000), $u % 10000;
+}
+
+# dechunk($wire) -> ($body, \%trailers, $complete): a chunked body as
+# raw_reply gives it, decoded; trailer names lowercased; $complete is true
+# only if the terminating 0-size chunk came (a stream cut short has none).
+sub dechunk {
+    my ($wire) = @_;
+    my ($body, %t) = ('');
+    $wire //= '';
+    while ($wire =~ s/\A([0-9a-fA-F]+)[^\r\n]*\r\n//) {
+        my $n = hex $1;
+        if ($n == 0) {
+            my ($tr) = $wire =~ /\A(.*?)\r\n/s ? ($wire =~ /\A((?:[^\r\n]+\r\n)*)\r\n/s) : ('');
+            $t{lc $1} = $2 while ($tr // '') =~ /^([\w-]+):[ \t]*(.*?)\r$/mg;
+            return ($body, \%t, 1);
+        }
+        last if length $wire < $n + 2;
+        $body .= substr $wire, 0, $n, '';
+        $wire =~ s/\A\r\n// or last;
+    }
+    return ($body, \%t, 0);
+}
+
+# sse_events($body) -> list of events, each the data of one event (data
+# lines joined with "\n"); events without data (comments) are left out.
+# Blank lines end events, with LF, CRLF or CR line ends.
+sub sse_events {
+    my ($body) = @_;
+    my @ev;
+    for my $e (split /(?:\r\n|\r|\n){2}/, $body // '') {
+        my @d = map { /^data: ?(.*)$/s ? $1 : () } split /\r\n|\r|\n/, $e;
+        push @ev, join "\n", @d if @d;
+    }
+    return @ev;
 }
 
 sub wait_for {

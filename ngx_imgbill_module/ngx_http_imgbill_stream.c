@@ -1,0 +1,633 @@
+
+/*
+ * A streamed reply (text/event-stream): OpenAI's chat completion chunks or
+ * Gemini's streamGenerateContent events.
+ *
+ * The stream passes through as it comes.  An OpenAI event waits only for
+ * its own end (it is usually one read), because the relay must see what
+ * it is before the client does: the usage-only chunk the relay asked the
+ * upstream for is dropped when the client did not ask for it, and the
+ * usage chunk the client did ask for is held, with whatever follows it
+ * ("[DONE]"), to carry "usage.cost".  An event longer than
+ * NGX_HTTP_IMGBILL_EVENT_HOLD (an image) is no usage chunk: it goes out as
+ * it comes.  Gemini's events carry no cost and wait for nothing.
+ *
+ * The end of the stream (its last buffer, with the charge in its
+ * trailers) waits for the settlement, as a whole reply does.  A stream
+ * that never ends (the client left, the upstream died) is released by the
+ * pool cleanup, with a log line saying what it would have cost.
+ */
+
+
+#include "ngx_http_imgbill_module.h"
+
+
+#define NGX_HTTP_IMGBILL_BUFFERED     0x08
+
+/* longer than any usage chunk; an event past it goes out as it comes */
+#define NGX_HTTP_IMGBILL_EVENT_HOLD   (64 * 1024)
+#define NGX_HTTP_IMGBILL_EVENT_START  4096
+
+/* "cost": the charge in yuan as a JSON number, OpenRouter's convention */
+#define NGX_HTTP_IMGBILL_COST_LEN                                           \
+    (sizeof("\"cost\":,") - 1 + NGX_HTTP_IMGBILL_MONEY_LEN)
+
+
+struct ngx_http_imgbill_stream_s {
+    ngx_http_imgbill_sse_t          sse;
+
+    /* the held bytes: the tail (from a usage chunk on), then the event
+       being read */
+    u_char                         *hold;
+    size_t                          len;
+    size_t                          size;
+    size_t                          event_at;
+    size_t                          cost_at;   /* 0: nowhere */
+
+    ngx_chain_t                    *free;
+    ngx_chain_t                    *busy;
+
+    off_t                           bytes;     /* of the stream, read */
+    ngx_int_t                       prompt_tokens;
+    ngx_int_t                       completion_tokens;
+
+    unsigned                        hold_events:1;
+    unsigned                        passing:1;   /* the event being read */
+    unsigned                        tail:1;
+    unsigned                        image:1;
+    unsigned                        usage:1;
+    unsigned                        error:1;
+};
+
+
+static ngx_int_t ngx_http_imgbill_stream_read(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_buf_t *b, ngx_chain_t ***ll);
+static ngx_int_t ngx_http_imgbill_stream_hold(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll);
+static ngx_int_t ngx_http_imgbill_stream_event(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_chain_t ***ll);
+static void ngx_http_imgbill_stream_end(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+static ngx_int_t ngx_http_imgbill_stream_close(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_chain_t ***ll);
+static ngx_int_t ngx_http_imgbill_stream_out(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll);
+static ngx_int_t ngx_http_imgbill_stream_link(ngx_http_request_t *r,
+    ngx_buf_t *b, ngx_chain_t ***ll);
+
+
+/* the reply is a stream: its header goes out now, its charge at its end */
+
+ngx_int_t
+ngx_http_imgbill_stream_start(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_http_imgbill_stream_t  *st;
+
+    st = ngx_pcalloc(r->pool, sizeof(ngx_http_imgbill_stream_t));
+    if (st == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->stream = st;
+
+    ngx_http_imgbill_sse_init(&st->sse,
+                              ctx->api == NGX_HTTP_IMGBILL_API_GEMINI
+                              ? NGX_HTTP_IMGBILL_DIALECT_GEMINI
+                              : NGX_HTTP_IMGBILL_DIALECT_OPENAI);
+
+    st->hold_events = (ctx->api == NGX_HTTP_IMGBILL_API_OPENAI);
+    st->passing = !st->hold_events;
+    st->prompt_tokens = -1;
+    st->completion_tokens = -1;
+
+    ngx_http_clear_content_length(r);
+    ngx_http_clear_accept_ranges(r);
+
+    r->allow_ranges = 0;
+    r->main_filter_need_in_memory = 1;
+
+    /* chunked, even for a reply of known length: the charge is a trailer */
+    r->expect_trailers = 1;
+
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_streaming);
+
+    return ngx_http_imgbill_add_header(r, "X-Imgbill-Request-Id",
+                                       ctx->request_id.data,
+                                       ctx->request_id.len);
+}
+
+
+ngx_int_t
+ngx_http_imgbill_stream_body(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_chain_t *in,
+    ngx_http_output_body_filter_pt next)
+{
+    ngx_int_t                   rc;
+    ngx_uint_t                  last;
+    ngx_chain_t                *cl, *out, **ll;
+    ngx_http_imgbill_stream_t  *st;
+
+    if (ctx->state == ngx_http_imgbill_passing) {
+        return next(r, in);
+    }
+
+    st = ctx->stream;
+    out = NULL;
+    ll = &out;
+    last = 0;
+
+    if (ctx->state == ngx_http_imgbill_streaming) {
+
+        for (cl = in; cl; cl = cl->next) {
+            if (cl->buf->last_buf) {
+                last = 1;
+            }
+
+            if (ngx_http_imgbill_stream_read(r, ctx, cl->buf, &ll)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        if (last) {
+            ngx_http_imgbill_stream_end(r, ctx);
+        }
+    }
+
+    if (ctx->state == ngx_http_imgbill_emitting) {
+        r->buffered &= ~NGX_HTTP_IMGBILL_BUFFERED;
+
+        if (ngx_http_imgbill_stream_close(r, ctx, &ll) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    rc = next(r, out);
+
+    ngx_chain_update_chains(r->pool, &st->free, &st->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_imgbill_module);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->state == ngx_http_imgbill_settling) {
+        r->buffered |= NGX_HTTP_IMGBILL_BUFFERED;
+        return NGX_AGAIN;
+    }
+
+    return rc;
+}
+
+
+/* one buffer of the stream: its events read, its bytes passed or held */
+
+static ngx_int_t
+ngx_http_imgbill_stream_read(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_buf_t *b, ngx_chain_t ***ll)
+{
+    u_char                     *p, *end;
+    ngx_int_t                   rc;
+    ngx_http_imgbill_stream_t  *st;
+
+    st = ctx->stream;
+
+    if (!ngx_buf_in_memory(b)) {
+        if (ngx_buf_size(b)) {
+            /* main_filter_need_in_memory should prevent this */
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "imgbill: file buffer in a stream");
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    st->bytes += b->last - b->pos;
+    p = b->pos;
+
+    while (p < b->last) {
+        rc = ngx_http_imgbill_sse_feed(&st->sse, p, b->last, &end);
+
+        if (!st->passing
+            && st->len + (end - p) > NGX_HTTP_IMGBILL_EVENT_HOLD)
+        {
+            /* no usage chunk is this long: what is held goes, as it is */
+
+            if (ngx_http_imgbill_stream_out(r, st, st->hold, st->len, ll)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            st->len = 0;
+            st->event_at = 0;
+            st->tail = 0;
+            st->cost_at = 0;
+            st->passing = 1;
+        }
+
+        if (!st->passing) {
+            if (ngx_http_imgbill_stream_hold(r, st, p, end - p, ll)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (end == b->last && !b->last_buf && !b->last_in_chain) {
+
+            /* the rest of the buffer goes as it is: no copy of an image */
+
+            b->pos = p;
+
+            if (ngx_http_imgbill_stream_link(r, b, ll) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (rc == NGX_OK
+                && ngx_http_imgbill_stream_event(r, ctx, ll) != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            return NGX_OK;
+
+        } else if (ngx_http_imgbill_stream_out(r, st, p, end - p, ll)
+                   != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK
+            && ngx_http_imgbill_stream_event(r, ctx, ll) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        p = end;
+    }
+
+    b->pos = b->last;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_stream_hold(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll)
+{
+    u_char  *hold;
+    size_t   size;
+
+    if (st->len + n > st->size) {
+        size = ngx_max(st->size * 2, NGX_HTTP_IMGBILL_EVENT_START);
+        size = ngx_max(size, st->len + n);
+
+        hold = ngx_palloc(r->pool, size);
+        if (hold == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (st->len) {
+            ngx_memcpy(hold, st->hold, st->len);
+        }
+
+        if (st->hold) {
+            ngx_pfree(r->pool, st->hold);
+        }
+
+        st->hold = hold;
+        st->size = size;
+    }
+
+    ngx_memcpy(st->hold + st->len, p, n);
+    st->len += n;
+
+    return NGX_OK;
+}
+
+
+/* an event ended: what it says, and whether it goes, waits or is dropped */
+
+static ngx_int_t
+ngx_http_imgbill_stream_event(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_chain_t ***ll)
+{
+    ngx_http_imgbill_sse_t     *sse;
+    ngx_http_imgbill_scan_t    *res;
+    ngx_http_imgbill_stream_t  *st;
+
+    st = ctx->stream;
+    sse = &st->sse;
+    res = &sse->res;
+
+    if (sse->type == NGX_HTTP_IMGBILL_EVENT_JSON) {
+        st->image |= res->image;
+        st->error |= res->error;
+
+        /* the last usage wins: Google repeats a growing one on every
+           chunk, and adding them would bill it many times over */
+
+        if (res->usage_key) {
+            st->usage = res->usage;
+            st->prompt_tokens = res->prompt_tokens;
+            st->completion_tokens = res->completion_tokens;
+        }
+    }
+
+    if (st->passing) {
+        st->passing = !st->hold_events;
+        return NGX_OK;
+    }
+
+    if (sse->type == NGX_HTTP_IMGBILL_EVENT_JSON && res->usage_key) {
+
+        if (ctx->usage_added && res->no_choices) {
+            /* the chunk imgbill asked for, not the client */
+            st->len = st->event_at;
+            return NGX_OK;
+        }
+
+        if (ctx->usage_asked && res->usage && sse->usage_at
+            && (res->no_choices || res->finished))
+        {
+            /* maybe the last usage: it waits, to carry the cost */
+
+            if (ngx_http_imgbill_stream_out(r, st, st->hold, st->event_at,
+                                            ll)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            st->len -= st->event_at;
+            ngx_memmove(st->hold, st->hold + st->event_at, st->len);
+
+            st->cost_at = sse->usage_at;
+            st->tail = 1;
+            st->event_at = st->len;
+            return NGX_OK;
+        }
+    }
+
+    if (st->tail) {
+        st->event_at = st->len;
+        return NGX_OK;
+    }
+
+    if (ngx_http_imgbill_stream_out(r, st, st->hold, st->len, ll) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    st->len = 0;
+    st->event_at = 0;
+
+    return NGX_OK;
+}
+
+
+/* the stream's last buffer came: what it costs, then the settlement */
+
+static void
+ngx_http_imgbill_stream_end(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_chain_t                *out, **ll;
+    ngx_http_imgbill_scan_t     scan;
+    ngx_http_imgbill_stream_t  *st;
+
+    st = ctx->stream;
+
+    /* an event without its blank line is an event all the same; what it
+       leaves to send goes with the end */
+
+    out = NULL;
+    ll = &out;
+
+    if (ngx_http_imgbill_sse_finish(&st->sse) == NGX_OK) {
+        (void) ngx_http_imgbill_stream_event(r, ctx, &ll);
+    }
+
+    if (out) {
+        /* held again behind the tail: sent by stream_close */
+        for ( /* void */ ; out; out = out->next) {
+            (void) ngx_http_imgbill_stream_hold(r, st, out->buf->pos,
+                                               out->buf->last - out->buf->pos,
+                                               &ll);
+        }
+    }
+
+    ngx_memzero(&scan, sizeof(ngx_http_imgbill_scan_t));
+
+    scan.json = 1;
+    scan.image = st->image;
+    scan.usage = st->usage;
+    scan.prompt_tokens = st->prompt_tokens;
+    scan.completion_tokens = st->completion_tokens;
+
+    ctx->upstream_status = r->headers_out.status;
+
+    if (st->error) {
+        ctx->charge = 0;
+        ctx->prompt_tokens = st->prompt_tokens;
+        ctx->completion_tokens = st->completion_tokens;
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "imgbill: the upstream sent an error in the stream "
+                      "of request %V, not charged", &ctx->request_id);
+
+    } else {
+        (void) ngx_http_imgbill_charge(r, ctx, &scan);
+    }
+
+    if (ngx_http_imgbill_settle(r, ctx) == NGX_OK) {
+        ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_settling);
+        return;
+    }
+
+    /* the charge is journaled; the end goes out all the same */
+
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_emitting);
+}
+
+
+/* settled: the held end, the cost in it, the charge in the trailers */
+
+static ngx_int_t
+ngx_http_imgbill_stream_close(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_chain_t ***ll)
+{
+    u_char                     *p;
+    ngx_buf_t                  *b;
+    ngx_http_imgbill_stream_t  *st;
+
+    st = ctx->stream;
+
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_passing);
+
+    if (st->tail && st->cost_at && st->cost_at <= st->len) {
+        if (ngx_http_imgbill_stream_out(r, st, st->hold, st->cost_at, ll)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_HTTP_IMGBILL_COST_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->pos = p;
+        p = ngx_cpymem(p, "\"cost\":", sizeof("\"cost\":") - 1);
+        p = ngx_http_imgbill_format_money(p, ctx->charge);
+        *p++ = ',';
+        b->last = p;
+        b->memory = 1;
+
+        if (ngx_http_imgbill_stream_link(r, b, ll) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        st->len -= st->cost_at;
+        ngx_memmove(st->hold, st->hold + st->cost_at, st->len);
+    }
+
+    if (ngx_http_imgbill_stream_out(r, st, st->hold, st->len, ll) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    st->len = 0;
+
+    if (ngx_http_imgbill_money_trailer(r, "X-Imgbill-Charge", ctx->charge)
+        != NGX_OK
+        || (ctx->balance_known
+            && ngx_http_imgbill_money_trailer(r, "X-Imgbill-Balance",
+                                              ctx->balance)
+               != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last_buf = 1;
+
+    return ngx_http_imgbill_stream_link(r, b, ll);
+}
+
+
+/* n bytes go out, copied into a buffer of the module's own */
+
+static ngx_int_t
+ngx_http_imgbill_stream_out(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    cl = ngx_chain_get_free_buf(r->pool, &st->free);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b = cl->buf;
+
+    if (b->start == NULL || (size_t) (b->end - b->start) < n) {
+        b->start = ngx_palloc(r->pool,
+                              ngx_max(n, NGX_HTTP_IMGBILL_EVENT_START));
+        if (b->start == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->end = b->start + ngx_max(n, NGX_HTTP_IMGBILL_EVENT_START);
+    }
+
+    b->pos = b->start;
+    b->last = ngx_cpymem(b->start, p, n);
+    b->temporary = 1;
+    b->flush = 1;
+    b->tag = (ngx_buf_tag_t) &ngx_http_imgbill_module;
+
+    **ll = cl;
+    *ll = &cl->next;
+
+    return NGX_OK;
+}
+
+
+/* b goes at the end of a chain being built */
+
+static ngx_int_t
+ngx_http_imgbill_stream_link(ngx_http_request_t *r, ngx_buf_t *b,
+    ngx_chain_t ***ll)
+{
+    ngx_chain_t  *cl;
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+    **ll = cl;
+    *ll = &cl->next;
+
+    return NGX_OK;
+}
+
+
+/* the pool cleanup found the stream unfinished: why, and what it cost */
+
+void
+ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
+{
+    u_char                      buf[NGX_HTTP_IMGBILL_MONEY_LEN], *p;
+    ngx_int_t                   charge;
+    ngx_connection_t           *c;
+    ngx_http_imgbill_stream_t  *st;
+
+    st = ctx->stream;
+    c = ctx->request->connection;
+
+    charge = -1;
+
+    if (st->image && ctx->channel == NGX_HTTP_IMGBILL_FAST) {
+        charge = ctx->price->output;
+
+    } else if (st->image && st->usage) {
+        charge = ngx_http_imgbill_metered_charge(ctx->price,
+                                                 st->prompt_tokens,
+                                                 st->completion_tokens);
+    }
+
+    p = buf;
+
+    if (charge >= 0) {
+        p = ngx_http_imgbill_format_money(buf, ngx_min(charge, ctx->hold));
+    }
+
+    ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                  "imgbill: the %s ended the stream of request %V of "
+                  "account \"%V\" after %O bytes, %s; it would have cost "
+                  "%*s; not charged, hold released",
+                  c->error ? "client" : "upstream",
+                  &ctx->request_id, &ctx->account, st->bytes,
+                  st->image ? "with an image" : "before any image",
+                  charge >= 0 ? (size_t) (p - buf) : sizeof("unknown") - 1,
+                  charge >= 0 ? buf : (u_char *) "unknown");
+}

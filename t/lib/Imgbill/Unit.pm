@@ -1,0 +1,50 @@
+package Imgbill::Unit;
+# The C unit checks (t/unit/*.c): compiled against the nginx tree that
+# scripts/build configured, with some of the module's own files and
+# t/stub/ngx_stubs.c, under AddressSanitizer and UBSan, then run; each
+# prints its own TAP.
+#
+#   use Imgbill::Unit;
+#   Imgbill::Unit::run('scan_check', [qw(scan scan_token)]);
+#   Imgbill::Unit::run('request_check', [qw(request key)],
+#                      [qw(-ljansson -lcrypto)]);
+use strict;
+use warnings;
+use File::Temp qw(tempdir);
+use File::Basename qw(dirname);
+use Cwd qw(abs_path);
+
+my $ROOT = abs_path(dirname(abs_path(__FILE__)) . '/../../..');
+
+# run($check, [module file stems], [extra linker arguments]): exits
+sub run {
+    my ($check, $stems, $libs) = @_;
+    my $tree = "$ROOT/build/nginx";
+    my $mod = "$ROOT/ngx_imgbill_module";
+
+    unless (-d "$tree/objs") {
+        print "Bail out! $tree is missing: run scripts/build first\n";
+        exit 255;
+    }
+
+    my $dir = tempdir(CLEANUP => 1);
+    my @inc = map { "-I$tree/$_" }
+        qw(src/core src/event src/event/modules src/os/unix objs src/http
+           src/http/modules src/http/v2);
+    my @cmd = ('cc', '-g', '-O1', '-fsanitize=address,undefined',
+               '-fno-sanitize-recover=all', '-Wall', '-Werror', @inc,
+               "-I$mod", '-o', "$dir/$check", "$ROOT/t/unit/$check.c",
+               map("$mod/ngx_http_imgbill_$_.c", @$stems),
+               "$ROOT/t/stub/ngx_stubs.c", @{ $libs || [] });
+
+    my $out = `@cmd 2>&1`;
+    if ($? != 0) {
+        print "1..1\nnot ok 1 - $check.c compiles\n# $out\n";
+        exit 1;
+    }
+
+    system("$dir/$check");
+    exit($? == 0 ? 0 : 1);
+}
+
+1;
