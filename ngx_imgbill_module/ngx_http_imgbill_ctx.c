@@ -31,6 +31,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_imgbill_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static const char *ngx_http_imgbill_outcome(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_cleanup(void *data);
 static ngx_http_imgbill_orphan_t *ngx_http_imgbill_orphan(
     ngx_http_imgbill_ctx_t *ctx);
@@ -67,7 +69,9 @@ typedef enum {
     ngx_http_imgbill_var_balance,
     ngx_http_imgbill_var_prompt_tokens,
     ngx_http_imgbill_var_completion_tokens,
-    ngx_http_imgbill_var_request_id
+    ngx_http_imgbill_var_request_id,
+    ngx_http_imgbill_var_outcome,
+    ngx_http_imgbill_var_would_charge
 } ngx_http_imgbill_var_e;
 
 
@@ -93,6 +97,12 @@ static ngx_http_variable_t  ngx_http_imgbill_vars[] = {
 
     { ngx_string("imgbill_request_id"), NULL, ngx_http_imgbill_variable,
       ngx_http_imgbill_var_request_id, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_outcome"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_outcome, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_would_charge"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_would_charge, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -261,6 +271,32 @@ ngx_http_imgbill_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         v->len = ctx->request_id.len;
         break;
 
+    case ngx_http_imgbill_var_outcome:
+        v->data = (u_char *) ngx_http_imgbill_outcome(r, ctx);
+        v->len = ngx_strlen(v->data);
+        break;
+
+    case ngx_http_imgbill_var_would_charge:
+
+        /* what an abandoned stream would have cost: the upstream's bill */
+
+        n = (ctx->state == ngx_http_imgbill_streaming)
+            ? ngx_http_imgbill_stream_would_charge(ctx) : -1;
+
+        if (n < 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_HTTP_IMGBILL_MONEY_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+        v->len = ngx_http_imgbill_format_money(p, n) - p;
+        break;
+
     case ngx_http_imgbill_var_charge:
     case ngx_http_imgbill_var_balance:
         if (data == ngx_http_imgbill_var_balance && !ctx->balance_known) {
@@ -303,6 +339,41 @@ ngx_http_imgbill_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     v->not_found = 0;
 
     return NGX_OK;
+}
+
+
+/*
+ * How the request ended, for the access log (the log phase runs before
+ * the pool cleanup releases what an unfinished request held).
+ */
+
+static const char *
+ngx_http_imgbill_outcome(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    switch (ctx->state) {
+
+    case ngx_http_imgbill_rejected:
+        return "rejected";
+
+    case ngx_http_imgbill_authorized:
+        return "listed";
+
+    case ngx_http_imgbill_settling:
+    case ngx_http_imgbill_emitting:
+    case ngx_http_imgbill_passing:
+    case ngx_http_imgbill_released:
+        return ctx->charge > 0 ? "charged" : "free";
+
+    case ngx_http_imgbill_streaming:
+        return r->connection->error ? "client_gone" : "upstream_cut";
+
+    case ngx_http_imgbill_admitted:
+    case ngx_http_imgbill_collecting:
+        return r->connection->error ? "client_gone" : "unfinished";
+
+    default:
+        return "unfinished";
+    }
 }
 
 

@@ -382,6 +382,7 @@ ngx_int_t ngx_http_imgbill_stream_body(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_chain_t *in,
     ngx_http_output_body_filter_pt next);
 void ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx);
+ngx_int_t ngx_http_imgbill_stream_would_charge(ngx_http_imgbill_ctx_t *ctx);
 
 /* ngx_http_imgbill_response.c */
 void ngx_http_imgbill_set_error(ngx_http_request_t *r,

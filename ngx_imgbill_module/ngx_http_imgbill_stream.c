@@ -604,21 +604,12 @@ ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
     st = ctx->stream;
     c = ctx->request->connection;
 
-    charge = -1;
-
-    if (st->image && ctx->channel == NGX_HTTP_IMGBILL_FAST) {
-        charge = ctx->price->output;
-
-    } else if (st->image && st->usage) {
-        charge = ngx_http_imgbill_metered_charge(ctx->price,
-                                                 st->prompt_tokens,
-                                                 st->completion_tokens);
-    }
+    charge = ngx_http_imgbill_stream_would_charge(ctx);
 
     p = buf;
 
     if (charge >= 0) {
-        p = ngx_http_imgbill_format_money(buf, ngx_min(charge, ctx->hold));
+        p = ngx_http_imgbill_format_money(buf, charge);
     }
 
     ngx_log_error(NGX_LOG_WARN, c->log, 0,
@@ -630,4 +621,40 @@ ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
                   st->image ? "with an image" : "before any image",
                   charge >= 0 ? (size_t) (p - buf) : sizeof("unknown") - 1,
                   charge >= 0 ? buf : (u_char *) "unknown");
+}
+
+
+/*
+ * What the stream read so far would have cost, as it would have been
+ * billed (minimum charge, capped by the hold); -1 while that is unknown:
+ * no image yet, or a metered stream without its usage yet.
+ */
+
+ngx_int_t
+ngx_http_imgbill_stream_would_charge(ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_int_t                     charge;
+    ngx_http_imgbill_stream_t    *st;
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    st = ctx->stream;
+
+    if (st == NULL || !st->image || st->error) {
+        return -1;
+    }
+
+    if (ctx->channel == NGX_HTTP_IMGBILL_FAST) {
+        charge = ctx->price->output;
+
+    } else if (st->usage) {
+        charge = ngx_http_imgbill_metered_charge(ctx->price,
+                                                 st->prompt_tokens,
+                                                 st->completion_tokens);
+    } else {
+        return -1;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(ctx->request, ngx_http_imgbill_module);
+
+    return ngx_min(ngx_max(charge, lcf->min_charge), ctx->hold);
 }

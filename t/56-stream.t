@@ -343,6 +343,41 @@ stream_ok('stream_error=1: an error event mid-stream is free', %FL, charge => 0,
     };
 }
 
+{
+    # the fast channel's price is known once the image is: the operator
+    # reads what the upstream will bill for the stream nobody paid for
+    my ($acct, $key) = account();
+    my $s = $h->raw_send(key => $key, body => body(), mock => 'gap=0.5',
+                         path => '/fast/v1/chat/completions');
+    my $got = read_until($s, sub { $_[0] =~ /data:image\/png;base64,/ });
+    close $s;
+    my ($rid) = $got =~ /^X-Imgbill-Request-Id: ([0-9a-f]{32})\r$/mi;
+    $rid //= 'none';
+    subtest 'the client leaves after the image: what it would have cost' => sub {
+        like $got, qr/data:image\/png;base64,/, 'the image event arrived';
+        ok $h->wait_holds($acct, 0, 10), 'hold released';
+        is $h->balance($acct), 100000, 'nothing charged';
+        is scalar @{ $h->ledger($acct) }, 0, 'no ledger entry';
+        ok wait_for(sub { $h->error_log =~ /the client ended the stream of request \Q$rid\E [^\n]*with an image; it would have cost 0\.0700; not charged/ }, 10),
+            'error.log: ... with an image; it would have cost 0.0700'
+            or diag join "\n", grep { /\Q$rid\E/ } split /\n/, $h->error_log;
+        my ($e) = $h->access_wait(sub { ($_[0]{request_id} // '') eq $rid }, 1, 10);
+        is $e && $e->{outcome}, 'client_gone', 'access log: outcome=client_gone';
+        is $e && $e->{would_charge}, '0.0700', 'access log: would_charge=0.0700';
+        is $e && $e->{charge}, '0.0000', 'access log: charge=0.0000';
+    };
+}
+{
+    my ($acct, $key) = account();
+    my $r = stream(key => $key, mock => 'drop=1');
+    my ($e) = $h->access_wait(sub { ($_[0]{request_id} // '') eq $r->{rid} }, 1, 10);
+    is $e && $e->{outcome}, 'upstream_cut', 'access log: a stream the upstream cut is outcome=upstream_cut';
+    my $ok = stream(key => $key);
+    ($e) = $h->access_wait(sub { ($_[0]{request_id} // '') eq $ok->{rid} }, 1, 10);
+    is $e && $e->{outcome}, 'charged', 'access log: a billed stream is outcome=charged';
+    is $e && $e->{would_charge}, '-', '... and has no would_charge';
+}
+
 # ---- events pass as they come -------------------------------------------------
 
 {

@@ -441,6 +441,8 @@ http {
                        'prompt_tokens=\$imgbill_prompt_tokens '
                        'completion_tokens=\$imgbill_completion_tokens '
                        'request_id=\$imgbill_request_id '
+                       'outcome=\$imgbill_outcome '
+                       'would_charge=\$imgbill_would_charge '
                        'nginx_request_id=\$request_id';
     access_log $prefix/access.log imgbill;
 
