@@ -42,12 +42,13 @@ ngx_int_t
 ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
+    ngx_uint_t                    reads;
     ngx_http_imgbill_ctx_t       *ctx;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
-    if (lcf->channel == NGX_HTTP_IMGBILL_OFF) {
+    if (lcf->channel == NGX_HTTP_IMGBILL_OFF && !lcf->serve) {
         return NGX_DECLINED;
     }
 
@@ -65,7 +66,7 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
             return ngx_http_imgbill_reject(r, ctx);
 
         case ngx_http_imgbill_authorized:
-            if (lcf->models) {
+            if (lcf->models || lcf->serve) {
                 return NGX_OK;
             }
 
@@ -99,14 +100,15 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (!(r->method & (lcf->models ? (NGX_HTTP_GET|NGX_HTTP_HEAD)
-                                   : NGX_HTTP_POST)))
+    reads = lcf->models || lcf->serve;
+
+    if (!(r->method & (reads ? (NGX_HTTP_GET|NGX_HTTP_HEAD) : NGX_HTTP_POST)))
     {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_NOT_ALLOWED,
                                    "invalid_request_error",
                                    "method_not_allowed",
                                    "only %s is accepted here",
-                                   lcf->models ? "GET" : "POST");
+                                   reads ? "GET" : "POST");
         goto reject;
     }
 
@@ -126,7 +128,7 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
         goto reject;
     }
 
-    if (lcf->models) {
+    if (reads) {
         if (ngx_http_discard_request_body(r) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -313,13 +315,29 @@ ngx_http_imgbill_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 static ngx_int_t
 ngx_http_imgbill_lookup(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
+    ngx_http_imgbill_info_t        info;
+    ngx_http_imgbill_loc_conf_t   *lcf;
     ngx_http_imgbill_main_conf_t  *mcf;
 
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
     mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
 
-    ctx->cmd = ngx_http_imgbill_script_lookup(mcf, ctx->key_hash,
-                                              ngx_http_imgbill_lookup_done,
-                                              ctx);
+    if (lcf->serve) {
+        /* the account's figures come with the key's owner */
+
+        if (ngx_http_imgbill_serve_args(r, ctx, &info) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->cmd = ngx_http_imgbill_script_info(mcf, ctx->key_hash, &info,
+                                                ngx_http_imgbill_lookup_done,
+                                                ctx);
+    } else {
+        ctx->cmd = ngx_http_imgbill_script_lookup(mcf, ctx->key_hash,
+                                                  ngx_http_imgbill_lookup_done,
+                                                  ctx);
+    }
+
     if (ctx->cmd == NULL) {
         ngx_http_imgbill_unavailable(r, ctx);
         return NGX_ERROR;
@@ -336,9 +354,11 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
-    ngx_http_request_t  *r;
+    ngx_http_request_t           *r;
+    ngx_http_imgbill_loc_conf_t  *lcf;
 
     r = ctx->request;
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
     ctx->cmd = NULL;
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
@@ -349,7 +369,17 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
     } else if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
         ngx_http_imgbill_invalid_key(r, ctx);
 
-    } else if (ngx_http_imgbill_account(r, ctx, &reply->account) == NGX_OK) {
+    } else if (ngx_http_imgbill_account(r, ctx, &reply->account) != NGX_OK) {
+        /* the error is set */
+
+    } else if (lcf->serve
+               && ngx_http_imgbill_serve_reply(r, ctx, reply) != NGX_OK)
+    {
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "server_error", "internal_error",
+                                   "out of memory");
+    } else {
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_authorized);
     }
 

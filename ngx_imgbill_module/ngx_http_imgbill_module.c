@@ -19,6 +19,8 @@ static char *ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_imgbill_serve(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_imgbill_init(ngx_conf_t *cf);
@@ -42,6 +44,15 @@ static ngx_http_imgbill_channel_t  ngx_http_imgbill_channels[] = {
 static ngx_conf_enum_t  ngx_http_imgbill_apis[] = {
     { ngx_string("openai"), NGX_HTTP_IMGBILL_API_OPENAI },
     { ngx_string("gemini"), NGX_HTTP_IMGBILL_API_GEMINI },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_imgbill_serves[] = {
+    { ngx_string("account"), NGX_HTTP_IMGBILL_SERVE_ACCOUNT },
+    { ngx_string("ledger"), NGX_HTTP_IMGBILL_SERVE_LEDGER },
+    { ngx_string("subscription"), NGX_HTTP_IMGBILL_SERVE_SUBSCRIPTION },
+    { ngx_string("usage"), NGX_HTTP_IMGBILL_SERVE_USAGE },
     { ngx_null_string, 0 }
 };
 
@@ -139,6 +150,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("imgbill_serve"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_imgbill_serve,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, serve),
+      &ngx_http_imgbill_serves },
 
       ngx_null_command
 };
@@ -281,6 +299,7 @@ ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf)
     conf->channel = NGX_CONF_UNSET_UINT;
     conf->api = NGX_CONF_UNSET_UINT;
     conf->models = NGX_CONF_UNSET;
+    conf->serve = NGX_CONF_UNSET_UINT;
     conf->metered = NGX_CONF_UNSET_PTR;
     conf->fast = NGX_CONF_UNSET_PTR;
     conf->min_balance = NGX_CONF_UNSET;
@@ -312,6 +331,10 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     /* a list is served where it is named, never inherited */
     if (conf->models == NGX_CONF_UNSET) {
         conf->models = 0;
+    }
+
+    if (conf->serve == NGX_CONF_UNSET_UINT) {
+        conf->serve = NGX_HTTP_IMGBILL_SERVE_NONE;
     }
 
     ngx_conf_merge_ptr_value(conf->metered, prev->metered, NULL);
@@ -502,6 +525,32 @@ ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (mcf->journal == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/* imgbill_serve account|ledger|subscription|usage; no channel needed */
+
+static char *
+ngx_http_imgbill_serve(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_imgbill_loc_conf_t *lcf = conf;
+
+    char                      *rv;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    rv = ngx_conf_set_enum_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (lcf->models == 1) {
+        return "cannot share a location with \"imgbill_models\"";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_imgbill_serve_handler;
 
     return NGX_CONF_OK;
 }

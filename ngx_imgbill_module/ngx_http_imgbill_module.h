@@ -17,6 +17,8 @@
  *   ngx_http_imgbill_key.c       where each API puts its key, hashed and
  *                                kept from the upstream and the logs;
  *   ngx_http_imgbill_models.c    the model lists the module serves itself;
+ *   ngx_http_imgbill_account.c   what a key holder reads of their account:
+ *                                balance, ledger, OpenAI's billing pages;
  *   ngx_http_imgbill_request.c   the request validator: JSON, model, images;
  *   ngx_http_imgbill_filter.c    header and body filters: hold the reply,
  *                                decide the charge, settle, emit;
@@ -63,6 +65,13 @@
 #define NGX_HTTP_IMGBILL_OFF          0
 #define NGX_HTTP_IMGBILL_METERED      1
 #define NGX_HTTP_IMGBILL_FAST         2
+
+/* what a location serves itself to a key holder (imgbill_serve) */
+#define NGX_HTTP_IMGBILL_SERVE_NONE          0
+#define NGX_HTTP_IMGBILL_SERVE_ACCOUNT       1
+#define NGX_HTTP_IMGBILL_SERVE_LEDGER        2
+#define NGX_HTTP_IMGBILL_SERVE_SUBSCRIPTION  3
+#define NGX_HTTP_IMGBILL_SERVE_USAGE         4
 
 /* the API a location speaks: its keys, its errors, its lists */
 #define NGX_HTTP_IMGBILL_API_OPENAI   0
@@ -152,6 +161,7 @@ typedef struct {
     ngx_uint_t                      channel;
     ngx_uint_t                      api;
     ngx_flag_t                      models;    /* serves the model list */
+    ngx_uint_t                      serve;     /* NGX_HTTP_IMGBILL_SERVE_* */
     ngx_array_t                    *metered;   /* ngx_http_imgbill_price_t */
     ngx_array_t                    *fast;      /* ngx_http_imgbill_price_t */
     ngx_int_t                       min_balance;
@@ -279,7 +289,8 @@ typedef enum {
     ngx_http_imgbill_cmd_settle,
     ngx_http_imgbill_cmd_release,
     ngx_http_imgbill_cmd_release_key,
-    ngx_http_imgbill_cmd_lookup
+    ngx_http_imgbill_cmd_lookup,
+    ngx_http_imgbill_cmd_info
 } ngx_http_imgbill_script_e;
 
 
@@ -303,7 +314,24 @@ typedef struct {
     ngx_str_t                       account;    /* admit, lookup */
     ngx_int_t                       balance;    /* admit, settle */
     ngx_int_t                       available;  /* admit */
+    ngx_int_t                       held;       /* info */
+    ngx_int_t                       more;       /* info, ledger: 1 if more
+                                                   entries follow */
+    ngx_int_t                       charged;    /* info, usage */
+    redisReply                     *entries;    /* info, ledger: XREVRANGE's
+                                                   reply, during the
+                                                   handler */
 } ngx_http_imgbill_reply_t;
+
+
+/* what a key holder asks of the info command */
+typedef struct {
+    ngx_uint_t                      serve;      /* NGX_HTTP_IMGBILL_SERVE_* */
+    ngx_uint_t                      limit;
+    ngx_str_t                       cursor;     /* a stream id, or empty */
+    ngx_str_t                       from;       /* stream ids (ms) */
+    ngx_str_t                       to;
+} ngx_http_imgbill_info_t;
 
 typedef void (*ngx_http_imgbill_reply_pt)(ngx_http_imgbill_reply_t *reply,
     void *data);
@@ -364,6 +392,13 @@ ngx_int_t ngx_http_imgbill_mask_handler(ngx_http_request_t *r);
 /* ngx_http_imgbill_models.c */
 ngx_int_t ngx_http_imgbill_models_handler(ngx_http_request_t *r);
 
+/* ngx_http_imgbill_account.c */
+ngx_int_t ngx_http_imgbill_serve_args(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_info_t *info);
+ngx_int_t ngx_http_imgbill_serve_reply(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_reply_t *reply);
+ngx_int_t ngx_http_imgbill_serve_handler(ngx_http_request_t *r);
+
 /* ngx_http_imgbill_request.c */
 ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
     ngx_uint_t api, size_t image_limit, ngx_http_imgbill_request_t *req);
@@ -417,6 +452,10 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release_key(
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_lookup(
     ngx_http_imgbill_main_conf_t *mcf, u_char *key_hash,
     ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_info(
+    ngx_http_imgbill_main_conf_t *mcf, u_char *key_hash,
+    ngx_http_imgbill_info_t *info, ngx_http_imgbill_reply_pt handler,
+    void *data);
 ngx_str_t *ngx_http_imgbill_script_name(ngx_http_imgbill_script_e script);
 ngx_uint_t ngx_http_imgbill_script_parse(ngx_http_imgbill_script_e script,
     redisReply *e, ngx_http_imgbill_reply_t *reply);

@@ -23,6 +23,8 @@ static ngx_uint_t ngx_http_imgbill_parse_release(redisReply *e,
     ngx_http_imgbill_reply_t *reply);
 static ngx_uint_t ngx_http_imgbill_parse_lookup(redisReply *e,
     ngx_http_imgbill_reply_t *reply);
+static ngx_uint_t ngx_http_imgbill_parse_info(redisReply *e,
+    ngx_http_imgbill_reply_t *reply);
 static ngx_uint_t ngx_http_imgbill_parse_account(redisReply *acct,
     ngx_http_imgbill_reply_t *reply);
 static ngx_int_t ngx_http_imgbill_integer(redisReply *e, ngx_uint_t i,
@@ -36,7 +38,8 @@ static ngx_str_t  ngx_http_imgbill_script_names[] = {
     ngx_string("settle"),
     ngx_string("release"),
     ngx_string("release_key"),
-    ngx_string("lookup")
+    ngx_string("lookup"),
+    ngx_string("info")
 };
 
 static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
@@ -44,7 +47,8 @@ static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
     ngx_http_imgbill_parse_settle,
     ngx_http_imgbill_parse_release,
     ngx_http_imgbill_parse_release,
-    ngx_http_imgbill_parse_lookup
+    ngx_http_imgbill_parse_lookup,
+    ngx_http_imgbill_parse_info
 };
 
 
@@ -243,6 +247,52 @@ ngx_http_imgbill_script_lookup(ngx_http_imgbill_main_conf_t *mcf,
 }
 
 
+/*
+ * info: KEYS imgbill:key:<hash>; ARGV what, limit, cursor, from, to.  The
+ * caller checked the cursor and the ids: they are digits and a dash.
+ */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_info(ngx_http_imgbill_main_conf_t *mcf,
+    u_char *key_hash, ngx_http_imgbill_info_t *info,
+    ngx_http_imgbill_reply_pt handler, void *data)
+{
+    u_char     buf[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    u_char     limit[NGX_INT_T_LEN];
+    ngx_str_t  argv[6];
+
+    argv[0].data = buf;
+    argv[0].len = ngx_sprintf(buf, "imgbill:key:%*s",
+                              (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN,
+                              key_hash)
+                  - buf;
+
+    switch (info->serve) {
+
+    case NGX_HTTP_IMGBILL_SERVE_LEDGER:
+        ngx_str_set(&argv[1], "ledger");
+        break;
+
+    case NGX_HTTP_IMGBILL_SERVE_USAGE:
+        ngx_str_set(&argv[1], "usage");
+        break;
+
+    default:
+        ngx_str_set(&argv[1], "account");
+        break;
+    }
+
+    argv[2].data = limit;
+    argv[2].len = ngx_sprintf(limit, "%ui", info->limit) - limit;
+    argv[3] = info->cursor;
+    argv[4] = info->from;
+    argv[5] = info->to;
+
+    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_info,
+                                        1, 6, argv, handler, data);
+}
+
+
 ngx_str_t *
 ngx_http_imgbill_script_name(ngx_http_imgbill_script_e script)
 {
@@ -301,6 +351,47 @@ ngx_http_imgbill_parse_lookup(redisReply *e, ngx_http_imgbill_reply_t *reply)
 
     if (reply->status != NGX_HTTP_IMGBILL_ADMIT_HELD || e->elements != 2) {
         return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    return ngx_http_imgbill_parse_account(e->element[1], reply);
+}
+
+
+/* {-1} | {1, account, balance, held [, more, entries | , charged]} */
+
+static ngx_uint_t
+ngx_http_imgbill_parse_info(redisReply *e, ngx_http_imgbill_reply_t *reply)
+{
+    if (ngx_http_imgbill_integer(e, 0, &reply->status) != NGX_OK) {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
+        return NGX_HTTP_IMGBILL_REPLY_OK;
+    }
+
+    if (reply->status != 1
+        || (e->elements != 4 && e->elements != 5 && e->elements != 6)
+        || ngx_http_imgbill_integer(e, 2, &reply->balance) != NGX_OK
+        || ngx_http_imgbill_integer(e, 3, &reply->held) != NGX_OK)
+    {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    if (e->elements == 5
+        && ngx_http_imgbill_integer(e, 4, &reply->charged) != NGX_OK)
+    {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    if (e->elements == 6) {
+        if (ngx_http_imgbill_integer(e, 4, &reply->more) != NGX_OK
+            || e->element[5]->type != REDIS_REPLY_ARRAY)
+        {
+            return NGX_HTTP_IMGBILL_REPLY_ERROR;
+        }
+
+        reply->entries = e->element[5];
     }
 
     return ngx_http_imgbill_parse_account(e->element[1], reply);

@@ -1,5 +1,5 @@
--- imgbill's one Redis script: admit, settle, release, release_key and
--- lookup, and a loop that runs a batch of them in one call.
+-- imgbill's one Redis script: admit, settle, release, release_key,
+-- lookup and info, and a loop that runs a batch of them in one call.
 --
 -- scripts/gen-script turns this file into ngx_http_imgbill_script_lua.h
 -- (the text and its SHA-1, for EVALSHA); t/03-script.t checks that the
@@ -150,7 +150,7 @@ local function settle(KEYS, ARGV)
     local ok, e = pcall(function()
       unhold(holds, heldk, rid, hold)
       bal = redis.call('DECRBY', balk, ARGV[2])
-      redis.call('XADD', ledger, '*', 'request_id', rid,
+      redis.call('XADD', ledger, '*', 'type', 'charge', 'request_id', rid,
                  'ts', ts, 'channel', channel, 'model', model,
                  'prompt_tokens', pt, 'completion_tokens', ct,
                  'charge', ARGV[2], 'balance_after', bal)
@@ -204,12 +204,62 @@ local function lookup(KEYS, ARGV)
 end
 
 
+-- info: what a key holder may read of their own account; nothing is
+-- written.  The ledger is read newest first, from before a cursor (a
+-- stream id, exclusive); usage sums the charges between two stream ids.
+--   KEYS: imgbill:key:<sha256 of the API key>
+--   ARGV: what ("account", "ledger" or "usage"), limit, cursor ('' for
+--         the newest), from id, to id (exclusive)
+--   -> {-1} unknown key | {1, account, balance, held}
+--      | ledger: {1, account, balance, held, more, entries}
+--      | usage: {1, account, balance, held, charged}
+
+local function info(KEYS, ARGV)
+  local acct = redis.call('GET', KEYS[1])
+  if not acct then return {-1} end
+  local p = prefix(acct)
+  local bal = tonumber(redis.call('GET', p .. 'balance') or '0')
+  local now = tonumber(redis.call('TIME')[1])
+  local held = held_sum(p .. 'holds', p .. 'held', now, now)
+  local what = ARGV[1]
+
+  if what == 'ledger' then
+    local limit = tonumber(ARGV[2])
+    local from = ARGV[3] == '' and '+' or '(' .. ARGV[3]
+    local e = redis.call('XREVRANGE', p .. 'ledger', from, '-',
+                         'COUNT', limit + 1)
+    local more = 0
+    if #e > limit then
+      more = 1
+      e[#e] = nil
+    end
+    return {1, acct, bal, held, more, e}
+  end
+
+  if what == 'usage' then
+    local charged = 0
+    local e = redis.call('XRANGE', p .. 'ledger', ARGV[4], '(' .. ARGV[5])
+    for i = 1, #e do
+      local f, kind, charge = e[i][2], 'charge', 0
+      for j = 1, #f, 2 do
+        if f[j] == 'type' then kind = f[j + 1] end
+        if f[j] == 'charge' then charge = tonumber(f[j + 1]) or 0 end
+      end
+      if kind == 'charge' then charged = charged + charge end
+    end
+    return {1, acct, bal, held, charged}
+  end
+
+  return {1, acct, bal, held}
+end
+
+
 -- The batch: each command runs under pcall, so it keeps its own
 -- atomicity and its own result, and one failing (a key of the wrong
 -- type) answers that command with an error and no other.  The numbers
 -- are those of ngx_http_imgbill_script_e, from 1.
 
-local run = {admit, settle, release, release_key, lookup}
+local run = {admit, settle, release, release_key, lookup, info}
 local out, k, i = {}, 1, 1
 while i <= #ARGV do
   local f = run[tonumber(ARGV[i])]

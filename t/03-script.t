@@ -33,7 +33,7 @@ is $sha, sha1_hex($lua), 'Redis names the script as the header does';
 
 # the numbers of the "run" table
 my %FN = (admit => 1, settle => 2, release => 3, release_key => 4,
-          lookup => 5);
+          lookup => 5, info => 6);
 
 # call([name, [keys], [args]], ...) -> the array of results; a failing
 # command's result is { err => text }
@@ -128,7 +128,7 @@ is held('alice')->{units}, 0, 'held back to 0';
     my $l = $r->cmd('XRANGE', 'imgbill:{alice}:ledger', '-', '+');
     is scalar @$l, 1, 'one ledger entry';
     is_deeply { @{ $l->[0][1] } }, {
-        request_id => 'r4', ts => 1700000000, channel => 'metered',
+        type => 'charge', request_id => 'r4', ts => 1700000000, channel => 'metered',
         model => 'gemini-2.5-flash-image', prompt_tokens => 560,
         completion_tokens => 1120, charge => 2465, balance_after => 97535,
     }, 'the entry has every field';
@@ -173,6 +173,36 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
     is_deeply one('lookup', ['imgbill:key:' . key_hash('sk-nobody')], []),
               [-1], 'lookup of an unknown key -> {-1}';
     is $h->snapshot, $before, 'a lookup writes nothing';
+}
+
+# --- info: what a key holder reads, nothing written
+{
+    my $before = $h->snapshot;
+    my $k = ['imgbill:key:' . key_hash('sk-alice')];
+    my $bal = $r->cmd('GET', 'imgbill:{alice}:balance');
+    my $acc = one('info', $k, ['account', 20, '', '-', '+']);
+    is_deeply [ @$acc[0 .. 2] ], [1, 'alice', $bal], 'info account -> {1, account, balance, held}';
+    like $acc->[3], qr/^\d+$/, '... the held sum';
+    my $led = one('info', $k, ['ledger', 1, '', '-', '+']);
+    is scalar @$led, 6, 'info ledger -> 6 elements';
+    my $all = $r->cmd('XREVRANGE', 'imgbill:{alice}:ledger', '+', '-');
+    is_deeply $led->[5], [ $all->[0] ], '... the newest entry, as XREVRANGE gives it';
+    is $led->[4], (@$all > 1 ? 1 : 0), '... and whether more follow';
+    my $next = one('info', $k, ['ledger', 100, $all->[0][0], '-', '+']);
+    is_deeply $next->[5], [ @$all[1 .. $#$all] ], 'a cursor is exclusive: the entries after it';
+    is $next->[4], 0, '... none more';
+    my $use = one('info', $k, ['usage', 0, '', '0-0', '99999999999999-0']);
+    my $sum = 0;
+    for my $e (@$all) {
+        my %f = @{ $e->[1] };
+        $sum += $f{charge} if ($f{type} // 'charge') eq 'charge';
+    }
+    is $use->[4], $sum, "info usage over all time -> the charges' sum ($sum)";
+    is one('info', $k, ['usage', 0, '', '0-0', '1-0'])->[4], 0,
+       '... and 0 before the first entry';
+    is_deeply one('info', ['imgbill:key:' . key_hash('sk-nobody')],
+                  ['account', 20, '', '-', '+']), [-1], 'info of an unknown key -> {-1}';
+    is $h->snapshot, $before, 'info writes nothing';
 }
 
 # --- the held sum: recounted once "sweep" has passed, expired holds dropped

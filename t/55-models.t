@@ -61,7 +61,7 @@ for my $case (['/v1/models', [qw(gemini-2.5-flash-image gemini-3-pro-image-previ
 sub gemini_ok {
     my ($res, $name) = @_;
     subtest $name => sub {
-        is $res->{status}, 200, '200';
+        is $res->{status}, 200, 'status 200';
         is_deeply [ map { $_->{name} } @{ $res->{json}{models} || [] } ],
             [ 'models/gemini-2.5-flash-image', 'models/gemini-3-pro-image-preview' ],
             'the metered models, as "models/NAME"';

@@ -95,7 +95,7 @@ sub charged_ok {
         is scalar @$l, 1, 'one ledger entry';
         my %e = %{ $l->[0] || {} };
         delete @e{qw(_id ts)};
-        is_deeply \%e, { request_id => $rid, channel => $w{channel} // 'metered',
+        is_deeply \%e, { type => 'charge', request_id => $rid, channel => $w{channel} // 'metered',
                          model => $w{model} // $FLASH, charge => $w{units},
                          balance_after => 100000 - $w{units},
                          prompt_tokens => $w{pt}, completion_tokens => $w{ct} },
