@@ -333,9 +333,7 @@ ngx_http_imgbill_serve_reply(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 ngx_int_t
 ngx_http_imgbill_serve_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                rc;
     ngx_buf_t               *b;
-    ngx_chain_t              out;
     ngx_http_imgbill_ctx_t  *ctx;
 
     ctx = ngx_http_imgbill_get_ctx(r);
@@ -355,33 +353,8 @@ ngx_http_imgbill_serve_handler(ngx_http_request_t *r)
     b->pos = ctx->body;
     b->last = ctx->last;
     b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    /* one's money is nobody's cache */
-    if (ngx_http_imgbill_add_header(r, "Cache-Control",
-                                    (u_char *) "no-store", 8)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_imgbill_send_json(r, b);
 }
 
 

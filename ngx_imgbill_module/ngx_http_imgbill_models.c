@@ -22,11 +22,9 @@ ngx_int_t
 ngx_http_imgbill_models_handler(ngx_http_request_t *r)
 {
     size_t                        len;
-    ngx_int_t                     rc;
     ngx_buf_t                    *b;
     ngx_uint_t                    i;
     ngx_array_t                  *prices;
-    ngx_chain_t                   out;
     ngx_http_imgbill_ctx_t       *ctx;
     ngx_http_imgbill_price_t     *price;
     ngx_http_imgbill_loc_conf_t  *lcf;
@@ -70,25 +68,8 @@ ngx_http_imgbill_models_handler(ngx_http_request_t *r)
     }
 
     b->last = ngx_cpymem(b->last, "]}\n", sizeof("]}\n") - 1);
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_imgbill_send_json(r, b);
 }
 
 

@@ -433,6 +433,7 @@ void ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request);
 void ngx_http_imgbill_hide_header(ngx_table_elt_t *h);
 ngx_int_t ngx_http_imgbill_money_trailer(ngx_http_request_t *r, char *name,
     ngx_int_t units);
+ngx_int_t ngx_http_imgbill_send_json(ngx_http_request_t *r, ngx_buf_t *b);
 
 /* ngx_http_imgbill_script.c */
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_admit(

@@ -268,3 +268,43 @@ ngx_http_imgbill_hide_header(ngx_table_elt_t *h)
     h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
     ngx_str_null(&h->value);
 }
+
+
+/*
+ * A body of the module's own (a model list, an account) as a 200 reply of
+ * JSON; one's money is nobody's cache.
+ */
+
+ngx_int_t
+ngx_http_imgbill_send_json(ngx_http_request_t *r, ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (ngx_http_imgbill_add_header(r, "Cache-Control",
+                                    (u_char *) "no-store", 8)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

@@ -29,6 +29,8 @@ static ngx_uint_t ngx_http_imgbill_parse_account(redisReply *acct,
     ngx_http_imgbill_reply_t *reply);
 static ngx_int_t ngx_http_imgbill_integer(redisReply *e, ngx_uint_t i,
     ngx_int_t *value);
+static void ngx_http_imgbill_key_name(ngx_str_t *name, u_char *buf,
+    u_char *key_hash);
 
 
 /* indexed by ngx_http_imgbill_script_e */
@@ -69,10 +71,8 @@ ngx_http_imgbill_script_admit(ngx_http_imgbill_main_conf_t *mcf,
 
     p = buf;
 
-    argv[0].data = p;
-    p = ngx_sprintf(p, "imgbill:key:%*s",
-                    (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN, key_hash);
-    argv[0].len = p - argv[0].data;
+    ngx_http_imgbill_key_name(&argv[0], p, key_hash);
+    p += argv[0].len;
 
     argv[1] = *request_id;
 
@@ -213,11 +213,7 @@ ngx_http_imgbill_script_release_key(ngx_http_imgbill_main_conf_t *mcf,
     u_char     buf[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
     ngx_str_t  argv[2];
 
-    argv[0].data = buf;
-    argv[0].len = ngx_sprintf(buf, "imgbill:key:%*s",
-                              (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN,
-                              key_hash)
-                  - buf;
+    ngx_http_imgbill_key_name(&argv[0], buf, key_hash);
 
     argv[1] = *request_id;
 
@@ -236,11 +232,7 @@ ngx_http_imgbill_script_lookup(ngx_http_imgbill_main_conf_t *mcf,
     u_char     buf[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
     ngx_str_t  argv[1];
 
-    argv[0].data = buf;
-    argv[0].len = ngx_sprintf(buf, "imgbill:key:%*s",
-                              (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN,
-                              key_hash)
-                  - buf;
+    ngx_http_imgbill_key_name(&argv[0], buf, key_hash);
 
     return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_lookup,
                                         1, 1, argv, handler, data);
@@ -261,11 +253,7 @@ ngx_http_imgbill_script_info(ngx_http_imgbill_main_conf_t *mcf,
     u_char     limit[NGX_INT_T_LEN];
     ngx_str_t  argv[6];
 
-    argv[0].data = buf;
-    argv[0].len = ngx_sprintf(buf, "imgbill:key:%*s",
-                              (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN,
-                              key_hash)
-                  - buf;
+    ngx_http_imgbill_key_name(&argv[0], buf, key_hash);
 
     switch (info->serve) {
 
@@ -460,4 +448,16 @@ ngx_http_imgbill_integer(redisReply *e, ngx_uint_t i, ngx_int_t *value)
     *value = (ngx_int_t) e->element[i]->integer;
 
     return NGX_OK;
+}
+
+
+/* a key's Redis name, imgbill:key:<sha256 hex>, written into buf */
+
+static void
+ngx_http_imgbill_key_name(ngx_str_t *name, u_char *buf, u_char *key_hash)
+{
+    name->data = buf;
+    name->len = ngx_sprintf(buf, "imgbill:key:%*s",
+                            (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN, key_hash)
+                - buf;
 }
