@@ -33,7 +33,8 @@ usage_ok('unknown command', 'frobnicate');
 {
     my ($rc, $out) = cli('--help');
     is $rc, 0, '--help exits 0';
-    like $out, qr/usage:.*key-add.*topup.*ledger/s, '--help prints usage on stdout';
+    like $out, qr/usage:.*accounts.*key-new.*key-add.*key-del.*key-list.*topup.*adjust.*balance.*holds.*ledger.*audit/s,
+        '--help prints usage on stdout, every command';
 }
 
 # --- key-add / key-del
@@ -83,8 +84,15 @@ usage_ok('key-del without a key', 'key-del');
 
 # --- topup / balance
 {
-    my ($rc, $out) = cli('topup', 'alice', '10');
-    is $rc, 0, 'topup: exit 0';
+    # alice's only key is gone: nothing in Redis names her any more
+    my $before = $h->snapshot;
+    my ($rc, $out, $err) = cli('topup', 'alice', '10');
+    is $rc, 1, 'topup of an unknown account: exit 1';
+    is $out, '', '... nothing on stdout';
+    like $err, qr/unknown account alice\b.*--create/, '... says why, and how to create it';
+    is $h->snapshot, $before, '... and wrote nothing';
+    ($rc, $out) = cli('topup', 'alice', '10', '--create');
+    is $rc, 0, 'topup --create: exit 0';
     is $out, "10.0000\n", 'topup 10 prints 10.0000';
     ($rc, $out) = cli('topup', 'alice', '0.2465');
     is $out, "10.2465\n", 'topup 0.2465 prints 10.2465';
@@ -97,7 +105,7 @@ usage_ok('key-del without a key', 'key-del');
     is $h->balance('alice'), 178466, 'Redis holds integer units';
     ($rc, $out) = cli('balance', 'alice');
     is $out, "17.8466\n", 'balance';
-    ($rc, $out) = cli('topup', 'big', '99999999.9999');
+    ($rc, $out) = cli('topup', '--create', 'big', '99999999.9999');
     is $out, "99999999.9999\n", 'large topup is exact';
     is $h->balance('big'), '999999999999', '... in Redis';
 }
