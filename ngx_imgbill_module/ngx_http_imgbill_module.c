@@ -321,6 +321,20 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_imgbill_channel_t    *ch;
     ngx_http_imgbill_main_conf_t  *mcf;
 
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_imgbill_module);
+
+    /* a location that relays under "imgbill" of its own is checked after
+       the merge */
+
+    if (conf->channel != NGX_CONF_UNSET_UINT
+        && conf->channel != NGX_HTTP_IMGBILL_OFF
+        && conf->models == NGX_CONF_UNSET
+        && conf->serve == NGX_CONF_UNSET_UINT
+        && ngx_http_imgbill_check_note(cf, mcf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     /* the price arrays are shared with the parent, and so never written */
 
     ngx_conf_merge_uint_value(conf->channel, prev->channel,
@@ -360,8 +374,6 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
         return NGX_CONF_OK;
     }
-
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_imgbill_module);
 
     if (mcf->host.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -610,6 +622,10 @@ ngx_http_imgbill_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_imgbill_mask_handler;
+
+    if (ngx_http_imgbill_check(cf, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_imgbill_filter_init(cf);
 }

@@ -7,6 +7,7 @@
  *
  *   ngx_http_imgbill_module.c    directives, configuration, the channels;
  *   ngx_http_imgbill_tariff.c    the prices and amounts as configured;
+ *   ngx_http_imgbill_check.c     what "nginx -t" refuses after the merge;
  *   ngx_http_imgbill_ctx.c       a request's life: its context and state,
  *                                the $imgbill_* variables, the pool cleanup
  *                                and the orphans that outlive a request;
@@ -142,6 +143,9 @@ typedef struct {
 
     ngx_int_t                       request_id_index;
     ngx_open_file_t                *journal;   /* NULL: off */
+    ngx_array_t                    *billed;    /* locations naming
+                                                  "imgbill", checked after
+                                                  the merge */
 
     /* this worker's connection, script client and journal replay, from
        init_process on */
@@ -352,6 +356,12 @@ struct ngx_http_imgbill_redis_call_s {
 ngx_str_t *ngx_http_imgbill_channel_name(ngx_uint_t channel);
 ngx_int_t ngx_http_imgbill_channel_find(u_char *name, size_t len);
 ngx_array_t *ngx_http_imgbill_prices(ngx_http_imgbill_loc_conf_t *lcf);
+
+/* ngx_http_imgbill_check.c */
+ngx_int_t ngx_http_imgbill_check_note(ngx_conf_t *cf,
+    ngx_http_imgbill_main_conf_t *mcf);
+ngx_int_t ngx_http_imgbill_check(ngx_conf_t *cf,
+    ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_tariff.c */
 char *ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -122,4 +122,21 @@ bad('redis_timeout "abc"', 'imgbill_redis_timeout',
 bad('hold_ttl "abc"', 'imgbill_hold_ttl',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl abc;\n");
 
+# --- mistakes that pass each directive's syntax but cost money at run time
+bad('an "imgbill" location with nothing to relay to', 'imgbill',
+    server => 'location /bare { imgbill metered; }',
+    like => qr/location "\/bare" has nothing to relay to: add "proxy_pass"/);
+bad('imgbill_hold_ttl not longer than proxy_read_timeout', 'imgbill_hold_ttl',
+    http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl 10m;\n",
+    loc => 'proxy_read_timeout 600s;',
+    like => qr/"proxy_read_timeout" 600000 ms of location "\/"/);
+bad('... nor equal to it', 'imgbill_hold_ttl',
+    http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl 600s;\n",
+    server => 'proxy_read_timeout 600s;');
+good('imgbill_hold_ttl longer than proxy_read_timeout',
+     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl 601s;\n",
+     loc => 'proxy_read_timeout 600s;');
+good('"imgbill" on a server: its locations without proxy_pass are not relays',
+     server => "imgbill metered;\n    location = /ready { return 200; }");
+
 done_testing;
