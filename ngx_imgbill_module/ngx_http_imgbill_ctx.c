@@ -553,3 +553,19 @@ ngx_http_imgbill_orphan_settled(ngx_http_imgbill_reply_t *reply, void *data)
 
     ngx_free(o);
 }
+
+
+/* the contexts of this worker that hold money (filled in by the restart
+   work: ngx_http_imgbill_set_state() links and unlinks them) */
+
+void
+ngx_http_imgbill_inflight_init(ngx_http_imgbill_main_conf_t *mcf)
+{
+    ngx_queue_init(&mcf->inflight);
+}
+
+
+void
+ngx_http_imgbill_inflight_exit(ngx_http_imgbill_main_conf_t *mcf)
+{
+}

@@ -642,6 +642,8 @@ ngx_http_imgbill_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_imgbill_inflight_init(mcf);
+
     if (ngx_http_imgbill_redis_init(cycle, mcf) != NGX_OK
         || ngx_http_imgbill_batch_init(cycle, mcf) != NGX_OK)
     {
@@ -660,6 +662,8 @@ ngx_http_imgbill_exit_process(ngx_cycle_t *cycle)
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_imgbill_module);
 
     if (mcf) {
+        /* before the connection goes: what is still held must be told */
+        ngx_http_imgbill_inflight_exit(mcf);
         ngx_http_imgbill_batch_done(mcf);
         ngx_http_imgbill_redis_done(mcf);
     }

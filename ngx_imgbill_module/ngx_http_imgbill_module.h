@@ -152,6 +152,7 @@ typedef struct {
     ngx_http_imgbill_redis_t       *redis;
     ngx_http_imgbill_client_t      *client;
     ngx_http_imgbill_replayer_t    *replayer;
+    ngx_queue_t                     inflight;  /* contexts holding money */
 } ngx_http_imgbill_main_conf_t;
 
 
@@ -203,6 +204,8 @@ typedef struct {
 typedef struct {
     ngx_http_request_t             *request;
     ngx_http_imgbill_state_e        state;
+    ngx_queue_t                     inflight;  /* in mcf->inflight while its
+                                                  hold is placed */
     ngx_uint_t                      channel;
     ngx_uint_t                      api;
 
@@ -380,6 +383,8 @@ void ngx_http_imgbill_set_state(ngx_http_imgbill_ctx_t *ctx,
 void ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_settle_t *s);
 void ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx);
+void ngx_http_imgbill_inflight_init(ngx_http_imgbill_main_conf_t *mcf);
+void ngx_http_imgbill_inflight_exit(ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_access.c */
 ngx_int_t ngx_http_imgbill_access_handler(ngx_http_request_t *r);
