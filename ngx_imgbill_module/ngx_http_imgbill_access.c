@@ -272,6 +272,9 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
     if (reply->status == NGX_HTTP_IMGBILL_ADMIT_HELD) {
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_admitted);
 
+        ctx->holding = 1;
+        ngx_http_imgbill_metrics_count(mcf, NGX_HTTP_IMGBILL_HOLD_PLACED);
+
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "imgbill: admitted \"%V\" holding %i of %i",
                        &ctx->account, ctx->hold, reply->available);

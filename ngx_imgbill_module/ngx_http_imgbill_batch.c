@@ -71,6 +71,7 @@ typedef struct {
     const char                       **argv;
     size_t                            *argvlen;
     u_char                             nkeys[NGX_INT_T_LEN];
+    struct timespec                    sent;    /* for the metrics */
 } ngx_http_imgbill_batch_t;
 
 
@@ -82,6 +83,7 @@ static void ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
 static void ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
     ngx_http_imgbill_cmd_t *cmd, redisReply *e);
 static void ngx_http_imgbill_batch_fail(ngx_queue_t *cmds);
+static void ngx_http_imgbill_batch_rtt(ngx_http_imgbill_batch_t *b);
 
 
 ngx_int_t
@@ -333,6 +335,8 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
         }
     }
 
+    (void) clock_gettime(CLOCK_MONOTONIC, &b->sent);
+
     if (ngx_http_imgbill_redis_call(cl->mcf, &b->call, b->argc, b->argv,
                                     b->argvlen)
         != NGX_OK)
@@ -384,8 +388,13 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
         reply = NULL;
     }
 
+    if (reply) {
+        ngx_http_imgbill_batch_rtt(b);
+    }
+
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         /* the whole call failed: every command sees the error */
+        ngx_http_imgbill_metrics_count(cl->mcf, NGX_HTTP_IMGBILL_REDIS_ERROR);
         ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                       "imgbill: redis replied \"%s\" to %s",
                       reply->str, b->argv[0]);
@@ -488,4 +497,22 @@ ngx_http_imgbill_batch_fail(ngx_queue_t *cmds)
 
         ngx_free(cmd);
     }
+}
+
+
+/* a call's round trip, from its send to its reply, to the metrics */
+
+static void
+ngx_http_imgbill_batch_rtt(ngx_http_imgbill_batch_t *b)
+{
+    struct timespec  now;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
+        return;
+    }
+
+    ngx_http_imgbill_metrics_rtt(b->client->mcf,
+                                 (ngx_msec_t) (now.tv_sec - b->sent.tv_sec)
+                                 * 1000000
+                                 + (now.tv_nsec - b->sent.tv_nsec) / 1000);
 }

@@ -285,6 +285,9 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     ctx->charge = 0;
 
+    /* what the metrics say of any 502 of ours below */
+    ctx->free_reason = ngx_http_imgbill_free_bad_response;
+
     if (ctx->too_large) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "imgbill: upstream reply exceeds imgbill_body_limit "
@@ -299,6 +302,7 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     if (ctx->upstream_status < 200 || ctx->upstream_status >= 300) {
         /* the upstream's own error goes to the client as it is, free */
+        ctx->free_reason = ngx_http_imgbill_free_upstream_error;
         return;
     }
 
@@ -360,6 +364,7 @@ ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     ctx->completion_tokens = scan->completion_tokens;
 
     if (!scan->image) {
+        ctx->free_reason = ngx_http_imgbill_free_no_image;
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "imgbill: no image in the reply of request %V, "
                       "not charged", &ctx->request_id);
@@ -375,6 +380,7 @@ ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
                                                       scan->completion_tokens);
 
     } else {
+        ctx->free_reason = ngx_http_imgbill_free_no_usage;
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "imgbill: metered reply of request %V without a "
                       "usable usage, not charged", &ctx->request_id);

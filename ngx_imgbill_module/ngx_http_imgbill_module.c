@@ -21,6 +21,8 @@ static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_serve(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_imgbill_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_imgbill_init(ngx_conf_t *cf);
@@ -148,6 +150,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_imgbill_models,
       NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("imgbill_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_imgbill_metrics,
+      0,
       0,
       NULL },
 
@@ -542,6 +551,25 @@ ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* imgbill_metrics; Prometheus' text, from the shared zone */
+
+static char *
+ngx_http_imgbill_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate, or shares a location with another handler";
+    }
+
+    clcf->handler = ngx_http_imgbill_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
 /* imgbill_serve account|ledger|subscription|usage; no channel needed */
 
 static char *
@@ -625,6 +653,19 @@ ngx_http_imgbill_init(ngx_conf_t *cf)
 
     if (ngx_http_imgbill_check(cf, mcf) != NGX_OK) {
         return NGX_ERROR;
+    }
+
+    if (mcf->host.len) {
+        if (ngx_http_imgbill_metrics_zone(cf, mcf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_imgbill_metrics_log;
     }
 
     return ngx_http_imgbill_filter_init(cf);

@@ -40,6 +40,7 @@
  *   ngx_http_imgbill_journal.c   settlements Redis could not take, kept on
  *                                disk and replayed on reconnection;
  *   ngx_http_imgbill_scan.c      one-pass scanner of the upstream reply;
+ *   ngx_http_imgbill_metrics.c   Prometheus counters in a shared zone;
  *   ngx_http_imgbill_money.c     fixed-point money: parse, hold, charge,
  *                                format.
  *
@@ -131,6 +132,7 @@ typedef struct ngx_http_imgbill_client_s     ngx_http_imgbill_client_t;
 typedef struct ngx_http_imgbill_replayer_s   ngx_http_imgbill_replayer_t;
 typedef struct ngx_http_imgbill_cmd_s        ngx_http_imgbill_cmd_t;
 typedef struct ngx_http_imgbill_stream_s     ngx_http_imgbill_stream_t;
+typedef struct ngx_http_imgbill_metrics_s    ngx_http_imgbill_metrics_t;
 
 
 typedef struct {
@@ -153,6 +155,12 @@ typedef struct {
     ngx_http_imgbill_client_t      *client;
     ngx_http_imgbill_replayer_t    *replayer;
     ngx_queue_t                     inflight;  /* contexts holding money */
+
+    ngx_shm_zone_t                 *metrics_zone;
+    ngx_http_imgbill_metrics_t     *metrics;   /* in the zone */
+    ngx_array_t                    *models;    /* ngx_str_t: the priced
+                                                  models, as metrics label
+                                                  them */
 } ngx_http_imgbill_main_conf_t;
 
 
@@ -174,6 +182,29 @@ typedef struct {
     size_t                          body_limit;
     size_t                          image_limit;
 } ngx_http_imgbill_loc_conf_t;
+
+
+/* why a request that reached the upstream was not charged (the metrics'
+   reasons, from 1; 0 is "charged") */
+typedef enum {
+    ngx_http_imgbill_free_none = 0,
+    ngx_http_imgbill_free_no_image,
+    ngx_http_imgbill_free_no_usage,
+    ngx_http_imgbill_free_upstream_error,
+    ngx_http_imgbill_free_error_event,
+    ngx_http_imgbill_free_bad_response,
+    ngx_http_imgbill_free_client_gone,
+    ngx_http_imgbill_free_upstream_cut
+} ngx_http_imgbill_free_e;
+
+
+/* what ngx_http_imgbill_metrics_count() counts */
+#define NGX_HTTP_IMGBILL_REDIS_ERROR      0
+#define NGX_HTTP_IMGBILL_REDIS_TIMEOUT    1
+#define NGX_HTTP_IMGBILL_REDIS_RECONNECT  2
+#define NGX_HTTP_IMGBILL_REDIS_EVENTS     3
+#define NGX_HTTP_IMGBILL_HOLD_PLACED      10
+#define NGX_HTTP_IMGBILL_JOURNAL_LINE     11
 
 
 /* a request's life; ngx_http_imgbill_set_state() moves it on */
@@ -233,10 +264,12 @@ typedef struct {
     ngx_int_t                       completion_tokens;  /* -1: unknown */
     ngx_int_t                       charge;
     ngx_int_t                       balance;
+    ngx_http_imgbill_free_e         free_reason;
 
     unsigned                        too_large:1;
     unsigned                        balance_known:1;
     unsigned                        settle_failed:1;
+    unsigned                        holding:1;      /* a hold was placed */
     unsigned                        usage_asked:1;  /* the client asked for
                                                        a stream's usage */
     unsigned                        usage_added:1;  /* imgbill asked the
@@ -414,6 +447,18 @@ ngx_int_t ngx_http_imgbill_serve_reply(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_reply_t *reply);
 ngx_int_t ngx_http_imgbill_serve_handler(ngx_http_request_t *r);
 
+/* ngx_http_imgbill_metrics.c */
+ngx_int_t ngx_http_imgbill_metrics_zone(ngx_conf_t *cf,
+    ngx_http_imgbill_main_conf_t *mcf);
+ngx_int_t ngx_http_imgbill_metrics_add_model(ngx_conf_t *cf,
+    ngx_str_t *model);
+ngx_int_t ngx_http_imgbill_metrics_log(ngx_http_request_t *r);
+ngx_int_t ngx_http_imgbill_metrics_handler(ngx_http_request_t *r);
+void ngx_http_imgbill_metrics_count(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_uint_t what);
+void ngx_http_imgbill_metrics_rtt(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_msec_t usec);
+
 /* ngx_http_imgbill_request.c */
 ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
     ngx_uint_t api, size_t image_limit, ngx_http_imgbill_request_t *req);
@@ -449,6 +494,8 @@ void ngx_http_imgbill_hide_header(ngx_table_elt_t *h);
 ngx_int_t ngx_http_imgbill_money_trailer(ngx_http_request_t *r, char *name,
     ngx_int_t units);
 ngx_int_t ngx_http_imgbill_send_json(ngx_http_request_t *r, ngx_buf_t *b);
+ngx_int_t ngx_http_imgbill_send_text(ngx_http_request_t *r, ngx_buf_t *b,
+    char *type);
 
 /* ngx_http_imgbill_script.c */
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_admit(

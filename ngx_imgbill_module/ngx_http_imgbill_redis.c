@@ -27,6 +27,7 @@ struct ngx_http_imgbill_redis_s {
     ngx_uint_t                          pending;  /* hiredis calls awaited */
     ngx_log_t                          *log;
     ngx_http_imgbill_main_conf_t       *conf;
+    unsigned                            was_connected:1;
 };
 
 
@@ -328,6 +329,8 @@ ngx_http_imgbill_redis_connected(const redisAsyncContext *ac, int status)
     rd = ac->data;
 
     if (status != REDIS_OK) {
+        ngx_http_imgbill_metrics_count(rd->conf,
+                                       NGX_HTTP_IMGBILL_REDIS_ERROR);
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                       "imgbill: redis connect to \"%V\" failed: %s",
                       &rd->conf->host, ac->errstr);
@@ -336,6 +339,13 @@ ngx_http_imgbill_redis_connected(const redisAsyncContext *ac, int status)
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rd->log, 0,
                    "imgbill: redis connected to \"%V\"", &rd->conf->host);
+
+    if (rd->was_connected) {
+        ngx_http_imgbill_metrics_count(rd->conf,
+                                       NGX_HTTP_IMGBILL_REDIS_RECONNECT);
+    }
+
+    rd->was_connected = 1;
 
     /* what could not be settled before is settled now */
     ngx_http_imgbill_journal_wake(rd->conf);
@@ -350,6 +360,8 @@ ngx_http_imgbill_redis_disconnected(const redisAsyncContext *ac, int status)
     rd = ac->data;
 
     if (status != REDIS_OK) {
+        ngx_http_imgbill_metrics_count(rd->conf,
+                                       NGX_HTTP_IMGBILL_REDIS_ERROR);
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                       "imgbill: redis connection to \"%V\" lost: %s",
                       &rd->conf->host, ac->errstr);
@@ -393,6 +405,8 @@ ngx_http_imgbill_redis_timeout(ngx_event_t *ev)
     if (rd->ac == NULL) {
         return;
     }
+
+    ngx_http_imgbill_metrics_count(rd->conf, NGX_HTTP_IMGBILL_REDIS_TIMEOUT);
 
     ngx_log_error(NGX_LOG_ERR, rd->log, NGX_ETIMEDOUT,
                   "imgbill: redis \"%V\" did not answer in %M ms, "

@@ -271,12 +271,19 @@ ngx_http_imgbill_hide_header(ngx_table_elt_t *h)
 
 
 /*
- * A body of the module's own (a model list, an account) as a 200 reply of
- * JSON; one's money is nobody's cache.
+ * A body of the module's own (a model list, an account, the metrics) as a
+ * 200 reply; one's money is nobody's cache.
  */
 
 ngx_int_t
 ngx_http_imgbill_send_json(ngx_http_request_t *r, ngx_buf_t *b)
+{
+    return ngx_http_imgbill_send_text(r, b, "application/json");
+}
+
+
+ngx_int_t
+ngx_http_imgbill_send_text(ngx_http_request_t *r, ngx_buf_t *b, char *type)
 {
     ngx_int_t    rc;
     ngx_chain_t  out;
@@ -286,7 +293,8 @@ ngx_http_imgbill_send_json(ngx_http_request_t *r, ngx_buf_t *b)
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type.len = ngx_strlen(type);
+    r->headers_out.content_type.data = (u_char *) type;
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 

@@ -431,6 +431,7 @@ ngx_http_imgbill_stream_end(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     if (st->error) {
         ctx->charge = 0;
+        ctx->free_reason = ngx_http_imgbill_free_error_event;
         ctx->prompt_tokens = st->prompt_tokens;
         ctx->completion_tokens = st->completion_tokens;
 

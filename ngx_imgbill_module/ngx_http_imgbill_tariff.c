@@ -82,6 +82,10 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     price->model = value[1];
+
+    if (ngx_http_imgbill_metrics_add_model(cf, &price->model) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
     price->input = 0;
     price->output = 0;
     price->hold = NGX_CONF_UNSET;
