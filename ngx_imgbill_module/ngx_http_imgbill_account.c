@@ -53,6 +53,32 @@ static ngx_int_t ngx_http_imgbill_signed(ngx_str_t *s);
 static size_t ngx_http_imgbill_ledger_len(redisReply *entries);
 
 
+/* imgbill_serve account|ledger|subscription|usage; no channel needed */
+
+char *
+ngx_http_imgbill_serve_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_imgbill_loc_conf_t *lcf = conf;
+
+    char                      *rv;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    rv = ngx_conf_set_enum_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (lcf->models == 1) {
+        return "cannot share a location with \"imgbill_models\"";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_imgbill_serve_handler;
+
+    return NGX_CONF_OK;
+}
+
+
 /* the query, checked before Redis is asked: a bad one is a 400 */
 
 ngx_int_t

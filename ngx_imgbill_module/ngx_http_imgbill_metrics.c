@@ -102,6 +102,25 @@ static u_char *ngx_http_imgbill_metrics_label(u_char *p,
     ngx_http_imgbill_main_conf_t *mcf, ngx_uint_t ch, ngx_uint_t m);
 
 
+/* imgbill_metrics; Prometheus' text, from the shared zone */
+
+char *
+ngx_http_imgbill_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate, or shares a location with another handler";
+    }
+
+    clcf->handler = ngx_http_imgbill_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
 /* the zone, once per configuration that bills anything */
 
 ngx_int_t

@@ -19,10 +19,6 @@ static char *ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_imgbill_serve(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_imgbill_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_imgbill_init(ngx_conf_t *cf);
@@ -155,14 +151,14 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
 
     { ngx_string("imgbill_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_imgbill_metrics,
+      ngx_http_imgbill_metrics_directive,
       0,
       0,
       NULL },
 
     { ngx_string("imgbill_serve"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_imgbill_serve,
+      ngx_http_imgbill_serve_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, serve),
       &ngx_http_imgbill_serves },
@@ -546,51 +542,6 @@ ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (mcf->journal == NULL) {
         return NGX_CONF_ERROR;
     }
-
-    return NGX_CONF_OK;
-}
-
-
-/* imgbill_metrics; Prometheus' text, from the shared zone */
-
-static char *
-ngx_http_imgbill_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler) {
-        return "is duplicate, or shares a location with another handler";
-    }
-
-    clcf->handler = ngx_http_imgbill_metrics_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-/* imgbill_serve account|ledger|subscription|usage; no channel needed */
-
-static char *
-ngx_http_imgbill_serve(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_imgbill_loc_conf_t *lcf = conf;
-
-    char                      *rv;
-    ngx_http_core_loc_conf_t  *clcf;
-
-    rv = ngx_conf_set_enum_slot(cf, cmd, conf);
-    if (rv != NGX_CONF_OK) {
-        return rv;
-    }
-
-    if (lcf->models == 1) {
-        return "cannot share a location with \"imgbill_models\"";
-    }
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_imgbill_serve_handler;
 
     return NGX_CONF_OK;
 }

@@ -441,6 +441,8 @@ ngx_int_t ngx_http_imgbill_mask_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_imgbill_models_handler(ngx_http_request_t *r);
 
 /* ngx_http_imgbill_account.c */
+char *ngx_http_imgbill_serve_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_int_t ngx_http_imgbill_serve_args(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_info_t *info);
 ngx_int_t ngx_http_imgbill_serve_reply(ngx_http_request_t *r,
@@ -448,6 +450,8 @@ ngx_int_t ngx_http_imgbill_serve_reply(ngx_http_request_t *r,
 ngx_int_t ngx_http_imgbill_serve_handler(ngx_http_request_t *r);
 
 /* ngx_http_imgbill_metrics.c */
+char *ngx_http_imgbill_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_int_t ngx_http_imgbill_metrics_zone(ngx_conf_t *cf,
     ngx_http_imgbill_main_conf_t *mcf);
 ngx_int_t ngx_http_imgbill_metrics_add_model(ngx_conf_t *cf,
