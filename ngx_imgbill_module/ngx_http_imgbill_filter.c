@@ -380,8 +380,9 @@ ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
                                                       scan->completion_tokens);
 
     } else {
+        /* at "error": Debian's default level shows what costs money */
         ctx->free_reason = ngx_http_imgbill_free_no_usage;
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "imgbill: metered reply of request %V without a "
                       "usable usage, not charged", &ctx->request_id);
         return NGX_OK;
@@ -397,7 +398,7 @@ ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
      */
 
     if (ctx->charge > ctx->hold) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "imgbill: a reply of %i + %i tokens of \"%V\" would "
                       "cost %i units, more than the %i held; charging the "
                       "hold (is max_output too low?)",

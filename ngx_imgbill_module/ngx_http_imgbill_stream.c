@@ -599,6 +599,7 @@ ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
 {
     u_char                      buf[NGX_HTTP_IMGBILL_MONEY_LEN], *p;
     ngx_int_t                   charge;
+    ngx_uint_t                  level;
     ngx_connection_t           *c;
     ngx_http_imgbill_stream_t  *st;
 
@@ -613,7 +614,11 @@ ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
         p = ngx_http_imgbill_format_money(buf, charge);
     }
 
-    ngx_log_error(NGX_LOG_WARN, c->log, 0,
+    /* an image made is an upstream bill: at "error", which Debian shows */
+
+    level = st->image ? NGX_LOG_ERR : NGX_LOG_WARN;
+
+    ngx_log_error(level, c->log, 0,
                   "imgbill: the %s ended the stream of request %V of "
                   "account \"%V\" after %O bytes, %s; it would have cost "
                   "%*s; not charged, hold released",

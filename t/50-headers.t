@@ -135,6 +135,26 @@ subtest 'request ids: unique, and the same in header, ledger, access log' => sub
     is_deeply [ $h3->crashes ], [], 'no nginx worker crashed (third harness)';
 }
 
+# --- the upstream is asked by its own name (conf.d: site: upstream host),
+# as a name-routed HTTPS provider needs, on every relaying location
+{
+    my $h4 = Imgbill::Harness->new(conf_filter => sub {
+        $_[0] =~ s/default 127\.0\.0\.1;(\s*# site: upstream host)/default api.example.test;$1/
+            or die 'no site: upstream host line';
+    });
+    $h4->account('named', $CLIENT_KEY, 1000000);
+    my $before = () = $h4->upstream_requests;
+    for my $path ('/v1/chat/completions', '/fast/v1/chat/completions') {
+        is $h4->chat(key => $CLIENT_KEY, path => $path)->{status}, 200, "$path: 200";
+    }
+    is $h4->request('POST', '/v1beta/models/gemini-2.5-flash-image:generateContent',
+                    { contents => [ { parts => [ { text => 'x' } ] } ] },
+                    'x-goog-api-key' => $CLIENT_KEY)->{status}, 200, 'generateContent: 200';
+    my @up = ($h4->upstream_requests)[$before .. 2 + $before];
+    is_deeply [ map { $_->{headers}{host} } @up ], [ ('api.example.test') x 3 ],
+        'Host: the upstream host, never "imgbill_upstream"';
+}
+
 is_deeply [ $h->crashes ], [], 'no nginx worker crashed';
 
 done_testing;

@@ -383,13 +383,16 @@ sub _site_conf {
                             {${1}imgbill_journal $jp;$2}mg;
     $n{html} = $conf =~ s{^(\s*)alias\s+[^;]*;(\s*#\s*site:\s*html\s*)$}
                          {${1}alias $ROOT/html/;$2}mg;
+    # the access log the tests read, in the harness' own format
+    $n{access} = $conf =~ s{^(\s*)access_log\s+[^;]*;(\s*#\s*site:\s*access log\s*)$}
+                           {${1}access_log $self->{dir}/access.log imgbill;$2}mg;
     my $key = $self->{opt}{upstream_key};
     if (defined $key) {
         $n{key} = $conf =~ s{^(\s*)proxy_set_header\s+Authorization\s+[^;]*;(\s*#\s*site:\s*upstream key\s*)$}
                             {${1}proxy_set_header Authorization "Bearer $key";$2}mg;
         die "conf.d/imgbill.conf: no 'site: upstream key' line" unless $n{key};
     }
-    for (qw(redis upstream listen journal html)) {
+    for (qw(redis upstream listen journal html access)) {
         die "conf.d/imgbill.conf: no 'site: $_' line to substitute" unless $n{$_};
     }
     if (defined(my $x = $self->{opt}{extra_server})) {
