@@ -14,10 +14,15 @@
  * request).  A command still in flight when the request ends outlives it:
  * its handler is re-pointed to an orphan, a heap copy of what the command
  * needs to finish, which releases the hold or journals the settlement.
+ *
+ * While a request holds money (admitted, collecting, streaming, settling)
+ * its context is in its worker's mcf->inflight: a worker that exits with
+ * generations in flight journals their holds, for the next workers to
+ * release (ngx_http_imgbill_journal.c).
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_journal.h"
 
 
 /* what a command needs to finish its work after its request is gone */
@@ -29,6 +34,7 @@ typedef struct {
 } ngx_http_imgbill_orphan_t;
 
 
+static ngx_uint_t ngx_http_imgbill_holding(ngx_http_imgbill_state_e state);
 static ngx_int_t ngx_http_imgbill_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static const char *ngx_http_imgbill_outcome(ngx_http_request_t *r,
@@ -191,12 +197,55 @@ void
 ngx_http_imgbill_set_state(ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_state_e state)
 {
+    ngx_uint_t                     was, is;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
                    "imgbill: request %V %s -> %s", &ctx->request_id,
                    ngx_http_imgbill_state_names[ctx->state],
                    ngx_http_imgbill_state_names[state]);
 
+    was = ngx_http_imgbill_holding(ctx->state);
+    is = ngx_http_imgbill_holding(state);
+
     ctx->state = state;
+
+    if (was == is) {
+        return;
+    }
+
+    if (was) {
+        ngx_queue_remove(&ctx->inflight);
+        return;
+    }
+
+    mcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_imgbill_module);
+
+    ngx_queue_insert_tail(&mcf->inflight, &ctx->inflight);
+    ngx_http_imgbill_journal_holding(mcf, ctx);
+}
+
+
+/*
+ * The states in which a hold is placed and its fate is not yet in Redis:
+ * settling counts until the settle script answers, since a worker killed
+ * meanwhile leaves the hold with nobody to release it.
+ */
+
+static ngx_uint_t
+ngx_http_imgbill_holding(ngx_http_imgbill_state_e state)
+{
+    switch (state) {
+
+    case ngx_http_imgbill_admitted:
+    case ngx_http_imgbill_collecting:
+    case ngx_http_imgbill_streaming:
+    case ngx_http_imgbill_settling:
+        return 1;
+
+    default:
+        return 0;
+    }
 }
 
 
@@ -384,6 +433,11 @@ ngx_http_imgbill_cleanup(void *data)
 
     ngx_http_imgbill_orphan_t  *o;
 
+    if (ngx_http_imgbill_holding(ctx->state)) {
+        /* the context goes with the pool; what it holds is handed on */
+        ngx_queue_remove(&ctx->inflight);
+    }
+
     switch (ctx->state) {
 
     case ngx_http_imgbill_admitting:
@@ -555,8 +609,8 @@ ngx_http_imgbill_orphan_settled(ngx_http_imgbill_reply_t *reply, void *data)
 }
 
 
-/* the contexts of this worker that hold money (filled in by the restart
-   work: ngx_http_imgbill_set_state() links and unlinks them) */
+/* the contexts of this worker that hold money, linked and unlinked by
+   ngx_http_imgbill_set_state() and the pool cleanup */
 
 void
 ngx_http_imgbill_inflight_init(ngx_http_imgbill_main_conf_t *mcf)
@@ -568,4 +622,11 @@ ngx_http_imgbill_inflight_init(ngx_http_imgbill_main_conf_t *mcf)
 void
 ngx_http_imgbill_inflight_exit(ngx_http_imgbill_main_conf_t *mcf)
 {
+    /* not set up where init_process found imgbill unconfigured */
+
+    if (mcf->host.len == 0 || mcf->inflight.next == NULL) {
+        return;
+    }
+
+    ngx_http_imgbill_journal_leave(mcf);
 }

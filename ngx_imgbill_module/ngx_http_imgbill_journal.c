@@ -14,13 +14,22 @@
  *
  *   S <request id> <account> <charge> <channel> <prompt> <completion> <model>
  *   R <request id> <sha256 of the API key>    an admission lost in flight
- *   D <request id>                            replayed, nothing left to do
+ *   H <request id>@<pid> <account> <until>    a hold its worker had as it
+ *                                             began to exit
+ *   D <id>                                    replayed, nothing left to do
  *
- * A replay reads the whole file, sends every S and R line without a D, and
- * appends D for each that Redis confirmed.  It runs whenever a worker
- * connects, and, while this worker knows of lines still owed, every
- * NGX_HTTP_IMGBILL_REPLAY_EVERY: money comes home without waiting for the
- * next request.  Several workers may replay the same line: harmless.
+ * A replay reads the whole file, sends every S, R and H line without a D,
+ * and appends D for each that Redis confirmed; an H line waits while the
+ * worker that wrote it lives (ngx_http_imgbill_journal_read.c).  A replay
+ * runs whenever a worker connects, and every NGX_HTTP_IMGBILL_REPLAY_EVERY
+ * while this worker knows of lines still owed or finds the file not empty:
+ * money comes home without waiting for the next request.  Several workers
+ * may replay the same line: harmless.
+ *
+ * A worker that exits with holds in flight writes an H line for each, so
+ * that the next workers give the money back within seconds instead of
+ * imgbill_hold_ttl: when a graceful exit begins (a KILL may end it before
+ * its generations do), or from exit_process on a fast one.
  *
  * A replay that finds nothing owed empties the file, so it stays small.
  * Writers and the emptying hold a write lock on the shared descriptor
@@ -29,11 +38,8 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_journal.h"
 
-
-/* beyond this a journal is not read: the operator must look (alert) */
-#define NGX_HTTP_IMGBILL_JOURNAL_MAX   (256 * 1024 * 1024)
 
 #define NGX_HTTP_IMGBILL_LINE_MAX      1024
 #define NGX_HTTP_IMGBILL_REPLAY_EVERY  1000
@@ -42,10 +48,16 @@
 struct ngx_http_imgbill_replayer_s {
     ngx_http_imgbill_main_conf_t  *mcf;
     ngx_event_t                    replay;     /* posted: replay now */
-    ngx_event_t                    retry;      /* while lines are owed */
+    ngx_event_t                    tick;       /* every second until the
+                                                  worker exits */
+    off_t                          size;       /* of the file, last tick */
     ngx_uint_t                     sent;       /* replies still to come */
     unsigned                       owed:1;
     unsigned                       failed:1;
+    unsigned                       stuck:1;    /* nothing owed, yet the
+                                                  file cannot be emptied */
+    unsigned                       left:1;     /* H lines written: the
+                                                  worker is exiting */
 };
 
 
@@ -57,39 +69,22 @@ typedef struct {
 } ngx_http_imgbill_replay_line_t;
 
 
-/* the journal read back */
-typedef struct {
-    u_char                        *buf;
-    u_char                        *last;
-    ngx_str_t                     *done;       /* sorted ids of D lines */
-    ngx_uint_t                     ndone;
-    unsigned                       partial:1;  /* the file is larger */
-} ngx_http_imgbill_journal_read_t;
-
-
 static void ngx_http_imgbill_journal_write(ngx_http_imgbill_main_conf_t *mcf,
     ngx_log_t *log, u_char *line, size_t len);
 static void ngx_http_imgbill_journal_owed(ngx_http_imgbill_main_conf_t *mcf);
-static void ngx_http_imgbill_journal_retry(ngx_event_t *ev);
+static void ngx_http_imgbill_journal_tick(ngx_event_t *ev);
+static void ngx_http_imgbill_journal_left(ngx_http_imgbill_replayer_t *rp);
+static void ngx_http_imgbill_journal_hold(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_journal_replay(ngx_event_t *ev);
 static ngx_int_t ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp,
     u_char *p, u_char *eol);
-static ngx_int_t ngx_http_imgbill_journal_read(
-    ngx_http_imgbill_main_conf_t *mcf, ngx_log_t *log,
-    ngx_http_imgbill_journal_read_t *jr);
-static void ngx_http_imgbill_journal_free(ngx_http_imgbill_journal_read_t *jr);
-static ngx_uint_t ngx_http_imgbill_journal_done(
-    ngx_http_imgbill_journal_read_t *jr, ngx_str_t *request_id);
-static int ngx_libc_cdecl ngx_http_imgbill_journal_cmp(const void *one,
-    const void *two);
-static ngx_uint_t ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
-    ngx_http_imgbill_journal_read_t *jr);
-static void ngx_http_imgbill_journal_compact(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_log_t *log);
+static ngx_int_t ngx_http_imgbill_journal_send_hold(
+    ngx_http_imgbill_replayer_t *rp, u_char *p, u_char *eol);
+static ngx_int_t ngx_http_imgbill_journal_compact(
+    ngx_http_imgbill_main_conf_t *mcf, ngx_log_t *log);
 static void ngx_http_imgbill_journal_replayed(
     ngx_http_imgbill_reply_t *reply, void *data);
-static ngx_int_t ngx_http_imgbill_journal_field(u_char **p, u_char *last,
-    ngx_str_t *field);
 
 
 ngx_int_t
@@ -114,22 +109,23 @@ ngx_http_imgbill_journal_init(ngx_cycle_t *cycle,
     rp->replay.data = rp;
     rp->replay.log = cycle->log;
 
-    rp->retry.handler = ngx_http_imgbill_journal_retry;
-    rp->retry.data = rp;
-    rp->retry.log = cycle->log;
+    rp->tick.handler = ngx_http_imgbill_journal_tick;
+    rp->tick.data = rp;
+    rp->tick.log = cycle->log;
 
     /* the file stays; a quitting worker leaves the rest to the next ones */
-    rp->retry.cancelable = 1;
+    rp->tick.cancelable = 1;
 
     mcf->replayer = rp;
 
     /* what earlier workers left, this one takes up without waiting */
 
-    if (ngx_fd_info(mcf->journal->fd, &fi) != NGX_FILE_ERROR
-        && ngx_file_size(&fi) > 0)
-    {
-        ngx_http_imgbill_journal_owed(mcf);
+    if (ngx_fd_info(mcf->journal->fd, &fi) != NGX_FILE_ERROR) {
+        rp->size = ngx_file_size(&fi);
+        rp->owed = (rp->size > 0);
     }
+
+    ngx_add_timer(&rp->tick, NGX_HTTP_IMGBILL_REPLAY_EVERY);
 
     return NGX_OK;
 }
@@ -218,7 +214,7 @@ ngx_http_imgbill_journal_write(ngx_http_imgbill_main_conf_t *mcf,
         return;
     }
 
-    if (line[0] != 'D') {
+    if (line[0] == 'S' || line[0] == 'R') {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "imgbill: journaled \"%*s\" until redis is back",
                       len - 1, line);
@@ -239,26 +235,51 @@ ngx_http_imgbill_journal_owed(ngx_http_imgbill_main_conf_t *mcf)
 
     rp->owed = 1;
 
-    if (!rp->retry.timer_set) {
-        ngx_add_timer(&rp->retry, NGX_HTTP_IMGBILL_REPLAY_EVERY);
+    if (!rp->tick.timer_set) {
+        ngx_add_timer(&rp->tick, NGX_HTTP_IMGBILL_REPLAY_EVERY);
     }
 }
 
 
-/* while lines are owed: get a connection, whose callback replays */
+/*
+ * Every second, with or without traffic.  A worker that has begun to exit
+ * journals the holds it still has, and leaves the replay to the next
+ * workers.  The others replay while lines are owed, and while the file is
+ * not empty: what another process appended (an exiting worker's H lines,
+ * written after this one started) is owed until a replay finds it is not,
+ * and then empties the file.  A file that cannot be emptied (too large to
+ * read whole, or refused: both alert) is read again only when it grows.
+ * A replay starts by getting a connection, whose callback replays.
+ */
 
 static void
-ngx_http_imgbill_journal_retry(ngx_event_t *ev)
+ngx_http_imgbill_journal_tick(ngx_event_t *ev)
 {
     ngx_http_imgbill_replayer_t *rp = ev->data;
 
-    if (!rp->owed || ngx_exiting) {
+    off_t            size;
+    ngx_file_info_t  fi;
+
+    if (ngx_exiting) {
+        ngx_http_imgbill_journal_left(rp);
         return;
     }
 
-    ngx_add_timer(&rp->retry, NGX_HTTP_IMGBILL_REPLAY_EVERY);
+    ngx_add_timer(&rp->tick, NGX_HTTP_IMGBILL_REPLAY_EVERY);
 
-    if (rp->sent == 0 && ngx_http_imgbill_redis_ready(rp->mcf) == NGX_OK) {
+    if (ngx_fd_info(rp->mcf->journal->fd, &fi) != NGX_FILE_ERROR) {
+        size = ngx_file_size(&fi);
+
+        if (size > 0 && !(rp->stuck && size == rp->size)) {
+            rp->owed = 1;
+        }
+
+        rp->size = size;
+    }
+
+    if (rp->owed && rp->sent == 0
+        && ngx_http_imgbill_redis_ready(rp->mcf) == NGX_OK)
+    {
         ngx_http_imgbill_journal_replay(&rp->replay);
     }
 }
@@ -313,9 +334,9 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
 
         /* what lies past a partial read stays for the operator (alert) */
 
-        if (!jr.partial) {
-            ngx_http_imgbill_journal_compact(rp->mcf, ev->log);
-        }
+        rp->stuck = jr.partial
+                    || ngx_http_imgbill_journal_compact(rp->mcf, ev->log)
+                       != NGX_OK;
 
         ngx_http_imgbill_journal_free(&jr);
         return;
@@ -346,6 +367,11 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
     s.hold = 0;             /* the journal does not keep it */
 
     (void) ngx_http_imgbill_journal_field(&p, eol, &type);
+
+    if (*type.data == 'H') {
+        return ngx_http_imgbill_journal_send_hold(rp, p, eol);
+    }
+
     (void) ngx_http_imgbill_journal_field(&p, eol, &s.request_id);
 
     rl = ngx_alloc(sizeof(ngx_http_imgbill_replay_line_t) + s.request_id.len,
@@ -400,212 +426,72 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
 }
 
 
-/*
- * The whole file, and the ids of its D lines sorted, so that finding what
- * is owed stays n log n however long an outage made the journal.
- */
+/* an H line: NGX_DECLINED while its worker lives, it may yet settle */
 
 static ngx_int_t
-ngx_http_imgbill_journal_read(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_log_t *log, ngx_http_imgbill_journal_read_t *jr)
+ngx_http_imgbill_journal_send_hold(ngx_http_imgbill_replayer_t *rp,
+    u_char *p, u_char *eol)
 {
-    u_char           *p, *eol;
-    off_t             size;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_uint_t        lines;
-    ngx_file_t        file;
-    ngx_file_info_t   fi;
+    ngx_http_imgbill_replay_line_t   *rl;
+    ngx_http_imgbill_journal_hold_t   h;
 
-    ngx_memzero(jr, sizeof(ngx_http_imgbill_journal_read_t));
-
-    fd = ngx_open_file(mcf->journal->name.data, NGX_FILE_RDONLY,
-                       NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      "imgbill: cannot open the journal \"%V\"",
-                      &mcf->journal->name);
+    if (ngx_http_imgbill_journal_hold_line(p, eol, &h) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      ngx_fd_info_n " \"%V\" failed", &mcf->journal->name);
-        goto failed;
+    if (!ngx_http_imgbill_journal_hold_due(&h)) {
+        return NGX_DECLINED;
     }
 
-    size = ngx_file_size(&fi);
+    /* the D line names the whole id: it answers this line only */
 
-    if (size > NGX_HTTP_IMGBILL_JOURNAL_MAX) {
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "imgbill: the journal \"%V\" has grown to %O bytes; "
-                      "only the first %d are replayed",
-                      &mcf->journal->name, size, NGX_HTTP_IMGBILL_JOURNAL_MAX);
-        size = NGX_HTTP_IMGBILL_JOURNAL_MAX;
-        jr->partial = 1;
+    rl = ngx_alloc(sizeof(ngx_http_imgbill_replay_line_t) + h.id.len,
+                   rp->replay.log);
+    if (rl == NULL) {
+        return NGX_ERROR;
     }
 
-    if (size == 0) {
-        (void) ngx_close_file(fd);
+    rl->rp = rp;
+    rl->request_id.data = rl->data;
+    rl->request_id.len = h.id.len;
+    ngx_memcpy(rl->data, h.id.data, h.id.len);
+
+    if (ngx_http_imgbill_script_release(rp->mcf, &h.account, &h.request_id, 0,
+                                        ngx_http_imgbill_journal_replayed, rl)
+        != NULL)
+    {
         return NGX_OK;
     }
 
-    jr->buf = ngx_alloc((size_t) size, log);
-    if (jr->buf == NULL) {
-        goto failed;
-    }
-
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.fd = fd;
-    file.name = mcf->journal->name;
-    file.log = log;
-
-    n = ngx_read_file(&file, jr->buf, (size_t) size, 0);
-    if (n == NGX_ERROR) {
-        goto failed;
-    }
-
-    (void) ngx_close_file(fd);
-    fd = NGX_INVALID_FILE;
-
-    jr->last = jr->buf + n;
-
-    lines = 0;
-    for (p = jr->buf; p < jr->last; p++) {
-        lines += (*p == LF);
-    }
-
-    jr->done = ngx_alloc((lines + 1) * sizeof(ngx_str_t), log);
-    if (jr->done == NULL) {
-        goto failed;
-    }
-
-    for (p = jr->buf; p < jr->last; p = eol + 1) {
-
-        eol = ngx_strlchr(p, jr->last, LF);
-        if (eol == NULL) {
-            break;
-        }
-
-        if (eol - p > 2 && p[0] == 'D' && p[1] == ' ') {
-            jr->done[jr->ndone].data = p + 2;
-            jr->done[jr->ndone].len = eol - p - 2;
-            jr->ndone++;
-        }
-    }
-
-    ngx_qsort(jr->done, jr->ndone, sizeof(ngx_str_t),
-              ngx_http_imgbill_journal_cmp);
-
-    return NGX_OK;
-
-failed:
-
-    if (fd != NGX_INVALID_FILE) {
-        (void) ngx_close_file(fd);
-    }
-
-    ngx_http_imgbill_journal_free(jr);
+    ngx_free(rl);
 
     return NGX_ERROR;
-}
-
-
-static void
-ngx_http_imgbill_journal_free(ngx_http_imgbill_journal_read_t *jr)
-{
-    if (jr->buf) {
-        ngx_free(jr->buf);
-    }
-
-    if (jr->done) {
-        ngx_free(jr->done);
-    }
-
-    ngx_memzero(jr, sizeof(ngx_http_imgbill_journal_read_t));
-}
-
-
-static ngx_uint_t
-ngx_http_imgbill_journal_done(ngx_http_imgbill_journal_read_t *jr,
-    ngx_str_t *request_id)
-{
-    ngx_int_t   rc;
-    ngx_uint_t  lo, hi, mid;
-
-    lo = 0;
-    hi = jr->ndone;
-
-    while (lo < hi) {
-        mid = lo + (hi - lo) / 2;
-
-        rc = ngx_http_imgbill_journal_cmp(request_id, &jr->done[mid]);
-
-        if (rc == 0) {
-            return 1;
-        }
-
-        if (rc < 0) {
-            hi = mid;
-
-        } else {
-            lo = mid + 1;
-        }
-    }
-
-    return 0;
-}
-
-
-static int ngx_libc_cdecl
-ngx_http_imgbill_journal_cmp(const void *one, const void *two)
-{
-    const ngx_str_t  *a = one;
-    const ngx_str_t  *b = two;
-
-    ngx_int_t  rc;
-
-    rc = ngx_memn2cmp(a->data, b->data, a->len, b->len);
-
-    return (rc > 0) - (rc < 0);
-}
-
-
-/* whether the line at p is an S or R line that no D line answers */
-
-static ngx_uint_t
-ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
-    ngx_http_imgbill_journal_read_t *jr)
-{
-    ngx_str_t  type, id;
-
-    return ngx_http_imgbill_journal_field(&p, eol, &type) == NGX_OK
-           && type.len == 1 && (*type.data == 'S' || *type.data == 'R')
-           && ngx_http_imgbill_journal_field(&p, eol, &id) == NGX_OK
-           && !ngx_http_imgbill_journal_done(jr, &id);
 }
 
 
 /*
  * Nothing was owed at the last read; under the lock, make sure nothing
  * came since, and empty the file.  Another worker holding the lock will
- * get its own chance.
+ * get its own chance.  NGX_ERROR: the file refuses to be emptied.
  */
 
-static void
+static ngx_int_t
 ngx_http_imgbill_journal_compact(ngx_http_imgbill_main_conf_t *mcf,
     ngx_log_t *log)
 {
     u_char                           *p, *eol;
     ngx_fd_t                          fd;
+    ngx_int_t                         rc;
     ngx_uint_t                        owed;
     ngx_http_imgbill_journal_read_t   jr;
 
     fd = mcf->journal->fd;
 
     if (ngx_trylock_fd(fd) != 0) {
-        return;
+        return NGX_OK;
     }
+
+    rc = NGX_OK;
 
     if (ngx_http_imgbill_journal_read(mcf, log, &jr) != NGX_OK) {
         goto done;
@@ -626,6 +512,7 @@ ngx_http_imgbill_journal_compact(ngx_http_imgbill_main_conf_t *mcf,
         ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
                       "imgbill: cannot empty the journal \"%V\"",
                       &mcf->journal->name);
+        rc = NGX_ERROR;
     }
 
     if (owed) {
@@ -638,6 +525,8 @@ ngx_http_imgbill_journal_compact(ngx_http_imgbill_main_conf_t *mcf,
 done:
 
     (void) ngx_unlock_fd(fd);
+
+    return rc;
 }
 
 
@@ -674,27 +563,103 @@ ngx_http_imgbill_journal_replayed(ngx_http_imgbill_reply_t *reply,
 }
 
 
-static ngx_int_t
-ngx_http_imgbill_journal_field(u_char **p, u_char *last, ngx_str_t *field)
+/*
+ * A worker's holds in flight as it exits: one H line each, in the journal
+ * before a KILL can come.  A graceful exit (reload, quit) writes them when
+ * its tick first sees ngx_exiting, then one for each hold placed after
+ * that; a fast exit (TERM) writes them from exit_process.
+ */
+
+void
+ngx_http_imgbill_journal_holding(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_http_imgbill_ctx_t *ctx)
 {
-    u_char  *start;
+    if (mcf->replayer && mcf->replayer->left) {
+        ngx_http_imgbill_journal_hold(mcf, ctx);
+    }
+}
 
-    start = *p;
 
-    while (*p < last && **p != ' ') {
-        (*p)++;
+void
+ngx_http_imgbill_journal_leave(ngx_http_imgbill_main_conf_t *mcf)
+{
+    ngx_uint_t    n;
+    ngx_queue_t  *q;
+
+    if (mcf->replayer) {
+        ngx_http_imgbill_journal_left(mcf->replayer);
+        return;
     }
 
-    if (*p == start) {
-        return NGX_ERROR;
+    n = 0;
+
+    for (q = ngx_queue_head(&mcf->inflight);
+         q != ngx_queue_sentinel(&mcf->inflight);
+         q = ngx_queue_next(q))
+    {
+        n++;
     }
 
-    field->data = start;
-    field->len = *p - start;
+    if (n) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "imgbill: exiting with %ui hold(s) in flight and no "
+                      "imgbill_journal: they expire after imgbill_hold_ttl",
+                      n);
+    }
+}
 
-    if (*p < last) {
-        (*p)++;
+
+static void
+ngx_http_imgbill_journal_left(ngx_http_imgbill_replayer_t *rp)
+{
+    ngx_uint_t               n;
+    ngx_queue_t             *q, *inflight;
+    ngx_http_imgbill_ctx_t  *ctx;
+
+    if (rp->left) {
+        return;
     }
 
-    return NGX_OK;
+    rp->left = 1;
+
+    inflight = &rp->mcf->inflight;
+    n = 0;
+
+    for (q = ngx_queue_head(inflight);
+         q != ngx_queue_sentinel(inflight);
+         q = ngx_queue_next(q))
+    {
+        ctx = ngx_queue_data(q, ngx_http_imgbill_ctx_t, inflight);
+        ngx_http_imgbill_journal_hold(rp->mcf, ctx);
+        n++;
+    }
+
+    if (n && ngx_terminate) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "imgbill: exiting with %ui generation(s) unfinished; "
+                      "their holds are journaled for the next workers to "
+                      "release", n);
+    }
+}
+
+
+/* "H <request id>@<pid> <account> <until>" */
+
+static void
+ngx_http_imgbill_journal_hold(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_http_imgbill_ctx_t *ctx)
+{
+    u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
+
+    p = ngx_slprintf(line, line + sizeof(line) - 1, "H %V@%P %V %T",
+                     &ctx->request_id, ngx_pid, &ctx->account,
+                     ngx_time() + mcf->hold_ttl);
+    *p++ = LF;
+
+    ngx_http_imgbill_journal_write(mcf, ngx_cycle->log, line, p - line);
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "imgbill: journaled \"%*s\": the hold goes back once "
+                  "this worker is gone, unless it settles first",
+                  (size_t) (p - line - 1), line);
 }

@@ -1,0 +1,55 @@
+
+/*
+ * Between the journal's files (ngx_http_imgbill_journal.c writes and
+ * replays, ngx_http_imgbill_journal_read.c reads back) and the contexts
+ * (ngx_http_imgbill_ctx.c), which tell the journal of holds in flight.
+ */
+
+
+#ifndef _NGX_HTTP_IMGBILL_JOURNAL_H_INCLUDED_
+#define _NGX_HTTP_IMGBILL_JOURNAL_H_INCLUDED_
+
+
+#include "ngx_http_imgbill_module.h"
+
+
+/* the journal read back */
+typedef struct {
+    u_char                        *buf;
+    u_char                        *last;
+    ngx_str_t                     *done;       /* sorted ids of D lines */
+    ngx_uint_t                     ndone;
+    unsigned                       partial:1;  /* the file is larger */
+} ngx_http_imgbill_journal_read_t;
+
+
+/* an H line: a hold its worker left when it began to exit */
+typedef struct {
+    ngx_str_t                      id;         /* "<request id>@<pid>" */
+    ngx_str_t                      request_id;
+    ngx_str_t                      account;
+    ngx_pid_t                      pid;
+    time_t                         until;      /* the hold has expired */
+} ngx_http_imgbill_journal_hold_t;
+
+
+/* ngx_http_imgbill_journal.c */
+void ngx_http_imgbill_journal_holding(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_http_imgbill_ctx_t *ctx);
+void ngx_http_imgbill_journal_leave(ngx_http_imgbill_main_conf_t *mcf);
+
+/* ngx_http_imgbill_journal_read.c */
+ngx_int_t ngx_http_imgbill_journal_read(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_log_t *log, ngx_http_imgbill_journal_read_t *jr);
+void ngx_http_imgbill_journal_free(ngx_http_imgbill_journal_read_t *jr);
+ngx_uint_t ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
+    ngx_http_imgbill_journal_read_t *jr);
+ngx_int_t ngx_http_imgbill_journal_field(u_char **p, u_char *last,
+    ngx_str_t *field);
+ngx_int_t ngx_http_imgbill_journal_hold_line(u_char *p, u_char *eol,
+    ngx_http_imgbill_journal_hold_t *h);
+ngx_uint_t ngx_http_imgbill_journal_hold_due(
+    ngx_http_imgbill_journal_hold_t *h);
+
+
+#endif /* _NGX_HTTP_IMGBILL_JOURNAL_H_INCLUDED_ */

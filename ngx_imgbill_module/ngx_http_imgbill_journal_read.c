@@ -1,0 +1,360 @@
+
+/*
+ * The journal read back: the whole file, the ids of its D lines, what each
+ * line still owes, and whether the worker that wrote an H line is gone.
+ *
+ * An H line is written when a worker begins to exit (gracefully: a reload
+ * or a quit, perhaps cut short by KILL; or at once: TERM) while it holds
+ * money for generations in flight.  While that worker lives, a generation
+ * may still finish and settle: the line waits.  Once the worker is gone
+ * the hold is released.  A hold that was settled is gone already, so the
+ * release then changes nothing: it removes a hold, never a charge.  The
+ * line's id, "<request id>@<pid>", is its own, so that the D line which
+ * answers it never answers an S line of the same request.
+ */
+
+
+#include "ngx_http_imgbill_journal.h"
+
+
+/* beyond this a journal is not read: the operator must look (alert) */
+#define NGX_HTTP_IMGBILL_JOURNAL_MAX   (256 * 1024 * 1024)
+
+
+static ngx_uint_t ngx_http_imgbill_journal_done(
+    ngx_http_imgbill_journal_read_t *jr, ngx_str_t *request_id);
+static int ngx_libc_cdecl ngx_http_imgbill_journal_cmp(const void *one,
+    const void *two);
+static ngx_uint_t ngx_http_imgbill_journal_alive(ngx_pid_t pid);
+
+
+/*
+ * The whole file, and the ids of its D lines sorted, so that finding what
+ * is owed stays n log n however long an outage made the journal.
+ */
+
+ngx_int_t
+ngx_http_imgbill_journal_read(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_log_t *log, ngx_http_imgbill_journal_read_t *jr)
+{
+    u_char           *p, *eol;
+    off_t             size;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_uint_t        lines;
+    ngx_file_t        file;
+    ngx_file_info_t   fi;
+
+    ngx_memzero(jr, sizeof(ngx_http_imgbill_journal_read_t));
+
+    fd = ngx_open_file(mcf->journal->name.data, NGX_FILE_RDONLY,
+                       NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      "imgbill: cannot open the journal \"%V\"",
+                      &mcf->journal->name);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      ngx_fd_info_n " \"%V\" failed", &mcf->journal->name);
+        goto failed;
+    }
+
+    size = ngx_file_size(&fi);
+
+    if (size > NGX_HTTP_IMGBILL_JOURNAL_MAX) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "imgbill: the journal \"%V\" has grown to %O bytes; "
+                      "only the first %d are replayed",
+                      &mcf->journal->name, size, NGX_HTTP_IMGBILL_JOURNAL_MAX);
+        size = NGX_HTTP_IMGBILL_JOURNAL_MAX;
+        jr->partial = 1;
+    }
+
+    if (size == 0) {
+        (void) ngx_close_file(fd);
+        return NGX_OK;
+    }
+
+    jr->buf = ngx_alloc((size_t) size, log);
+    if (jr->buf == NULL) {
+        goto failed;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.fd = fd;
+    file.name = mcf->journal->name;
+    file.log = log;
+
+    n = ngx_read_file(&file, jr->buf, (size_t) size, 0);
+    if (n == NGX_ERROR) {
+        goto failed;
+    }
+
+    (void) ngx_close_file(fd);
+    fd = NGX_INVALID_FILE;
+
+    jr->last = jr->buf + n;
+
+    lines = 0;
+    for (p = jr->buf; p < jr->last; p++) {
+        lines += (*p == LF);
+    }
+
+    jr->done = ngx_alloc((lines + 1) * sizeof(ngx_str_t), log);
+    if (jr->done == NULL) {
+        goto failed;
+    }
+
+    for (p = jr->buf; p < jr->last; p = eol + 1) {
+
+        eol = ngx_strlchr(p, jr->last, LF);
+        if (eol == NULL) {
+            break;
+        }
+
+        if (eol - p > 2 && p[0] == 'D' && p[1] == ' ') {
+            jr->done[jr->ndone].data = p + 2;
+            jr->done[jr->ndone].len = eol - p - 2;
+            jr->ndone++;
+        }
+    }
+
+    ngx_qsort(jr->done, jr->ndone, sizeof(ngx_str_t),
+              ngx_http_imgbill_journal_cmp);
+
+    return NGX_OK;
+
+failed:
+
+    if (fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(fd);
+    }
+
+    ngx_http_imgbill_journal_free(jr);
+
+    return NGX_ERROR;
+}
+
+
+void
+ngx_http_imgbill_journal_free(ngx_http_imgbill_journal_read_t *jr)
+{
+    if (jr->buf) {
+        ngx_free(jr->buf);
+    }
+
+    if (jr->done) {
+        ngx_free(jr->done);
+    }
+
+    ngx_memzero(jr, sizeof(ngx_http_imgbill_journal_read_t));
+}
+
+
+static ngx_uint_t
+ngx_http_imgbill_journal_done(ngx_http_imgbill_journal_read_t *jr,
+    ngx_str_t *request_id)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  lo, hi, mid;
+
+    lo = 0;
+    hi = jr->ndone;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+
+        rc = ngx_http_imgbill_journal_cmp(request_id, &jr->done[mid]);
+
+        if (rc == 0) {
+            return 1;
+        }
+
+        if (rc < 0) {
+            hi = mid;
+
+        } else {
+            lo = mid + 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_imgbill_journal_cmp(const void *one, const void *two)
+{
+    const ngx_str_t  *a = one;
+    const ngx_str_t  *b = two;
+
+    ngx_int_t  rc;
+
+    rc = ngx_memn2cmp(a->data, b->data, a->len, b->len);
+
+    return (rc > 0) - (rc < 0);
+}
+
+
+/* whether the line at p is an S, R or H line that no D line answers */
+
+ngx_uint_t
+ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
+    ngx_http_imgbill_journal_read_t *jr)
+{
+    ngx_str_t  type, id;
+
+    return ngx_http_imgbill_journal_field(&p, eol, &type) == NGX_OK
+           && type.len == 1
+           && (*type.data == 'S' || *type.data == 'R' || *type.data == 'H')
+           && ngx_http_imgbill_journal_field(&p, eol, &id) == NGX_OK
+           && !ngx_http_imgbill_journal_done(jr, &id);
+}
+
+
+/* the next field of a line: what lies before the next space */
+
+ngx_int_t
+ngx_http_imgbill_journal_field(u_char **p, u_char *last, ngx_str_t *field)
+{
+    u_char  *start;
+
+    start = *p;
+
+    while (*p < last && **p != ' ') {
+        (*p)++;
+    }
+
+    if (*p == start) {
+        return NGX_ERROR;
+    }
+
+    field->data = start;
+    field->len = *p - start;
+
+    if (*p < last) {
+        (*p)++;
+    }
+
+    return NGX_OK;
+}
+
+
+/* "H <request id>@<pid> <account> <until>", from after the "H " */
+
+ngx_int_t
+ngx_http_imgbill_journal_hold_line(u_char *p, u_char *eol,
+    ngx_http_imgbill_journal_hold_t *h)
+{
+    u_char     *at;
+    ngx_int_t   pid;
+    ngx_str_t   until;
+
+    if (ngx_http_imgbill_journal_field(&p, eol, &h->id) != NGX_OK
+        || ngx_http_imgbill_journal_field(&p, eol, &h->account) != NGX_OK
+        || ngx_http_imgbill_journal_field(&p, eol, &until) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (at = h->id.data + h->id.len - 1; at > h->id.data; at--) {
+        if (*at == '@') {
+            break;
+        }
+    }
+
+    if (at == h->id.data) {
+        return NGX_ERROR;
+    }
+
+    h->request_id.data = h->id.data;
+    h->request_id.len = at - h->id.data;
+
+    pid = ngx_atoi(at + 1, h->id.data + h->id.len - at - 1);
+    h->until = ngx_atotm(until.data, until.len);
+
+    if (pid <= 0 || pid > NGX_MAX_INT32_VALUE || h->until == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    h->pid = (ngx_pid_t) pid;
+
+    return NGX_OK;
+}
+
+
+/*
+ * An H line is due once its worker is gone: its generation can no longer
+ * settle.  Past "until" the hold has expired anyway; the line is applied
+ * then whatever the pid says, so that a pid taken over by another process
+ * does not keep it owed for good.
+ */
+
+ngx_uint_t
+ngx_http_imgbill_journal_hold_due(ngx_http_imgbill_journal_hold_t *h)
+{
+    return ngx_time() >= h->until || !ngx_http_imgbill_journal_alive(h->pid);
+}
+
+
+static ngx_uint_t
+ngx_http_imgbill_journal_alive(ngx_pid_t pid)
+{
+#if (NGX_LINUX)
+    u_char    *p, name[NGX_INT64_LEN + sizeof("/proc//stat")];
+    u_char     buf[128];
+    ssize_t    n;
+    ngx_fd_t   fd;
+#endif
+
+    if (pid == ngx_pid) {
+        return 1;
+    }
+
+    if (kill(pid, 0) == -1 && ngx_errno != NGX_EPERM) {
+        return 0;
+    }
+
+#if (NGX_LINUX)
+
+    /*
+     * A worker killed after its master is an orphan: it stays a zombie
+     * until init collects it, which some inits (a container's) do late
+     * or never.  A zombie settles nothing: it is gone.
+     */
+
+    (void) ngx_sprintf(name, "/proc/%P/stat%Z", pid);
+
+    fd = ngx_open_file(name, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        return 1;
+    }
+
+    n = ngx_read_fd(fd, buf, sizeof(buf));
+
+    (void) ngx_close_file(fd);
+
+    if (n <= 0) {
+        return 1;
+    }
+
+    /* "pid (comm) state ...": comm may hold anything, a ")" too, but
+       no field after it does */
+
+    p = buf + n;
+
+    while (p > buf && p[-1] != ')') {
+        p--;
+    }
+
+    if (p > buf && p + 1 < buf + n && (p[1] == 'Z' || p[1] == 'X')) {
+        return 0;
+    }
+
+#endif
+
+    return 1;
+}
