@@ -51,7 +51,12 @@ sub bad {
 # --- the shipped configuration and good variants
 {
     my $shipped = do { local (@ARGV, $/) = (Imgbill::Harness->root . '/conf.d/imgbill.conf'); <> };
+    # the journal's directory is the package's (/var/lib/imgbill); nginx -t
+    # opens the file
+    $shipped =~ s{^imgbill_journal\s+[^;]*;}{imgbill_journal /tmp/imgbill-t70-$$.journal;}m
+        or die 'no imgbill_journal line in conf.d';
     my ($rc, $out) = Imgbill::Harness->nginx_t($shipped);
+    unlink "/tmp/imgbill-t70-$$.journal";
     is $rc, 0, 'conf.d/imgbill.conf passes nginx -t' or diag $out;
 }
 good('base');

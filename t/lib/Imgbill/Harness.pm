@@ -306,7 +306,9 @@ sub redis_start {
     my ($self) = @_;
     croak 'redis already running' if $self->{redis_pid};
     my $rd = "$self->{dir}/redis";
-    remove_tree($rd);
+    # after redis_stop(keep => 1) the saved data comes back, as persistence
+    # would bring it: nothing is ever missing while a replay runs
+    remove_tree($rd) unless delete $self->{redis_keep};
     make_path($rd);
     # DEBUG RESTART re-execs argv[0] taken relative to the cwd: give a path
     my $bin = 'redis-server';
@@ -337,7 +339,11 @@ sub redis_start {
 }
 
 sub redis_stop {
-    my ($self) = @_;
+    my ($self, %o) = @_;
+    if ($o{keep} && $self->{redis_pid}) {
+        $self->redis('SAVE');
+        $self->{redis_keep} = 1;
+    }
     my $pid = delete $self->{redis_pid} or return;
     _reap($pid, 5);
     wait_for(sub { !port_open($self->{redis_port}) }, 5);
