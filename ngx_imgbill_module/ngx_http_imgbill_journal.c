@@ -214,6 +214,10 @@ ngx_http_imgbill_journal_write(ngx_http_imgbill_main_conf_t *mcf,
         return;
     }
 
+    if (line[0] != 'D') {
+        ngx_http_imgbill_metrics_count(mcf, NGX_HTTP_IMGBILL_JOURNAL_LINE);
+    }
+
     if (line[0] == 'S' || line[0] == 'R') {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "imgbill: journaled \"%*s\" until redis is back",
@@ -328,6 +332,8 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
     }
 
     rp->sent = sent;
+
+    ngx_http_imgbill_metrics_owed(rp->mcf, owed);
 
     if (owed == 0) {
         rp->owed = 0;

@@ -86,6 +86,7 @@ struct ngx_http_imgbill_metrics_s {
     ngx_atomic_t                    rtt_sum;     /* microseconds */
     ngx_atomic_t                    redis[NGX_HTTP_IMGBILL_REDIS_EVENTS];
     ngx_atomic_t                    journal_lines;
+    ngx_atomic_t                    journal_owed;   /* at the last replay */
 };
 
 
@@ -371,6 +372,18 @@ ngx_http_imgbill_metrics_count(ngx_http_imgbill_main_conf_t *mcf,
 }
 
 
+/* what the last replay of any worker found still owed: a gauge */
+
+void
+ngx_http_imgbill_metrics_owed(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_uint_t owed)
+{
+    if (mcf->metrics) {
+        mcf->metrics->journal_owed = owed;
+    }
+}
+
+
 void
 ngx_http_imgbill_metrics_rtt(ngx_http_imgbill_main_conf_t *mcf,
     ngx_msec_t usec)
@@ -503,8 +516,12 @@ ngx_http_imgbill_metrics_handler(ngx_http_request_t *r)
                        "releases written to the journal for want of "
                        "Redis.\n"
                        "# TYPE imgbill_journal_lines_total counter\n"
-                       "imgbill_journal_lines_total %uA\n",
-                    mt->journal_lines);
+                       "imgbill_journal_lines_total %uA\n"
+                       "# HELP imgbill_journal_lines_owed Journal lines not "
+                       "yet applied to Redis, at the last replay.\n"
+                       "# TYPE imgbill_journal_lines_owed gauge\n"
+                       "imgbill_journal_lines_owed %uA\n",
+                    mt->journal_lines, mt->journal_owed);
 
     b->last = p;
 

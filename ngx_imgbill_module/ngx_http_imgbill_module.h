@@ -462,6 +462,8 @@ void ngx_http_imgbill_metrics_count(ngx_http_imgbill_main_conf_t *mcf,
     ngx_uint_t what);
 void ngx_http_imgbill_metrics_rtt(ngx_http_imgbill_main_conf_t *mcf,
     ngx_msec_t usec);
+void ngx_http_imgbill_metrics_owed(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_uint_t owed);
 
 /* ngx_http_imgbill_request.c */
 ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,

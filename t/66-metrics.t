@@ -124,6 +124,24 @@ SKIP: {
     cmp_ok $m2->{imgbill_redis_reconnects_total}, '>=', 1, 'the reconnection counted';
 }
 
+# a settlement Redis cannot take: one journal line, owed until Redis is back
+{
+    my ($a2, $k2) = $h->fresh_account(prefix => 'metj', units => 100000);
+    my (undef, $m0) = scrape();
+    my $lines = $m0->{imgbill_journal_lines_total};
+    my $wait = $h->in_flight(1, key => $k2, mock => 'sleep=1');
+    ok $h->wait_holds($a2, 1, 5), 'journal: admitted';
+    $h->redis_stop(keep => 1);
+    my ($got) = $wait->();
+    is $got, '200 0.2465', 'journal: the client got its image, charged';
+    my (undef, $m3) = scrape();
+    is $m3->{imgbill_journal_lines_total}, $lines + 1, 'imgbill_journal_lines_total: one line more';
+    $h->redis_start;
+    ok wait_for(sub { ($h->balance($a2) // 0) == 100000 - 2465 }, 10), 'Redis back: applied';
+    ok wait_for(sub { my (undef, $m4) = scrape(); ($m4->{imgbill_journal_lines_owed} // -1) == 0 }, 10),
+       'imgbill_journal_lines_owed back to 0';
+}
+
 my $conf = do { local (@ARGV, $/) = (Imgbill::Harness->root . '/conf.d/imgbill.conf'); <> };
 like $conf, qr{location = /imgbill/metrics \{\s*imgbill_metrics;\s*allow 127\.0\.0\.1;\s*allow ::1;\s*deny all;}s,
      'conf.d serves the metrics to the loopback only';
