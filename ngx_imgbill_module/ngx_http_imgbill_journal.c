@@ -372,13 +372,17 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
 
     s.hold = 0;             /* the journal does not keep it */
 
-    (void) ngx_http_imgbill_journal_field(&p, eol, &type);
+    if (ngx_http_imgbill_journal_field(&p, eol, &type) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (*type.data == 'H') {
         return ngx_http_imgbill_journal_send_hold(rp, p, eol);
     }
 
-    (void) ngx_http_imgbill_journal_field(&p, eol, &s.request_id);
+    if (ngx_http_imgbill_journal_field(&p, eol, &s.request_id) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     rl = ngx_alloc(sizeof(ngx_http_imgbill_replay_line_t) + s.request_id.len,
                    rp->replay.log);
