@@ -48,7 +48,9 @@ my $late = $h->balance('jr') == 1000000 - 2465;
 note $late ? 'the frozen settle ran late in Redis; the replay must not repeat it'
            : 'the frozen settle never ran; the replay must apply it';
 ok $h->balance('jr') == 1000000 || $late, 'before replay: charged once or not yet';
-cmp_ok scalar keys %{ $h->holds('jr') }, '>=', 1, 'a stray hold waits for the replay';
+# the once-a-second replay may have run already: then the hold is gone
+ok scalar(keys %{ $h->holds('jr') }) >= 1 || -z $journal,
+   'a stray hold waits for the replay (unless the idle replay took it)';
 
 # the next request reconnects; the worker replays the journal
 $res = $h->chat(key => 'sk-journal');
