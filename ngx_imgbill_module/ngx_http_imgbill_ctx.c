@@ -392,36 +392,73 @@ ngx_http_imgbill_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
 
 /*
- * How the request ended, for the access log (the log phase runs before
- * the pool cleanup releases what an unfinished request held).
+ * How the request ended, for the access log and the metrics alike (the
+ * log phase runs before the pool cleanup releases what an unfinished
+ * request held): 0 charged, a free reason, or NGX_HTTP_IMGBILL_END_*.
  */
 
-static const char *
-ngx_http_imgbill_outcome(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+ngx_uint_t
+ngx_http_imgbill_ended(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
     switch (ctx->state) {
 
     case ngx_http_imgbill_rejected:
-        return "rejected";
+        return NGX_HTTP_IMGBILL_END_REJECTED;
 
     case ngx_http_imgbill_authorized:
-        return "listed";
+        return NGX_HTTP_IMGBILL_END_LISTED;
 
     case ngx_http_imgbill_settling:
     case ngx_http_imgbill_emitting:
     case ngx_http_imgbill_passing:
     case ngx_http_imgbill_released:
-        return ctx->charge > 0 ? "charged" : "free";
+        if (ctx->charge > 0) {
+            return ngx_http_imgbill_free_none;
+        }
+
+        return ctx->free_reason ? ctx->free_reason
+                                : ngx_http_imgbill_free_upstream_error;
 
     case ngx_http_imgbill_streaming:
-        return r->connection->error ? "client_gone" : "upstream_cut";
+        return r->connection->error ? ngx_http_imgbill_free_client_gone
+                                    : ngx_http_imgbill_free_upstream_cut;
 
     case ngx_http_imgbill_admitted:
     case ngx_http_imgbill_collecting:
-        return r->connection->error ? "client_gone" : "unfinished";
+        return r->connection->error ? ngx_http_imgbill_free_client_gone
+                                    : NGX_HTTP_IMGBILL_END_UNFINISHED;
 
     default:
+        return NGX_HTTP_IMGBILL_END_UNFINISHED;
+    }
+}
+
+
+static const char *
+ngx_http_imgbill_outcome(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    switch (ngx_http_imgbill_ended(r, ctx)) {
+
+    case ngx_http_imgbill_free_none:
+        return "charged";
+
+    case ngx_http_imgbill_free_client_gone:
+        return "client_gone";
+
+    case ngx_http_imgbill_free_upstream_cut:
+        return "upstream_cut";
+
+    case NGX_HTTP_IMGBILL_END_REJECTED:
+        return "rejected";
+
+    case NGX_HTTP_IMGBILL_END_LISTED:
+        return "listed";
+
+    case NGX_HTTP_IMGBILL_END_UNFINISHED:
         return "unfinished";
+
+    default:
+        return "free";
     }
 }
 

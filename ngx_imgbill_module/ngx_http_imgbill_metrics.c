@@ -106,7 +106,8 @@ static u_char *ngx_http_imgbill_metrics_label(u_char *p,
 /* imgbill_metrics; Prometheus' text, from the shared zone */
 
 char *
-ngx_http_imgbill_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_imgbill_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
 {
     ngx_http_core_loc_conf_t  *clcf;
 
@@ -279,41 +280,32 @@ static ngx_uint_t
 ngx_http_imgbill_metrics_outcome(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_uint_t  i;
+    ngx_uint_t  i, end;
 
-    switch (ctx->state) {
+    end = ngx_http_imgbill_ended(r, ctx);
 
-    case ngx_http_imgbill_rejected:
-        for (i = NGX_HTTP_IMGBILL_REJECTED;
-             i < NGX_HTTP_IMGBILL_OUTCOMES - 1;
-             i++)
-        {
-            if (ctx->error.code
-                && ngx_strcmp(ctx->error.code,
-                              ngx_http_imgbill_outcomes[i].reason) == 0)
-            {
-                return i;
-            }
-        }
-
-        return NGX_HTTP_IMGBILL_OUTCOMES - 1;
-
-    case ngx_http_imgbill_settling:
-    case ngx_http_imgbill_emitting:
-    case ngx_http_imgbill_passing:
-    case ngx_http_imgbill_released:
-        if (ctx->charge > 0) {
-            return 0;
-        }
-
-        return ctx->free_reason ? ctx->free_reason
-                                : ngx_http_imgbill_free_upstream_error;
-
-    default:
-        /* admitted, collecting or streaming: it never ended */
-        return r->connection->error ? ngx_http_imgbill_free_client_gone
-                                    : ngx_http_imgbill_free_upstream_cut;
+    if (end == NGX_HTTP_IMGBILL_END_UNFINISHED) {
+        /* it never ended, and not for the client: the upstream's doing */
+        return ngx_http_imgbill_free_upstream_cut;
     }
+
+    if (end != NGX_HTTP_IMGBILL_END_REJECTED) {
+        return end;
+    }
+
+    for (i = NGX_HTTP_IMGBILL_REJECTED;
+         i < NGX_HTTP_IMGBILL_OUTCOMES - 1;
+         i++)
+    {
+        if (ctx->error.code
+            && ngx_strcmp(ctx->error.code,
+                          ngx_http_imgbill_outcomes[i].reason) == 0)
+        {
+            return i;
+        }
+    }
+
+    return NGX_HTTP_IMGBILL_OUTCOMES - 1;
 }
 
 

@@ -198,6 +198,11 @@ typedef enum {
 } ngx_http_imgbill_free_e;
 
 
+/* how a request ended, beyond "charged" (0) and the free reasons */
+#define NGX_HTTP_IMGBILL_END_REJECTED     100
+#define NGX_HTTP_IMGBILL_END_LISTED       101
+#define NGX_HTTP_IMGBILL_END_UNFINISHED   102
+
 /* what ngx_http_imgbill_metrics_count() counts */
 #define NGX_HTTP_IMGBILL_REDIS_ERROR      0
 #define NGX_HTTP_IMGBILL_REDIS_TIMEOUT    1
@@ -416,6 +421,8 @@ void ngx_http_imgbill_set_state(ngx_http_imgbill_ctx_t *ctx,
 void ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_settle_t *s);
 void ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx);
+ngx_uint_t ngx_http_imgbill_ended(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 void ngx_http_imgbill_inflight_init(ngx_http_imgbill_main_conf_t *mcf);
 void ngx_http_imgbill_inflight_exit(ngx_http_imgbill_main_conf_t *mcf);
 
