@@ -14,8 +14,21 @@ use Imgbill::Harness qw(error_ok wait_for);
 my $h = Imgbill::Harness->new(redis => 0);
 my $answer = $h->dir . '/fake-redis.answer';
 
-# the fake: every command gets the bytes in $answer, wrapped in an array
-# of one (the batch of one command the relay sends when idle)
+# the fake: every command in a call gets the bytes in $answer, in an array
+# of as many results as the call has commands.  The relay batches: a journal
+# replay's release may share a call with an admit, and a fake that always
+# answered one result would make that admit a lost reply, not a malformed one.
+sub commands_in_call {
+    my @args = @_;               # EVALSHA sha nkeys keys... then per command:
+    my $i = 3 + $args[2];        # its function, its key count, its arg count
+    my $n = 0;
+    while ($i + 2 < @args) {
+        $i += 3 + $args[$i + 2];
+        $n++;
+    }
+    return $n || 1;
+}
+
 my $pid = fork // die "fork: $!";
 if ($pid == 0) {
     my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
@@ -30,18 +43,21 @@ if ($pid == 0) {
             # one whole RESP array of bulk strings
             while ($buf =~ /^\*(\d+)\r\n/) {
                 my ($n_args, $pos) = ($1, length "*$1\r\n");
-                my $whole = 1;
+                my ($whole, @args) = (1);
                 for (1 .. $n_args) {
                     my $rest = substr($buf, $pos);
                     unless ($rest =~ /^\$(\d+)\r\n/) { $whole = 0; last }
                     my $len = $1;
-                    $pos += length("\$$len\r\n") + $len + 2;
+                    $pos += length("\$$len\r\n");
+                    push @args, substr($buf, $pos, $len);
+                    $pos += $len + 2;
                     if ($pos > length $buf) { $whole = 0; last }
                 }
                 last unless $whole;
                 substr($buf, 0, $pos, '');
                 my $a = do { local (@ARGV, $/) = ($answer); <> } // ":0\r\n";
-                syswrite($c, "*1\r\n$a");
+                my $k = commands_in_call(@args);
+                syswrite($c, "*$k\r\n" . ($a x $k));
             }
         }
         close $c;
