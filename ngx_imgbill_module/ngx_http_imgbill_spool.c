@@ -364,13 +364,16 @@ ngx_http_imgbill_spool_flush(ngx_http_request_t *r,
          *
          *     tf->persistent = 0;  unlinked once open, as the proxy's
          *     tf->clean = 0;       closed with the pool
-         *     tf->log_level = 0;   the usual place for a 4K image
          */
 
         tf->file.fd = NGX_INVALID_FILE;
         tf->file.log = r->connection->log;
         tf->path = lcf->temp_path;
         tf->pool = r->pool;
+
+        /* the usual place of a 4K image: not a warning, as the proxy's */
+        tf->log_level = NGX_LOG_INFO;
+        tf->warn = "imgbill: an upstream reply waits in a temporary file";
 
         ctx->file = tf;
     }
