@@ -109,14 +109,16 @@ ngx_http_imgbill_spool_merge(ngx_conf_t *cf, ngx_http_imgbill_loc_conf_t *conf)
         if (p > ucf->temp_path->name.data) {
             init.name.len = p - ucf->temp_path->name.data
                             + sizeof("imgbill") - 1;
-            init.name.data = ngx_pnalloc(cf->pool, init.name.len);
+            /* ngx_add_path() and the master's mkdir() read a C string */
+
+            init.name.data = ngx_pnalloc(cf->pool, init.name.len + 1);
             if (init.name.data == NULL) {
                 return NGX_CONF_ERROR;
             }
 
             ngx_memcpy(ngx_cpymem(init.name.data, ucf->temp_path->name.data,
                                   p - ucf->temp_path->name.data),
-                       "imgbill", sizeof("imgbill") - 1);
+                       "imgbill", sizeof("imgbill"));
         }
     }
 
