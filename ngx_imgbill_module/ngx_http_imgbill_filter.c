@@ -3,8 +3,9 @@
  * Header and body filters of an admitted request.
  *
  * The header is held back (as the image filter does) while the body is
- * collected (ngx_http_imgbill_spool.c keeps it) and scanned as it comes;
- * at the last buffer the charge is decided and the settle script sent.  Until it answers the request stays open
+ * collected (ngx_http_imgbill_spool.c keeps it, in memory or in a file)
+ * and scanned as it comes; at the last buffer the charge is decided and
+ * the settle script sent.  Until it answers the request stays open
  * through r->buffered: nginx's writer keeps calling the body filter, which
  * answers NGX_AGAIN.  The reply wakes the request's write event and the
  * next call emits the header, with the X-Imgbill-* headers, and the body.
