@@ -24,10 +24,6 @@ typedef struct {
 } ngx_http_imgbill_billed_t;
 
 
-static ngx_msec_t ngx_http_imgbill_read_timeout(ngx_conf_t *cf,
-    ngx_http_core_loc_conf_t *clcf);
-
-
 ngx_int_t
 ngx_http_imgbill_check_note(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf)
 {
@@ -65,6 +61,7 @@ ngx_http_imgbill_check(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf)
 {
     ngx_uint_t                  i;
     ngx_msec_t                  timeout;
+    ngx_http_upstream_conf_t   *ucf;
     ngx_http_imgbill_billed_t  *b;
 
     if (mcf->billed == NULL) {
@@ -83,7 +80,8 @@ ngx_http_imgbill_check(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf)
             return NGX_ERROR;
         }
 
-        timeout = ngx_http_imgbill_read_timeout(cf, b[i].clcf);
+        ucf = ngx_http_imgbill_proxy_conf(cf, b[i].clcf);
+        timeout = ucf ? ucf->read_timeout : NGX_CONF_UNSET_MSEC;
 
         if (timeout != NGX_CONF_UNSET_MSEC
             && (ngx_msec_t) mcf->hold_ttl * 1000 <= timeout)
@@ -106,15 +104,14 @@ ngx_http_imgbill_check(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf)
  * The proxy module's configuration of a location starts with its
  * ngx_http_upstream_conf_t (as fastcgi's, uwsgi's and grpc's do); the
  * module is found by name, so an nginx built without it loads imgbill
- * all the same.
+ * all the same: NULL then.
  */
 
-static ngx_msec_t
-ngx_http_imgbill_read_timeout(ngx_conf_t *cf, ngx_http_core_loc_conf_t *clcf)
+ngx_http_upstream_conf_t *
+ngx_http_imgbill_proxy_conf(ngx_conf_t *cf, ngx_http_core_loc_conf_t *clcf)
 {
-    ngx_uint_t                 i;
-    ngx_module_t              *m;
-    ngx_http_upstream_conf_t  *ucf;
+    ngx_uint_t     i;
+    ngx_module_t  *m;
 
     for (i = 0; cf->cycle->modules[i]; i++) {
         m = cf->cycle->modules[i];
@@ -122,10 +119,9 @@ ngx_http_imgbill_read_timeout(ngx_conf_t *cf, ngx_http_core_loc_conf_t *clcf)
         if (m->type == NGX_HTTP_MODULE
             && ngx_strcmp(m->name, "ngx_http_proxy_module") == 0)
         {
-            ucf = clcf->loc_conf[m->ctx_index];
-            return ucf ? ucf->read_timeout : NGX_CONF_UNSET_MSEC;
+            return clcf->loc_conf[m->ctx_index];
         }
     }
 
-    return NGX_CONF_UNSET_MSEC;
+    return NULL;
 }

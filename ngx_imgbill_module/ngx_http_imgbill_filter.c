@@ -3,8 +3,9 @@
  * Header and body filters of an admitted request.
  *
  * The header is held back (as the image filter does) while the body is
- * collected; at the last buffer the reply is scanned, the charge decided
- * and the settle script sent.  Until it answers the request stays open
+ * collected (ngx_http_imgbill_spool.c keeps it, in memory or in a file)
+ * and scanned as it comes; at the last buffer the charge is decided and
+ * the settle script sent.  Until it answers the request stays open
  * through r->buffered: nginx's writer keeps calling the body filter, which
  * answers NGX_AGAIN.  The reply wakes the request's write event and the
  * next call emits the header, with the X-Imgbill-* headers, and the body.
@@ -13,12 +14,6 @@
 
 #include "ngx_http_imgbill_module.h"
 
-
-/* r->buffered has four bits; 0x08 is the image filter's, which never
-   shares a location with an API relay */
-#define NGX_HTTP_IMGBILL_BUFFERED     0x08
-
-#define NGX_HTTP_IMGBILL_BODY_START   (64 * 1024)
 
 static ngx_int_t ngx_http_imgbill_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_imgbill_body_filter(ngx_http_request_t *r,
@@ -114,18 +109,26 @@ ngx_http_imgbill_header_filter(ngx_http_request_t *r)
     if (len > (off_t) lcf->body_limit) {
         ctx->too_large = 1;
 
-    } else if (len > 0) {
-        ctx->body = ngx_palloc(r->pool, (size_t) len);
-        if (ctx->body == NULL) {
+    } else {
+        ctx->scanner = ngx_palloc(r->pool,
+                                  sizeof(ngx_http_imgbill_scanner_t));
+        if (ctx->scanner == NULL
+            || ngx_http_imgbill_spool_start(r, ctx, len) != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
-        ctx->last = ctx->body;
-        ctx->end = ctx->body + len;
+        ngx_http_imgbill_scan_init(ctx->scanner,
+                                   ctx->api == NGX_HTTP_IMGBILL_API_GEMINI
+                                   ? NGX_HTTP_IMGBILL_DIALECT_GEMINI
+                                   : NGX_HTTP_IMGBILL_DIALECT_OPENAI);
     }
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_collecting);
 
+    /* the scanner reads memory; what later filters need is theirs to say
+       once the header goes on */
+    ctx->need_in_memory = r->main_filter_need_in_memory;
     r->main_filter_need_in_memory = 1;
     r->allow_ranges = 0;
 
@@ -186,6 +189,11 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     default:
 
+        if (ctx->output) {
+            return ngx_http_imgbill_spool_send(r, ctx, in,
+                                               ngx_http_next_body_filter);
+        }
+
         return ngx_http_next_body_filter(r, in);
     }
 }
@@ -197,8 +205,8 @@ static ngx_int_t
 ngx_http_imgbill_collect(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     ngx_chain_t *in)
 {
-    u_char                       *p;
-    size_t                        size, need, have;
+    size_t                        size;
+    ngx_int_t                     rc;
     ngx_buf_t                    *b;
     ngx_uint_t                    last;
     ngx_chain_t                  *cl;
@@ -229,48 +237,49 @@ ngx_http_imgbill_collect(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 
         size = b->last - b->pos;
 
-        if (size == 0 || ctx->too_large) {
+        if (size == 0 || ctx->too_large || ctx->not_held) {
             b->pos = b->last;
             continue;
         }
 
-        have = ctx->last - ctx->body;
-        need = have + size;
-
-        if (need > lcf->body_limit) {
+        if ((off_t) size > (off_t) lcf->body_limit - ctx->held) {
             ctx->too_large = 1;
             b->pos = b->last;
             continue;
         }
 
-        if (ctx->last + size > ctx->end) {
+        (void) ngx_http_imgbill_scan_feed(ctx->scanner, b->pos, b->last);
 
-            /* no Content-Length, or a wrong one: grow by doubling */
+        rc = ngx_http_imgbill_spool_add(r, ctx, b->pos, size);
 
-            need = ngx_max(need, 2 * (size_t) (ctx->end - ctx->body));
-            need = ngx_max(need, NGX_HTTP_IMGBILL_BODY_START);
-            need = ngx_min(need, lcf->body_limit);
-
-            p = ngx_palloc(r->pool, need);
-            if (p == NULL) {
-                return NGX_ERROR;
-            }
-
-            if (ctx->body) {
-                ngx_memcpy(p, ctx->body, have);
-                ngx_pfree(r->pool, ctx->body);
-            }
-
-            ctx->body = p;
-            ctx->last = p + have;
-            ctx->end = p + need;
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
         }
 
-        ctx->last = ngx_cpymem(ctx->last, b->pos, size);
+        if (rc == NGX_DECLINED) {
+            ctx->not_held = 1;
+        }
+
         b->pos = b->last;
     }
 
-    return last ? NGX_OK : NGX_AGAIN;
+    if (!last) {
+        return NGX_AGAIN;
+    }
+
+    if (!ctx->too_large && !ctx->not_held) {
+        rc = ngx_http_imgbill_spool_end(r, ctx);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            ctx->not_held = 1;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -300,6 +309,15 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
         return;
     }
 
+    if (ctx->not_held) {
+        ngx_http_imgbill_set_error(r, &ctx->replace,
+                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "server_error", "reply_not_held",
+                                   "the relay could not hold the reply; "
+                                   "nothing was charged");
+        return;
+    }
+
     if (ctx->upstream_status < 200 || ctx->upstream_status >= 300) {
         /* the upstream's own error goes to the client as it is, free */
         ctx->free_reason = ngx_http_imgbill_free_upstream_error;
@@ -324,17 +342,13 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
         return;
     }
 
-    ngx_http_imgbill_scan(ctx->body, ctx->last,
-                          ctx->api == NGX_HTTP_IMGBILL_API_GEMINI
-                          ? NGX_HTTP_IMGBILL_DIALECT_GEMINI
-                          : NGX_HTTP_IMGBILL_DIALECT_OPENAI,
-                          &scan);
+    ngx_http_imgbill_scan_finish(ctx->scanner, &scan);
 
     if (!scan.json) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "imgbill: upstream %ui reply of %uz bytes is not a "
+                      "imgbill: upstream %ui reply of %O bytes is not a "
                       "JSON object, not charged",
-                      ctx->upstream_status, (size_t) (ctx->last - ctx->body));
+                      ctx->upstream_status, ctx->held);
         ngx_http_imgbill_set_error(r, &ctx->replace, NGX_HTTP_BAD_GATEWAY,
                                    "upstream_error", "bad_upstream_response",
                                    "the upstream reply is not valid JSON; "
@@ -489,6 +503,8 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     r->buffered &= ~NGX_HTTP_IMGBILL_BUFFERED;
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_passing);
 
+    r->main_filter_need_in_memory = ctx->need_in_memory;
+
     if (ctx->replace.status) {
         b = ngx_http_imgbill_error_body(r, &ctx->replace);
         if (b == NULL) {
@@ -512,15 +528,10 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
         ngx_http_clear_etag(r);
 
     } else {
-        b = ngx_calloc_buf(r->pool);
+        b = ngx_http_imgbill_spool_buf(r, ctx);
         if (b == NULL) {
             return NGX_ERROR;
         }
-
-        b->pos = ctx->body;
-        b->last = ctx->last;
-        b->memory = (b->last > b->pos) ? 1 : 0;
-        b->last_buf = 1;
     }
 
     if (r->headers_out.content_length) {
@@ -528,7 +539,7 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
         r->headers_out.content_length = NULL;
     }
 
-    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_length_n = ngx_buf_size(b);
 
     if (ngx_http_imgbill_money_header(r, "X-Imgbill-Charge", ctx->charge)
         != NGX_OK
@@ -552,6 +563,11 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     out.buf = b;
     out.next = NULL;
+
+    if (b->in_file) {
+        return ngx_http_imgbill_spool_send(r, ctx, &out,
+                                           ngx_http_next_body_filter);
+    }
 
     return ngx_http_next_body_filter(r, &out);
 }

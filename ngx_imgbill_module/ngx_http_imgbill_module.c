@@ -135,6 +135,20 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       offsetof(ngx_http_imgbill_loc_conf_t, image_limit),
       NULL },
 
+    { ngx_string("imgbill_reply_buffer_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_imgbill_reply_buffer_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, reply_buffer),
+      NULL },
+
+    { ngx_string("imgbill_temp_path"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1234,
+      ngx_conf_set_path_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, temp_path),
+      NULL },
+
     { ngx_string("imgbill_api"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_enum_slot,
@@ -311,6 +325,7 @@ ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf)
     conf->min_charge = NGX_CONF_UNSET;
     conf->body_limit = NGX_CONF_UNSET_SIZE;
     conf->image_limit = NGX_CONF_UNSET_SIZE;
+    conf->reply_buffer = NGX_CONF_UNSET_SIZE;
 
     return conf;
 }
@@ -366,6 +381,13 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_IMGBILL_BODY_LIMIT);
     ngx_conf_merge_size_value(conf->image_limit, prev->image_limit,
                               NGX_HTTP_IMGBILL_IMAGE_LIMIT);
+    ngx_conf_merge_size_value(conf->reply_buffer, prev->reply_buffer,
+                              NGX_HTTP_IMGBILL_REPLY_BUFFER);
+
+    /* a default directory only where a reply may need one */
+    if (conf->temp_path == NULL) {
+        conf->temp_path = prev->temp_path;
+    }
 
     if (conf->channel == NGX_HTTP_IMGBILL_OFF) {
 
@@ -396,7 +418,7 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_imgbill_spool_merge(cf, conf);
 }
 
 

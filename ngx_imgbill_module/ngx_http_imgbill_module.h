@@ -23,6 +23,8 @@
  *   ngx_http_imgbill_request.c   the request validator: JSON, model, images;
  *   ngx_http_imgbill_filter.c    header and body filters: hold the reply,
  *                                decide the charge, settle, emit;
+ *   ngx_http_imgbill_spool.c     where a held reply waits: memory, then a
+ *                                temporary file; and how it goes out;
  *   ngx_http_imgbill_stream.c    a streamed reply: usage asked for, events
  *                                passed or held, the end settled, trailers;
  *   ngx_http_imgbill_sse.c       an event stream split into events, each
@@ -93,6 +95,12 @@
 
 #define NGX_HTTP_IMGBILL_BODY_LIMIT   (64 * 1024 * 1024)
 #define NGX_HTTP_IMGBILL_IMAGE_LIMIT  (5 * 1024 * 1024)   /* the seed's */
+/* the most of a whole reply held in memory; the rest waits in a file */
+#define NGX_HTTP_IMGBILL_REPLY_BUFFER (256 * 1024)
+
+/* r->buffered has four bits; 0x08 is the image filter's, which never
+   shares a location with an API relay */
+#define NGX_HTTP_IMGBILL_BUFFERED     0x08
 
 /* what a metered hold assumes when the configuration does not say */
 #define NGX_HTTP_IMGBILL_MAX_OUTPUT   4096   /* tokens of one reply */
@@ -181,6 +189,8 @@ typedef struct {
     ngx_int_t                       min_charge;
     size_t                          body_limit;
     size_t                          image_limit;
+    size_t                          reply_buffer;  /* 0: off */
+    ngx_path_t                     *temp_path;
 } ngx_http_imgbill_loc_conf_t;
 
 
@@ -256,11 +266,16 @@ typedef struct {
 
     ngx_http_imgbill_cmd_t         *cmd;       /* in flight, if any */
 
-    /* the held reply */
+    /* the held reply: its bytes in memory, or all in file once it has
+       one; read by the scanner as they come */
     ngx_uint_t                      upstream_status;
     u_char                         *body;
     u_char                         *last;
     u_char                         *end;
+    off_t                           held;      /* bytes taken */
+    ngx_temp_file_t                *file;
+    ngx_output_chain_ctx_t         *output;    /* the file going out */
+    ngx_http_imgbill_scanner_t     *scanner;
     ngx_http_imgbill_error_t        replace;   /* a 502 instead of the reply */
 
     ngx_http_imgbill_stream_t      *stream;    /* an event stream's reading */
@@ -272,6 +287,10 @@ typedef struct {
     ngx_http_imgbill_free_e         free_reason;
 
     unsigned                        too_large:1;
+    unsigned                        not_held:1;     /* the file failed */
+    unsigned                        need_in_memory:1;  /* r->main_filter_
+                                                          need_in_memory,
+                                                          before ours */
     unsigned                        balance_known:1;
     unsigned                        settle_failed:1;
     unsigned                        holding:1;      /* a hold was placed */
@@ -403,6 +422,8 @@ ngx_int_t ngx_http_imgbill_check_note(ngx_conf_t *cf,
     ngx_http_imgbill_main_conf_t *mcf);
 ngx_int_t ngx_http_imgbill_check(ngx_conf_t *cf,
     ngx_http_imgbill_main_conf_t *mcf);
+ngx_http_upstream_conf_t *ngx_http_imgbill_proxy_conf(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *clcf);
 
 /* ngx_http_imgbill_tariff.c */
 char *ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -482,6 +503,23 @@ ngx_int_t ngx_http_imgbill_charge(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_scan_t *scan);
 ngx_int_t ngx_http_imgbill_settle(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
+
+/* ngx_http_imgbill_spool.c */
+char *ngx_http_imgbill_reply_buffer_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_imgbill_spool_merge(ngx_conf_t *cf,
+    ngx_http_imgbill_loc_conf_t *conf);
+ngx_int_t ngx_http_imgbill_spool_start(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, off_t len);
+ngx_int_t ngx_http_imgbill_spool_add(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, u_char *p, size_t size);
+ngx_int_t ngx_http_imgbill_spool_end(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+ngx_buf_t *ngx_http_imgbill_spool_buf(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+ngx_int_t ngx_http_imgbill_spool_send(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_chain_t *in,
+    ngx_http_output_body_filter_pt next);
 
 /* ngx_http_imgbill_stream.c */
 ngx_int_t ngx_http_imgbill_stream_start(ngx_http_request_t *r,
