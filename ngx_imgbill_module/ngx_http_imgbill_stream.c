@@ -22,8 +22,6 @@
 #include "ngx_http_imgbill_module.h"
 
 
-#define NGX_HTTP_IMGBILL_BUFFERED     0x08
-
 /* longer than any usage chunk; an event past it goes out as it comes */
 #define NGX_HTTP_IMGBILL_EVENT_HOLD   (64 * 1024)
 #define NGX_HTTP_IMGBILL_EVENT_START  4096
