@@ -14,6 +14,8 @@
 
 #include "ngx_http_imgbill_module.h"
 
+#include <openssl/rand.h>
+
 
 static ngx_int_t ngx_http_imgbill_lookup(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
@@ -480,4 +482,57 @@ ngx_http_imgbill_reject(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     ngx_http_finalize_request(r, rc);
 
     return NGX_DONE;
+}
+
+
+/*
+ * The request id is nginx's $request_id, which the access log and the
+ * upstream may also name.  nginx 1.22 draws its 16 bytes from RAND_bytes()
+ * for each request, and a call costs microseconds whatever its size: when
+ * nothing has read $request_id yet, the id comes from this worker's batch
+ * of NGX_HTTP_IMGBILL_ID_BATCH drawn by one call, and becomes the
+ * variable's value.  The same generator, so the same uniqueness across
+ * workers, restarts and relays.  The master never draws: the batch is
+ * empty when a worker is forked.
+ */
+
+ngx_http_variable_value_t *
+ngx_http_imgbill_request_id(ngx_http_request_t *r,
+    ngx_http_imgbill_main_conf_t *mcf)
+{
+    u_char                     *id;
+    ngx_http_variable_value_t  *vv;
+
+    vv = &r->variables[mcf->request_id_index];
+
+    if (vv->valid || vv->not_found) {
+        return vv;
+    }
+
+    if (mcf->request_ids_left == 0) {
+        if (RAND_bytes(mcf->request_ids, sizeof(mcf->request_ids)) != 1) {
+            return ngx_http_get_indexed_variable(r, mcf->request_id_index);
+        }
+
+        mcf->request_ids_left = NGX_HTTP_IMGBILL_ID_BATCH;
+    }
+
+    id = ngx_pnalloc(r->pool, 2 * NGX_HTTP_IMGBILL_ID_BYTES);
+    if (id == NULL) {
+        return NULL;
+    }
+
+    mcf->request_ids_left--;
+
+    ngx_hex_dump(id, mcf->request_ids
+                     + mcf->request_ids_left * NGX_HTTP_IMGBILL_ID_BYTES,
+                 NGX_HTTP_IMGBILL_ID_BYTES);
+
+    vv->len = 2 * NGX_HTTP_IMGBILL_ID_BYTES;
+    vv->valid = 1;
+    vv->no_cacheable = 0;
+    vv->not_found = 0;
+    vv->data = id;
+
+    return vv;
 }

@@ -154,7 +154,7 @@ ngx_http_imgbill_create_ctx(ngx_http_request_t *r)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
 
-    vv = ngx_http_get_indexed_variable(r, mcf->request_id_index);
+    vv = ngx_http_imgbill_request_id(r, mcf);
     if (vv == NULL || vv->not_found) {
         return NULL;
     }

@@ -109,6 +109,9 @@
 #define NGX_HTTP_IMGBILL_KEY_HASH_LEN 64   /* sha256, hex */
 #define NGX_HTTP_IMGBILL_ACCOUNT_MAX  64
 #define NGX_HTTP_IMGBILL_REQUEST_ID_MAX  64
+/* a request id: 16 random bytes in hex, as nginx's $request_id */
+#define NGX_HTTP_IMGBILL_ID_BYTES  16
+#define NGX_HTTP_IMGBILL_ID_BATCH  64
 
 /* how long a settled request id stays known to the settle script: longer
    than any journal replay can be late */
@@ -152,6 +155,11 @@ typedef struct {
     time_t                          hold_ttl;
 
     ngx_int_t                       request_id_index;
+    /* this worker's request ids to come, drawn in batches: see
+       ngx_http_imgbill_access.c */
+    ngx_uint_t                      request_ids_left;
+    u_char                          request_ids[NGX_HTTP_IMGBILL_ID_BATCH
+                                                * NGX_HTTP_IMGBILL_ID_BYTES];
     ngx_open_file_t                *journal;   /* NULL: off */
     ngx_array_t                    *billed;    /* locations naming
                                                   "imgbill", checked after
@@ -449,6 +457,8 @@ void ngx_http_imgbill_inflight_exit(ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_access.c */
 ngx_int_t ngx_http_imgbill_access_handler(ngx_http_request_t *r);
+ngx_http_variable_value_t *ngx_http_imgbill_request_id(ngx_http_request_t *r,
+    ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_body.c */
 ngx_int_t ngx_http_imgbill_request_target(ngx_http_request_t *r,

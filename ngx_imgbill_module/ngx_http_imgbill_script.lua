@@ -24,30 +24,63 @@
 -- than these scripts leaves the sum too high until that recount: on the
 -- side of refusing, never of overspending.
 
+-- What a command costs Redis is mostly the redis.call()s it makes and the
+-- numbers it converts (a number from a string is strtod(), a number
+-- passed to a command is printed with "%.17g"), so the functions here
+-- make as few of either as they can: amounts travel as the strings they
+-- arrive as, the batch reads TIME once, and the functions read their
+-- arguments in place.  "s + 0" turns a string into a number with one
+-- strtod(), where tonumber(s) makes two.
+
+local call, byte, tonumber, pcall = redis.call, string.byte, tonumber, pcall
+local KEYS, ARGV = KEYS, ARGV
+
 -- unpack() takes at most this many values (LUAI_MAXCSTACK is 8000)
 local UNPACK_MAX = 2000
 
 
-local function prefix(acct)
-  return 'imgbill:{' .. acct .. '}:'
+-- Redis' clock, read once per call of the script: its commands run at
+-- one instant anyway.
+
+local now
+
+local function clock()
+  if not now then now = tonumber(call('TIME')[1]) end
+  return now
 end
 
 
--- Gives one hold back.  The worker that placed it knows its amount and
--- saves reading it back; a journal replay does not (amount 0 or '').
+-- A hold's expiry for a ttl (s), as a number and as the string the holds
+-- hash stores; one relay's admissions share a ttl, so a batch of them
+-- computes it once.
+
+local exp_ttl, exp_n, exp_s
+
+local function expiry(ttl)
+  if ttl ~= exp_ttl then
+    exp_ttl, exp_n = ttl, clock() + tonumber(ttl)
+    exp_s = string.format('%d', exp_n)
+  end
+  return exp_n, exp_s
+end
+
+
+-- Gives one hold back.  The worker that placed it knows its amount (a
+-- decimal string) and saves reading it back; a journal replay does not
+-- (amount '0' or '').
 
 local function unhold(holds, held, rid, amount)
-  amount = tonumber(amount)
-  if amount and amount > 0 then
-    if redis.call('HDEL', holds, rid) == 0 then return 0 end
+  if amount ~= '0' and amount ~= '' then
+    if call('HDEL', holds, rid) == 0 then return 0 end
   else
-    local h = redis.call('HGET', holds, rid)
+    local h = call('HGET', holds, rid)
     if not h then return 0 end
-    redis.call('HDEL', holds, rid)
-    amount = tonumber(string.match(h, '^(%d+)') or '0')
+    call('HDEL', holds, rid)
+    amount = string.match(h, '^(%d+)') or '0'
   end
-  if redis.call('HINCRBY', held, 'units', -amount) < 0 then
-    redis.call('HSET', held, 'units', 0, 'sweep', 0)
+  -- "-0" is no integer to Redis
+  if amount ~= '0' and call('HINCRBY', held, 'units', '-' .. amount) < 0 then
+    call('HSET', held, 'units', 0, 'sweep', 0)
   end
   return 1
 end
@@ -55,18 +88,18 @@ end
 
 -- The sum of an account's live holds, from "held" while "sweep" has not
 -- passed, else recounted from "holds": returns the sum, the new sweep
--- time (nil when the sum was read, not recounted) and the expired
--- request ids.
+-- time and the expired request ids (both nil when the sum was read, not
+-- recounted).
 
 local function held_sum(holds, heldk, now, exp)
-  local s = redis.call('HMGET', heldk, 'units', 'sweep')
-  local held, sweep = tonumber(s[1]), tonumber(s[2])
-  local stale = {}
-  if held and sweep and sweep > now then
-    return held, nil, stale
+  local s = call('HMGET', heldk, 'units', 'sweep')
+  local held, sweep = s[1], s[2]
+  if held and sweep and sweep + 0 > now then
+    return held + 0
   end
+  local stale = {}
   held, sweep = 0, exp
-  local h = redis.call('HGETALL', holds)
+  local h = call('HGETALL', holds)
   for i = 1, #h, 2 do
     local amount, e = string.match(h[i + 1], '^(%d+):(%d+)$')
     e = tonumber(e)
@@ -81,6 +114,9 @@ local function held_sum(holds, heldk, now, exp)
 end
 
 
+-- Each function takes the positions of its first key in KEYS (k) and of
+-- its first argument in ARGV (a).
+
 -- admit: the gate and the hold, atomically.
 --   KEYS: imgbill:key:<sha256 of the API key>
 --   ARGV: request id, gate (units), hold (units), hold ttl (s)
@@ -90,29 +126,28 @@ end
 -- A rejection writes nothing.  The key lookup is the one cross-slot
 -- read: everything written lives under {account}.
 
-local function admit(KEYS, ARGV)
-  local rid, gate, hold, ttl =
-    ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-  local acct = redis.call('GET', KEYS[1])
+local function admit(k, a)
+  local acct = call('GET', KEYS[k])
   if not acct then return {-1} end
-  local p = prefix(acct)
-  local holds, heldk = p .. 'holds', p .. 'held'
-  local bal = tonumber(redis.call('GET', p .. 'balance') or '0')
-  local now = tonumber(redis.call('TIME')[1])
-  local exp = now + tonumber(ttl)
-  local held, sweep, stale = held_sum(holds, heldk, now, exp)
+  local holds = 'imgbill:{' .. acct .. '}:holds'
+  local heldk = 'imgbill:{' .. acct .. '}:held'
+  local bal = (call('GET', 'imgbill:{' .. acct .. '}:balance') or 0) + 0
+  local hold = ARGV[a + 2]
+  local exp, exps = expiry(ARGV[a + 3])
+  local held, sweep, stale = held_sum(holds, heldk, clock(), exp)
   local avail = bal - held
-  if avail < gate then return {0, acct, bal, avail} end
-  for i = 1, #stale, UNPACK_MAX do
-    redis.call('HDEL', holds,
-               unpack(stale, i, math.min(i + UNPACK_MAX - 1, #stale)))
+  if avail < ARGV[a + 1] + 0 then return {0, acct, bal, avail} end
+  if stale then
+    for i = 1, #stale, UNPACK_MAX do
+      call('HDEL', holds,
+           unpack(stale, i, math.min(i + UNPACK_MAX - 1, #stale)))
+    end
   end
-  redis.call('HSET', holds, rid, hold .. ':' .. exp)
+  call('HSET', holds, ARGV[a], hold .. ':' .. exps)
   if sweep then
-    redis.call('HSET', heldk, 'units', held + tonumber(hold),
-               'sweep', sweep)
+    call('HSET', heldk, 'units', held + tonumber(hold), 'sweep', sweep)
   else
-    redis.call('HINCRBY', heldk, 'units', hold)
+    call('HINCRBY', heldk, 'units', hold)
   end
   return {1, acct, bal, avail}
 end
@@ -121,7 +156,7 @@ end
 -- settle: the charge, the hold given back and the ledger entry, once.
 --   KEYS: balance, holds, ledger, settled marker, held (all {account})
 --   ARGV: request id, charge, channel, model, prompt tokens, completion
---         tokens, marker ttl (s), time, hold (0: not known)
+--         tokens, marker ttl (s), time, hold ('0': not known)
 --   -> {1, balance} applied | {0, balance} already applied earlier
 --
 -- The marker makes a charge idempotent per request id: setting it is
@@ -132,47 +167,47 @@ end
 -- only gives the hold back and writes no ledger entry.  The time is the
 -- relay's: when the charge was decided.
 
-local function settle(KEYS, ARGV)
-  local balk, holds, ledger, marker, heldk =
-    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-  local rid, charge, channel, model, pt, ct, ttl, ts, hold =
-    ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6],
-    ARGV[7], ARGV[8], ARGV[9]
+local function debit(holds, heldk, rid, hold, balk, charge)
+  unhold(holds, heldk, rid, hold)
+  return call('DECRBY', balk, charge)
+end
 
-  if charge <= 0 then
-    if redis.call('EXISTS', marker) == 0 then
+local function settle(k, a)
+  local balk, holds, marker, heldk =
+    KEYS[k], KEYS[k + 1], KEYS[k + 3], KEYS[k + 4]
+  local rid, charge, hold = ARGV[a], ARGV[a + 1], ARGV[a + 8]
+
+  -- the relay writes a charge as %i: "0" or negative is no charge
+  if charge == '0' or byte(charge) == 45 then
+    if call('EXISTS', marker) == 0 then
       unhold(holds, heldk, rid, hold)
-      return {1, tonumber(redis.call('GET', balk) or '0')}
+      return {1, tonumber(call('GET', balk) or '0')}
     end
 
-  elseif redis.call('SET', marker, ARGV[2], 'NX', 'EX', ttl) then
-    local bal
-    local ok, e = pcall(function()
-      unhold(holds, heldk, rid, hold)
-      bal = redis.call('DECRBY', balk, ARGV[2])
-      redis.call('XADD', ledger, '*', 'type', 'charge', 'request_id', rid,
-                 'ts', ts, 'channel', channel, 'model', model,
-                 'prompt_tokens', pt, 'completion_tokens', ct,
-                 'charge', ARGV[2], 'balance_after', bal)
-    end)
+  elseif call('SET', marker, charge, 'NX', 'EX', ARGV[a + 6]) then
+    local ok, bal = pcall(debit, holds, heldk, rid, hold, balk, charge)
     if not ok then
-      if not bal then redis.call('DEL', marker) end
-      error(e)
+      call('DEL', marker)
+      error(bal)
     end
+    call('XADD', KEYS[k + 2], '*', 'type', 'charge', 'request_id', rid,
+         'ts', ARGV[a + 7], 'channel', ARGV[a + 2], 'model', ARGV[a + 3],
+         'prompt_tokens', ARGV[a + 4], 'completion_tokens', ARGV[a + 5],
+         'charge', charge, 'balance_after', bal)
     return {1, bal}
   end
 
-  return {0, tonumber(redis.call('GET', balk) or '0')}
+  return {0, tonumber(call('GET', balk) or '0')}
 end
 
 
 -- release: an unused hold goes back; the account is known.
 --   KEYS: holds, held (both {account})
---   ARGV: request id, hold (0: not known)
+--   ARGV: request id, hold ('0': not known)
 --   -> 1 released | 0 no such hold
 
-local function release(KEYS, ARGV)
-  return unhold(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+local function release(k, a)
+  return unhold(KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1])
 end
 
 
@@ -183,11 +218,11 @@ end
 --   ARGV: request id
 --   -> 1 released | 0 no such hold or key
 
-local function release_key(KEYS, ARGV)
-  local acct = redis.call('GET', KEYS[1])
+local function release_key(k, a)
+  local acct = call('GET', KEYS[k])
   if not acct then return 0 end
-  local p = prefix(acct)
-  return unhold(p .. 'holds', p .. 'held', ARGV[1], '')
+  return unhold('imgbill:{' .. acct .. '}:holds',
+                'imgbill:{' .. acct .. '}:held', ARGV[a], '')
 end
 
 
@@ -197,8 +232,8 @@ end
 --   ARGV: none
 --   -> {-1} unknown key | {1, account}
 
-local function lookup(KEYS, ARGV)
-  local acct = redis.call('GET', KEYS[1])
+local function lookup(k, a)
+  local acct = call('GET', KEYS[k])
   if not acct then return {-1} end
   return {1, acct}
 end
@@ -214,20 +249,19 @@ end
 --      | ledger: {1, account, balance, held, more, entries}
 --      | usage: {1, account, balance, held, charged}
 
-local function info(KEYS, ARGV)
-  local acct = redis.call('GET', KEYS[1])
+local function info(k, a)
+  local acct = call('GET', KEYS[k])
   if not acct then return {-1} end
-  local p = prefix(acct)
-  local bal = tonumber(redis.call('GET', p .. 'balance') or '0')
-  local now = tonumber(redis.call('TIME')[1])
-  local held = held_sum(p .. 'holds', p .. 'held', now, now)
-  local what = ARGV[1]
+  local p = 'imgbill:{' .. acct .. '}:'
+  local bal = tonumber(call('GET', p .. 'balance') or '0')
+  local t = clock()
+  local held = held_sum(p .. 'holds', p .. 'held', t, t)
+  local what = ARGV[a]
 
   if what == 'ledger' then
-    local limit = tonumber(ARGV[2])
-    local from = ARGV[3] == '' and '+' or '(' .. ARGV[3]
-    local e = redis.call('XREVRANGE', p .. 'ledger', from, '-',
-                         'COUNT', limit + 1)
+    local limit = tonumber(ARGV[a + 1])
+    local from = ARGV[a + 2] == '' and '+' or '(' .. ARGV[a + 2]
+    local e = call('XREVRANGE', p .. 'ledger', from, '-', 'COUNT', limit + 1)
     local more = 0
     if #e > limit then
       more = 1
@@ -238,7 +272,7 @@ local function info(KEYS, ARGV)
 
   if what == 'usage' then
     local charged = 0
-    local e = redis.call('XRANGE', p .. 'ledger', ARGV[4], '(' .. ARGV[5])
+    local e = call('XRANGE', p .. 'ledger', ARGV[a + 3], '(' .. ARGV[a + 4])
     for i = 1, #e do
       local f, kind, charge = e[i][2], 'charge', 0
       for j = 1, #f, 2 do
@@ -260,16 +294,22 @@ end
 -- are those of ngx_http_imgbill_script_e, from 1.
 
 local run = {admit, settle, release, release_key, lookup, info}
-local out, k, i = {}, 1, 1
-while i <= #ARGV do
-  local f = run[tonumber(ARGV[i])]
-  local nk, na = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local ok, r = pcall(f, {unpack(KEYS, k, k + nk - 1)},
-                      {unpack(ARGV, i + 3, i + 2 + na)})
+
+-- a command's head is small numbers: one digit costs no strtod()
+local function small(s)
+  if #s == 1 then return byte(s) - 48 end
+  return tonumber(s)
+end
+
+local out, n, k, i, last = {}, 0, 1, 1, #ARGV
+while i <= last do
+  local nk, na = small(ARGV[i + 1]), small(ARGV[i + 2])
+  local ok, r = pcall(run[small(ARGV[i])], k, i + 3)
   if not ok then
     r = {err = type(r) == 'table' and r.err or tostring(r)}
   end
-  out[#out + 1] = r
+  n = n + 1
+  out[n] = r
   k, i = k + nk, i + 3 + na
 end
 return out

@@ -236,6 +236,33 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
     is held('bob')->{units}, 0, 'the sum stops at 0';
 }
 
+# --- one call, one clock: admissions of a batch share Redis' time, each
+# with its own ttl; a hold of 0 units goes back like any other
+{
+    $h->account('dave', 'sk-dave', 100000);
+    my $k = ['imgbill:key:' . key_hash('sk-dave')];
+    my $res = call(['admit', $k, ['d1', 50000, 1000, 900]],
+                   ['admit', $k, ['d2', 50000, 2000, 60]],
+                   ['admit', $k, ['d3', 50000, 3000, 900]],
+                   ['admit', $k, ['d4', 50000, 0, 900]]);
+    is_deeply [ map { $_->[3] } @$res ], [100000, 99000, 97000, 94000],
+              'each admission of a call sees the holds before it';
+    my $hs = holds('dave');
+    my %exp = map { $_ => ($hs->{$_} =~ /:(\d+)$/)[0] } keys %$hs;
+    is $exp{d1}, $exp{d3}, 'the same ttl, the same expiry';
+    is $exp{d1} - $exp{d2}, 840, 'another ttl, its own expiry';
+    cmp_ok abs($exp{d1} - ($now + 900)), '<=', 2, '... from Redis\' time';
+    is $hs->{d4}, "0:$exp{d4}", 'a hold of 0 units is kept';
+    is release('dave', 'd4', 0), 1, 'and released, its amount read back';
+    is held('dave')->{units}, 6000, 'the sum unchanged by it';
+    is_deeply settle('dave', 'd2', -5, hold => 2000), [1, 100000],
+              'a negative charge is no charge';
+    is held('dave')->{units}, 4000, '... its hold given back';
+    is $r->cmd('EXISTS', 'imgbill:{dave}:settled:d2'), 0, '... no marker';
+    is release('dave', $_, 0), 1, "$_ released" for qw(d1 d3);
+    is held('dave')->{units}, 0, 'the sum back to 0';
+}
+
 # --- rollback: a failing command fails alone, and leaves no marker
 {
     $h->account('carol', 'sk-carol', 100000);
