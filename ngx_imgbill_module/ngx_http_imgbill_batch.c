@@ -11,6 +11,20 @@
  * A command owns heap copies of its arguments: it can be resent (EVAL
  * after NOSCRIPT) and can outlive the request that issued it, which may
  * re-point its handler with ngx_http_imgbill_batch_rebind().
+ *
+ * Commands wait in the queue while the connection is being set up (under
+ * Sentinel: the master looked up, and confirmed by ROLE), and fail as lost
+ * if it cannot be.
+ *
+ * With imgbill_redis_wait, a call that carries a settlement is followed,
+ * in the same pipeline, by "WAIT replicas timeout": the settlements'
+ * results reach their handlers only once WAIT says enough replicas have
+ * everything this connection wrote; otherwise they are answered as lost,
+ * and their handlers journal them, as for a reply that never came.  The
+ * journal's replay comes back here, and so through WAIT too.  Admissions
+ * and releases are answered at once: a hold lost at a failover takes no
+ * money (the settlement charges without it), and a release lost leaves a
+ * hold that expires.
  */
 
 
@@ -42,6 +56,8 @@
 
 struct ngx_http_imgbill_client_s {
     ngx_event_t                        flush;     /* posted: sends queue */
+    ngx_event_t                        fail;      /* posted: no connection
+                                                     for the queue */
     ngx_queue_t                        queue;     /* commands not yet sent */
     ngx_uint_t                         inflight;  /* script calls awaited */
     ngx_log_t                         *log;
@@ -58,15 +74,22 @@ struct ngx_http_imgbill_cmd_s {
     ngx_uint_t                         argc;
     ngx_str_t                         *argv;    /* keys, then arguments */
     ngx_str_t                          head[NGX_HTTP_IMGBILL_CMD_HEAD];
+    ngx_http_imgbill_reply_t           reply;   /* a settlement's, until
+                                                   WAIT answers */
 };
 
 
 /* one script call: the commands it carries and its argument vector */
 typedef struct {
     ngx_http_imgbill_redis_call_t      call;    /* first: the adapter's */
+    ngx_http_imgbill_redis_call_t      wait;    /* WAIT's */
     ngx_http_imgbill_client_t         *client;
     ngx_queue_t                        cmds;
+    ngx_queue_t                        settled; /* answered, awaiting WAIT */
     ngx_uint_t                         n;
+    ngx_uint_t                         waits;   /* WAITs not yet answered */
+    unsigned                           settles:1;   /* WAIT wanted */
+    unsigned                           evaluated:1; /* the script answered */
     int                                argc;
     const char                       **argv;
     size_t                            *argvlen;
@@ -81,8 +104,15 @@ static ngx_int_t ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
 static void ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
     redisReply *reply);
 static void ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
-    ngx_http_imgbill_cmd_t *cmd, redisReply *e);
+    ngx_http_imgbill_cmd_t *cmd, redisReply *e,
+    ngx_http_imgbill_reply_t *keep);
+static void ngx_http_imgbill_batch_confirm(ngx_http_imgbill_batch_t *b,
+    redisReply *reply);
 static void ngx_http_imgbill_batch_fail(ngx_queue_t *cmds);
+static void ngx_http_imgbill_batch_failed(ngx_event_t *ev);
+static ngx_int_t ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b);
+static void ngx_http_imgbill_batch_waited(
+    ngx_http_imgbill_redis_call_t *call, redisReply *reply);
 static void ngx_http_imgbill_batch_rtt(ngx_http_imgbill_batch_t *b);
 
 
@@ -103,6 +133,10 @@ ngx_http_imgbill_batch_init(ngx_cycle_t *cycle,
     cl->flush.handler = ngx_http_imgbill_batch_flush;
     cl->flush.data = cl;
     cl->flush.log = cycle->log;
+
+    cl->fail.handler = ngx_http_imgbill_batch_failed;
+    cl->fail.data = cl;
+    cl->fail.log = cycle->log;
 
     ngx_queue_init(&cl->queue);
 
@@ -130,6 +164,54 @@ ngx_http_imgbill_batch_done(ngx_http_imgbill_main_conf_t *mcf)
     if (cl->flush.posted) {
         ngx_delete_posted_event(&cl->flush);
     }
+
+    if (cl->fail.posted) {
+        ngx_delete_posted_event(&cl->fail);
+    }
+
+    ngx_queue_init(&queue);
+    ngx_queue_add(&queue, &cl->queue);
+    ngx_queue_init(&cl->queue);
+
+    ngx_http_imgbill_batch_fail(&queue);
+}
+
+
+/*
+ * From the connection: NGX_OK, it is ready, what is queued goes; else it
+ * could not be set up, and what is queued fails.  Posted either way: this
+ * runs inside hiredis' callbacks.
+ */
+
+void
+ngx_http_imgbill_batch_wake(ngx_http_imgbill_main_conf_t *mcf, ngx_int_t rc)
+{
+    ngx_event_t                *ev;
+    ngx_http_imgbill_client_t  *cl;
+
+    cl = mcf->client;
+
+    if (cl == NULL) {
+        return;
+    }
+
+    ev = (rc == NGX_OK) ? &cl->flush : &cl->fail;
+
+    if (!ev->posted) {
+        ngx_post_event(ev, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_imgbill_batch_failed(ngx_event_t *ev)
+{
+    ngx_http_imgbill_client_t *cl = ev->data;
+
+    ngx_queue_t  queue;
+
+    /* not retried at once: a Redis that is down would have this spin; the
+       next command tries again */
 
     ngx_queue_init(&queue);
     ngx_queue_add(&queue, &cl->queue);
@@ -223,12 +305,24 @@ ngx_http_imgbill_batch_flush(ngx_event_t *ev)
 {
     ngx_http_imgbill_client_t *cl = ev->data;
 
+    ngx_int_t     rc;
     ngx_uint_t    n;
     ngx_queue_t   batch, rest, *q;
 
     while (!ngx_queue_empty(&cl->queue)
            && cl->inflight < NGX_HTTP_IMGBILL_BATCH_DEPTH)
     {
+        rc = ngx_http_imgbill_redis_ready(cl->mcf);
+
+        if (rc == NGX_AGAIN) {
+            return;             /* the connection wakes this when ready */
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_http_imgbill_batch_failed(&cl->fail);
+            return;
+        }
+
         /* up to BATCH_MAX commands from the head of the queue */
 
         n = 0;
@@ -265,13 +359,14 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
 {
     int                        argc, k;
     size_t                     nkeys;
-    ngx_uint_t                 i;
+    ngx_uint_t                 i, settles;
     ngx_queue_t               *q;
     ngx_http_imgbill_cmd_t    *cmd;
     ngx_http_imgbill_batch_t  *b;
 
     argc = NGX_HTTP_IMGBILL_CALL_HEAD;
     nkeys = 0;
+    settles = 0;
 
     for (q = ngx_queue_head(cmds);
          q != ngx_queue_sentinel(cmds);
@@ -280,6 +375,7 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
         cmd = ngx_queue_data(q, ngx_http_imgbill_cmd_t, queue);
         argc += NGX_HTTP_IMGBILL_CMD_HEAD + cmd->argc;
         nkeys += cmd->nkeys;
+        settles |= (cmd->script == ngx_http_imgbill_cmd_settle);
     }
 
     b = ngx_alloc(sizeof(ngx_http_imgbill_batch_t)
@@ -289,8 +385,13 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     }
 
     b->call.handler = ngx_http_imgbill_batch_reply;
+    b->wait.handler = ngx_http_imgbill_batch_waited;
     b->client = cl;
     b->n = n;
+    b->waits = 0;
+    b->settles = (settles && cl->mcf->wait_replicas);
+    b->evaluated = 0;
+    ngx_queue_init(&b->settled);
     b->argc = argc;
     b->argv = (const char **) (b + 1);
     b->argvlen = (size_t *) (b->argv + argc);
@@ -350,6 +451,50 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
 
     cl->inflight++;
 
+    if (b->settles) {
+        (void) ngx_http_imgbill_batch_wait(b);
+    }
+
+    return NGX_OK;
+}
+
+
+/* WAIT, pipelined behind the script call; if it cannot be sent, the
+   settlements count as lost when the script answers */
+
+static ngx_int_t
+ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b)
+{
+    u_char                        *p;
+    const char                    *argv[3];
+    size_t                         argvlen[3];
+    u_char                         replicas[NGX_INT_T_LEN];
+    u_char                         timeout[NGX_INT_T_LEN];
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = b->client->mcf;
+
+    argv[0] = "WAIT";
+    argvlen[0] = sizeof("WAIT") - 1;
+
+    p = ngx_sprintf(replicas, "%i", mcf->wait_replicas);
+    argv[1] = (const char *) replicas;
+    argvlen[1] = p - replicas;
+
+    p = ngx_sprintf(timeout, "%M", mcf->wait_timeout);
+    argv[2] = (const char *) timeout;
+    argvlen[2] = p - timeout;
+
+    /* hiredis copies the arguments into its output buffer */
+
+    if (ngx_http_imgbill_redis_call(mcf, &b->wait, 3, argv, argvlen)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    b->waits++;
+
     return NGX_OK;
 }
 
@@ -361,6 +506,7 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
     ngx_http_imgbill_batch_t *b = (ngx_http_imgbill_batch_t *) call;
 
     ngx_uint_t                  i;
+    redisReply                 *e;
     ngx_queue_t                *q;
     ngx_http_imgbill_cmd_t     *cmd;
     ngx_http_imgbill_client_t  *cl;
@@ -371,7 +517,11 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
         && b->argvlen[0] == sizeof("EVALSHA") - 1)
     {
-        /* the script cache is empty (a restart, SCRIPT FLUSH): EVAL once */
+        /*
+         * The script cache is empty (a restart, SCRIPT FLUSH, a replica
+         * just promoted): EVAL once.  A WAIT sent behind the EVALSHA
+         * answers before the EVAL runs: another one follows it.
+         */
 
         b->argv[0] = "EVAL";
         b->argvlen[0] = sizeof("EVAL") - 1;
@@ -382,6 +532,10 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
                                         b->argvlen)
             == NGX_OK)
         {
+            if (b->settles) {
+                (void) ngx_http_imgbill_batch_wait(b);
+            }
+
             return;
         }
 
@@ -399,6 +553,8 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
                       "imgbill: redis replied \"%s\" to %s",
                       reply->str, b->argv[0]);
 
+        (void) ngx_http_imgbill_redis_demoted(cl->mcf, reply->str);
+
     } else if (reply && (reply->type != REDIS_REPLY_ARRAY
                          || reply->elements != b->n))
     {
@@ -410,22 +566,37 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
     }
 
     i = 0;
+    b->evaluated = 1;
 
     while (!ngx_queue_empty(&b->cmds)) {
         q = ngx_queue_head(&b->cmds);
         ngx_queue_remove(q);
 
         cmd = ngx_queue_data(q, ngx_http_imgbill_cmd_t, queue);
-
-        ngx_http_imgbill_batch_answer(cl, cmd,
-                                       (reply
-                                        && reply->type == REDIS_REPLY_ARRAY)
-                                       ? reply->element[i] : reply);
-        ngx_free(cmd);
+        e = (reply && reply->type == REDIS_REPLY_ARRAY) ? reply->element[i]
+                                                        : reply;
         i++;
+
+        if (b->settles && cmd->script == ngx_http_imgbill_cmd_settle) {
+
+            ngx_http_imgbill_batch_answer(cl, cmd, e, &cmd->reply);
+
+            if (cmd->reply.rc == NGX_HTTP_IMGBILL_REPLY_OK) {
+                /* its reply keeps no pointer into e: it can wait */
+                ngx_queue_insert_tail(&b->settled, &cmd->queue);
+                continue;
+            }
+        }
+
+        ngx_http_imgbill_batch_answer(cl, cmd, e, NULL);
+        ngx_free(cmd);
     }
 
-    ngx_free(b);
+    /* without a WAIT to come, what waited for one is as good as lost */
+
+    if (b->waits == 0) {
+        ngx_http_imgbill_batch_confirm(b, NULL);
+    }
 
     /* what queued meanwhile goes out now, as one call */
 
@@ -437,38 +608,138 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
 }
 
 
-/* one command's result (NULL: lost) to its handler, parsed */
+/* WAIT's reply, or the script's when the call sent no WAIT after all */
+
+static void
+ngx_http_imgbill_batch_waited(ngx_http_imgbill_redis_call_t *call,
+    redisReply *reply)
+{
+    ngx_http_imgbill_batch_t *b = (ngx_http_imgbill_batch_t *)
+        ((u_char *) call - offsetof(ngx_http_imgbill_batch_t, wait));
+
+    b->waits--;
+
+    if (!b->evaluated || b->waits) {
+        /* sent behind an EVALSHA that found no script: another follows */
+        return;
+    }
+
+    ngx_http_imgbill_batch_confirm(b, reply);
+}
+
+
+/*
+ * The settlements of a call once WAIT answered: theirs as the script gave
+ * them if enough replicas have them, else lost (their handlers journal
+ * them, and the journal's replay comes back through WAIT).
+ */
+
+static void
+ngx_http_imgbill_batch_confirm(ngx_http_imgbill_batch_t *b,
+    redisReply *reply)
+{
+    ngx_uint_t                     n;
+    ngx_queue_t                   *q;
+    ngx_http_imgbill_cmd_t        *cmd;
+    ngx_http_imgbill_reply_t       lost;
+    ngx_http_imgbill_client_t     *cl;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    cl = b->client;
+    mcf = cl->mcf;
+
+    ngx_memzero(&lost, sizeof(ngx_http_imgbill_reply_t));
+    lost.rc = NGX_HTTP_IMGBILL_REPLY_LOST;
+
+    if (!ngx_queue_empty(&b->settled)
+        && !(reply && reply->type == REDIS_REPLY_INTEGER
+             && reply->integer >= mcf->wait_replicas))
+    {
+        n = 0;
+
+        for (q = ngx_queue_head(&b->settled);
+             q != ngx_queue_sentinel(&b->settled);
+             q = ngx_queue_next(q))
+        {
+            n++;
+        }
+
+        if (reply && reply->type == REDIS_REPLY_INTEGER) {
+            ngx_log_error(NGX_LOG_WARN, cl->log, 0,
+                          "imgbill: %L of %i replica(s) confirmed %ui "
+                          "settlement(s) within %M ms; they are journaled "
+                          "until a replica has them", reply->integer,
+                          mcf->wait_replicas, n, mcf->wait_timeout);
+
+        } else {
+            ngx_log_error(NGX_LOG_WARN, cl->log, 0,
+                          "imgbill: WAIT failed%s%s; %ui settlement(s) are "
+                          "journaled until a replica has them",
+                          (reply && reply->type == REDIS_REPLY_ERROR)
+                          ? ": " : "",
+                          (reply && reply->type == REDIS_REPLY_ERROR)
+                          ? reply->str : "", n);
+        }
+
+        reply = NULL;
+    }
+
+    while (!ngx_queue_empty(&b->settled)) {
+        q = ngx_queue_head(&b->settled);
+        ngx_queue_remove(q);
+
+        cmd = ngx_queue_data(q, ngx_http_imgbill_cmd_t, queue);
+
+        if (cmd->handler) {
+            cmd->handler(reply ? &cmd->reply : &lost, cmd->data);
+        }
+
+        ngx_free(cmd);
+    }
+
+    ngx_free(b);
+}
+
+
+/*
+ * One command's result (NULL: lost), parsed: to its handler, or into keep
+ * for later.
+ */
 
 static void
 ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
-    ngx_http_imgbill_cmd_t *cmd, redisReply *e)
+    ngx_http_imgbill_cmd_t *cmd, redisReply *e, ngx_http_imgbill_reply_t *keep)
 {
     ngx_str_t                 *name;
-    ngx_http_imgbill_reply_t   reply;
+    ngx_http_imgbill_reply_t   answer, *reply;
 
-    ngx_memzero(&reply, sizeof(ngx_http_imgbill_reply_t));
+    reply = keep ? keep : &answer;
+
+    ngx_memzero(reply, sizeof(ngx_http_imgbill_reply_t));
 
     name = ngx_http_imgbill_script_name(cmd->script);
 
     if (e == NULL) {
-        reply.rc = NGX_HTTP_IMGBILL_REPLY_LOST;
+        reply->rc = NGX_HTTP_IMGBILL_REPLY_LOST;
 
     } else if (e->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                       "imgbill: redis replied \"%s\" to %V", e->str, name);
-        reply.rc = NGX_HTTP_IMGBILL_REPLY_ERROR;
+        reply->rc = NGX_HTTP_IMGBILL_REPLY_ERROR;
+
+        (void) ngx_http_imgbill_redis_demoted(cl->mcf, e->str);
 
     } else {
-        reply.rc = ngx_http_imgbill_script_parse(cmd->script, e, &reply);
+        reply->rc = ngx_http_imgbill_script_parse(cmd->script, e, reply);
 
-        if (reply.rc != NGX_HTTP_IMGBILL_REPLY_OK) {
+        if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK) {
             ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                           "imgbill: unexpected reply to %V", name);
         }
     }
 
-    if (cmd->handler) {
-        cmd->handler(&reply, cmd->data);
+    if (keep == NULL && cmd->handler) {
+        cmd->handler(reply, cmd->data);
     }
 }
 

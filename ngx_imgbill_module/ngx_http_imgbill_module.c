@@ -17,6 +17,11 @@ static char *ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_imgbill_redis_addr(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_str_t *value, in_port_t default_port,
+    ngx_uint_t unix_ok, ngx_str_t *host, in_port_t *port);
+static char *ngx_http_imgbill_redis_wait(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -76,6 +81,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_imgbill_main_conf_t, timeout),
+      NULL },
+
+    { ngx_string("imgbill_redis_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_imgbill_redis_wait,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("imgbill_journal"),
@@ -257,9 +269,13 @@ ngx_http_imgbill_create_main_conf(ngx_conf_t *cf)
      *     mcf->password = { 0, NULL };
      *     mcf->db = 0;
      *     mcf->redis = NULL;
+     *     mcf->sentinels = NULL;
+     *     mcf->sentinel_password = { 0, NULL };
+     *     mcf->wait_timeout = 0;
      */
 
     mcf->timeout = NGX_CONF_UNSET_MSEC;
+    mcf->wait_replicas = NGX_CONF_UNSET;
     mcf->hold_ttl = NGX_CONF_UNSET;
     mcf->journal = NGX_CONF_UNSET_PTR;
     mcf->request_id_index = NGX_ERROR;
@@ -275,6 +291,18 @@ ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_msec_value(mcf->timeout, 1000);
     ngx_conf_init_value(mcf->hold_ttl, 900);
+    ngx_conf_init_value(mcf->wait_replicas, 0);
+
+    /* a WAIT blocks the connection: it must end before the connection is
+       given up for silent */
+
+    if (mcf->wait_replicas && mcf->wait_timeout >= mcf->timeout) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the timeout of \"imgbill_redis_wait\" (%M ms) "
+                           "must be shorter than \"imgbill_redis_timeout\" "
+                           "(%M ms)", mcf->wait_timeout, mcf->timeout);
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->journal == NGX_CONF_UNSET_PTR) {
         mcf->journal = NULL;
@@ -285,6 +313,14 @@ ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf)
                                "settlement cannot reach redis is only "
                                "logged, never applied");
         }
+    }
+
+    if (mcf->wait_replicas && mcf->journal == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"imgbill_redis_wait\" needs \"imgbill_journal\": "
+                           "a settlement the replicas did not confirm is "
+                           "kept there until they do");
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -431,68 +467,84 @@ ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * imgbill_redis ADDRESS [password=..] [db=..];
+ * imgbill_redis sentinel=ADDRESS [sentinel=ADDRESS ...] master=NAME
+ *               [password=..] [sentinel_password=..] [db=..];
+ */
+
 static char *
 ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_imgbill_main_conf_t *mcf = conf;
 
-    u_char      *p;
-    ngx_str_t   *value;
-    ngx_url_t    u;
-    ngx_uint_t   i;
+    ngx_str_t                *value, master;
+    ngx_uint_t                i;
+    ngx_http_imgbill_addr_t  *s;
 
     if (mcf->host.len) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
+    ngx_str_null(&master);
 
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url = value[1];
-    u.default_port = 6379;
+    for (i = 1; i < cf->args->nelts; i++) {
 
-    /* resolved once, here: a worker never waits on DNS for Redis */
+        if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0) {
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid address \"%V\" in \"%V\"%s%s",
-                           &value[1], &cmd->name, u.err ? ": " : "",
-                           u.err ? u.err : "");
-        return NGX_CONF_ERROR;
-    }
+            if (mcf->sentinels == NULL) {
+                mcf->sentinels = ngx_array_create(cf->pool, 3,
+                                             sizeof(ngx_http_imgbill_addr_t));
+                if (mcf->sentinels == NULL) {
+                    return NGX_CONF_ERROR;
+                }
+            }
 
-    if (u.family == AF_UNIX) {
-        mcf->host.len = u.host.len - (sizeof("unix:") - 1);
-        mcf->host.data = ngx_pnalloc(cf->pool, mcf->host.len + 1);
-        if (mcf->host.data == NULL) {
-            return NGX_CONF_ERROR;
+            s = ngx_array_push(mcf->sentinels);
+            if (s == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            value[i].data += 9;
+            value[i].len -= 9;
+
+            if (ngx_http_imgbill_redis_addr(cf, cmd, &value[i], 26379, 0,
+                                            &s->host, &s->port)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
         }
 
-        p = ngx_cpymem(mcf->host.data, u.host.data + sizeof("unix:") - 1,
-                       mcf->host.len);
-        *p = '\0';
-        mcf->port = 0;
+        if (ngx_strncmp(value[i].data, "master=", 7) == 0) {
+            if (master.len || value[i].len == 7) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\" names one \"master=NAME\"",
+                                   &cmd->name);
+                return NGX_CONF_ERROR;
+            }
 
-    } else {
-        mcf->host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-        if (mcf->host.data == NULL) {
-            return NGX_CONF_ERROR;
+            master.data = value[i].data + 7;
+            master.len = value[i].len - 7;
+            continue;
         }
-
-        mcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
-                                      u.addrs[0].socklen, mcf->host.data,
-                                      NGX_SOCKADDR_STRLEN, 0);
-        mcf->host.data[mcf->host.len] = '\0';
-        mcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
-    }
-
-    for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "password=", 9) == 0
             && value[i].len > 9)
         {
             mcf->password.data = value[i].data + 9;
             mcf->password.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "sentinel_password=", 18) == 0
+            && value[i].len > 18)
+        {
+            mcf->sentinel_password.data = value[i].data + 18;
+            mcf->sentinel_password.len = value[i].len - 18;
             continue;
         }
 
@@ -508,9 +560,169 @@ ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (mcf->host.len == 0
+            && ngx_strlchr(value[i].data, value[i].data + value[i].len, '=')
+               == NULL)
+        {
+            /* the master itself, at a fixed address */
+
+            if (ngx_http_imgbill_redis_addr(cf, cmd, &value[i], 6379, 1,
+                                            &mcf->host, &mcf->port)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\" in \"%V\"",
                            &value[i], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->host.len && (mcf->sentinels || master.len)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" takes either the address of redis or "
+                           "\"sentinel=\" and \"master=\", not both",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->sentinels && master.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"sentinel=\" in \"%V\" needs \"master=NAME\": "
+                           "the name the Sentinels monitor", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (master.len && mcf->sentinels == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"master=\" in \"%V\" needs at least one "
+                           "\"sentinel=ADDRESS\" to ask", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->host.len == 0 && master.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" needs the address of redis, or "
+                           "\"sentinel=\" and \"master=\"", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (master.len) {
+        /* what names the master in the logs, and says redis is set */
+        mcf->host = master;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A numeric host and port, resolved once, here: a worker never waits on
+ * DNS for Redis.  A unix socket where allowed (port 0).
+ */
+
+static ngx_int_t
+ngx_http_imgbill_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *value, in_port_t default_port, ngx_uint_t unix_ok,
+    ngx_str_t *host, in_port_t *port)
+{
+    u_char     *p;
+    ngx_url_t   u;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = *value;
+    u.default_port = default_port;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0
+        || (u.family == AF_UNIX && !unix_ok))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %saddress \"%V\" in \"%V\"%s%s",
+                           unix_ok ? "" : "Sentinel ", value, &cmd->name,
+                           u.err ? ": " : "",
+                           u.err ? u.err
+                                 : (u.family == AF_UNIX ? ": not a unix "
+                                                          "socket" : ""));
+        return NGX_ERROR;
+    }
+
+    if (u.family == AF_UNIX) {
+        host->len = u.host.len - (sizeof("unix:") - 1);
+        host->data = ngx_pnalloc(cf->pool, host->len + 1);
+        if (host->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(host->data, u.host.data + sizeof("unix:") - 1,
+                       host->len);
+        *p = '\0';
+        *port = 0;
+
+        return NGX_OK;
+    }
+
+    host->data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (host->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    host->len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                              host->data, NGX_SOCKADDR_STRLEN, 0);
+    host->data[host->len] = '\0';
+    *port = ngx_inet_get_port(u.addrs[0].sockaddr);
+
+    return NGX_OK;
+}
+
+
+/* imgbill_redis_wait REPLICAS TIMEOUT | off */
+
+static char *
+ngx_http_imgbill_redis_wait(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_imgbill_main_conf_t *mcf = conf;
+
+    ngx_str_t  *value;
+
+    if (mcf->wait_replicas != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        mcf->wait_replicas = 0;
+        return NGX_CONF_OK;
+    }
+
+    if (cf->args->nelts != 3) {
+        return "takes REPLICAS TIMEOUT, or off";
+    }
+
+    mcf->wait_replicas = ngx_atoi(value[1].data, value[1].len);
+
+    if (mcf->wait_replicas == NGX_ERROR || mcf->wait_replicas < 1
+        || mcf->wait_replicas > 64)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of replicas \"%V\" in \"%V\": "
+                           "1 to 64", &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->wait_timeout = ngx_parse_time(&value[2], 0);
+
+    if (mcf->wait_timeout == (ngx_msec_t) NGX_ERROR
+        || mcf->wait_timeout == 0)
+    {
+        /* WAIT's 0 would wait for ever */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid timeout \"%V\" in \"%V\": a time above "
+                           "0", &value[2], &cmd->name);
         return NGX_CONF_ERROR;
     }
 

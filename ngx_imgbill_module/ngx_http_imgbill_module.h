@@ -37,6 +37,7 @@
  *                                call per turn of the event loop;
  *   ngx_http_imgbill_redis.c     hiredis' async API on nginx's event loop:
  *                                connection, timeouts, reconnection;
+ *   ngx_http_imgbill_sentinel.c  where the master is, asked of Sentinel;
  *   ngx_http_imgbill_journal.c   settlements Redis could not take, kept on
  *                                disk and replayed on reconnection;
  *   ngx_http_imgbill_scan.c      one-pass scanner of the upstream reply;
@@ -133,14 +134,32 @@ typedef struct ngx_http_imgbill_replayer_s   ngx_http_imgbill_replayer_t;
 typedef struct ngx_http_imgbill_cmd_s        ngx_http_imgbill_cmd_t;
 typedef struct ngx_http_imgbill_stream_s     ngx_http_imgbill_stream_t;
 typedef struct ngx_http_imgbill_metrics_s    ngx_http_imgbill_metrics_t;
+typedef struct ngx_http_imgbill_sentinel_s   ngx_http_imgbill_sentinel_t;
+
+
+/* a Sentinel's address, resolved at configuration */
+typedef struct {
+    ngx_str_t                       host;      /* numeric, NUL-terminated */
+    in_port_t                       port;
+} ngx_http_imgbill_addr_t;
 
 
 typedef struct {
-    ngx_str_t                       host;      /* numeric, or a unix path */
+    ngx_str_t                       host;      /* numeric, or a unix path;
+                                                  under Sentinel the master's
+                                                  name */
     in_port_t                       port;      /* 0 for a unix socket */
     ngx_str_t                       password;
     ngx_int_t                       db;
     ngx_msec_t                      timeout;
+
+    ngx_array_t                    *sentinels;  /* ngx_http_imgbill_addr_t,
+                                                   or NULL: host is the
+                                                   master */
+    ngx_str_t                       sentinel_password;
+    ngx_int_t                       wait_replicas;  /* imgbill_redis_wait;
+                                                       0: off */
+    ngx_msec_t                      wait_timeout;
     time_t                          hold_ttl;
 
     ngx_int_t                       request_id_index;
@@ -152,6 +171,7 @@ typedef struct {
     /* this worker's connection, script client and journal replay, from
        init_process on */
     ngx_http_imgbill_redis_t       *redis;
+    ngx_http_imgbill_sentinel_t    *sentinel;  /* NULL: a fixed address */
     ngx_http_imgbill_client_t      *client;
     ngx_http_imgbill_replayer_t    *replayer;
     ngx_queue_t                     inflight;  /* contexts holding money */
@@ -393,6 +413,18 @@ struct ngx_http_imgbill_redis_call_s {
 };
 
 
+/* one hiredis connection on nginx's event loop: the master's, or the one
+   asking a Sentinel; closed() runs once hiredis has let it go */
+typedef struct ngx_http_imgbill_redis_link_s  ngx_http_imgbill_redis_link_t;
+
+struct ngx_http_imgbill_redis_link_s {
+    redisAsyncContext              *ac;
+    ngx_connection_t               *connection;
+    ngx_log_t                      *log;
+    void                          (*closed)(ngx_http_imgbill_redis_link_t *l);
+};
+
+
 /* ngx_http_imgbill_module.c */
 ngx_str_t *ngx_http_imgbill_channel_name(ngx_uint_t channel);
 ngx_int_t ngx_http_imgbill_channel_find(u_char *name, size_t len);
@@ -546,6 +578,8 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_batch_queue(
     ngx_http_imgbill_reply_pt handler, void *data);
 void ngx_http_imgbill_batch_rebind(ngx_http_imgbill_cmd_t *cmd,
     ngx_http_imgbill_reply_pt handler, void *data);
+void ngx_http_imgbill_batch_wake(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_int_t rc);
 
 /* ngx_http_imgbill_redis.c */
 ngx_int_t ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
@@ -556,6 +590,19 @@ ngx_int_t ngx_http_imgbill_redis_open(ngx_http_imgbill_main_conf_t *mcf);
 ngx_int_t ngx_http_imgbill_redis_call(ngx_http_imgbill_main_conf_t *mcf,
     ngx_http_imgbill_redis_call_t *call, int argc, const char **argv,
     const size_t *argvlen);
+ngx_int_t ngx_http_imgbill_redis_master(ngx_http_imgbill_main_conf_t *mcf,
+    char *host, in_port_t port);
+void ngx_http_imgbill_redis_failed(ngx_http_imgbill_main_conf_t *mcf);
+ngx_uint_t ngx_http_imgbill_redis_demoted(ngx_http_imgbill_main_conf_t *mcf,
+    char *error);
+ngx_int_t ngx_http_imgbill_redis_attach(ngx_http_imgbill_redis_link_t *link,
+    redisAsyncContext *ac);
+
+/* ngx_http_imgbill_sentinel.c */
+ngx_int_t ngx_http_imgbill_sentinel_init(ngx_cycle_t *cycle,
+    ngx_http_imgbill_main_conf_t *mcf);
+void ngx_http_imgbill_sentinel_done(ngx_http_imgbill_main_conf_t *mcf);
+ngx_int_t ngx_http_imgbill_sentinel_lookup(ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_journal.c */
 void ngx_http_imgbill_journal_settle(ngx_http_imgbill_main_conf_t *mcf,
