@@ -162,6 +162,10 @@ local function settle(KEYS, ARGV)
     return {1, bal}
   end
 
+  -- Applied before (a journal replay): the marker is written again, so
+  -- that this call writes something and a WAIT after it covers the
+  -- original charge, on whichever connection that was made.
+  redis.call('EXPIRE', marker, ttl)
   return {0, tonumber(redis.call('GET', balk) or '0')}
 end
 

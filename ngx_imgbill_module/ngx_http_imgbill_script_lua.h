@@ -9,7 +9,7 @@
 #define _NGX_HTTP_IMGBILL_SCRIPT_LUA_H_INCLUDED_
 
 
-#define NGX_HTTP_IMGBILL_SCRIPT_SHA  "6d8095236d15ab73baf5147727cc11a7ff006232"
+#define NGX_HTTP_IMGBILL_SCRIPT_SHA  "da71ac0618ed703dff3df841995c3758274f6750"
 
 static const char  ngx_http_imgbill_script_lua[] =
     "-- imgbill's one Redis script: admit, settle, release, release_key,\n"
@@ -179,6 +179,10 @@ static const char  ngx_http_imgbill_script_lua[] =
     "    return {1, bal}\n"
     "  end\n"
     "\n"
+    "  -- Applied before (a journal replay): the marker is written again, so\n"
+    "  -- that this call writes something and a WAIT after it covers the\n"
+    "  -- original charge, on whichever connection that was made.\n"
+    "  redis.call('EXPIRE', marker, ttl)\n"
     "  return {0, tonumber(redis.call('GET', balk) or '0')}\n"
     "end\n"
     "\n"
