@@ -603,6 +603,7 @@ ngx_int_t ngx_http_imgbill_sentinel_init(ngx_cycle_t *cycle,
     ngx_http_imgbill_main_conf_t *mcf);
 void ngx_http_imgbill_sentinel_done(ngx_http_imgbill_main_conf_t *mcf);
 ngx_int_t ngx_http_imgbill_sentinel_lookup(ngx_http_imgbill_main_conf_t *mcf);
+void ngx_http_imgbill_sentinel_skip(ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_journal.c */
 void ngx_http_imgbill_journal_settle(ngx_http_imgbill_main_conf_t *mcf,

@@ -502,6 +502,9 @@ ngx_http_imgbill_redis_is_master(ngx_http_imgbill_redis_t *rd,
                   "Sentinels again", &rd->addr, &rd->conf->host,
                   (role && role->type == REDIS_REPLY_STRING) ? role->str
                                                              : "?");
+
+    ngx_http_imgbill_sentinel_skip(rd->conf);
+
     return 0;
 }
 

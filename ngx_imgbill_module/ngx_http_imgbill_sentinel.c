@@ -10,7 +10,7 @@
  * imgbill_redis_timeout, or does not know the name, gives way to the next
  * one; once all of them failed, what waited for a connection fails, and
  * the next command asks again.  The Sentinel that answered is asked first
- * the next time.
+ * the next time, unless what it named turned out not to be the master.
  *
  * Nothing subscribes to +switch-master: a failover shows itself to the
  * relay as a lost connection or a READONLY reply from the old master,
@@ -124,6 +124,22 @@ ngx_http_imgbill_sentinel_lookup(ngx_http_imgbill_main_conf_t *mcf)
     ngx_http_imgbill_sentinel_ask(&sn->next);
 
     return sn->busy ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the master the current Sentinel named is not one: it lags, or lies;
+   the next lookup starts with another */
+
+void
+ngx_http_imgbill_sentinel_skip(ngx_http_imgbill_main_conf_t *mcf)
+{
+    ngx_http_imgbill_sentinel_t  *sn;
+
+    sn = mcf->sentinel;
+
+    if (sn && !sn->busy) {
+        sn->current = (sn->current + 1) % mcf->sentinels->nelts;
+    }
 }
 
 

@@ -101,6 +101,7 @@ conf_bad('WAIT without a journal',
 
 require Imgbill::Sentinel;
 my $s = Imgbill::Sentinel->new(name => 'imgbill');
+stage('primary, replica and Sentinels up');
 my $first = $s->master;
 ok $first, "the Sentinels name a master: $first";
 
@@ -132,9 +133,13 @@ my $dead_port = Imgbill::Harness::free_port();
             $_[0] =~ s/^(\s*)imgbill_redis\s+[^;]*;/${1}imgbill_redis sentinel=127.0.0.1:$dead_port sentinel=127.0.0.1:$fake_port master=imgbill;/m
                 or die 'no imgbill_redis line';
         });
-    my $res = $hr->chat(key => 'sk-role');
-    is $res->{status}, 503, 'a Sentinel naming a replica: no admission (503)';
-    is $res->{json}{error}{code}, 'billing_unavailable', '... billing_unavailable';
+    # twice: a worker starts with either Sentinel, and moves on from the
+    # one that named a replica
+    for my $try (1, 2) {
+        my $res = $hr->chat(key => 'sk-role');
+        is $res->{status}, 503, "a Sentinel naming a replica: no admission (503), try $try";
+        is $res->{json}{error}{code}, 'billing_unavailable', '... billing_unavailable';
+    }
     ok wait_for(sub { $hr->error_log =~ /says it is a "slave", not the master/ }, 10),
        'the relay asked ROLE and refused the replica';
     like $hr->error_log, qr/cannot ask Sentinel 127\.0\.0\.1:$dead_port: Connection refused, trying the next one/,
@@ -146,6 +151,7 @@ my $dead_port = Imgbill::Harness::free_port();
            'no script was sent to the replica';
     like $stats, qr/^cmdstat_role:calls=[1-9]/m, '... and ROLE was';
 }
+stage('the replica refused');
 kill 'KILL', $fake_pid;
 waitpid $fake_pid, 0;
 
@@ -235,7 +241,7 @@ sub seen {
 }
 sub charged { grep { $_->{status} == 200 && $_->{charge} > 0 } @{ seen() } }
 
-ok wait_for(sub { charged() >= 30 }, 60), 'the load runs: 30 charges before the kill';
+ok wait_for(sub { charged() >= 20 }, 60), 'the load runs: 20 charges before the kill';
 
 my $killed_at = time;
 my $old = $s->kill_master;
@@ -282,8 +288,10 @@ ok scalar(grep { /^S / } journal_lines()) > 0,
 
 # the old primary comes back, empty, and becomes the new one's replica:
 # the journal can be replayed through WAIT
-$s->restart($old);
+$s->restart($old, $new);
+stage('the old primary restarted');
 ok $s->wait_replicas(1, 40), "the old primary $old is a replica again";
+stage('... and a replica');
 ok wait_for(sub { (grep { $_->{start} > time - 1 && $_->{status} == 200 } @{ seen() }) > 0
                   && $s->role($old) eq 'slave' }, 20),
    'the load still runs';
@@ -293,6 +301,7 @@ close $fh;
 waitpid $_, 0 for @kids;
 
 ok wait_for(sub { -z $journal }, 40), 'the journal is replayed and emptied';
+stage('the journal empty');
 
 # ---- the money, to the unit ------------------------------------------------
 
@@ -304,7 +313,7 @@ my %by;
 $by{ $_->{status} }++ for @all;
 note scalar(@all) . ' requests: ' . scalar(keys %client) . " charged, $n_free not; by status: "
     . join ', ', map { "$_: $by{$_}" } sort keys %by;
-cmp_ok scalar(keys %client), '>', 40, 'many charges made';
+cmp_ok scalar(keys %client), '>=', 26, 'charges made before and after the failover';
 cmp_ok $n_free, '>', 5, 'and failed generations, not charged';
 
 ok wait_for(sub {
@@ -370,5 +379,7 @@ sub fake_sentinel {
     return ($fake, $pid, $log);
 }
 END { kill 'KILL', @fakes if @fakes }
+
+sub stage { note sprintf '%.1f s: %s', time - $t0, $_[0] }
 
 sub journal_lines { -e $journal ? do { local @ARGV = $journal; <> } : () }

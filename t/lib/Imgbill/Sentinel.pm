@@ -12,9 +12,9 @@ package Imgbill::Sentinel;
 #   $s->master               # "127.0.0.1:PORT", as the Sentinels say now
 #   $s->redis($addr)         # an ImgbillRedis on that server (default: master)
 #   $s->kill_master          # kill -9 the primary; returns its address
-#   $s->restart($addr)       # the killed server again (empty), which the
-#                            #   Sentinels turn into a replica of the new
-#                            #   master
+#   $s->restart($addr, $master)  # the killed server again (empty), as a
+#                            #   replica of $master (without: as a master,
+#                            #   which the Sentinels turn into a replica)
 #   $s->wait_master($not, $timeout)  # the master's address once it is not
 #                            #   $not and says ROLE master, or undef
 #   $s->wait_replicas($n, $timeout)  # true once the master has $n replicas
@@ -118,11 +118,13 @@ sub kill_master {
 }
 
 sub restart {
-    my ($self, $addr) = @_;
+    my ($self, $addr, $master) = @_;
     my ($port) = $addr =~ /:(\d+)$/;
-    # empty: as a new machine would; the Sentinels make it a replica
+    # empty, as a new machine would be; a replica of $master from the
+    # start if given (the Sentinels would convert it, but only after it
+    # has claimed to be a master for some 8 s)
     remove_tree("$self->{dir}/$port");
-    $self->_server($port);
+    $self->_server($port, $master ? join(' ', split /:/, $master) : undef);
 }
 
 sub wait_master {
@@ -184,6 +186,8 @@ sub _server {
     $self->_spawn($port, 'redis-server', '--port', $port,
                   '--bind', '127.0.0.1', '--dir', $d, '--save', '',
                   '--appendonly', 'no', '--daemonize', 'no',
+                  # a replica syncs at once, not after the default 5 s
+                  '--repl-diskless-sync-delay', '0',
                   # Sentinel must be able to send REPLICAOF, CONFIG REWRITE
                   '--protected-mode', 'no',
                   ($replicaof ? ('--replicaof', split / /, $replicaof) : ()));
