@@ -265,6 +265,13 @@ like $h->error_log, qr/0 of 1 replica\(s\) confirmed \d+ settlement\(s\)/,
      'WAIT found no replica behind the lone new master';
 ok scalar(grep { /^S / } journal_lines()) > 0,
    'settlements the replicas could not confirm went to the journal';
+{
+    # a replica gets a script's effects, not the script: the promoted one
+    # answered NOSCRIPT, and the call went again as EVAL, its WAIT too
+    my $stats = $s->redis($new)->cmd('INFO', 'commandstats');
+    like $stats, qr/^cmdstat_eval:calls=[1-9]/m, 'the new master had to be sent the script';
+    like $stats, qr/^cmdstat_wait:calls=[1-9]/m, '... and was asked to WAIT';
+}
 
 # every settlement acknowledged before the kill is on the new primary,
 # unless it is owed in the journal (WAIT lost with the old primary)
