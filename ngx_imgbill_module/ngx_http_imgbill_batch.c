@@ -586,6 +586,15 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
                 ngx_queue_insert_tail(&b->settled, &cmd->queue);
                 continue;
             }
+
+            /* failed: nothing to wait for */
+
+            if (cmd->handler) {
+                cmd->handler(&cmd->reply, cmd->data);
+            }
+
+            ngx_free(cmd);
+            continue;
         }
 
         ngx_http_imgbill_batch_answer(cl, cmd, e, NULL);
