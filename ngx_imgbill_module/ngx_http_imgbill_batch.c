@@ -16,19 +16,20 @@
  * Sentinel: the master looked up, and confirmed by ROLE), and fail as lost
  * if it cannot be.
  *
- * With imgbill_redis_wait, a call that carries a settlement is followed,
- * in the same pipeline, by "WAIT replicas timeout": the settlements'
- * results reach their handlers only once WAIT says enough replicas have
- * everything this connection wrote; otherwise they are answered as lost,
- * and their handlers journal them, as for a reply that never came.  The
- * journal's replay comes back here, and so through WAIT too.  Admissions
+ * With imgbill_redis_wait (ngx_http_imgbill_wait.c), a call that carries
+ * a settlement is followed, in the same pipeline, by "WAIT replicas
+ * timeout": the settlements' results reach their handlers only once WAIT
+ * says enough replicas have everything this connection wrote; otherwise
+ * they are answered as lost, and their handlers journal them, as for a
+ * reply that never came.  The journal's replay comes back here, and so
+ * through WAIT too.  Admissions
  * and releases are answered at once: a hold lost at a failover takes no
  * money (the settlement charges without it), and a release lost leaves a
  * hold that expires.
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_batch.h"
 #include "ngx_http_imgbill_script_lua.h"
 
 
@@ -50,52 +51,6 @@
 
 /* EVALSHA, the SHA, the number of keys */
 #define NGX_HTTP_IMGBILL_CALL_HEAD    3
-/* per command: its number, how many keys, how many arguments */
-#define NGX_HTTP_IMGBILL_CMD_HEAD     3
-
-
-struct ngx_http_imgbill_client_s {
-    ngx_event_t                        flush;     /* posted: sends queue */
-    ngx_event_t                        fail;      /* posted: no connection
-                                                     for the queue */
-    ngx_queue_t                        queue;     /* commands not yet sent */
-    ngx_uint_t                         inflight;  /* script calls awaited */
-    ngx_log_t                         *log;
-    ngx_http_imgbill_main_conf_t      *mcf;
-};
-
-
-struct ngx_http_imgbill_cmd_s {
-    ngx_queue_t                        queue;
-    ngx_http_imgbill_reply_pt          handler;
-    void                              *data;
-    ngx_http_imgbill_script_e          script;
-    ngx_uint_t                         nkeys;
-    ngx_uint_t                         argc;
-    ngx_str_t                         *argv;    /* keys, then arguments */
-    ngx_str_t                          head[NGX_HTTP_IMGBILL_CMD_HEAD];
-    ngx_http_imgbill_reply_t           reply;   /* a settlement's, until
-                                                   WAIT answers */
-};
-
-
-/* one script call: the commands it carries and its argument vector */
-typedef struct {
-    ngx_http_imgbill_redis_call_t      call;    /* first: the adapter's */
-    ngx_http_imgbill_redis_call_t      wait;    /* WAIT's */
-    ngx_http_imgbill_client_t         *client;
-    ngx_queue_t                        cmds;
-    ngx_queue_t                        settled; /* answered, awaiting WAIT */
-    ngx_uint_t                         n;
-    ngx_uint_t                         waits;   /* WAITs not yet answered */
-    unsigned                           settles:1;   /* WAIT wanted */
-    unsigned                           evaluated:1; /* the script answered */
-    int                                argc;
-    const char                       **argv;
-    size_t                            *argvlen;
-    u_char                             nkeys[NGX_INT_T_LEN];
-    struct timespec                    sent;    /* for the metrics */
-} ngx_http_imgbill_batch_t;
 
 
 static void ngx_http_imgbill_batch_flush(ngx_event_t *ev);
@@ -106,13 +61,8 @@ static void ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
 static void ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
     ngx_http_imgbill_cmd_t *cmd, redisReply *e,
     ngx_http_imgbill_reply_t *keep);
-static void ngx_http_imgbill_batch_confirm(ngx_http_imgbill_batch_t *b,
-    redisReply *reply);
 static void ngx_http_imgbill_batch_fail(ngx_queue_t *cmds);
 static void ngx_http_imgbill_batch_failed(ngx_event_t *ev);
-static ngx_int_t ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b);
-static void ngx_http_imgbill_batch_waited(
-    ngx_http_imgbill_redis_call_t *call, redisReply *reply);
 static void ngx_http_imgbill_batch_rtt(ngx_http_imgbill_batch_t *b);
 
 
@@ -385,7 +335,6 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     }
 
     b->call.handler = ngx_http_imgbill_batch_reply;
-    b->wait.handler = ngx_http_imgbill_batch_waited;
     b->client = cl;
     b->n = n;
     b->waits = 0;
@@ -454,46 +403,6 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     if (b->settles) {
         (void) ngx_http_imgbill_batch_wait(b);
     }
-
-    return NGX_OK;
-}
-
-
-/* WAIT, pipelined behind the script call; if it cannot be sent, the
-   settlements count as lost when the script answers */
-
-static ngx_int_t
-ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b)
-{
-    u_char                        *p;
-    const char                    *argv[3];
-    size_t                         argvlen[3];
-    u_char                         replicas[NGX_INT_T_LEN];
-    u_char                         timeout[NGX_INT_T_LEN];
-    ngx_http_imgbill_main_conf_t  *mcf;
-
-    mcf = b->client->mcf;
-
-    argv[0] = "WAIT";
-    argvlen[0] = sizeof("WAIT") - 1;
-
-    p = ngx_sprintf(replicas, "%i", mcf->wait_replicas);
-    argv[1] = (const char *) replicas;
-    argvlen[1] = p - replicas;
-
-    p = ngx_sprintf(timeout, "%M", mcf->wait_timeout);
-    argv[2] = (const char *) timeout;
-    argvlen[2] = p - timeout;
-
-    /* hiredis copies the arguments into its output buffer */
-
-    if (ngx_http_imgbill_redis_call(mcf, &b->wait, 3, argv, argvlen)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    b->waits++;
 
     return NGX_OK;
 }
@@ -614,99 +523,6 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
     if (!ngx_queue_empty(&cl->queue) && !cl->flush.posted) {
         ngx_post_event(&cl->flush, &ngx_posted_events);
     }
-}
-
-
-/* WAIT's reply, or the script's when the call sent no WAIT after all */
-
-static void
-ngx_http_imgbill_batch_waited(ngx_http_imgbill_redis_call_t *call,
-    redisReply *reply)
-{
-    ngx_http_imgbill_batch_t *b = (ngx_http_imgbill_batch_t *)
-        ((u_char *) call - offsetof(ngx_http_imgbill_batch_t, wait));
-
-    b->waits--;
-
-    if (!b->evaluated || b->waits) {
-        /* sent behind an EVALSHA that found no script: another follows */
-        return;
-    }
-
-    ngx_http_imgbill_batch_confirm(b, reply);
-}
-
-
-/*
- * The settlements of a call once WAIT answered: theirs as the script gave
- * them if enough replicas have them, else lost (their handlers journal
- * them, and the journal's replay comes back through WAIT).
- */
-
-static void
-ngx_http_imgbill_batch_confirm(ngx_http_imgbill_batch_t *b,
-    redisReply *reply)
-{
-    ngx_uint_t                     n;
-    ngx_queue_t                   *q;
-    ngx_http_imgbill_cmd_t        *cmd;
-    ngx_http_imgbill_reply_t       lost;
-    ngx_http_imgbill_client_t     *cl;
-    ngx_http_imgbill_main_conf_t  *mcf;
-
-    cl = b->client;
-    mcf = cl->mcf;
-
-    ngx_memzero(&lost, sizeof(ngx_http_imgbill_reply_t));
-    lost.rc = NGX_HTTP_IMGBILL_REPLY_LOST;
-
-    if (!ngx_queue_empty(&b->settled)
-        && !(reply && reply->type == REDIS_REPLY_INTEGER
-             && reply->integer >= mcf->wait_replicas))
-    {
-        n = 0;
-
-        for (q = ngx_queue_head(&b->settled);
-             q != ngx_queue_sentinel(&b->settled);
-             q = ngx_queue_next(q))
-        {
-            n++;
-        }
-
-        if (reply && reply->type == REDIS_REPLY_INTEGER) {
-            ngx_log_error(NGX_LOG_WARN, cl->log, 0,
-                          "imgbill: %L of %i replica(s) confirmed %ui "
-                          "settlement(s) within %M ms; they are journaled "
-                          "until a replica has them", reply->integer,
-                          mcf->wait_replicas, n, mcf->wait_timeout);
-
-        } else {
-            ngx_log_error(NGX_LOG_WARN, cl->log, 0,
-                          "imgbill: WAIT failed%s%s; %ui settlement(s) are "
-                          "journaled until a replica has them",
-                          (reply && reply->type == REDIS_REPLY_ERROR)
-                          ? ": " : "",
-                          (reply && reply->type == REDIS_REPLY_ERROR)
-                          ? reply->str : "", n);
-        }
-
-        reply = NULL;
-    }
-
-    while (!ngx_queue_empty(&b->settled)) {
-        q = ngx_queue_head(&b->settled);
-        ngx_queue_remove(q);
-
-        cmd = ngx_queue_data(q, ngx_http_imgbill_cmd_t, queue);
-
-        if (cmd->handler) {
-            cmd->handler(reply ? &cmd->reply : &lost, cmd->data);
-        }
-
-        ngx_free(cmd);
-    }
-
-    ngx_free(b);
 }
 
 

@@ -6,6 +6,7 @@
  * meets them:
  *
  *   ngx_http_imgbill_module.c    directives, configuration, the channels;
+ *   ngx_http_imgbill_redis_conf.c  imgbill_redis, imgbill_redis_wait;
  *   ngx_http_imgbill_tariff.c    the prices and amounts as configured;
  *   ngx_http_imgbill_check.c     what "nginx -t" refuses after the merge;
  *   ngx_http_imgbill_ctx.c       a request's life: its context and state,
@@ -35,8 +36,11 @@
  *                                ngx_http_imgbill_script_lua.h);
  *   ngx_http_imgbill_batch.c     how commands travel: queued, sent as one
  *                                call per turn of the event loop;
+ *   ngx_http_imgbill_wait.c      a call's settlements held until WAIT says
+ *                                replicas have them;
  *   ngx_http_imgbill_redis.c     hiredis' async API on nginx's event loop:
  *                                connection, timeouts, reconnection;
+ *   ngx_http_imgbill_redis_link.c  a hiredis context's events on nginx's;
  *   ngx_http_imgbill_sentinel.c  where the master is, asked of Sentinel;
  *   ngx_http_imgbill_journal.c   settlements Redis could not take, kept on
  *                                disk and replayed on reconnection;
@@ -430,6 +434,12 @@ ngx_str_t *ngx_http_imgbill_channel_name(ngx_uint_t channel);
 ngx_int_t ngx_http_imgbill_channel_find(u_char *name, size_t len);
 ngx_array_t *ngx_http_imgbill_prices(ngx_http_imgbill_loc_conf_t *lcf);
 
+/* ngx_http_imgbill_redis_conf.c */
+char *ngx_http_imgbill_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_imgbill_redis_wait_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
 /* ngx_http_imgbill_check.c */
 ngx_int_t ngx_http_imgbill_check_note(ngx_conf_t *cf,
     ngx_http_imgbill_main_conf_t *mcf);
@@ -595,6 +605,8 @@ ngx_int_t ngx_http_imgbill_redis_master(ngx_http_imgbill_main_conf_t *mcf,
 void ngx_http_imgbill_redis_failed(ngx_http_imgbill_main_conf_t *mcf);
 ngx_uint_t ngx_http_imgbill_redis_demoted(ngx_http_imgbill_main_conf_t *mcf,
     char *error);
+
+/* ngx_http_imgbill_redis_link.c */
 ngx_int_t ngx_http_imgbill_redis_attach(ngx_http_imgbill_redis_link_t *link,
     redisAsyncContext *ac);
 
