@@ -57,7 +57,7 @@ ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b)
 }
 
 
-/* WAIT's reply, or the script's when the call sent no WAIT after all */
+/* WAIT's reply: the last one sent decides */
 
 static void
 ngx_http_imgbill_batch_waited(ngx_http_imgbill_redis_call_t *call,
