@@ -11,10 +11,25 @@
  * A command owns heap copies of its arguments: it can be resent (EVAL
  * after NOSCRIPT) and can outlive the request that issued it, which may
  * re-point its handler with ngx_http_imgbill_batch_rebind().
+ *
+ * Commands wait in the queue while the connection is being set up (under
+ * Sentinel: the master looked up, and confirmed by ROLE), and fail as lost
+ * if it cannot be.
+ *
+ * With imgbill_redis_wait (ngx_http_imgbill_wait.c), a call that carries
+ * a settlement is followed, in the same pipeline, by "WAIT replicas
+ * timeout": the settlements' results reach their handlers only once WAIT
+ * says enough replicas have everything this connection wrote; otherwise
+ * they are answered as lost, and their handlers journal them, as for a
+ * reply that never came.  The journal's replay comes back here, and so
+ * through WAIT too.  Admissions
+ * and releases are answered at once: a hold lost at a failover takes no
+ * money (the settlement charges without it), and a release lost leaves a
+ * hold that expires.
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_batch.h"
 #include "ngx_http_imgbill_script_lua.h"
 
 
@@ -36,43 +51,6 @@
 
 /* EVALSHA, the SHA, the number of keys */
 #define NGX_HTTP_IMGBILL_CALL_HEAD    3
-/* per command: its number, how many keys, how many arguments */
-#define NGX_HTTP_IMGBILL_CMD_HEAD     3
-
-
-struct ngx_http_imgbill_client_s {
-    ngx_event_t                        flush;     /* posted: sends queue */
-    ngx_queue_t                        queue;     /* commands not yet sent */
-    ngx_uint_t                         inflight;  /* script calls awaited */
-    ngx_log_t                         *log;
-    ngx_http_imgbill_main_conf_t      *mcf;
-};
-
-
-struct ngx_http_imgbill_cmd_s {
-    ngx_queue_t                        queue;
-    ngx_http_imgbill_reply_pt          handler;
-    void                              *data;
-    ngx_http_imgbill_script_e          script;
-    ngx_uint_t                         nkeys;
-    ngx_uint_t                         argc;
-    ngx_str_t                         *argv;    /* keys, then arguments */
-    ngx_str_t                          head[NGX_HTTP_IMGBILL_CMD_HEAD];
-};
-
-
-/* one script call: the commands it carries and its argument vector */
-typedef struct {
-    ngx_http_imgbill_redis_call_t      call;    /* first: the adapter's */
-    ngx_http_imgbill_client_t         *client;
-    ngx_queue_t                        cmds;
-    ngx_uint_t                         n;
-    int                                argc;
-    const char                       **argv;
-    size_t                            *argvlen;
-    u_char                             nkeys[NGX_INT_T_LEN];
-    struct timespec                    sent;    /* for the metrics */
-} ngx_http_imgbill_batch_t;
 
 
 static void ngx_http_imgbill_batch_flush(ngx_event_t *ev);
@@ -81,8 +59,10 @@ static ngx_int_t ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
 static void ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
     redisReply *reply);
 static void ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
-    ngx_http_imgbill_cmd_t *cmd, redisReply *e);
+    ngx_http_imgbill_cmd_t *cmd, redisReply *e,
+    ngx_http_imgbill_reply_t *keep);
 static void ngx_http_imgbill_batch_fail(ngx_queue_t *cmds);
+static void ngx_http_imgbill_batch_failed(ngx_event_t *ev);
 static void ngx_http_imgbill_batch_rtt(ngx_http_imgbill_batch_t *b);
 
 
@@ -103,6 +83,10 @@ ngx_http_imgbill_batch_init(ngx_cycle_t *cycle,
     cl->flush.handler = ngx_http_imgbill_batch_flush;
     cl->flush.data = cl;
     cl->flush.log = cycle->log;
+
+    cl->fail.handler = ngx_http_imgbill_batch_failed;
+    cl->fail.data = cl;
+    cl->fail.log = cycle->log;
 
     ngx_queue_init(&cl->queue);
 
@@ -130,6 +114,54 @@ ngx_http_imgbill_batch_done(ngx_http_imgbill_main_conf_t *mcf)
     if (cl->flush.posted) {
         ngx_delete_posted_event(&cl->flush);
     }
+
+    if (cl->fail.posted) {
+        ngx_delete_posted_event(&cl->fail);
+    }
+
+    ngx_queue_init(&queue);
+    ngx_queue_add(&queue, &cl->queue);
+    ngx_queue_init(&cl->queue);
+
+    ngx_http_imgbill_batch_fail(&queue);
+}
+
+
+/*
+ * From the connection: NGX_OK, it is ready, what is queued goes; else it
+ * could not be set up, and what is queued fails.  Posted either way: this
+ * runs inside hiredis' callbacks.
+ */
+
+void
+ngx_http_imgbill_batch_wake(ngx_http_imgbill_main_conf_t *mcf, ngx_int_t rc)
+{
+    ngx_event_t                *ev;
+    ngx_http_imgbill_client_t  *cl;
+
+    cl = mcf->client;
+
+    if (cl == NULL) {
+        return;
+    }
+
+    ev = (rc == NGX_OK) ? &cl->flush : &cl->fail;
+
+    if (!ev->posted) {
+        ngx_post_event(ev, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_imgbill_batch_failed(ngx_event_t *ev)
+{
+    ngx_http_imgbill_client_t *cl = ev->data;
+
+    ngx_queue_t  queue;
+
+    /* not retried at once: a Redis that is down would have this spin; the
+       next command tries again */
 
     ngx_queue_init(&queue);
     ngx_queue_add(&queue, &cl->queue);
@@ -223,12 +255,24 @@ ngx_http_imgbill_batch_flush(ngx_event_t *ev)
 {
     ngx_http_imgbill_client_t *cl = ev->data;
 
+    ngx_int_t     rc;
     ngx_uint_t    n;
     ngx_queue_t   batch, rest, *q;
 
     while (!ngx_queue_empty(&cl->queue)
            && cl->inflight < NGX_HTTP_IMGBILL_BATCH_DEPTH)
     {
+        rc = ngx_http_imgbill_redis_ready(cl->mcf);
+
+        if (rc == NGX_AGAIN) {
+            return;             /* the connection wakes this when ready */
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_http_imgbill_batch_failed(&cl->fail);
+            return;
+        }
+
         /* up to BATCH_MAX commands from the head of the queue */
 
         n = 0;
@@ -265,13 +309,14 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
 {
     int                        argc, k;
     size_t                     nkeys;
-    ngx_uint_t                 i;
+    ngx_uint_t                 i, settles;
     ngx_queue_t               *q;
     ngx_http_imgbill_cmd_t    *cmd;
     ngx_http_imgbill_batch_t  *b;
 
     argc = NGX_HTTP_IMGBILL_CALL_HEAD;
     nkeys = 0;
+    settles = 0;
 
     for (q = ngx_queue_head(cmds);
          q != ngx_queue_sentinel(cmds);
@@ -280,6 +325,7 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
         cmd = ngx_queue_data(q, ngx_http_imgbill_cmd_t, queue);
         argc += NGX_HTTP_IMGBILL_CMD_HEAD + cmd->argc;
         nkeys += cmd->nkeys;
+        settles |= (cmd->script == ngx_http_imgbill_cmd_settle);
     }
 
     b = ngx_alloc(sizeof(ngx_http_imgbill_batch_t)
@@ -291,6 +337,10 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     b->call.handler = ngx_http_imgbill_batch_reply;
     b->client = cl;
     b->n = n;
+    b->waits = 0;
+    b->settles = (settles && cl->mcf->wait_replicas);
+    b->evaluated = 0;
+    ngx_queue_init(&b->settled);
     b->argc = argc;
     b->argv = (const char **) (b + 1);
     b->argvlen = (size_t *) (b->argv + argc);
@@ -350,6 +400,10 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
 
     cl->inflight++;
 
+    if (b->settles) {
+        (void) ngx_http_imgbill_batch_wait(b);
+    }
+
     return NGX_OK;
 }
 
@@ -361,6 +415,7 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
     ngx_http_imgbill_batch_t *b = (ngx_http_imgbill_batch_t *) call;
 
     ngx_uint_t                  i;
+    redisReply                 *e;
     ngx_queue_t                *q;
     ngx_http_imgbill_cmd_t     *cmd;
     ngx_http_imgbill_client_t  *cl;
@@ -371,7 +426,11 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
         && b->argvlen[0] == sizeof("EVALSHA") - 1)
     {
-        /* the script cache is empty (a restart, SCRIPT FLUSH): EVAL once */
+        /*
+         * The script cache is empty (a restart, SCRIPT FLUSH, a replica
+         * just promoted): EVAL once.  A WAIT sent behind the EVALSHA
+         * answers before the EVAL runs: another one follows it.
+         */
 
         b->argv[0] = "EVAL";
         b->argvlen[0] = sizeof("EVAL") - 1;
@@ -382,6 +441,10 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
                                         b->argvlen)
             == NGX_OK)
         {
+            if (b->settles) {
+                (void) ngx_http_imgbill_batch_wait(b);
+            }
+
             return;
         }
 
@@ -399,6 +462,8 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
                       "imgbill: redis replied \"%s\" to %s",
                       reply->str, b->argv[0]);
 
+        (void) ngx_http_imgbill_redis_demoted(cl->mcf, reply->str);
+
     } else if (reply && (reply->type != REDIS_REPLY_ARRAY
                          || reply->elements != b->n))
     {
@@ -410,22 +475,46 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
     }
 
     i = 0;
+    b->evaluated = 1;
 
     while (!ngx_queue_empty(&b->cmds)) {
         q = ngx_queue_head(&b->cmds);
         ngx_queue_remove(q);
 
         cmd = ngx_queue_data(q, ngx_http_imgbill_cmd_t, queue);
-
-        ngx_http_imgbill_batch_answer(cl, cmd,
-                                       (reply
-                                        && reply->type == REDIS_REPLY_ARRAY)
-                                       ? reply->element[i] : reply);
-        ngx_free(cmd);
+        e = (reply && reply->type == REDIS_REPLY_ARRAY) ? reply->element[i]
+                                                        : reply;
         i++;
+
+        if (b->settles && cmd->script == ngx_http_imgbill_cmd_settle) {
+
+            ngx_http_imgbill_batch_answer(cl, cmd, e, &cmd->reply);
+
+            if (cmd->reply.rc == NGX_HTTP_IMGBILL_REPLY_OK) {
+                /* its reply keeps no pointer into e: it can wait */
+                ngx_queue_insert_tail(&b->settled, &cmd->queue);
+                continue;
+            }
+
+            /* failed: nothing to wait for */
+
+            if (cmd->handler) {
+                cmd->handler(&cmd->reply, cmd->data);
+            }
+
+            ngx_free(cmd);
+            continue;
+        }
+
+        ngx_http_imgbill_batch_answer(cl, cmd, e, NULL);
+        ngx_free(cmd);
     }
 
-    ngx_free(b);
+    /* without a WAIT to come, what waited for one is as good as lost */
+
+    if (b->waits == 0) {
+        ngx_http_imgbill_batch_confirm(b, NULL);
+    }
 
     /* what queued meanwhile goes out now, as one call */
 
@@ -437,38 +526,45 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
 }
 
 
-/* one command's result (NULL: lost) to its handler, parsed */
+/*
+ * One command's result (NULL: lost), parsed: to its handler, or into keep
+ * for later.
+ */
 
 static void
 ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
-    ngx_http_imgbill_cmd_t *cmd, redisReply *e)
+    ngx_http_imgbill_cmd_t *cmd, redisReply *e, ngx_http_imgbill_reply_t *keep)
 {
     ngx_str_t                 *name;
-    ngx_http_imgbill_reply_t   reply;
+    ngx_http_imgbill_reply_t   answer, *reply;
 
-    ngx_memzero(&reply, sizeof(ngx_http_imgbill_reply_t));
+    reply = keep ? keep : &answer;
+
+    ngx_memzero(reply, sizeof(ngx_http_imgbill_reply_t));
 
     name = ngx_http_imgbill_script_name(cmd->script);
 
     if (e == NULL) {
-        reply.rc = NGX_HTTP_IMGBILL_REPLY_LOST;
+        reply->rc = NGX_HTTP_IMGBILL_REPLY_LOST;
 
     } else if (e->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                       "imgbill: redis replied \"%s\" to %V", e->str, name);
-        reply.rc = NGX_HTTP_IMGBILL_REPLY_ERROR;
+        reply->rc = NGX_HTTP_IMGBILL_REPLY_ERROR;
+
+        (void) ngx_http_imgbill_redis_demoted(cl->mcf, e->str);
 
     } else {
-        reply.rc = ngx_http_imgbill_script_parse(cmd->script, e, &reply);
+        reply->rc = ngx_http_imgbill_script_parse(cmd->script, e, reply);
 
-        if (reply.rc != NGX_HTTP_IMGBILL_REPLY_OK) {
+        if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK) {
             ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                           "imgbill: unexpected reply to %V", name);
         }
     }
 
-    if (cmd->handler) {
-        cmd->handler(&reply, cmd->data);
+    if (keep == NULL && cmd->handler) {
+        cmd->handler(reply, cmd->data);
     }
 }
 

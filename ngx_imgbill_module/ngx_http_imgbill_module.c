@@ -15,8 +15,6 @@ static char *ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -66,7 +64,7 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
 
     { ngx_string("imgbill_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_http_imgbill_redis,
+      ngx_http_imgbill_redis_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -76,6 +74,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_imgbill_main_conf_t, timeout),
+      NULL },
+
+    { ngx_string("imgbill_redis_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_imgbill_redis_wait_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("imgbill_journal"),
@@ -271,9 +276,13 @@ ngx_http_imgbill_create_main_conf(ngx_conf_t *cf)
      *     mcf->password = { 0, NULL };
      *     mcf->db = 0;
      *     mcf->redis = NULL;
+     *     mcf->sentinels = NULL;
+     *     mcf->sentinel_password = { 0, NULL };
+     *     mcf->wait_timeout = 0;
      */
 
     mcf->timeout = NGX_CONF_UNSET_MSEC;
+    mcf->wait_replicas = NGX_CONF_UNSET;
     mcf->hold_ttl = NGX_CONF_UNSET;
     mcf->journal = NGX_CONF_UNSET_PTR;
     mcf->request_id_index = NGX_ERROR;
@@ -289,6 +298,18 @@ ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_msec_value(mcf->timeout, 1000);
     ngx_conf_init_value(mcf->hold_ttl, 900);
+    ngx_conf_init_value(mcf->wait_replicas, 0);
+
+    /* a WAIT blocks the connection: it must end before the connection is
+       given up for silent */
+
+    if (mcf->wait_replicas && mcf->wait_timeout >= mcf->timeout) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the timeout of \"imgbill_redis_wait\" (%M ms) "
+                           "must be shorter than \"imgbill_redis_timeout\" "
+                           "(%M ms)", mcf->wait_timeout, mcf->timeout);
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->journal == NGX_CONF_UNSET_PTR) {
         mcf->journal = NULL;
@@ -299,6 +320,14 @@ ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf)
                                "settlement cannot reach redis is only "
                                "logged, never applied");
         }
+    }
+
+    if (mcf->wait_replicas && mcf->journal == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"imgbill_redis_wait\" needs \"imgbill_journal\": "
+                           "a settlement the replicas did not confirm is "
+                           "kept there until they do");
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -450,93 +479,6 @@ ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                        "or fast", &value[1], &cmd->name);
 
     return NGX_CONF_ERROR;
-}
-
-
-static char *
-ngx_http_imgbill_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_imgbill_main_conf_t *mcf = conf;
-
-    u_char      *p;
-    ngx_str_t   *value;
-    ngx_url_t    u;
-    ngx_uint_t   i;
-
-    if (mcf->host.len) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url = value[1];
-    u.default_port = 6379;
-
-    /* resolved once, here: a worker never waits on DNS for Redis */
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid address \"%V\" in \"%V\"%s%s",
-                           &value[1], &cmd->name, u.err ? ": " : "",
-                           u.err ? u.err : "");
-        return NGX_CONF_ERROR;
-    }
-
-    if (u.family == AF_UNIX) {
-        mcf->host.len = u.host.len - (sizeof("unix:") - 1);
-        mcf->host.data = ngx_pnalloc(cf->pool, mcf->host.len + 1);
-        if (mcf->host.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        p = ngx_cpymem(mcf->host.data, u.host.data + sizeof("unix:") - 1,
-                       mcf->host.len);
-        *p = '\0';
-        mcf->port = 0;
-
-    } else {
-        mcf->host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-        if (mcf->host.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        mcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
-                                      u.addrs[0].socklen, mcf->host.data,
-                                      NGX_SOCKADDR_STRLEN, 0);
-        mcf->host.data[mcf->host.len] = '\0';
-        mcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
-    }
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0
-            && value[i].len > 9)
-        {
-            mcf->password.data = value[i].data + 9;
-            mcf->password.len = value[i].len - 9;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            mcf->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
-            if (mcf->db == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid db \"%V\" in \"%V\"",
-                                   &value[i], &cmd->name);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"%V\"",
-                           &value[i], &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
 }
 
 

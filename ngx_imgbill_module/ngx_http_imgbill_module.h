@@ -6,6 +6,7 @@
  * meets them:
  *
  *   ngx_http_imgbill_module.c    directives, configuration, the channels;
+ *   ngx_http_imgbill_redis_conf.c  imgbill_redis, imgbill_redis_wait;
  *   ngx_http_imgbill_tariff.c    the prices and amounts as configured;
  *   ngx_http_imgbill_check.c     what "nginx -t" refuses after the merge;
  *   ngx_http_imgbill_ctx.c       a request's life: its context and state,
@@ -37,8 +38,12 @@
  *                                ngx_http_imgbill_script_lua.h);
  *   ngx_http_imgbill_batch.c     how commands travel: queued, sent as one
  *                                call per turn of the event loop;
+ *   ngx_http_imgbill_wait.c      a call's settlements held until WAIT says
+ *                                replicas have them;
  *   ngx_http_imgbill_redis.c     hiredis' async API on nginx's event loop:
  *                                connection, timeouts, reconnection;
+ *   ngx_http_imgbill_redis_link.c  a hiredis context's events on nginx's;
+ *   ngx_http_imgbill_sentinel.c  where the master is, asked of Sentinel;
  *   ngx_http_imgbill_journal.c   settlements Redis could not take, kept on
  *                                disk and replayed on reconnection;
  *   ngx_http_imgbill_scan.c      one-pass scanner of the upstream reply;
@@ -144,14 +149,32 @@ typedef struct ngx_http_imgbill_replayer_s   ngx_http_imgbill_replayer_t;
 typedef struct ngx_http_imgbill_cmd_s        ngx_http_imgbill_cmd_t;
 typedef struct ngx_http_imgbill_stream_s     ngx_http_imgbill_stream_t;
 typedef struct ngx_http_imgbill_metrics_s    ngx_http_imgbill_metrics_t;
+typedef struct ngx_http_imgbill_sentinel_s   ngx_http_imgbill_sentinel_t;
+
+
+/* a Sentinel's address, resolved at configuration */
+typedef struct {
+    ngx_str_t                       host;      /* numeric, NUL-terminated */
+    in_port_t                       port;
+} ngx_http_imgbill_addr_t;
 
 
 typedef struct {
-    ngx_str_t                       host;      /* numeric, or a unix path */
+    ngx_str_t                       host;      /* numeric, or a unix path;
+                                                  under Sentinel the master's
+                                                  name */
     in_port_t                       port;      /* 0 for a unix socket */
     ngx_str_t                       password;
     ngx_int_t                       db;
     ngx_msec_t                      timeout;
+
+    ngx_array_t                    *sentinels;  /* ngx_http_imgbill_addr_t,
+                                                   or NULL: host is the
+                                                   master */
+    ngx_str_t                       sentinel_password;
+    ngx_int_t                       wait_replicas;  /* imgbill_redis_wait;
+                                                       0: off */
+    ngx_msec_t                      wait_timeout;
     time_t                          hold_ttl;
 
     ngx_int_t                       request_id_index;
@@ -168,6 +191,7 @@ typedef struct {
     /* this worker's connection, script client and journal replay, from
        init_process on */
     ngx_http_imgbill_redis_t       *redis;
+    ngx_http_imgbill_sentinel_t    *sentinel;  /* NULL: a fixed address */
     ngx_http_imgbill_client_t      *client;
     ngx_http_imgbill_replayer_t    *replayer;
     ngx_queue_t                     inflight;  /* contexts holding money */
@@ -420,10 +444,28 @@ struct ngx_http_imgbill_redis_call_s {
 };
 
 
+/* one hiredis connection on nginx's event loop: the master's, or the one
+   asking a Sentinel; closed() runs once hiredis has let it go */
+typedef struct ngx_http_imgbill_redis_link_s  ngx_http_imgbill_redis_link_t;
+
+struct ngx_http_imgbill_redis_link_s {
+    redisAsyncContext              *ac;
+    ngx_connection_t               *connection;
+    ngx_log_t                      *log;
+    void                          (*closed)(ngx_http_imgbill_redis_link_t *l);
+};
+
+
 /* ngx_http_imgbill_module.c */
 ngx_str_t *ngx_http_imgbill_channel_name(ngx_uint_t channel);
 ngx_int_t ngx_http_imgbill_channel_find(u_char *name, size_t len);
 ngx_array_t *ngx_http_imgbill_prices(ngx_http_imgbill_loc_conf_t *lcf);
+
+/* ngx_http_imgbill_redis_conf.c */
+char *ngx_http_imgbill_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_imgbill_redis_wait_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 
 /* ngx_http_imgbill_check.c */
 ngx_int_t ngx_http_imgbill_check_note(ngx_conf_t *cf,
@@ -594,6 +636,8 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_batch_queue(
     ngx_http_imgbill_reply_pt handler, void *data);
 void ngx_http_imgbill_batch_rebind(ngx_http_imgbill_cmd_t *cmd,
     ngx_http_imgbill_reply_pt handler, void *data);
+void ngx_http_imgbill_batch_wake(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_int_t rc);
 
 /* ngx_http_imgbill_redis.c */
 ngx_int_t ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
@@ -604,6 +648,22 @@ ngx_int_t ngx_http_imgbill_redis_open(ngx_http_imgbill_main_conf_t *mcf);
 ngx_int_t ngx_http_imgbill_redis_call(ngx_http_imgbill_main_conf_t *mcf,
     ngx_http_imgbill_redis_call_t *call, int argc, const char **argv,
     const size_t *argvlen);
+ngx_int_t ngx_http_imgbill_redis_master(ngx_http_imgbill_main_conf_t *mcf,
+    char *host, in_port_t port);
+void ngx_http_imgbill_redis_failed(ngx_http_imgbill_main_conf_t *mcf);
+ngx_uint_t ngx_http_imgbill_redis_demoted(ngx_http_imgbill_main_conf_t *mcf,
+    char *error);
+
+/* ngx_http_imgbill_redis_link.c */
+ngx_int_t ngx_http_imgbill_redis_attach(ngx_http_imgbill_redis_link_t *link,
+    redisAsyncContext *ac);
+
+/* ngx_http_imgbill_sentinel.c */
+ngx_int_t ngx_http_imgbill_sentinel_init(ngx_cycle_t *cycle,
+    ngx_http_imgbill_main_conf_t *mcf);
+void ngx_http_imgbill_sentinel_done(ngx_http_imgbill_main_conf_t *mcf);
+ngx_int_t ngx_http_imgbill_sentinel_lookup(ngx_http_imgbill_main_conf_t *mcf);
+void ngx_http_imgbill_sentinel_skip(ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_journal.c */
 void ngx_http_imgbill_journal_settle(ngx_http_imgbill_main_conf_t *mcf,

@@ -3,9 +3,16 @@
  * Redis through hiredis' async API, driven by nginx's event loop.
  *
  * Each worker keeps one connection, opened on first use and reopened on
- * the first call after it is lost.  hiredis' read/write hooks map onto
- * level-triggered events of an ngx_connection_t: hiredis reads one buffer
- * per call and expects to be called again while data remain.
+ * the first call after it is lost (its events: ngx_http_imgbill_redis_link.c).
+ *
+ * A connection is "ready" once it is set up: AUTH and SELECT answered,
+ * and, under Sentinel, ROLE answered "master".  Nothing is sent before:
+ * a command that reached a replica would be refused at best.  The batch
+ * layer holds its commands until then (ngx_http_imgbill_batch_wake()).
+ * Under Sentinel every new connection starts by asking a Sentinel where
+ * the master is (ngx_http_imgbill_sentinel.c), and a reply that says this
+ * server is no longer the master (READONLY, MASTERDOWN) drops the
+ * connection: the next one asks again, and so follows a failover.
  *
  * hiredis has no timeouts of its own.  One timer per connection measures
  * how long a call has waited without any reply arriving; when it runs out
@@ -21,33 +28,38 @@
 
 
 struct ngx_http_imgbill_redis_s {
-    redisAsyncContext                  *ac;
-    ngx_connection_t                   *connection;
+    ngx_http_imgbill_redis_link_t       link;     /* first: the hooks' */
     ngx_event_t                         timer;
     ngx_uint_t                          pending;  /* hiredis calls awaited */
-    ngx_log_t                          *log;
+    ngx_uint_t                          setup;    /* of them, set-up
+                                                     commands */
     ngx_http_imgbill_main_conf_t       *conf;
+    ngx_str_t                           addr;     /* connected to, for the
+                                                     log */
+    u_char                              addr_buf[NGX_SOCKADDR_STRLEN
+                                                 + sizeof(":65535")];
     unsigned                            was_connected:1;
+    unsigned                            ready:1;
 };
 
 
-static ngx_int_t ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd);
+static ngx_int_t ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd,
+    char *host, in_port_t port);
+static ngx_int_t ngx_http_imgbill_redis_setup(ngx_http_imgbill_redis_t *rd,
+    const char *name, const char *format, ...);
 static void ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_imgbill_redis_setup_reply(redisAsyncContext *ac,
     void *r, void *privdata);
+static ngx_uint_t ngx_http_imgbill_redis_is_master(
+    ngx_http_imgbill_redis_t *rd, redisReply *reply);
+static void ngx_http_imgbill_redis_up(ngx_http_imgbill_redis_t *rd);
 static void ngx_http_imgbill_redis_connected(const redisAsyncContext *ac,
     int status);
 static void ngx_http_imgbill_redis_disconnected(const redisAsyncContext *ac,
     int status);
-static void ngx_http_imgbill_redis_read_handler(ngx_event_t *rev);
-static void ngx_http_imgbill_redis_write_handler(ngx_event_t *wev);
+static void ngx_http_imgbill_redis_closed(ngx_http_imgbill_redis_link_t *l);
 static void ngx_http_imgbill_redis_timeout(ngx_event_t *ev);
-static void ngx_http_imgbill_redis_add_read(void *data);
-static void ngx_http_imgbill_redis_del_read(void *data);
-static void ngx_http_imgbill_redis_add_write(void *data);
-static void ngx_http_imgbill_redis_del_write(void *data);
-static void ngx_http_imgbill_redis_cleanup(void *data);
 
 
 ngx_int_t
@@ -61,8 +73,10 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
-    rd->log = cycle->log;
+    rd->link.log = cycle->log;
+    rd->link.closed = ngx_http_imgbill_redis_closed;
     rd->conf = mcf;
+    rd->addr = mcf->host;
 
     /*
      * Not cancelable: a worker that quits gracefully waits for the calls
@@ -74,6 +88,10 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     rd->timer.log = cycle->log;
 
     mcf->redis = rd;
+
+    if (mcf->sentinels) {
+        return ngx_http_imgbill_sentinel_init(cycle, mcf);
+    }
 
     return NGX_OK;
 }
@@ -88,16 +106,19 @@ ngx_http_imgbill_redis_done(ngx_http_imgbill_main_conf_t *mcf)
 
     rd = mcf->redis;
 
-    if (rd && rd->ac) {
-        redisAsyncFree(rd->ac);
+    if (rd && rd->link.ac) {
+        redisAsyncFree(rd->link.ac);
     }
+
+    ngx_http_imgbill_sentinel_done(mcf);
 }
 
 
 /*
- * For work that has no request behind it (the journal): NGX_OK when
- * connected, NGX_AGAIN while a connection is being set up (its connect
- * callback wakes the journal), NGX_ERROR when Redis cannot be reached.
+ * For work that has no request behind it (the journal, the batch's
+ * flush): NGX_OK when ready, NGX_AGAIN while a connection is being set up
+ * (ngx_http_imgbill_redis_up() wakes the journal and the batch), NGX_ERROR
+ * when Redis cannot be reached.
  */
 
 ngx_int_t
@@ -111,16 +132,19 @@ ngx_http_imgbill_redis_ready(ngx_http_imgbill_main_conf_t *mcf)
         return NGX_ERROR;
     }
 
-    if (rd->ac == NULL) {
-        return (ngx_http_imgbill_redis_connect(rd) == NGX_OK) ? NGX_AGAIN
-                                                              : NGX_ERROR;
+    if (rd->link.ac) {
+        /* a connection being dropped is as good as gone: wait for the
+           next one, which its closing asks for */
+        return (rd->ready && !(rd->link.ac->c.flags & REDIS_FREEING))
+               ? NGX_OK : NGX_AGAIN;
     }
 
-    return (rd->ac->c.flags & REDIS_CONNECTED) ? NGX_OK : NGX_AGAIN;
+    return (ngx_http_imgbill_redis_open(mcf) == NGX_OK) ? NGX_AGAIN
+                                                        : NGX_ERROR;
 }
 
 
-/* NGX_OK when a connection is up or on its way: calls can be made */
+/* NGX_OK when a connection is up or on its way: calls can be queued */
 
 ngx_int_t
 ngx_http_imgbill_redis_open(ngx_http_imgbill_main_conf_t *mcf)
@@ -133,18 +157,23 @@ ngx_http_imgbill_redis_open(ngx_http_imgbill_main_conf_t *mcf)
         return NGX_ERROR;
     }
 
-    if (rd->ac == NULL) {
-        return ngx_http_imgbill_redis_connect(rd);
+    if (rd->link.ac) {
+        return NGX_OK;
     }
 
-    return NGX_OK;
+    if (mcf->sentinel) {
+        /* the Sentinel's answer connects (or is already on its way) */
+        return ngx_http_imgbill_sentinel_lookup(mcf);
+    }
+
+    return ngx_http_imgbill_redis_connect(rd, (char *) mcf->host.data,
+                                          mcf->port);
 }
 
 
 /*
- * One command; NGX_OK means call->handler will be called exactly once,
- * with the reply or with NULL if it is lost.  The connection may have been
- * lost since the caller last looked: it is reopened here.
+ * One command on a ready connection; NGX_OK means call->handler will be
+ * called exactly once, with the reply or with NULL if it is lost.
  */
 
 ngx_int_t
@@ -154,13 +183,13 @@ ngx_http_imgbill_redis_call(ngx_http_imgbill_main_conf_t *mcf,
 {
     ngx_http_imgbill_redis_t  *rd;
 
-    if (ngx_http_imgbill_redis_open(mcf) != NGX_OK) {
+    rd = mcf->redis;
+
+    if (rd == NULL || rd->link.ac == NULL || !rd->ready) {
         return NGX_ERROR;
     }
 
-    rd = mcf->redis;
-
-    if (redisAsyncCommandArgv(rd->ac, ngx_http_imgbill_redis_reply, call,
+    if (redisAsyncCommandArgv(rd->link.ac, ngx_http_imgbill_redis_reply, call,
                               argc, argv, argvlen)
         != REDIS_OK)
     {
@@ -199,94 +228,165 @@ ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 }
 
 
-static ngx_int_t
-ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd)
+/* the master Sentinel named: host is numeric */
+
+ngx_int_t
+ngx_http_imgbill_redis_master(ngx_http_imgbill_main_conf_t *mcf, char *host,
+    in_port_t port)
 {
-    ngx_connection_t              *c;
+    ngx_http_imgbill_redis_t  *rd;
+
+    rd = mcf->redis;
+
+    if (rd->link.ac) {
+        /* cannot happen: a lookup starts only without a connection */
+        return NGX_ERROR;
+    }
+
+    return ngx_http_imgbill_redis_connect(rd, host, port);
+}
+
+
+/* no connection could be set up: what waits for one fails */
+
+void
+ngx_http_imgbill_redis_failed(ngx_http_imgbill_main_conf_t *mcf)
+{
+    ngx_http_imgbill_batch_wake(mcf, NGX_ERROR);
+}
+
+
+/*
+ * An error reply that says the server is not, or no longer, a master that
+ * takes writes: a replica (READONLY) or one cut off from its master
+ * (MASTERDOWN).  The connection is dropped, and the next one goes where
+ * the Sentinels say.  Returns 1 if so.
+ */
+
+ngx_uint_t
+ngx_http_imgbill_redis_demoted(ngx_http_imgbill_main_conf_t *mcf,
+    char *error)
+{
+    ngx_http_imgbill_redis_t  *rd;
+
+    if (ngx_strncmp(error, "READONLY", 8) != 0
+        && ngx_strncmp(error, "MASTERDOWN", 10) != 0)
+    {
+        return 0;
+    }
+
+    rd = mcf->redis;
+
+    if (rd->link.ac == NULL || (rd->link.ac->c.flags & REDIS_FREEING)) {
+        return 1;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, rd->link.log, 0,
+                  "imgbill: redis %V is not a master that takes writes "
+                  "(\"%s\"), dropping the connection%s", &rd->addr, error,
+                  mcf->sentinel ? " and asking the Sentinels again" : "");
+
+    /* inside a reply's callback: hiredis frees it once that returns */
+    redisAsyncFree(rd->link.ac);
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd, char *host,
+    in_port_t port)
+{
+    u_char                        *p;
     redisAsyncContext             *ac;
     ngx_http_imgbill_main_conf_t  *mcf;
 
     mcf = rd->conf;
 
-    /* host is a numeric address (resolved at configuration): no DNS here */
+    if (port) {
+        p = ngx_snprintf(rd->addr_buf, sizeof(rd->addr_buf), "%s:%d",
+                         host, (int) port);
+        rd->addr.data = rd->addr_buf;
+        rd->addr.len = p - rd->addr_buf;
+    }
 
-    if (mcf->port == 0) {
-        ac = redisAsyncConnectUnix((char *) mcf->host.data);
+    /* host is a numeric address (resolved at configuration, or checked
+       as Sentinel gave it): no DNS here */
+
+    if (port == 0) {
+        ac = redisAsyncConnectUnix(host);
 
     } else {
-        ac = redisAsyncConnect((char *) mcf->host.data, mcf->port);
+        ac = redisAsyncConnect(host, port);
     }
 
     if (ac == NULL) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+        ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
                       "imgbill: cannot allocate a redis context");
         return NGX_ERROR;
     }
 
     if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+        ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
                       "imgbill: redis connect to \"%V\" failed: %s",
-                      &mcf->host, ac->errstr);
+                      &rd->addr, ac->errstr);
         redisAsyncFree(ac);
         return NGX_ERROR;
     }
 
-    c = ngx_get_connection(ac->c.fd, rd->log);
-    if (c == NULL) {
-        redisAsyncFree(ac);
+    if (ngx_http_imgbill_redis_attach(&rd->link, ac) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    c->data = rd;
-    c->read->handler = ngx_http_imgbill_redis_read_handler;
-    c->write->handler = ngx_http_imgbill_redis_write_handler;
-    c->read->log = rd->log;
-    c->write->log = rd->log;
-
-    rd->ac = ac;
-    rd->connection = c;
-
-    ac->ev.data = rd;
-    ac->ev.addRead = ngx_http_imgbill_redis_add_read;
-    ac->ev.delRead = ngx_http_imgbill_redis_del_read;
-    ac->ev.addWrite = ngx_http_imgbill_redis_add_write;
-    ac->ev.delWrite = ngx_http_imgbill_redis_del_write;
-    ac->ev.cleanup = ngx_http_imgbill_redis_cleanup;
-    ac->data = rd;
 
     redisAsyncSetConnectCallback(ac, ngx_http_imgbill_redis_connected);
     redisAsyncSetDisconnectCallback(ac, ngx_http_imgbill_redis_disconnected);
 
-    /* queued ahead of the first command: hiredis writes them in order */
+    rd->ready = 0;
+    rd->setup = 0;
 
-    if (mcf->password.len) {
-        if (redisAsyncCommand(ac, ngx_http_imgbill_redis_setup_reply,
-                              (void *) "AUTH", "AUTH %b", mcf->password.data,
-                              mcf->password.len)
-            != REDIS_OK)
-        {
-            redisAsyncFree(ac);
-            return NGX_ERROR;
-        }
+    /* queued ahead of everything else: hiredis writes them in order */
 
-        rd->pending++;
+    if ((mcf->password.len
+         && ngx_http_imgbill_redis_setup(rd, "AUTH", "AUTH %b",
+                                         mcf->password.data,
+                                         mcf->password.len)
+            != NGX_OK)
+        || (mcf->db
+            && ngx_http_imgbill_redis_setup(rd, "SELECT", "SELECT %d",
+                                            (int) mcf->db)
+               != NGX_OK)
+        || (mcf->sentinel
+            && ngx_http_imgbill_redis_setup(rd, "ROLE", "ROLE") != NGX_OK))
+    {
+        redisAsyncFree(ac);
+        return NGX_ERROR;
     }
 
-    if (mcf->db) {
-        if (redisAsyncCommand(ac, ngx_http_imgbill_redis_setup_reply,
-                              (void *) "SELECT", "SELECT %d", (int) mcf->db)
-            != REDIS_OK)
-        {
-            redisAsyncFree(ac);
-            return NGX_ERROR;
-        }
+    /* the connection itself has imgbill_redis_timeout to come up */
+    ngx_add_timer(&rd->timer, mcf->timeout);
 
-        rd->pending++;
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_redis_setup(ngx_http_imgbill_redis_t *rd, const char *name,
+    const char *format, ...)
+{
+    int      rc;
+    va_list  args;
+
+    va_start(args, format);
+    rc = redisvAsyncCommand(rd->link.ac, ngx_http_imgbill_redis_setup_reply,
+                            (void *) name, format, args);
+    va_end(args);
+
+    if (rc != REDIS_OK) {
+        return NGX_ERROR;
     }
 
-    if (rd->pending) {
-        ngx_add_timer(&rd->timer, mcf->timeout);
-    }
+    rd->pending++;
+    rd->setup++;
 
     return NGX_OK;
 }
@@ -301,9 +401,8 @@ ngx_http_imgbill_redis_setup_reply(redisAsyncContext *ac, void *r,
 
     rd = ac->data;
 
-    if (--rd->pending == 0 && rd->timer.timer_set) {
-        ngx_del_timer(&rd->timer);
-    }
+    rd->pending--;
+    rd->setup--;
 
     if (reply == NULL) {
         return;
@@ -311,13 +410,83 @@ ngx_http_imgbill_redis_setup_reply(redisAsyncContext *ac, void *r,
 
     if (reply->type == REDIS_REPLY_ERROR) {
         /* the password never appears in the log, only the command name */
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "imgbill: redis %s failed: \"%s\"",
-                      (char *) privdata, reply->str);
+        ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
+                      "imgbill: redis %s on \"%V\" failed: \"%s\"",
+                      (char *) privdata, &rd->addr, reply->str);
 
         /* deferred by hiredis until this callback returns */
         redisAsyncFree(ac);
+        return;
     }
+
+    if (ngx_strcmp(privdata, "ROLE") == 0
+        && !ngx_http_imgbill_redis_is_master(rd, reply))
+    {
+        redisAsyncFree(ac);
+        return;
+    }
+
+    if (rd->setup == 0 && (ac->c.flags & REDIS_CONNECTED)) {
+        ngx_http_imgbill_redis_up(rd);
+    }
+}
+
+
+/* ROLE's reply: "master" first, or the server is of no use for writes */
+
+static ngx_uint_t
+ngx_http_imgbill_redis_is_master(ngx_http_imgbill_redis_t *rd,
+    redisReply *reply)
+{
+    redisReply  *role;
+
+    role = (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
+           ? reply->element[0] : NULL;
+
+    if (role && role->type == REDIS_REPLY_STRING && role->len == 6
+        && ngx_strncmp(role->str, "master", 6) == 0)
+    {
+        return 1;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, rd->link.log, 0,
+                  "imgbill: redis \"%V\" named as master \"%V\" says it is "
+                  "a \"%s\", not the master: dropping it and asking the "
+                  "Sentinels again", &rd->addr, &rd->conf->host,
+                  (role && role->type == REDIS_REPLY_STRING) ? role->str
+                                                             : "?");
+
+    ngx_http_imgbill_sentinel_skip(rd->conf);
+
+    return 0;
+}
+
+
+/* set up: what waits for a connection goes now */
+
+static void
+ngx_http_imgbill_redis_up(ngx_http_imgbill_redis_t *rd)
+{
+    rd->ready = 1;
+
+    if (rd->pending == 0 && rd->timer.timer_set) {
+        ngx_del_timer(&rd->timer);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rd->link.log, 0,
+                   "imgbill: redis connected to \"%V\"", &rd->addr);
+
+    if (rd->was_connected) {
+        ngx_http_imgbill_metrics_count(rd->conf,
+                                       NGX_HTTP_IMGBILL_REDIS_RECONNECT);
+    }
+
+    rd->was_connected = 1;
+
+    ngx_http_imgbill_batch_wake(rd->conf, NGX_OK);
+
+    /* what could not be settled before is settled now */
+    ngx_http_imgbill_journal_wake(rd->conf);
 }
 
 
@@ -331,24 +500,15 @@ ngx_http_imgbill_redis_connected(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         ngx_http_imgbill_metrics_count(rd->conf,
                                        NGX_HTTP_IMGBILL_REDIS_ERROR);
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+        ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
                       "imgbill: redis connect to \"%V\" failed: %s",
-                      &rd->conf->host, ac->errstr);
+                      &rd->addr, ac->errstr);
         return;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rd->log, 0,
-                   "imgbill: redis connected to \"%V\"", &rd->conf->host);
-
-    if (rd->was_connected) {
-        ngx_http_imgbill_metrics_count(rd->conf,
-                                       NGX_HTTP_IMGBILL_REDIS_RECONNECT);
+    if (rd->setup == 0) {
+        ngx_http_imgbill_redis_up(rd);
     }
-
-    rd->was_connected = 1;
-
-    /* what could not be settled before is settled now */
-    ngx_http_imgbill_journal_wake(rd->conf);
 }
 
 
@@ -362,36 +522,36 @@ ngx_http_imgbill_redis_disconnected(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         ngx_http_imgbill_metrics_count(rd->conf,
                                        NGX_HTTP_IMGBILL_REDIS_ERROR);
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+        ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
                       "imgbill: redis connection to \"%V\" lost: %s",
-                      &rd->conf->host, ac->errstr);
+                      &rd->addr, ac->errstr);
     }
 }
 
 
-static void
-ngx_http_imgbill_redis_read_handler(ngx_event_t *rev)
-{
-    ngx_connection_t          *c;
-    ngx_http_imgbill_redis_t  *rd;
-
-    c = rev->data;
-    rd = c->data;
-
-    redisAsyncHandleRead(rd->ac);
-}
-
+/* from hiredis' cleanup: pending calls have had their NULL replies */
 
 static void
-ngx_http_imgbill_redis_write_handler(ngx_event_t *wev)
+ngx_http_imgbill_redis_closed(ngx_http_imgbill_redis_link_t *l)
 {
-    ngx_connection_t          *c;
-    ngx_http_imgbill_redis_t  *rd;
+    ngx_http_imgbill_redis_t *rd = (ngx_http_imgbill_redis_t *) l;
 
-    c = wev->data;
-    rd = c->data;
+    if (rd->timer.timer_set) {
+        ngx_del_timer(&rd->timer);
+    }
 
-    redisAsyncHandleWrite(rd->ac);
+    rd->pending = 0;
+    rd->setup = 0;
+
+    if (!rd->ready) {
+        /* never set up: the commands held for it fail */
+        ngx_http_imgbill_redis_failed(rd->conf);
+        return;
+    }
+
+    /* lost after it was up: what waits goes on a new one */
+    rd->ready = 0;
+    ngx_http_imgbill_batch_wake(rd->conf, NGX_OK);
 }
 
 
@@ -402,132 +562,16 @@ ngx_http_imgbill_redis_timeout(ngx_event_t *ev)
 
     rd = ev->data;
 
-    if (rd->ac == NULL) {
+    if (rd->link.ac == NULL) {
         return;
     }
 
     ngx_http_imgbill_metrics_count(rd->conf, NGX_HTTP_IMGBILL_REDIS_TIMEOUT);
 
-    ngx_log_error(NGX_LOG_ERR, rd->log, NGX_ETIMEDOUT,
+    ngx_log_error(NGX_LOG_ERR, rd->link.log, NGX_ETIMEDOUT,
                   "imgbill: redis \"%V\" did not answer in %M ms, "
-                  "dropping the connection", &rd->conf->host,
-                  rd->conf->timeout);
+                  "dropping the connection", &rd->addr, rd->conf->timeout);
 
     /* fails every pending command with a NULL reply */
-    redisAsyncFree(rd->ac);
-}
-
-
-static void
-ngx_http_imgbill_redis_add_read(void *data)
-{
-    ngx_http_imgbill_redis_t *rd = data;
-
-    ngx_event_t  *rev;
-
-    rev = rd->connection->read;
-
-    if (!rev->active
-        && ngx_add_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ALERT, rd->log, 0,
-                      "imgbill: cannot add the redis read event");
-    }
-}
-
-
-static void
-ngx_http_imgbill_redis_del_read(void *data)
-{
-    ngx_http_imgbill_redis_t *rd = data;
-
-    ngx_event_t  *rev;
-
-    rev = rd->connection->read;
-
-    if (rev->active) {
-        (void) ngx_del_event(rev, NGX_READ_EVENT, 0);
-    }
-}
-
-
-static void
-ngx_http_imgbill_redis_add_write(void *data)
-{
-    ngx_http_imgbill_redis_t *rd = data;
-
-    ngx_event_t  *wev;
-
-    wev = rd->connection->write;
-
-    if (!wev->active
-        && ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ALERT, rd->log, 0,
-                      "imgbill: cannot add the redis write event");
-    }
-}
-
-
-static void
-ngx_http_imgbill_redis_del_write(void *data)
-{
-    ngx_http_imgbill_redis_t *rd = data;
-
-    ngx_event_t  *wev;
-
-    wev = rd->connection->write;
-
-    if (wev->active) {
-        (void) ngx_del_event(wev, NGX_WRITE_EVENT, 0);
-    }
-}
-
-
-/*
- * hiredis frees its context, and closes the socket itself right after
- * this hook: release the ngx_connection_t without closing the descriptor.
- * Pending commands have already been failed by then.
- */
-
-static void
-ngx_http_imgbill_redis_cleanup(void *data)
-{
-    ngx_http_imgbill_redis_t *rd = data;
-
-    ngx_connection_t  *c;
-
-    c = rd->connection;
-
-    if (c) {
-        if (c->read->active) {
-            (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-        }
-
-        if (c->write->active) {
-            (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-        }
-
-        if (c->read->posted) {
-            ngx_delete_posted_event(c->read);
-        }
-
-        if (c->write->posted) {
-            ngx_delete_posted_event(c->write);
-        }
-
-        c->read->closed = 1;
-        c->write->closed = 1;
-
-        ngx_free_connection(c);
-        c->fd = (ngx_socket_t) -1;
-    }
-
-    if (rd->timer.timer_set) {
-        ngx_del_timer(&rd->timer);
-    }
-
-    rd->connection = NULL;
-    rd->ac = NULL;
-    rd->pending = 0;
+    redisAsyncFree(rd->link.ac);
 }

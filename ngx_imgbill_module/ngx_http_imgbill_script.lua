@@ -197,6 +197,10 @@ local function settle(k, a)
     return {1, bal}
   end
 
+  -- Applied before (a journal replay): the marker is written again, so
+  -- that this call writes something and a WAIT after it covers the
+  -- original charge, on whichever connection that was made.
+  call('EXPIRE', marker, ARGV[a + 6])
   return {0, tonumber(call('GET', balk) or '0')}
 end
 

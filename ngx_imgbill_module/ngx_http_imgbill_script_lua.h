@@ -9,7 +9,7 @@
 #define _NGX_HTTP_IMGBILL_SCRIPT_LUA_H_INCLUDED_
 
 
-#define NGX_HTTP_IMGBILL_SCRIPT_SHA  "941a2fc1dbfade68b7e5664fa0f5eb010611c8c6"
+#define NGX_HTTP_IMGBILL_SCRIPT_SHA  "d80b24daa2f539ffdd3116297e46a0470461a313"
 
 static const char  ngx_http_imgbill_script_lua[] =
     "-- imgbill's one Redis script: admit, settle, release, release_key,\n"
@@ -218,6 +218,10 @@ static const char  ngx_http_imgbill_script_lua[] =
     "    return {1, bal}\n"
     "  end\n"
     "\n"
+    "  -- Applied before (a journal replay): the marker is written again, so\n"
+    "  -- that this call writes something and a WAIT after it covers the\n"
+    "  -- original charge, on whichever connection that was made.\n"
+    "  call('EXPIRE', marker, ARGV[a + 6])\n"
     "  return {0, tonumber(call('GET', balk) or '0')}\n"
     "end\n"
     "\n"

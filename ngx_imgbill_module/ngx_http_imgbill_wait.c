@@ -1,0 +1,150 @@
+
+/*
+ * imgbill_redis_wait: a call that carries a settlement is followed, in
+ * the same pipeline, by "WAIT replicas timeout".  Its settlements reach
+ * their handlers only once WAIT says enough replicas have everything the
+ * connection wrote; otherwise they are answered as lost, and journaled
+ * (see ngx_http_imgbill_batch.c).
+ */
+
+
+#include "ngx_http_imgbill_batch.h"
+
+
+static void ngx_http_imgbill_batch_waited(
+    ngx_http_imgbill_redis_call_t *call, redisReply *reply);
+
+
+/* WAIT, pipelined behind the script call; if it cannot be sent, the
+   settlements count as lost when the script answers */
+
+ngx_int_t
+ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b)
+{
+    u_char                        *p;
+    const char                    *argv[3];
+    size_t                         argvlen[3];
+    u_char                         replicas[NGX_INT_T_LEN];
+    u_char                         timeout[NGX_INT_T_LEN];
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = b->client->mcf;
+
+    b->wait.handler = ngx_http_imgbill_batch_waited;
+
+    argv[0] = "WAIT";
+    argvlen[0] = sizeof("WAIT") - 1;
+
+    p = ngx_sprintf(replicas, "%i", mcf->wait_replicas);
+    argv[1] = (const char *) replicas;
+    argvlen[1] = p - replicas;
+
+    p = ngx_sprintf(timeout, "%M", mcf->wait_timeout);
+    argv[2] = (const char *) timeout;
+    argvlen[2] = p - timeout;
+
+    /* hiredis copies the arguments into its output buffer */
+
+    if (ngx_http_imgbill_redis_call(mcf, &b->wait, 3, argv, argvlen)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    b->waits++;
+
+    return NGX_OK;
+}
+
+
+/* WAIT's reply: the last one sent decides */
+
+static void
+ngx_http_imgbill_batch_waited(ngx_http_imgbill_redis_call_t *call,
+    redisReply *reply)
+{
+    ngx_http_imgbill_batch_t *b = (ngx_http_imgbill_batch_t *)
+        ((u_char *) call - offsetof(ngx_http_imgbill_batch_t, wait));
+
+    b->waits--;
+
+    if (!b->evaluated || b->waits) {
+        /* sent behind an EVALSHA that found no script: another follows */
+        return;
+    }
+
+    ngx_http_imgbill_batch_confirm(b, reply);
+}
+
+
+/*
+ * The settlements of a call once WAIT answered: theirs as the script gave
+ * them if enough replicas have them, else lost (their handlers journal
+ * them, and the journal's replay comes back through WAIT).
+ */
+
+void
+ngx_http_imgbill_batch_confirm(ngx_http_imgbill_batch_t *b,
+    redisReply *reply)
+{
+    ngx_uint_t                     n;
+    ngx_queue_t                   *q;
+    ngx_http_imgbill_cmd_t        *cmd;
+    ngx_http_imgbill_reply_t       lost;
+    ngx_http_imgbill_client_t     *cl;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    cl = b->client;
+    mcf = cl->mcf;
+
+    ngx_memzero(&lost, sizeof(ngx_http_imgbill_reply_t));
+    lost.rc = NGX_HTTP_IMGBILL_REPLY_LOST;
+
+    if (!ngx_queue_empty(&b->settled)
+        && !(reply && reply->type == REDIS_REPLY_INTEGER
+             && reply->integer >= mcf->wait_replicas))
+    {
+        n = 0;
+
+        for (q = ngx_queue_head(&b->settled);
+             q != ngx_queue_sentinel(&b->settled);
+             q = ngx_queue_next(q))
+        {
+            n++;
+        }
+
+        if (reply && reply->type == REDIS_REPLY_INTEGER) {
+            ngx_log_error(NGX_LOG_WARN, cl->log, 0,
+                          "imgbill: %L of %i replica(s) confirmed %ui "
+                          "settlement(s) within %M ms; they are journaled "
+                          "until a replica has them", reply->integer,
+                          mcf->wait_replicas, n, mcf->wait_timeout);
+
+        } else {
+            ngx_log_error(NGX_LOG_WARN, cl->log, 0,
+                          "imgbill: WAIT failed%s%s; %ui settlement(s) are "
+                          "journaled until a replica has them",
+                          (reply && reply->type == REDIS_REPLY_ERROR)
+                          ? ": " : "",
+                          (reply && reply->type == REDIS_REPLY_ERROR)
+                          ? reply->str : "", n);
+        }
+
+        reply = NULL;
+    }
+
+    while (!ngx_queue_empty(&b->settled)) {
+        q = ngx_queue_head(&b->settled);
+        ngx_queue_remove(q);
+
+        cmd = ngx_queue_data(q, ngx_http_imgbill_cmd_t, queue);
+
+        if (cmd->handler) {
+            cmd->handler(reply ? &cmd->reply : &lost, cmd->data);
+        }
+
+        ngx_free(cmd);
+    }
+
+    ngx_free(b);
+}
