@@ -127,7 +127,8 @@ lc_start(lc_run_t *run, lc_req_t *rq)
         len = snprintf(body, sizeof(body), "draw a cat, not JSON");
     }
 
-    snprintf(url, sizeof(url), "%s%s/v1/chat/completions", run->conf.relay,
+    snprintf(url, sizeof(url), "%s%s/v1/chat/completions",
+             run->conf.relays[rq->relay],
              rq->channel == LC_FAST ? "/fast" : "");
 
     easy = curl_easy_init();
@@ -381,15 +382,20 @@ lc_finish(lc_run_t *run, lc_req_t *rq, CURLcode rc)
             || (rc != CURLE_GOT_NOTHING && rc != CURLE_PARTIAL_FILE
                 && rc != CURLE_RECV_ERROR && rc != CURLE_SEND_ERROR))
         {
-            lc_problem(run, "request #%u (%s, %s %s, account %s): "
-                       "transfer failed: %s", rq->n, k->name,
+            lc_problem(run, "request #%u (%s, %s %s, account %s, relay "
+                       "%s): transfer failed: %s", rq->n, k->name,
                        lc_channels[rq->channel], lc_models[rq->model].name,
                        run->accounts[rq->account].id,
-                       curl_easy_strerror(rc));
+                       run->conf.relays[rq->relay], curl_easy_strerror(rc));
         }
     }
 
     run->classes[rq->class]++;
+    run->relay_sent[rq->relay]++;
+
+    if (rq->class == LC_OK) {
+        run->relay_ok[rq->relay]++;
+    }
 
     free(rq->body);
     rq->body = NULL;

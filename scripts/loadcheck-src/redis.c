@@ -7,14 +7,19 @@
 
 #include "loadcheck.h"
 
+#include <signal.h>
+#include <sys/types.h>
 #include <openssl/evp.h>
 
 
 static int lc_random_key(char *buf, size_t size);
+static void lc_reload(lc_run_t *run);
 static int lc_sha256_hex(const char *s, char *hex);
 
 
-const char  *lc_fault_names[3] = { "pause", "kill", "restart" };
+const char  *lc_fault_names[LC_NFAULT_KINDS] = {
+    "pause", "kill", "restart", "reload"
+};
 
 
 /* keys are secrets even here: they come from the kernel, not the seed */
@@ -295,6 +300,11 @@ lc_fault(lc_run_t *run, int fault, long at)
     fprintf(stderr, "loadcheck: fault %d/%d: %s at request %ld\n",
             run->fired + 1, run->conf.nfaults, lc_fault_names[fault], at);
 
+    if (fault == LC_FAULT_RELOAD) {
+        lc_reload(run);
+        return;
+    }
+
     if (run->redis == NULL && lc_redis_connect(run, 5) != 0) {
         lc_problem(run, "fault %s: no connection to Redis",
                    lc_fault_names[fault]);
@@ -352,6 +362,46 @@ lc_fault(lc_run_t *run, int fault, long at)
     }
 
     freeReplyObject(r);
+}
+
+
+/*
+ * A relay's workers replaced while it serves (as a deploy does): SIGHUP to
+ * the master of the next relay in turn.  The old workers finish what they
+ * hold; the new ones open their own Redis connection and replay the
+ * relay's journal.
+ */
+
+static void
+lc_reload(lc_run_t *run)
+{
+    int          i;
+    long         pid;
+    FILE        *f;
+    const char  *file;
+
+    i = run->reloads++ % run->conf.npids;
+    file = run->conf.pids[i];
+
+    f = fopen(file, "r");
+    pid = 0;
+
+    if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
+        lc_problem(run, "fault reload: no pid in %s (relay %s)", file,
+                   run->conf.relays[i]);
+
+    } else if (kill((pid_t) pid, SIGHUP) != 0) {
+        lc_problem(run, "fault reload: kill(%ld, SIGHUP) (relay %s): %s",
+                   pid, run->conf.relays[i], strerror(errno));
+
+    } else {
+        fprintf(stderr, "loadcheck: reloaded relay %s (master %ld)\n",
+                run->conf.relays[i], pid);
+    }
+
+    if (f) {
+        fclose(f);
+    }
 }
 
 

@@ -481,7 +481,7 @@ lc_verify_exhaust(lc_run_t *run)
         }
 
         if (rq->status == 402
-            || (rq->status == 503 && run->conf.nfaults))
+            || (rq->status == 503 && run->conf.redis_faults))
         {
             refused++;
             continue;
@@ -492,7 +492,7 @@ lc_verify_exhaust(lc_run_t *run)
                    " units nor 402", rq->n, rq->status, rq->charge, price);
     }
 
-    if (run->conf.nfaults == 0) {
+    if (run->conf.redis_faults == 0) {
         if (run->classes[LC_OK] != want) {
             lc_problem(run, "fast-exhaust: %ld calls succeeded, want "
                        "exactly %ld", run->classes[LC_OK], want);
@@ -517,6 +517,21 @@ lc_verify_exhaust(lc_run_t *run)
     if (run->classes[LC_OK] + refused != run->conf.requests) {
         lc_problem(run, "fast-exhaust: %ld succeeded and %ld refused of "
                    "%ld", run->classes[LC_OK], refused, run->conf.requests);
+    }
+
+    /*
+     * The race is one between relays only if every relay won some of
+     * it: the gate of one relay alone is not what is being shown.
+     */
+
+    for (i = 0; i < run->conf.nrelays && run->conf.nrelays > 1; i++) {
+        if (run->relay_ok[i] == 0 && run->conf.redis_faults == 0
+            && want >= run->conf.nrelays)
+        {
+            lc_problem(run, "fast-exhaust: relay %s served none of the %ld "
+                       "calls charged", run->conf.relays[i],
+                       run->classes[LC_OK]);
+        }
     }
 }
 
