@@ -163,14 +163,18 @@ is join('/', @split), join('/', @$won),
     'exhaust: the access logs split the 14 as the checker saw';
 
 # --- the judge can fail: one unit slipped into a balance -----------------
+# (the relays as one comma list this time)
 
-$r = run(@stack, '--requests', $vg ? 45 : 90, '--concurrency', $c,
-         '--seed', 9103, '--self-test');
+$r = run('--relay', join(',', map { $_->url } @relays),
+         '--redis', $h1->redis_addr, '--requests', $vg ? 45 : 90,
+         '--concurrency', $c, '--seed', 9103, '--self-test');
 is $r->{rc}, 1, 'self-test: exit 1';
 like $r->{line}, qr/^loadcheck: FAIL /, 'self-test: verdict FAIL';
 is $r->{f}{drift_units}, 1, 'self-test: drift_units=1';
 is $r->{f}{$_}, 0, "self-test: nothing else wrong ($_)"
     for qw(duplicates holds_left);
+is $r->{f}{relay_requests}, join('/', ($vg ? 15 : 30) x $nr),
+    'self-test: the comma list named every relay';
 
 # --- and every relay lived through it all ---------------------------------
 
