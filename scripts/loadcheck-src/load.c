@@ -58,7 +58,13 @@ lc_load(lc_run_t *run)
                     break;
                 }
 
-                lc_fault(run, run->conf.faults[run->fired], next);
+                if (run->conf.faults[run->fired] == LC_FAULT_CRASH) {
+                    lc_crash(run, next);
+
+                } else {
+                    lc_fault(run, run->conf.faults[run->fired], next);
+                }
+
                 run->fired++;
             }
 
@@ -370,6 +376,10 @@ lc_finish(lc_run_t *run, lc_req_t *rq, CURLcode rc)
     if (rc == CURLE_OK) {
         rq->complete = 1;
         lc_judge_reply(run, rq);
+
+    } else if (rq->killed) {
+        /* its worker was killed under it: lost, as with a machine gone */
+        rq->class = LC_DROPPED;
 
     } else if (rq->kind == LC_K_ABORT && rc == CURLE_OPERATION_TIMEDOUT) {
         /* the point of it: the relay sees the client go mid-generation */

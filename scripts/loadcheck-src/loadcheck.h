@@ -108,7 +108,7 @@ enum {
 
 enum {
     LC_FAULT_PAUSE = 0, LC_FAULT_KILL, LC_FAULT_RESTART, LC_FAULT_RELOAD,
-    LC_NFAULT_KINDS
+    LC_FAULT_CRASH, LC_NFAULT_KINDS
 };
 
 #define LC_FAULTS_MAX  64
@@ -173,6 +173,7 @@ typedef struct {
     unsigned            complete:1;
     unsigned            dup_header:1;
     unsigned            matched:1;  /* an aborted one a ledger entry claims */
+    unsigned            killed:1;   /* in flight when its relay crashed */
     uint8_t             class;
     int                 curl_rc;
     long                status;
@@ -215,6 +216,7 @@ typedef struct {
     long                relay_ok[LC_RELAYS_MAX];
     int                 fired;
     int                 reloads;    /* the next relay a reload goes to */
+    long                killed;     /* requests in flight at a crash */
     long                charged_seen;   /* replies with a charge > 0 */
     long                unseen;
     long long           holds_left;
@@ -256,6 +258,7 @@ int lc_redis_connect(lc_run_t *run, double wait);
 redisReply *lc_redis(lc_run_t *run, const char *fmt, ...);
 int lc_setup(lc_run_t *run);
 void lc_fault(lc_run_t *run, int fault, long at);
+void lc_crash(lc_run_t *run, long next);
 void lc_settle_wait(lc_run_t *run);
 void lc_cleanup(lc_run_t *run);
 

@@ -4,7 +4,7 @@
  *   loadcheck --relay http://127.0.0.1:PORT [--relay URL ...]
  *             --redis 127.0.0.1:PORT
  *             [--password PW] [--requests N] [--concurrency C]
- *             [--accounts A] [--faults pause,kill,restart,reload]
+ *             [--accounts A] [--faults pause,kill,restart,reload,crash]
  *             [--relay-pid FILE ...]
  *             [--scenario mixed|fast-exhaust] [--seed S]
  *             [--settle-wait SECONDS] [--self-test] [--cleanup]
@@ -32,8 +32,16 @@
  *                                 next one in turn): its workers are
  *                                 replaced mid-run, each new one with its
  *                                 own Redis connection and journal replay
+ *                        crash    SIGKILL to every worker of one relay
+ *                                 (the next in turn; its master starts new
+ *                                 ones): the requests in flight there are
+ *                                 lost (counted in killed=), a hold each
+ *                                 may stay until imgbill_hold_ttl, and a
+ *                                 charge settled before the kill is a
+ *                                 ledger entry no client saw
  *   --relay-pid FILE   the nginx.pid of the relay given at the same place
- *                      (repeat, or a comma list); reload needs them
+ *                      (repeat, or a comma list); reload and crash need
+ *                      them
  *   --scenario S       mixed (default): random accounts, channels, models
  *                      and outcomes; fast-exhaust: one account holding
  *                      exactly 1.00, every request a 0.07 fast call: exactly
@@ -163,7 +171,7 @@ main(int argc, char **argv)
            run.drift, run.duplicates, run.holds_left, run.elapsed,
            run.settled, run.elapsed > 0 ? run.conf.requests / run.elapsed : 0,
            run.conf.seed, run.prefix);
-    printf(" relays=%d", run.conf.nrelays);
+    printf(" relays=%d killed=%ld", run.conf.nrelays, run.killed);
     lc_print_relays("relay_requests", run.relay_sent, run.conf.nrelays);
     lc_print_relays("relay_ok", run.relay_ok, run.conf.nrelays);
     printf("\n");
@@ -202,7 +210,7 @@ lc_usage(FILE *f)
         "                 [--password PW] [--requests N (1000)] "
         "[--concurrency C (32)]\n"
         "                 [--accounts A (8)] "
-        "[--faults pause,kill,restart,reload]\n"
+        "[--faults pause,kill,restart,reload,crash]\n"
         "                 [--relay-pid FILE ...]\n"
         "                 [--scenario mixed|fast-exhaust] [--seed S]\n"
         "                 [--settle-wait SECONDS (20)] [--self-test] "
@@ -286,9 +294,12 @@ lc_parse_args(lc_conf_t *conf, int argc, char **argv)
     }
 
     for (i = 0; i < conf->nfaults; i++) {
-        if (conf->faults[i] == LC_FAULT_RELOAD && conf->npids == 0) {
-            fprintf(stderr, "loadcheck: the reload fault needs "
-                    "--relay-pid\n");
+        if ((conf->faults[i] == LC_FAULT_RELOAD
+             || conf->faults[i] == LC_FAULT_CRASH)
+            && conf->npids == 0)
+        {
+            fprintf(stderr, "loadcheck: the %s fault needs --relay-pid\n",
+                    lc_fault_names[conf->faults[i]]);
             goto usage;
         }
     }
@@ -471,7 +482,7 @@ lc_parse_faults(lc_conf_t *conf, const char *s)
         }
 
         conf->faults[conf->nfaults++] = f;
-        conf->redis_faults += (f != LC_FAULT_RELOAD);
+        conf->redis_faults += (f != LC_FAULT_RELOAD && f != LC_FAULT_CRASH);
 
         if (comma == NULL) {
             return 0;

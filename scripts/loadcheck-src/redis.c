@@ -7,6 +7,7 @@
 
 #include "loadcheck.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <openssl/evp.h>
@@ -14,11 +15,12 @@
 
 static int lc_random_key(char *buf, size_t size);
 static void lc_reload(lc_run_t *run);
+static long lc_master(lc_run_t *run, int i);
 static int lc_sha256_hex(const char *s, char *hex);
 
 
 const char  *lc_fault_names[LC_NFAULT_KINDS] = {
-    "pause", "kill", "restart", "reload"
+    "pause", "kill", "restart", "reload", "crash"
 };
 
 
@@ -375,33 +377,126 @@ lc_fault(lc_run_t *run, int fault, long at)
 static void
 lc_reload(lc_run_t *run)
 {
-    int          i;
-    long         pid;
-    FILE        *f;
-    const char  *file;
+    int   i;
+    long  pid;
 
     i = run->reloads++ % run->conf.npids;
-    file = run->conf.pids[i];
+    pid = lc_master(run, i);
 
-    f = fopen(file, "r");
+    if (pid == 0) {
+        return;
+    }
+
+    if (kill((pid_t) pid, SIGHUP) != 0) {
+        lc_problem(run, "fault reload: kill(%ld, SIGHUP) (relay %s): %s",
+                   pid, run->conf.relays[i], strerror(errno));
+        return;
+    }
+
+    fprintf(stderr, "loadcheck: reloaded relay %s (master %ld)\n",
+            run->conf.relays[i], pid);
+}
+
+
+/*
+ * A relay's machine lost mid-run, as near as one host gets: every worker
+ * of the next relay in turn SIGKILLed at once (its master starts new
+ * ones).  What was in flight there is lost, and marked so before the
+ * kill: the judge lets such a request end without a reply, keep its hold,
+ * or have a charge no client saw.
+ */
+
+void
+lc_crash(lc_run_t *run, long next)
+{
+    int        i, n;
+    long       pid, ppid, j, lost;
+    char       path[64];
+    FILE      *f;
+    DIR       *d;
+    struct dirent  *e;
+
+    fprintf(stderr, "loadcheck: fault %d/%d: crash at request %ld\n",
+            run->fired + 1, run->conf.nfaults, next);
+
+    i = run->reloads++ % run->conf.npids;
+    pid = lc_master(run, i);
+
+    if (pid == 0) {
+        return;
+    }
+
+    lost = 0;
+
+    for (j = 0; j < next; j++) {
+        if (run->reqs[j].relay == i && !run->reqs[j].done) {
+            run->reqs[j].killed = 1;
+            lost++;
+        }
+    }
+
+    run->killed += lost;
+
+    d = opendir("/proc");
+    if (d == NULL) {
+        lc_problem(run, "fault crash: /proc: %s", strerror(errno));
+        return;
+    }
+
+    n = 0;
+
+    while ((e = readdir(d))) {
+        snprintf(path, sizeof(path), "/proc/%.20s/stat", e->d_name);
+
+        f = fopen(path, "r");
+        if (f == NULL) {
+            continue;
+        }
+
+        /* "pid (comm) state ppid": nginx names its workers without ")" */
+        if (fscanf(f, "%ld (%*[^)]) %*c %ld", &j, &ppid) == 2
+            && ppid == pid && kill((pid_t) j, SIGKILL) == 0)
+        {
+            n++;
+        }
+
+        fclose(f);
+    }
+
+    closedir(d);
+
+    if (n == 0) {
+        lc_problem(run, "fault crash: no worker of master %ld (relay %s) "
+                   "killed", pid, run->conf.relays[i]);
+    }
+
+    fprintf(stderr, "loadcheck: crashed relay %s: %d workers killed, %ld "
+            "requests in flight there\n", run->conf.relays[i], n, lost);
+}
+
+
+/* the master pid of relay i from its --relay-pid file, 0 if none */
+
+static long
+lc_master(lc_run_t *run, int i)
+{
+    long   pid;
+    FILE  *f;
+
+    f = fopen(run->conf.pids[i], "r");
     pid = 0;
 
     if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
-        lc_problem(run, "fault reload: no pid in %s (relay %s)", file,
+        lc_problem(run, "fault: no pid in %s (relay %s)", run->conf.pids[i],
                    run->conf.relays[i]);
-
-    } else if (kill((pid_t) pid, SIGHUP) != 0) {
-        lc_problem(run, "fault reload: kill(%ld, SIGHUP) (relay %s): %s",
-                   pid, run->conf.relays[i], strerror(errno));
-
-    } else {
-        fprintf(stderr, "loadcheck: reloaded relay %s (master %ld)\n",
-                run->conf.relays[i], pid);
+        pid = 0;
     }
 
     if (f) {
         fclose(f);
     }
+
+    return pid;
 }
 
 
@@ -442,7 +537,7 @@ lc_settle_wait(lc_run_t *run)
         }
 
         /* twice the same, a moment apart: late replays had their chance */
-        if (holds == 0 && entries >= run->charged_seen) {
+        if (holds <= run->killed && entries >= run->charged_seen) {
             if (entries == last && ++stable >= 2) {
                 break;
             }
