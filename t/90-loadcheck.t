@@ -8,6 +8,7 @@ use Test::More;
 use Time::HiRes qw(time);
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness;
+use Imgbill::Loadcheck qw(loadcheck verdict_ok);
 
 my $t0 = time;
 
@@ -19,65 +20,13 @@ my @stack = ('--relay', $h->url, '--redis', $h->redis_addr);
 my $vg = $ENV{IMGBILL_VALGRIND_DIR};
 my ($n_mixed, $n_faults, $c) = $vg ? (300, 400, 8) : (600, 1200, 32);
 
-my $root = Imgbill::Harness->root;
-
-# run(@args) -> { rc, ok, line, f => {field => value}, err }
-sub run {
-    my @args = @_;
-    my $errf = $h->dir . '/loadcheck.err';
-    open my $saved, '>&', \*STDERR or die "dup STDERR: $!";
-    open STDERR, '>', $errf or die "$errf: $!";
-    my $ok = open my $fh, '-|', "$root/scripts/loadcheck", @args;
-    my @out = $ok ? <$fh> : ();
-    close $fh if $ok;
-    my $rc = $ok ? $? >> 8 : -1;
-    open STDERR, '>&', $saved or die "restore STDERR: $!";
-    my $err = do { local (@ARGV, $/) = ($errf); <> } // '';
-
-    my ($line) = grep { /^loadcheck: (?:OK|FAIL) / } @out;
-    $line //= '';
-    chomp $line;
-    my %f = $line =~ /(\w+)=(\S+)/g;
-    note $line;
-    return { rc => $rc, ok => scalar($line =~ /^loadcheck: OK /),
-             line => $line, f => \%f, err => $err };
-}
+sub run { loadcheck($h, @_) }
 
 # the verdict's invariants, and every outcome class of the mixed plan seen
-sub clean_ok {
-    my ($r, $n, $name) = @_;
-    is $r->{rc}, 0, "$name: exit 0" or diag $r->{err};
-    ok $r->{ok}, "$name: verdict OK" or diag $r->{line};
-    my $f = $r->{f};
-    is $f->{requests}, $n, "$name: requests=$n";
-    is $f->{$_}, 0, "$name: $_=0" for qw(drift_units duplicates holds_left);
-}
+sub clean_ok { verdict_ok(@_) }
 
-# Redis itself, not the checker: per account, initial - final == the
-# ledger's charges, no hold left; the ledger count agrees with the verdict
-sub redis_agrees {
-    my ($r, $initial, $name) = @_;
-    my $prefix = $r->{f}{prefix} // 'none';
-    my ($entries, $bad) = (0, 0);
-    for my $i (0 .. $#$initial) {
-        my $acct = "$prefix-$i";
-        my $ledger = $h->ledger($acct);
-        my $sum = 0;
-        $sum += $_->{charge} for @$ledger;
-        $entries += @$ledger;
-        my $bal = $h->balance($acct) // 'none';
-        # no hold left, and their sum back to 0
-        my $left = keys(%{ $h->holds($acct) })
-                   + ($h->redis('HGET', "imgbill:{$acct}:held", 'units') // 0);
-        if ($bal ne $initial->[$i] - $sum || $left) {
-            $bad++;
-            diag "$acct: $initial->[$i] -> $bal, ledger $sum, "
-                . "holds and held units left: $left";
-        }
-    }
-    is $bad, 0, "$name: Redis agrees, account by account";
-    is $entries, $r->{f}{ledger} // -1, "$name: ledger entries as reported";
-}
+# Redis itself, not the checker (Imgbill::Loadcheck)
+sub redis_agrees { Imgbill::Loadcheck::redis_agrees($h, @_) }
 
 my @mixed_initial = ((100000000) x 7, 60000);
 

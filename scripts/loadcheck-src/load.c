@@ -58,7 +58,13 @@ lc_load(lc_run_t *run)
                     break;
                 }
 
-                lc_fault(run, run->conf.faults[run->fired], next);
+                if (run->conf.faults[run->fired] == LC_FAULT_CRASH) {
+                    lc_crash(run, next);
+
+                } else {
+                    lc_fault(run, run->conf.faults[run->fired], next);
+                }
+
                 run->fired++;
             }
 
@@ -127,7 +133,8 @@ lc_start(lc_run_t *run, lc_req_t *rq)
         len = snprintf(body, sizeof(body), "draw a cat, not JSON");
     }
 
-    snprintf(url, sizeof(url), "%s%s/v1/chat/completions", run->conf.relay,
+    snprintf(url, sizeof(url), "%s%s/v1/chat/completions",
+             run->conf.relays[rq->relay],
              rq->channel == LC_FAST ? "/fast" : "");
 
     easy = curl_easy_init();
@@ -370,6 +377,10 @@ lc_finish(lc_run_t *run, lc_req_t *rq, CURLcode rc)
         rq->complete = 1;
         lc_judge_reply(run, rq);
 
+    } else if (rq->killed) {
+        /* its worker was killed under it: lost, as with a machine gone */
+        rq->class = LC_DROPPED;
+
     } else if (rq->kind == LC_K_ABORT && rc == CURLE_OPERATION_TIMEDOUT) {
         /* the point of it: the relay sees the client go mid-generation */
         rq->class = LC_ABORTED;
@@ -381,15 +392,20 @@ lc_finish(lc_run_t *run, lc_req_t *rq, CURLcode rc)
             || (rc != CURLE_GOT_NOTHING && rc != CURLE_PARTIAL_FILE
                 && rc != CURLE_RECV_ERROR && rc != CURLE_SEND_ERROR))
         {
-            lc_problem(run, "request #%u (%s, %s %s, account %s): "
-                       "transfer failed: %s", rq->n, k->name,
+            lc_problem(run, "request #%u (%s, %s %s, account %s, relay "
+                       "%s): transfer failed: %s", rq->n, k->name,
                        lc_channels[rq->channel], lc_models[rq->model].name,
                        run->accounts[rq->account].id,
-                       curl_easy_strerror(rc));
+                       run->conf.relays[rq->relay], curl_easy_strerror(rc));
         }
     }
 
     run->classes[rq->class]++;
+    run->relay_sent[rq->relay]++;
+
+    if (rq->class == LC_OK) {
+        run->relay_ok[rq->relay]++;
+    }
 
     free(rq->body);
     rq->body = NULL;

@@ -106,13 +106,20 @@ enum {
 };
 
 
-enum { LC_FAULT_PAUSE = 0, LC_FAULT_KILL, LC_FAULT_RESTART };
+enum {
+    LC_FAULT_PAUSE = 0, LC_FAULT_KILL, LC_FAULT_RESTART, LC_FAULT_RELOAD,
+    LC_FAULT_CRASH, LC_NFAULT_KINDS
+};
 
 #define LC_FAULTS_MAX  64
+#define LC_RELAYS_MAX  16
 
 
 typedef struct {
-    const char  *relay;
+    char        *relays[LC_RELAYS_MAX];
+    char        *pids[LC_RELAYS_MAX];     /* their nginx.pid, for reload */
+    int          nrelays;
+    int          npids;
     const char  *redis;
     const char  *password;
     long         requests;
@@ -120,6 +127,7 @@ typedef struct {
     long         accounts;
     int          faults[LC_FAULTS_MAX];
     int          nfaults;
+    int          redis_faults;  /* of them, those that hurt Redis */
     int          exhaust;
     uint64_t     seed;
     double       settle_wait;
@@ -147,6 +155,7 @@ typedef struct {
     uint8_t             channel;
     uint8_t             model;
     uint8_t             kind;
+    uint8_t             relay;      /* which of conf.relays it goes to */
     int32_t             pt;         /* -1: the mock's default */
     int32_t             ct;
     char                mock[96];
@@ -164,6 +173,7 @@ typedef struct {
     unsigned            complete:1;
     unsigned            dup_header:1;
     unsigned            matched:1;  /* an aborted one a ledger entry claims */
+    unsigned            killed:1;   /* in flight when its relay crashed */
     uint8_t             class;
     int                 curl_rc;
     long                status;
@@ -202,7 +212,11 @@ typedef struct {
     uint64_t            rng;
 
     long                classes[LC_NCLASSES];
+    long                relay_sent[LC_RELAYS_MAX];
+    long                relay_ok[LC_RELAYS_MAX];
     int                 fired;
+    int                 reloads;    /* the next relay a reload goes to */
+    long                killed;     /* requests in flight at a crash */
     long                charged_seen;   /* replies with a charge > 0 */
     long                unseen;
     long long           holds_left;
@@ -238,12 +252,13 @@ void lc_judge_reply(lc_run_t *run, lc_req_t *rq);
 
 /* redis.c: the checker's connection, its accounts, the faults */
 
-extern const char       *lc_fault_names[3];
+extern const char       *lc_fault_names[LC_NFAULT_KINDS];
 
 int lc_redis_connect(lc_run_t *run, double wait);
 redisReply *lc_redis(lc_run_t *run, const char *fmt, ...);
 int lc_setup(lc_run_t *run);
 void lc_fault(lc_run_t *run, int fault, long at);
+void lc_crash(lc_run_t *run, long next);
 void lc_settle_wait(lc_run_t *run);
 void lc_cleanup(lc_run_t *run);
 

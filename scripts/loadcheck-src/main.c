@@ -1,30 +1,53 @@
 /*
  * loadcheck -- a load and consistency checker for imgbill.
  *
- *   loadcheck --relay http://127.0.0.1:PORT --redis 127.0.0.1:PORT
+ *   loadcheck --relay http://127.0.0.1:PORT [--relay URL ...]
+ *             --redis 127.0.0.1:PORT
  *             [--password PW] [--requests N] [--concurrency C]
- *             [--accounts A] [--faults pause,kill,restart]
+ *             [--accounts A] [--faults pause,kill,restart,reload,crash]
+ *             [--relay-pid FILE ...]
  *             [--scenario mixed|fast-exhaust] [--seed S]
  *             [--settle-wait SECONDS] [--self-test] [--cleanup]
  *
- *   --relay URL        the nginx running imgbill (conf.d/imgbill.conf: the
+ *   --relay URL        an nginx running imgbill (conf.d/imgbill.conf: the
  *                      metered channel at /v1/chat/completions, the fast one
  *                      at /fast/v1/chat/completions), in front of an
- *                      upstream that obeys X-Mock (scripts/mock-upstream)
- *   --redis HOST:PORT  the relay's Redis (or unix:/path); --password PW
+ *                      upstream that obeys X-Mock (scripts/mock-upstream).
+ *                      Repeat it, or give a comma list, for several relays
+ *                      on the same Redis (up to 16): request n goes to
+ *                      relay n mod R, so one account's requests are in
+ *                      flight on every relay at once
+ *   --redis HOST:PORT  the relays' Redis (or unix:/path); --password PW
  *   --requests N       requests to send (default 1000)
- *   --concurrency C    transfers in flight at once (default 32)
+ *   --concurrency C    transfers in flight at once, over all relays
+ *                      (default 32)
  *   --accounts A       accounts to spread them over (default 8, mixed only)
- *   --faults LIST      Redis faults fired at evenly spaced points of the
- *                      run, comma separated, in order, repeats allowed:
+ *   --faults LIST      faults fired at evenly spaced points of the run,
+ *                      comma separated, in order, repeats allowed:
  *                        pause    CLIENT PAUSE 1500 ALL
  *                        kill     CLIENT KILL TYPE normal SKIPME yes
  *                        restart  DEBUG RESTART (needs a redis-server with
  *                                 a save point and enable-debug-command)
+ *                        reload   SIGHUP to one relay's nginx master (the
+ *                                 next one in turn): its workers are
+ *                                 replaced mid-run, each new one with its
+ *                                 own Redis connection and journal replay
+ *                        crash    SIGKILL to every worker of one relay
+ *                                 (the next in turn; its master starts new
+ *                                 ones): the requests in flight there are
+ *                                 lost (counted in killed=), a hold each
+ *                                 may stay until imgbill_hold_ttl, and a
+ *                                 charge settled before the kill is a
+ *                                 ledger entry no client saw
+ *   --relay-pid FILE   the nginx.pid of the relay given at the same place
+ *                      (repeat, or a comma list); reload and crash need
+ *                      them
  *   --scenario S       mixed (default): random accounts, channels, models
  *                      and outcomes; fast-exhaust: one account holding
  *                      exactly 1.00, every request a 0.07 fast call: exactly
- *                      14 succeed, the rest get 402 (with faults: at most 14)
+ *                      14 succeed, the rest get 402 (with faults: at most
+ *                      14); with several relays, each must have served at
+ *                      least one of the 14
  *   --seed S           the plan's PRNG seed (default: from time and pid);
  *                      the same seed replays the same plan
  *   --settle-wait T    seconds to wait for holds to drain and journaled
@@ -36,8 +59,8 @@
  *
  * The checker creates its own accounts (ids "lc<pid><time>-<n>", random
  * raw keys that live only in this process) directly in Redis, so it can run
- * against a relay that serves real accounts too.  It assumes the seed's
- * tariffs, as shipped in conf.d/imgbill.conf.
+ * against relays that serve real accounts too.  It assumes the seed's
+ * tariffs, as shipped in conf.d/imgbill.conf, on every relay.
  *
  * Output: one verdict line on stdout, "loadcheck: OK ..." or
  * "loadcheck: FAIL ...", then one line per problem on stderr.  Its outcome
@@ -46,7 +69,8 @@
  * 503 before the upstream), aborted (the client gave up on purpose),
  * dropped (the upstream closed mid-body: no complete reply).  unseen counts
  * the charges of clients that gave up after the upstream had answered;
- * each must match one aborted request.
+ * each must match one aborted request.  relay_requests and relay_ok give,
+ * per relay in the order given, the requests sent and those charged.
  * Exit status: 0 OK, 1 FAIL (or no relay / Redis to talk to), 2 bad usage.
  *
  * One file per part, here in scripts/loadcheck-src/, their API in
@@ -66,10 +90,11 @@
 
 static void lc_usage(FILE *f);
 static int lc_parse_args(lc_conf_t *conf, int argc, char **argv);
-static int lc_parse_option(lc_conf_t *conf, const char *opt,
-    const char *val);
+static int lc_parse_option(lc_conf_t *conf, const char *opt, char *val);
+static int lc_parse_list(char *val, char **list, int *n);
 static int lc_parse_long(const char *s, long min, long max, long *out);
 static int lc_parse_faults(lc_conf_t *conf, const char *s);
+static void lc_print_relays(const char *name, long *v, int n);
 static void lc_free(lc_run_t *run);
 
 
@@ -141,11 +166,15 @@ main(int argc, char **argv)
     printf(" faults=%d charged_units=%" PRId64 " ledger=%zu unseen=%ld "
            "drift_units=%" PRId64 " duplicates=%ld holds_left=%lld "
            "elapsed=%.1fs settle=%.1fs rate=%.0f/s seed=%" PRIu64
-           " prefix=%s\n",
+           " prefix=%s",
            run.fired, run.charged_units, run.nledger, run.unseen,
            run.drift, run.duplicates, run.holds_left, run.elapsed,
            run.settled, run.elapsed > 0 ? run.conf.requests / run.elapsed : 0,
            run.conf.seed, run.prefix);
+    printf(" relays=%d killed=%ld", run.conf.nrelays, run.killed);
+    lc_print_relays("relay_requests", run.relay_sent, run.conf.nrelays);
+    lc_print_relays("relay_ok", run.relay_ok, run.conf.nrelays);
+    printf("\n");
     fflush(stdout);
 
     for (i = 0; i < run.nproblems && i < LC_PROBLEMS_MAX; i++) {
@@ -176,19 +205,22 @@ static void
 lc_usage(FILE *f)
 {
     fprintf(f,
-        "usage: loadcheck --relay http://127.0.0.1:PORT "
-        "--redis HOST:PORT|unix:PATH\n"
+        "usage: loadcheck --relay http://127.0.0.1:PORT [--relay URL ...]\n"
+        "                 --redis HOST:PORT|unix:PATH\n"
         "                 [--password PW] [--requests N (1000)] "
         "[--concurrency C (32)]\n"
-        "                 [--accounts A (8)] [--faults pause,kill,restart]\n"
+        "                 [--accounts A (8)] "
+        "[--faults pause,kill,restart,reload,crash]\n"
+        "                 [--relay-pid FILE ...]\n"
         "                 [--scenario mixed|fast-exhaust] [--seed S]\n"
         "                 [--settle-wait SECONDS (20)] [--self-test] "
         "[--cleanup]\n"
         "\n"
-        "Sends N image generation requests through an imgbill relay (C at\n"
-        "a time), fires the Redis faults at evenly spaced points, then\n"
-        "checks Redis to the unit: balance drift, duplicate or missing\n"
-        "ledger entries, money rules, leftover holds, status codes.\n"
+        "Sends N image generation requests through imgbill relays on one\n"
+        "Redis (C at a time, round-robin over the relays), fires the\n"
+        "faults at evenly spaced points, then checks Redis to the unit:\n"
+        "balance drift, duplicate or missing ledger entries, money rules,\n"
+        "leftover holds, status codes.\n"
         "Prints one verdict line; exit 0 OK, 1 FAIL, 2 usage.\n"
         "--self-test tampers with one balance before judging: it must "
         "FAIL\n"
@@ -203,7 +235,8 @@ static int
 lc_parse_args(lc_conf_t *conf, int argc, char **argv)
 {
     int          i, rc;
-    const char  *opt, *val;
+    char        *val;
+    const char  *opt;
 
     conf->requests = 1000;
     conf->concurrency = 32;
@@ -249,9 +282,26 @@ lc_parse_args(lc_conf_t *conf, int argc, char **argv)
         }
     }
 
-    if (conf->relay == NULL || conf->redis == NULL) {
+    if (conf->nrelays == 0 || conf->redis == NULL) {
         fprintf(stderr, "loadcheck: --relay and --redis are required\n");
         goto usage;
+    }
+
+    if (conf->npids && conf->npids != conf->nrelays) {
+        fprintf(stderr, "loadcheck: %d --relay-pid for %d relays: one "
+                "each, in the same order\n", conf->npids, conf->nrelays);
+        goto usage;
+    }
+
+    for (i = 0; i < conf->nfaults; i++) {
+        if ((conf->faults[i] == LC_FAULT_RELOAD
+             || conf->faults[i] == LC_FAULT_CRASH)
+            && conf->npids == 0)
+        {
+            fprintf(stderr, "loadcheck: the %s fault needs --relay-pid\n",
+                    lc_fault_names[conf->faults[i]]);
+            goto usage;
+        }
     }
 
     return 0;
@@ -266,20 +316,33 @@ usage:
 /* "--name value": 0 taken; -1 a bad value; 1 refused (told on stderr) */
 
 static int
-lc_parse_option(lc_conf_t *conf, const char *opt, const char *val)
+lc_parse_option(lc_conf_t *conf, const char *opt, char *val)
 {
+    int      i, from;
     char    *end;
     double   d;
 
     if (strcmp(opt, "--relay") == 0) {
-        if (strncmp(val, "http://", 7) != 0
-            && strncmp(val, "https://", 8) != 0)
-        {
-            fprintf(stderr, "loadcheck: --relay: an http:// URL\n");
-            return 1;
+        from = conf->nrelays;
+
+        if (lc_parse_list(val, conf->relays, &conf->nrelays) != 0) {
+            return -1;
         }
 
-        conf->relay = val;
+        for (i = from; i < conf->nrelays; i++) {
+            if (strncmp(conf->relays[i], "http://", 7) != 0
+                && strncmp(conf->relays[i], "https://", 8) != 0)
+            {
+                fprintf(stderr, "loadcheck: --relay: an http:// URL, not "
+                        "\"%s\"\n", conf->relays[i]);
+                return 1;
+            }
+        }
+
+    } else if (strcmp(opt, "--relay-pid") == 0) {
+        if (lc_parse_list(val, conf->pids, &conf->npids) != 0) {
+            return -1;
+        }
 
     } else if (strcmp(opt, "--redis") == 0) {
         conf->redis = val;
@@ -343,6 +406,33 @@ lc_parse_option(lc_conf_t *conf, const char *opt, const char *val)
 }
 
 
+/* "a,b,c" split in place and appended; -1 if empty or beyond the max */
+
+static int
+lc_parse_list(char *val, char **list, int *n)
+{
+    char  *p, *comma;
+
+    for (p = val; ; p = comma + 1) {
+        comma = strchr(p, ',');
+
+        if (comma) {
+            *comma = '\0';
+        }
+
+        if (*p == '\0' || *n == LC_RELAYS_MAX) {
+            return -1;
+        }
+
+        list[(*n)++] = p;
+
+        if (comma == NULL) {
+            return 0;
+        }
+    }
+}
+
+
 static int
 lc_parse_long(const char *s, long min, long max, long *out)
 {
@@ -369,6 +459,7 @@ lc_parse_faults(lc_conf_t *conf, const char *s)
     const char  *p, *comma;
 
     conf->nfaults = 0;
+    conf->redis_faults = 0;
 
     if (strcmp(s, "none") == 0 || *s == '\0') {
         return 0;
@@ -378,7 +469,7 @@ lc_parse_faults(lc_conf_t *conf, const char *s)
         comma = strchr(p, ',');
         len = comma ? (size_t) (comma - p) : strlen(p);
 
-        for (f = 0; f < 3; f++) {
+        for (f = 0; f < LC_NFAULT_KINDS; f++) {
             if (strlen(lc_fault_names[f]) == len
                 && strncmp(p, lc_fault_names[f], len) == 0)
             {
@@ -386,11 +477,12 @@ lc_parse_faults(lc_conf_t *conf, const char *s)
             }
         }
 
-        if (f == 3 || conf->nfaults == LC_FAULTS_MAX) {
+        if (f == LC_NFAULT_KINDS || conf->nfaults == LC_FAULTS_MAX) {
             return -1;
         }
 
         conf->faults[conf->nfaults++] = f;
+        conf->redis_faults += (f != LC_FAULT_RELOAD && f != LC_FAULT_CRASH);
 
         if (comma == NULL) {
             return 0;
@@ -443,6 +535,21 @@ lc_problem(lc_run_t *run, const char *fmt, ...)
     }
 
     run->nproblems++;
+}
+
+
+/* " name=a/b/c", one number per relay */
+
+static void
+lc_print_relays(const char *name, long *v, int n)
+{
+    int  i;
+
+    printf(" %s=", name);
+
+    for (i = 0; i < n; i++) {
+        printf("%s%ld", i ? "/" : "", v[i]);
+    }
 }
 
 

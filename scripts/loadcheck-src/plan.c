@@ -85,6 +85,13 @@ lc_plan(lc_run_t *run)
         rq->charge = LC_NONE;
         rq->balance = LC_NONE;
 
+        /*
+         * Round-robin: neighbours in the plan are in flight together, so
+         * each account has requests on every relay at once.
+         */
+
+        rq->relay = (uint8_t) (i % run->conf.nrelays);
+
         if (run->conf.exhaust) {
             rq->account = 0;
             rq->channel = LC_FAST;

@@ -7,14 +7,21 @@
 
 #include "loadcheck.h"
 
+#include <dirent.h>
+#include <signal.h>
+#include <sys/types.h>
 #include <openssl/evp.h>
 
 
 static int lc_random_key(char *buf, size_t size);
+static void lc_reload(lc_run_t *run);
+static long lc_master(lc_run_t *run, int i);
 static int lc_sha256_hex(const char *s, char *hex);
 
 
-const char  *lc_fault_names[3] = { "pause", "kill", "restart" };
+const char  *lc_fault_names[LC_NFAULT_KINDS] = {
+    "pause", "kill", "restart", "reload", "crash"
+};
 
 
 /* keys are secrets even here: they come from the kernel, not the seed */
@@ -295,6 +302,11 @@ lc_fault(lc_run_t *run, int fault, long at)
     fprintf(stderr, "loadcheck: fault %d/%d: %s at request %ld\n",
             run->fired + 1, run->conf.nfaults, lc_fault_names[fault], at);
 
+    if (fault == LC_FAULT_RELOAD) {
+        lc_reload(run);
+        return;
+    }
+
     if (run->redis == NULL && lc_redis_connect(run, 5) != 0) {
         lc_problem(run, "fault %s: no connection to Redis",
                    lc_fault_names[fault]);
@@ -356,6 +368,139 @@ lc_fault(lc_run_t *run, int fault, long at)
 
 
 /*
+ * A relay's workers replaced while it serves (as a deploy does): SIGHUP to
+ * the master of the next relay in turn.  The old workers finish what they
+ * hold; the new ones open their own Redis connection and replay the
+ * relay's journal.
+ */
+
+static void
+lc_reload(lc_run_t *run)
+{
+    int   i;
+    long  pid;
+
+    i = run->reloads++ % run->conf.npids;
+    pid = lc_master(run, i);
+
+    if (pid == 0) {
+        return;
+    }
+
+    if (kill((pid_t) pid, SIGHUP) != 0) {
+        lc_problem(run, "fault reload: kill(%ld, SIGHUP) (relay %s): %s",
+                   pid, run->conf.relays[i], strerror(errno));
+        return;
+    }
+
+    fprintf(stderr, "loadcheck: reloaded relay %s (master %ld)\n",
+            run->conf.relays[i], pid);
+}
+
+
+/*
+ * A relay's machine lost mid-run, as near as one host gets: every worker
+ * of the next relay in turn SIGKILLed at once (its master starts new
+ * ones).  What was in flight there is lost, and marked so before the
+ * kill: the judge lets such a request end without a reply, keep its hold,
+ * or have a charge no client saw.
+ */
+
+void
+lc_crash(lc_run_t *run, long next)
+{
+    int        i, n;
+    long       pid, ppid, j, lost;
+    char       path[64];
+    FILE      *f;
+    DIR       *d;
+    struct dirent  *e;
+
+    fprintf(stderr, "loadcheck: fault %d/%d: crash at request %ld\n",
+            run->fired + 1, run->conf.nfaults, next);
+
+    i = run->reloads++ % run->conf.npids;
+    pid = lc_master(run, i);
+
+    if (pid == 0) {
+        return;
+    }
+
+    lost = 0;
+
+    for (j = 0; j < next; j++) {
+        if (run->reqs[j].relay == i && !run->reqs[j].done) {
+            run->reqs[j].killed = 1;
+            lost++;
+        }
+    }
+
+    run->killed += lost;
+
+    d = opendir("/proc");
+    if (d == NULL) {
+        lc_problem(run, "fault crash: /proc: %s", strerror(errno));
+        return;
+    }
+
+    n = 0;
+
+    while ((e = readdir(d))) {
+        snprintf(path, sizeof(path), "/proc/%.20s/stat", e->d_name);
+
+        f = fopen(path, "r");
+        if (f == NULL) {
+            continue;
+        }
+
+        /* "pid (comm) state ppid": nginx names its workers without ")" */
+        if (fscanf(f, "%ld (%*[^)]) %*c %ld", &j, &ppid) == 2
+            && ppid == pid && kill((pid_t) j, SIGKILL) == 0)
+        {
+            n++;
+        }
+
+        fclose(f);
+    }
+
+    closedir(d);
+
+    if (n == 0) {
+        lc_problem(run, "fault crash: no worker of master %ld (relay %s) "
+                   "killed", pid, run->conf.relays[i]);
+    }
+
+    fprintf(stderr, "loadcheck: crashed relay %s: %d workers killed, %ld "
+            "requests in flight there\n", run->conf.relays[i], n, lost);
+}
+
+
+/* the master pid of relay i from its --relay-pid file, 0 if none */
+
+static long
+lc_master(lc_run_t *run, int i)
+{
+    long   pid;
+    FILE  *f;
+
+    f = fopen(run->conf.pids[i], "r");
+    pid = 0;
+
+    if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
+        lc_problem(run, "fault: no pid in %s (relay %s)", run->conf.pids[i],
+                   run->conf.relays[i]);
+        pid = 0;
+    }
+
+    if (f) {
+        fclose(f);
+    }
+
+    return pid;
+}
+
+
+/*
  * Holds are given back and journaled charges replayed asynchronously,
  * after the replies: poll until no hold is left and every charge a client
  * was told of is in a ledger, or the time is up (lc_verify() says what).
@@ -392,7 +537,7 @@ lc_settle_wait(lc_run_t *run)
         }
 
         /* twice the same, a moment apart: late replays had their chance */
-        if (holds == 0 && entries >= run->charged_seen) {
+        if (holds <= run->killed && entries >= run->charged_seen) {
             if (entries == last && ++stable >= 2) {
                 break;
             }

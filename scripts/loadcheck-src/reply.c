@@ -68,11 +68,11 @@ lc_judge_reply(lc_run_t *run, lc_req_t *rq)
     }
 
     if (why) {
-        lc_problem(run, "request #%u (%s, %s %s, mock \"%s\", account %s): "
-                   "%s: status %ld, code \"%s\", request id \"%s\"",
-                   rq->n, k->name, lc_channels[rq->channel],
-                   lc_models[rq->model].name, rq->mock, a->id, why, st,
-                   rq->code, rq->rid);
+        lc_problem(run, "request #%u (%s, %s %s, mock \"%s\", account %s, "
+                   "relay %s): %s: status %ld, code \"%s\", request id "
+                   "\"%s\"", rq->n, k->name, lc_channels[rq->channel],
+                   lc_models[rq->model].name, rq->mock, a->id,
+                   run->conf.relays[rq->relay], why, st, rq->code, rq->rid);
     }
 
     if (rq->class == LC_OK) {
@@ -100,7 +100,7 @@ lc_judge_status(lc_run_t *run, lc_req_t *rq, int json_ok, int has_error)
     } else if (st == 402 && k->gate) {
         /* the gate: checked against the final balance in lc_verify() */
 
-    } else if (st == 503 && k->redis && run->conf.nfaults) {
+    } else if (st == 503 && k->redis && run->conf.redis_faults) {
         /* Redis was hurt on purpose */
 
     } else if (st == 503 && k->redis) {

@@ -275,9 +275,17 @@ lc_verify_entries(lc_run_t *run)
 static void
 lc_verify_accounts(lc_run_t *run)
 {
-    long           i;
+    long           i, *killed;
     int64_t        d;
     lc_account_t  *a;
+
+    /* a request killed with its worker may leave its hold until the TTL */
+
+    killed = calloc(run->naccounts, sizeof(long));
+
+    for (i = 0; killed && i < run->conf.requests; i++) {
+        killed[run->reqs[i].account] += run->reqs[i].killed;
+    }
 
     for (i = 0; i < run->naccounts; i++) {
         a = &run->accounts[i];
@@ -292,13 +300,16 @@ lc_verify_accounts(lc_run_t *run)
 
         run->drift += d < 0 ? -d : d;
 
-        if (a->holds) {
-            lc_problem(run, "account %s: %lld holds left after %.1f s",
-                       a->id, a->holds, run->settled);
+        if (a->holds > (killed ? killed[i] : 0)) {
+            lc_problem(run, "account %s: %lld holds left after %.1f s, "
+                       "%ld of its requests killed", a->id, a->holds,
+                       run->settled, killed ? killed[i] : 0);
         }
 
         run->holds_left += a->holds;
     }
+
+    free(killed);
 }
 
 
@@ -343,7 +354,8 @@ lc_verify_replies(lc_run_t *run)
      */
 
     bound = (run->conf.concurrency * (run->conf.nfaults + 1)
-             + run->classes[LC_ABORTED]) * (int64_t) LC_MAX_HOLD
+             + run->classes[LC_ABORTED] + run->killed)
+            * (int64_t) LC_MAX_HOLD
             + LC_MIN_BALANCE;
 
     for (i = 0; i < run->conf.requests; i++) {
@@ -424,7 +436,7 @@ lc_verify_unseen(lc_run_t *run)
         for (i = 0; i < run->conf.requests; i++) {
             rq = &run->reqs[i];
 
-            if (rq->class == LC_ABORTED && !rq->matched
+            if ((rq->class == LC_ABORTED || rq->killed) && !rq->matched
                 && rq->account == en->account && rq->channel == en->channel
                 && rq->model == en->model && rq->pt == en->pt
                 && rq->ct == en->ct)
@@ -437,8 +449,8 @@ lc_verify_unseen(lc_run_t *run)
         if (cand == NULL) {
             lc_problem(run, "account %s: ledger entry %s (request id %s, %"
                        PRId64 " units) matches no reply and no aborted "
-                       "request", run->accounts[en->account].id, en->sid,
-                       en->rid, en->charge);
+                       "or killed request", run->accounts[en->account].id,
+                       en->sid, en->rid, en->charge);
             continue;
         }
 
@@ -446,9 +458,10 @@ lc_verify_unseen(lc_run_t *run)
         run->unseen++;
     }
 
-    if (run->unseen > run->classes[LC_ABORTED]) {
-        lc_problem(run, "%ld ledger entries no client saw, only %ld aborted",
-                   run->unseen, run->classes[LC_ABORTED]);
+    if (run->unseen > run->classes[LC_ABORTED] + run->killed) {
+        lc_problem(run, "%ld ledger entries no client saw, only %ld aborted "
+                   "and %ld killed", run->unseen, run->classes[LC_ABORTED],
+                   run->killed);
     }
 }
 
@@ -481,7 +494,7 @@ lc_verify_exhaust(lc_run_t *run)
         }
 
         if (rq->status == 402
-            || (rq->status == 503 && run->conf.nfaults))
+            || (rq->status == 503 && run->conf.redis_faults))
         {
             refused++;
             continue;
@@ -492,7 +505,7 @@ lc_verify_exhaust(lc_run_t *run)
                    " units nor 402", rq->n, rq->status, rq->charge, price);
     }
 
-    if (run->conf.nfaults == 0) {
+    if (run->conf.redis_faults == 0) {
         if (run->classes[LC_OK] != want) {
             lc_problem(run, "fast-exhaust: %ld calls succeeded, want "
                        "exactly %ld", run->classes[LC_OK], want);
@@ -517,6 +530,21 @@ lc_verify_exhaust(lc_run_t *run)
     if (run->classes[LC_OK] + refused != run->conf.requests) {
         lc_problem(run, "fast-exhaust: %ld succeeded and %ld refused of "
                    "%ld", run->classes[LC_OK], refused, run->conf.requests);
+    }
+
+    /*
+     * The race is one between relays only if every relay won some of
+     * it: the gate of one relay alone is not what is being shown.
+     */
+
+    for (i = 0; i < run->conf.nrelays && run->conf.nrelays > 1; i++) {
+        if (run->relay_ok[i] == 0 && run->conf.redis_faults == 0
+            && want >= run->conf.nrelays)
+        {
+            lc_problem(run, "fast-exhaust: relay %s served none of the %ld "
+                       "calls charged", run->conf.relays[i],
+                       run->classes[LC_OK]);
+        }
     }
 }
 

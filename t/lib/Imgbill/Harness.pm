@@ -21,6 +21,12 @@ package Imgbill::Harness;
 #                                      #   DEBUG RESTART (scripts/loadcheck
 #                                      #   --faults restart) keeps the data
 #       nginx => 1, mock => 1, redis => 1,           # what to start
+#       share_redis => $h1,            # another relay on $h1's Redis (and
+#                                      #   its password and db): starts no
+#                                      #   redis-server (redis => 0 implied),
+#                                      #   redis_stop/start refused; its own
+#                                      #   nginx, mock, journal and logs, as
+#                                      #   a second machine would have
 #   );
 #   $h->account('alice', 'sk-alice', 100000);  # key + balance in units
 #   my $res = $h->post('/v1/chat/completions',
@@ -220,6 +226,13 @@ sub _tempdir {
 
 sub new {
     my ($class, %o) = @_;
+    if (my $peer = $o{share_redis}) {
+        croak 'share_redis: a harness that runs redis-server'
+            unless ref $peer && $peer->{redis_pid};
+        croak 'share_redis and redis => 1 exclude each other' if $o{redis};
+        $o{redis} = 0;
+        $o{$_} //= $peer->{opt}{$_} for qw(redis_password redis_db);
+    }
     my $self = bless {
         opt      => \%o,
         owner    => $$,
@@ -237,7 +250,8 @@ sub new {
     push @LIVE, $self;
     weaken($LIVE[-1]);
 
-    $self->{redis_port} = free_port();
+    $self->{redis_port} = $o{share_redis} ? $o{share_redis}->redis_port
+                                          : free_port();
     $self->{mock_port}  = free_port();
     $self->{port}       = free_port();
 
@@ -305,6 +319,7 @@ sub _reap {
 sub redis_start {
     my ($self) = @_;
     croak 'redis already running' if $self->{redis_pid};
+    croak 'redis_start: the Redis belongs to share_redis' if $self->{opt}{share_redis};
     my $rd = "$self->{dir}/redis";
     # after redis_stop(keep => 1) the saved data comes back, as persistence
     # would bring it: nothing is ever missing while a replay runs
@@ -340,6 +355,8 @@ sub redis_start {
 
 sub redis_stop {
     my ($self, %o) = @_;
+    croak 'redis_stop: the Redis belongs to share_redis'
+        if $self->{opt}{share_redis} && !$self->{torn};
     if ($o{keep} && $self->{redis_pid}) {
         $self->redis('SAVE');
         $self->{redis_keep} = 1;
