@@ -2,11 +2,11 @@
 
 imgbill_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
-# a free TCP port on the loopback interface
+# a free TCP port on the loopback interface, outside the ephemeral range
+# that outgoing connections draw from (see scripts/lib/ImgbillPort.pm)
 imgbill_free_port() {
-    perl -MIO::Socket::INET -e \
-        'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1:0",
-                                     ReuseAddr => 1)->sockport'
+    perl -I"$imgbill_root/scripts/lib" -MImgbillPort=free_port \
+        -e 'print free_port()'
 }
 
 # wait until GET http://ADDR/ answers 200, or give up after N tenths of a second

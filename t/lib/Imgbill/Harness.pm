@@ -91,6 +91,7 @@ use Digest::SHA qw(sha256_hex);
 use Scalar::Util qw(weaken);
 use Test::More ();
 use ImgbillRedis;
+use ImgbillPort ();
 
 use Exporter 'import';
 our @EXPORT_OK = qw(wait_for key_hash free_port port_open fmt_units error_ok
@@ -140,14 +141,7 @@ sub require_module {
                          . "run scripts/build first (or set IMGBILL_MODULE)");
 }
 
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Proto => 'tcp', Listen => 1, ReuseAddr => 1)
-        or die "cannot bind a loopback port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
+sub free_port { ImgbillPort::free_port() }
 
 sub key_hash { sha256_hex($_[0]) }
 
