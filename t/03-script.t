@@ -292,4 +292,27 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
               'and only once';
 }
 
+# --- scripts/bench-src/script-cost: the script's own Redis cost, the money
+# of its calls checked; a script that charges one unit too much fails it
+{
+    my $tool = "$root/scripts/bench-src/script-cost";
+    my $out = `"$tool" "$lua_file" 200 3 2>&1`;
+    is $?, 0, 'script-cost runs the script' or diag $out;
+    like $out, qr/^redis_us_per_request [\d.]+ commands_per_request 10\.\d+ /m,
+         'it prints Redis\' cost per request, about 10 commands each';
+    like $out, qr/requests 600, ledger entries 600, charged 1479000 units, holds left 0, error replies 0/,
+         '... and the money of 600 requests, exact';
+
+    my $bad = $h->dir . '/overcharge.lua';
+    (my $worse = $lua) =~ s/call\('DECRBY', balk, charge\)/call('DECRBY', balk, charge + 1)/
+        or die 'no DECRBY in the script';
+    open my $f, '>', $bad or die "$bad: $!";
+    print $f $worse;
+    close $f;
+    $out = `"$tool" "$bad" 20 3 2>&1`;
+    isnt $?, 0, 'a script that charges a unit too much fails it';
+    like $out, qr/charged 147960 units.*\n.*the money is not exact/,
+         '... saying so' or diag $out;
+}
+
 done_testing;
