@@ -453,6 +453,7 @@ struct ngx_http_imgbill_redis_link_s {
     ngx_connection_t               *connection;
     ngx_log_t                      *log;
     void                          (*closed)(ngx_http_imgbill_redis_link_t *l);
+    unsigned                        writing:1;
 };
 
 

@@ -6,6 +6,12 @@
  * called again while data remain.  Used by the master's connection
  * (ngx_http_imgbill_redis.c) and by the one that asks a Sentinel
  * (ngx_http_imgbill_sentinel.c).
+ *
+ * A connected socket is nearly always writable, so a new command is
+ * written from a posted event at the end of the current cycle, with
+ * whatever else the cycle queued, and no epoll_ctl() before and after:
+ * the write event is registered only while a write is left unfinished,
+ * or while the connect is in progress.
  */
 
 
@@ -81,7 +87,11 @@ ngx_http_imgbill_redis_write_handler(ngx_event_t *wev)
     c = wev->data;
     link = c->data;
 
+    link->writing = 1;
     redisAsyncHandleWrite(link->ac);
+
+    /* hiredis may have freed the link's connection, never the link */
+    link->writing = 0;
 }
 
 
@@ -127,9 +137,19 @@ ngx_http_imgbill_redis_add_write(void *data)
 
     wev = link->connection->write;
 
-    if (!wev->active
-        && ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
-    {
+    if (wev->active) {
+        return;
+    }
+
+    if (!link->writing && (link->ac->c.flags & REDIS_CONNECTED)) {
+        if (!wev->posted) {
+            ngx_post_event(wev, &ngx_posted_events);
+        }
+
+        return;
+    }
+
+    if (ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, link->log, 0,
                       "imgbill: cannot add the redis write event");
     }
