@@ -97,6 +97,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       offsetof(ngx_http_imgbill_main_conf_t, hold_ttl),
       NULL },
 
+    { ngx_string("imgbill_memory_trim"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_imgbill_trim_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("imgbill_metered_price"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
                         |NGX_CONF_TAKE3|NGX_CONF_TAKE4|NGX_CONF_TAKE5,
@@ -284,6 +291,7 @@ ngx_http_imgbill_create_main_conf(ngx_conf_t *cf)
     mcf->timeout = NGX_CONF_UNSET_MSEC;
     mcf->wait_replicas = NGX_CONF_UNSET;
     mcf->hold_ttl = NGX_CONF_UNSET;
+    mcf->trim = NGX_CONF_UNSET_MSEC;
     mcf->journal = NGX_CONF_UNSET_PTR;
     mcf->request_id_index = NGX_ERROR;
 
@@ -298,6 +306,7 @@ ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_msec_value(mcf->timeout, 1000);
     ngx_conf_init_value(mcf->hold_ttl, 900);
+    ngx_conf_init_msec_value(mcf->trim, 30000);
     ngx_conf_init_value(mcf->wait_replicas, 0);
 
     /* a WAIT blocks the connection: it must end before the connection is
@@ -601,7 +610,8 @@ ngx_http_imgbill_init_process(ngx_cycle_t *cycle)
     ngx_http_imgbill_inflight_init(mcf);
 
     if (ngx_http_imgbill_redis_init(cycle, mcf) != NGX_OK
-        || ngx_http_imgbill_batch_init(cycle, mcf) != NGX_OK)
+        || ngx_http_imgbill_batch_init(cycle, mcf) != NGX_OK
+        || ngx_http_imgbill_trim_init(cycle, mcf) != NGX_OK)
     {
         return NGX_ERROR;
     }

@@ -176,6 +176,8 @@ typedef struct {
                                                        0: off */
     ngx_msec_t                      wait_timeout;
     time_t                          hold_ttl;
+    ngx_msec_t                      trim;       /* imgbill_memory_trim;
+                                                   0: off */
 
     ngx_int_t                       request_id_index;
     /* this worker's request ids to come, drawn in batches: see
@@ -658,6 +660,12 @@ ngx_uint_t ngx_http_imgbill_redis_demoted(ngx_http_imgbill_main_conf_t *mcf,
 /* ngx_http_imgbill_redis_link.c */
 ngx_int_t ngx_http_imgbill_redis_attach(ngx_http_imgbill_redis_link_t *link,
     redisAsyncContext *ac);
+
+/* ngx_http_imgbill_trim.c */
+char *ngx_http_imgbill_trim_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_imgbill_trim_init(ngx_cycle_t *cycle,
+    ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_sentinel.c */
 ngx_int_t ngx_http_imgbill_sentinel_init(ngx_cycle_t *cycle,

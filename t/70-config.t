@@ -124,6 +124,19 @@ bad('body_limit "abc"', 'imgbill_body_limit', loc => 'imgbill_body_limit abc;');
 bad('image_limit "abc"', 'imgbill_image_limit', loc => 'imgbill_image_limit abc;');
 bad('redis_timeout "abc"', 'imgbill_redis_timeout',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_redis_timeout abc;\n");
+good('imgbill_memory_trim off',
+     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_memory_trim off;\n");
+good('imgbill_memory_trim 5m',
+     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_memory_trim 5m;\n");
+bad('imgbill_memory_trim 0', 'imgbill_memory_trim',
+    http => "imgbill_redis 127.0.0.1:6379;\nimgbill_memory_trim 0;\n",
+    like => qr/takes "off" or a time above 0/);
+bad('imgbill_memory_trim "soon"', 'imgbill_memory_trim',
+    http => "imgbill_redis 127.0.0.1:6379;\nimgbill_memory_trim soon;\n");
+bad('imgbill_memory_trim twice', 'imgbill_memory_trim',
+    http => "imgbill_redis 127.0.0.1:6379;\nimgbill_memory_trim 1s;\n"
+          . "imgbill_memory_trim off;\n",
+    like => qr/is duplicate/);
 bad('hold_ttl "abc"', 'imgbill_hold_ttl',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl abc;\n");
 
