@@ -52,8 +52,9 @@ ngx_http_imgbill_trim_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"imgbill_memory_trim\" takes \"off\" or a time "
-                           "above 0, not \"%V\"", &value[1]);
+                           "invalid value \"%V\" in \"%V\": a time above "
+                           "0, or \"off\" to keep the freed heap",
+                           &value[1], &cmd->name);
         return NGX_CONF_ERROR;
     }
 

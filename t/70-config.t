@@ -130,7 +130,7 @@ good('imgbill_memory_trim 5m',
      http => "imgbill_redis 127.0.0.1:6379;\nimgbill_memory_trim 5m;\n");
 bad('imgbill_memory_trim 0', 'imgbill_memory_trim',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_memory_trim 0;\n",
-    like => qr/takes "off" or a time above 0/);
+    like => qr/invalid value "0" in "imgbill_memory_trim": a time above 0/);
 bad('imgbill_memory_trim "soon"', 'imgbill_memory_trim',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_memory_trim soon;\n");
 bad('imgbill_memory_trim twice', 'imgbill_memory_trim',
