@@ -72,6 +72,7 @@ static void ngx_http_imgbill_scan_pop(ngx_http_imgbill_scanner_t *s);
 static void ngx_http_imgbill_scan_empty(ngx_http_imgbill_scanner_t *s);
 static ngx_uint_t ngx_http_imgbill_scan_role(
     ngx_http_imgbill_scan_frame_t *parent, u_char open);
+static void ngx_http_imgbill_scan_choice_end(ngx_http_imgbill_scanner_t *s);
 
 
 /*
@@ -160,6 +161,7 @@ ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s, u_char *p,
     ngx_http_imgbill_scan_frame_t  *f;
 
     start = p;
+    s->start = p;
 
     while (p < last) {
 
@@ -264,6 +266,9 @@ ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s, u_char *p,
         case sw_done:
             /* a reply with anything after its object shows no image */
             s->image = 0;
+            s->images = 0;
+            s->indexes = 0;
+            s->image_at = 0;
             goto failed;
 
         default: /* sw_error */
@@ -315,6 +320,17 @@ ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
     }
 
     res->image = s->image;
+    res->image_at = s->image_at;
+    res->images = s->images;
+    res->indexes = s->indexes;
+
+    /* a reply cut inside a choice: what that choice showed counts */
+
+    if (s->in_choice && s->choice_image) {
+        res->images++;
+        res->indexes |= (uint64_t) 1 << s->choice_index;
+    }
+
     res->usage_key = s->usage_key;
     res->error = s->error;
     res->finished = s->finished;
@@ -394,6 +410,16 @@ ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch,
         s->usage_bad = 1;
     }
 
+    /* an entry of images[], or an image_url: the image starts with it */
+
+    if ((ch == '{' || ch == '[' || ch == '"')
+        && (f->role == ngx_http_imgbill_role_images
+            || (f->role == ngx_http_imgbill_role_part
+                && key == ngx_http_imgbill_key_image_url)))
+    {
+        ngx_http_imgbill_scan_image(s, at);
+    }
+
     switch (ch) {
 
     case '{':
@@ -404,12 +430,10 @@ ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch,
 
         role = ngx_http_imgbill_scan_role(f, ch);
 
-        if (role == ngx_http_imgbill_role_other
-            && (f->role == ngx_http_imgbill_role_images
-                || (f->role == ngx_http_imgbill_role_part
-                    && key == ngx_http_imgbill_key_image_url)))
-        {
-            s->image = 1;
+        if (role == ngx_http_imgbill_role_choice) {
+            s->in_choice = 1;
+            s->choice_image = 0;
+            s->choice_index = 0;
         }
 
         if (role == ngx_http_imgbill_role_usage) {
@@ -487,7 +511,45 @@ ngx_http_imgbill_scan_push(ngx_http_imgbill_scanner_t *s, u_char open,
 static void
 ngx_http_imgbill_scan_pop(ngx_http_imgbill_scanner_t *s)
 {
+    if (ngx_http_imgbill_top(s)->role == ngx_http_imgbill_role_choice) {
+        ngx_http_imgbill_scan_choice_end(s);
+    }
+
     s->state = (--s->depth == 0) ? sw_done : sw_after_value;
+}
+
+
+/*
+ * A choice (candidate) ended: it counts once if it showed an image, however
+ * many; its "index" (absent, as Google leaves a 0 out: 0) says which of a
+ * stream's choices it was.
+ */
+
+static void
+ngx_http_imgbill_scan_choice_end(ngx_http_imgbill_scanner_t *s)
+{
+    if (s->choice_image) {
+        s->images++;
+        s->indexes |= (uint64_t) 1 << s->choice_index;
+    }
+
+    s->in_choice = 0;
+    s->choice_image = 0;
+}
+
+
+/* an image shows; "at" is the offset of the byte after the one that
+   showed it, from the first byte fed */
+
+void
+ngx_http_imgbill_scan_image(ngx_http_imgbill_scanner_t *s, size_t at)
+{
+    s->image = 1;
+    s->choice_image = 1;
+
+    if (s->image_at == 0) {
+        s->image_at = at;
+    }
 }
 
 
@@ -577,48 +639,19 @@ ngx_http_imgbill_scan_string_end(ngx_http_imgbill_scanner_t *s)
     s->state = sw_after_value;
     key = ngx_http_imgbill_value_key(f);
 
-    switch (f->role) {
+    /*
+     * Images were marked where they began (ngx_http_imgbill_scan_value()
+     * and the watch of a string).  An image MIME type makes a Gemini part
+     * an image, with its data or not; a part with "thought": true is a
+     * thinking model's interim image rather than its answer, and counts
+     * all the same for now (a part's keys come in any order, so telling
+     * it apart would take keeping the part's verdict until its end).
+     */
 
-    case ngx_http_imgbill_role_images:
-        s->image = 1;
-        break;
-
-    case ngx_http_imgbill_role_part:
-        if (key == ngx_http_imgbill_key_image_url) {
-            s->image = 1;
-        }
-
-        break;
-
-    case ngx_http_imgbill_role_message:
-        if (key == ngx_http_imgbill_key_content && s->found) {
-            s->image = 1;
-        }
-
-        break;
-
-    case ngx_http_imgbill_role_inline_data:
-
-        /*
-         * An image MIME type makes the part an image, with its data or
-         * not.  A part with "thought": true is a thinking model's interim
-         * image rather than its answer; it counts all the same for now
-         * (a part's keys come in any order, so telling it apart would
-         * take keeping the part's verdict until its end).
-         */
-
-        if (key == ngx_http_imgbill_key_mime_type && s->found) {
-            s->image = 1;
-        }
-
-        break;
-
-    case ngx_http_imgbill_role_choice:
-        if (key == ngx_http_imgbill_key_finish) {
-            s->finished = 1;
-        }
-
-        break;
+    if (f->role == ngx_http_imgbill_role_choice
+        && key == ngx_http_imgbill_key_finish)
+    {
+        s->finished = 1;
     }
 }
 
@@ -634,6 +667,16 @@ ngx_http_imgbill_scan_number_end(ngx_http_imgbill_scanner_t *s)
     s->state = sw_after_value;
 
     f = ngx_http_imgbill_top(s);
+
+    if (f->role == ngx_http_imgbill_role_choice
+        && f->key == ngx_http_imgbill_key_index)
+    {
+        /* a negative or fractional index is no index: the first */
+        s->choice_index = !s->integer ? 0
+                          : (ngx_uint_t) ngx_min(s->number,
+                                            NGX_HTTP_IMGBILL_SCAN_INDEXES - 1);
+        return;
+    }
 
     if (!ngx_http_imgbill_is_count(f)) {
         return;

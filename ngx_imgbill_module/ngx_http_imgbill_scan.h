@@ -22,6 +22,9 @@
 /* the longest key the scanner tells apart, "candidatesTokenCount" */
 #define NGX_HTTP_IMGBILL_SCAN_KEY_LEN    20
 
+/* choice indexes told apart; a larger one counts as the last */
+#define NGX_HTTP_IMGBILL_SCAN_INDEXES    64
+
 /* the shape of the reply: OpenAI's chat completion (a whole one, or one
    chunk of a stream), or Gemini's GenerateContentResponse */
 #define NGX_HTTP_IMGBILL_DIALECT_OPENAI  0
@@ -47,9 +50,20 @@ typedef struct {
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
 
+    /* the choices (candidates) carrying an image, and their "index"es as
+       bits (an index past the last bit counts as the last): a stream's
+       events are told apart by them */
+    ngx_uint_t                      images;
+    uint64_t                        indexes;
+
     /* OpenAI: the offset, from the first byte fed, of the byte after the
        top-level usage object's '{' (0: none); where "cost" goes in */
     size_t                          usage_at;
+
+    /* the offset of the byte after the one that first showed an image (0:
+       none): the start of an images[] entry or an image_url, the "/" of
+       "data:image/" or "image/", the "[" of "![" */
+    size_t                          image_at;
 } ngx_http_imgbill_scan_t;
 
 
@@ -72,6 +86,7 @@ typedef struct {
     ngx_uint_t                      state;     /* where in the document */
     ngx_uint_t                      dialect;
     size_t                          fed;       /* bytes before this buffer */
+    u_char                         *start;     /* this buffer, while fed */
 
     /* the token being read: a string, a number or a literal */
     ngx_uint_t                      token;     /* where in the token */
@@ -97,6 +112,12 @@ typedef struct {
     ngx_int_t                       completion_tokens;
     ngx_int_t                       thoughts_tokens;
     size_t                          usage_at;
+    size_t                          image_at;
+    ngx_uint_t                      images;
+    uint64_t                        indexes;
+    ngx_uint_t                      choice_index;  /* of the choice read */
+    unsigned                        in_choice:1;
+    unsigned                        choice_image:1;
     unsigned                        usage_bad:1;
     unsigned                        image:1;
     unsigned                        usage_key:1;

@@ -50,6 +50,7 @@ static ngx_http_imgbill_scan_key_t  ngx_http_imgbill_openai_keys[] = {
     { ngx_string("images"), ngx_http_imgbill_key_images },
     { ngx_string("content"), ngx_http_imgbill_key_content },
     { ngx_string("image_url"), ngx_http_imgbill_key_image_url },
+    { ngx_string("index"), ngx_http_imgbill_key_index },
     { ngx_null_string, 0 }
 };
 
@@ -71,6 +72,7 @@ static ngx_http_imgbill_scan_key_t  ngx_http_imgbill_gemini_keys[] = {
     { ngx_string("inline_data"), ngx_http_imgbill_key_inline_data },
     { ngx_string("mimeType"), ngx_http_imgbill_key_mime_type },
     { ngx_string("mime_type"), ngx_http_imgbill_key_mime_type },
+    { ngx_string("index"), ngx_http_imgbill_key_index },
     { ngx_null_string, 0 }
 };
 
@@ -277,6 +279,12 @@ ngx_http_imgbill_scan_string(ngx_http_imgbill_scanner_t *s, u_char *p,
 
         if (s->watch != ngx_http_imgbill_watch_none) {
             ngx_http_imgbill_scan_watch(s, ch);
+
+            if (s->found) {
+                /* the image shows here, not at the string's end: a
+                   stream's client may have its data before then */
+                ngx_http_imgbill_scan_image(s, s->fed + (p - s->start));
+            }
         }
     }
 
@@ -292,7 +300,8 @@ ngx_http_imgbill_scan_string(ngx_http_imgbill_scanner_t *s, u_char *p,
  * No proper prefix of "data:image" recurs inside it, so a mismatch
  * restarts the match at the byte itself.  A MIME type must begin with
  * "image/" (or "image\/"), in any case, as RFC 2045 compares them: its
- * first byte that does not fit ends the watch.
+ * first byte that does not fit ends the watch.  Either found (s->found)
+ * is an image, from the byte that completed it.
  */
 
 static void

@@ -57,6 +57,7 @@ typedef enum {
     ngx_http_imgbill_key_parts,
     ngx_http_imgbill_key_inline_data,
     ngx_http_imgbill_key_mime_type,
+    ngx_http_imgbill_key_index,
     ngx_http_imgbill_key_escaped        /* could be any of them */
 } ngx_http_imgbill_key_e;
 
@@ -74,6 +75,7 @@ u_char *ngx_http_imgbill_scan_number(ngx_http_imgbill_scanner_t *s,
 ngx_uint_t ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s);
 
 /* ngx_http_imgbill_scan.c: what a token means where it stands */
+void ngx_http_imgbill_scan_image(ngx_http_imgbill_scanner_t *s, size_t at);
 void ngx_http_imgbill_scan_string_end(ngx_http_imgbill_scanner_t *s);
 void ngx_http_imgbill_scan_number_end(ngx_http_imgbill_scanner_t *s);
 

@@ -52,6 +52,7 @@ ngx_http_imgbill_sse_feed(ngx_http_imgbill_sse_t *sse, u_char *p,
     u_char  ch, *start, *q, *lf;
 
     start = p;
+    sse->image = NULL;
 
     while (p < last) {
         ch = *p;
@@ -214,7 +215,7 @@ static void
 ngx_http_imgbill_sse_value(ngx_http_imgbill_sse_t *sse, u_char *p,
     u_char *last)
 {
-    size_t  n;
+    size_t  n, had;
 
     n = last - p;
 
@@ -233,7 +234,14 @@ ngx_http_imgbill_sse_value(ngx_http_imgbill_sse_t *sse, u_char *p,
         }
     }
 
+    had = sse->scan.image_at;
+
     (void) ngx_http_imgbill_scan_feed(&sse->scan, p, last);
+
+    if (had == 0 && sse->scan.image_at) {
+        sse->image = p + (sse->scan.image_at - sse->fed);
+    }
+
     sse->fed += n;
 }
 

@@ -41,6 +41,10 @@ typedef struct {
 
     unsigned                        cr:1;     /* a line ended with CR */
 
+    /* the byte after the one that first showed an image of the event,
+       if that was in the bytes of the last call; NULL otherwise */
+    u_char                         *image;
+
     /* the event that ended last */
     ngx_uint_t                      type;
     ngx_http_imgbill_scan_t         res;

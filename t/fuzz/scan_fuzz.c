@@ -91,6 +91,8 @@ static int imgbill_fuzz_text(json_t *v);
 static int imgbill_fuzz_mime(json_t *v);
 static int imgbill_fuzz_find(json_t *root, ngx_uint_t dialect,
     imgbill_fuzz_path_t *p);
+static void imgbill_fuzz_images_of(json_t *root, ngx_uint_t dialect,
+    ngx_http_imgbill_scan_t *res);
 
 
 /*
@@ -314,6 +316,16 @@ imgbill_fuzz_contract(ngx_uint_t dialect, size_t size,
     if (res->no_choices && dialect != OPENAI) {
         imgbill_fuzz_fail(res, "no_choices in Gemini's dialect");
     }
+
+    /* an image shows at a byte of the reply, in a choice that carries it */
+
+    if ((res->image_at != 0) != res->image || res->image_at > size
+        || (res->image && res->images == 0) || (res->images != 0) != res->image
+        || (res->indexes != 0) != res->image)
+    {
+        imgbill_fuzz_fail(res, "images %lu at %zu out of place",
+                          (unsigned long) res->images, res->image_at);
+    }
 }
 
 
@@ -394,6 +406,12 @@ imgbill_fuzz_strict(imgbill_fuzz_input_t *in, ngx_uint_t dialect,
             imgbill_fuzz_fail(res, "jansson finds %s %d", f[i].name,
                               f[i].jansson);
         }
+    }
+
+    /* each choice carrying an image counts once, at its index */
+
+    if (!in->escaped) {
+        imgbill_fuzz_images_of(in->strict, dialect, res);
     }
 
     /* one usage object, none beside it: "cost" has its place */
@@ -477,6 +495,11 @@ imgbill_fuzz_usage_at(imgbill_fuzz_input_t *in, ngx_http_imgbill_scan_t *res)
     }
 
     ngx_http_imgbill_scan(out, out + in->size + len, OPENAI, &rescan);
+
+    /* an image after the usage moved by what went in */
+    if (rescan.image_at > at) {
+        rescan.image_at -= len;
+    }
 
     if (memcmp(&rescan, res, sizeof(ngx_http_imgbill_scan_t)) != 0) {
         imgbill_fuzz_fail(&rescan, "\"cost\" at usage_at %zu: the scanner "
@@ -806,4 +829,51 @@ imgbill_fuzz_find(json_t *root, ngx_uint_t dialect, imgbill_fuzz_path_t *p)
     }
 
     return 0;
+}
+
+
+/*
+ * The choices (candidates) that carry an image, one at a time in a reply
+ * of their own, and the bit of each one's "index" (an integer, 0 if it
+ * is none, the last bit past it).
+ */
+
+static void
+imgbill_fuzz_images_of(json_t *root, ngx_uint_t dialect,
+    ngx_http_imgbill_scan_t *res)
+{
+    size_t       i;
+    json_t      *choices, *e, *one, *index;
+    uint64_t     indexes;
+    ngx_uint_t   images;
+    json_int_t   n;
+    const char  *name;
+
+    name = (dialect == OPENAI) ? "choices" : "candidates";
+    choices = json_object_get(root, name);
+
+    images = 0;
+    indexes = 0;
+
+    json_array_foreach(choices, i, e) {
+        one = json_pack("{s:[O]}", name, e);
+
+        if (one != NULL && imgbill_fuzz_find(one, dialect, imgbill_fuzz_images))
+        {
+            index = json_object_get(e, "index");
+            n = json_is_integer(index) ? json_integer_value(index) : 0;
+            n = (n < 0) ? 0 : (n > 63) ? 63 : n;
+
+            images++;
+            indexes |= (uint64_t) 1 << n;
+        }
+
+        json_decref(one);
+    }
+
+    if (images != res->images || indexes != res->indexes) {
+        imgbill_fuzz_fail(res, "jansson finds %lu images, indexes %#llx",
+                          (unsigned long) images,
+                          (unsigned long long) indexes);
+    }
 }

@@ -133,6 +133,11 @@ cost_fits(ngx_uint_t dialect, const char *json, size_t len,
     ngx_http_imgbill_scan((u_char *) out, (u_char *) out + strlen(out),
                           dialect, &again);
 
+    /* an image after the usage moved by what went in */
+    if (again.image_at > res->usage_at) {
+        again.image_at -= strlen(out) - len;
+    }
+
     ok = same(&again, res);
 
     free(out);
@@ -253,6 +258,50 @@ check_at(const char *name, ngx_uint_t dialect, const char *json,
     }
 
     printf("%s %d - usage_at: %s%s\n", ok ? "ok" : "not ok", tests, name,
+           why);
+}
+
+
+/*
+ * The images of a reply: how many choices carry one, their indexes, and
+ * where the first showed: upto is the reply up to and including the byte
+ * that showed it (NULL: no image), however the reply was cut.
+ */
+
+static void
+check_images(const char *name, ngx_uint_t dialect, const char *json,
+    ngx_uint_t images, uint64_t indexes, const char *upto)
+{
+    int                       ok;
+    char                      why[96];
+    size_t                    len, cut, at;
+    ngx_http_imgbill_scan_t   res;
+
+    len = strlen(json);
+    at = upto ? strlen(upto) : 0;
+    ok = (upto == NULL || strncmp(json, upto, at) == 0);
+    why[0] = '\0';
+
+    for (cut = 0; ok && cut <= len + 1; cut++) {
+        scan_pieces(dialect, json, len, cut, cut > len, &res);
+
+        if (res.images != images || res.indexes != indexes
+            || res.image_at != at || res.image != (upto != NULL))
+        {
+            ok = 0;
+            snprintf(why, sizeof(why), " (images %lu indexes %#llx at %zu, "
+                     "cut at %zu)", (unsigned long) res.images,
+                     (unsigned long long) res.indexes, res.image_at, cut);
+        }
+    }
+
+    tests++;
+
+    if (!ok) {
+        failed++;
+    }
+
+    printf("%s %d - images: %s%s\n", ok ? "ok" : "not ok", tests, name,
            why);
 }
 
@@ -482,6 +531,62 @@ main(void)
     check_at("Gemini: none", GEMINI,
              "{\"usageMetadata\":{\"promptTokenCount\":1,"
              "\"candidatesTokenCount\":2}}", NULL);
+
+    /* images: counted once per choice, marked where they begin */
+
+    check_images("one choice, one image", OPENAI, "{" IMG "}", 1, 1,
+                 "{\"choices\":[{\"message\":{\"images\":[{");
+    check_images("none", OPENAI, "{\"choices\":[{\"message\":{}}]}",
+                 0, 0, NULL);
+    check_images("two images in one choice count once", OPENAI,
+                 "{\"choices\":[{\"message\":{\"images\":[\"a\",\"b\"]}}]}",
+                 1, 1, "{\"choices\":[{\"message\":{\"images\":[\"");
+    check_images("n: 3, the second without one", OPENAI,
+                 "{\"choices\":[{\"index\":0,\"message\":{\"images\":"
+                 "[\"a\"]}},{\"index\":1,\"message\":{\"content\":\"no\"}},"
+                 "{\"message\":{\"images\":[\"c\"]},\"index\":2}]}", 2, 5,
+                 "{\"choices\":[{\"index\":0,\"message\":{\"images\":[\"");
+    check_images("an index past the last bit counts as the last", OPENAI,
+                 "{\"choices\":[{\"index\":99,\"message\":{\"images\":"
+                 "[\"a\"]}},{\"index\":-1,\"message\":{\"images\":[\"b\"]}},"
+                 "{\"index\":2.5,\"message\":{\"images\":[\"b\"]}}]}",
+                 3, ((uint64_t) 1 << 63) | 1,
+                 "{\"choices\":[{\"index\":99,\"message\":{\"images\":[\"");
+    check_images("an index elsewhere is no choice's", OPENAI,
+                 "{\"index\":3,\"choices\":[{\"message\":{\"index\":5,"
+                 "\"images\":[\"a\"]}}]}", 1, 1,
+                 "{\"index\":3,\"choices\":[{\"message\":{\"index\":5,"
+                 "\"images\":[\"");
+    check_images("a data URL shows at its slash", OPENAI,
+                 "{\"choices\":[{\"delta\":{\"content\":\"x data:image/png;"
+                 "base64,QUJD\"},\"index\":1}]}", 1, 2,
+                 "{\"choices\":[{\"delta\":{\"content\":\"x data:image/");
+    check_images("a markdown image shows at its bracket", OPENAI,
+                 "{\"choices\":[{\"delta\":{\"content\":\"see ![a](b)\"}}]}",
+                 1, 1, "{\"choices\":[{\"delta\":{\"content\":\"see ![");
+    check_images("an image_url part shows at its start", OPENAI,
+                 "{\"choices\":[{\"message\":{\"content\":[{\"type\":"
+                 "\"text\"},{\"image_url\":\"u\"}]}}]}", 1, 1,
+                 "{\"choices\":[{\"message\":{\"content\":[{\"type\":"
+                 "\"text\"},{\"image_url\":\"");
+    check_images("cut inside the choice: it counts", OPENAI,
+                 "{\"choices\":[{\"index\":3,\"message\":{\"images\":"
+                 "[\"abc", 1, 8,
+                 "{\"choices\":[{\"index\":3,\"message\":{\"images\":[\"");
+    check_images("anything after the object: no image", OPENAI,
+                 "{" IMG "} x", 0, 0, NULL);
+    check_images("Gemini: two candidates, the first's index left out",
+                 GEMINI, "{\"candidates\":[{\"content\":{\"parts\":["
+                 "{\"inlineData\":{\"data\":\"QUJD\",\"mimeType\":"
+                 "\"image/png\"}}]}},{\"index\":1,\"content\":{\"parts\":["
+                 "{\"inlineData\":{\"mimeType\":\"image/png\"}}]}}]}", 2, 3,
+                 "{\"candidates\":[{\"content\":{\"parts\":["
+                 "{\"inlineData\":{\"data\":\"QUJD\",\"mimeType\":"
+                 "\"image/");
+    check_images("Gemini: text candidates carry none", GEMINI,
+                 "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":"
+                 "\"a\"}]},\"index\":0},{\"content\":{\"parts\":[]},"
+                 "\"index\":1}]}", 0, 0, NULL);
 
     /* Gemini's GenerateContentResponse */
 

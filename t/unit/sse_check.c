@@ -33,6 +33,8 @@ typedef struct {
     int           completion;
     int           no_choices;
     const char   *after_usage;   /* what follows usage_at; NULL: none */
+    const char   *after_image;   /* what follows the byte that showed the
+                                    event's first image; NULL: none */
 } expect_t;
 
 
@@ -57,7 +59,7 @@ static case_t  cases[] = {
       "data: [DONE]\n\n",
       4,
       { { JSON, 0, 0, -1, -1, 0, NULL },
-        { JSON, 1, 0, -1, -1, 0, NULL },
+        { JSON, 1, 0, -1, -1, 0, NULL, "\"image_url\":{\"url\":\"data" },
         { JSON, 0, 1, 560, 1120, 1, "\"prompt_tokens\":560," },
         { DONE, 0, 0, 0, 0, 0, NULL } } },
 
@@ -96,7 +98,13 @@ static case_t  cases[] = {
       "\"usageMetadata\":{\"promptTokenCount\":560,"
       "\"candidatesTokenCount\":1000,\"thoughtsTokenCount\":120}}\r\n\r\n",
       1,
-      { { JSON, 1, 1, 560, 1120, 0, NULL } } }
+      { { JSON, 1, 1, 560, 1120, 0, NULL, "png\",\"data\"" } } },
+
+    { "an image over two data lines, shown on the second", OPENAI,
+      "data: {\"choices\":[{\"delta\":{\"content\":\"see\"\n"
+      "data: ,\"images\":[\"data:image/png;base64,AAAA\"]}}]}\n\n",
+      1,
+      { { JSON, 1, 0, -1, -1, 0, NULL, "data:image/png;base64" } } }
 };
 
 
@@ -125,6 +133,7 @@ check(case_t *c, size_t step)
     size_t                   len, start, n;
     ngx_int_t                rc;
     int                      i, pass;
+    size_t                   image;
     expect_t                *e;
     char                     what[64];
     ngx_http_imgbill_sse_t   sse;
@@ -132,6 +141,7 @@ check(case_t *c, size_t step)
     len = strlen(c->stream);
     buf = (u_char *) c->stream;
     start = 0;
+    image = 0;
     i = 0;
     pass = 1;
 
@@ -147,11 +157,29 @@ check(case_t *c, size_t step)
         for (end = piece; end < piece + n; /* void */) {
             rc = ngx_http_imgbill_sse_feed(&sse, end, piece + n, &end);
 
+            if (sse.image != NULL) {
+                /* more than once an event would be a second mark */
+                pass = pass && image == 0;
+                image = (p - buf) + (sse.image - piece);
+            }
+
             if (rc != NGX_OK) {
                 continue;
             }
 
             e = &c->ev[i];
+
+            if (i < c->n
+                && (e->after_image
+                    ? image == 0
+                      || strncmp((char *) buf + image, e->after_image,
+                                 strlen(e->after_image))
+                    : image != 0))
+            {
+                pass = 0;
+            }
+
+            image = 0;
 
             if (i >= c->n || sse.type != e->type) {
                 pass = 0;
