@@ -22,8 +22,6 @@ static ngx_int_t ngx_http_imgbill_lookup(ngx_http_request_t *r,
 static void ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply,
     void *data);
 static void ngx_http_imgbill_body_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
-    ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_admit(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply,
@@ -187,24 +185,6 @@ ngx_http_imgbill_body_handler(ngx_http_request_t *r)
 }
 
 
-/*
- * What the available balance must cover.  Fast: the call.  Metered: the
- * seed's 5 yuan floor, and never less than the request's own hold, so the
- * holds of an account never add up to more than its balance.
- */
-
-static ngx_int_t
-ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
-    ngx_http_imgbill_ctx_t *ctx)
-{
-    if (ctx->channel == NGX_HTTP_IMGBILL_FAST) {
-        return ctx->hold;
-    }
-
-    return ngx_max(lcf->min_balance, ctx->hold);
-}
-
-
 static ngx_int_t
 ngx_http_imgbill_admit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
@@ -216,7 +196,8 @@ ngx_http_imgbill_admit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     ctx->cmd = ngx_http_imgbill_script_admit(mcf, ctx->key_hash,
                                              &ctx->request_id,
-                                             ngx_http_imgbill_gate(lcf, ctx),
+                                             ngx_http_imgbill_gate(lcf,
+                                                                ctx->hold),
                                              ctx->hold,
                                              ngx_http_imgbill_admit_done,
                                              ctx);
@@ -304,7 +285,8 @@ ngx_http_imgbill_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 
     p = ngx_http_imgbill_format_money(have, available);
     last = ngx_http_imgbill_format_money(need,
-                                         ngx_http_imgbill_gate(lcf, ctx));
+                                         ngx_http_imgbill_gate(lcf,
+                                                               ctx->hold));
 
     ngx_http_imgbill_set_error(r, &ctx->error,
                                NGX_HTTP_IMGBILL_PAYMENT_REQUIRED,

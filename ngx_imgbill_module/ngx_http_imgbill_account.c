@@ -22,7 +22,7 @@
 #define NGX_HTTP_IMGBILL_STREAM_ID_MAX    41
 
 /* what one ledger entry takes besides its strings, escaped */
-#define NGX_HTTP_IMGBILL_ENTRY_LEN        320
+#define NGX_HTTP_IMGBILL_ENTRY_LEN        352
 
 
 typedef struct {
@@ -35,6 +35,7 @@ typedef struct {
     ngx_int_t                       ts;
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
+    ngx_int_t                       images;
     ngx_int_t                       amount;
     ngx_int_t                       balance;
 } ngx_http_imgbill_entry_t;
@@ -424,8 +425,8 @@ ngx_http_imgbill_ledger_json(u_char *p, redisReply *entries)
                                                  - 1);
             p = (u_char *) ngx_escape_json(p, e.model.data, e.model.len);
             p = ngx_sprintf(p, "\",\"prompt_tokens\":%i,"
-                               "\"completion_tokens\":%i",
-                            e.prompt_tokens, e.completion_tokens);
+                               "\"completion_tokens\":%i,\"images\":%i",
+                            e.prompt_tokens, e.completion_tokens, e.images);
 
         } else {
             p = ngx_cpymem(p, ",\"reason\":\"", sizeof(",\"reason\":\"") - 1);
@@ -459,6 +460,7 @@ ngx_http_imgbill_entry(redisReply *e, ngx_http_imgbill_entry_t *entry)
 
     ngx_memzero(entry, sizeof(ngx_http_imgbill_entry_t));
     ngx_str_set(&entry->type, "charge");
+    entry->images = 1;          /* a charge from before they were counted */
     entry->amount = NGX_ERROR;
     entry->balance = NGX_ERROR;
 
@@ -514,6 +516,9 @@ ngx_http_imgbill_entry(redisReply *e, ngx_http_imgbill_entry_t *entry)
         } else if (ngx_http_imgbill_field("completion_tokens")) {
             entry->completion_tokens = ngx_atoi(value.data, value.len);
 
+        } else if (ngx_http_imgbill_field("images")) {
+            entry->images = ngx_atoi(value.data, value.len);
+
         } else if (ngx_http_imgbill_field("charge")) {
             entry->amount = ngx_atoi(value.data, value.len);
             entry->amount = (entry->amount == NGX_ERROR) ? NGX_ERROR
@@ -542,7 +547,8 @@ ngx_http_imgbill_entry(redisReply *e, ngx_http_imgbill_entry_t *entry)
 
     } else if (entry->request_id.len == 0
                || entry->prompt_tokens == NGX_ERROR
-               || entry->completion_tokens == NGX_ERROR)
+               || entry->completion_tokens == NGX_ERROR
+               || entry->images == NGX_ERROR)
     {
         return NGX_ERROR;
     }

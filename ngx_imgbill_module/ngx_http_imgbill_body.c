@@ -55,7 +55,11 @@ static ngx_http_imgbill_verdict_t  ngx_http_imgbill_verdicts[] = {
 
     /* NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS */
     { NGX_HTTP_BAD_REQUEST, "invalid_stream_options",
-      "\"stream_options\" must be an object" }
+      "\"stream_options\" must be an object" },
+
+    /* NGX_HTTP_IMGBILL_REQ_BAD_COUNT: the member */
+    { NGX_HTTP_BAD_REQUEST, "invalid_image_count",
+      "\"%s\" must be a positive integer" }
 };
 
 
@@ -227,6 +231,11 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
                                        v->message, req.error.text,
                                        req.error.line, req.error.column);
 
+        } else if (rc == NGX_HTTP_IMGBILL_REQ_BAD_COUNT) {
+            ngx_http_imgbill_set_error(r, &ctx->error, v->status,
+                                       "invalid_request_error", v->code,
+                                       v->message, req.count);
+
         } else {
             ngx_http_imgbill_set_error(r, &ctx->error, v->status,
                                        "invalid_request_error", v->code,
@@ -269,7 +278,28 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ctx->hold = ngx_http_imgbill_hold(lcf, ctx->price, (ngx_int_t) req.tokens);
+    /*
+     * Each image asked for is a generation the upstream bills: the hold
+     * and the gate cover them all, and a location sets how many one
+     * request may ask for.
+     */
+
+    if (req.asked > lcf->max_images) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "too_many_images",
+                                   "at most %ui images may be asked for in "
+                                   "one request here; \"%s\" asks for %s%ui",
+                                   lcf->max_images, req.count,
+                                   req.asked > NGX_HTTP_IMGBILL_IMAGES_MAX
+                                   ? "more than " : "",
+                                   ngx_min(req.asked,
+                                           NGX_HTTP_IMGBILL_IMAGES_MAX));
+        return NGX_ERROR;
+    }
+
+    ctx->images_asked = req.asked;
+    ctx->hold = ngx_http_imgbill_hold(lcf, ctx->price, (ngx_int_t) req.tokens,
+                                      req.asked);
 
     return NGX_OK;
 

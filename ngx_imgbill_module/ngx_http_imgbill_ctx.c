@@ -77,7 +77,8 @@ typedef enum {
     ngx_http_imgbill_var_completion_tokens,
     ngx_http_imgbill_var_request_id,
     ngx_http_imgbill_var_outcome,
-    ngx_http_imgbill_var_would_charge
+    ngx_http_imgbill_var_would_charge,
+    ngx_http_imgbill_var_images
 } ngx_http_imgbill_var_e;
 
 
@@ -109,6 +110,9 @@ static ngx_http_variable_t  ngx_http_imgbill_vars[] = {
 
     { ngx_string("imgbill_would_charge"), NULL, ngx_http_imgbill_variable,
       ngx_http_imgbill_var_would_charge, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_images"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_images, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -261,6 +265,7 @@ ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
     s->hold = ctx->hold;
     s->prompt_tokens = ctx->prompt_tokens;
     s->completion_tokens = ctx->completion_tokens;
+    s->images = ctx->images;
 }
 
 
@@ -362,6 +367,25 @@ ngx_http_imgbill_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                                                   : ctx->balance;
         v->data = p;
         v->len = ngx_http_imgbill_format_money(p, n) - p;
+        break;
+
+    case ngx_http_imgbill_var_images:
+
+        /* "delivered/asked for"; nothing before the body was read */
+
+        if (ctx->images_asked == 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+        v->len = ngx_sprintf(p, "%ui/%ui", ctx->images, ctx->images_asked)
+                 - p;
         break;
 
     default: /* token counts */

@@ -362,22 +362,26 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
 /*
  * What a reply's findings cost, into ctx->charge: a whole reply's, or a
- * stream's (its image anywhere, its last usage).
+ * stream's (its images anywhere, its last usage).
  */
 
 ngx_int_t
 ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_scan_t *scan)
 {
+    ngx_int_t                     charge;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
     ctx->charge = 0;
+    ctx->images = scan->images;
     ctx->prompt_tokens = scan->prompt_tokens;
     ctx->completion_tokens = scan->completion_tokens;
 
-    if (!scan->image) {
+    charge = ngx_http_imgbill_cost(lcf, ctx->price, scan);
+
+    if (charge == 0) {
         ctx->free_reason = ngx_http_imgbill_free_no_image;
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "imgbill: no image in the reply of request %V, "
@@ -385,15 +389,7 @@ ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
         return NGX_OK;
     }
 
-    if (ctx->channel == NGX_HTTP_IMGBILL_FAST) {
-        ctx->charge = ctx->price->output;
-
-    } else if (scan->usage) {
-        ctx->charge = ngx_http_imgbill_metered_charge(ctx->price,
-                                                      scan->prompt_tokens,
-                                                      scan->completion_tokens);
-
-    } else {
+    if (charge == NGX_DECLINED) {
         /* at "error": Debian's default level shows what costs money */
         ctx->free_reason = ngx_http_imgbill_free_no_usage;
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -402,25 +398,27 @@ ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
         return NGX_OK;
     }
 
-    ctx->charge = ngx_max(ctx->charge, lcf->min_charge);
-
     /*
      * The hold is what admission reserved as the most this request can
      * cost, and what the gate let through.  A reply that claims more (an
-     * upstream past max_output, a broken count) is billed the hold, so no
-     * account is charged money the gate never saw.
+     * upstream past max_output, more images than asked, a broken count)
+     * is billed the hold, so no account is charged money the gate never
+     * saw.
      */
 
-    if (ctx->charge > ctx->hold) {
+    if (charge > ctx->hold) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "imgbill: a reply of %i + %i tokens of \"%V\" would "
-                      "cost %i units, more than the %i held; charging the "
-                      "hold (is max_output too low?)",
-                      scan->prompt_tokens, scan->completion_tokens,
-                      &ctx->model, ctx->charge, ctx->hold);
+                      "imgbill: a reply of %ui image(s) and %i + %i tokens "
+                      "of \"%V\" would cost %i units, more than the %i held "
+                      "for %ui image(s); charging the hold (is max_output "
+                      "too low?)", scan->images, scan->prompt_tokens,
+                      scan->completion_tokens, &ctx->model, charge,
+                      ctx->hold, ctx->images_asked);
 
-        ctx->charge = ctx->hold;
+        charge = ctx->hold;
     }
+
+    ctx->charge = charge;
 
     return NGX_OK;
 }

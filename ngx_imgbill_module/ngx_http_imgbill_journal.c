@@ -148,11 +148,14 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_main_conf_t *mcf,
 {
     u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
 
+    /* the images last: an older imgbill reads the line without them */
+
     p = ngx_slprintf(line, line + sizeof(line) - 1,
-                     "S %V %V %i %V %i %i %V", &s->request_id, &s->account,
-                     s->charge, ngx_http_imgbill_channel_name(s->channel),
+                     "S %V %V %i %V %i %i %V %ui", &s->request_id,
+                     &s->account, s->charge,
+                     ngx_http_imgbill_channel_name(s->channel),
                      ngx_max(s->prompt_tokens, 0),
-                     ngx_max(s->completion_tokens, 0), &s->model);
+                     ngx_max(s->completion_tokens, 0), &s->model, s->images);
     *p++ = LF;
 
     ngx_http_imgbill_journal_write(mcf, log, line, p - line);
@@ -363,8 +366,9 @@ static ngx_int_t
 ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
     u_char *eol)
 {
-    ngx_int_t                        channel_id;
-    ngx_str_t                        type, hash, charge, channel, pt, ct;
+    ngx_int_t                        channel_id, n;
+    ngx_str_t                        type, hash, charge, channel, pt, ct,
+                                     images;
     ngx_http_imgbill_settle_t        s;
     ngx_http_imgbill_replay_line_t  *rl;
 
@@ -422,6 +426,18 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
     {
         s.channel = channel_id;
 
+        /* a line from before images were counted: one */
+
+        n = 1;
+
+        if (ngx_http_imgbill_journal_field(&p, eol, &images) == NGX_OK
+            && (n = ngx_atoi(images.data, images.len)) == NGX_ERROR)
+        {
+            goto failed;
+        }
+
+        s.images = n;
+
         if (ngx_http_imgbill_script_settle(rp->mcf, &s,
                                        ngx_http_imgbill_journal_replayed, rl)
             != NULL)
@@ -429,6 +445,8 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
             return NGX_OK;
         }
     }
+
+failed:
 
     ngx_free(rl);
 

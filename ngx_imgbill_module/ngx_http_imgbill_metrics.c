@@ -52,6 +52,8 @@ static ngx_http_imgbill_outcome_t  ngx_http_imgbill_outcomes[] = {
     { "rejected", "missing_contents" },
     { "rejected", "alt_sse_required" },
     { "rejected", "not_found" },
+    { "rejected", "invalid_image_count" },
+    { "rejected", "too_many_images" },
     { "rejected", "other" }
 };
 
@@ -79,6 +81,7 @@ struct ngx_http_imgbill_metrics_s {
                                             [NGX_HTTP_IMGBILL_MODELS_MAX + 1]
                                             [NGX_HTTP_IMGBILL_OUTCOMES];
     ngx_http_imgbill_by_model_t     charged;
+    ngx_http_imgbill_by_model_t     images;
     ngx_http_imgbill_by_model_t     abandoned;
     ngx_atomic_t                    holds_placed;
     ngx_atomic_t                    holds_ended;
@@ -258,6 +261,7 @@ ngx_http_imgbill_metrics_log(ngx_http_request_t *r)
 
     if (o == 0) {
         (void) ngx_atomic_fetch_add(&mt->charged[ch][m], ctx->charge);
+        (void) ngx_atomic_fetch_add(&mt->images[ch][m], ctx->images);
     }
 
     if (ctx->holding) {
@@ -459,6 +463,10 @@ ngx_http_imgbill_metrics_handler(ngx_http_request_t *r)
                                         "imgbill_charged_units_total "
                                         "Money charged, in units of "
                                         "0.0001 CNY.");
+    p = ngx_http_imgbill_metrics_models(p, last, mcf, &mt->images,
+                                        "imgbill_images_total "
+                                        "Images delivered and charged "
+                                        "for.");
     p = ngx_http_imgbill_metrics_models(p, last, mcf, &mt->abandoned,
                                         "imgbill_abandoned_units_total "
                                         "What streams the client left "

@@ -19,6 +19,8 @@ static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_imgbill_max_images(ngx_conf_t *cf, void *post,
+    void *data);
 static ngx_int_t ngx_http_imgbill_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_imgbill_init_process(ngx_cycle_t *cycle);
 static void ngx_http_imgbill_exit_process(ngx_cycle_t *cycle);
@@ -42,6 +44,10 @@ static ngx_conf_enum_t  ngx_http_imgbill_apis[] = {
     { ngx_string("gemini"), NGX_HTTP_IMGBILL_API_GEMINI },
     { ngx_null_string, 0 }
 };
+
+
+static ngx_conf_post_handler_pt  ngx_http_imgbill_max_images_p =
+    ngx_http_imgbill_max_images;
 
 
 static ngx_conf_enum_t  ngx_http_imgbill_serves[] = {
@@ -146,6 +152,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, image_limit),
       NULL },
+
+    { ngx_string("imgbill_max_images"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, max_images),
+      &ngx_http_imgbill_max_images_p },
 
     { ngx_string("imgbill_reply_buffer_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -363,6 +376,7 @@ ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf)
     conf->min_charge = NGX_CONF_UNSET;
     conf->body_limit = NGX_CONF_UNSET_SIZE;
     conf->image_limit = NGX_CONF_UNSET_SIZE;
+    conf->max_images = NGX_CONF_UNSET_UINT;
     conf->reply_buffer = NGX_CONF_UNSET_SIZE;
 
     return conf;
@@ -419,6 +433,8 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_IMGBILL_BODY_LIMIT);
     ngx_conf_merge_size_value(conf->image_limit, prev->image_limit,
                               NGX_HTTP_IMGBILL_IMAGE_LIMIT);
+    ngx_conf_merge_uint_value(conf->max_images, prev->max_images,
+                              NGX_HTTP_IMGBILL_MAX_IMAGES);
     ngx_conf_merge_size_value(conf->reply_buffer, prev->reply_buffer,
                               NGX_HTTP_IMGBILL_REPLY_BUFFER);
 
@@ -539,6 +555,26 @@ ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_imgbill_models_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/* as ngx_conf_check_num_bounds(), with a message that names the directive */
+
+static char *
+ngx_http_imgbill_max_images(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t *np = data;
+
+    if (*np >= 1 && *np <= NGX_HTTP_IMGBILL_IMAGES_MAX) {
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%ui\" in \"imgbill_max_images\": "
+                       "from 1 to %d images a request",
+                       *np, NGX_HTTP_IMGBILL_IMAGES_MAX);
+
+    return NGX_CONF_ERROR;
 }
 
 

@@ -99,6 +99,11 @@
 #define NGX_HTTP_IMGBILL_MIN_CHARGE   100    /* 0.01 */
 
 #define NGX_HTTP_IMGBILL_BODY_LIMIT   (64 * 1024 * 1024)
+
+/* images one request may ask for: the default, and the most a location
+   may allow (Google's candidateCount stops at 8) */
+#define NGX_HTTP_IMGBILL_MAX_IMAGES   4
+#define NGX_HTTP_IMGBILL_IMAGES_MAX   64
 #define NGX_HTTP_IMGBILL_IMAGE_LIMIT  (5 * 1024 * 1024)   /* the seed's */
 /* the most of a whole reply held in memory; the rest waits in a file */
 #define NGX_HTTP_IMGBILL_REPLY_BUFFER (256 * 1024)
@@ -223,6 +228,7 @@ typedef struct {
     ngx_int_t                       min_charge;
     size_t                          body_limit;
     size_t                          image_limit;
+    ngx_uint_t                      max_images;    /* per request */
     size_t                          reply_buffer;  /* 0: off */
     ngx_path_t                     *temp_path;
 } ngx_http_imgbill_loc_conf_t;
@@ -294,6 +300,7 @@ typedef struct {
     ngx_str_t                       account;
     ngx_str_t                       model;
     ngx_http_imgbill_price_t       *price;
+    ngx_uint_t                      images_asked;  /* n, candidateCount */
     ngx_int_t                       hold;
 
     ngx_http_imgbill_error_t        error;
@@ -316,6 +323,7 @@ typedef struct {
 
     ngx_int_t                       prompt_tokens;      /* -1: unknown */
     ngx_int_t                       completion_tokens;  /* -1: unknown */
+    ngx_uint_t                      images;    /* delivered, as billed */
     ngx_int_t                       charge;
     ngx_int_t                       balance;
     ngx_http_imgbill_free_e         free_reason;
@@ -346,7 +354,9 @@ typedef enum {
     NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE,
     NGX_HTTP_IMGBILL_REQ_NUL_BYTE,
     NGX_HTTP_IMGBILL_REQ_NO_CONTENTS,      /* Gemini: no "contents" array */
-    NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS    /* not an object */
+    NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS,   /* not an object */
+    NGX_HTTP_IMGBILL_REQ_BAD_COUNT         /* n, candidateCount: not a
+                                              positive integer */
 } ngx_http_imgbill_verdict_e;
 
 /* ... and its findings; the caller json_decref()s root in every case */
@@ -355,6 +365,12 @@ typedef struct {
     json_error_t                    error;        /* INVALID_JSON: where */
     ngx_str_t                       model;        /* inside root */
     size_t                          images;       /* reference images seen */
+    ngx_uint_t                      asked;        /* images asked for (1
+                                                     unless said); above
+                                                     NGX_HTTP_IMGBILL_IMAGES_MAX
+                                                     it is that + 1 */
+    const char                     *count;        /* the member that asks:
+                                                     "n", "candidateCount" */
     size_t                          image_bytes;  /* their URLs, decoded */
     size_t                          image_size;   /* IMAGE_TOO_LARGE: the
                                                      last one's size */
@@ -378,6 +394,8 @@ typedef struct {
     ngx_int_t                       hold;     /* 0: not known */
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
+    ngx_uint_t                      images;   /* delivered; a journal line
+                                                 without: 1 */
 } ngx_http_imgbill_settle_t;
 
 
@@ -686,7 +704,12 @@ void ngx_http_imgbill_journal_wake(ngx_http_imgbill_main_conf_t *mcf);
 /* ngx_http_imgbill_money.c */
 ngx_int_t ngx_http_imgbill_parse_money(u_char *p, size_t len);
 ngx_int_t ngx_http_imgbill_hold(ngx_http_imgbill_loc_conf_t *lcf,
-    ngx_http_imgbill_price_t *price, ngx_int_t prompt_tokens);
+    ngx_http_imgbill_price_t *price, ngx_int_t prompt_tokens,
+    ngx_uint_t images);
+ngx_int_t ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
+    ngx_int_t hold);
+ngx_int_t ngx_http_imgbill_cost(ngx_http_imgbill_loc_conf_t *lcf,
+    ngx_http_imgbill_price_t *price, ngx_http_imgbill_scan_t *found);
 ngx_int_t ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
     ngx_int_t prompt_tokens, ngx_int_t completion_tokens);
 u_char *ngx_http_imgbill_format_money(u_char *buf, ngx_int_t units);

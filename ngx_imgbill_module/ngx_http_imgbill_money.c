@@ -51,24 +51,30 @@ ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
 
 
 /*
- * What admission holds, and so the most a request can be charged.  Fast:
- * the call.  Metered: "hold=" if configured, else the request's input
- * bound and the model's largest reply, each term rounded up, so that no
- * half-up charge of fewer tokens exceeds it.  Never below the minimum
- * charge, which is the location's own: the price may be inherited.
+ * What admission holds, and so the most a request can be charged, for the
+ * images it asks for.  Fast: the call, per image.  Metered: "hold=" per
+ * image if configured, else the request's input bound and, per image, the
+ * model's largest reply, each term rounded up, so that no half-up charge
+ * of fewer tokens exceeds it.  Never below the minimum charge, which is
+ * the location's own: the price may be inherited.  Tokens are capped at
+ * 2^31 - 1, prices at 1e9 units and images at NGX_HTTP_IMGBILL_IMAGES_MAX
+ * + 1, so no product wraps.
  */
 
 ngx_int_t
 ngx_http_imgbill_hold(ngx_http_imgbill_loc_conf_t *lcf,
-    ngx_http_imgbill_price_t *price, ngx_int_t prompt_tokens)
+    ngx_http_imgbill_price_t *price, ngx_int_t prompt_tokens,
+    ngx_uint_t images)
 {
-    ngx_int_t  hold;
+    ngx_int_t  hold, n;
+
+    n = (ngx_int_t) ngx_min(images, NGX_HTTP_IMGBILL_IMAGES_MAX + 1);
 
     if (lcf->channel == NGX_HTTP_IMGBILL_FAST) {
-        hold = price->output;
+        hold = n * price->output;
 
     } else if (price->hold != NGX_CONF_UNSET) {
-        hold = price->hold;
+        hold = n * price->hold;
 
     } else {
         prompt_tokens = ngx_min(prompt_tokens, NGX_HTTP_IMGBILL_TOKENS_MAX);
@@ -76,12 +82,62 @@ ngx_http_imgbill_hold(ngx_http_imgbill_loc_conf_t *lcf,
         hold = (prompt_tokens * price->input
                 + NGX_HTTP_IMGBILL_PER_MILLION - 1)
                / NGX_HTTP_IMGBILL_PER_MILLION
-               + (price->max_output * price->output
-                  + NGX_HTTP_IMGBILL_PER_MILLION - 1)
-                 / NGX_HTTP_IMGBILL_PER_MILLION;
+               + n * ((price->max_output * price->output
+                       + NGX_HTTP_IMGBILL_PER_MILLION - 1)
+                      / NGX_HTTP_IMGBILL_PER_MILLION);
     }
 
     return ngx_max(hold, lcf->min_charge);
+}
+
+
+/*
+ * What the available balance must cover.  Fast: the hold.  Metered: the
+ * seed's 5 yuan floor, and never less than the request's own hold, so the
+ * holds of an account never add up to more than its balance.
+ */
+
+ngx_int_t
+ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf, ngx_int_t hold)
+{
+    if (lcf->channel == NGX_HTTP_IMGBILL_FAST) {
+        return hold;
+    }
+
+    return ngx_max(lcf->min_balance, hold);
+}
+
+
+/*
+ * What a reply's findings cost, before the hold caps it: fast, the price
+ * of each image delivered; metered, its usage.  Whole replies, streams and
+ * what an abandoned stream would have cost all come here.  0 when no
+ * image came; NGX_DECLINED for a metered reply without a usable usage.
+ */
+
+ngx_int_t
+ngx_http_imgbill_cost(ngx_http_imgbill_loc_conf_t *lcf,
+    ngx_http_imgbill_price_t *price, ngx_http_imgbill_scan_t *found)
+{
+    ngx_int_t  charge, n;
+
+    if (found->images == 0) {
+        return 0;
+    }
+
+    n = (ngx_int_t) ngx_min(found->images, NGX_HTTP_IMGBILL_IMAGES_MAX + 1);
+
+    if (lcf->channel == NGX_HTTP_IMGBILL_FAST) {
+        charge = n * price->output;
+
+    } else if (found->usage) {
+        charge = ngx_http_imgbill_metered_charge(price, found->prompt_tokens,
+                                                 found->completion_tokens);
+    } else {
+        return NGX_DECLINED;
+    }
+
+    return ngx_max(charge, lcf->min_charge);
 }
 
 

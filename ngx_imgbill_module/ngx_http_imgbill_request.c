@@ -30,6 +30,8 @@ static ngx_int_t ngx_http_imgbill_gemini_blob(json_t *blob,
     size_t image_limit, ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_count_image(json_t *s, size_t size,
     size_t image_limit, ngx_http_imgbill_request_t *req);
+static ngx_int_t ngx_http_imgbill_asked(json_t *n, const char *name,
+    ngx_http_imgbill_request_t *req);
 static size_t ngx_http_imgbill_data_url_size(u_char *url, size_t len);
 static size_t ngx_http_imgbill_base64_size(u_char *p, size_t len);
 static ngx_int_t ngx_http_imgbill_model_name(u_char *p, u_char *last);
@@ -42,6 +44,8 @@ ngx_http_imgbill_check_request(u_char *p, size_t len, ngx_uint_t api,
     ngx_int_t  rc;
 
     ngx_memzero(req, sizeof(ngx_http_imgbill_request_t));
+
+    req->asked = 1;
 
     rc = ngx_http_imgbill_parse(p, len, req);
     if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
@@ -140,6 +144,13 @@ ngx_http_imgbill_check_openai(size_t image_limit,
     req->model.len = json_string_length(model);
     req->model.data = (u_char *) json_string_value(model);
 
+    /* each of the n choices is a generation of its own */
+
+    rc = ngx_http_imgbill_asked(json_object_get(req->root, "n"), "n", req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
+
     messages = json_object_get(req->root, "messages");
 
     json_array_foreach(messages, i, message) {
@@ -218,19 +229,42 @@ static const char  *ngx_http_imgbill_inline[] = {
     "inlineData", "inline_data"
 };
 
+static const char  *ngx_http_imgbill_generation[] = {
+    "generationConfig", "generation_config"
+};
+
+static const char  *ngx_http_imgbill_candidates[] = {
+    "candidateCount", "candidate_count"
+};
+
 
 static ngx_int_t
 ngx_http_imgbill_check_gemini(size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
-    size_t      i;
-    json_t     *contents, *content;
+    size_t      i, k;
+    json_t     *contents, *content, *config;
     ngx_int_t   rc;
 
     contents = json_object_get(req->root, "contents");
 
     if (!json_is_array(contents)) {
         return NGX_HTTP_IMGBILL_REQ_NO_CONTENTS;
+    }
+
+    /* each candidate is a generation of its own */
+
+    for (i = 0; i < 2; i++) {
+        config = json_object_get(req->root, ngx_http_imgbill_generation[i]);
+
+        for (k = 0; k < 2; k++) {
+            rc = ngx_http_imgbill_asked(
+                     json_object_get(config, ngx_http_imgbill_candidates[k]),
+                     ngx_http_imgbill_candidates[k], req);
+            if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+                return rc;
+            }
+        }
     }
 
     json_array_foreach(contents, i, content) {
@@ -300,6 +334,34 @@ ngx_http_imgbill_gemini_blob(json_t *blob, size_t image_limit,
                                         json_string_length(data));
 
     return ngx_http_imgbill_count_image(data, size, image_limit, req);
+}
+
+
+/*
+ * How many images a request asks for: absent or null, one; else a JSON
+ * integer of at least 1 ("2.0" or "2" would be read otherwise by some
+ * upstream), capped just above what any location allows.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_asked(json_t *n, const char *name,
+    ngx_http_imgbill_request_t *req)
+{
+    json_int_t  v;
+
+    if (n == NULL || json_is_null(n)) {
+        return NGX_HTTP_IMGBILL_REQ_OK;
+    }
+
+    req->count = name;
+
+    if (!json_is_integer(n) || (v = json_integer_value(n)) < 1) {
+        return NGX_HTTP_IMGBILL_REQ_BAD_COUNT;
+    }
+
+    req->asked = (ngx_uint_t) ngx_min(v, NGX_HTTP_IMGBILL_IMAGES_MAX + 1);
+
+    return NGX_HTTP_IMGBILL_REQ_OK;
 }
 
 

@@ -96,7 +96,7 @@ ngx_http_imgbill_script_admit(ngx_http_imgbill_main_conf_t *mcf,
 /*
  * settle: KEYS balance, holds, ledger, settled marker, held (one slot);
  * ARGV request id, charge, channel, model, prompt and completion tokens,
- * marker ttl, time, hold.
+ * marker ttl, time, hold, images.
  */
 
 ngx_http_imgbill_cmd_t *
@@ -107,8 +107,8 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_main_conf_t *mcf,
     u_char      *p, buf[5 * (sizeof("imgbill:{}:settled:") - 1
                              + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
                         + NGX_HTTP_IMGBILL_REQUEST_ID_MAX
-                        + 4 * NGX_INT_T_LEN + NGX_TIME_T_LEN];
-    ngx_str_t    argv[14];
+                        + 5 * NGX_INT_T_LEN + NGX_TIME_T_LEN];
+    ngx_str_t    argv[15];
     ngx_uint_t   i;
 
     static const char  *suffix[] = { "balance", "holds", "ledger",
@@ -160,8 +160,12 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_main_conf_t *mcf,
     p = ngx_sprintf(p, "%i", ngx_max(s->hold, 0));
     argv[13].len = p - argv[13].data;
 
+    argv[14].data = p;
+    p = ngx_sprintf(p, "%ui", s->images);
+    argv[14].len = p - argv[14].data;
+
     return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_settle,
-                                         5, 14, argv, handler, data);
+                                         5, 15, argv, handler, data);
 }
 
 

@@ -156,7 +156,9 @@ end
 -- settle: the charge, the hold given back and the ledger entry, once.
 --   KEYS: balance, holds, ledger, settled marker, held (all {account})
 --   ARGV: request id, charge, channel, model, prompt tokens, completion
---         tokens, marker ttl (s), time, hold ('0': not known)
+--         tokens, marker ttl (s), time, hold ('0': not known), images
+--         delivered (entries written before images were counted have
+--         none: read them as one)
 --   -> {1, balance} applied | {0, balance} already applied earlier
 --
 -- The marker makes a charge idempotent per request id: setting it is
@@ -193,7 +195,7 @@ local function settle(k, a)
     call('XADD', KEYS[k + 2], '*', 'type', 'charge', 'request_id', rid,
          'ts', ARGV[a + 7], 'channel', ARGV[a + 2], 'model', ARGV[a + 3],
          'prompt_tokens', ARGV[a + 4], 'completion_tokens', ARGV[a + 5],
-         'charge', charge, 'balance_after', bal)
+         'images', ARGV[a + 9], 'charge', charge, 'balance_after', bal)
     return {1, bal}
   end
 

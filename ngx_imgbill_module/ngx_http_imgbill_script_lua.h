@@ -9,7 +9,7 @@
 #define _NGX_HTTP_IMGBILL_SCRIPT_LUA_H_INCLUDED_
 
 
-#define NGX_HTTP_IMGBILL_SCRIPT_SHA  "d80b24daa2f539ffdd3116297e46a0470461a313"
+#define NGX_HTTP_IMGBILL_SCRIPT_SHA  "891f25358b88c885042d531e6e22b6799ed7402b"
 
 static const char  ngx_http_imgbill_script_lua[] =
     "-- imgbill's one Redis script: admit, settle, release, release_key,\n"
@@ -176,7 +176,9 @@ static const char  ngx_http_imgbill_script_lua[] =
     "-- settle: the charge, the hold given back and the ledger entry, once.\n"
     "--   KEYS: balance, holds, ledger, settled marker, held (all {account})\n"
     "--   ARGV: request id, charge, channel, model, prompt tokens, completion\n"
-    "--         tokens, marker ttl (s), time, hold ('0': not known)\n"
+    "--         tokens, marker ttl (s), time, hold ('0': not known), images\n"
+    "--         delivered (entries written before images were counted have\n"
+    "--         none: read them as one)\n"
     "--   -> {1, balance} applied | {0, balance} already applied earlier\n"
     "--\n"
     "-- The marker makes a charge idempotent per request id: setting it is\n"
@@ -214,7 +216,7 @@ static const char  ngx_http_imgbill_script_lua[] =
     "         'ts', ARGV[a + 7], 'channel', ARGV[a + 2], 'model', ARGV[a + 3],"
     "\n"
     "         'prompt_tokens', ARGV[a + 4], 'completion_tokens', ARGV[a + 5],\n"
-    "         'charge', charge, 'balance_after', bal)\n"
+    "         'images', ARGV[a + 9], 'charge', charge, 'balance_after', bal)\n"
     "    return {1, bal}\n"
     "  end\n"
     "\n"

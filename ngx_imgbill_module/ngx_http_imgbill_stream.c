@@ -48,6 +48,8 @@ struct ngx_http_imgbill_stream_s {
     off_t                           bytes;     /* of the stream, read */
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
+    uint64_t                        indexes;   /* choices that showed an
+                                                  image, by index */
 
     unsigned                        hold_events:1;
     unsigned                        passing:1;   /* the event being read */
@@ -72,6 +74,8 @@ static ngx_int_t ngx_http_imgbill_stream_out(ngx_http_request_t *r,
     ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll);
 static ngx_int_t ngx_http_imgbill_stream_link(ngx_http_request_t *r,
     ngx_buf_t *b, ngx_chain_t ***ll);
+static void ngx_http_imgbill_stream_found(ngx_http_imgbill_stream_t *st,
+    ngx_http_imgbill_scan_t *found);
 
 
 /* the reply is a stream: its header goes out now, its charge at its end */
@@ -324,6 +328,7 @@ ngx_http_imgbill_stream_event(ngx_http_request_t *r,
 
     if (sse->type == NGX_HTTP_IMGBILL_EVENT_JSON) {
         st->image |= res->image;
+        st->indexes |= res->indexes;
         st->error |= res->error;
 
         /* the last usage wins: Google repeats a growing one on every
@@ -417,13 +422,7 @@ ngx_http_imgbill_stream_end(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
         }
     }
 
-    ngx_memzero(&scan, sizeof(ngx_http_imgbill_scan_t));
-
-    scan.json = 1;
-    scan.image = st->image;
-    scan.usage = st->usage;
-    scan.prompt_tokens = st->prompt_tokens;
-    scan.completion_tokens = st->completion_tokens;
+    ngx_http_imgbill_stream_found(st, &scan);
 
     ctx->upstream_status = r->headers_out.status;
 
@@ -638,27 +637,48 @@ ngx_int_t
 ngx_http_imgbill_stream_would_charge(ngx_http_imgbill_ctx_t *ctx)
 {
     ngx_int_t                     charge;
+    ngx_http_imgbill_scan_t       found;
     ngx_http_imgbill_stream_t    *st;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
     st = ctx->stream;
 
-    if (st == NULL || !st->image || st->error) {
-        return -1;
-    }
-
-    if (ctx->channel == NGX_HTTP_IMGBILL_FAST) {
-        charge = ctx->price->output;
-
-    } else if (st->usage) {
-        charge = ngx_http_imgbill_metered_charge(ctx->price,
-                                                 st->prompt_tokens,
-                                                 st->completion_tokens);
-    } else {
+    if (st == NULL || st->error) {
         return -1;
     }
 
     lcf = ngx_http_get_module_loc_conf(ctx->request, ngx_http_imgbill_module);
 
-    return ngx_min(ngx_max(charge, lcf->min_charge), ctx->hold);
+    ngx_http_imgbill_stream_found(st, &found);
+
+    charge = ngx_http_imgbill_cost(lcf, ctx->price, &found);
+
+    if (charge <= 0) {
+        return -1;
+    }
+
+    return ngx_min(charge, ctx->hold);
+}
+
+
+/* what the stream showed so far, as a whole reply's findings: every
+   choice that showed an image counts once, however many events it took */
+
+static void
+ngx_http_imgbill_stream_found(ngx_http_imgbill_stream_t *st,
+    ngx_http_imgbill_scan_t *found)
+{
+    uint64_t  bits;
+
+    ngx_memzero(found, sizeof(ngx_http_imgbill_scan_t));
+
+    found->json = 1;
+    found->image = st->image;
+    found->usage = st->usage;
+    found->prompt_tokens = st->prompt_tokens;
+    found->completion_tokens = st->completion_tokens;
+
+    for (bits = st->indexes; bits; bits &= bits - 1) {
+        found->images++;
+    }
 }

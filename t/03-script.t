@@ -68,7 +68,7 @@ sub settle {
                [$rid, $charge, $o{channel} // 'metered',
                 $o{model} // 'gemini-2.5-flash-image', $o{pt} // 560,
                 $o{ct} // 1120, 604800, $o{ts} // 1700000000,
-                $o{hold} // 0]);
+                $o{hold} // 0, $o{images} // 1]);
 }
 
 sub release {
@@ -130,7 +130,8 @@ is held('alice')->{units}, 0, 'held back to 0';
     is_deeply { @{ $l->[0][1] } }, {
         type => 'charge', request_id => 'r4', ts => 1700000000, channel => 'metered',
         model => 'gemini-2.5-flash-image', prompt_tokens => 560,
-        completion_tokens => 1120, charge => 2465, balance_after => 97535,
+        completion_tokens => 1120, images => 1, charge => 2465,
+        balance_after => 97535,
     }, 'the entry has every field';
     my $ttl = $r->cmd('TTL', 'imgbill:{alice}:settled:r4');
     cmp_ok $ttl, '>', 604000, 'the marker lives 7 days';
@@ -143,9 +144,13 @@ is scalar @{ $r->cmd('XRANGE', 'imgbill:{alice}:ledger', '-', '+') }, 1,
 
 # a journal replay does not know the hold: the script reads it
 admit('sk-alice', 'r5', 50000, 7000);
-is_deeply settle('alice', 'r5', 700, hold => 0, channel => 'fast'),
+is_deeply settle('alice', 'r5', 700, hold => 0, channel => 'fast',
+                 images => 3),
           [1, 96835], 'settle with hold 0 (a replay)';
 is held('alice')->{units}, 0, 'the hold it read back is released';
+is { @{ $r->cmd('XREVRANGE', 'imgbill:{alice}:ledger', '+', '-',
+                'COUNT', 1)->[0][1] } }->{images}, 3,
+   'the entry says how many images the charge was for';
 
 # a free outcome: the hold goes back, nothing else is written
 admit('sk-alice', 'r6', 50000, 7000);
@@ -272,10 +277,10 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
     my $res = call(
         ['settle', [keys_of('carol', qw(balance holds ledger)),
                     'imgbill:{carol}:settled:c1', 'imgbill:{carol}:held'],
-         ['c1', 2465, 'metered', 'm', 1, 1, 604800, 1700000000, 7000]],
+         ['c1', 2465, 'metered', 'm', 1, 1, 604800, 1700000000, 7000, 1]],
         ['settle', [keys_of('alice', qw(balance holds ledger)),
                     'imgbill:{alice}:settled:a9', 'imgbill:{alice}:held'],
-         ['a9', 100, 'fast', 'm', 0, 0, 604800, 1700000000, 0]]);
+         ['a9', 100, 'fast', 'm', 0, 0, 604800, 1700000000, 0, 1]]);
     is scalar @$res, 2, 'a result for each command';
     like $res->[0], qr/^-.*WRONGTYPE/, 'the failing command answers an error';
     is_deeply $res->[1], [1, 96735], 'the other command of the call applies';

@@ -566,6 +566,48 @@ is $gl->{headers}{'x-goog-api-key'}, 'AIza-logged', 'log: ... among the headers'
 is $gl->{model}, 'gemini-3-pro-image-preview', 'log: the model from the path';
 is $first->{query}, undef, 'log: no query, null';
 
+# ---- several images: "n", candidateCount, images=K -------------------------
+
+{
+    my $n3 = mock(undef, body => encode_json({ model => 'gemini-2.5-flash-image',
+                                              messages => [], n => 3 }))->{json};
+    is scalar @{ $n3->{choices} }, 3, 'n: 3: three choices';
+    is_deeply [ map { $_->{index} } @{ $n3->{choices} } ], [0, 1, 2], '... indexed 0, 1, 2';
+    is_deeply [ map { scalar @{ $_->{message}{images} || [] } } @{ $n3->{choices} } ],
+        [1, 1, 1], '... each with an image';
+    is $n3->{usage}{completion_tokens}, 3 * 1120, '... ct is per image: 3360';
+
+    my $k1 = mock('images=1', body => encode_json({ model => 'gemini-2.5-flash-image',
+                                                     messages => [], n => 3 }))->{json};
+    is_deeply [ map { scalar @{ $_->{message}{images} || [] } } @{ $k1->{choices} } ],
+        [1, 0, 0], 'images=1 of n: 3: the first choice only';
+    is $k1->{usage}{completion_tokens}, 1120, '... and its tokens';
+
+    my $go = gem(undef, body => encode_json({ contents => [],
+                                             generationConfig => { candidateCount => 2 } }))->{json};
+    is_deeply [ map { $_->{index} } @{ $go->{candidates} } ], [0, 1],
+        'Gemini candidateCount 2: two candidates';
+    is scalar(grep { $_->{inlineData} } map { @{ $_->{content}{parts} } } @{ $go->{candidates} }),
+        2, '... each with an inlineData part';
+    is $go->{usageMetadata}{candidatesTokenCount}, 2 * 2000, '... 2 x 2000 tokens';
+
+    my $st = stream(body => encode_json({ model => 'gemini-2.5-flash-image', messages => [],
+                                          stream => JSON::PP::true, n => 2 }));
+    my %img;
+    for my $c (choice_chunks($st)) {
+        my $ch = $c->{json}{choices}[0];
+        $img{$ch->{index}} += @{ $ch->{delta}{images} || [] };
+    }
+    is_deeply \%img, { 0 => 1, 1 => 1 }, 'stream n: 2: a chunk of each choice has its image';
+
+    my $gs = stream(path => "$GPRO:streamGenerateContent?alt=sse",
+                    body => encode_json({ contents => [],
+                                          generation_config => { candidate_count => 2 } }));
+    my @idx = map { $_->{json}{candidates}[0]{index} } grep { $_->{json} } @{ $gs->{events} };
+    ok !defined $idx[0], 'Gemini stream: index 0 left out, as proto3 leaves a default out';
+    ok grep({ defined $_ && $_ == 1 } @idx), '... and index 1 in the second candidate\'s events';
+}
+
 # SIGTERM stops it (and its children)
 my $port = free_port();
 my $pid = fork;

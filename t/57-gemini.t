@@ -16,7 +16,7 @@ use Test::More;
 use JSON::PP;
 use MIME::Base64 qw(encode_base64);
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(dechunk sse_events fmt_units wait_for);
+use Imgbill::Harness qw(dechunk sse_events fmt_units wait_for gerror_ok);
 
 my $h = Imgbill::Harness->new;
 my $FLASH = 'gemini-2.5-flash-image';
@@ -98,40 +98,12 @@ sub charged_ok {
         is_deeply \%e, { type => 'charge', request_id => $rid, channel => $w{channel} // 'metered',
                          model => $w{model} // $FLASH, charge => $w{units},
                          balance_after => 100000 - $w{units},
-                         prompt_tokens => $w{pt}, completion_tokens => $w{ct} },
+                         prompt_tokens => $w{pt}, completion_tokens => $w{ct},
+                         images => $w{images} // 1 },
             'ledger entry' if defined $w{pt};
         is $e{charge}, $w{units}, 'ledger charge' unless defined $w{pt};
         is_deeply $h->wait_holds($acct, 0), {}, 'no hold left';
     };
-}
-
-# gerror_ok($res, $status, $gstatus, $name, $msg_re): Google's error shape,
-# {"error":{"code":N,"message":"...","status":"..."}} and nothing else
-sub gerror_ok {
-    my ($res, $status, $gstatus, $name, $msg_re) = @_;
-    my $e = ref $res->{json} eq 'HASH' ? $res->{json}{error} : undef;
-    my @bad;
-    push @bad, "status $res->{status}, want $status" if $res->{status} != $status;
-    if (ref $e ne 'HASH') {
-        push @bad, 'body is not {"error":{...}}: ' . substr $res->{body} // '', 0, 300;
-    } else {
-        push @bad, "error.code " . ($e->{code} // 'undef') . ", want the number $status"
-            unless defined $e->{code} && $e->{code} =~ /^\d+$/ && $e->{code} == $status
-                && JSON::PP->new->canonical->encode([$e->{code}]) eq "[$status]";
-        push @bad, 'error.status ' . ($e->{status} // 'undef') . ", want $gstatus"
-            if ($e->{status} // '') ne $gstatus;
-        push @bad, 'error.message missing'
-            unless defined $e->{message} && !ref $e->{message} && length $e->{message};
-        push @bad, "error.message '$e->{message}' !~ $msg_re"
-            if $msg_re && defined $e->{message} && $e->{message} !~ $msg_re;
-        my @extra = grep { !/^(code|message|status)$/ } sort keys %$e;
-        push @bad, "error has more than code/message/status: @extra" if @extra;
-        push @bad, 'more than "error" at the top: ' . join ' ', sort keys %{ $res->{json} }
-            if keys %{ $res->{json} } != 1;
-    }
-    push @bad, 'Content-Type ' . ($res->{headers}{'content-type'} // 'none')
-        unless ($res->{headers}{'content-type'} // '') =~ m{^application/json};
-    ok !@bad, $name or diag join "\n", @bad;
 }
 
 # refused_ok($name, $status, $gstatus, $msg_re, %gem): a request refused

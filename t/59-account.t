@@ -74,7 +74,7 @@ is $balance, 200000 - 23 * 2465, "balance $balance";
     is_deeply $d->[0], {
         id => $newest[0]{request_id}, created => $newest[0]{ts} + 0, type => 'charge',
         channel => 'metered', model => 'gemini-2.5-flash-image',
-        prompt_tokens => 560, completion_tokens => 1120,
+        prompt_tokens => 560, completion_tokens => 1120, images => 1,
         amount => '-0.2465', balance => fmt_units($newest[0]{balance_after}),
     }, '... an entry: the contract, to the unit';
     is_deeply [ map { $_->{balance} } @$d ],
@@ -108,9 +108,10 @@ is $balance, 200000 - 23 * 2465, "balance $balance";
     my $d = get('/v1/imgbill/ledger?limit=3', $key)->{json}{data};
     is_deeply $d->[0], { id => 'old1', created => 1796000002, type => 'charge',
                          channel => 'fast', model => 'm', prompt_tokens => 0,
-                         completion_tokens => 0, amount => '-0.0700',
+                         completion_tokens => 0, images => 1,
+                         amount => '-0.0700',
                          balance => fmt_units($balance + 99200) },
-        'a charge without "type" is a charge';
+        'a charge without "type" (nor "images") is a charge for one image';
     is_deeply $d->[1], { id => $d->[1]{id}, created => 1796000001, type => 'adjustment',
                          amount => '-0.0100', reason => 'correction',
                          balance => fmt_units($balance + 99900) },

@@ -137,6 +137,13 @@ bad('imgbill_memory_trim twice', 'imgbill_memory_trim',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_memory_trim 1s;\n"
           . "imgbill_memory_trim off;\n",
     like => qr/is duplicate/);
+good('imgbill_max_images 1 and 64', loc => 'imgbill_max_images 1;',
+     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_max_images 64;\n");
+for my $n (0, 65, 'many') {
+    bad("imgbill_max_images $n", 'imgbill_max_images', loc => "imgbill_max_images $n;",
+        ($n =~ /^\d/ ? (like => qr/invalid value "$n" in "imgbill_max_images": from 1 to 64/)
+                     : ()));
+}
 bad('hold_ttl "abc"', 'imgbill_hold_ttl',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl abc;\n");
 

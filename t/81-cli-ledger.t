@@ -466,19 +466,19 @@ usage_ok('key-list without an account', 'key-list');
         { id => $id[0], ts => $T - 1, time => '2025-12-31T23:59:59Z', type => 'charge',
           amount => '-0.0700', balance_after => '11.9097', request_id => $RA,
           channel => 'fast', model => 'gemini-2.5-flash-image', prompt_tokens => 0,
-          completion_tokens => 0 },
+          completion_tokens => 0, images => 1 },
         { id => $id[1], ts => $T, time => '2026-01-01T00:00:00Z', type => 'charge',
           amount => '-0.2465', balance_after => '11.6632', request_id => $RB,
           channel => 'metered', model => 'gemini-2.5-flash-image', prompt_tokens => 560,
-          completion_tokens => 1120 },
+          completion_tokens => 1120, images => 1 },
         { id => $id[2], ts => $T + 129600, time => '2026-01-02T12:00:00Z', type => 'charge',
           amount => '-1.7232', balance_after => '9.9400', request_id => $RC,
           channel => 'metered', model => 'gemini-3-pro-image-preview', prompt_tokens => 1210,
-          completion_tokens => 2000 },
+          completion_tokens => 2000, images => 1 },
         { id => $id[3], ts => $T - 3600, time => '2025-12-31T23:00:00Z', type => 'charge',
           amount => '-0.0700', balance_after => '9.8700', request_id => $RD,
           channel => 'fast', model => 'gemini-2.5-flash-image', prompt_tokens => 0,
-          completion_tokens => 0 },
+          completion_tokens => 0, images => 1 },
         { id => $id[4], ts => $ts[4], time => $N[4], type => 'opening', amount => '11.9797',
           balance_after => '9.8700', reason => 'opening balance' },
         { id => $id[5], ts => $ts[5], time => $N[5], type => 'credit', amount => '10.0000',
@@ -514,16 +514,16 @@ usage_ok('key-list without an account', 'key-list');
 
     # CSV
     my $hdr = "id,time,ts,type,amount,balance_after,request_id,channel,model,"
-            . "prompt_tokens,completion_tokens,reason\r\n";
+            . "prompt_tokens,completion_tokens,reason,images\r\n";
     my @csv = (
-        "$id[0],2025-12-31T23:59:59Z,${\ ($T - 1)},charge,-0.0700,11.9097,$RA,fast,gemini-2.5-flash-image,0,0,\r\n",
-        "$id[1],2026-01-01T00:00:00Z,$T,charge,-0.2465,11.6632,$RB,metered,gemini-2.5-flash-image,560,1120,\r\n",
-        "$id[2],2026-01-02T12:00:00Z,${\ ($T + 129600)},charge,-1.7232,9.9400,$RC,metered,gemini-3-pro-image-preview,1210,2000,\r\n",
-        "$id[3],2025-12-31T23:00:00Z,${\ ($T - 3600)},charge,-0.0700,9.8700,$RD,fast,gemini-2.5-flash-image,0,0,\r\n",
-        "$id[4],$N[4],$ts[4],opening,11.9797,9.8700,,,,,,opening balance\r\n",
-        "$id[5],$N[5],$ts[5],credit,10.0000,19.8700,,,,,,bank transfer 0042\r\n",
-        "$id[6],$N[6],$ts[6],adjustment,-0.2465,19.6235,,,,,,\"refund, \"\"duplicate\"\" #7\"\r\n",
-        "$id[7],$N[7],$ts[7],adjustment,1.0000,20.6235,,,,,,赔偿 goodwill\r\n",
+        "$id[0],2025-12-31T23:59:59Z,${\ ($T - 1)},charge,-0.0700,11.9097,$RA,fast,gemini-2.5-flash-image,0,0,,1\r\n",
+        "$id[1],2026-01-01T00:00:00Z,$T,charge,-0.2465,11.6632,$RB,metered,gemini-2.5-flash-image,560,1120,,1\r\n",
+        "$id[2],2026-01-02T12:00:00Z,${\ ($T + 129600)},charge,-1.7232,9.9400,$RC,metered,gemini-3-pro-image-preview,1210,2000,,1\r\n",
+        "$id[3],2025-12-31T23:00:00Z,${\ ($T - 3600)},charge,-0.0700,9.8700,$RD,fast,gemini-2.5-flash-image,0,0,,1\r\n",
+        "$id[4],$N[4],$ts[4],opening,11.9797,9.8700,,,,,,opening balance,\r\n",
+        "$id[5],$N[5],$ts[5],credit,10.0000,19.8700,,,,,,bank transfer 0042,\r\n",
+        "$id[6],$N[6],$ts[6],adjustment,-0.2465,19.6235,,,,,,\"refund, \"\"duplicate\"\" #7\",\r\n",
+        "$id[7],$N[7],$ts[7],adjustment,1.0000,20.6235,,,,,,赔偿 goodwill,\r\n",
     );
     ($rc, $out) = cli('ledger', 'exp', '--csv');
     is $rc, 0, 'ledger --csv: exit 0';
@@ -532,6 +532,21 @@ usage_ok('key-list without an account', 'key-list');
     is $out, join('', $hdr, @csv[2, 4 .. 7]), 'CSV --since 2026-01-02';
     ($rc, $out) = cli('ledger', 'nothing', '--csv');
     is $out, $hdr, 'an empty ledger: the header';
+
+    # a charge for several images says so, in every form
+    $h->redis('XADD', 'imgbill:{imgs}:ledger', '1767225600000-0',
+              type => 'charge', request_id => $RA, ts => $T, channel => 'fast',
+              model => 'gemini-2.5-flash-image', prompt_tokens => 560,
+              completion_tokens => 4480, images => 4, charge => 2800,
+              balance_after => 7200);
+    ($rc, $out) = cli('ledger', 'imgs');
+    is $out, "2026-01-01T00:00:00Z $RA fast gemini-2.5-flash-image in=560 "
+           . "out=4480 images=4 charge=0.2800 balance=0.7200\n",
+       'ledger: a charge for 4 images says images=4';
+    ($rc, $out) = cli('ledger', 'imgs', '--json');
+    like $out, qr/"images":4,/, '--json: images, a number';
+    ($rc, $out) = cli('ledger', 'imgs', '--csv');
+    like $out, qr/,560,4480,,4\r\n\z/, '--csv: the images column';
 
     # an export never leaves half a file
     $h->redis('XADD', 'imgbill:{exp}:ledger', '*', type => 'charge', charge => 'x');

@@ -28,8 +28,8 @@ is $got, '200 0.2465', 'the client got its image and its charge while Redis was 
 
 my @s = grep { /^S / } lines();
 is scalar @s, 1, 'one settlement journaled';
-like $s[0] // '', qr/^S [0-9a-f]{32} jr 2465 metered 560 1120 gemini-2\.5-flash-image$/,
-    '... with request id, account, charge, channel, tokens and model';
+like $s[0] // '', qr/^S [0-9a-f]{32} jr 2465 metered 560 1120 gemini-2\.5-flash-image 1$/,
+    '... with request id, account, charge, channel, tokens, model and images';
 
 # an admission while Redis is frozen: 503, and journaled as lost in flight
 my $res = $h->chat(key => 'sk-journal');

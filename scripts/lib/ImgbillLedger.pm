@@ -12,7 +12,8 @@ package ImgbillLedger;
 # The ledger, imgbill:{ACCOUNT}:ledger, is a stream with one entry per
 # change of the balance (XADD '*', so ids grow with time):
 #   type charge request_id R ts T channel C model M prompt_tokens P
-#        completion_tokens Q charge U balance_after B     (the module)
+#        completion_tokens Q images N charge U balance_after B   (the module;
+#        N, the images delivered, is missing from older entries: 1)
 #   type credit amount U reason TEXT ts T balance_after B (topup, U > 0)
 #   type adjustment amount U reason TEXT ts T balance_after B (adjust, U != 0)
 #   type opening amount U reason "opening balance" ts T balance_after B
@@ -475,11 +476,13 @@ sub human_line {
     };
     my $dash = sub { defined $_[0] && length $_[0] ? $_[0] : '-' };
     if ($v->{type} eq 'charge') {
-        return sprintf "%s %s %s %s in=%s out=%s charge=%s balance=%s\n",
+        my $images = defined $f->{images} && $f->{images} ne '1'
+                   ? " images=$f->{images}" : '';
+        return sprintf "%s %s %s %s in=%s out=%s%s charge=%s balance=%s\n",
             iso_time($v->{ts}),
             map({ $dash->($_) } $f->{request_id}, $f->{channel}, $f->{model},
                 $f->{prompt_tokens}, $f->{completion_tokens}),
-            $fmt->($f->{charge}), $fmt->($f->{balance_after});
+            $images, $fmt->($f->{charge}), $fmt->($f->{balance_after});
     }
     my $amt = $fmt->($f->{amount});
     $amt = "+$amt" if $amt =~ /^\d/ && $amt ne '0.0000';
@@ -491,7 +494,7 @@ sub human_line {
 }
 
 our @CSV_COLUMNS = qw(id time ts type amount balance_after request_id channel
-                     model prompt_tokens completion_tokens reason);
+                     model prompt_tokens completion_tokens reason images);
 
 sub csv_field {
     my ($s) = @_;
@@ -524,6 +527,7 @@ sub export_record {
         for (qw(prompt_tokens completion_tokens)) {
             $rec{$_} = $f->{$_} if defined $f->{$_};
         }
+        $rec{images} = defined $f->{images} ? $f->{images} : 1;
     } else {
         $rec{reason} = defined $f->{reason} ? $f->{reason} : '';
     }
@@ -541,7 +545,8 @@ sub export_json {
         my %j;
         for (keys %$rec) {
             my $v = $rec->{$_};
-            if (defined $v && /^(?:ts|prompt_tokens|completion_tokens)\z/
+            if (defined $v
+                && /^(?:ts|prompt_tokens|completion_tokens|images)\z/
                 && $v =~ /^\d{1,15}\z/) {
                 $v += 0;
             } elsif (defined $v) {

@@ -64,6 +64,7 @@ package Imgbill::Harness;
 # Exported on request: wait_for(sub, $timeout, $step), key_hash($raw),
 #   free_port(), port_open($port), fmt_units($units) -> "-1.2465",
 #   error_ok($res, $status, $type, $code, $name),
+#   gerror_ok($res, $status, $gstatus, $name, $msg_re): Google's error shape,
 #   priced_location($path, @directives) -> a location block for extra_server,
 #   sdk_dir() -> t/sdk with its npm packages installed (node and npm from
 #   Debian if missing), or undef with the reason in $@: skip then.
@@ -95,7 +96,7 @@ use ImgbillPort ();
 
 use Exporter 'import';
 our @EXPORT_OK = qw(wait_for key_hash free_port port_open fmt_units error_ok
-                    priced_location sdk_dir dechunk sse_events);
+                    gerror_ok priced_location sdk_dir dechunk sse_events);
 
 my $ROOT = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
                                        '..', '..', '..'));
@@ -465,6 +466,7 @@ http {
                        'request_id=\$imgbill_request_id '
                        'outcome=\$imgbill_outcome '
                        'would_charge=\$imgbill_would_charge '
+                       'images=\$imgbill_images '
                        'nginx_request_id=\$request_id';
     access_log $prefix/access.log imgbill;
 
@@ -802,11 +804,45 @@ sub error_ok {
     return $ok;
 }
 
+# gerror_ok($res, $status, $gstatus, $name, $msg_re): Google's error shape,
+# {"error":{"code":N,"message":"...","status":"..."}} and nothing else
+sub gerror_ok {
+    my ($res, $status, $gstatus, $name, $msg_re) = @_;
+    my $e = ref $res->{json} eq 'HASH' ? $res->{json}{error} : undef;
+    my @bad;
+    push @bad, "status $res->{status}, want $status" if $res->{status} != $status;
+    if (ref $e ne 'HASH') {
+        push @bad, 'body is not {"error":{...}}: ' . substr $res->{body} // '', 0, 300;
+    } else {
+        push @bad, "error.code " . ($e->{code} // 'undef') . ", want the number $status"
+            unless defined $e->{code} && $e->{code} =~ /^\d+$/ && $e->{code} == $status
+                && JSON::PP->new->canonical->encode([$e->{code}]) eq "[$status]";
+        push @bad, 'error.status ' . ($e->{status} // 'undef') . ", want $gstatus"
+            if ($e->{status} // '') ne $gstatus;
+        push @bad, 'error.message missing'
+            unless defined $e->{message} && !ref $e->{message} && length $e->{message};
+        push @bad, "error.message '$e->{message}' !~ $msg_re"
+            if $msg_re && defined $e->{message} && $e->{message} !~ $msg_re;
+        my @extra = grep { !/^(code|message|status)$/ } sort keys %$e;
+        push @bad, "error has more than code/message/status: @extra" if @extra;
+        push @bad, 'more than "error" at the top: ' . join ' ', sort keys %{ $res->{json} }
+            if keys %{ $res->{json} } != 1;
+    }
+    push @bad, 'Content-Type ' . ($res->{headers}{'content-type'} // 'none')
+        unless ($res->{headers}{'content-type'} // '') =~ m{^application/json};
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $tb = Test::More->builder;
+    my $ok = $tb->ok(!@bad, $name);
+    $tb->diag(join "\n", @bad) if @bad;
+    return $ok;
+}
+
 # rejected_ok($name, $status, $type, $code, $send, %o) -> $res: $send->()
 # makes a request the module must refuse; one subtest then checks the JSON
-# error (error_ok), X-Imgbill-Request-Id on it (unless no_rid => 1: not the
-# module's own error), that the upstream was not reached and that Redis did
-# not change at all, then check => sub { my ($res) = @_; ... } if given.
+# error (error_ok; with google => 1, Google's shape: $type is its status,
+# $code is not used), X-Imgbill-Request-Id on it (unless no_rid => 1: not
+# the module's own error), that the upstream was not reached and that Redis
+# did not change at all, then check => sub { my ($res) = @_; ... } if given.
 # A refusal that wrote anything (a hold, a counter) would cost money later.
 sub rejected_ok {
     my ($self, $name, $status, $type, $code, $send, %o) = @_;
@@ -815,7 +851,11 @@ sub rejected_ok {
     my $res = $send->();
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     Test::More::subtest($name => sub {
-        error_ok($res, $status, $type, $code, "$status $type $code");
+        if ($o{google}) {
+            gerror_ok($res, $status, $type, "$status $type");
+        } else {
+            error_ok($res, $status, $type, $code, "$status $type $code");
+        }
         unless ($o{no_rid}) {
             Test::More::like($res->{headers}{'x-imgbill-request-id'} // '',
                              qr/^[0-9a-f]{32}$/, 'X-Imgbill-Request-Id on the error');
