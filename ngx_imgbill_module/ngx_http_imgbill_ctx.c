@@ -44,6 +44,7 @@ static ngx_http_imgbill_orphan_t *ngx_http_imgbill_orphan(
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_orphan_admitted(ngx_http_imgbill_reply_t *reply,
     void *data);
+static void ngx_http_imgbill_orphan_settle(ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_orphan_settled(ngx_http_imgbill_reply_t *reply,
     void *data);
 
@@ -78,7 +79,8 @@ typedef enum {
     ngx_http_imgbill_var_request_id,
     ngx_http_imgbill_var_outcome,
     ngx_http_imgbill_var_would_charge,
-    ngx_http_imgbill_var_images
+    ngx_http_imgbill_var_images,
+    ngx_http_imgbill_var_reason
 } ngx_http_imgbill_var_e;
 
 
@@ -113,6 +115,9 @@ static ngx_http_variable_t  ngx_http_imgbill_vars[] = {
 
     { ngx_string("imgbill_images"), NULL, ngx_http_imgbill_variable,
       ngx_http_imgbill_var_images, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_reason"), NULL, ngx_http_imgbill_variable,
+      ngx_http_imgbill_var_reason, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -330,11 +335,23 @@ ngx_http_imgbill_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         v->len = ngx_strlen(v->data);
         break;
 
+    case ngx_http_imgbill_var_reason:
+        v->data = (u_char *) ngx_http_imgbill_reason(r, ctx);
+        v->len = ngx_strlen(v->data);
+
+        if (v->len == 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        break;
+
     case ngx_http_imgbill_var_would_charge:
 
         /* what an abandoned stream would have cost: the upstream's bill */
 
-        n = (ctx->state == ngx_http_imgbill_streaming)
+        n = (ctx->state == ngx_http_imgbill_streaming
+             && ngx_http_imgbill_stream_cut(ctx) != NGX_OK)
             ? ngx_http_imgbill_stream_would_charge(ctx) : -1;
 
         if (n < 0) {
@@ -444,6 +461,10 @@ ngx_http_imgbill_ended(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
                                 : ngx_http_imgbill_free_upstream_error;
 
     case ngx_http_imgbill_streaming:
+        if (ngx_http_imgbill_stream_cut(ctx) == NGX_OK) {
+            return ngx_http_imgbill_free_none;
+        }
+
         return r->connection->error ? ngx_http_imgbill_free_client_gone
                                     : ngx_http_imgbill_free_upstream_cut;
 
@@ -512,9 +533,15 @@ ngx_http_imgbill_cleanup(void *data)
 
     case ngx_http_imgbill_streaming:
 
-        /* the client left, or the upstream died: free, but the operator
-           hears what the upstream may bill them */
+        /* the client left, or the upstream died: free unless its image
+           reached the client, and the operator hears what it cost */
         ngx_http_imgbill_stream_abandoned(ctx);
+
+        if (ngx_http_imgbill_stream_cut(ctx) == NGX_OK) {
+            ngx_http_imgbill_orphan_settle(ctx);
+            break;
+        }
+
         ngx_http_imgbill_release(ctx);
         break;
 
@@ -570,6 +597,36 @@ ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx)
     if (ngx_http_imgbill_script_release(mcf, &o->settle.account,
                                         &o->settle.request_id, o->settle.hold,
                                         ngx_http_imgbill_orphan_settled, o)
+        == NULL)
+    {
+        ngx_http_imgbill_journal_settle(mcf, ngx_cycle->log, &o->settle);
+        ngx_free(o);
+    }
+}
+
+
+/* a charge decided as the request goes: settled by an orphan, or kept in
+   the journal */
+
+static void
+ngx_http_imgbill_orphan_settle(ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_http_imgbill_orphan_t     *o;
+    ngx_http_imgbill_settle_t      s;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_imgbill_module);
+
+    o = ngx_http_imgbill_orphan(ctx);
+
+    if (o == NULL) {
+        ngx_http_imgbill_settlement(ctx, &s);
+        ngx_http_imgbill_journal_settle(mcf, ngx_cycle->log, &s);
+        return;
+    }
+
+    if (ngx_http_imgbill_script_settle(mcf, &o->settle,
+                                       ngx_http_imgbill_orphan_settled, o)
         == NULL)
     {
         ngx_http_imgbill_journal_settle(mcf, ngx_cycle->log, &o->settle);

@@ -389,13 +389,36 @@ ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
         return NGX_OK;
     }
 
-    if (charge == NGX_DECLINED) {
+    if (charge == NGX_DECLINED && ctx->stream == NULL) {
         /* at "error": Debian's default level shows what costs money */
         ctx->free_reason = ngx_http_imgbill_free_no_usage;
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "imgbill: metered reply of request %V without a "
                       "usable usage, not charged", &ctx->request_id);
         return NGX_OK;
+    }
+
+    if (charge == NGX_DECLINED) {
+
+        /*
+         * A stream hands its image over as it comes: an image it showed
+         * reached the client, or does with the stream's end.  Paid for,
+         * by the location's rule, since the usage says nothing.
+         */
+
+        charge = ngx_http_imgbill_fallback(lcf, ctx->price, scan->images,
+                                           ctx->hold,
+                                           &ctx->completion_tokens);
+        ctx->prompt_tokens = -1;
+        ctx->charge_reason = ngx_http_imgbill_free_no_usage;
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "imgbill: metered stream of request %V without a "
+                      "usable usage after its image: charged %i units by "
+                      "imgbill_usage_fallback %s", &ctx->request_id,
+                      ngx_min(charge, ctx->hold),
+                      lcf->usage_fallback == NGX_HTTP_IMGBILL_FALLBACK_HOLD
+                      ? "hold" : "max_output");
     }
 
     /*

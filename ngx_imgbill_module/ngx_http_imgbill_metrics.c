@@ -29,7 +29,8 @@ typedef struct {
 } ngx_http_imgbill_outcome_t;
 
 
-/* indexed by ngx_http_imgbill_free_e, then the rejections */
+/* indexed by ngx_http_imgbill_free_e, then the charges of streams that did
+   not end as usual, then the rejections */
 static ngx_http_imgbill_outcome_t  ngx_http_imgbill_outcomes[] = {
     { "charged", "" },
     { "free", "no_image" },
@@ -39,6 +40,9 @@ static ngx_http_imgbill_outcome_t  ngx_http_imgbill_outcomes[] = {
     { "free", "bad_response" },
     { "free", "client_gone" },
     { "free", "upstream_cut" },
+    { "charged", "no_usage" },
+    { "charged", "client_gone" },
+    { "charged", "upstream_cut" },
     { "rejected", "missing_api_key" },
     { "rejected", "invalid_api_key" },
     { "rejected", "insufficient_balance" },
@@ -60,7 +64,8 @@ static ngx_http_imgbill_outcome_t  ngx_http_imgbill_outcomes[] = {
 #define NGX_HTTP_IMGBILL_OUTCOMES                                            \
     (sizeof(ngx_http_imgbill_outcomes) / sizeof(ngx_http_imgbill_outcome_t))
 
-#define NGX_HTTP_IMGBILL_REJECTED  8     /* the first rejection above */
+#define NGX_HTTP_IMGBILL_CHARGED   8     /* the first charge with a reason */
+#define NGX_HTTP_IMGBILL_REJECTED  11    /* the first rejection above */
 
 
 /* Redis round trips, in microseconds */
@@ -228,7 +233,7 @@ ngx_int_t
 ngx_http_imgbill_metrics_log(ngx_http_request_t *r)
 {
     ngx_int_t                      would;
-    ngx_uint_t                     ch, m, o;
+    ngx_uint_t                     ch, m, o, charged;
     ngx_http_imgbill_ctx_t        *ctx;
     ngx_http_imgbill_metrics_t    *mt;
     ngx_http_imgbill_loc_conf_t   *lcf;
@@ -259,7 +264,11 @@ ngx_http_imgbill_metrics_log(ngx_http_request_t *r)
 
     (void) ngx_atomic_fetch_add(&mt->requests[ch][m][o], 1);
 
-    if (o == 0) {
+    charged = (o == 0
+               || (o >= NGX_HTTP_IMGBILL_CHARGED
+                   && o < NGX_HTTP_IMGBILL_REJECTED));
+
+    if (charged) {
         (void) ngx_atomic_fetch_add(&mt->charged[ch][m], ctx->charge);
         (void) ngx_atomic_fetch_add(&mt->images[ch][m], ctx->images);
     }
@@ -268,7 +277,7 @@ ngx_http_imgbill_metrics_log(ngx_http_request_t *r)
         (void) ngx_atomic_fetch_add(&mt->holds_ended, 1);
     }
 
-    if (ctx->state == ngx_http_imgbill_streaming) {
+    if (ctx->state == ngx_http_imgbill_streaming && !charged) {
         would = ngx_http_imgbill_stream_would_charge(ctx);
 
         if (would > 0) {
@@ -293,6 +302,23 @@ ngx_http_imgbill_metrics_outcome(ngx_http_request_t *r,
         return ngx_http_imgbill_free_upstream_cut;
     }
 
+    if (end == ngx_http_imgbill_free_none) {
+        switch (ctx->charge_reason) {
+
+        case ngx_http_imgbill_free_no_usage:
+            return NGX_HTTP_IMGBILL_CHARGED;
+
+        case ngx_http_imgbill_free_client_gone:
+            return NGX_HTTP_IMGBILL_CHARGED + 1;
+
+        case ngx_http_imgbill_free_upstream_cut:
+            return NGX_HTTP_IMGBILL_CHARGED + 2;
+
+        default:
+            return end;
+        }
+    }
+
     if (end != NGX_HTTP_IMGBILL_END_REJECTED) {
         return end;
     }
@@ -310,6 +336,21 @@ ngx_http_imgbill_metrics_outcome(ngx_http_request_t *r,
     }
 
     return NGX_HTTP_IMGBILL_OUTCOMES - 1;
+}
+
+
+/* $imgbill_reason: the metrics' reason label; "" for a plain charge */
+
+const char *
+ngx_http_imgbill_reason(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_uint_t  o;
+
+    o = ngx_http_imgbill_metrics_outcome(r, ctx);
+
+    /* a list served is no outcome of the table */
+    return (o < NGX_HTTP_IMGBILL_OUTCOMES) ? ngx_http_imgbill_outcomes[o].reason
+                                           : "";
 }
 
 

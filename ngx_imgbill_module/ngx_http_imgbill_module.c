@@ -50,6 +50,13 @@ static ngx_conf_post_handler_pt  ngx_http_imgbill_max_images_p =
     ngx_http_imgbill_max_images;
 
 
+static ngx_conf_enum_t  ngx_http_imgbill_fallbacks[] = {
+    { ngx_string("max_output"), NGX_HTTP_IMGBILL_FALLBACK_MAX_OUTPUT },
+    { ngx_string("hold"), NGX_HTTP_IMGBILL_FALLBACK_HOLD },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_conf_enum_t  ngx_http_imgbill_serves[] = {
     { ngx_string("account"), NGX_HTTP_IMGBILL_SERVE_ACCOUNT },
     { ngx_string("ledger"), NGX_HTTP_IMGBILL_SERVE_LEDGER },
@@ -159,6 +166,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, max_images),
       &ngx_http_imgbill_max_images_p },
+
+    { ngx_string("imgbill_usage_fallback"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_loc_conf_t, usage_fallback),
+      &ngx_http_imgbill_fallbacks },
 
     { ngx_string("imgbill_reply_buffer_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -377,6 +391,7 @@ ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf)
     conf->body_limit = NGX_CONF_UNSET_SIZE;
     conf->image_limit = NGX_CONF_UNSET_SIZE;
     conf->max_images = NGX_CONF_UNSET_UINT;
+    conf->usage_fallback = NGX_CONF_UNSET_UINT;
     conf->reply_buffer = NGX_CONF_UNSET_SIZE;
 
     return conf;
@@ -435,6 +450,8 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_IMGBILL_IMAGE_LIMIT);
     ngx_conf_merge_uint_value(conf->max_images, prev->max_images,
                               NGX_HTTP_IMGBILL_MAX_IMAGES);
+    ngx_conf_merge_uint_value(conf->usage_fallback, prev->usage_fallback,
+                              NGX_HTTP_IMGBILL_FALLBACK_MAX_OUTPUT);
     ngx_conf_merge_size_value(conf->reply_buffer, prev->reply_buffer,
                               NGX_HTTP_IMGBILL_REPLY_BUFFER);
 

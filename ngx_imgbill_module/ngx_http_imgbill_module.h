@@ -82,6 +82,11 @@
 #define NGX_HTTP_IMGBILL_SERVE_SUBSCRIPTION  3
 #define NGX_HTTP_IMGBILL_SERVE_USAGE         4
 
+/* what a metered stream whose image reached its client costs when its
+   usage never came (imgbill_usage_fallback) */
+#define NGX_HTTP_IMGBILL_FALLBACK_MAX_OUTPUT  0
+#define NGX_HTTP_IMGBILL_FALLBACK_HOLD        1
+
 /* the API a location speaks: its keys, its errors, its lists */
 #define NGX_HTTP_IMGBILL_API_OPENAI   0
 #define NGX_HTTP_IMGBILL_API_GEMINI   1
@@ -229,6 +234,8 @@ typedef struct {
     size_t                          body_limit;
     size_t                          image_limit;
     ngx_uint_t                      max_images;    /* per request */
+    ngx_uint_t                      usage_fallback;  /* NGX_HTTP_IMGBILL_
+                                                        FALLBACK_* */
     size_t                          reply_buffer;  /* 0: off */
     ngx_path_t                     *temp_path;
 } ngx_http_imgbill_loc_conf_t;
@@ -327,6 +334,9 @@ typedef struct {
     ngx_int_t                       charge;
     ngx_int_t                       balance;
     ngx_http_imgbill_free_e         free_reason;
+    ngx_http_imgbill_free_e         charge_reason;  /* charged all the same:
+                                                       no_usage, client_gone,
+                                                       upstream_cut; or none */
 
     unsigned                        too_large:1;
     unsigned                        not_held:1;     /* the file failed */
@@ -558,6 +568,8 @@ ngx_int_t ngx_http_imgbill_metrics_zone(ngx_conf_t *cf,
 ngx_int_t ngx_http_imgbill_metrics_add_model(ngx_conf_t *cf,
     ngx_str_t *model);
 ngx_int_t ngx_http_imgbill_metrics_log(ngx_http_request_t *r);
+const char *ngx_http_imgbill_reason(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 ngx_int_t ngx_http_imgbill_metrics_handler(ngx_http_request_t *r);
 void ngx_http_imgbill_metrics_count(ngx_http_imgbill_main_conf_t *mcf,
     ngx_uint_t what);
@@ -601,6 +613,7 @@ ngx_int_t ngx_http_imgbill_stream_body(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_chain_t *in,
     ngx_http_output_body_filter_pt next);
 void ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx);
+ngx_int_t ngx_http_imgbill_stream_cut(ngx_http_imgbill_ctx_t *ctx);
 ngx_int_t ngx_http_imgbill_stream_would_charge(ngx_http_imgbill_ctx_t *ctx);
 
 /* ngx_http_imgbill_response.c */
@@ -710,6 +723,9 @@ ngx_int_t ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
     ngx_int_t hold);
 ngx_int_t ngx_http_imgbill_cost(ngx_http_imgbill_loc_conf_t *lcf,
     ngx_http_imgbill_price_t *price, ngx_http_imgbill_scan_t *found);
+ngx_int_t ngx_http_imgbill_fallback(ngx_http_imgbill_loc_conf_t *lcf,
+    ngx_http_imgbill_price_t *price, ngx_uint_t images, ngx_int_t hold,
+    ngx_int_t *completion_tokens);
 ngx_int_t ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
     ngx_int_t prompt_tokens, ngx_int_t completion_tokens);
 u_char *ngx_http_imgbill_format_money(u_char *buf, ngx_int_t units);

@@ -141,6 +141,39 @@ ngx_http_imgbill_cost(ngx_http_imgbill_loc_conf_t *lcf,
 }
 
 
+/*
+ * A metered stream whose image reached its client and whose usage never
+ * came (the upstream died after it, or sends none) is not free: the
+ * upstream bills the operator all the same.  "max_output" charges each
+ * image delivered as the model's largest reply of output tokens, and the
+ * prompt as nothing (those tokens go into the ledger as the usage); "hold"
+ * charges the hold.  Never less than the minimum charge; the caller caps
+ * it by the hold.
+ */
+
+ngx_int_t
+ngx_http_imgbill_fallback(ngx_http_imgbill_loc_conf_t *lcf,
+    ngx_http_imgbill_price_t *price, ngx_uint_t images, ngx_int_t hold,
+    ngx_int_t *completion_tokens)
+{
+    ngx_int_t  tokens;
+
+    if (lcf->usage_fallback == NGX_HTTP_IMGBILL_FALLBACK_HOLD) {
+        *completion_tokens = -1;
+        return ngx_max(hold, lcf->min_charge);
+    }
+
+    tokens = (ngx_int_t) ngx_min(images, NGX_HTTP_IMGBILL_IMAGES_MAX + 1)
+             * price->max_output;
+    tokens = ngx_min(tokens, NGX_HTTP_IMGBILL_TOKENS_MAX);
+
+    *completion_tokens = tokens;
+
+    return ngx_max(ngx_http_imgbill_metered_charge(price, 0, tokens),
+                   lcf->min_charge);
+}
+
+
 u_char *
 ngx_http_imgbill_format_money(u_char *buf, ngx_int_t units)
 {

@@ -13,13 +13,16 @@
  * it comes.  Gemini's events carry no cost and wait for nothing.
  *
  * The end of the stream (its last buffer, with the charge in its
- * trailers) waits for the settlement, as a whole reply does.  A stream
- * that never ends (the client left, the upstream died) is released by the
- * pool cleanup, with a log line saying what it would have cost.
+ * trailers) waits for the settlement, as a whole reply does.  A client
+ * that leaves after its image is charged as if it had stayed, and one
+ * that leaves before it pays nothing (ngx_http_imgbill_deliver.c).  A
+ * stream that never ends (the upstream died) is charged by the pool
+ * cleanup if its image reached the client, else released, with a log line
+ * saying what it would have cost.
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_stream.h"
 
 
 /* longer than any usage chunk; an event past it goes out as it comes */
@@ -29,35 +32,6 @@
 /* "cost": the charge in yuan as a JSON number, OpenRouter's convention */
 #define NGX_HTTP_IMGBILL_COST_LEN                                           \
     (sizeof("\"cost\":,") - 1 + NGX_HTTP_IMGBILL_MONEY_LEN)
-
-
-struct ngx_http_imgbill_stream_s {
-    ngx_http_imgbill_sse_t          sse;
-
-    /* the held bytes: the tail (from a usage chunk on), then the event
-       being read */
-    u_char                         *hold;
-    size_t                          len;
-    size_t                          size;
-    size_t                          event_at;
-    size_t                          cost_at;   /* 0: nowhere */
-
-    ngx_chain_t                    *free;
-    ngx_chain_t                    *busy;
-
-    off_t                           bytes;     /* of the stream, read */
-    ngx_int_t                       prompt_tokens;
-    ngx_int_t                       completion_tokens;
-    uint64_t                        indexes;   /* choices that showed an
-                                                  image, by index */
-
-    unsigned                        hold_events:1;
-    unsigned                        passing:1;   /* the event being read */
-    unsigned                        tail:1;
-    unsigned                        image:1;
-    unsigned                        usage:1;
-    unsigned                        error:1;
-};
 
 
 static ngx_int_t ngx_http_imgbill_stream_read(ngx_http_request_t *r,
@@ -73,7 +47,7 @@ static ngx_int_t ngx_http_imgbill_stream_close(ngx_http_request_t *r,
 static ngx_int_t ngx_http_imgbill_stream_out(ngx_http_request_t *r,
     ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll);
 static ngx_int_t ngx_http_imgbill_stream_link(ngx_http_request_t *r,
-    ngx_buf_t *b, ngx_chain_t ***ll);
+    ngx_http_imgbill_stream_t *st, ngx_buf_t *b, ngx_chain_t ***ll);
 static void ngx_http_imgbill_stream_found(ngx_http_imgbill_stream_t *st,
     ngx_http_imgbill_scan_t *found);
 
@@ -102,6 +76,8 @@ ngx_http_imgbill_stream_start(ngx_http_request_t *r,
     st->passing = !st->hold_events;
     st->prompt_tokens = -1;
     st->completion_tokens = -1;
+
+    ngx_http_imgbill_deliver_start(r, st);
 
     ngx_http_clear_content_length(r);
     ngx_http_clear_accept_ranges(r);
@@ -141,6 +117,8 @@ ngx_http_imgbill_stream_body(ngx_http_request_t *r,
 
     if (ctx->state == ngx_http_imgbill_streaming) {
 
+        ngx_http_imgbill_deliver_watch(r, st);
+
         for (cl = in; cl; cl = cl->next) {
             if (cl->buf->last_buf) {
                 last = 1;
@@ -166,7 +144,8 @@ ngx_http_imgbill_stream_body(ngx_http_request_t *r,
         }
     }
 
-    rc = next(r, out);
+    rc = st->draining ? NGX_OK : next(r, out);
+    rc = ngx_http_imgbill_deliver_sent(r, ctx, out, rc);
 
     ngx_chain_update_chains(r->pool, &st->free, &st->busy, &out,
                             (ngx_buf_tag_t) &ngx_http_imgbill_module);
@@ -190,7 +169,8 @@ static ngx_int_t
 ngx_http_imgbill_stream_read(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_buf_t *b, ngx_chain_t ***ll)
 {
-    u_char                     *p, *end;
+    u_char                     *p, *start, *end;
+    off_t                       in;
     ngx_int_t                   rc;
     ngx_http_imgbill_stream_t  *st;
 
@@ -207,11 +187,18 @@ ngx_http_imgbill_stream_read(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    in = st->bytes;
+    start = b->pos;
     st->bytes += b->last - b->pos;
     p = b->pos;
 
     while (p < b->last) {
         rc = ngx_http_imgbill_sse_feed(&st->sse, p, b->last, &end);
+
+        if (st->sse.image) {
+            ngx_http_imgbill_deliver_image(r, st,
+                                           in + (st->sse.image - start) - 1);
+        }
 
         if (!st->passing
             && st->len + (end - p) > NGX_HTTP_IMGBILL_EVENT_HOLD)
@@ -244,7 +231,7 @@ ngx_http_imgbill_stream_read(ngx_http_request_t *r,
 
             b->pos = p;
 
-            if (ngx_http_imgbill_stream_link(r, b, ll) != NGX_OK) {
+            if (ngx_http_imgbill_stream_link(r, st, b, ll) != NGX_OK) {
                 return NGX_ERROR;
             }
 
@@ -350,6 +337,7 @@ ngx_http_imgbill_stream_event(ngx_http_request_t *r,
 
         if (ctx->usage_added && res->no_choices) {
             /* the chunk imgbill asked for, not the client */
+            st->shift -= st->len - st->event_at;
             st->len = st->event_at;
             return NGX_OK;
         }
@@ -438,6 +426,10 @@ ngx_http_imgbill_stream_end(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     } else {
         (void) ngx_http_imgbill_charge(r, ctx, &scan);
+
+        if (st->draining && ctx->charge) {
+            ctx->charge_reason = ngx_http_imgbill_free_client_gone;
+        }
     }
 
     if (ngx_http_imgbill_settle(r, ctx) == NGX_OK) {
@@ -489,7 +481,7 @@ ngx_http_imgbill_stream_close(ngx_http_request_t *r,
         b->last = p;
         b->memory = 1;
 
-        if (ngx_http_imgbill_stream_link(r, b, ll) != NGX_OK) {
+        if (ngx_http_imgbill_stream_link(r, st, b, ll) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -520,7 +512,7 @@ ngx_http_imgbill_stream_close(ngx_http_request_t *r,
 
     b->last_buf = 1;
 
-    return ngx_http_imgbill_stream_link(r, b, ll);
+    return ngx_http_imgbill_stream_link(r, st, b, ll);
 }
 
 
@@ -563,15 +555,15 @@ ngx_http_imgbill_stream_out(ngx_http_request_t *r,
     **ll = cl;
     *ll = &cl->next;
 
-    return NGX_OK;
+    return ngx_http_imgbill_deliver_queue(r, st, b);
 }
 
 
 /* b goes at the end of a chain being built */
 
 static ngx_int_t
-ngx_http_imgbill_stream_link(ngx_http_request_t *r, ngx_buf_t *b,
-    ngx_chain_t ***ll)
+ngx_http_imgbill_stream_link(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, ngx_buf_t *b, ngx_chain_t ***ll)
 {
     ngx_chain_t  *cl;
 
@@ -585,7 +577,43 @@ ngx_http_imgbill_stream_link(ngx_http_request_t *r, ngx_buf_t *b,
     **ll = cl;
     *ll = &cl->next;
 
-    return NGX_OK;
+    return ngx_http_imgbill_deliver_queue(r, st, b);
+}
+
+
+/*
+ * A stream that ends before its end (the upstream died, or was silent past
+ * its read timeout; the worker stopped): free, unless an image of it
+ * reached the client, and then charged what it showed, as its end would
+ * have been.  NGX_OK if charged.  Decided once, as the request is freed
+ * (its log phase, its pool cleanup: no reference to it is left), never
+ * while it may still go on, whatever reads a $imgbill_* variable early.
+ */
+
+ngx_int_t
+ngx_http_imgbill_stream_cut(ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_http_imgbill_scan_t     found;
+    ngx_http_imgbill_stream_t  *st;
+
+    st = ctx->stream;
+
+    if (!st->cut && ctx->request->count == 0) {
+        st->cut = 1;
+
+        if (!st->error && ngx_http_imgbill_deliver_delivered(st)) {
+            ngx_http_imgbill_stream_found(st, &found);
+            (void) ngx_http_imgbill_charge(ctx->request, ctx, &found);
+
+            if (ctx->charge) {
+                ctx->charge_reason = ctx->request->connection->error
+                                     ? ngx_http_imgbill_free_client_gone
+                                     : ngx_http_imgbill_free_upstream_cut;
+            }
+        }
+    }
+
+    return ctx->charge ? NGX_OK : NGX_DECLINED;
 }
 
 
@@ -596,12 +624,24 @@ ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
 {
     u_char                      buf[NGX_HTTP_IMGBILL_MONEY_LEN], *p;
     ngx_int_t                   charge;
-    ngx_uint_t                  level;
+    ngx_uint_t                  level, image;
     ngx_connection_t           *c;
     ngx_http_imgbill_stream_t  *st;
 
     st = ctx->stream;
     c = ctx->request->connection;
+
+    if (ngx_http_imgbill_stream_cut(ctx) == NGX_OK) {
+        p = ngx_http_imgbill_format_money(buf, ctx->charge);
+
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "imgbill: the %s ended the stream of request %V of "
+                      "account \"%V\" after %O bytes, %O of them written, "
+                      "its image among them: charged %*s",
+                      c->error ? "client" : "upstream", &ctx->request_id,
+                      &ctx->account, st->bytes, st->written, p - buf, buf);
+        return;
+    }
 
     charge = ngx_http_imgbill_stream_would_charge(ctx);
 
@@ -613,7 +653,8 @@ ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
 
     /* an image made is an upstream bill: at "error", which Debian shows */
 
-    level = st->image ? NGX_LOG_ERR : NGX_LOG_WARN;
+    image = st->image || st->sse.scan.image;
+    level = image ? NGX_LOG_ERR : NGX_LOG_WARN;
 
     ngx_log_error(level, c->log, 0,
                   "imgbill: the %s ended the stream of request %V of "
@@ -621,7 +662,8 @@ ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
                   "%*s; not charged, hold released",
                   c->error ? "client" : "upstream",
                   &ctx->request_id, &ctx->account, st->bytes,
-                  st->image ? "with an image" : "before any image",
+                  image ? "before its image reached the client"
+                        : "before any image",
                   charge >= 0 ? (size_t) (p - buf) : sizeof("unknown") - 1,
                   charge >= 0 ? buf : (u_char *) "unknown");
 }
@@ -661,24 +703,36 @@ ngx_http_imgbill_stream_would_charge(ngx_http_imgbill_ctx_t *ctx)
 }
 
 
-/* what the stream showed so far, as a whole reply's findings: every
-   choice that showed an image counts once, however many events it took */
+/*
+ * What the stream showed so far, as a whole reply's findings: every choice
+ * that showed an image counts once, however many events it took, the
+ * event being read included (a stream may end inside it).
+ */
 
 static void
 ngx_http_imgbill_stream_found(ngx_http_imgbill_stream_t *st,
     ngx_http_imgbill_scan_t *found)
 {
-    uint64_t  bits;
+    uint64_t                     bits;
+    ngx_http_imgbill_scanner_t  *s;
+
+    s = &st->sse.scan;
 
     ngx_memzero(found, sizeof(ngx_http_imgbill_scan_t));
 
     found->json = 1;
-    found->image = st->image;
+    found->image = st->image | s->image;
     found->usage = st->usage;
     found->prompt_tokens = st->prompt_tokens;
     found->completion_tokens = st->completion_tokens;
 
-    for (bits = st->indexes; bits; bits &= bits - 1) {
+    bits = st->indexes | s->indexes;
+
+    if (s->in_choice && s->choice_image) {
+        bits |= (uint64_t) 1 << s->choice_index;
+    }
+
+    for ( /* void */ ; bits; bits &= bits - 1) {
         found->images++;
     }
 }

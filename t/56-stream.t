@@ -282,7 +282,14 @@ stream_ok("spoof=1: the upstream's X-Imgbill-* headers are dropped", %FL, charge
 # ---- free outcomes ----------------------------------------------------------
 
 stream_ok('kind=noimage: free', %FL, charge => 0, mock => 'kind=noimage');
-stream_ok('metered kind=nousage: free', %FL, charge => 0, mock => 'kind=nousage');
+# the image reached the client: paid, by imgbill_usage_fallback (max_output:
+# 4096 x 219 / 1e6 = 0.8970), the prompt taken as nothing
+stream_ok('metered kind=nousage: charged by the fallback, 0.8970', %FL, charge => 8970,
+          pt => 0, ct => 4096, mock => 'kind=nousage', check => sub {
+    my $rid = $_[0]{rid};
+    ok wait_for(sub { $h->error_log =~ /metered stream of request \Q$rid\E without a usable usage after its image: charged 8970 units by imgbill_usage_fallback max_output/ }),
+       'error.log says which rule charged it';
+});
 stream_ok('fast kind=nousage: charged 0.0700, tokens 0', %FL, path => $FAST,
           channel => 'fast', charge => 700, pt => 0, ct => 0, mock => 'kind=nousage');
 stream_ok('stream_error=1: an error event mid-stream is free', %FL, charge => 0,
@@ -311,17 +318,21 @@ stream_ok('stream_error=1: an error event mid-stream is free', %FL, charge => 0,
 {
     my ($acct, $key) = account();
     my $r = stream(key => $key, mock => 'drop=1');
-    subtest 'drop=1: the upstream dies mid-stream' => sub {
+    # the first half of the events went whole, the image among them: it
+    # reached the client, and no usage came after it
+    subtest 'drop=1: the upstream dies mid-stream, after the image' => sub {
         is $r->{status}, 200, 'the stream had begun: 200';
         ok !$r->{complete}, 'no terminating chunk: the client sees the stream cut';
         ok !grep({ $_ eq '[DONE]' } @{ $r->{events} }), 'no [DONE]';
         ok !exists $r->{tval}{'x-imgbill-charge'}, 'no charge trailer';
-        ok $h->wait_holds($acct, 0), 'hold released';
-        is $h->balance($acct), 100000, 'nothing charged';
-        is scalar @{ $h->ledger($acct) }, 0, 'no ledger entry';
+        ok image_url($r), 'the image had reached the client';
+        ok $h->wait_holds($acct, 0), 'hold settled';
+        ok wait_for(sub { ($h->balance($acct) // 0) == 100000 - 8970 }),
+           'charged by the fallback: 0.8970';
+        is scalar @{ $h->ledger($acct) }, 1, 'one ledger entry';
         my $rid = $r->{rid};
-        ok wait_for(sub { $h->error_log =~ /the upstream ended the stream of request \Q$rid\E\b[^\n]*not charged, hold released/ }, 10),
-            'error.log: the upstream ended the stream ..., not charged, hold released'
+        ok wait_for(sub { $h->error_log =~ /the upstream ended the stream of request \Q$rid\E\b[^\n]*its image among them: charged 0\.8970/ }, 10),
+            'error.log: the upstream ended the stream ..., its image among them: charged'
             or diag join "\n", grep { /\Q$rid\E/ } split /\n/, $h->error_log;
     };
 }
@@ -344,8 +355,8 @@ stream_ok('stream_error=1: an error event mid-stream is free', %FL, charge => 0,
 }
 
 {
-    # the fast channel's price is known once the image is: the operator
-    # reads what the upstream will bill for the stream nobody paid for
+    # the image reached the client: it pays as if it had stayed, the
+    # upstream read to its end
     my ($acct, $key) = account();
     my $s = $h->raw_send(key => $key, body => body(), mock => 'gap=0.5',
                          path => '/fast/v1/chat/completions');
@@ -353,25 +364,32 @@ stream_ok('stream_error=1: an error event mid-stream is free', %FL, charge => 0,
     close $s;
     my ($rid) = $got =~ /^X-Imgbill-Request-Id: ([0-9a-f]{32})\r$/mi;
     $rid //= 'none';
-    subtest 'the client leaves after the image: what it would have cost' => sub {
+    subtest 'the client leaves after the image: charged as if it had stayed' => sub {
         like $got, qr/data:image\/png;base64,/, 'the image event arrived';
-        ok $h->wait_holds($acct, 0, 10), 'hold released';
-        is $h->balance($acct), 100000, 'nothing charged';
-        is scalar @{ $h->ledger($acct) }, 0, 'no ledger entry';
-        ok wait_for(sub { $h->error_log =~ /the client ended the stream of request \Q$rid\E [^\n]*with an image; it would have cost 0\.0700; not charged/ }, 10),
-            'error.log: ... with an image; it would have cost 0.0700'
+        ok $h->wait_holds($acct, 0, 10), 'hold settled';
+        is $h->balance($acct), 100000 - 700, 'charged 0.0700';
+        is scalar @{ $h->ledger($acct) }, 1, 'one ledger entry';
+        ok wait_for(sub { $h->error_log =~ /the client of request \Q$rid\E left after \d+ of \d+ bytes, its image among them/ }, 10),
+            'error.log: the client left after its image, the upstream read on'
             or diag join "\n", grep { /\Q$rid\E/ } split /\n/, $h->error_log;
         my ($e) = $h->access_wait(sub { ($_[0]{request_id} // '') eq $rid }, 1, 10);
-        is $e && $e->{outcome}, 'client_gone', 'access log: outcome=client_gone';
-        is $e && $e->{would_charge}, '0.0700', 'access log: would_charge=0.0700';
-        is $e && $e->{charge}, '0.0000', 'access log: charge=0.0000';
+        is $e && $e->{outcome}, 'charged', 'access log: outcome=charged';
+        is $e && $e->{reason}, 'client_gone', '... reason=client_gone';
+        is $e && $e->{would_charge}, '-', '... no would_charge';
+        is $e && $e->{charge}, '0.0700', '... charge=0.0700';
     };
 }
 {
     my ($acct, $key) = account();
-    my $r = stream(key => $key, mock => 'drop=1');
+    my $r = stream(key => $key, mock => 'cut=2');
     my ($e) = $h->access_wait(sub { ($_[0]{request_id} // '') eq $r->{rid} }, 1, 10);
-    is $e && $e->{outcome}, 'upstream_cut', 'access log: a stream the upstream cut is outcome=upstream_cut';
+    is $e && $e->{outcome}, 'upstream_cut',
+       'access log: a stream the upstream cut before its image is outcome=upstream_cut';
+    is $h->balance($acct), 100000, '... and free';
+    $r = stream(key => $key, mock => 'drop=1');
+    ($e) = $h->access_wait(sub { ($_[0]{request_id} // '') eq $r->{rid} }, 1, 10);
+    is $e && "$e->{outcome} $e->{reason}", 'charged upstream_cut',
+       '... after its image, outcome=charged reason=upstream_cut';
     my $ok = stream(key => $key);
     ($e) = $h->access_wait(sub { ($_[0]{request_id} // '') eq $ok->{rid} }, 1, 10);
     is $e && $e->{outcome}, 'charged', 'access log: a billed stream is outcome=charged';

@@ -317,8 +317,9 @@ for my $eol ('', 'eol=lf') {
         is $res->{json}{error}{status}, 'RESOURCE_EXHAUSTED', "the upstream's own error";
     });
     ($acct, $key) = account('drop');
-    $res = gem(key => $key, via => 'query', stream => 1, mock => 'drop=1');
-    free_ok('stream cut short by the upstream (drop=1)', $res, $acct, cut => 1, check => sub {
+    $res = gem(key => $key, via => 'query', stream => 1, mock => 'cut=1');
+    free_ok('stream cut short by the upstream before its image (cut=1)', $res, $acct,
+            cut => 1, check => sub {
         ok !$res->{complete}, 'no terminating chunk: the client sees the cut';
         is $res->{trailers}{'x-imgbill-charge'}, undef, 'no charge trailer';
         ok $h->wait_holds($acct, 0), 'hold released';
@@ -328,6 +329,15 @@ for my $eol ('', 'eol=lf') {
         like $h->error_log, qr/request: "POST \S+:streamGenerateContent\?alt=sse&key=$masked /,
             'the logged request line has the key masked in place';
     });
+    # half of the image event went out, then the upstream died: the image
+    # reached the client, charged by the last usage the stream carried (the
+    # text event's: 560 in, 373 out)
+    ($acct, $key) = account('drop');
+    $res = gem(key => $key, stream => 1, mock => 'drop=1');
+    ok !$res->{complete}, 'drop=1: the stream cut in its image event';
+    ok wait_for(sub { ($h->balance($acct) // 0) == 100000 - 12 - 817 }),
+       '... charged 0.0829, its usage so far: the image reached the client';
+    is_deeply $h->wait_holds($acct, 0), {}, '... no hold left';
     ($acct, $key) = account('free');
     charged_ok('fast nousage is charged its price', gem(key => $key, fast => 1,
                mock => 'kind=nousage'), $acct, units => 700, channel => 'fast');

@@ -51,7 +51,7 @@ $h->chat(key => $key, model => 'nope');                                 # 400
 $h->chat(key => $key, path => '/fast/v1/chat/completions', model => $PRO);   # 0.2000
 $h->request('GET', '/v1/models', undef, Authorization => "Bearer $key");     # not billed
 
-# a stream the client leaves after its image: what it would have cost
+# a stream the client leaves after its image: charged as if it had stayed
 {
     my $s = $h->raw_send(key => $key, path => '/fast/v1/chat/completions',
                          body => { model => $FLASH, stream => JSON::PP::true,
@@ -62,15 +62,15 @@ $h->request('GET', '/v1/models', undef, Authorization => "Bearer $key");     # n
         sysread($s, $buf, 65536, length $buf) or last;
     }
     close $s;
-    ok $h->wait_holds($acct, 0, 10), 'the abandoned stream released its hold';
+    ok $h->wait_holds($acct, 0, 10), 'the abandoned stream settled its hold';
 }
 
 my ($r, $m);
 ok wait_for(sub {
     ($r, $m) = scrape();
     ($m->{series('imgbill_requests_total', channel => 'fast', model => $FLASH,
-                  outcome => 'free', reason => 'client_gone')} // 0) == 1
-}, 10), 'the abandoned stream is counted';
+                  outcome => 'charged', reason => 'client_gone')} // 0) == 1
+}, 10), 'the abandoned stream is counted, charged';
 
 is $r->{status}, 200, 'GET /imgbill/metrics: 200';
 like $r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4}, "Prometheus' text format";
@@ -85,7 +85,7 @@ my %want = (
     series('imgbill_requests_total', channel => 'fast', model => $PRO, outcome => 'charged', reason => '') => 1,
     series('imgbill_charged_units_total', channel => 'metered', model => $FLASH) => 3 * 2465,
     series('imgbill_charged_units_total', channel => 'fast', model => $PRO) => 2000,
-    series('imgbill_abandoned_units_total', channel => 'fast', model => $FLASH) => 700,
+    series('imgbill_charged_units_total', channel => 'fast', model => $FLASH) => 700,
     'imgbill_holds_in_flight' => 0,
     'imgbill_redis_errors_total' => 0,
     'imgbill_redis_timeouts_total' => 0,
@@ -95,6 +95,8 @@ for my $k (sort keys %want) {
 }
 my $reqs = grep { /^imgbill_requests_total/ } keys %$m;
 is $reqs, 8, 'no other request series (the model list is not billed)';
+ok !grep({ /^imgbill_abandoned_units_total\{/ } keys %$m),
+   'nothing abandoned: the stream left after its image was paid';
 cmp_ok $m->{'imgbill_redis_rtt_seconds_count'}, '>=', 10, 'Redis round trips counted';
 is $m->{'imgbill_redis_rtt_seconds_bucket{le="+Inf"}'}, $m->{imgbill_redis_rtt_seconds_count},
    'the +Inf bucket is the count';

@@ -467,6 +467,7 @@ http {
                        'outcome=\$imgbill_outcome '
                        'would_charge=\$imgbill_would_charge '
                        'images=\$imgbill_images '
+                       'reason=\$imgbill_reason '
                        'nginx_request_id=\$request_id';
     access_log $prefix/access.log imgbill;
 
