@@ -256,6 +256,7 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_admitted);
 
         ctx->holding = 1;
+        ctx->held_since = ngx_time();
         ngx_http_imgbill_metrics_count(mcf, NGX_HTTP_IMGBILL_HOLD_PLACED);
 
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,

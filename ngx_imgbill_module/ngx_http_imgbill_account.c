@@ -43,6 +43,7 @@ typedef struct {
 
 static ngx_int_t ngx_http_imgbill_serve_ledger_args(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_info_t *info);
+static ngx_int_t ngx_http_imgbill_id_part(u_char *p, u_char *last);
 static ngx_int_t ngx_http_imgbill_serve_usage_args(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_info_t *info);
 static ngx_int_t ngx_http_imgbill_date(ngx_http_request_t *r, char *name,
@@ -142,7 +143,11 @@ ngx_http_imgbill_serve_ledger_args(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    /* the cursor goes into the script: digits, one dash, digits */
+    /*
+     * The cursor goes into the script: a stream id, two numbers of 64 bits
+     * and a dash, written as Redis writes them (no leading zero), so that
+     * "0-0", before every entry, is seen for the empty page it asks for.
+     */
 
     dash = ngx_strlchr(arg.data, arg.data + arg.len, '-');
 
@@ -152,9 +157,9 @@ ngx_http_imgbill_serve_ledger_args(ngx_http_request_t *r,
         }
     }
 
-    if (p != arg.data + arg.len || dash == NULL || dash == arg.data
-        || dash == arg.data + arg.len - 1
-        || arg.len > NGX_HTTP_IMGBILL_STREAM_ID_MAX)
+    if (p != arg.data + arg.len || dash == NULL
+        || ngx_http_imgbill_id_part(arg.data, dash) != NGX_OK
+        || ngx_http_imgbill_id_part(dash + 1, arg.data + arg.len) != NGX_OK)
     {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error", "invalid_cursor",
@@ -164,6 +169,25 @@ ngx_http_imgbill_serve_ledger_args(ngx_http_request_t *r,
     }
 
     info->cursor = arg;
+
+    return NGX_OK;
+}
+
+
+/* digits of a number of 64 bits, the first not a 0 unless it is alone */
+
+static ngx_int_t
+ngx_http_imgbill_id_part(u_char *p, u_char *last)
+{
+    static u_char  max[] = "18446744073709551615";
+
+    if (p == last || (*p == '0' && last - p > 1)
+        || last - p > (ssize_t) sizeof(max) - 1
+        || (last - p == sizeof(max) - 1
+            && ngx_memcmp(p, max, sizeof(max) - 1) > 0))
+    {
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }

@@ -55,14 +55,27 @@ static ngx_http_imgbill_verdict_t  ngx_http_imgbill_verdicts[] = {
 
     /* NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS */
     { NGX_HTTP_BAD_REQUEST, "invalid_stream_options",
-      "\"stream_options\" must be an object" },
+      "\"stream_options\" must be an object, its \"include_usage\" true "
+      "or false" },
 
     /* NGX_HTTP_IMGBILL_REQ_BAD_COUNT: the member */
     { NGX_HTTP_BAD_REQUEST, "invalid_image_count",
-      "\"%s\" must be a positive integer" }
+      "\"%s\" must be a positive integer" },
+
+    /* NGX_HTTP_IMGBILL_REQ_AMBIGUOUS: the key, and another */
+    { NGX_HTTP_BAD_REQUEST, "ambiguous_key",
+      "\"%s\" is read as \"%s\" by some upstreams (keys are compared "
+      "without case or '_'): send each member once, spelled as the API "
+      "spells it" },
+
+    /* NGX_HTTP_IMGBILL_REQ_BAD_VALUE: the member, what it takes */
+    { NGX_HTTP_BAD_REQUEST, "invalid_value",
+      "\"%s\" must be %s" }
 };
 
 
+static ngx_int_t ngx_http_imgbill_query_once(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_imgbill_ask_usage(ngx_http_request_t *r,
@@ -92,6 +105,10 @@ ngx_http_imgbill_request_target(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    if (ngx_http_imgbill_query_once(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     /* without alt=sse Google streams one JSON array, which is not read */
 
     if (stream
@@ -112,6 +129,63 @@ ngx_http_imgbill_request_target(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The arguments the relay acts on, "alt" and "key", are read once: given
+ * twice they could be read two ways, and so could an "alt" spelled
+ * otherwise than so (nginx's arguments ignore case, Google's do not, and
+ * Google decodes names).  The client's query is the unparsed URI's: the
+ * keys are masked there, their names as sent.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_query_once(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx)
+{
+    u_char      *p, *last, *end, *eq;
+    ngx_uint_t   alts, keys, spelled;
+
+    alts = 0;
+    keys = 0;
+    spelled = 0;
+
+    last = r->unparsed_uri.data + r->unparsed_uri.len;
+    p = ngx_strlchr(r->unparsed_uri.data, last, '?');
+
+    for (p = p ? p + 1 : last; p < last; p = end + 1) {
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        eq = ngx_strlchr(p, end, '=');
+        eq = eq ? eq : end;
+
+        switch (ngx_http_imgbill_arg_is(p, eq, "alt")) {
+        case 2:
+            spelled = 1;
+            /* fall through */
+        case 1:
+            alts++;
+            break;
+        }
+
+        if (ngx_http_imgbill_arg_is(p, eq, "key")) {
+            keys++;
+        }
+    }
+
+    if (alts < 2 && keys < 2 && !spelled) {
+        return NGX_OK;
+    }
+
+    ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "ambiguous_query",
+                               "\"%s\" must be given once, spelled so",
+                               (alts > 1 || spelled) ? "alt" : "key");
+    return NGX_ERROR;
 }
 
 
@@ -236,6 +310,19 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
                                        "invalid_request_error", v->code,
                                        v->message, req.count);
 
+        } else if (rc == NGX_HTTP_IMGBILL_REQ_AMBIGUOUS) {
+            ngx_http_imgbill_set_error(r, &ctx->error, v->status,
+                                       "invalid_request_error", v->code,
+                                       v->message, req.key,
+                                       req.spelling ? req.spelling
+                                                    : "another key of its "
+                                                      "object");
+
+        } else if (rc == NGX_HTTP_IMGBILL_REQ_BAD_VALUE) {
+            ngx_http_imgbill_set_error(r, &ctx->error, v->status,
+                                       "invalid_request_error", v->code,
+                                       v->message, req.param, req.expected);
+
         } else {
             ngx_http_imgbill_set_error(r, &ctx->error, v->status,
                                        "invalid_request_error", v->code,
@@ -298,8 +385,7 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
     }
 
     ctx->images_asked = req.asked;
-    ctx->hold = ngx_http_imgbill_hold(lcf, ctx->price, (ngx_int_t) req.tokens,
-                                      req.asked);
+    ctx->hold = ngx_http_imgbill_hold(lcf, ctx->price, &req);
 
     return NGX_OK;
 
@@ -320,8 +406,9 @@ failed:
  * An OpenAI streamed request is made to report usage: without
  * "stream_options": {"include_usage": true} an upstream sends none, and
  * a stream could not be billed.  The member goes in after the body's
- * opening brace, without a copy of the (maybe megabytes of) body; a
- * client's own stream_options object is rewritten whole, which is short.
+ * opening brace, without a copy of the (maybe megabytes of) body, when
+ * the body has none; a body that has one (null, or without include_usage
+ * true) is written anew with it, its one stream_options.
  */
 
 static ngx_int_t
@@ -383,7 +470,24 @@ ngx_http_imgbill_ask_usage(ngx_http_request_t *r,
         rest->memory = 1;
 
     } else {
+
+        /*
+         * The client's stream_options is replaced, never added to: a
+         * second member would leave the upstream to pick one (Go's
+         * encoding/json takes the last, and a null there).
+         */
+
         options = json_object_get(req->root, "stream_options");
+
+        if (!json_is_object(options)) {
+            options = json_object();
+
+            if (json_object_set_new(req->root, "stream_options", options)
+                != 0)
+            {
+                return NGX_ERROR;
+            }
+        }
 
         if (json_object_set_new(options, "include_usage", json_true()) != 0)
         {

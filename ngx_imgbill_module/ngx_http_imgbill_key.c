@@ -31,7 +31,6 @@ static ngx_int_t ngx_http_imgbill_key_header(ngx_http_request_t *r,
 static ngx_int_t ngx_http_imgbill_key_query(ngx_http_request_t *r,
     ngx_str_t *key);
 static void ngx_http_imgbill_mask_args(u_char *p, u_char *last);
-static ngx_uint_t ngx_http_imgbill_arg_is_key(u_char *p, u_char *last);
 static ngx_int_t ngx_http_imgbill_hex(u_char c);
 static void ngx_http_imgbill_key_trim(ngx_str_t *key);
 
@@ -166,7 +165,7 @@ ngx_http_imgbill_mask_args(u_char *p, u_char *last)
 
         eq = ngx_strlchr(p, end, '=');
 
-        if (eq && ngx_http_imgbill_arg_is_key(p, eq)) {
+        if (eq && ngx_http_imgbill_arg_is(p, eq, "key")) {
             ngx_memset(eq + 1, 'x', end - eq - 1);
         }
 
@@ -234,7 +233,7 @@ ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len)
 
         eq = ngx_strlchr(p, end, '=');
 
-        if (!ngx_http_imgbill_arg_is_key(p, eq ? eq : end)) {
+        if (!ngx_http_imgbill_arg_is(p, eq ? eq : end, "key")) {
             if (!first) {
                 *d++ = '&';
             }
@@ -251,17 +250,21 @@ ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len)
 
 
 /*
- * "key" in any case and, as the upstream decodes names, percent-encoded:
- * ngx_http_arg() reads only the plain one as the client's key, but every
- * spelling that may be one is kept from the logs and the upstream.
+ * Whether an argument's name is "name" (lower case) as the upstream reads
+ * it, in any case and, as the upstream decodes names, percent-encoded:
+ * 0 if not, 1 if sent so, plain, 2 if spelled otherwise.  ngx_http_arg()
+ * reads only the plain one, but every spelling that may be the name is
+ * kept from the logs and the upstream (a key), or refused (an "alt").
  */
 
-static ngx_uint_t
-ngx_http_imgbill_arg_is_key(u_char *p, u_char *last)
+ngx_uint_t
+ngx_http_imgbill_arg_is(u_char *p, u_char *last, const char *name)
 {
     u_char      c;
     ngx_int_t   hi, lo;
-    ngx_uint_t  n;
+    ngx_uint_t  n, plain;
+
+    plain = 1;
 
     for (n = 0; p < last; n++) {
         c = *p++;
@@ -273,15 +276,20 @@ ngx_http_imgbill_arg_is_key(u_char *p, u_char *last)
             if (hi >= 0 && lo >= 0) {
                 c = (u_char) (hi << 4 | lo);
                 p += 2;
+                plain = 0;
             }
         }
 
-        if (n == 3 || (c | 0x20) != "key"[n]) {
+        if (name[n] == '\0' || (c | 0x20) != (u_char) name[n]) {
             return 0;
+        }
+
+        if (c != (u_char) name[n]) {
+            plain = 0;
         }
     }
 
-    return n == 3;
+    return (name[n] == '\0') ? 2 - plain : 0;
 }
 
 

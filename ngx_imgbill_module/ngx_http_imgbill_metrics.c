@@ -58,6 +58,9 @@ static ngx_http_imgbill_outcome_t  ngx_http_imgbill_outcomes[] = {
     { "rejected", "not_found" },
     { "rejected", "invalid_image_count" },
     { "rejected", "too_many_images" },
+    { "rejected", "ambiguous_key" },
+    { "rejected", "ambiguous_query" },
+    { "rejected", "invalid_value" },
     { "rejected", "other" }
 };
 

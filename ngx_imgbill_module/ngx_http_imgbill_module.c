@@ -664,7 +664,8 @@ ngx_http_imgbill_init_process(ngx_cycle_t *cycle)
 
     if (ngx_http_imgbill_redis_init(cycle, mcf) != NGX_OK
         || ngx_http_imgbill_batch_init(cycle, mcf) != NGX_OK
-        || ngx_http_imgbill_trim_init(cycle, mcf) != NGX_OK)
+        || ngx_http_imgbill_trim_init(cycle, mcf) != NGX_OK
+        || ngx_http_imgbill_lifetime_init(cycle, mcf) != NGX_OK)
     {
         return NGX_ERROR;
     }

@@ -309,6 +309,8 @@ typedef struct {
     ngx_http_imgbill_price_t       *price;
     ngx_uint_t                      images_asked;  /* n, candidateCount */
     ngx_int_t                       hold;
+    time_t                          held_since;    /* placed, or last
+                                                      refreshed */
 
     ngx_http_imgbill_error_t        error;
 
@@ -364,9 +366,13 @@ typedef enum {
     NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE,
     NGX_HTTP_IMGBILL_REQ_NUL_BYTE,
     NGX_HTTP_IMGBILL_REQ_NO_CONTENTS,      /* Gemini: no "contents" array */
-    NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS,   /* not an object */
-    NGX_HTTP_IMGBILL_REQ_BAD_COUNT         /* n, candidateCount: not a
+    NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS,   /* not an object with a boolean
+                                              include_usage */
+    NGX_HTTP_IMGBILL_REQ_BAD_COUNT,        /* n, candidateCount: not a
                                               positive integer */
+    NGX_HTTP_IMGBILL_REQ_AMBIGUOUS,        /* keys that fold alike */
+    NGX_HTTP_IMGBILL_REQ_BAD_VALUE         /* a value the relay reads, of
+                                              another type */
 } ngx_http_imgbill_verdict_e;
 
 /* ... and its findings; the caller json_decref()s root in every case */
@@ -381,6 +387,15 @@ typedef struct {
                                                      it is that + 1 */
     const char                     *count;        /* the member that asks:
                                                      "n", "candidateCount" */
+    ngx_int_t                       max_output;   /* an output cap asked for,
+                                                     per image (0: none) */
+    ngx_int_t                       thinking;     /* a thinking budget asked
+                                                     for, per image */
+    const char                     *key;          /* AMBIGUOUS: the key */
+    const char                     *spelling;     /* ... the one it stands
+                                                     for; NULL: two collide */
+    const char                     *param;        /* BAD_VALUE: the member */
+    const char                     *expected;     /* ... and what it takes */
     size_t                          image_bytes;  /* their URLs, decoded */
     size_t                          image_size;   /* IMAGE_TOO_LARGE: the
                                                      last one's size */
@@ -416,7 +431,8 @@ typedef enum {
     ngx_http_imgbill_cmd_release,
     ngx_http_imgbill_cmd_release_key,
     ngx_http_imgbill_cmd_lookup,
-    ngx_http_imgbill_cmd_info
+    ngx_http_imgbill_cmd_info,
+    ngx_http_imgbill_cmd_refresh
 } ngx_http_imgbill_script_e;
 
 
@@ -547,6 +563,7 @@ ngx_int_t ngx_http_imgbill_strip_query_key(ngx_http_request_t *r);
 ngx_int_t ngx_http_imgbill_gemini_target(ngx_str_t *uri, ngx_str_t *model,
     ngx_uint_t *stream);
 ngx_int_t ngx_http_imgbill_mask_handler(ngx_http_request_t *r);
+ngx_uint_t ngx_http_imgbill_arg_is(u_char *p, u_char *last, const char *name);
 
 /* ngx_http_imgbill_models.c */
 ngx_int_t ngx_http_imgbill_models_handler(ngx_http_request_t *r);
@@ -581,6 +598,16 @@ void ngx_http_imgbill_metrics_owed(ngx_http_imgbill_main_conf_t *mcf,
 /* ngx_http_imgbill_request.c */
 ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
     ngx_uint_t api, size_t image_limit, ngx_http_imgbill_request_t *req);
+
+/* ngx_http_imgbill_reading.c */
+ngx_int_t ngx_http_imgbill_reading_keys(json_t *obj, const char *const *known,
+    ngx_http_imgbill_request_t *req);
+json_t *ngx_http_imgbill_reading_member(json_t *obj,
+    const char *const *names);
+ngx_int_t ngx_http_imgbill_reading_tokens(json_t *v, const char *name,
+    ngx_int_t min, ngx_int_t *tokens, ngx_http_imgbill_request_t *req);
+ngx_int_t ngx_http_imgbill_reading_flag(json_t *v, const char *name,
+    ngx_uint_t *flag, ngx_http_imgbill_request_t *req);
 
 /* ngx_http_imgbill_filter.c */
 ngx_int_t ngx_http_imgbill_filter_init(ngx_conf_t *cf);
@@ -649,6 +676,9 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release(
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release_key(
     ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *request_id,
     u_char *key_hash, ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_refresh(
+    ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *account,
+    ngx_str_t *request_id, ngx_int_t hold);
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_lookup(
     ngx_http_imgbill_main_conf_t *mcf, u_char *key_hash,
     ngx_http_imgbill_reply_pt handler, void *data);
@@ -692,6 +722,10 @@ ngx_uint_t ngx_http_imgbill_redis_demoted(ngx_http_imgbill_main_conf_t *mcf,
 ngx_int_t ngx_http_imgbill_redis_attach(ngx_http_imgbill_redis_link_t *link,
     redisAsyncContext *ac);
 
+/* ngx_http_imgbill_lifetime.c */
+ngx_int_t ngx_http_imgbill_lifetime_init(ngx_cycle_t *cycle,
+    ngx_http_imgbill_main_conf_t *mcf);
+
 /* ngx_http_imgbill_trim.c */
 char *ngx_http_imgbill_trim_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -717,8 +751,7 @@ void ngx_http_imgbill_journal_wake(ngx_http_imgbill_main_conf_t *mcf);
 /* ngx_http_imgbill_money.c */
 ngx_int_t ngx_http_imgbill_parse_money(u_char *p, size_t len);
 ngx_int_t ngx_http_imgbill_hold(ngx_http_imgbill_loc_conf_t *lcf,
-    ngx_http_imgbill_price_t *price, ngx_int_t prompt_tokens,
-    ngx_uint_t images);
+    ngx_http_imgbill_price_t *price, ngx_http_imgbill_request_t *req);
 ngx_int_t ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
     ngx_int_t hold);
 ngx_int_t ngx_http_imgbill_cost(ngx_http_imgbill_loc_conf_t *lcf,

@@ -51,24 +51,26 @@ ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
 
 
 /*
- * What admission holds, and so the most a request can be charged, for the
- * images it asks for.  Fast: the call, per image.  Metered: "hold=" per
- * image if configured, else the request's input bound and, per image, the
- * model's largest reply, each term rounded up, so that no half-up charge
- * of fewer tokens exceeds it.  Never below the minimum charge, which is
- * the location's own: the price may be inherited.  Tokens are capped at
- * 2^31 - 1, prices at 1e9 units and images at NGX_HTTP_IMGBILL_IMAGES_MAX
- * + 1, so no product wraps.
+ * What admission holds, and so the most a request can be charged, for all
+ * the request allows.  Fast: the call, per image asked for.  Metered:
+ * "hold=" per image if configured, else the request's input bound and,
+ * per image, its output bound, each term rounded up, so that no half-up
+ * charge of fewer tokens exceeds it.  An image's output is the model's
+ * largest reply (max_output) and any thinking the request asks for, or an
+ * output cap it sets, if larger: never less, an upstream may not keep to
+ * a cap (an image model's image is its size whatever the cap).  Never
+ * below the minimum charge, which is the location's own: the price may be
+ * inherited.  Tokens are capped at 2^31 - 1 each, prices at 1e9 units and
+ * images at NGX_HTTP_IMGBILL_IMAGES_MAX + 1, so no product wraps.
  */
 
 ngx_int_t
 ngx_http_imgbill_hold(ngx_http_imgbill_loc_conf_t *lcf,
-    ngx_http_imgbill_price_t *price, ngx_int_t prompt_tokens,
-    ngx_uint_t images)
+    ngx_http_imgbill_price_t *price, ngx_http_imgbill_request_t *req)
 {
-    ngx_int_t  hold, n;
+    ngx_int_t  hold, n, tokens, output;
 
-    n = (ngx_int_t) ngx_min(images, NGX_HTTP_IMGBILL_IMAGES_MAX + 1);
+    n = (ngx_int_t) ngx_min(req->asked, NGX_HTTP_IMGBILL_IMAGES_MAX + 1);
 
     if (lcf->channel == NGX_HTTP_IMGBILL_FAST) {
         hold = n * price->output;
@@ -77,12 +79,13 @@ ngx_http_imgbill_hold(ngx_http_imgbill_loc_conf_t *lcf,
         hold = n * price->hold;
 
     } else {
-        prompt_tokens = ngx_min(prompt_tokens, NGX_HTTP_IMGBILL_TOKENS_MAX);
+        tokens = (ngx_int_t) ngx_min(req->tokens, NGX_HTTP_IMGBILL_TOKENS_MAX);
+        output = ngx_max(price->max_output + ngx_max(req->thinking, 0),
+                         req->max_output);
 
-        hold = (prompt_tokens * price->input
-                + NGX_HTTP_IMGBILL_PER_MILLION - 1)
+        hold = (tokens * price->input + NGX_HTTP_IMGBILL_PER_MILLION - 1)
                / NGX_HTTP_IMGBILL_PER_MILLION
-               + n * ((price->max_output * price->output
+               + n * ((output * price->output
                        + NGX_HTTP_IMGBILL_PER_MILLION - 1)
                       / NGX_HTTP_IMGBILL_PER_MILLION);
     }

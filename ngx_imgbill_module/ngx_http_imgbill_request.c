@@ -5,9 +5,11 @@
  * Everything imgbill believes about a request body before it asks Redis for
  * money: a JSON object, its "model" (OpenAI) or its "contents" (Gemini, whose
  * model is in the URL: ngx_http_imgbill_gemini_target()), its inline
- * reference images, and whether the client asked for a stream.  Kept apart
- * from the access phase, which owns the HTTP side, so that it can be fuzzed
- * on its own (t/fuzz/).
+ * reference images, how many images and how much output it asks for, and
+ * whether the client asked for a stream, each read once, as the upstream
+ * reads it (ngx_http_imgbill_reading.c).  Kept apart from the access
+ * phase, which owns the HTTP side, so that it can be fuzzed on its own
+ * (t/fuzz/).
  */
 
 
@@ -21,9 +23,13 @@ static ngx_int_t ngx_http_imgbill_parse(u_char *p, size_t len,
     ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_check_openai(size_t image_limit,
     ngx_http_imgbill_request_t *req);
+static ngx_int_t ngx_http_imgbill_openai_output(
+    ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_check_stream(ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_check_gemini(size_t image_limit,
     ngx_http_imgbill_request_t *req);
+static ngx_int_t ngx_http_imgbill_gemini_content(json_t *content,
+    size_t image_limit, ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_gemini_parts(json_t *parts,
     size_t image_limit, ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_gemini_blob(json_t *blob,
@@ -120,6 +126,98 @@ ngx_http_imgbill_parse(u_char *p, size_t len, ngx_http_imgbill_request_t *req)
 
 
 /*
+ * The members each object of a request has that the relay reads, in the
+ * spellings the upstream reads them by (ngx_http_imgbill_reading.c): an
+ * OpenAI chat completion's...
+ */
+
+static const char  *ngx_http_imgbill_openai_root[] = {
+    "model", "messages", "n", "stream", "stream_options", "max_tokens",
+    "max_completion_tokens", "reasoning_effort", "extra_body", NULL
+};
+
+static const char  *ngx_http_imgbill_openai_options[] = {
+    "include_usage", NULL
+};
+
+static const char  *ngx_http_imgbill_openai_message[] = { "content", NULL };
+static const char  *ngx_http_imgbill_openai_part[] = { "image_url", NULL };
+static const char  *ngx_http_imgbill_openai_url[] = { "url", NULL };
+
+/* Google's OpenAI endpoint takes Gemini's thinking budget here */
+static const char  *ngx_http_imgbill_openai_extra[] = { "google", NULL };
+static const char  *ngx_http_imgbill_openai_google[] = {
+    "thinking_config", NULL
+};
+static const char  *ngx_http_imgbill_openai_thinking[] = {
+    "thinking_budget", NULL
+};
+
+/* ... and a GenerateContentRequest's, under both of their proto3 names */
+
+static const char  *ngx_http_imgbill_gemini_root[] = {
+    "contents", "systemInstruction", "system_instruction",
+    "generationConfig", "generation_config", NULL
+};
+
+static const char  *ngx_http_imgbill_gemini_config[] = {
+    "candidateCount", "candidate_count", "maxOutputTokens",
+    "max_output_tokens", "thinkingConfig", "thinking_config", NULL
+};
+
+static const char  *ngx_http_imgbill_gemini_thinking[] = {
+    "thinkingBudget", "thinking_budget", NULL
+};
+
+static const char  *ngx_http_imgbill_gemini_content_keys[] = {
+    "parts", NULL
+};
+static const char  *ngx_http_imgbill_gemini_blob_keys[] = { "data", NULL };
+
+static const char  *ngx_http_imgbill_system[] = {
+    "systemInstruction", "system_instruction", NULL
+};
+
+static const char  *ngx_http_imgbill_inline[] = {
+    "inlineData", "inline_data", NULL
+};
+
+static const char  *ngx_http_imgbill_generation[] = {
+    "generationConfig", "generation_config", NULL
+};
+
+static const char  *ngx_http_imgbill_candidates[] = {
+    "candidateCount", "candidate_count", NULL
+};
+
+static const char  *ngx_http_imgbill_max_output[] = {
+    "maxOutputTokens", "max_output_tokens", NULL
+};
+
+static const char  *ngx_http_imgbill_thinking[] = {
+    "thinkingConfig", "thinking_config", NULL
+};
+
+
+/*
+ * The thinking OpenAI's reasoning_effort asks of Gemini, as Google's
+ * OpenAI endpoint maps it; anything else is refused, not guessed.
+ */
+
+static struct {
+    ngx_str_t   effort;
+    ngx_int_t   budget;
+} ngx_http_imgbill_efforts[] = {
+    { ngx_string("none"), 0 },
+    { ngx_string("minimal"), 0 },
+    { ngx_string("low"), 1024 },
+    { ngx_string("medium"), 8192 },
+    { ngx_string("high"), 24576 },
+    { ngx_null_string, 0 }
+};
+
+
+/*
  * Reference images arrive as content parts of messages:
  * {"type":"image_url","image_url":{"url":"data:image/png;base64,..."}}
  * (or with the URL string directly under "image_url").  Only inline data
@@ -132,8 +230,14 @@ ngx_http_imgbill_check_openai(size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
     size_t      i, j, size;
-    json_t     *model, *messages, *message, *image;
+    json_t     *model, *messages, *message, *part, *image;
     ngx_int_t   rc;
+
+    rc = ngx_http_imgbill_reading_keys(req->root,
+                                       ngx_http_imgbill_openai_root, req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
 
     model = json_object_get(req->root, "model");
 
@@ -151,14 +255,41 @@ ngx_http_imgbill_check_openai(size_t image_limit,
         return rc;
     }
 
+    rc = ngx_http_imgbill_openai_output(req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
+
     messages = json_object_get(req->root, "messages");
 
     json_array_foreach(messages, i, message) {
 
-        json_array_foreach(json_object_get(message, "content"), j, image) {
-            image = json_object_get(image, "image_url");
+        rc = ngx_http_imgbill_reading_keys(message,
+                                           ngx_http_imgbill_openai_message,
+                                           req);
+        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+            return rc;
+        }
+
+        json_array_foreach(json_object_get(message, "content"), j, part) {
+
+            rc = ngx_http_imgbill_reading_keys(part,
+                                               ngx_http_imgbill_openai_part,
+                                               req);
+            if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+                return rc;
+            }
+
+            image = json_object_get(part, "image_url");
 
             if (json_is_object(image)) {
+                rc = ngx_http_imgbill_reading_keys(image,
+                                                   ngx_http_imgbill_openai_url,
+                                                   req);
+                if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+                    return rc;
+                }
+
                 image = json_object_get(image, "url");
             }
 
@@ -182,17 +313,108 @@ ngx_http_imgbill_check_openai(size_t image_limit,
 
 
 /*
+ * What an OpenAI request lets one image cost in output: max_tokens or
+ * max_completion_tokens (the larger), and thinking, by reasoning_effort or
+ * by Google's extra_body.google.thinking_config.thinking_budget.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_openai_output(ngx_http_imgbill_request_t *req)
+{
+    json_t      *v, *extra, *google, *config;
+    ngx_int_t    rc, a, b;
+    ngx_uint_t   i;
+
+    rc = ngx_http_imgbill_reading_tokens(
+             json_object_get(req->root, "max_tokens"), "max_tokens", 0, &a,
+             req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_imgbill_reading_tokens(
+             json_object_get(req->root, "max_completion_tokens"),
+             "max_completion_tokens", 0, &b, req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
+
+    req->max_output = ngx_max(a, b);
+
+    v = json_object_get(req->root, "reasoning_effort");
+
+    if (v != NULL && !json_is_null(v)) {
+        for (i = 0; ngx_http_imgbill_efforts[i].effort.len; i++) {
+            if (json_is_string(v)
+                && json_string_length(v)
+                   == ngx_http_imgbill_efforts[i].effort.len
+                && ngx_strncmp(json_string_value(v),
+                               ngx_http_imgbill_efforts[i].effort.data,
+                               json_string_length(v)) == 0)
+            {
+                break;
+            }
+        }
+
+        if (ngx_http_imgbill_efforts[i].effort.len == 0) {
+            req->param = "reasoning_effort";
+            req->expected = "none, minimal, low, medium or high";
+            return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+        }
+
+        req->thinking = ngx_http_imgbill_efforts[i].budget;
+    }
+
+    extra = json_object_get(req->root, "extra_body");
+    google = json_object_get(extra, "google");
+    config = json_object_get(google, "thinking_config");
+
+    if ((rc = ngx_http_imgbill_reading_keys(extra,
+                                            ngx_http_imgbill_openai_extra, req))
+           != NGX_HTTP_IMGBILL_REQ_OK
+        || (rc = ngx_http_imgbill_reading_keys(google,
+                                            ngx_http_imgbill_openai_google,
+                                            req))
+           != NGX_HTTP_IMGBILL_REQ_OK
+        || (rc = ngx_http_imgbill_reading_keys(config,
+                                          ngx_http_imgbill_openai_thinking,
+                                          req))
+           != NGX_HTTP_IMGBILL_REQ_OK
+        || (rc = ngx_http_imgbill_reading_tokens(
+                     json_object_get(config, "thinking_budget"),
+                     "thinking_budget", -1, &a, req))
+           != NGX_HTTP_IMGBILL_REQ_OK)
+    {
+        return rc;
+    }
+
+    req->thinking = ngx_max(req->thinking, a);
+
+    return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+/*
  * A streamed reply is billed from its last usage chunk, which only comes
  * with "stream_options": {"include_usage": true}: the filter asks for it
- * when the client did not, and must know what the client said.  Anything
- * but an object there would leave the upstream and the relay reading the
- * request differently.
+ * when the client did not, and must know what the client said.  "stream"
+ * is a boolean or null, "stream_options" an object or null, its
+ * include_usage a boolean or null: any other value would be read one way
+ * by the relay and another by some upstream (1 and "true" stream there).
  */
 
 static ngx_int_t
 ngx_http_imgbill_check_stream(ngx_http_imgbill_request_t *req)
 {
-    json_t  *options;
+    json_t      *options, *usage;
+    ngx_int_t    rc;
+    ngx_uint_t   flag;
+
+    rc = ngx_http_imgbill_reading_flag(json_object_get(req->root, "stream"),
+                                       "stream", &flag, req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
 
     options = json_object_get(req->root, "stream_options");
 
@@ -201,13 +423,21 @@ ngx_http_imgbill_check_stream(ngx_http_imgbill_request_t *req)
         return NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS;
     }
 
-    req->stream = json_is_true(json_object_get(req->root, "stream"));
-
-    if (json_is_object(options)) {
-        req->stream_options = 1;
-        req->usage_asked = json_is_true(json_object_get(options,
-                                                        "include_usage"));
+    rc = ngx_http_imgbill_reading_keys(options,
+                                       ngx_http_imgbill_openai_options, req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
     }
+
+    usage = json_object_get(options, "include_usage");
+
+    if (usage != NULL && !json_is_boolean(usage) && !json_is_null(usage)) {
+        return NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS;
+    }
+
+    req->stream = flag;
+    req->stream_options = (options != NULL);
+    req->usage_asked = json_is_true(usage);
 
     return NGX_HTTP_IMGBILL_REQ_OK;
 }
@@ -215,36 +445,25 @@ ngx_http_imgbill_check_stream(ngx_http_imgbill_request_t *req)
 
 /*
  * A GenerateContentRequest: {"contents": [{"parts": [...]}, ...],
- * "systemInstruction": {"parts": [...]}}.  Google reads its JSON by the
- * proto3 mapping, which takes a field under its lowerCamelCase name and
- * under its proto name alike; both are counted, so that no spelling
- * carries an image past the limit.
+ * "systemInstruction": {"parts": [...]}, "generationConfig": {...}}.
+ * Google reads its JSON by the proto3 mapping, which takes a field under
+ * its lowerCamelCase name and under its proto name alike; both are read,
+ * and both given is ambiguous.
  */
-
-static const char  *ngx_http_imgbill_system[] = {
-    "systemInstruction", "system_instruction"
-};
-
-static const char  *ngx_http_imgbill_inline[] = {
-    "inlineData", "inline_data"
-};
-
-static const char  *ngx_http_imgbill_generation[] = {
-    "generationConfig", "generation_config"
-};
-
-static const char  *ngx_http_imgbill_candidates[] = {
-    "candidateCount", "candidate_count"
-};
-
 
 static ngx_int_t
 ngx_http_imgbill_check_gemini(size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
-    size_t      i, k;
-    json_t     *contents, *content, *config;
-    ngx_int_t   rc;
+    size_t      i;
+    json_t     *contents, *content, *config, *thinking;
+    ngx_int_t   rc, budget;
+
+    rc = ngx_http_imgbill_reading_keys(req->root,
+                                       ngx_http_imgbill_gemini_root, req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
 
     contents = json_object_get(req->root, "contents");
 
@@ -252,40 +471,75 @@ ngx_http_imgbill_check_gemini(size_t image_limit,
         return NGX_HTTP_IMGBILL_REQ_NO_CONTENTS;
     }
 
-    /* each candidate is a generation of its own */
+    /* each candidate is a generation of its own; its output is bounded
+       by maxOutputTokens, and raised by a thinking budget */
 
-    for (i = 0; i < 2; i++) {
-        config = json_object_get(req->root, ngx_http_imgbill_generation[i]);
+    config = ngx_http_imgbill_reading_member(req->root,
+                                             ngx_http_imgbill_generation);
+    thinking = ngx_http_imgbill_reading_member(config,
+                                               ngx_http_imgbill_thinking);
 
-        for (k = 0; k < 2; k++) {
-            rc = ngx_http_imgbill_asked(
-                     json_object_get(config, ngx_http_imgbill_candidates[k]),
-                     ngx_http_imgbill_candidates[k], req);
-            if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
-                return rc;
-            }
-        }
+    if ((rc = ngx_http_imgbill_reading_keys(config,
+                                            ngx_http_imgbill_gemini_config,
+                                            req))
+           != NGX_HTTP_IMGBILL_REQ_OK
+        || (rc = ngx_http_imgbill_reading_keys(thinking,
+                                            ngx_http_imgbill_gemini_thinking,
+                                            req))
+           != NGX_HTTP_IMGBILL_REQ_OK
+        || (rc = ngx_http_imgbill_asked(
+                     ngx_http_imgbill_reading_member(config,
+                                                 ngx_http_imgbill_candidates),
+                     json_object_get(config, "candidate_count")
+                     ? "candidate_count" : "candidateCount", req))
+           != NGX_HTTP_IMGBILL_REQ_OK
+        || (rc = ngx_http_imgbill_reading_tokens(
+                     ngx_http_imgbill_reading_member(config,
+                                                 ngx_http_imgbill_max_output),
+                     "maxOutputTokens", 0, &req->max_output, req))
+           != NGX_HTTP_IMGBILL_REQ_OK
+        || (rc = ngx_http_imgbill_reading_tokens(
+                     ngx_http_imgbill_reading_member(thinking,
+                                            ngx_http_imgbill_gemini_thinking),
+                     "thinkingBudget", -1, &budget, req))
+           != NGX_HTTP_IMGBILL_REQ_OK)
+    {
+        return rc;
     }
+
+    req->thinking = budget;
 
     json_array_foreach(contents, i, content) {
-        rc = ngx_http_imgbill_gemini_parts(json_object_get(content, "parts"),
-                                           image_limit, req);
+        rc = ngx_http_imgbill_gemini_content(content, image_limit, req);
         if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
             return rc;
         }
     }
 
-    for (i = 0; i < 2; i++) {
-        content = json_object_get(req->root, ngx_http_imgbill_system[i]);
+    content = ngx_http_imgbill_reading_member(req->root,
+                                              ngx_http_imgbill_system);
 
-        rc = ngx_http_imgbill_gemini_parts(json_object_get(content, "parts"),
-                                           image_limit, req);
-        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
-            return rc;
-        }
+    return ngx_http_imgbill_gemini_content(content, image_limit, req);
+}
+
+
+/* a Content: {"role": ..., "parts": [...]} */
+
+static ngx_int_t
+ngx_http_imgbill_gemini_content(json_t *content, size_t image_limit,
+    ngx_http_imgbill_request_t *req)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_imgbill_reading_keys(content,
+                                       ngx_http_imgbill_gemini_content_keys,
+                                       req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
     }
 
-    return NGX_HTTP_IMGBILL_REQ_OK;
+    return ngx_http_imgbill_gemini_parts(json_object_get(content, "parts"),
+                                         image_limit, req);
 }
 
 
@@ -295,19 +549,23 @@ static ngx_int_t
 ngx_http_imgbill_gemini_parts(json_t *parts, size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
-    size_t      i, k;
-    json_t     *part, *blob;
+    size_t      i;
+    json_t     *part;
     ngx_int_t   rc;
 
     json_array_foreach(parts, i, part) {
 
-        for (k = 0; k < 2; k++) {
-            blob = json_object_get(part, ngx_http_imgbill_inline[k]);
+        rc = ngx_http_imgbill_reading_keys(part, ngx_http_imgbill_inline,
+                                           req);
+        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+            return rc;
+        }
 
-            rc = ngx_http_imgbill_gemini_blob(blob, image_limit, req);
-            if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
-                return rc;
-            }
+        rc = ngx_http_imgbill_gemini_blob(
+                 ngx_http_imgbill_reading_member(part, ngx_http_imgbill_inline),
+                 image_limit, req);
+        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+            return rc;
         }
     }
 
@@ -321,8 +579,15 @@ static ngx_int_t
 ngx_http_imgbill_gemini_blob(json_t *blob, size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
-    size_t   size;
-    json_t  *data;
+    size_t      size;
+    json_t     *data;
+    ngx_int_t   rc;
+
+    rc = ngx_http_imgbill_reading_keys(blob, ngx_http_imgbill_gemini_blob_keys,
+                                       req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
 
     data = json_object_get(blob, "data");
 

@@ -41,7 +41,8 @@ static ngx_str_t  ngx_http_imgbill_script_names[] = {
     ngx_string("release"),
     ngx_string("release_key"),
     ngx_string("lookup"),
-    ngx_string("info")
+    ngx_string("info"),
+    ngx_string("refresh")
 };
 
 static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
@@ -50,7 +51,8 @@ static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
     ngx_http_imgbill_parse_release,
     ngx_http_imgbill_parse_release,
     ngx_http_imgbill_parse_lookup,
-    ngx_http_imgbill_parse_info
+    ngx_http_imgbill_parse_info,
+    ngx_http_imgbill_parse_release
 };
 
 
@@ -166,6 +168,45 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_main_conf_t *mcf,
 
     return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_settle,
                                          5, 15, argv, handler, data);
+}
+
+
+/*
+ * refresh: KEYS holds; ARGV request id, hold, hold ttl.  Nobody waits for
+ * its answer: a hold not refreshed expires as it would have.
+ */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_refresh(ngx_http_imgbill_main_conf_t *mcf,
+    ngx_str_t *account, ngx_str_t *request_id, ngx_int_t hold)
+{
+    u_char     *p, buf[sizeof("imgbill:{}:holds") - 1
+                       + NGX_HTTP_IMGBILL_ACCOUNT_MAX
+                       + NGX_INT_T_LEN + NGX_TIME_T_LEN];
+    ngx_str_t   argv[4];
+
+    if (account->len > NGX_HTTP_IMGBILL_ACCOUNT_MAX) {
+        return NULL;
+    }
+
+    p = buf;
+
+    argv[0].data = p;
+    p = ngx_sprintf(p, "imgbill:{%V}:holds", account);
+    argv[0].len = p - argv[0].data;
+
+    argv[1] = *request_id;
+
+    argv[2].data = p;
+    p = ngx_sprintf(p, "%i", hold);
+    argv[2].len = p - argv[2].data;
+
+    argv[3].data = p;
+    p = ngx_sprintf(p, "%T", mcf->hold_ttl);
+    argv[3].len = p - argv[3].data;
+
+    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_refresh,
+                                         1, 4, argv, NULL, NULL);
 }
 
 

@@ -1,5 +1,6 @@
 -- imgbill's one Redis script: admit, settle, release, release_key,
--- lookup and info, and a loop that runs a batch of them in one call.
+-- lookup, info and refresh, and a loop that runs a batch of them in one
+-- call.
 --
 -- scripts/gen-script turns this file into ngx_http_imgbill_script_lua.h
 -- (the text and its SHA-1, for EVALSHA); t/03-script.t checks that the
@@ -232,6 +233,24 @@ local function release_key(k, a)
 end
 
 
+-- refresh: the hold of a request still alive lives on, another ttl from
+-- now; one already settled, released or swept is not brought back.
+--   KEYS: holds ({account})
+--   ARGV: request id, hold (units), hold ttl (s)
+--   -> 1 refreshed | 0 no such hold
+--
+-- Only the expiry moves: "held" keeps its sum, and its "sweep" stays a
+-- time before which no hold can expire.
+
+local function refresh(k, a)
+  local holds, rid = KEYS[k], ARGV[a]
+  if call('HEXISTS', holds, rid) == 0 then return 0 end
+  local _, exps = expiry(ARGV[a + 2])
+  call('HSET', holds, rid, ARGV[a + 1] .. ':' .. exps)
+  return 1
+end
+
+
 -- lookup: whose key it is, for what the module serves itself (the model
 -- lists); nothing is held or written.
 --   KEYS: imgbill:key:<sha256 of the API key>
@@ -266,6 +285,8 @@ local function info(k, a)
 
   if what == 'ledger' then
     local limit = tonumber(ARGV[a + 1])
+    -- nothing comes before the first id there can be
+    if ARGV[a + 2] == '0-0' then return {1, acct, bal, held, 0, {}} end
     local from = ARGV[a + 2] == '' and '+' or '(' .. ARGV[a + 2]
     local e = call('XREVRANGE', p .. 'ledger', from, '-', 'COUNT', limit + 1)
     local more = 0
@@ -299,7 +320,7 @@ end
 -- type) answers that command with an error and no other.  The numbers
 -- are those of ngx_http_imgbill_script_e, from 1.
 
-local run = {admit, settle, release, release_key, lookup, info}
+local run = {admit, settle, release, release_key, lookup, info, refresh}
 
 -- a command's head is small numbers: one digit costs no strtod()
 local function small(s)

@@ -33,7 +33,7 @@ is $sha, sha1_hex($lua), 'Redis names the script as the header does';
 
 # the numbers of the "run" table
 my %FN = (admit => 1, settle => 2, release => 3, release_key => 4,
-          lookup => 5, info => 6);
+          lookup => 5, info => 6, refresh => 7);
 
 # call([name, [keys], [args]], ...) -> the array of results; a failing
 # command's result is { err => text }
@@ -116,6 +116,21 @@ is held('alice')->{units}, 7000, 'held: 7000 after the release';
 is release('alice', 'r1', 0), 1, 'release without the amount reads it back';
 is held('alice')->{units}, 0, 'held: 0';
 is_deeply holds('alice'), {}, 'no hold left';
+
+# --- refresh: a hold whose request lives on, another ttl from now
+{
+    admit('sk-alice', 'rf', 50000, 7000, 10);
+    my ($e0) = holds('alice')->{rf} =~ /:(\d+)$/;
+    is one('refresh', ['imgbill:{alice}:holds'], ['rf', 7000, 900]), 1,
+       'refresh -> 1';
+    my ($e1) = holds('alice')->{rf} =~ /^7000:(\d+)$/;
+    cmp_ok $e1 - $e0, '>=', 880, '... its expiry moved on by the ttl';
+    is held('alice')->{units}, 7000, '... its sum unchanged';
+    release('alice', 'rf', 7000);
+    is one('refresh', ['imgbill:{alice}:holds'], ['rf', 7000, 900]), 0,
+       'refresh of a hold gone -> 0';
+    is_deeply holds('alice'), {}, '... and it does not come back';
+}
 
 # --- settle: charge, ledger, marker, idempotency
 admit('sk-alice', 'r4', 50000, 7000);

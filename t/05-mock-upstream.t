@@ -608,6 +608,29 @@ is $first->{query}, undef, 'log: no query, null';
     ok grep({ defined $_ && $_ == 1 } @idx), '... and index 1 in the second candidate\'s events';
 }
 
+# ---- decode=go: read as a Go relay reads it --------------------------------
+
+{
+    # keys matched without case, the last one winning
+    my $raw = '{"model":"gemini-2.5-flash-image","MODEL":"gemini-3-pro-image-preview",'
+            . '"messages":[]}';
+    my $r = mock('decode=go', body => $raw)->{json};
+    is $r->{model}, 'gemini-3-pro-image-preview', 'decode=go: MODEL, the last, wins';
+    is $r->{usage}{completion_tokens}, 2000, '... and generates as it';
+    $r = mock(undef, body => $raw)->{json};
+    is $r->{model}, 'gemini-2.5-flash-image', 'without it: JSON::PP keeps "model"';
+    my $st = stream(mock => 'decode=go',
+                    body => '{"model":"gemini-2.5-flash-image","stream":1,'
+                          . '"stream_options":{"include_usage":true},'
+                          . '"STREAM_OPTIONS":{"include_usage":false},"messages":[]}');
+    ok scalar(choice_chunks($st)), 'decode=go: "stream": 1 streams';
+    ok !grep({ ref $_->{json}{usage} eq 'HASH' } chunks($st)),
+       '... and the last STREAM_OPTIONS, without usage, wins';
+    $r = mock('decode=go', body => "{\"model\":\"gemini-2.5-flash-image\","
+                                 . "\"\xc5\xbftream\":true,\"messages\":[]}");
+    ok !$r->{json}, 'decode=go: a long s folds to s: it streams (no JSON reply)';
+}
+
 # SIGTERM stops it (and its children)
 my $port = free_port();
 my $pid = fork;

@@ -9,5 +9,5 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
-Imgbill::Unit::run('request_check', [qw(request key)],
+Imgbill::Unit::run('request_check', [qw(request reading key)],
                    [qw(-ljansson -lcrypto)]);

@@ -47,6 +47,11 @@ static void imgbill_fuzz_images(ngx_int_t rc, ngx_http_imgbill_request_t *req,
     imgbill_fuzz_walk_t *w, size_t len);
 static void imgbill_fuzz_fail(ngx_int_t rc, ngx_http_imgbill_request_t *req,
     const char *fmt, ...);
+static void imgbill_fuzz_reading(ngx_int_t rc,
+    ngx_http_imgbill_request_t *req);
+static int imgbill_fuzz_collide(json_t *v, const char *key,
+    const char *spelling);
+static size_t imgbill_fuzz_fold(const char *key, char *buf, size_t size);
 static void imgbill_fuzz_walk_openai(json_t *root, imgbill_fuzz_walk_t *w);
 static void imgbill_fuzz_walk_gemini(json_t *root, imgbill_fuzz_walk_t *w);
 static void imgbill_fuzz_walk_parts(json_t *parts, imgbill_fuzz_walk_t *w);
@@ -150,10 +155,12 @@ imgbill_fuzz_common(ngx_int_t rc, ngx_http_imgbill_request_t *req,
     u_char *body, size_t len)
 {
     if (rc < NGX_HTTP_IMGBILL_REQ_OK
-        || rc > NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS)
+        || rc > NGX_HTTP_IMGBILL_REQ_BAD_VALUE)
     {
         imgbill_fuzz_fail(rc, req, "unknown verdict");
     }
+
+    imgbill_fuzz_reading(rc, req);
 
     if ((rc == NGX_HTTP_IMGBILL_REQ_EMPTY) != (len == 0)) {
         imgbill_fuzz_fail(rc, req, "EMPTY if and only if no body");
@@ -213,7 +220,9 @@ imgbill_fuzz_openai(ngx_int_t rc, ngx_http_imgbill_request_t *req)
         imgbill_fuzz_fail(rc, req, "NO_CONTENTS from OpenAI");
     }
 
-    if (!json_is_object(req->root)) {
+    /* the root's keys are read first, as one reading */
+
+    if (!json_is_object(req->root) || rc == NGX_HTTP_IMGBILL_REQ_AMBIGUOUS) {
         return;
     }
 
@@ -248,7 +257,7 @@ imgbill_fuzz_gemini(ngx_int_t rc, ngx_http_imgbill_request_t *req)
         imgbill_fuzz_fail(rc, req, "a model from a Gemini body");
     }
 
-    if (json_is_object(req->root)
+    if (json_is_object(req->root) && rc != NGX_HTTP_IMGBILL_REQ_AMBIGUOUS
         && (rc == NGX_HTTP_IMGBILL_REQ_NO_CONTENTS)
            != !json_is_array(json_object_get(req->root, "contents")))
     {
@@ -259,18 +268,22 @@ imgbill_fuzz_gemini(ngx_int_t rc, ngx_http_imgbill_request_t *req)
 
 /*
  * OpenAI's stream flags, read from an admitted body only: stream_options
- * other than an object or null is refused once model and images pass.
+ * other than an object or null, or its include_usage other than a boolean
+ * or null, is refused once model and images pass.
  */
 
 static void
 imgbill_fuzz_stream(ngx_uint_t api, ngx_int_t rc,
     ngx_http_imgbill_request_t *req)
 {
-    json_t  *o;
+    json_t  *o, *u, *st;
     int      bad;
 
     o = json_object_get(req->root, "stream_options");
-    bad = o != NULL && !json_is_object(o) && !json_is_null(o);
+    u = json_object_get(o, "include_usage");
+    st = json_object_get(req->root, "stream");
+    bad = (o != NULL && !json_is_object(o) && !json_is_null(o))
+          || (u != NULL && !json_is_boolean(u) && !json_is_null(u));
 
     if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
         if (req->stream || req->stream_options || req->usage_asked) {
@@ -293,10 +306,10 @@ imgbill_fuzz_stream(ngx_uint_t api, ngx_int_t rc,
     }
 
     if (bad
-        || req->stream != json_is_true(json_object_get(req->root, "stream"))
-        || req->stream_options != json_is_object(o)
-        || req->usage_asked
-           != json_is_true(json_object_get(o, "include_usage")))
+        || (st != NULL && !json_is_boolean(st) && !json_is_null(st))
+        || req->stream != json_is_true(st)
+        || req->stream_options != (o != NULL)
+        || req->usage_asked != json_is_true(u))
     {
         imgbill_fuzz_fail(rc, req, "stream flags differ");
     }
@@ -655,4 +668,147 @@ imgbill_fuzz_target_ref(u_char *uri, size_t len, size_t *start,
     *mlen = colon - m;
 
     return NGX_OK;
+}
+
+
+/*
+ * One reading, against a fold written apart from the validator's: an
+ * admitted body has no two keys of its root that fold alike; a refused
+ * one names a key that is in the tree, beside another that folds alike,
+ * or that folds like the spelling it stands for without being it.
+ */
+
+static void
+imgbill_fuzz_reading(ngx_int_t rc, ngx_http_imgbill_request_t *req)
+{
+    char         a[300], b[300];
+    size_t       an, bn;
+    const char  *k1, *k2;
+    json_t      *v1, *v2;
+
+    if (rc == NGX_HTTP_IMGBILL_REQ_AMBIGUOUS) {
+        if (req->key == NULL
+            || !imgbill_fuzz_collide(req->root, req->key, req->spelling))
+        {
+            imgbill_fuzz_fail(rc, req, "AMBIGUOUS, but the key \"%s\" "
+                              "collides with nothing",
+                              req->key ? req->key : "(null)");
+        }
+
+        return;
+    }
+
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return;
+    }
+
+    json_object_foreach(req->root, k1, v1) {
+        an = imgbill_fuzz_fold(k1, a, sizeof(a));
+
+        json_object_foreach(req->root, k2, v2) {
+            bn = imgbill_fuzz_fold(k2, b, sizeof(b));
+
+            if (k1 != k2 && an && an == bn && memcmp(a, b, an) == 0) {
+                imgbill_fuzz_fail(rc, req, "admitted with \"%s\" and "
+                                  "\"%s\" at the root", k1, k2);
+            }
+        }
+    }
+}
+
+
+/* whether key, somewhere in v, has a sibling or a spelling it folds to */
+
+static int
+imgbill_fuzz_collide(json_t *v, const char *key, const char *spelling)
+{
+    char         a[300], b[300];
+    size_t       i, an, bn;
+    json_t      *e;
+    const char  *k;
+
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, e) {
+            if (imgbill_fuzz_collide(e, key, spelling)) {
+                return 1;
+            }
+        }
+
+        return 0;
+    }
+
+    if (!json_is_object(v)) {
+        return 0;
+    }
+
+    an = imgbill_fuzz_fold(key, a, sizeof(a));
+
+    if (json_object_get(v, key) != NULL) {
+        if (spelling != NULL) {
+            bn = imgbill_fuzz_fold(spelling, b, sizeof(b));
+
+            if (strcmp(key, spelling) != 0 && an && an == bn
+                && memcmp(a, b, an) == 0)
+            {
+                return 1;
+            }
+
+        } else {
+            json_object_foreach(v, k, e) {
+                bn = imgbill_fuzz_fold(k, b, sizeof(b));
+
+                if (strcmp(k, key) != 0 && an && an == bn
+                    && memcmp(a, b, an) == 0)
+                {
+                    return 1;
+                }
+            }
+        }
+    }
+
+    json_object_foreach(v, k, e) {
+        if (imgbill_fuzz_collide(e, key, spelling)) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * Lower case, no '_', U+017F as 's' and U+212A as 'k': as Go's matching
+ * of keys (and Google's proto names) reads them.  0 if it does not fit.
+ */
+
+static size_t
+imgbill_fuzz_fold(const char *key, char *buf, size_t size)
+{
+    size_t         n;
+    const u_char  *p;
+
+    n = 0;
+
+    for (p = (const u_char *) key; *p; p++) {
+        if (n == size) {
+            return 0;
+        }
+
+        if (*p == '_') {
+            continue;
+
+        } else if (p[0] == 0xc5 && p[1] == 0xbf) {
+            buf[n++] = 's';
+            p++;
+
+        } else if (p[0] == 0xe2 && p[1] == 0x84 && p[2] == 0xaa) {
+            buf[n++] = 'k';
+            p += 2;
+
+        } else {
+            buf[n++] = (*p >= 'A' && *p <= 'Z') ? (*p | 0x20) : *p;
+        }
+    }
+
+    return (n > 256) ? 0 : n;
 }

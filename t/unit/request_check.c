@@ -176,14 +176,18 @@ static body_case_t  body_cases[] = {
     { "include_usage false", OPENAI, "{'model':'m','stream':true,"
       "'stream_options':{'include_usage':false}}", 0, OK, 0, 0, 1, 1, 0 },
     { "include_usage not a boolean", OPENAI, "{'model':'m','stream':true,"
-      "'stream_options':{'include_usage':1}}", 0, OK, 0, 0, 1, 1, 0 },
+      "'stream_options':{'include_usage':1}}", 0, OPTIONS, NONE },
     { "empty stream_options", OPENAI, "{'model':'m','stream_options':{}}",
       0, OK, 0, 0, 0, 1, 0 },
-    { "stream_options null", OPENAI,
+    { "stream_options null: there, to be replaced", OPENAI,
       "{'model':'m','stream':true,'stream_options':null}", 0, OK,
-      0, 0, 1, 0, 0 },
+      0, 0, 1, 1, 0 },
     { "stream false", OPENAI, "{'model':'m','stream':false}", 0, OK, NONE },
-    { "stream a string", OPENAI, "{'model':'m','stream':'true'}", 0, OK, NONE },
+    { "stream a string", OPENAI, "{'model':'m','stream':'true'}", 0,
+      NGX_HTTP_IMGBILL_REQ_BAD_VALUE, NONE },
+    { "stream 1", OPENAI, "{'model':'m','stream':1}", 0,
+      NGX_HTTP_IMGBILL_REQ_BAD_VALUE, NONE },
+    { "stream null", OPENAI, "{'model':'m','stream':null}", 0, OK, NONE },
     { "stream_options a string", OPENAI,
       "{'model':'m','stream':true,'stream_options':'x'}", 0, OPTIONS, NONE },
     { "stream_options an array", OPENAI,
@@ -214,9 +218,10 @@ static body_case_t  body_cases[] = {
       "[{'inlineData':{'data':'QUI'}}]}]}", 1, LARGE, 1, 2, 0, 0, 0 },
     { "Gemini: padded base64", GEMINI, "{'contents':[{'parts':"
       "[{'inlineData':{'data':'QQ=='}}]}]}", 0, LARGE, 1, 1, 0, 0, 0 },
-    { "Gemini: both spellings in one part count twice", GEMINI,
+    { "Gemini: both spellings in one part are ambiguous", GEMINI,
       "{'contents':[{'parts':[{'inlineData':{'data':'QUJD'},"
-      "'inline_data':{'data':'QUJD'}}]}]}", 3, OK, 2, 0, 0, 0, 0 },
+      "'inline_data':{'data':'QUJD'}}]}]}", 3,
+      NGX_HTTP_IMGBILL_REQ_AMBIGUOUS, NONE },
     { "Gemini: fileData has no size", GEMINI, "{'contents':[{'parts':"
       "[{'fileData':{'mimeType':'image/png','fileUri':'gs://b/c.png'}}]}]}",
       0, OK, NONE },
@@ -289,6 +294,147 @@ check_bodies(void)
            "%s (rc %ld, images %zu, size %zu, flags %d%d%d)", c->name,
            (long) rc, req.images, req.image_size, req.stream,
            req.stream_options, req.usage_asked);
+    }
+}
+
+
+/*
+ * One reading: keys that fold alike, keys that stand for one the relay
+ * reads, and values it reads; what a refusal names, and the output asked
+ * for (max_output, thinking) when it passes.
+ */
+
+typedef struct {
+    const char  *name;
+    ngx_uint_t   api;
+    const char  *body;
+    ngx_int_t    rc;
+    const char  *key;         /* AMBIGUOUS: the key; BAD_VALUE: the member */
+    const char  *spelling;    /* AMBIGUOUS: what it stands for, or NULL */
+    ngx_int_t    max_output;
+    ngx_int_t    thinking;
+} reading_case_t;
+
+#define AMBIG  NGX_HTTP_IMGBILL_REQ_AMBIGUOUS
+#define BADVAL NGX_HTTP_IMGBILL_REQ_BAD_VALUE
+
+
+static reading_case_t  reading_cases[] = {
+
+    { "model and MODEL", OPENAI, "{'model':'a','MODEL':'b'}", AMBIG,
+      "MODEL", NULL, 0, 0 },
+    { "Model alone stands for model", OPENAI, "{'Model':'b'}", AMBIG,
+      "Model", "model", 0, 0 },
+    { "Stream: not stream", OPENAI, "{'model':'a','Stream':true}", AMBIG,
+      "Stream", "stream", 0, 0 },
+    { "Stream_Options", OPENAI, "{'model':'a','stream':true,"
+      "'Stream_Options':{'include_usage':false}}", AMBIG, "Stream_Options",
+      "stream_options", 0, 0 },
+    { "streamoptions (no underscore)", OPENAI, "{'model':'a',"
+      "'streamoptions':{}}", AMBIG, "streamoptions", "stream_options", 0, 0 },
+    { "include_usage twice, cased", OPENAI, "{'model':'a','stream':true,"
+      "'stream_options':{'include_usage':false,'INCLUDE_USAGE':false}}",
+      AMBIG, "INCLUDE_USAGE", NULL, 0, 0 },
+    { "a long s (U+017F) folds to s", OPENAI,
+      "{'model':'a','\xc5\xbftream':true}", AMBIG, "\xc5\xbftream", "stream",
+      0, 0 },
+    { "the Kelvin sign folds to k", OPENAI, "{'model':'a',"
+      "'max_to\xe2\x84\xaa" "ens':5}", AMBIG, "max_to\xe2\x84\xaa" "ens",
+      "max_tokens", 0, 0 },
+    { "an unknown pair that folds alike", OPENAI,
+      "{'model':'a','foo':1,'F_O_O':2}", AMBIG, "F_O_O", NULL, 0, 0 },
+    { "keys of a message's part", OPENAI, "{'model':'a','messages':[{"
+      "'content':[{'image_url':'u','Image_URL':'v'}]}]}", AMBIG, "Image_URL",
+      NULL, 0, 0 },
+    { "unread objects are not compared", OPENAI, "{'model':'a','tools':[{"
+      "'parameters':{'properties':{'Name':{},'name':{}}}}]}", OK, NULL, NULL,
+      0, 0 },
+    { "max_tokens and max_completion_tokens: the larger", OPENAI,
+      "{'model':'a','max_tokens':500,'max_completion_tokens':9000}", OK,
+      NULL, NULL, 9000, 0 },
+    { "max_tokens a string", OPENAI, "{'model':'a','max_tokens':'4000'}",
+      BADVAL, "max_tokens", NULL, 0, 0 },
+    { "max_tokens negative", OPENAI, "{'model':'a','max_tokens':-1}", BADVAL,
+      "max_tokens", NULL, 0, 0 },
+    { "reasoning_effort high", OPENAI,
+      "{'model':'a','reasoning_effort':'high'}", OK, NULL, NULL, 0, 24576 },
+    { "reasoning_effort unknown", OPENAI,
+      "{'model':'a','reasoning_effort':'max'}", BADVAL, "reasoning_effort",
+      NULL, 0, 0 },
+    { "Google's thinking budget through OpenAI", OPENAI, "{'model':'a',"
+      "'extra_body':{'google':{'thinking_config':{'thinking_budget':800}}}}",
+      OK, NULL, NULL, 0, 800 },
+    { "... spelled otherwise", OPENAI, "{'model':'a','extra_body':{'google':"
+      "{'thinking_config':{'thinkingBudget':800}}}}", AMBIG, "thinkingBudget",
+      "thinking_budget", 0, 0 },
+    { "Gemini: generationConfig and generation_config", GEMINI,
+      "{'contents':[],'generationConfig':{},'generation_config':{}}", AMBIG,
+      "generation_config", NULL, 0, 0 },
+    { "Gemini: GenerationConfig", GEMINI,
+      "{'contents':[],'GenerationConfig':{'candidateCount':2}}", AMBIG,
+      "GenerationConfig", "generationConfig", 0, 0 },
+    { "Gemini: proto names are Google's too", GEMINI,
+      "{'contents':[],'generation_config':{'max_output_tokens':3000,"
+      "'thinking_config':{'thinking_budget':30000}}}", OK, NULL, NULL,
+      3000, 30000 },
+    { "Gemini: thinkingBudget -1 (dynamic) raises nothing", GEMINI,
+      "{'contents':[],'generationConfig':{'thinkingConfig':"
+      "{'thinkingBudget':-1}}}", OK, NULL, NULL, 0, 0 },
+    { "Gemini: thinkingBudget 1.5", GEMINI, "{'contents':[],"
+      "'generationConfig':{'thinkingConfig':{'thinkingBudget':1.5}}}",
+      BADVAL, "thinkingBudget", NULL, 0, 0 },
+    { "Gemini: two thinkingConfig spellings", GEMINI, "{'contents':[],"
+      "'generationConfig':{'thinkingConfig':{},'thinking_config':{}}}",
+      AMBIG, "thinking_config", NULL, 0, 0 },
+    { "Gemini: mimetype twice in a blob", GEMINI, "{'contents':[{'parts':"
+      "[{'inlineData':{'mimeType':'a','MimeType':'b','data':'QQ=='}}]}]}",
+      AMBIG, "MimeType", NULL, 0, 0 },
+    { "Gemini: Contents", GEMINI, "{'contents':[],'Contents':[]}", AMBIG,
+      "Contents", NULL, 0, 0 }
+};
+
+
+static void
+check_reading(void)
+{
+    size_t                       i, len;
+    u_char                      *copy;
+    ngx_int_t                    rc;
+    const char                  *named;
+    reading_case_t              *c;
+    ngx_http_imgbill_request_t   req;
+
+    for (i = 0; i < sizeof(reading_cases) / sizeof(reading_cases[0]); i++) {
+        c = &reading_cases[i];
+
+        len = strlen(c->body);
+        copy = malloc(len);
+
+        for (named = c->body; *named; named++) {
+            copy[named - c->body] = (*named == '\'') ? '"' : *named;
+        }
+
+        rc = ngx_http_imgbill_check_request(copy, len, c->api, 1 << 20,
+                                            &req);
+
+        named = (rc == AMBIG) ? req.key : (rc == BADVAL) ? req.param : NULL;
+
+        ok(rc == c->rc
+           && (c->key == NULL ? named == NULL
+                              : named != NULL && strcmp(named, c->key) == 0)
+           && (rc != AMBIG
+               || (c->spelling == NULL ? req.spelling == NULL
+                                       : req.spelling != NULL
+                                         && strcmp(req.spelling,
+                                                   c->spelling) == 0))
+           && (rc != OK || (req.max_output == c->max_output
+                            && req.thinking == c->thinking)),
+           "one reading: %s (rc %ld, %s, %s, %ld, %ld)", c->name, (long) rc,
+           named ? named : "-", req.spelling ? req.spelling : "-",
+           (long) req.max_output, (long) req.thinking);
+
+        json_decref(req.root);
+        free(copy);
     }
 }
 
@@ -678,6 +824,7 @@ int
 main(void)
 {
     check_bodies();
+    check_reading();
     check_gemini_limit();
     check_target();
     check_strip_args();

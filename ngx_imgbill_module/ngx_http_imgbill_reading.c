@@ -1,0 +1,233 @@
+
+/*
+ * One reading of a request: what the relay prices must be what the
+ * upstream acts on, and the upstream is not always the model's vendor.
+ * Resellers put imgbill in front of relays written in Go, whose
+ * encoding/json matches a key to a field without regard to case (and
+ * folds U+017F to 's' and the Kelvin sign U+212A to 'k', as Unicode's
+ * simple folding does), the last one winning; Google's own JSON takes a
+ * field under its proto name ("generation_config") as under its
+ * camelCase one.  So in every object the validator reads, keys are
+ * compared folded: lower case, without '_'.  Two keys that fold alike
+ * are ambiguous, and so is a key that folds like one the relay reads
+ * without being one of its spellings ("Model", "Stream_Options"): the
+ * request is refused, never guessed (NGX_HTTP_IMGBILL_REQ_AMBIGUOUS).
+ *
+ * A value the relay reads must be of its one type ("stream": a boolean,
+ * a count: a JSON integer), or absent, or null where the APIs take null
+ * for absent.  Pure, as the validator: the unit check and the fuzzer
+ * build it.
+ */
+
+
+#include "ngx_http_imgbill_module.h"
+
+
+/* a key longer than this is no key of the APIs'; it is compared whole
+   with the others only if it fits */
+#define NGX_HTTP_IMGBILL_KEY_FOLD  256
+
+
+static ssize_t ngx_http_imgbill_fold(const u_char *key, size_t len,
+    u_char *buf);
+
+
+/*
+ * The keys of obj, against each other and against known, the spellings
+ * of the members the relay reads (NULL-terminated).  On a refusal
+ * req->key is the key, and req->spelling the known spelling it stands
+ * for (NULL: two keys collide).
+ */
+
+ngx_int_t
+ngx_http_imgbill_reading_keys(json_t *obj, const char *const *known,
+    ngx_http_imgbill_request_t *req)
+{
+    u_char              fold[NGX_HTTP_IMGBILL_KEY_FOLD],
+                        kfold[NGX_HTTP_IMGBILL_KEY_FOLD];
+    json_t             *seen, *value;
+    ssize_t             n, kn;
+    ngx_int_t           rc;
+    const char         *key;
+    const char *const  *k;
+
+    if (!json_is_object(obj) || json_object_size(obj) == 0) {
+        return NGX_HTTP_IMGBILL_REQ_OK;
+    }
+
+    seen = json_object();
+    if (seen == NULL) {
+        return NGX_HTTP_IMGBILL_REQ_INVALID_JSON;
+    }
+
+    rc = NGX_HTTP_IMGBILL_REQ_OK;
+
+    json_object_foreach(obj, key, value) {
+
+        n = ngx_http_imgbill_fold((u_char *) key, ngx_strlen(key), fold);
+
+        if (n < 0) {
+            continue;
+        }
+
+        if (json_object_getn(seen, (char *) fold, n) != NULL) {
+            req->key = key;
+            rc = NGX_HTTP_IMGBILL_REQ_AMBIGUOUS;
+            break;
+        }
+
+        if (json_object_setn_new_nocheck(seen, (char *) fold, n, json_null())
+            != 0)
+        {
+            rc = NGX_HTTP_IMGBILL_REQ_INVALID_JSON;
+            break;
+        }
+
+        /* a spelling of its own, or one that stands for a known one */
+
+        for (k = known; *k; k++) {
+            if (ngx_strcmp(*k, key) == 0) {
+                break;
+            }
+        }
+
+        if (*k) {
+            continue;
+        }
+
+        for (k = known; *k; k++) {
+            kn = ngx_http_imgbill_fold((u_char *) *k, ngx_strlen(*k), kfold);
+
+            if (kn == n && ngx_memcmp(kfold, fold, n) == 0) {
+                req->key = key;
+                req->spelling = *k;
+                rc = NGX_HTTP_IMGBILL_REQ_AMBIGUOUS;
+                break;
+            }
+        }
+
+        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+            break;
+        }
+    }
+
+    json_decref(seen);
+
+    return rc;
+}
+
+
+/*
+ * Lower case, without '_', and the two non-ASCII letters Unicode folds
+ * to ASCII ones: U+017F LATIN SMALL LETTER LONG S (C5 BF) to 's', U+212A
+ * KELVIN SIGN (E2 84 AA) to 'k'.  -1 if it does not fit.
+ */
+
+static ssize_t
+ngx_http_imgbill_fold(const u_char *key, size_t len, u_char *buf)
+{
+    u_char        c;
+    size_t        n;
+    const u_char  *last;
+
+    n = 0;
+    last = key + len;
+
+    while (key < last) {
+        c = *key++;
+
+        if (c == '_') {
+            continue;
+        }
+
+        if (c == 0xc5 && key < last && *key == 0xbf) {
+            key++;
+            c = 's';
+
+        } else if (c == 0xe2 && last - key >= 2 && key[0] == 0x84
+                   && key[1] == 0xaa)
+        {
+            key += 2;
+            c = 'k';
+
+        } else if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+        }
+
+        if (n == NGX_HTTP_IMGBILL_KEY_FOLD) {
+            return -1;
+        }
+
+        buf[n++] = c;
+    }
+
+    return n;
+}
+
+
+/* the member of obj under the first of its spellings that is there */
+
+json_t *
+ngx_http_imgbill_reading_member(json_t *obj, const char *const *names)
+{
+    json_t  *v;
+
+    for ( /* void */ ; *names; names++) {
+        v = json_object_get(obj, *names);
+
+        if (v != NULL) {
+            return v;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * A count of tokens the relay bounds a hold by: absent or null, none (0);
+ * else a JSON integer from min, capped at the largest count believed.
+ */
+
+ngx_int_t
+ngx_http_imgbill_reading_tokens(json_t *v, const char *name, ngx_int_t min,
+    ngx_int_t *tokens, ngx_http_imgbill_request_t *req)
+{
+    json_int_t  n;
+
+    *tokens = 0;
+
+    if (v == NULL || json_is_null(v)) {
+        return NGX_HTTP_IMGBILL_REQ_OK;
+    }
+
+    if (!json_is_integer(v) || (n = json_integer_value(v)) < min) {
+        req->param = name;
+        req->expected = (min < 0) ? "an integer of at least -1"
+                                  : "an integer of at least 0";
+        return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+    }
+
+    *tokens = (ngx_int_t) ngx_min(ngx_max(n, 0), NGX_HTTP_IMGBILL_TOKENS_MAX);
+
+    return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+/* a flag: absent or null, false; else true or false */
+
+ngx_int_t
+ngx_http_imgbill_reading_flag(json_t *v, const char *name, ngx_uint_t *flag,
+    ngx_http_imgbill_request_t *req)
+{
+    *flag = json_is_true(v);
+
+    if (v == NULL || json_is_null(v) || json_is_boolean(v)) {
+        return NGX_HTTP_IMGBILL_REQ_OK;
+    }
+
+    req->param = name;
+    req->expected = "true or false";
+
+    return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+}
