@@ -58,6 +58,15 @@ lc_load(lc_run_t *run)
                     break;
                 }
 
+                /* a crash waits until its relay has something to lose:
+                   the run checks what a crash does to requests */
+
+                if (run->conf.faults[run->fired] == LC_FAULT_CRASH
+                    && !lc_crash_ready(run, next))
+                {
+                    break;
+                }
+
                 if (run->conf.faults[run->fired] == LC_FAULT_CRASH) {
                     lc_crash(run, next);
 

@@ -259,6 +259,7 @@ redisReply *lc_redis(lc_run_t *run, const char *fmt, ...);
 int lc_setup(lc_run_t *run);
 void lc_fault(lc_run_t *run, int fault, long at);
 void lc_crash(lc_run_t *run, long next);
+int lc_crash_ready(lc_run_t *run, long next);
 void lc_settle_wait(lc_run_t *run);
 void lc_cleanup(lc_run_t *run);
 

@@ -398,6 +398,26 @@ lc_reload(lc_run_t *run)
 }
 
 
+/* whether the relay the next crash hits has a request in flight */
+
+int
+lc_crash_ready(lc_run_t *run, long next)
+{
+    int   i;
+    long  j;
+
+    i = run->reloads % run->conf.npids;
+
+    for (j = 0; j < next; j++) {
+        if (run->reqs[j].relay == i && !run->reqs[j].done) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /*
  * A relay's machine lost mid-run, as near as one host gets: every worker
  * of the next relay in turn SIGKILLed at once (its master starts new
