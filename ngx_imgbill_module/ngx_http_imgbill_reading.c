@@ -27,6 +27,9 @@
    with the others only if it fits */
 #define NGX_HTTP_IMGBILL_KEY_FOLD  256
 
+/* the keys an object may have to be compared without a set */
+#define NGX_HTTP_IMGBILL_KEYS_FEW  32
+
 
 static ssize_t ngx_http_imgbill_fold(const u_char *key, size_t len,
     u_char *buf);
@@ -36,7 +39,9 @@ static ssize_t ngx_http_imgbill_fold(const u_char *key, size_t len,
  * The keys of obj, against each other and against known, the spellings
  * of the members the relay reads (NULL-terminated).  On a refusal
  * req->key is the key, and req->spelling the known spelling it stands
- * for (NULL: two keys collide).
+ * for (NULL: two keys collide).  An object of a few keys (all a request
+ * has) is compared on the stack, by the folds' hashes; a larger one
+ * through a set of its folds.
  */
 
 ngx_int_t
@@ -44,23 +49,27 @@ ngx_http_imgbill_reading_keys(json_t *obj, const char *const *known,
     ngx_http_imgbill_request_t *req)
 {
     u_char              fold[NGX_HTTP_IMGBILL_KEY_FOLD],
-                        kfold[NGX_HTTP_IMGBILL_KEY_FOLD];
+                        other[NGX_HTTP_IMGBILL_KEY_FOLD];
     json_t             *seen, *value;
     ssize_t             n, kn;
-    ngx_int_t           rc;
-    const char         *key;
+    uint32_t            hash, hashes[NGX_HTTP_IMGBILL_KEYS_FEW];
+    ngx_uint_t          i, nkeys;
+    const char         *key, *keys[NGX_HTTP_IMGBILL_KEYS_FEW];
     const char *const  *k;
 
-    if (!json_is_object(obj) || json_object_size(obj) == 0) {
+    if (!json_is_object(obj)) {
         return NGX_HTTP_IMGBILL_REQ_OK;
     }
 
-    seen = json_object();
-    if (seen == NULL) {
-        return NGX_HTTP_IMGBILL_REQ_INVALID_JSON;
-    }
+    seen = NULL;
+    nkeys = 0;
 
-    rc = NGX_HTTP_IMGBILL_REQ_OK;
+    if (json_object_size(obj) > NGX_HTTP_IMGBILL_KEYS_FEW) {
+        seen = json_object();
+        if (seen == NULL) {
+            return NGX_HTTP_IMGBILL_REQ_INVALID_JSON;
+        }
+    }
 
     json_object_foreach(obj, key, value) {
 
@@ -70,17 +79,38 @@ ngx_http_imgbill_reading_keys(json_t *obj, const char *const *known,
             continue;
         }
 
-        if (json_object_getn(seen, (char *) fold, n) != NULL) {
-            req->key = key;
-            rc = NGX_HTTP_IMGBILL_REQ_AMBIGUOUS;
-            break;
-        }
+        if (seen) {
+            if (json_object_getn(seen, (char *) fold, n) != NULL) {
+                goto collide;
+            }
 
-        if (json_object_setn_new_nocheck(seen, (char *) fold, n, json_null())
-            != 0)
-        {
-            rc = NGX_HTTP_IMGBILL_REQ_INVALID_JSON;
-            break;
+            if (json_object_setn_new_nocheck(seen, (char *) fold, n,
+                                             json_null())
+                != 0)
+            {
+                json_decref(seen);
+                return NGX_HTTP_IMGBILL_REQ_INVALID_JSON;
+            }
+
+        } else {
+            /* FNV-1a */
+
+            for (hash = 2166136261u, i = 0; i < (ngx_uint_t) n; i++) {
+                hash = (hash ^ fold[i]) * 16777619u;
+            }
+
+            for (i = 0; i < nkeys; i++) {
+                if (hashes[i] == hash
+                    && ngx_http_imgbill_fold((u_char *) keys[i],
+                                             ngx_strlen(keys[i]), other) == n
+                    && ngx_memcmp(other, fold, n) == 0)
+                {
+                    goto collide;
+                }
+            }
+
+            hashes[nkeys] = hash;
+            keys[nkeys++] = key;
         }
 
         /* a spelling of its own, or one that stands for a known one */
@@ -96,24 +126,30 @@ ngx_http_imgbill_reading_keys(json_t *obj, const char *const *known,
         }
 
         for (k = known; *k; k++) {
-            kn = ngx_http_imgbill_fold((u_char *) *k, ngx_strlen(*k), kfold);
+            kn = ngx_http_imgbill_fold((u_char *) *k, ngx_strlen(*k), other);
 
-            if (kn == n && ngx_memcmp(kfold, fold, n) == 0) {
-                req->key = key;
+            if (kn == n && ngx_memcmp(other, fold, n) == 0) {
                 req->spelling = *k;
-                rc = NGX_HTTP_IMGBILL_REQ_AMBIGUOUS;
-                break;
+                goto collide;
             }
-        }
-
-        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
-            break;
         }
     }
 
-    json_decref(seen);
+    if (seen) {
+        json_decref(seen);
+    }
 
-    return rc;
+    return NGX_HTTP_IMGBILL_REQ_OK;
+
+collide:
+
+    if (seen) {
+        json_decref(seen);
+    }
+
+    req->key = key;
+
+    return NGX_HTTP_IMGBILL_REQ_AMBIGUOUS;
 }
 
 

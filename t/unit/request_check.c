@@ -436,6 +436,30 @@ check_reading(void)
         json_decref(req.root);
         free(copy);
     }
+
+    /* an object of more keys than are compared on the stack: a set */
+
+    for (i = 0; i < 2; i++) {
+        char   body[1024], *p;
+        int    k;
+
+        p = body + sprintf(body, "{\"model\":\"m\"");
+
+        for (k = 0; k < 40; k++) {
+            p += sprintf(p, ",\"key%d\":%d", k, k);
+        }
+
+        sprintf(p, "%s}", i ? ",\"KEY_39\":1" : "");
+
+        rc = ngx_http_imgbill_check_request((u_char *) body, strlen(body),
+                                            OPENAI, 1 << 20, &req);
+
+        ok(i ? rc == AMBIG && strcmp(req.key, "KEY_39") == 0 : rc == OK,
+           "one reading: 41 keys, %s (rc %ld)",
+           i ? "KEY_39 after key39: ambiguous" : "all apart", (long) rc);
+
+        json_decref(req.root);
+    }
 }
 
 
