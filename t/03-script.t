@@ -1,4 +1,4 @@
-# The Redis script (ngx_imgbill_module/ngx_http_imgbill_script.lua) on its
+# The Redis script (ngx_imgbill_module/redis/ngx_http_imgbill_script.lua) on its
 # own, against redis-server, without nginx: each command's keys, arguments,
 # replies and writes, its idempotency and its rollback; and the C header
 # built from it is current.
@@ -10,7 +10,7 @@ use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(key_hash);
 
 my $root = Imgbill::Harness->root;
-my $lua_file = "$root/ngx_imgbill_module/ngx_http_imgbill_script.lua";
+my $lua_file = "$root/ngx_imgbill_module/redis/ngx_http_imgbill_script.lua";
 my $lua = do { local (@ARGV, $/) = ($lua_file); <> };
 
 # --- the generated header matches the .lua file
@@ -19,7 +19,7 @@ my $lua = do { local (@ARGV, $/) = ($lua_file); <> };
     is $?, 0, 'ngx_http_imgbill_script_lua.h is current (scripts/gen-script)'
         or diag $out;
     my $h = do {
-        local (@ARGV, $/) = ("$root/ngx_imgbill_module/ngx_http_imgbill_script_lua.h");
+        local (@ARGV, $/) = ("$root/ngx_imgbill_module/redis/ngx_http_imgbill_script_lua.h");
         <>;
     };
     my ($sha) = $h =~ /NGX_HTTP_IMGBILL_SCRIPT_SHA\s+"([0-9a-f]{40})"/;

@@ -15,6 +15,13 @@ plan skip_all => 'fuzzing ran in the first pass'
     if $ENV{IMGBILL_VALGRIND_DIR};
 
 my $root = "$FindBin::Bin/..";
+
+# the files and -I flags a target is built from (t/fuzz/sources)
+sub sources {
+    my @l = split /\n/, `"$root/t/fuzz/sources" $_[0]`;
+    die "t/fuzz/sources $_[0] failed\n" if $?;
+    return @l;
+}
 my $tree = "$root/build/nginx";
 my $seconds = $ENV{FUZZ_SECONDS} || 20;
 my $started = time;
@@ -44,11 +51,9 @@ my @inc = map { "-I$tree/$_" }
        src/http/modules src/http/v2);
 my @cmd = ('clang', '-g', '-O1', '-fsanitize=fuzzer,address,undefined',
            '-fno-sanitize-recover=all', '-Wall', '-Werror',
-           '-DIMGBILL_FUZZ_SELFTEST', @inc, "-I$root/ngx_imgbill_module",
+           '-DIMGBILL_FUZZ_SELFTEST', @inc, sources('--include'),
            '-o', "$dir/scan_selftest", "$root/t/fuzz/scan_fuzz.c",
-           "$root/ngx_imgbill_module/ngx_http_imgbill_scan.c",
-           "$root/ngx_imgbill_module/ngx_http_imgbill_scan_token.c",
-           "$root/t/stub/ngx_stubs.c", '-ljansson');
+           sources('scan'), '-ljansson');
 
 my $cc = `@cmd 2>&1`;
 is($?, 0, "the self-test variant compiles") or diag($cc);
@@ -76,11 +81,9 @@ note($1) if $bad =~ /^(scan_fuzz: invariant failed: .*)$/m;
 
 @cmd = ('clang', '-g', '-O1', '-fsanitize=fuzzer,address,undefined',
         '-fno-sanitize-recover=all', '-Wall', '-Werror',
-        '-DIMGBILL_FUZZ_SELFTEST', @inc, "-I$root/ngx_imgbill_module",
+        '-DIMGBILL_FUZZ_SELFTEST', @inc, sources('--include'),
         '-o', "$dir/sse_selftest", "$root/t/fuzz/sse_fuzz.c",
-        map("$root/ngx_imgbill_module/ngx_http_imgbill_$_.c",
-            qw(sse scan scan_token)),
-        "$root/t/stub/ngx_stubs.c");
+        sources('sse'), '-ljansson');
 
 $cc = `@cmd 2>&1`;
 is($?, 0, "the reader's self-test variant compiles") or diag($cc);

@@ -31,10 +31,17 @@ sub run {
     my @inc = map { "-I$tree/$_" }
         qw(src/core src/event src/event/modules src/os/unix objs src/http
            src/http/modules src/http/v2);
+    my @files;
+    for my $stem (@$stems) {
+        my @f = glob "$mod/*/ngx_http_imgbill_$stem.c";
+        die "no module file ngx_http_imgbill_$stem.c\n" unless @f == 1;
+        push @files, @f;
+    }
+
     my @cmd = ('cc', '-g', '-O1', '-fsanitize=address,undefined',
                '-fno-sanitize-recover=all', '-Wall', '-Werror', @inc,
-               "-I$mod", '-o', "$dir/$check", "$ROOT/t/unit/$check.c",
-               map("$mod/ngx_http_imgbill_$_.c", @$stems),
+               map("-I$_", grep { -d } glob "$mod/*"),
+               '-o', "$dir/$check", "$ROOT/t/unit/$check.c", @files,
                "$ROOT/t/stub/ngx_stubs.c", @{ $libs || [] });
 
     my $out = `@cmd 2>&1`;
