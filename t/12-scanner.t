@@ -8,4 +8,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
-Imgbill::Unit::run('scan_check', [qw(scan scan_token)]);
+Imgbill::Unit::run('scan_check',
+                   [qw(scan scan_token api openai gemini request reading)],
+                   [qw(-ljansson)]);

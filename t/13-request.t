@@ -9,5 +9,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
-Imgbill::Unit::run('request_check', [qw(request reading key)],
+Imgbill::Unit::run('request_check',
+                   [qw(request reading key api openai gemini scan scan_token)],
                    [qw(-ljansson -lcrypto)]);

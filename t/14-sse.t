@@ -9,4 +9,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
-Imgbill::Unit::run('sse_check', [qw(sse scan scan_token)]);
+Imgbill::Unit::run('sse_check',
+                   [qw(sse scan scan_token api openai gemini request reading)],
+                   [qw(-ljansson)]);

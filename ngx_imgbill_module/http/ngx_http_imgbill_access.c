@@ -105,7 +105,7 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
     if (!(r->method & (reads ? (NGX_HTTP_GET|NGX_HTTP_HEAD) : NGX_HTTP_POST)))
     {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_NOT_ALLOWED,
-                                   "invalid_request_error",
+                                   ngx_http_imgbill_err_request,
                                    "method_not_allowed",
                                    "only %s is accepted here",
                                    reads ? "GET" : "POST");
@@ -114,15 +114,14 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 
     if (rc != NGX_OK) {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_UNAUTHORIZED,
-                                   "invalid_request_error", "missing_api_key",
+                                   ngx_http_imgbill_err_request,
+                                   "missing_api_key",
                                    "no API key: send \"%s\"",
-                                   lcf->api == NGX_HTTP_IMGBILL_API_GEMINI
-                                   ? "x-goog-api-key: <key>"
-                                   : "Authorization: Bearer <key>");
+                                   lcf->api->key_hint);
         goto reject;
     }
 
-    if (lcf->api == NGX_HTTP_IMGBILL_API_GEMINI && !lcf->models
+    if (lcf->api->target && !lcf->models
         && ngx_http_imgbill_request_target(r, ctx) != NGX_OK)
     {
         goto reject;
@@ -291,7 +290,8 @@ ngx_http_imgbill_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 
     ngx_http_imgbill_set_error(r, &ctx->error,
                                NGX_HTTP_IMGBILL_PAYMENT_REQUIRED,
-                               "insufficient_quota", "insufficient_balance",
+                               ngx_http_imgbill_err_quota,
+                               "insufficient_balance",
                                "insufficient balance: available %*s, "
                                "required %*s", p - have, have,
                                last - need, need);
@@ -365,7 +365,8 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
     {
         ngx_http_imgbill_set_error(r, &ctx->error,
                                    NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                   "server_error", "internal_error",
+                                   ngx_http_imgbill_err_server,
+                                   "internal_error",
                                    "out of memory");
     } else {
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_authorized);
@@ -386,7 +387,8 @@ ngx_http_imgbill_account(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     if (ctx->account.data == NULL) {
         ngx_http_imgbill_set_error(r, &ctx->error,
                                    NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                   "server_error", "internal_error",
+                                   ngx_http_imgbill_err_server,
+                                   "internal_error",
                                    "out of memory");
         return NGX_ERROR;
     }
@@ -403,7 +405,7 @@ ngx_http_imgbill_invalid_key(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx)
 {
     ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_UNAUTHORIZED,
-                               "invalid_request_error", "invalid_api_key",
+                               ngx_http_imgbill_err_request, "invalid_api_key",
                                "incorrect API key provided");
 }
 
@@ -415,7 +417,8 @@ ngx_http_imgbill_unavailable(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx)
 {
     ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_SERVICE_UNAVAILABLE,
-                               "server_error", "billing_unavailable",
+                               ngx_http_imgbill_err_server,
+                               "billing_unavailable",
                                "billing is unavailable; nothing was charged, "
                                "please retry");
 }

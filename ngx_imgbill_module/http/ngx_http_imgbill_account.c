@@ -126,7 +126,7 @@ ngx_http_imgbill_serve_ledger_args(ngx_http_request_t *r,
 
         if (n < 1 || n > NGX_HTTP_IMGBILL_LEDGER_MAX) {
             ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
-                                       "invalid_request_error",
+                                       ngx_http_imgbill_err_request,
                                        "invalid_limit",
                                        "limit must be a whole number from "
                                        "1 to %d",
@@ -162,7 +162,8 @@ ngx_http_imgbill_serve_ledger_args(ngx_http_request_t *r,
         || ngx_http_imgbill_id_part(dash + 1, arg.data + arg.len) != NGX_OK)
     {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error", "invalid_cursor",
+                                   ngx_http_imgbill_err_request,
+                                   "invalid_cursor",
                                    "after must be a \"next\" value of an "
                                    "earlier page");
         return NGX_ERROR;
@@ -219,7 +220,7 @@ ngx_http_imgbill_serve_usage_args(ngx_http_request_t *r,
            > ngx_atoi(info->to.data, info->to.len - 2))
     {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error", "invalid_date",
+                                   ngx_http_imgbill_err_request, "invalid_date",
                                    "start_date and end_date must be dates "
                                    "(YYYY-MM-DD), the start not after the "
                                    "end");

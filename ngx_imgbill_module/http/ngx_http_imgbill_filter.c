@@ -118,10 +118,7 @@ ngx_http_imgbill_header_filter(ngx_http_request_t *r)
             return NGX_ERROR;
         }
 
-        ngx_http_imgbill_scan_init(ctx->scanner,
-                                   ctx->api == NGX_HTTP_IMGBILL_API_GEMINI
-                                   ? NGX_HTTP_IMGBILL_DIALECT_GEMINI
-                                   : NGX_HTTP_IMGBILL_DIALECT_OPENAI);
+        ngx_http_imgbill_scan_init(ctx->scanner, ctx->api->dialect);
     }
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_collecting);
@@ -302,7 +299,7 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
                       "imgbill: upstream reply exceeds imgbill_body_limit "
                       "%uz, not charged", lcf->body_limit);
         ngx_http_imgbill_set_error(r, &ctx->replace, NGX_HTTP_BAD_GATEWAY,
-                                   "upstream_error",
+                                   ngx_http_imgbill_err_upstream,
                                    "upstream_response_too_large",
                                    "the upstream reply is too large to "
                                    "bill; nothing was charged");
@@ -312,7 +309,8 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     if (ctx->not_held) {
         ngx_http_imgbill_set_error(r, &ctx->replace,
                                    NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                   "server_error", "reply_not_held",
+                                   ngx_http_imgbill_err_server,
+                                   "reply_not_held",
                                    "the relay could not hold the reply; "
                                    "nothing was charged");
         return;
@@ -336,7 +334,8 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
                       "set proxy_set_header Accept-Encoding \"\"",
                       &ce->value);
         ngx_http_imgbill_set_error(r, &ctx->replace, NGX_HTTP_BAD_GATEWAY,
-                                   "upstream_error", "bad_upstream_response",
+                                   ngx_http_imgbill_err_upstream,
+                                   "bad_upstream_response",
                                    "the upstream reply cannot be read; "
                                    "nothing was charged");
         return;
@@ -350,7 +349,8 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
                       "JSON object, not charged",
                       ctx->upstream_status, ctx->held);
         ngx_http_imgbill_set_error(r, &ctx->replace, NGX_HTTP_BAD_GATEWAY,
-                                   "upstream_error", "bad_upstream_response",
+                                   ngx_http_imgbill_err_upstream,
+                                   "bad_upstream_response",
                                    "the upstream reply is not valid JSON; "
                                    "nothing was charged");
         return;

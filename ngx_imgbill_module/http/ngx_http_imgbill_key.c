@@ -1,15 +1,14 @@
 
 /*
- * The client's API key: where each API puts it, and what becomes of it.
- * Only its SHA-256 is kept.  Every place a key may travel in is scrubbed,
- * whichever one was used: the proxy forwards what is left, and nginx logs
- * the request line.
+ * The client's API key: where its API puts it (the API's row says, in
+ * order: a header of its own, an argument of the URL, Authorization:
+ * Bearer), and what becomes of it.  Only its SHA-256 is kept.  Every place
+ * a key may travel in is scrubbed, whichever one was used: the proxy
+ * forwards what is left, and nginx logs the request line.
  *
- *   OpenAI   Authorization: Bearer <key>
- *   Gemini   x-goog-api-key: <key>, then ?key=<key>, then Bearer
- *
- * A ?key= is masked where nginx logs it (the client's request line) and,
- * for a relay, taken out of the arguments the upstream is sent.
+ * A key in the URL is masked where nginx logs it (the client's request
+ * line) and, for a relay, taken out of the arguments the upstream is
+ * sent.
  */
 
 
@@ -20,18 +19,20 @@
 #define NGX_HTTP_IMGBILL_KEY_MAX     256
 
 
-size_t ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len);
+size_t ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len,
+    ngx_str_t *name);
 
-static ngx_int_t ngx_http_imgbill_key_gemini(ngx_http_request_t *r,
-    ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *key);
+static ngx_int_t ngx_http_imgbill_key_from(ngx_http_request_t *r,
+    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_key_source_t *k,
+    ngx_str_t *key);
 static ngx_int_t ngx_http_imgbill_key_bearer(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_int_t ngx_http_imgbill_key_header(ngx_http_request_t *r,
-    ngx_str_t *key);
+    ngx_str_t *name, ngx_str_t *key);
 static ngx_int_t ngx_http_imgbill_key_query(ngx_http_request_t *r,
-    ngx_str_t *key);
-static void ngx_http_imgbill_mask_args(u_char *p, u_char *last);
-static ngx_int_t ngx_http_imgbill_hex(u_char c);
+    ngx_str_t *name, ngx_str_t *key);
+static void ngx_http_imgbill_mask_args(u_char *p, u_char *last,
+    ngx_str_t *name);
 static void ngx_http_imgbill_key_trim(ngx_str_t *key);
 
 
@@ -45,23 +46,24 @@ ngx_int_t
 ngx_http_imgbill_api_key(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, u_char *key_hash)
 {
-    u_char        md[EVP_MAX_MD_SIZE];
-    ngx_int_t     rc;
-    ngx_str_t     key;
-    unsigned int  len;
+    u_char                          md[EVP_MAX_MD_SIZE];
+    ngx_int_t                       rc, n;
+    ngx_str_t                       key;
+    unsigned int                    len;
+    ngx_http_imgbill_key_source_t  *k;
 
     rc = NGX_DECLINED;
 
-    if (lcf->api == NGX_HTTP_IMGBILL_API_GEMINI) {
-        rc = ngx_http_imgbill_key_gemini(r, lcf, &key);
-    }
+    for (k = lcf->api->keys; k->from != ngx_http_imgbill_key_in_none; k++) {
+        n = ngx_http_imgbill_key_from(r, lcf, k,
+                                      (rc == NGX_OK) ? NULL : &key);
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
 
-    if (rc == NGX_DECLINED) {
-        rc = ngx_http_imgbill_key_bearer(r, &key);
-
-    } else if (r->headers_in.authorization) {
-        ngx_http_imgbill_hide_header(r->headers_in.authorization);
-        r->headers_in.authorization = NULL;
+        if (n == NGX_OK) {
+            rc = NGX_OK;
+        }
     }
 
     if (rc != NGX_OK) {
@@ -86,49 +88,64 @@ ngx_http_imgbill_api_key(ngx_http_request_t *r,
 }
 
 
-/* a relay's upstream never sees a ?key=; a model list is not proxied */
+/*
+ * One source: its key into *key, if key is not NULL (none was found
+ * before), and scrubbed either way.  A relay's upstream never sees a key
+ * of the URL; a model list is not proxied.
+ */
 
 static ngx_int_t
-ngx_http_imgbill_key_gemini(ngx_http_request_t *r,
-    ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *key)
+ngx_http_imgbill_key_from(ngx_http_request_t *r,
+    ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_key_source_t *k,
+    ngx_str_t *key)
 {
     ngx_int_t  rc;
+    ngx_str_t  unused;
 
-    rc = ngx_http_imgbill_key_header(r, key);
+    switch (k->from) {
 
-    if (rc == NGX_DECLINED) {
-        rc = ngx_http_imgbill_key_query(r, key);
+    case ngx_http_imgbill_key_in_header:
+        return ngx_http_imgbill_key_header(r, &k->name, key ? key : &unused);
 
-    } else {
-        ngx_http_imgbill_mask_query(r);
+    case ngx_http_imgbill_key_in_query:
+        if (key) {
+            rc = ngx_http_imgbill_key_query(r, &k->name, key);
+
+        } else {
+            ngx_http_imgbill_mask_query(r, &k->name);
+            rc = NGX_DECLINED;
+        }
+
+        if (rc != NGX_ERROR
+            && !lcf->models
+            && ngx_http_imgbill_strip_query_arg(r, &k->name) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return rc;
+
+    default: /* ngx_http_imgbill_key_in_bearer */
+        return ngx_http_imgbill_key_bearer(r, key ? key : &unused);
     }
-
-    if (rc != NGX_ERROR
-        && !lcf->models
-        && ngx_http_imgbill_strip_query_key(r) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    return rc;
 }
 
 
 /*
- * Every "key=" argument's value, whatever case its name is in and however
- * percent-encoded, becomes "xxxx": in the arguments and, where HTTP/2
- * built it apart, in the request line ($request, the error log's
+ * Every "name=" argument's value, whatever case its name is in and
+ * however percent-encoded, becomes "xxxx": in the arguments and, where
+ * HTTP/2 built it apart, in the request line ($request, the error log's
  * context).  On HTTP/1 both are the client's header buffer.
  */
 
 void
-ngx_http_imgbill_mask_query(ngx_http_request_t *r)
+ngx_http_imgbill_mask_query(ngx_http_request_t *r, ngx_str_t *name)
 {
     u_char  *p, *last;
 
     if (r->args.len) {
         ngx_http_imgbill_mask_args(r->args.data,
-                                   r->args.data + r->args.len);
+                                   r->args.data + r->args.len, name);
     }
 
     p = r->request_line.data;
@@ -148,12 +165,12 @@ ngx_http_imgbill_mask_query(ngx_http_request_t *r)
         last = r->request_line.data + r->request_line.len;
     }
 
-    ngx_http_imgbill_mask_args(p + 1, last);
+    ngx_http_imgbill_mask_args(p + 1, last, name);
 }
 
 
 static void
-ngx_http_imgbill_mask_args(u_char *p, u_char *last)
+ngx_http_imgbill_mask_args(u_char *p, u_char *last, ngx_str_t *name)
 {
     u_char  *end, *eq;
 
@@ -165,7 +182,7 @@ ngx_http_imgbill_mask_args(u_char *p, u_char *last)
 
         eq = ngx_strlchr(p, end, '=');
 
-        if (eq && ngx_http_imgbill_arg_is(p, eq, "key")) {
+        if (eq && ngx_http_imgbill_arg_is(p, eq, (char *) name->data)) {
             ngx_memset(eq + 1, 'x', end - eq - 1);
         }
 
@@ -182,15 +199,15 @@ ngx_http_imgbill_mask_args(u_char *p, u_char *last)
  * proxy_pass without a URI part builds the upstream's request line from
  * r->uri and r->args instead of copying the client's, as nginx does after
  * "set $args" (ngx_http_variable_set_args); so the upstream also gets
- * the decoded URI ngx_http_imgbill_gemini_target() read the model from.
+ * the decoded URI an API's target read the model from.
  */
 
 ngx_int_t
-ngx_http_imgbill_strip_query_key(ngx_http_request_t *r)
+ngx_http_imgbill_strip_query_arg(ngx_http_request_t *r, ngx_str_t *name)
 {
     u_char  *p;
 
-    ngx_http_imgbill_mask_query(r);
+    ngx_http_imgbill_mask_query(r, name);
 
     r->valid_unparsed_uri = 0;
 
@@ -203,7 +220,8 @@ ngx_http_imgbill_strip_query_key(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    r->args.len = ngx_http_imgbill_strip_args(p, r->args.data, r->args.len);
+    r->args.len = ngx_http_imgbill_strip_args(p, r->args.data, r->args.len,
+                                              name);
     r->args.data = p;
 
     return NGX_OK;
@@ -211,12 +229,13 @@ ngx_http_imgbill_strip_query_key(ngx_http_request_t *r)
 
 
 /*
- * The arguments of src but the keys, in their order, each after an '&'
- * but the first: never longer than src.  Not static, for t/unit/.
+ * The arguments of src but those named name, in their order, each after
+ * an '&' but the first: never longer than src.  Not static, for t/unit/.
  */
 
 size_t
-ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len)
+ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len,
+    ngx_str_t *name)
 {
     u_char      *p, *last, *end, *eq, *d;
     ngx_uint_t   first;
@@ -233,7 +252,7 @@ ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len)
 
         eq = ngx_strlchr(p, end, '=');
 
-        if (!ngx_http_imgbill_arg_is(p, eq ? eq : end, "key")) {
+        if (!ngx_http_imgbill_arg_is(p, eq ? eq : end, (char *) name->data)) {
             if (!first) {
                 *d++ = '&';
             }
@@ -250,82 +269,27 @@ ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len)
 
 
 /*
- * Whether an argument's name is "name" (lower case) as the upstream reads
- * it, in any case and, as the upstream decodes names, percent-encoded:
- * 0 if not, 1 if sent so, plain, 2 if spelled otherwise.  ngx_http_arg()
- * reads only the plain one, but every spelling that may be the name is
- * kept from the logs and the upstream (a key), or refused (an "alt").
- */
-
-ngx_uint_t
-ngx_http_imgbill_arg_is(u_char *p, u_char *last, const char *name)
-{
-    u_char      c;
-    ngx_int_t   hi, lo;
-    ngx_uint_t  n, plain;
-
-    plain = 1;
-
-    for (n = 0; p < last; n++) {
-        c = *p++;
-
-        if (c == '%' && last - p >= 2) {
-            hi = ngx_http_imgbill_hex(p[0]);
-            lo = ngx_http_imgbill_hex(p[1]);
-
-            if (hi >= 0 && lo >= 0) {
-                c = (u_char) (hi << 4 | lo);
-                p += 2;
-                plain = 0;
-            }
-        }
-
-        if (name[n] == '\0' || (c | 0x20) != (u_char) name[n]) {
-            return 0;
-        }
-
-        if (c != (u_char) name[n]) {
-            plain = 0;
-        }
-    }
-
-    return (name[n] == '\0') ? 2 - plain : 0;
-}
-
-
-static ngx_int_t
-ngx_http_imgbill_hex(u_char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-
-    c |= 0x20;
-
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-
-    return -1;
-}
-
-
-/*
- * A location of Gemini's API that imgbill does not bill (conf.d's JSON
- * 404 for unknown paths) still masks a ?key=: the key is the customer's.
+ * A location of an API whose key may be in the URL that imgbill does not
+ * bill (conf.d's JSON 404 for unknown paths) still masks it: the key is
+ * the customer's.
  */
 
 ngx_int_t
 ngx_http_imgbill_mask_handler(ngx_http_request_t *r)
 {
-    ngx_http_imgbill_loc_conf_t  *lcf;
+    ngx_http_imgbill_loc_conf_t    *lcf;
+    ngx_http_imgbill_key_source_t  *k;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
-    if (lcf->api == NGX_HTTP_IMGBILL_API_GEMINI
-        && lcf->channel == NGX_HTTP_IMGBILL_OFF)
-    {
-        ngx_http_imgbill_mask_query(r);
+    if (lcf->channel != NGX_HTTP_IMGBILL_OFF) {
+        return NGX_DECLINED;
+    }
+
+    for (k = lcf->api->keys; k->from != ngx_http_imgbill_key_in_none; k++) {
+        if (k->from == ngx_http_imgbill_key_in_query) {
+            ngx_http_imgbill_mask_query(r, &k->name);
+        }
     }
 
     return NGX_DECLINED;
@@ -368,10 +332,12 @@ ngx_http_imgbill_key_bearer(ngx_http_request_t *r, ngx_str_t *key)
 }
 
 
-/* the first x-goog-api-key; every one is hidden: nginx keeps duplicates */
+/* the first header of the name; every one is hidden: nginx keeps
+   duplicates */
 
 static ngx_int_t
-ngx_http_imgbill_key_header(ngx_http_request_t *r, ngx_str_t *key)
+ngx_http_imgbill_key_header(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *key)
 {
     ngx_int_t         rc;
     ngx_uint_t        i;
@@ -395,10 +361,8 @@ ngx_http_imgbill_key_header(ngx_http_request_t *r, ngx_str_t *key)
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("x-goog-api-key") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-goog-api-key",
-                               sizeof("x-goog-api-key") - 1)
-               == 0)
+        if (h[i].key.len == name->len
+            && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
         {
             if (rc == NGX_DECLINED) {
                 *key = h[i].value;
@@ -411,18 +375,19 @@ ngx_http_imgbill_key_header(ngx_http_request_t *r, ngx_str_t *key)
 }
 
 
-/* the first ?key=, copied before every one is masked */
+/* the first argument of the name, copied before every one is masked */
 
 static ngx_int_t
-ngx_http_imgbill_key_query(ngx_http_request_t *r, ngx_str_t *key)
+ngx_http_imgbill_key_query(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *key)
 {
     u_char     *copy;
     ngx_str_t   value;
 
-    if (ngx_http_arg(r, (u_char *) "key", 3, &value) != NGX_OK
+    if (ngx_http_arg(r, name->data, name->len, &value) != NGX_OK
         || value.len == 0)
     {
-        ngx_http_imgbill_mask_query(r);
+        ngx_http_imgbill_mask_query(r, name);
         return NGX_DECLINED;
     }
 
@@ -433,7 +398,7 @@ ngx_http_imgbill_key_query(ngx_http_request_t *r, ngx_str_t *key)
 
     ngx_memcpy(copy, value.data, value.len);
 
-    ngx_http_imgbill_mask_query(r);
+    ngx_http_imgbill_mask_query(r, name);
 
     key->data = copy;
     key->len = value.len;

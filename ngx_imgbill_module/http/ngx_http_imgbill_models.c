@@ -10,14 +10,6 @@
 #include "ngx_http_imgbill_module.h"
 
 
-/* what each entry costs beside its model's name (twice for Gemini) */
-#define NGX_HTTP_IMGBILL_MODEL_ENTRY  160
-
-
-static u_char *ngx_http_imgbill_model_entry(u_char *p, ngx_uint_t api,
-    ngx_str_t *model, ngx_uint_t first);
-
-
 ngx_int_t
 ngx_http_imgbill_models_handler(ngx_http_request_t *r)
 {
@@ -25,6 +17,7 @@ ngx_http_imgbill_models_handler(ngx_http_request_t *r)
     ngx_buf_t                    *b;
     ngx_uint_t                    i;
     ngx_array_t                  *prices;
+    ngx_http_imgbill_api_t       *api;
     ngx_http_imgbill_ctx_t       *ctx;
     ngx_http_imgbill_price_t     *price;
     ngx_http_imgbill_loc_conf_t  *lcf;
@@ -40,10 +33,11 @@ ngx_http_imgbill_models_handler(ngx_http_request_t *r)
     prices = ngx_http_imgbill_prices(lcf);
     price = prices->elts;
 
-    len = sizeof("{\"object\":\"list\",\"data\":[]}\n");
+    api = lcf->api;
+    len = api->list_start.len + api->list_end.len;
 
     for (i = 0; i < prices->nelts; i++) {
-        len += NGX_HTTP_IMGBILL_MODEL_ENTRY + 2 * price[i].model.len
+        len += api->model_len + 2 * price[i].model.len
                + 2 * ngx_escape_json(NULL, price[i].model.data,
                                      price[i].model.len);
     }
@@ -53,55 +47,17 @@ ngx_http_imgbill_models_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (lcf->api == NGX_HTTP_IMGBILL_API_GEMINI) {
-        b->last = ngx_cpymem(b->last, "{\"models\":[",
-                             sizeof("{\"models\":[") - 1);
-
-    } else {
-        b->last = ngx_cpymem(b->last, "{\"object\":\"list\",\"data\":[",
-                             sizeof("{\"object\":\"list\",\"data\":[") - 1);
-    }
+    b->last = ngx_cpymem(b->last, api->list_start.data, api->list_start.len);
 
     for (i = 0; i < prices->nelts; i++) {
-        b->last = ngx_http_imgbill_model_entry(b->last, lcf->api,
-                                               &price[i].model, i == 0);
+        if (i) {
+            *b->last++ = ',';
+        }
+
+        b->last = api->model(b->last, &price[i].model);
     }
 
-    b->last = ngx_cpymem(b->last, "]}\n", sizeof("]}\n") - 1);
+    b->last = ngx_cpymem(b->last, api->list_end.data, api->list_end.len);
 
     return ngx_http_imgbill_send_json(r, b);
-}
-
-
-static u_char *
-ngx_http_imgbill_model_entry(u_char *p, ngx_uint_t api, ngx_str_t *model,
-    ngx_uint_t first)
-{
-    if (!first) {
-        *p++ = ',';
-    }
-
-    if (api == NGX_HTTP_IMGBILL_API_GEMINI) {
-        p = ngx_cpymem(p, "{\"name\":\"models/", sizeof("{\"name\":\"models/")
-                                                  - 1);
-        p = (u_char *) ngx_escape_json(p, model->data, model->len);
-        p = ngx_cpymem(p, "\",\"displayName\":\"",
-                       sizeof("\",\"displayName\":\"") - 1);
-        p = (u_char *) ngx_escape_json(p, model->data, model->len);
-
-        return ngx_cpymem(p, "\",\"supportedGenerationMethods\":"
-                             "[\"generateContent\","
-                             "\"streamGenerateContent\"]}",
-                          sizeof("\",\"supportedGenerationMethods\":"
-                                 "[\"generateContent\","
-                                 "\"streamGenerateContent\"]}") - 1);
-    }
-
-    p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
-    p = (u_char *) ngx_escape_json(p, model->data, model->len);
-
-    return ngx_cpymem(p, "\",\"object\":\"model\",\"created\":0,"
-                         "\"owned_by\":\"imgbill\"}",
-                      sizeof("\",\"object\":\"model\",\"created\":0,"
-                             "\"owned_by\":\"imgbill\"}") - 1);
 }

@@ -39,13 +39,6 @@ static ngx_http_imgbill_channel_t  ngx_http_imgbill_channels[] = {
 };
 
 
-static ngx_conf_enum_t  ngx_http_imgbill_apis[] = {
-    { ngx_string("openai"), NGX_HTTP_IMGBILL_API_OPENAI },
-    { ngx_string("gemini"), NGX_HTTP_IMGBILL_API_GEMINI },
-    { ngx_null_string, 0 }
-};
-
-
 static ngx_conf_post_handler_pt  ngx_http_imgbill_max_images_p =
     ngx_http_imgbill_max_images;
 
@@ -190,10 +183,10 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
 
     { ngx_string("imgbill_api"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_imgbill_api_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, api),
-      &ngx_http_imgbill_apis },
+      NULL },
 
     { ngx_string("imgbill_models"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -381,7 +374,7 @@ ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf)
     }
 
     conf->channel = NGX_CONF_UNSET_UINT;
-    conf->api = NGX_CONF_UNSET_UINT;
+    conf->api = NGX_CONF_UNSET_PTR;
     conf->models = NGX_CONF_UNSET;
     conf->serve = NGX_CONF_UNSET_UINT;
     conf->metered = NGX_CONF_UNSET_PTR;
@@ -426,8 +419,8 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_uint_value(conf->channel, prev->channel,
                               NGX_HTTP_IMGBILL_OFF);
-    ngx_conf_merge_uint_value(conf->api, prev->api,
-                              NGX_HTTP_IMGBILL_API_OPENAI);
+    ngx_conf_merge_ptr_value(conf->api, prev->api,
+                             ngx_http_imgbill_api_default());
 
     /* a list is served where it is named, never inherited */
     if (conf->models == NGX_CONF_UNSET) {

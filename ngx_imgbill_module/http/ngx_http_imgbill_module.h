@@ -66,6 +66,7 @@
 #include <hiredis/async.h>
 #include <jansson.h>
 
+#include "ngx_http_imgbill_api.h"
 #include "ngx_http_imgbill_scan.h"
 #include "ngx_http_imgbill_sse.h"
 
@@ -87,10 +88,6 @@
 #define NGX_HTTP_IMGBILL_FALLBACK_MAX_OUTPUT  0
 #define NGX_HTTP_IMGBILL_FALLBACK_HOLD        1
 
-/* the API a location speaks: its keys, its errors, its lists */
-#define NGX_HTTP_IMGBILL_API_OPENAI   0
-#define NGX_HTTP_IMGBILL_API_GEMINI   1
-
 /* nginx names no constant for it */
 #define NGX_HTTP_IMGBILL_PAYMENT_REQUIRED  402
 
@@ -105,10 +102,6 @@
 
 #define NGX_HTTP_IMGBILL_BODY_LIMIT   (64 * 1024 * 1024)
 
-/* images one request may ask for: the default, and the most a location
-   may allow (Google's candidateCount stops at 8) */
-#define NGX_HTTP_IMGBILL_MAX_IMAGES   4
-#define NGX_HTTP_IMGBILL_IMAGES_MAX   64
 #define NGX_HTTP_IMGBILL_IMAGE_LIMIT  (5 * 1024 * 1024)   /* the seed's */
 /* the most of a whole reply held in memory; the rest waits in a file */
 #define NGX_HTTP_IMGBILL_REPLY_BUFFER (256 * 1024)
@@ -119,7 +112,6 @@
 
 /* what a metered hold assumes when the configuration does not say */
 #define NGX_HTTP_IMGBILL_MAX_OUTPUT   4096   /* tokens of one reply */
-#define NGX_HTTP_IMGBILL_IMAGE_TOKENS 1290   /* tokens of one reference image */
 
 #define NGX_HTTP_IMGBILL_KEY_HASH_LEN 64   /* sha256, hex */
 #define NGX_HTTP_IMGBILL_ACCOUNT_MAX  64
@@ -224,7 +216,7 @@ typedef struct {
 
 typedef struct {
     ngx_uint_t                      channel;
-    ngx_uint_t                      api;
+    ngx_http_imgbill_api_t         *api;
     ngx_flag_t                      models;    /* serves the model list */
     ngx_uint_t                      serve;     /* NGX_HTTP_IMGBILL_SERVE_* */
     ngx_array_t                    *metered;   /* ngx_http_imgbill_price_t */
@@ -287,20 +279,12 @@ typedef enum {
 
 
 typedef struct {
-    ngx_uint_t                      status;
-    const char                     *type;
-    const char                     *code;
-    ngx_str_t                       message;
-} ngx_http_imgbill_error_t;
-
-
-typedef struct {
     ngx_http_request_t             *request;
     ngx_http_imgbill_state_e        state;
     ngx_queue_t                     inflight;  /* in mcf->inflight while its
                                                   hold is placed */
     ngx_uint_t                      channel;
-    ngx_uint_t                      api;
+    ngx_http_imgbill_api_t         *api;
 
     ngx_str_t                       request_id;
     u_char                          key_hash[NGX_HTTP_IMGBILL_KEY_HASH_LEN];
@@ -353,60 +337,6 @@ typedef struct {
     unsigned                        usage_added:1;  /* imgbill asked the
                                                        upstream for usage */
 } ngx_http_imgbill_ctx_t;
-
-
-/* the request validator's verdicts; ngx_http_imgbill_access.c maps each
-   to its HTTP status and error */
-typedef enum {
-    NGX_HTTP_IMGBILL_REQ_OK = 0,
-    NGX_HTTP_IMGBILL_REQ_EMPTY,
-    NGX_HTTP_IMGBILL_REQ_INVALID_JSON,
-    NGX_HTTP_IMGBILL_REQ_NOT_OBJECT,
-    NGX_HTTP_IMGBILL_REQ_NO_MODEL,
-    NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE,
-    NGX_HTTP_IMGBILL_REQ_NUL_BYTE,
-    NGX_HTTP_IMGBILL_REQ_NO_CONTENTS,      /* Gemini: no "contents" array */
-    NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS,   /* not an object with a boolean
-                                              include_usage */
-    NGX_HTTP_IMGBILL_REQ_BAD_COUNT,        /* n, candidateCount: not a
-                                              positive integer */
-    NGX_HTTP_IMGBILL_REQ_AMBIGUOUS,        /* keys that fold alike */
-    NGX_HTTP_IMGBILL_REQ_BAD_VALUE         /* a value the relay reads, of
-                                              another type */
-} ngx_http_imgbill_verdict_e;
-
-/* ... and its findings; the caller json_decref()s root in every case */
-typedef struct {
-    json_t                         *root;
-    json_error_t                    error;        /* INVALID_JSON: where */
-    ngx_str_t                       model;        /* inside root */
-    size_t                          images;       /* reference images seen */
-    ngx_uint_t                      asked;        /* images asked for (1
-                                                     unless said); above
-                                                     NGX_HTTP_IMGBILL_IMAGES_MAX
-                                                     it is that + 1 */
-    const char                     *count;        /* the member that asks:
-                                                     "n", "candidateCount" */
-    ngx_int_t                       max_output;   /* an output cap asked for,
-                                                     per image (0: none) */
-    ngx_int_t                       thinking;     /* a thinking budget asked
-                                                     for, per image */
-    const char                     *key;          /* AMBIGUOUS: the key */
-    const char                     *spelling;     /* ... the one it stands
-                                                     for; NULL: two collide */
-    const char                     *param;        /* BAD_VALUE: the member */
-    const char                     *expected;     /* ... and what it takes */
-    size_t                          image_bytes;  /* their URLs, decoded */
-    size_t                          image_size;   /* IMAGE_TOO_LARGE: the
-                                                     last one's size */
-    size_t                          tokens;       /* OK: the prompt's bound */
-    unsigned                        stream:1;     /* OpenAI: "stream": true */
-    unsigned                        usage_asked:1;  /* ... and
-                                                   "stream_options":
-                                                   {"include_usage": true} */
-    unsigned                        stream_options:1;  /* an object, whatever
-                                                          it says */
-} ngx_http_imgbill_request_t;
 
 
 /* one settlement, as the settle script and the journal see it */
@@ -558,12 +488,10 @@ ngx_int_t ngx_http_imgbill_read_request(ngx_http_request_t *r,
 /* ngx_http_imgbill_key.c */
 ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, u_char *key_hash);
-void ngx_http_imgbill_mask_query(ngx_http_request_t *r);
-ngx_int_t ngx_http_imgbill_strip_query_key(ngx_http_request_t *r);
-ngx_int_t ngx_http_imgbill_gemini_target(ngx_str_t *uri, ngx_str_t *model,
-    ngx_uint_t *stream);
+void ngx_http_imgbill_mask_query(ngx_http_request_t *r, ngx_str_t *name);
+ngx_int_t ngx_http_imgbill_strip_query_arg(ngx_http_request_t *r,
+    ngx_str_t *name);
 ngx_int_t ngx_http_imgbill_mask_handler(ngx_http_request_t *r);
-ngx_uint_t ngx_http_imgbill_arg_is(u_char *p, u_char *last, const char *name);
 
 /* ngx_http_imgbill_models.c */
 ngx_int_t ngx_http_imgbill_models_handler(ngx_http_request_t *r);
@@ -594,20 +522,6 @@ void ngx_http_imgbill_metrics_rtt(ngx_http_imgbill_main_conf_t *mcf,
     ngx_msec_t usec);
 void ngx_http_imgbill_metrics_owed(ngx_http_imgbill_main_conf_t *mcf,
     ngx_uint_t owed);
-
-/* ngx_http_imgbill_request.c */
-ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
-    ngx_uint_t api, size_t image_limit, ngx_http_imgbill_request_t *req);
-
-/* ngx_http_imgbill_reading.c */
-ngx_int_t ngx_http_imgbill_reading_keys(json_t *obj, const char *const *known,
-    ngx_http_imgbill_request_t *req);
-json_t *ngx_http_imgbill_reading_member(json_t *obj,
-    const char *const *names);
-ngx_int_t ngx_http_imgbill_reading_tokens(json_t *v, const char *name,
-    ngx_int_t min, ngx_int_t *tokens, ngx_http_imgbill_request_t *req);
-ngx_int_t ngx_http_imgbill_reading_flag(json_t *v, const char *name,
-    ngx_uint_t *flag, ngx_http_imgbill_request_t *req);
 
 /* ngx_http_imgbill_filter.c */
 ngx_int_t ngx_http_imgbill_filter_init(ngx_conf_t *cf);
@@ -645,8 +559,8 @@ ngx_int_t ngx_http_imgbill_stream_would_charge(ngx_http_imgbill_ctx_t *ctx);
 
 /* ngx_http_imgbill_response.c */
 void ngx_http_imgbill_set_error(ngx_http_request_t *r,
-    ngx_http_imgbill_error_t *err, ngx_uint_t status, const char *type,
-    const char *code, const char *fmt, ...);
+    ngx_http_imgbill_error_t *err, ngx_uint_t status,
+    ngx_http_imgbill_err_e kind, const char *code, const char *fmt, ...);
 ngx_buf_t *ngx_http_imgbill_error_body(ngx_http_request_t *r,
     ngx_http_imgbill_error_t *err);
 ngx_int_t ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name,

@@ -1,15 +1,14 @@
 
 /*
- * What imgbill says to the client itself: the JSON error, in the shape of
- * OpenAI's API or of Google's, and its X-Imgbill-* headers, a namespace it
- * keeps to itself in both directions.
+ * What imgbill says to the client itself: its errors, in the shape of the
+ * location's API, and its X-Imgbill-* headers, a namespace it keeps to
+ * itself in both directions.
  */
 
 
 #include "ngx_http_imgbill_module.h"
 
 
-static const char *ngx_http_imgbill_google_status(ngx_uint_t status);
 static ngx_int_t ngx_http_imgbill_push(ngx_list_t *list, char *name,
     u_char *value, size_t len);
 static ngx_int_t ngx_http_imgbill_push_money(ngx_http_request_t *r,
@@ -18,8 +17,8 @@ static ngx_int_t ngx_http_imgbill_push_money(ngx_http_request_t *r,
 
 void
 ngx_http_imgbill_set_error(ngx_http_request_t *r,
-    ngx_http_imgbill_error_t *err, ngx_uint_t status, const char *type,
-    const char *code, const char *fmt, ...)
+    ngx_http_imgbill_error_t *err, ngx_uint_t status,
+    ngx_http_imgbill_err_e kind, const char *code, const char *fmt, ...)
 {
     u_char   *p, buf[NGX_MAX_ERROR_STR];
     va_list   args;
@@ -29,7 +28,7 @@ ngx_http_imgbill_set_error(ngx_http_request_t *r,
     va_end(args);
 
     err->status = status;
-    err->type = type;
+    err->kind = kind;
     err->code = code;
 
     err->message.data = ngx_pnalloc(r->pool, p - buf);
@@ -43,102 +42,35 @@ ngx_http_imgbill_set_error(ngx_http_request_t *r,
 }
 
 
-/*
- * The error in the shape of the location's API:
- *   OpenAI  {"error":{"message","type","param":null,"code"}}
- *   Gemini  {"error":{"code":401,"message","status":"UNAUTHENTICATED"}}
- */
+/* the error in the shape of the location's API */
 
 ngx_buf_t *
 ngx_http_imgbill_error_body(ngx_http_request_t *r,
     ngx_http_imgbill_error_t *err)
 {
     size_t                        len;
-    ngx_uint_t                    gemini;
-    uintptr_t                     escape;
     ngx_buf_t                    *b;
-    const char                   *status;
+    ngx_http_imgbill_api_t       *api;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
-    gemini = (lcf->api == NGX_HTTP_IMGBILL_API_GEMINI);
-    status = ngx_http_imgbill_google_status(err->status);
+    api = lcf->api;
 
-    escape = ngx_escape_json(NULL, err->message.data, err->message.len);
-
-    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\","
-                 "\"param\":null,\"code\":\"\"}}\n") - 1
-          + err->message.len + escape
-          + ngx_strlen(err->type) + ngx_strlen(err->code)
-          + NGX_INT_T_LEN + ngx_strlen(status);
+    len = api->error_len + err->message.len
+          + ngx_escape_json(NULL, err->message.data, err->message.len)
+          + ngx_strlen(err->code);
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
         return NULL;
     }
 
-    if (gemini) {
-        b->last = ngx_sprintf(b->last, "{\"error\":{\"code\":%ui,",
-                              err->status);
-    }
-
-    b->last = ngx_cpymem(b->last, gemini ? "\"message\":\""
-                                         : "{\"error\":{\"message\":\"",
-                         gemini ? sizeof("\"message\":\"") - 1
-                                : sizeof("{\"error\":{\"message\":\"") - 1);
-
-    if (escape) {
-        b->last = (u_char *) ngx_escape_json(b->last, err->message.data,
-                                             err->message.len);
-
-    } else {
-        b->last = ngx_cpymem(b->last, err->message.data, err->message.len);
-    }
-
-    if (gemini) {
-        b->last = ngx_sprintf(b->last, "\",\"status\":\"%s\"}}\n", status);
-
-    } else {
-        b->last = ngx_sprintf(b->last,
-                              "\",\"type\":\"%s\",\"param\":null,"
-                              "\"code\":\"%s\"}}\n", err->type, err->code);
-    }
+    b->last = api->error(b->last, err);
 
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
     return b;
-}
-
-
-/* google.rpc.Code names, as Google's APIs pair them with HTTP statuses */
-
-static const char *
-ngx_http_imgbill_google_status(ngx_uint_t status)
-{
-    switch (status) {
-
-    case NGX_HTTP_BAD_REQUEST:
-    case NGX_HTTP_NOT_ALLOWED:
-    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
-        return "INVALID_ARGUMENT";
-
-    case NGX_HTTP_UNAUTHORIZED:
-        return "UNAUTHENTICATED";
-
-    case NGX_HTTP_IMGBILL_PAYMENT_REQUIRED:
-        return "RESOURCE_EXHAUSTED";
-
-    case NGX_HTTP_NOT_FOUND:
-        return "NOT_FOUND";
-
-    case NGX_HTTP_BAD_GATEWAY:
-    case NGX_HTTP_SERVICE_UNAVAILABLE:
-        return "UNAVAILABLE";
-
-    default:
-        return "INTERNAL";
-    }
 }
 
 

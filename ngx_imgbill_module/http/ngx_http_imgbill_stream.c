@@ -67,12 +67,9 @@ ngx_http_imgbill_stream_start(ngx_http_request_t *r,
 
     ctx->stream = st;
 
-    ngx_http_imgbill_sse_init(&st->sse,
-                              ctx->api == NGX_HTTP_IMGBILL_API_GEMINI
-                              ? NGX_HTTP_IMGBILL_DIALECT_GEMINI
-                              : NGX_HTTP_IMGBILL_DIALECT_OPENAI);
+    ngx_http_imgbill_sse_init(&st->sse, ctx->api->dialect);
 
-    st->hold_events = (ctx->api == NGX_HTTP_IMGBILL_API_OPENAI);
+    st->hold_events = ctx->api->hold_events;
     st->passing = !st->hold_events;
     st->prompt_tokens = -1;
     st->completion_tokens = -1;

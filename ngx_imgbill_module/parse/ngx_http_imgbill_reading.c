@@ -15,12 +15,13 @@
  *
  * A value the relay reads must be of its one type ("stream": a boolean,
  * a count: a JSON integer), or absent, or null where the APIs take null
- * for absent.  Pure, as the validator: the unit check and the fuzzer
- * build it.
+ * for absent.  An argument of the URL is read as the upstream reads its
+ * name: in any case, percent-decoded.  Pure, as the validator: the unit
+ * check and the fuzzer build it.
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_request.h"
 
 
 /* a key longer than this is no key of the APIs'; it is compared whole
@@ -33,6 +34,7 @@
 
 static ssize_t ngx_http_imgbill_fold(const u_char *key, size_t len,
     u_char *buf);
+static ngx_int_t ngx_http_imgbill_hex(u_char c);
 
 
 /*
@@ -266,4 +268,65 @@ ngx_http_imgbill_reading_flag(json_t *v, const char *name, ngx_uint_t *flag,
     req->expected = "true or false";
 
     return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+}
+
+
+/*
+ * Whether an argument's name is "name" (lower case) as the upstream reads
+ * it, in any case and, as the upstream decodes names, percent-encoded:
+ * 0 if not, 1 if sent so, plain, 2 if spelled otherwise.  ngx_http_arg()
+ * reads only the plain one, but every spelling that may be the name is
+ * kept from the logs and the upstream (a key), or refused (an "alt").
+ */
+
+ngx_uint_t
+ngx_http_imgbill_arg_is(u_char *p, u_char *last, const char *name)
+{
+    u_char      c;
+    ngx_int_t   hi, lo;
+    ngx_uint_t  n, plain;
+
+    plain = 1;
+
+    for (n = 0; p < last; n++) {
+        c = *p++;
+
+        if (c == '%' && last - p >= 2) {
+            hi = ngx_http_imgbill_hex(p[0]);
+            lo = ngx_http_imgbill_hex(p[1]);
+
+            if (hi >= 0 && lo >= 0) {
+                c = (u_char) (hi << 4 | lo);
+                p += 2;
+                plain = 0;
+            }
+        }
+
+        if (name[n] == '\0' || (c | 0x20) != (u_char) name[n]) {
+            return 0;
+        }
+
+        if (c != (u_char) name[n]) {
+            plain = 0;
+        }
+    }
+
+    return (name[n] == '\0') ? 2 - plain : 0;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_hex(u_char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
 }

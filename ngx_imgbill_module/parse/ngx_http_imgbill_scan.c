@@ -9,12 +9,12 @@
  * recognised only where it is a key, so a "usage" inside a string (a decoy)
  * is just text.
  *
- * Two dialects, told apart by the caller: OpenAI's chat completion (whole,
- * or one chunk of a stream, whose choices carry a "delta" where a whole
- * reply has a "message"), and Gemini's GenerateContentResponse.  They name
- * the same things differently ("usage" and "usageMetadata", "choices" and
- * "candidates"): a key is looked up in its dialect's names, and from there
- * the two share one set of roles and one set of rules.
+ * The caller names the dialect, the shape of its API's replies (each
+ * API's file under api/ has one): APIs name the same things differently
+ * (a usage object, an array of choices), so a key is looked up in its
+ * dialect's names, and from there every dialect shares one set of rules
+ * for the usage and the choices; the paths from a choice to its images,
+ * and where an image shows, are the dialect's.
  *
  * A state machine, as nginx's own parsers are: the reply comes one buffer
  * at a time, cut anywhere (inside a key, an escape, a number), and only a
@@ -43,76 +43,29 @@ enum {
 };
 
 
-typedef enum {
-    ngx_http_imgbill_role_other = 0,
-    ngx_http_imgbill_role_root,
-    ngx_http_imgbill_role_usage,
-    ngx_http_imgbill_role_choices,      /* OpenAI's, Gemini's candidates */
-    ngx_http_imgbill_role_choice,
-
-    /* OpenAI: a choice's message, or a chunk's delta */
-    ngx_http_imgbill_role_message,
-    ngx_http_imgbill_role_images,
-    ngx_http_imgbill_role_parts,
-    ngx_http_imgbill_role_part,
-
-    /* Gemini: a candidate's content */
-    ngx_http_imgbill_role_content,
-    ngx_http_imgbill_role_content_parts,
-    ngx_http_imgbill_role_content_part,
-    ngx_http_imgbill_role_inline_data
-} ngx_http_imgbill_role_e;
-
-
 static ngx_int_t ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s,
     u_char ch, size_t at);
 static void ngx_http_imgbill_scan_push(ngx_http_imgbill_scanner_t *s,
     u_char open, ngx_uint_t role);
 static void ngx_http_imgbill_scan_pop(ngx_http_imgbill_scanner_t *s);
 static void ngx_http_imgbill_scan_empty(ngx_http_imgbill_scanner_t *s);
-static ngx_uint_t ngx_http_imgbill_scan_role(
+static ngx_uint_t ngx_http_imgbill_scan_role(ngx_http_imgbill_scanner_t *s,
     ngx_http_imgbill_scan_frame_t *parent, u_char open);
+static ngx_uint_t ngx_http_imgbill_scan_shows(ngx_http_imgbill_scanner_t *s,
+    ngx_http_imgbill_scan_frame_t *f);
 static void ngx_http_imgbill_scan_choice_end(ngx_http_imgbill_scanner_t *s);
 
 
-/*
- * The paths that matter: a container opened in parent, under key.  Each
- * dialect reaches only its own: OpenAI has no "parts", Gemini no
- * "message".
- */
+/* the paths every dialect shares: the root's usage and its choices */
 
-static struct {
-    u_char  parent;
-    u_char  key;
-    u_char  open;
-    u_char  role;
-} ngx_http_imgbill_paths[] = {
+static ngx_http_imgbill_scan_path_t  ngx_http_imgbill_paths[] = {
     { ngx_http_imgbill_role_root, ngx_http_imgbill_key_usage, '{',
       ngx_http_imgbill_role_usage },
     { ngx_http_imgbill_role_root, ngx_http_imgbill_key_choices, '[',
       ngx_http_imgbill_role_choices },
     { ngx_http_imgbill_role_choices, ngx_http_imgbill_key_other, '{',
       ngx_http_imgbill_role_choice },
-
-    /* OpenAI: choices[].message (delta).images[] and .content[] */
-    { ngx_http_imgbill_role_choice, ngx_http_imgbill_key_message, '{',
-      ngx_http_imgbill_role_message },
-    { ngx_http_imgbill_role_message, ngx_http_imgbill_key_images, '[',
-      ngx_http_imgbill_role_images },
-    { ngx_http_imgbill_role_message, ngx_http_imgbill_key_content, '[',
-      ngx_http_imgbill_role_parts },
-    { ngx_http_imgbill_role_parts, ngx_http_imgbill_key_other, '{',
-      ngx_http_imgbill_role_part },
-
-    /* Gemini: candidates[].content.parts[].inlineData */
-    { ngx_http_imgbill_role_choice, ngx_http_imgbill_key_content, '{',
-      ngx_http_imgbill_role_content },
-    { ngx_http_imgbill_role_content, ngx_http_imgbill_key_parts, '[',
-      ngx_http_imgbill_role_content_parts },
-    { ngx_http_imgbill_role_content_parts, ngx_http_imgbill_key_other, '{',
-      ngx_http_imgbill_role_content_part },
-    { ngx_http_imgbill_role_content_part, ngx_http_imgbill_key_inline_data,
-      '{', ngx_http_imgbill_role_inline_data }
+    { 0, 0, 0, 0 }
 };
 
 
@@ -134,14 +87,13 @@ static struct {
 
 
 void
-ngx_http_imgbill_scan_init(ngx_http_imgbill_scanner_t *s, ngx_uint_t dialect)
+ngx_http_imgbill_scan_init(ngx_http_imgbill_scanner_t *s,
+    ngx_http_imgbill_dialect_t *dialect)
 {
     ngx_memzero(s, sizeof(ngx_http_imgbill_scanner_t));
 
     s->state = sw_start;
-    s->dialect = (dialect == NGX_HTTP_IMGBILL_DIALECT_GEMINI)
-                 ? NGX_HTTP_IMGBILL_DIALECT_GEMINI
-                 : NGX_HTTP_IMGBILL_DIALECT_OPENAI;
+    s->dialect = dialect;
     s->prompt_tokens = -1;
     s->completion_tokens = -1;
     s->thoughts_tokens = -1;
@@ -309,7 +261,7 @@ ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
         s->state = sw_error;
     }
 
-    /* Gemini's output is the candidates' tokens and the thinking's */
+    /* the output is the completion's tokens and the thinking's */
 
     output = s->completion_tokens;
 
@@ -360,17 +312,17 @@ ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
         res->completion_tokens = -1;
     }
 
-    /* "cost" goes into the one usage there is; Gemini has no such field */
+    /* "cost" goes into the one usage there is, where the dialect has one */
 
-    if (s->usages == 1 && s->dialect == NGX_HTTP_IMGBILL_DIALECT_OPENAI) {
+    if (s->usages == 1 && s->dialect->cost) {
         res->usage_at = s->usage_at;
     }
 }
 
 
 void
-ngx_http_imgbill_scan(u_char *p, u_char *last, ngx_uint_t dialect,
-    ngx_http_imgbill_scan_t *res)
+ngx_http_imgbill_scan(u_char *p, u_char *last,
+    ngx_http_imgbill_dialect_t *dialect, ngx_http_imgbill_scan_t *res)
 {
     ngx_http_imgbill_scanner_t  s;
 
@@ -387,13 +339,14 @@ static ngx_int_t
 ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch,
     size_t at)
 {
-    ngx_uint_t                      key, role, watch;
+    ngx_uint_t                      key, role, watch, shows;
     ngx_http_imgbill_scan_frame_t  *f;
 
     f = ngx_http_imgbill_top(s);
     key = ngx_http_imgbill_value_key(f);
+    shows = ngx_http_imgbill_scan_shows(s, f);
 
-    /* an error of any shape but null: OpenAI's and Google's are objects */
+    /* an error of any shape but null: the APIs' errors are objects */
 
     if (f->role == ngx_http_imgbill_role_root
         && key == ngx_http_imgbill_key_error && ch != 'n')
@@ -410,12 +363,11 @@ ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch,
         s->usage_bad = 1;
     }
 
-    /* an entry of images[], or an image_url: the image starts with it */
+    /* a value that is an image (an entry of an array of images, a URL):
+       the image starts with it */
 
-    if ((ch == '{' || ch == '[' || ch == '"')
-        && (f->role == ngx_http_imgbill_role_images
-            || (f->role == ngx_http_imgbill_role_part
-                && key == ngx_http_imgbill_key_image_url)))
+    if (shows == ngx_http_imgbill_shows_image
+        && (ch == '{' || ch == '[' || ch == '"'))
     {
         ngx_http_imgbill_scan_image(s, at);
     }
@@ -428,7 +380,7 @@ ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch,
             return NGX_ERROR;
         }
 
-        role = ngx_http_imgbill_scan_role(f, ch);
+        role = ngx_http_imgbill_scan_role(s, f, ch);
 
         if (role == ngx_http_imgbill_role_choice) {
             s->in_choice = 1;
@@ -445,19 +397,10 @@ ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch,
         return NGX_OK;
 
     case '"':
-        if (f->role == ngx_http_imgbill_role_message
-            && key == ngx_http_imgbill_key_content)
-        {
-            watch = ngx_http_imgbill_watch_text;
-
-        } else if (f->role == ngx_http_imgbill_role_inline_data
-                   && key == ngx_http_imgbill_key_mime_type)
-        {
-            watch = ngx_http_imgbill_watch_mime;
-
-        } else {
-            watch = ngx_http_imgbill_watch_none;
-        }
+        watch = (shows == ngx_http_imgbill_shows_text)
+                ? ngx_http_imgbill_watch_text
+                : (shows == ngx_http_imgbill_shows_mime)
+                  ? ngx_http_imgbill_watch_mime : ngx_http_imgbill_watch_none;
 
         ngx_http_imgbill_scan_string_start(s, watch);
         s->state = sw_string;
@@ -561,7 +504,7 @@ ngx_http_imgbill_scan_empty(ngx_http_imgbill_scanner_t *s)
     /* a stream's last chunk: the usage, and no choice */
 
     if (ngx_http_imgbill_top(s)->role == ngx_http_imgbill_role_choices
-        && s->dialect == NGX_HTTP_IMGBILL_DIALECT_OPENAI)
+        && s->dialect->usage_chunk)
     {
         s->no_choices = 1;
     }
@@ -570,12 +513,15 @@ ngx_http_imgbill_scan_empty(ngx_http_imgbill_scanner_t *s)
 }
 
 
-/* the role of a container opened by "open" as a value inside parent */
+/* the role of a container opened by "open" as a value inside parent: the
+   paths all share first, then the dialect's */
 
 static ngx_uint_t
-ngx_http_imgbill_scan_role(ngx_http_imgbill_scan_frame_t *parent, u_char open)
+ngx_http_imgbill_scan_role(ngx_http_imgbill_scanner_t *s,
+    ngx_http_imgbill_scan_frame_t *parent, u_char open)
 {
-    ngx_uint_t  i, key;
+    ngx_uint_t                     key;
+    ngx_http_imgbill_scan_path_t  *p;
 
     /* nothing inside what does not matter matters: the bulk of a reply's
        containers (logprobs, safety ratings) end here */
@@ -586,18 +532,44 @@ ngx_http_imgbill_scan_role(ngx_http_imgbill_scan_frame_t *parent, u_char open)
 
     key = ngx_http_imgbill_value_key(parent);
 
-    for (i = 0; i < sizeof(ngx_http_imgbill_paths)
-                    / sizeof(ngx_http_imgbill_paths[0]); i++)
-    {
-        if (ngx_http_imgbill_paths[i].parent == parent->role
-            && ngx_http_imgbill_paths[i].key == key
-            && ngx_http_imgbill_paths[i].open == open)
-        {
-            return ngx_http_imgbill_paths[i].role;
+    for (p = ngx_http_imgbill_paths; p->role; p++) {
+        if (p->parent == parent->role && p->key == key && p->open == open) {
+            return p->role;
+        }
+    }
+
+    for (p = s->dialect->paths; p->role; p++) {
+        if (p->parent == parent->role && p->key == key && p->open == open) {
+            return p->role;
         }
     }
 
     return ngx_http_imgbill_role_other;
+}
+
+
+/* what the value being read in f shows, by the dialect's marks */
+
+static ngx_uint_t
+ngx_http_imgbill_scan_shows(ngx_http_imgbill_scanner_t *s,
+    ngx_http_imgbill_scan_frame_t *f)
+{
+    ngx_uint_t                     key;
+    ngx_http_imgbill_scan_mark_t  *m;
+
+    if (f->role == ngx_http_imgbill_role_other) {
+        return 0;
+    }
+
+    key = ngx_http_imgbill_value_key(f);
+
+    for (m = s->dialect->marks; m->shows; m++) {
+        if (m->role == f->role && m->key == key) {
+            return m->shows;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -641,11 +613,11 @@ ngx_http_imgbill_scan_string_end(ngx_http_imgbill_scanner_t *s)
 
     /*
      * Images were marked where they began (ngx_http_imgbill_scan_value()
-     * and the watch of a string).  An image MIME type makes a Gemini part
-     * an image, with its data or not; a part with "thought": true is a
-     * thinking model's interim image rather than its answer, and counts
-     * all the same for now (a part's keys come in any order, so telling
-     * it apart would take keeping the part's verdict until its end).
+     * and the watch of a string).  An image MIME type makes its part an
+     * image, with its data or not; a part a thinking model marks as a
+     * thought is an interim image rather than its answer, and counts all
+     * the same for now (a part's keys come in any order, so telling it
+     * apart would take keeping the part's verdict until its end).
      */
 
     if (f->role == ngx_http_imgbill_role_choice

@@ -19,34 +19,111 @@
 /* containers open at once, the root included: a reply is never that deep */
 #define NGX_HTTP_IMGBILL_SCAN_DEPTH      128
 
-/* the longest key the scanner tells apart, "candidatesTokenCount" */
+/* the longest key a dialect may name ("candidatesTokenCount") */
 #define NGX_HTTP_IMGBILL_SCAN_KEY_LEN    20
 
 /* choice indexes told apart; a larger one counts as the last */
 #define NGX_HTTP_IMGBILL_SCAN_INDEXES    64
 
-/* the shape of the reply: OpenAI's chat completion (a whole one, or one
-   chunk of a stream), or Gemini's GenerateContentResponse */
-#define NGX_HTTP_IMGBILL_DIALECT_OPENAI  0
-#define NGX_HTTP_IMGBILL_DIALECT_GEMINI  1
+
+/*
+ * The keys the scanner itself gives a meaning to, whatever a dialect
+ * spells them; a dialect numbers the keys of its own paths from
+ * NGX_HTTP_IMGBILL_SCAN_KEY_API on.
+ */
+
+enum {
+    ngx_http_imgbill_key_other = 0,
+    ngx_http_imgbill_key_escaped,       /* could be any of them */
+    ngx_http_imgbill_key_usage,         /* the root's usage object */
+    ngx_http_imgbill_key_choices,       /* the root's array of choices */
+    ngx_http_imgbill_key_finish,        /* a choice's finish reason */
+    ngx_http_imgbill_key_error,         /* the root's error */
+    ngx_http_imgbill_key_prompt,        /* the usage's counts */
+    ngx_http_imgbill_key_completion,
+    ngx_http_imgbill_key_thoughts,      /* output, beside the completion */
+    ngx_http_imgbill_key_index,         /* a choice's index */
+    NGX_HTTP_IMGBILL_SCAN_KEY_API
+};
+
+/* ... and the containers ("roles"), numbered alike from _ROLE_API on */
+enum {
+    ngx_http_imgbill_role_other = 0,
+    ngx_http_imgbill_role_root,
+    ngx_http_imgbill_role_usage,
+    ngx_http_imgbill_role_choices,
+    ngx_http_imgbill_role_choice,
+    NGX_HTTP_IMGBILL_SCAN_ROLE_API
+};
+
+/* what a value shows, where a dialect marks it */
+enum {
+    ngx_http_imgbill_shows_image = 1,   /* an image, whatever it holds */
+    ngx_http_imgbill_shows_text,        /* a string that may name one: a
+                                           data URL, a markdown image */
+    ngx_http_imgbill_shows_mime         /* a string that may be an image
+                                           MIME type */
+};
+
+
+typedef struct {
+    ngx_str_t                       name;      /* as sent */
+    ngx_uint_t                      key;
+} ngx_http_imgbill_scan_key_t;
+
+/* a container opened by "open" under key in a parent of the role */
+typedef struct {
+    u_char                          parent;
+    u_char                          key;       /* _other: an element */
+    u_char                          open;      /* '{' or '[' */
+    u_char                          role;
+} ngx_http_imgbill_scan_path_t;
+
+/* a value under key in a container of the role */
+typedef struct {
+    u_char                          role;
+    u_char                          key;       /* _other: an element */
+    u_char                          shows;
+} ngx_http_imgbill_scan_mark_t;
 
 
 /*
- * The reply scanner's findings.  Tokens are the bill's: Gemini's output
- * is candidatesTokenCount + thoughtsTokenCount.
+ * The shape of an API's replies, as the scanner reads them: the keys it
+ * tells apart, the paths from a choice to its images, and where an image
+ * shows.  A path outside the root's usage and choices is the dialect's
+ * own; each API's file (api/) has its dialect.
+ */
+
+typedef struct {
+    ngx_http_imgbill_scan_key_t    *keys;      /* an empty name ends it */
+    ngx_http_imgbill_scan_path_t   *paths;     /* a zero role ends it */
+    ngx_http_imgbill_scan_mark_t   *marks;     /* a zero "shows" ends it */
+    unsigned                        cost:1;    /* the usage may take a
+                                                  "cost": usage_at */
+    unsigned                        usage_chunk:1;  /* an empty choices
+                                                       array is a stream's
+                                                       usage chunk */
+} ngx_http_imgbill_dialect_t;
+
+
+/*
+ * The reply scanner's findings.  Tokens are the bill's: the output is
+ * the completion's count and the thinking's, where a dialect counts
+ * them apart.
  */
 typedef struct {
     unsigned                        json:1;    /* one well-formed object */
     unsigned                        image:1;
     unsigned                        usage:1;   /* both counts, plausible */
-    unsigned                        usage_key:1;  /* a top-level "usage"
-                                                     (usageMetadata) object,
-                                                     usable or not */
+    unsigned                        usage_key:1;  /* a top-level usage
+                                                     object, usable or
+                                                     not */
     unsigned                        error:1;   /* a top-level "error" that
                                                   is not null */
-    unsigned                        finished:1;  /* a finish_reason
-                                                    (finishReason) string */
-    unsigned                        no_choices:1;  /* "choices": [] */
+    unsigned                        finished:1;  /* a choice's finish
+                                                    reason, a string */
+    unsigned                        no_choices:1;  /* a usage chunk's
+                                                      empty choices */
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
 
@@ -56,8 +133,9 @@ typedef struct {
     ngx_uint_t                      images;
     uint64_t                        indexes;
 
-    /* OpenAI: the offset, from the first byte fed, of the byte after the
-       top-level usage object's '{' (0: none); where "cost" goes in */
+    /* where the dialect takes a cost: the offset, from the first byte
+       fed, of the byte after the top-level usage object's '{' (0: none);
+       where "cost" goes in */
     size_t                          usage_at;
 
     /* the offset of the byte after the one that first showed an image (0:
@@ -84,7 +162,7 @@ typedef struct {
     ngx_http_imgbill_scan_frame_t   stack[NGX_HTTP_IMGBILL_SCAN_DEPTH];
     ngx_uint_t                      depth;
     ngx_uint_t                      state;     /* where in the document */
-    ngx_uint_t                      dialect;
+    ngx_http_imgbill_dialect_t     *dialect;
     size_t                          fed;       /* bytes before this buffer */
     u_char                         *start;     /* this buffer, while fed */
 
@@ -128,15 +206,15 @@ typedef struct {
 
 
 void ngx_http_imgbill_scan_init(ngx_http_imgbill_scanner_t *s,
-    ngx_uint_t dialect);
+    ngx_http_imgbill_dialect_t *dialect);
 ngx_int_t ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s,
     u_char *p, u_char *last);
 void ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
     ngx_http_imgbill_scan_t *res);
 
 /* the whole reply in one buffer: init, feed and finish */
-void ngx_http_imgbill_scan(u_char *p, u_char *last, ngx_uint_t dialect,
-    ngx_http_imgbill_scan_t *res);
+void ngx_http_imgbill_scan(u_char *p, u_char *last,
+    ngx_http_imgbill_dialect_t *dialect, ngx_http_imgbill_scan_t *res);
 
 
 #endif /* _NGX_HTTP_IMGBILL_SCAN_H_INCLUDED_ */

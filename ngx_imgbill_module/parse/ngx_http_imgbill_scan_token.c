@@ -2,8 +2,8 @@
 /*
  * The reply scanner's tokens: strings, read in plain runs many bytes at a
  * time (a reply is mostly one base64 string), their escapes, the image a
- * message's text may name, the MIME type of a Gemini part and the key a
- * key names; and numbers, by JSON's grammar.  Each token may be cut by the
+ * message's text may name, an image's MIME type and the key a key
+ * names; and numbers, by JSON's grammar.  Each token may be cut by the
  * end of a buffer anywhere and resumed with the next: where it was is kept
  * in the scanner (s->token).  What a token means where it stands is
  * ngx_http_imgbill_scan.c's business.
@@ -18,69 +18,11 @@
 #endif
 
 
-typedef struct {
-    ngx_str_t                       name;
-    ngx_uint_t                      key;
-} ngx_http_imgbill_scan_key_t;
-
-
 static void ngx_http_imgbill_scan_watch(ngx_http_imgbill_scanner_t *s,
     u_char ch);
 static ngx_inline ngx_int_t ngx_http_imgbill_scan_slash(
     ngx_http_imgbill_scanner_t *s, u_char ch, u_char *word, size_t len,
     u_char fold);
-
-
-/*
- * The keys the scanner tells apart, as sent, in each dialect.  A stream's
- * chunk has a "delta" where a whole reply has a "message", read alike.
- * Gemini's output is two counts: "thoughtsTokenCount" is the thinking,
- * which Google bills as output and leaves out of the candidates' count.
- */
-
-static ngx_http_imgbill_scan_key_t  ngx_http_imgbill_openai_keys[] = {
-    { ngx_string("usage"), ngx_http_imgbill_key_usage },
-    { ngx_string("choices"), ngx_http_imgbill_key_choices },
-    { ngx_string("finish_reason"), ngx_http_imgbill_key_finish },
-    { ngx_string("error"), ngx_http_imgbill_key_error },
-    { ngx_string("prompt_tokens"), ngx_http_imgbill_key_prompt },
-    { ngx_string("completion_tokens"), ngx_http_imgbill_key_completion },
-    { ngx_string("message"), ngx_http_imgbill_key_message },
-    { ngx_string("delta"), ngx_http_imgbill_key_message },
-    { ngx_string("images"), ngx_http_imgbill_key_images },
-    { ngx_string("content"), ngx_http_imgbill_key_content },
-    { ngx_string("image_url"), ngx_http_imgbill_key_image_url },
-    { ngx_string("index"), ngx_http_imgbill_key_index },
-    { ngx_null_string, 0 }
-};
-
-
-/* Google's JSON mapping reads both spellings of a field: its replies use
-   the first, but a proxy in between may send the other */
-
-static ngx_http_imgbill_scan_key_t  ngx_http_imgbill_gemini_keys[] = {
-    { ngx_string("usageMetadata"), ngx_http_imgbill_key_usage },
-    { ngx_string("candidates"), ngx_http_imgbill_key_choices },
-    { ngx_string("finishReason"), ngx_http_imgbill_key_finish },
-    { ngx_string("error"), ngx_http_imgbill_key_error },
-    { ngx_string("promptTokenCount"), ngx_http_imgbill_key_prompt },
-    { ngx_string("candidatesTokenCount"), ngx_http_imgbill_key_completion },
-    { ngx_string("thoughtsTokenCount"), ngx_http_imgbill_key_thoughts },
-    { ngx_string("content"), ngx_http_imgbill_key_content },
-    { ngx_string("parts"), ngx_http_imgbill_key_parts },
-    { ngx_string("inlineData"), ngx_http_imgbill_key_inline_data },
-    { ngx_string("inline_data"), ngx_http_imgbill_key_inline_data },
-    { ngx_string("mimeType"), ngx_http_imgbill_key_mime_type },
-    { ngx_string("mime_type"), ngx_http_imgbill_key_mime_type },
-    { ngx_string("index"), ngx_http_imgbill_key_index },
-    { ngx_null_string, 0 }
-};
-
-
-static ngx_http_imgbill_scan_key_t  *ngx_http_imgbill_dialect_keys[] = {
-    ngx_http_imgbill_openai_keys,       /* NGX_HTTP_IMGBILL_DIALECT_OPENAI */
-    ngx_http_imgbill_gemini_keys        /* NGX_HTTP_IMGBILL_DIALECT_GEMINI */
-};
 
 
 /* 1: a byte that ends the plain run of a string: '"', '\\', control */
@@ -479,7 +421,7 @@ ngx_http_imgbill_scan_number(ngx_http_imgbill_scanner_t *s, u_char *p,
 }
 
 
-/* the key a key token names, in the dialect read (its bytes as sent) */
+/* the key a key token names in the dialect read (its bytes as sent) */
 
 ngx_uint_t
 ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s)
@@ -490,7 +432,7 @@ ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s)
         return ngx_http_imgbill_key_escaped;
     }
 
-    for (k = ngx_http_imgbill_dialect_keys[s->dialect]; k->name.len; k++) {
+    for (k = s->dialect->keys; k->name.len; k++) {
         if (s->key_len == k->name.len
             && ngx_strncmp(s->key, k->name.data, s->key_len) == 0)
         {

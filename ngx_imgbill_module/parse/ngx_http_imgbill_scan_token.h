@@ -40,28 +40,6 @@ enum {
 };
 
 
-/* the keys the scanner tells apart, each dialect's spelling alike (f->key) */
-typedef enum {
-    ngx_http_imgbill_key_other = 0,
-    ngx_http_imgbill_key_usage,         /* Gemini's usageMetadata */
-    ngx_http_imgbill_key_choices,       /* Gemini's candidates */
-    ngx_http_imgbill_key_finish,
-    ngx_http_imgbill_key_error,
-    ngx_http_imgbill_key_prompt,
-    ngx_http_imgbill_key_completion,
-    ngx_http_imgbill_key_thoughts,
-    ngx_http_imgbill_key_message,       /* or a chunk's delta */
-    ngx_http_imgbill_key_images,
-    ngx_http_imgbill_key_content,
-    ngx_http_imgbill_key_image_url,
-    ngx_http_imgbill_key_parts,
-    ngx_http_imgbill_key_inline_data,
-    ngx_http_imgbill_key_mime_type,
-    ngx_http_imgbill_key_index,
-    ngx_http_imgbill_key_escaped        /* could be any of them */
-} ngx_http_imgbill_key_e;
-
-
 #define ngx_http_imgbill_is_digit(ch)  (ch >= '0' && ch <= '9')
 
 

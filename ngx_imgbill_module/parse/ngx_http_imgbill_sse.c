@@ -34,7 +34,8 @@ static void ngx_http_imgbill_sse_event(ngx_http_imgbill_sse_t *sse);
 
 
 void
-ngx_http_imgbill_sse_init(ngx_http_imgbill_sse_t *sse, ngx_uint_t dialect)
+ngx_http_imgbill_sse_init(ngx_http_imgbill_sse_t *sse,
+    ngx_http_imgbill_dialect_t *dialect)
 {
     ngx_memzero(sse, sizeof(ngx_http_imgbill_sse_t));
 

@@ -25,7 +25,7 @@
 
 typedef struct {
     ngx_http_imgbill_scanner_t      scan;     /* of the current event */
-    ngx_uint_t                      dialect;
+    ngx_http_imgbill_dialect_t     *dialect;
     ngx_uint_t                      state;    /* where in a line */
     ngx_uint_t                      field;    /* bytes of "data:" matched */
     ngx_uint_t                      done;     /* bytes of "[DONE]" matched,
@@ -53,7 +53,7 @@ typedef struct {
 
 
 void ngx_http_imgbill_sse_init(ngx_http_imgbill_sse_t *sse,
-    ngx_uint_t dialect);
+    ngx_http_imgbill_dialect_t *dialect);
 
 /*
  * Reads from p up to last, and stops after the blank line that ends an

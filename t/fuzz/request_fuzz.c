@@ -16,7 +16,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_api.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,6 +65,37 @@ static ngx_int_t imgbill_fuzz_target_ref(u_char *uri, size_t len,
     size_t *start, size_t *mlen, ngx_uint_t *stream);
 
 
+/* the APIs, by the index the input's first byte gives them */
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
+
+#define OPENAI  0
+#define GEMINI  1
+#define API(a)  ((a) ? &ngx_http_imgbill_gemini_api                        \
+                    : &ngx_http_imgbill_openai_api)
+
+ngx_int_t ngx_http_imgbill_gemini_target(ngx_str_t *uri, ngx_str_t *model,
+    ngx_uint_t *stream);
+
+
+/* a verdict on a member of an API's own, told by the code it gives */
+
+static int
+imgbill_fuzz_is(ngx_int_t rc, ngx_http_imgbill_request_t *req,
+    ngx_int_t verdict, const char *code)
+{
+    return rc == verdict && req->code != NULL && strcmp(req->code, code) == 0;
+}
+
+#define NO_MODEL(rc, req)                                                    \
+    imgbill_fuzz_is(rc, req, NGX_HTTP_IMGBILL_REQ_MISSING, "missing_model")
+#define NO_CONTENTS(rc, req)                                                 \
+    imgbill_fuzz_is(rc, req, NGX_HTTP_IMGBILL_REQ_MISSING, "missing_contents")
+#define STREAM_OPTIONS(rc, req)                                              \
+    imgbill_fuzz_is(rc, req, NGX_HTTP_IMGBILL_REQ_BAD_VALUE,                 \
+                    "invalid_stream_options")
+
+
 static const char  *imgbill_fuzz_prefix[] = {
     "", "/v1beta/models/", "/fast/v1beta/models/", "/v1/models/x/models/"
 };
@@ -111,11 +142,11 @@ imgbill_fuzz_check(ngx_uint_t api, u_char *body, size_t len, size_t limit)
     imgbill_fuzz_walk_t          w;
     ngx_http_imgbill_request_t   req;
 
-    rc = ngx_http_imgbill_check_request(body, len, api, limit, &req);
+    rc = ngx_http_imgbill_check_request(body, len, API(api), limit, &req);
 
     imgbill_fuzz_common(rc, &req, body, len);
 
-    if (api == NGX_HTTP_IMGBILL_API_GEMINI) {
+    if (api == GEMINI) {
         imgbill_fuzz_gemini(rc, &req);
 
     } else {
@@ -126,7 +157,7 @@ imgbill_fuzz_check(ngx_uint_t api, u_char *body, size_t len, size_t limit)
 
     if (rc == NGX_HTTP_IMGBILL_REQ_OK
         || rc == NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE
-        || rc == NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS)
+        || STREAM_OPTIONS(rc, &req))
     {
         /* the reference: every image in walk order, up to the first one
            over the limit */
@@ -134,7 +165,7 @@ imgbill_fuzz_check(ngx_uint_t api, u_char *body, size_t len, size_t limit)
         memset(&w, 0, sizeof(imgbill_fuzz_walk_t));
         w.limit = limit;
 
-        if (api == NGX_HTTP_IMGBILL_API_GEMINI) {
+        if (api == GEMINI) {
             imgbill_fuzz_walk_gemini(req.root, &w);
 
         } else {
@@ -155,7 +186,7 @@ imgbill_fuzz_common(ngx_int_t rc, ngx_http_imgbill_request_t *req,
     u_char *body, size_t len)
 {
     if (rc < NGX_HTTP_IMGBILL_REQ_OK
-        || rc > NGX_HTTP_IMGBILL_REQ_BAD_VALUE)
+        || rc > NGX_HTTP_IMGBILL_REQ_STREAM_FORMAT)
     {
         imgbill_fuzz_fail(rc, req, "unknown verdict");
     }
@@ -216,7 +247,7 @@ imgbill_fuzz_openai(ngx_int_t rc, ngx_http_imgbill_request_t *req)
     json_t  *model;
     int      named;
 
-    if (rc == NGX_HTTP_IMGBILL_REQ_NO_CONTENTS) {
+    if (NO_CONTENTS(rc, req)) {
         imgbill_fuzz_fail(rc, req, "NO_CONTENTS from OpenAI");
     }
 
@@ -229,7 +260,7 @@ imgbill_fuzz_openai(ngx_int_t rc, ngx_http_imgbill_request_t *req)
     model = json_object_get(req->root, "model");
     named = json_is_string(model) && json_string_length(model) > 0;
 
-    if ((rc == NGX_HTTP_IMGBILL_REQ_NO_MODEL) == named) {
+    if (NO_MODEL(rc, req) == named) {
         imgbill_fuzz_fail(rc, req, "NO_MODEL if and only if no model");
     }
 
@@ -247,8 +278,7 @@ imgbill_fuzz_openai(ngx_int_t rc, ngx_http_imgbill_request_t *req)
 static void
 imgbill_fuzz_gemini(ngx_int_t rc, ngx_http_imgbill_request_t *req)
 {
-    if (rc == NGX_HTTP_IMGBILL_REQ_NO_MODEL
-        || rc == NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS)
+    if (NO_MODEL(rc, req) || STREAM_OPTIONS(rc, req))
     {
         imgbill_fuzz_fail(rc, req, "an OpenAI verdict from Gemini");
     }
@@ -258,7 +288,7 @@ imgbill_fuzz_gemini(ngx_int_t rc, ngx_http_imgbill_request_t *req)
     }
 
     if (json_is_object(req->root) && rc != NGX_HTTP_IMGBILL_REQ_AMBIGUOUS
-        && (rc == NGX_HTTP_IMGBILL_REQ_NO_CONTENTS)
+        && NO_CONTENTS(rc, req)
            != !json_is_array(json_object_get(req->root, "contents")))
     {
         imgbill_fuzz_fail(rc, req, "NO_CONTENTS if and only if no array");
@@ -290,14 +320,14 @@ imgbill_fuzz_stream(ngx_uint_t api, ngx_int_t rc,
             imgbill_fuzz_fail(rc, req, "stream flags on a refusal");
         }
 
-        if (rc == NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS && !bad) {
+        if (STREAM_OPTIONS(rc, req) && !bad) {
             imgbill_fuzz_fail(rc, req, "stream_options refused wrongly");
         }
 
         return;
     }
 
-    if (api == NGX_HTTP_IMGBILL_API_GEMINI) {
+    if (api == GEMINI) {
         if (req->stream || req->stream_options || req->usage_asked) {
             imgbill_fuzz_fail(rc, req, "stream flags from Gemini");
         }

@@ -29,6 +29,16 @@
 
 #include "ngx_http_imgbill_scan.h"
 
+#include "ngx_http_imgbill_api.h"
+
+
+/* the APIs' reply dialects, by the index the cases give them */
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
+
+#define DIALECT(d)  ((d) ? ngx_http_imgbill_gemini_api.dialect               \
+                         : ngx_http_imgbill_openai_api.dialect)
+
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,8 +47,8 @@
 #include <strings.h>
 
 
-#define OPENAI  NGX_HTTP_IMGBILL_DIALECT_OPENAI
-#define GEMINI  NGX_HTTP_IMGBILL_DIALECT_GEMINI
+#define OPENAI  0
+#define GEMINI  1
 
 #define COST    "\"cost\":0.2465"
 
@@ -195,7 +205,7 @@ imgbill_fuzz_dialect(imgbill_fuzz_input_t *in, ngx_uint_t dialect,
     int         zero;
     json_int_t  pt, ct;
 
-    ngx_http_imgbill_scan(in->buf, in->buf + in->size, dialect, res);
+    ngx_http_imgbill_scan(in->buf, in->buf + in->size, DIALECT(dialect), res);
 
     imgbill_fuzz_pieces(in->buf, in->size, dialect, res);
 
@@ -494,7 +504,8 @@ imgbill_fuzz_usage_at(imgbill_fuzz_input_t *in, ngx_http_imgbill_scan_t *res)
                           again ? "not the usage's" : err.text);
     }
 
-    ngx_http_imgbill_scan(out, out + in->size + len, OPENAI, &rescan);
+    ngx_http_imgbill_scan(out, out + in->size + len, DIALECT(OPENAI),
+                          &rescan);
 
     /* an image after the usage moved by what went in */
     if (rescan.image_at > at) {
@@ -560,7 +571,7 @@ imgbill_fuzz_pieces(u_char *buf, size_t size, ngx_uint_t dialect,
         r = (r ^ buf[i]) * 1099511628211ULL;
     }
 
-    ngx_http_imgbill_scan_init(&s, dialect);
+    ngx_http_imgbill_scan_init(&s, DIALECT(dialect));
     rc = NGX_OK;
 
     for (i = 0; i < size && rc == NGX_OK; i += n) {

@@ -17,6 +17,15 @@
 
 
 #include "ngx_http_imgbill_sse.h"
+#include "ngx_http_imgbill_api.h"
+
+
+/* the APIs' reply dialects: 0 OpenAI's, 1 Gemini's */
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
+
+#define DIALECT(d)  ((d) ? ngx_http_imgbill_gemini_api.dialect               \
+                         : ngx_http_imgbill_openai_api.dialect)
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,8 +72,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    dialect = (data[0] & 1) ? NGX_HTTP_IMGBILL_DIALECT_GEMINI
-                            : NGX_HTTP_IMGBILL_DIALECT_OPENAI;
+    dialect = data[0] & 1;
 
     /* an exact-size copy: a read past the stream is an ASan error */
 
@@ -154,7 +162,7 @@ imgbill_fuzz_read(u_char *buf, size_t size, ngx_uint_t dialect,
     ngx_int_t                rc;
     ngx_http_imgbill_sse_t   sse;
 
-    ngx_http_imgbill_sse_init(&sse, dialect);
+    ngx_http_imgbill_sse_init(&sse, DIALECT(dialect));
 
     p = buf;
 

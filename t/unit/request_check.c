@@ -20,8 +20,16 @@
 #include <string.h>
 
 
-size_t ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len);
+size_t ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len,
+    ngx_str_t *name);
+ngx_int_t ngx_http_imgbill_gemini_target(ngx_str_t *uri, ngx_str_t *model,
+    ngx_uint_t *stream);
 
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
+
+
+static ngx_str_t  key_arg = ngx_string("key");
 
 static int     tests, failed;
 static void   *allocs[256];
@@ -143,12 +151,12 @@ ngx_http_arg(ngx_http_request_t *r, u_char *name, size_t len,
 
 /* --- the validator -------------------------------------------------- */
 
-#define GEMINI    NGX_HTTP_IMGBILL_API_GEMINI
-#define OPENAI    NGX_HTTP_IMGBILL_API_OPENAI
+#define GEMINI    (&ngx_http_imgbill_gemini_api)
+#define OPENAI    (&ngx_http_imgbill_openai_api)
 #define OK        NGX_HTTP_IMGBILL_REQ_OK
 #define LARGE     NGX_HTTP_IMGBILL_REQ_IMAGE_TOO_LARGE
-#define OPTIONS   NGX_HTTP_IMGBILL_REQ_STREAM_OPTIONS
-#define CONTENTS  NGX_HTTP_IMGBILL_REQ_NO_CONTENTS
+#define OPTIONS   NGX_HTTP_IMGBILL_REQ_BAD_VALUE
+#define CONTENTS  NGX_HTTP_IMGBILL_REQ_MISSING
 #define NONE      0, 0, 0, 0, 0     /* no image, no flags */
 
 
@@ -157,7 +165,7 @@ ngx_http_arg(ngx_http_request_t *r, u_char *name, size_t len,
 
 typedef struct {
     const char  *name;
-    ngx_uint_t   api;
+    void        *api;
     const char  *body;
     size_t       limit;
     ngx_int_t    rc;
@@ -197,7 +205,7 @@ static body_case_t  body_cases[] = {
     { "stream_options 0", OPENAI, "{'model':'m','stream_options':0}", 0,
       OPTIONS, NONE },
     { "the model before stream_options", OPENAI, "{'stream_options':0}", 0,
-      NGX_HTTP_IMGBILL_REQ_NO_MODEL, NONE },
+      NGX_HTTP_IMGBILL_REQ_MISSING, NONE },
     { "stream_options after the images", OPENAI, "{'model':'m',"
       "'stream_options':0,'messages':[{'content':[{'image_url':"
       "'data:;base64,QUFB'}]}]}", 3, OPTIONS, 1, 0, 0, 0, 0 },
@@ -247,7 +255,7 @@ static body_case_t  body_cases[] = {
 
 
 static ngx_int_t
-check(ngx_uint_t api, const char *body, size_t limit,
+check(ngx_http_imgbill_api_t *api, const char *body, size_t limit,
     ngx_http_imgbill_request_t *req)
 {
     u_char     *copy;
@@ -306,7 +314,7 @@ check_bodies(void)
 
 typedef struct {
     const char  *name;
-    ngx_uint_t   api;
+    void        *api;
     const char  *body;
     ngx_int_t    rc;
     const char  *key;         /* AMBIGUOUS: the key; BAD_VALUE: the member */
@@ -659,7 +667,8 @@ check_strip_args(void)
         args = strip_cases[i][0];
         want = strip_cases[i][1];
 
-        n = ngx_http_imgbill_strip_args(buf, (u_char *) args, strlen(args));
+        n = ngx_http_imgbill_strip_args(buf, (u_char *) args, strlen(args),
+                                        &key_arg);
 
         ok(n == strlen(want) && memcmp(buf, want, n) == 0,
            "strip \"%s\" -> \"%s\" (\"%.*s\")", args, want, (int) n, buf);
@@ -679,8 +688,8 @@ typedef struct {
 
 
 static void
-fake_request(fake_t *f, ngx_uint_t api, ngx_flag_t models, const char *uri,
-    const char *header)
+fake_request(fake_t *f, ngx_http_imgbill_api_t *api, ngx_flag_t models,
+    const char *uri, const char *header)
 {
     u_char  *q;
     size_t   n;
@@ -754,7 +763,7 @@ check_api_key(void)
     ngx_int_t  rc;
     fake_t     f;
 
-    fake_request(&f, NGX_HTTP_IMGBILL_API_GEMINI, 0,
+    fake_request(&f, GEMINI, 0,
                  "/v1beta/models/m:streamGenerateContent?alt=sse&key=SECRET",
                  NULL);
     rc = ngx_http_imgbill_api_key(&f.r, &f.lcf, f.hash);
@@ -770,7 +779,7 @@ check_api_key(void)
        "relay: $request and $request_uri show it masked (\"%.*s\")",
        (int) f.r.request_line.len, f.r.request_line.data);
 
-    fake_request(&f, NGX_HTTP_IMGBILL_API_GEMINI, 0,
+    fake_request(&f, GEMINI, 0,
                  "/v1beta/models/m:generateContent?key=junk&KEY=x&a=1",
                  "HEADERKEY");
     rc = ngx_http_imgbill_api_key(&f.r, &f.lcf, f.hash);
@@ -781,14 +790,14 @@ check_api_key(void)
        "relay: a header key, every ?key= still stripped and masked "
        "(\"%.*s\")", (int) f.r.request_line.len, f.r.request_line.data);
 
-    fake_request(&f, NGX_HTTP_IMGBILL_API_GEMINI, 0,
+    fake_request(&f, GEMINI, 0,
                  "/v1beta/models/m:generateContent", NULL);
     rc = ngx_http_imgbill_api_key(&f.r, &f.lcf, f.hash);
 
     ok(rc == NGX_DECLINED && f.r.args.len == 0 && !f.r.valid_unparsed_uri,
        "relay: no key, no arguments");
 
-    fake_request(&f, NGX_HTTP_IMGBILL_API_GEMINI, 1,
+    fake_request(&f, GEMINI, 1,
                  "/v1beta/models?key=SECRET&pageSize=5", NULL);
     rc = ngx_http_imgbill_api_key(&f.r, &f.lcf, f.hash);
 
@@ -796,7 +805,7 @@ check_api_key(void)
        && args_are(&f.r, "key=xxxxxx&pageSize=5") && f.r.valid_unparsed_uri,
        "model list: masked, not stripped: nothing is proxied");
 
-    fake_request(&f, NGX_HTTP_IMGBILL_API_OPENAI, 0,
+    fake_request(&f, OPENAI, 0,
                  "/v1/chat/completions?key=x", NULL);
     rc = ngx_http_imgbill_api_key(&f.r, &f.lcf, f.hash);
 
@@ -816,7 +825,7 @@ check_http2(void)
     fake_t      f;
     ngx_int_t   rc;
 
-    fake_request(&f, NGX_HTTP_IMGBILL_API_GEMINI, 0, "/", NULL);
+    fake_request(&f, GEMINI, 0, "/", NULL);
 
     f.r.request_line.data = line;
     f.r.request_line.len = sizeof(line) - 1;
@@ -836,7 +845,7 @@ check_http2(void)
 
     /* twice is harmless: the access handler may call it too */
 
-    rc = ngx_http_imgbill_strip_query_key(&f.r);
+    rc = ngx_http_imgbill_strip_query_arg(&f.r, &key_arg);
 
     ok(rc == NGX_OK && args_are(&f.r, "alt=sse")
        && !has(&f.r.request_line, "SECRET"),

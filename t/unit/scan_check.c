@@ -12,6 +12,16 @@
 
 #include "ngx_http_imgbill_scan.h"
 
+#include "ngx_http_imgbill_api.h"
+
+
+/* the APIs' reply dialects, by the index the cases give them */
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
+
+#define DIALECT(d)  ((d) ? ngx_http_imgbill_gemini_api.dialect               \
+                         : ngx_http_imgbill_openai_api.dialect)
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +37,8 @@ static int  tests, failed;
 #define NOCH  8         /* no_choices */
 #define ANY   -1        /* not checked */
 
-#define OPENAI  NGX_HTTP_IMGBILL_DIALECT_OPENAI
-#define GEMINI  NGX_HTTP_IMGBILL_DIALECT_GEMINI
+#define OPENAI  0
+#define GEMINI  1
 
 #define COST  "\"cost\":0.2465"
 
@@ -47,7 +57,7 @@ scan_pieces(ngx_uint_t dialect, const char *json, size_t len, size_t cut,
     size_t                       from, to;
     ngx_http_imgbill_scanner_t   s;
 
-    ngx_http_imgbill_scan_init(&s, dialect);
+    ngx_http_imgbill_scan_init(&s, DIALECT(dialect));
 
     for (from = 0; from < len || from == 0; from = to) {
         to = step ? from + 1 : (from < cut ? cut : len);
@@ -131,7 +141,7 @@ cost_fits(ngx_uint_t dialect, const char *json, size_t len,
     out = with_cost(json, len, res->usage_at);
 
     ngx_http_imgbill_scan((u_char *) out, (u_char *) out + strlen(out),
-                          dialect, &again);
+                          DIALECT(dialect), &again);
 
     /* an image after the usage moved by what went in */
     if (again.image_at > res->usage_at) {
@@ -161,7 +171,7 @@ check(const char *name, ngx_uint_t dialect, const char *json, size_t len,
     copy = malloc(len ? len : 1);
     memcpy(copy, json, len);
 
-    ngx_http_imgbill_scan(copy, copy + len, dialect, &res);
+    ngx_http_imgbill_scan(copy, copy + len, DIALECT(dialect), &res);
 
     ok = res.json == json_ok
          && (!json_ok || (res.image == image && res.usage == usage
@@ -171,7 +181,7 @@ check(const char *name, ngx_uint_t dialect, const char *json, size_t len,
     why[0] = '\0';
 
     /* whether it is JSON does not depend on the dialect */
-    ngx_http_imgbill_scan(copy, copy + len, !dialect, &other);
+    ngx_http_imgbill_scan(copy, copy + len, DIALECT(!dialect), &other);
     ok = ok && other.json == res.json;
 
     if (ok && !cost_fits(dialect, json, len, &res)) {

@@ -10,6 +10,16 @@
 
 #include "ngx_http_imgbill_sse.h"
 
+#include "ngx_http_imgbill_api.h"
+
+
+/* the APIs' reply dialects, by the index the cases give them */
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
+
+#define DIALECT(d)  ((d) ? ngx_http_imgbill_gemini_api.dialect               \
+                         : ngx_http_imgbill_openai_api.dialect)
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +29,8 @@
 #define JSON  NGX_HTTP_IMGBILL_EVENT_JSON
 #define DONE  NGX_HTTP_IMGBILL_EVENT_DONE
 
-#define OPENAI  NGX_HTTP_IMGBILL_DIALECT_OPENAI
-#define GEMINI  NGX_HTTP_IMGBILL_DIALECT_GEMINI
+#define OPENAI  0
+#define GEMINI  1
 
 #define MAX_EVENTS  8
 
@@ -145,7 +155,7 @@ check(case_t *c, size_t step)
     i = 0;
     pass = 1;
 
-    ngx_http_imgbill_sse_init(&sse, c->dialect);
+    ngx_http_imgbill_sse_init(&sse, DIALECT(c->dialect));
 
     for (p = buf; p < buf + len; /* void */) {
         n = step ? step : len;

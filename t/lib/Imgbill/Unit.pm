@@ -1,12 +1,12 @@
 package Imgbill::Unit;
 # The C unit checks (t/unit/*.c): compiled against the nginx tree that
-# scripts/build configured, with some of the module's own files and
-# t/stub/ngx_stubs.c, under AddressSanitizer and UBSan, then run; each
-# prints its own TAP.
+# scripts/build configured, with some of the module's own files and the
+# stubs of libnginx (t/stub/), under AddressSanitizer and UBSan, then run;
+# each prints its own TAP.
 #
 #   use Imgbill::Unit;
 #   Imgbill::Unit::run('scan_check', [qw(scan scan_token)]);
-#   Imgbill::Unit::run('request_check', [qw(request key)],
+#   Imgbill::Unit::run('request_check', [qw(request reading key)],
 #                      [qw(-ljansson -lcrypto)]);
 use strict;
 use warnings;
@@ -42,7 +42,8 @@ sub run {
                '-fno-sanitize-recover=all', '-Wall', '-Werror', @inc,
                map("-I$_", grep { -d } glob "$mod/*"),
                '-o', "$dir/$check", "$ROOT/t/unit/$check.c", @files,
-               "$ROOT/t/stub/ngx_stubs.c", @{ $libs || [] });
+               "$ROOT/t/stub/ngx_stubs.c", "$ROOT/t/stub/ngx_http_stubs.c",
+               @{ $libs || [] });
 
     my $out = `@cmd 2>&1`;
     if ($? != 0) {

@@ -1,0 +1,122 @@
+
+/*
+ * imgbill: the APIs a location may speak, one row each (adding an API is
+ * a file of this folder and a row here), and what every API's request
+ * goes through: parsed, read by its API, bounded.
+ */
+
+
+#include "ngx_http_imgbill_api.h"
+
+
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
+
+
+/* the first is a location's when it names none */
+
+static ngx_http_imgbill_api_t  *ngx_http_imgbill_apis[] = {
+    &ngx_http_imgbill_openai_api,
+    &ngx_http_imgbill_gemini_api,
+    NULL
+};
+
+
+/* imgbill_api NAME: the location's row, or an error that lists them */
+
+char *
+ngx_http_imgbill_api_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    u_char                   names[NGX_MAX_CONF_ERRSTR], *last;
+    ngx_str_t               *value;
+    ngx_uint_t               i;
+    ngx_http_imgbill_api_t  **api;
+
+    api = (ngx_http_imgbill_api_t **) (p + cmd->offset);
+
+    if (*api != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 0; ngx_http_imgbill_apis[i]; i++) {
+        if (ngx_http_imgbill_apis[i]->name.len == value[1].len
+            && ngx_strncasecmp(ngx_http_imgbill_apis[i]->name.data,
+                               value[1].data, value[1].len)
+               == 0)
+        {
+            *api = ngx_http_imgbill_apis[i];
+            return NGX_CONF_OK;
+        }
+    }
+
+    last = names;
+
+    for (i = 0; ngx_http_imgbill_apis[i]; i++) {
+        last = ngx_slprintf(last, names + sizeof(names), "%s\"%V\"",
+                            i ? ", " : "", &ngx_http_imgbill_apis[i]->name);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, "
+                       "it must be %*s", &value[1], &cmd->name,
+                       last - names, names);
+
+    return NGX_CONF_ERROR;
+}
+
+
+ngx_http_imgbill_api_t *
+ngx_http_imgbill_api_default(void)
+{
+    return ngx_http_imgbill_apis[0];
+}
+
+
+/*
+ * The request body, for the API: a JSON object read by the API's check
+ * into req, and the bound of its prompt.  NGX_HTTP_IMGBILL_REQ_OK or a
+ * verdict; the caller json_decref()s req->root in every case.
+ */
+
+ngx_int_t
+ngx_http_imgbill_check_request(u_char *p, size_t len,
+    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_request_t *req)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_imgbill_request_parse(p, len, req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
+
+    rc = api->check(req, image_limit);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
+
+    ngx_http_imgbill_request_bound(len, req);
+
+    return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+/* whether the API's key may come in the URL, which nginx logs */
+
+ngx_uint_t
+ngx_http_imgbill_api_query_key(ngx_http_imgbill_api_t *api)
+{
+    ngx_http_imgbill_key_source_t  *k;
+
+    for (k = api->keys; k->from != ngx_http_imgbill_key_in_none; k++) {
+        if (k->from == ngx_http_imgbill_key_in_query) {
+            return 1;
+        }
+    }
+
+    return 0;
+}

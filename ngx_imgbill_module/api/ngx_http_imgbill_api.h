@@ -1,0 +1,122 @@
+
+/*
+ * imgbill: an API clients speak, as one table of what the relay needs to
+ * know of it, in the way nginx's upstream module takes a protocol as its
+ * hooks (create_request, process_header, input_filter).  Each API is one
+ * file of this folder and one row of ngx_http_imgbill_api.c's table; a
+ * location names its API ("imgbill_api") and every other file reaches the
+ * API through its row, never by its name: no file outside an API's own
+ * names its fields, headers or error shapes.
+ *
+ * The hooks take the request and what is read of it, and answer with a
+ * verdict (ngx_http_imgbill_request.h); the HTTP side (http/) turns
+ * verdicts into errors, keys into hashes, and a row into a reply.
+ */
+
+
+#ifndef _NGX_HTTP_IMGBILL_API_H_INCLUDED_
+#define _NGX_HTTP_IMGBILL_API_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_imgbill_request.h"
+#include "ngx_http_imgbill_scan.h"
+
+
+/* what kind of error imgbill answers; each API names the kinds its way */
+typedef enum {
+    ngx_http_imgbill_err_request = 0,   /* the client's request */
+    ngx_http_imgbill_err_quota,         /* the balance */
+    ngx_http_imgbill_err_server,        /* the relay, or its billing */
+    ngx_http_imgbill_err_upstream       /* the upstream's reply */
+} ngx_http_imgbill_err_e;
+
+
+/* an error imgbill answers itself, before it is put in an API's shape */
+typedef struct {
+    ngx_uint_t                      status;
+    ngx_http_imgbill_err_e          kind;
+    const char                     *code;
+    ngx_str_t                       message;
+} ngx_http_imgbill_error_t;
+
+
+/* where an API's client puts its key; the first one found is the key,
+   and every one is kept from the upstream and the logs */
+typedef enum {
+    ngx_http_imgbill_key_in_none = 0,   /* ends a list */
+    ngx_http_imgbill_key_in_bearer,     /* Authorization: Bearer <key> */
+    ngx_http_imgbill_key_in_header,     /* a header of the API's own */
+    ngx_http_imgbill_key_in_query       /* an argument of the URL */
+} ngx_http_imgbill_key_from_e;
+
+typedef struct {
+    ngx_http_imgbill_key_from_e     from;
+    ngx_str_t                       name;      /* the header or argument */
+} ngx_http_imgbill_key_source_t;
+
+
+typedef struct {
+    ngx_str_t                       name;      /* imgbill_api's value */
+
+    /* the key: where it may be, in order, and what a client is told to
+       send when there is none */
+    ngx_http_imgbill_key_source_t  *keys;
+    const char                     *key_hint;
+
+    /*
+     * The model (and the method) from the request's path, before the
+     * body is read: a verdict, and the model in *model, inside r->uri.
+     * NULL: the body names the model.
+     */
+    ngx_int_t                     (*target)(ngx_http_request_t *r,
+                                      ngx_str_t *model,
+                                      ngx_http_imgbill_request_t *req);
+
+    /* the body, parsed: read into req (the model, the images asked for,
+       the output it allows, a stream), or a verdict */
+    ngx_int_t                     (*check)(ngx_http_imgbill_request_t *req,
+                                      size_t image_limit);
+
+    /* the body made to ask the upstream for what billing needs (a
+       stream's usage), into r->request_body; NULL: it goes as it came */
+    ngx_int_t                     (*rewrite)(ngx_http_request_t *r,
+                                      ngx_str_t *body,
+                                      ngx_http_imgbill_request_t *req);
+
+    /* an error in the API's shape: a buffer of at most error_len bytes
+       beside the message, escaped */
+    u_char                       *(*error)(u_char *p,
+                                      ngx_http_imgbill_error_t *err);
+    size_t                          error_len;
+
+    /* the model list imgbill serves: its start, one entry of at most
+       model_len bytes beside the name (twice, escaped), its end */
+    ngx_str_t                       list_start;
+    u_char                       *(*model)(u_char *p, ngx_str_t *name);
+    size_t                          model_len;
+    ngx_str_t                       list_end;
+
+    /* its replies, whole or one event of a stream, to the scanner */
+    ngx_http_imgbill_dialect_t     *dialect;
+
+    /* a stream's event waits for its end before it goes: it may be the
+       usage the relay asked for (dropped) or carry the cost */
+    unsigned                        hold_events:1;
+} ngx_http_imgbill_api_t;
+
+
+/* ngx_http_imgbill_api.c */
+char *ngx_http_imgbill_api_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_http_imgbill_api_t *ngx_http_imgbill_api_default(void);
+ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
+    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_request_t *req);
+ngx_uint_t ngx_http_imgbill_api_query_key(ngx_http_imgbill_api_t *api);
+
+
+#endif /* _NGX_HTTP_IMGBILL_API_H_INCLUDED_ */
