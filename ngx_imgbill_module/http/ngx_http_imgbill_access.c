@@ -195,8 +195,9 @@ ngx_http_imgbill_admit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     ctx->cmd = ngx_http_imgbill_script_admit(mcf, ctx->key_hash,
                                              &ctx->request_id,
-                                             ngx_http_imgbill_gate(lcf,
-                                                                ctx->hold),
+                                             ngx_http_imgbill_gate(
+                                                 &lcf->tariff, ctx->channel,
+                                                 ctx->hold),
                                              ctx->hold,
                                              ngx_http_imgbill_admit_done,
                                              ctx);
@@ -285,7 +286,8 @@ ngx_http_imgbill_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 
     p = ngx_http_imgbill_format_money(have, available);
     last = ngx_http_imgbill_format_money(need,
-                                         ngx_http_imgbill_gate(lcf,
+                                         ngx_http_imgbill_gate(&lcf->tariff,
+                                                               ctx->channel,
                                                                ctx->hold));
 
     ngx_http_imgbill_set_error(r, &ctx->error,

@@ -276,7 +276,8 @@ ngx_http_imgbill_admissible(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_request_t *req)
 {
-    ctx->price = ngx_http_imgbill_find_price(lcf, &ctx->model);
+    ctx->price = ngx_http_imgbill_find_price(&lcf->tariff, ctx->channel,
+                                             &ctx->model);
 
     if (ctx->price == NULL) {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
@@ -304,7 +305,8 @@ ngx_http_imgbill_admissible(ngx_http_request_t *r,
     }
 
     ctx->images_asked = req->asked;
-    ctx->hold = ngx_http_imgbill_hold(lcf, ctx->price, req);
+    ctx->hold = ngx_http_imgbill_hold(&lcf->tariff, ctx->channel, ctx->price,
+                                      req);
 
     return NGX_OK;
 }

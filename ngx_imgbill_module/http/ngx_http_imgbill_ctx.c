@@ -352,7 +352,7 @@ ngx_http_imgbill_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
         n = (ctx->state == ngx_http_imgbill_streaming
              && ngx_http_imgbill_stream_cut(ctx) != NGX_OK)
-            ? ngx_http_imgbill_stream_would_charge(ctx) : -1;
+            ? ngx_http_imgbill_stream_worth(ctx) : -1;
 
         if (n < 0) {
             v->not_found = 1;

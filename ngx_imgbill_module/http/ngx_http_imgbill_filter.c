@@ -361,44 +361,65 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
 
 /*
+ * What findings cost by the location's tariff and the request's hold
+ * (ngx_http_imgbill_bill()); delivered: an image of them reached the
+ * client as it came (a stream).
+ */
+
+void
+ngx_http_imgbill_billing(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
+    ngx_http_imgbill_scan_t *found, ngx_uint_t delivered,
+    ngx_http_imgbill_bill_t *bill)
+{
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+
+    ngx_http_imgbill_bill(&lcf->tariff, ctx->channel, ctx->price, ctx->hold,
+                          found, delivered, bill);
+}
+
+
+/*
  * What a reply's findings cost, into ctx->charge: a whole reply's, or a
- * stream's (its images anywhere, its last usage).
+ * stream's (its images anywhere, its last usage), with what the operator
+ * should hear of it.
  */
 
 ngx_int_t
 ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_scan_t *scan)
 {
-    ngx_int_t                     charge;
+    ngx_http_imgbill_bill_t       bill;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
-    ctx->charge = 0;
-    ctx->images = scan->images;
-    ctx->prompt_tokens = scan->prompt_tokens;
-    ctx->completion_tokens = scan->completion_tokens;
+    ngx_http_imgbill_billing(r, ctx, scan, ctx->stream != NULL, &bill);
 
-    charge = ngx_http_imgbill_cost(lcf, ctx->price, scan);
+    ctx->charge = bill.charge;
+    ctx->images = bill.images;
+    ctx->prompt_tokens = bill.prompt_tokens;
+    ctx->completion_tokens = bill.completion_tokens;
 
-    if (charge == 0) {
+    switch (bill.billed) {
+
+    case ngx_http_imgbill_billed_no_image:
         ctx->free_reason = ngx_http_imgbill_free_no_image;
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "imgbill: no image in the reply of request %V, "
                       "not charged", &ctx->request_id);
         return NGX_OK;
-    }
 
-    if (charge == NGX_DECLINED && ctx->stream == NULL) {
+    case ngx_http_imgbill_billed_no_usage:
         /* at "error": Debian's default level shows what costs money */
         ctx->free_reason = ngx_http_imgbill_free_no_usage;
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "imgbill: metered reply of request %V without a "
                       "usable usage, not charged", &ctx->request_id);
         return NGX_OK;
-    }
 
-    if (charge == NGX_DECLINED) {
+    case ngx_http_imgbill_billed_fallback:
 
         /*
          * A stream hands its image over as it comes: an image it showed
@@ -406,42 +427,30 @@ ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
          * by the location's rule, since the usage says nothing.
          */
 
-        charge = ngx_http_imgbill_fallback(lcf, ctx->price, scan->images,
-                                           ctx->hold,
-                                           &ctx->completion_tokens);
-        ctx->prompt_tokens = -1;
         ctx->charge_reason = ngx_http_imgbill_free_no_usage;
-
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "imgbill: metered stream of request %V without a "
                       "usable usage after its image: charged %i units by "
                       "imgbill_usage_fallback %s", &ctx->request_id,
-                      ngx_min(charge, ctx->hold),
-                      lcf->usage_fallback == NGX_HTTP_IMGBILL_FALLBACK_HOLD
+                      bill.charge,
+                      lcf->tariff.usage_fallback
+                      == NGX_HTTP_IMGBILL_FALLBACK_HOLD
                       ? "hold" : "max_output");
+        break;
+
+    default: /* ngx_http_imgbill_billed */
+        break;
     }
 
-    /*
-     * The hold is what admission reserved as the most this request can
-     * cost, and what the gate let through.  A reply that claims more (an
-     * upstream past max_output, more images than asked, a broken count)
-     * is billed the hold, so no account is charged money the gate never
-     * saw.
-     */
-
-    if (charge > ctx->hold) {
+    if (bill.capped) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "imgbill: a reply of %ui image(s) and %i + %i tokens "
                       "of \"%V\" would cost %i units, more than the %i held "
                       "for %ui image(s); charging the hold (is max_output "
                       "too low?)", scan->images, scan->prompt_tokens,
-                      scan->completion_tokens, &ctx->model, charge,
+                      scan->completion_tokens, &ctx->model, bill.cost,
                       ctx->hold, ctx->images_asked);
-
-        charge = ctx->hold;
     }
-
-    ctx->charge = charge;
 
     return NGX_OK;
 }

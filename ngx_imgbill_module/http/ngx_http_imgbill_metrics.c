@@ -281,7 +281,7 @@ ngx_http_imgbill_metrics_log(ngx_http_request_t *r)
     }
 
     if (ctx->state == ngx_http_imgbill_streaming && !charged) {
-        would = ngx_http_imgbill_stream_would_charge(ctx);
+        would = ngx_http_imgbill_stream_worth(ctx);
 
         if (would > 0) {
             (void) ngx_atomic_fetch_add(&mt->abandoned[ch][m], would);

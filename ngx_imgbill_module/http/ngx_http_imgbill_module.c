@@ -1,7 +1,6 @@
 
 /*
- * imgbill: the module, its directives and configuration, and the table of
- * channels every other file names them by.
+ * imgbill: the module, its directives and configuration.
  */
 
 
@@ -13,7 +12,7 @@ static char *ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static char *ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_imgbill_channel_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -24,19 +23,6 @@ static char *ngx_http_imgbill_max_images(ngx_conf_t *cf, void *post,
 static ngx_int_t ngx_http_imgbill_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_imgbill_init_process(ngx_cycle_t *cycle);
 static void ngx_http_imgbill_exit_process(ngx_cycle_t *cycle);
-
-
-/*
- * Indexed by NGX_HTTP_IMGBILL_OFF, _METERED, _FAST: the "imgbill" directive
- * and the journal read channels by these names, the ledger and the log
- * write them.
- */
-
-static ngx_http_imgbill_channel_t  ngx_http_imgbill_channels[] = {
-    { ngx_string("off"), 0, ngx_null_string },
-    { ngx_string("metered"), 0, ngx_string("imgbill_metered_price") },
-    { ngx_string("fast"), 1, ngx_string("imgbill_fast_price") }
-};
 
 
 static ngx_conf_post_handler_pt  ngx_http_imgbill_max_images_p =
@@ -63,7 +49,7 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
 
     { ngx_string("imgbill"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_imgbill_channel,
+      ngx_http_imgbill_channel_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, channel),
       NULL },
@@ -115,28 +101,28 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
                         |NGX_CONF_TAKE3|NGX_CONF_TAKE4|NGX_CONF_TAKE5,
       ngx_http_imgbill_price_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_imgbill_loc_conf_t, metered),
+      offsetof(ngx_http_imgbill_loc_conf_t, tariff.metered),
       NULL },
 
     { ngx_string("imgbill_fast_price"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
       ngx_http_imgbill_price_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_imgbill_loc_conf_t, fast),
+      offsetof(ngx_http_imgbill_loc_conf_t, tariff.fast),
       NULL },
 
     { ngx_string("imgbill_min_balance"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_imgbill_money_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_imgbill_loc_conf_t, min_balance),
+      offsetof(ngx_http_imgbill_loc_conf_t, tariff.min_balance),
       NULL },
 
     { ngx_string("imgbill_min_charge"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_imgbill_money_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_imgbill_loc_conf_t, min_charge),
+      offsetof(ngx_http_imgbill_loc_conf_t, tariff.min_charge),
       NULL },
 
     { ngx_string("imgbill_body_limit"),
@@ -164,7 +150,7 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_enum_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_imgbill_loc_conf_t, usage_fallback),
+      offsetof(ngx_http_imgbill_loc_conf_t, tariff.usage_fallback),
       &ngx_http_imgbill_fallbacks },
 
     { ngx_string("imgbill_reply_buffer_size"),
@@ -246,43 +232,12 @@ ngx_module_t  ngx_http_imgbill_module = {
 
 
 
-ngx_str_t *
-ngx_http_imgbill_channel_name(ngx_uint_t channel)
-{
-    return &ngx_http_imgbill_channels[channel].name;
-}
-
-
 /* the price list of a location's channel, once merged */
 
 ngx_array_t *
 ngx_http_imgbill_prices(ngx_http_imgbill_loc_conf_t *lcf)
 {
-    return ngx_http_imgbill_channels[lcf->channel].per_call ? lcf->fast
-                                                            : lcf->metered;
-}
-
-
-/* NGX_ERROR if no channel has that name */
-
-ngx_int_t
-ngx_http_imgbill_channel_find(u_char *name, size_t len)
-{
-    ngx_uint_t  i;
-
-    for (i = 0; i < sizeof(ngx_http_imgbill_channels)
-                    / sizeof(ngx_http_imgbill_channel_t); i++)
-    {
-        if (ngx_http_imgbill_channels[i].name.len == len
-            && ngx_strncasecmp(ngx_http_imgbill_channels[i].name.data, name,
-                               len)
-               == 0)
-        {
-            return i;
-        }
-    }
-
-    return NGX_ERROR;
+    return ngx_http_imgbill_channel_prices(&lcf->tariff, lcf->channel);
 }
 
 
@@ -377,14 +332,14 @@ ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf)
     conf->api = NGX_CONF_UNSET_PTR;
     conf->models = NGX_CONF_UNSET;
     conf->serve = NGX_CONF_UNSET_UINT;
-    conf->metered = NGX_CONF_UNSET_PTR;
-    conf->fast = NGX_CONF_UNSET_PTR;
-    conf->min_balance = NGX_CONF_UNSET;
-    conf->min_charge = NGX_CONF_UNSET;
+    conf->tariff.metered = NGX_CONF_UNSET_PTR;
+    conf->tariff.fast = NGX_CONF_UNSET_PTR;
+    conf->tariff.min_balance = NGX_CONF_UNSET;
+    conf->tariff.min_charge = NGX_CONF_UNSET;
     conf->body_limit = NGX_CONF_UNSET_SIZE;
     conf->image_limit = NGX_CONF_UNSET_SIZE;
     conf->max_images = NGX_CONF_UNSET_UINT;
-    conf->usage_fallback = NGX_CONF_UNSET_UINT;
+    conf->tariff.usage_fallback = NGX_CONF_UNSET_UINT;
     conf->reply_buffer = NGX_CONF_UNSET_SIZE;
 
     return conf;
@@ -398,6 +353,7 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_imgbill_loc_conf_t *conf = child;
 
     ngx_array_t                   *prices;
+    ngx_http_imgbill_tariff_t     *t;
     ngx_http_imgbill_channel_t    *ch;
     ngx_http_imgbill_main_conf_t  *mcf;
 
@@ -431,20 +387,22 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->serve = NGX_HTTP_IMGBILL_SERVE_NONE;
     }
 
-    ngx_conf_merge_ptr_value(conf->metered, prev->metered, NULL);
-    ngx_conf_merge_ptr_value(conf->fast, prev->fast, NULL);
-    ngx_conf_merge_value(conf->min_balance, prev->min_balance,
+    t = &conf->tariff;
+
+    ngx_conf_merge_ptr_value(t->metered, prev->tariff.metered, NULL);
+    ngx_conf_merge_ptr_value(t->fast, prev->tariff.fast, NULL);
+    ngx_conf_merge_value(t->min_balance, prev->tariff.min_balance,
                          NGX_HTTP_IMGBILL_MIN_BALANCE);
-    ngx_conf_merge_value(conf->min_charge, prev->min_charge,
+    ngx_conf_merge_value(t->min_charge, prev->tariff.min_charge,
                          NGX_HTTP_IMGBILL_MIN_CHARGE);
+    ngx_conf_merge_uint_value(t->usage_fallback, prev->tariff.usage_fallback,
+                              NGX_HTTP_IMGBILL_FALLBACK_MAX_OUTPUT);
     ngx_conf_merge_size_value(conf->body_limit, prev->body_limit,
                               NGX_HTTP_IMGBILL_BODY_LIMIT);
     ngx_conf_merge_size_value(conf->image_limit, prev->image_limit,
                               NGX_HTTP_IMGBILL_IMAGE_LIMIT);
     ngx_conf_merge_uint_value(conf->max_images, prev->max_images,
                               NGX_HTTP_IMGBILL_MAX_IMAGES);
-    ngx_conf_merge_uint_value(conf->usage_fallback, prev->usage_fallback,
-                              NGX_HTTP_IMGBILL_FALLBACK_MAX_OUTPUT);
     ngx_conf_merge_size_value(conf->reply_buffer, prev->reply_buffer,
                               NGX_HTTP_IMGBILL_REPLY_BUFFER);
 
@@ -472,7 +430,7 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    ch = &ngx_http_imgbill_channels[conf->channel];
+    ch = ngx_http_imgbill_channel(conf->channel);
     prices = ngx_http_imgbill_prices(conf);
 
     if (prices == NULL) {
@@ -489,7 +447,7 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 /* like ngx_conf_set_enum_slot(), with an error that names the directive */
 
 static char *
-ngx_http_imgbill_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_imgbill_channel_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_imgbill_loc_conf_t *lcf = conf;
 

@@ -67,14 +67,10 @@
 #include <jansson.h>
 
 #include "ngx_http_imgbill_api.h"
+#include "ngx_http_imgbill_charge.h"
 #include "ngx_http_imgbill_scan.h"
 #include "ngx_http_imgbill_sse.h"
 
-
-/* the channels, and the index of each in ngx_http_imgbill_channels[] */
-#define NGX_HTTP_IMGBILL_OFF          0
-#define NGX_HTTP_IMGBILL_METERED      1
-#define NGX_HTTP_IMGBILL_FAST         2
 
 /* what a location serves itself to a key holder (imgbill_serve) */
 #define NGX_HTTP_IMGBILL_SERVE_NONE          0
@@ -83,22 +79,8 @@
 #define NGX_HTTP_IMGBILL_SERVE_SUBSCRIPTION  3
 #define NGX_HTTP_IMGBILL_SERVE_USAGE         4
 
-/* what a metered stream whose image reached its client costs when its
-   usage never came (imgbill_usage_fallback) */
-#define NGX_HTTP_IMGBILL_FALLBACK_MAX_OUTPUT  0
-#define NGX_HTTP_IMGBILL_FALLBACK_HOLD        1
-
 /* nginx names no constant for it */
 #define NGX_HTTP_IMGBILL_PAYMENT_REQUIRED  402
-
-/* the largest price or balance a directive accepts: 100000 CNY */
-#define NGX_HTTP_IMGBILL_MONEY_MAX    1000000000
-/* "-" + 19 digits + "." */
-#define NGX_HTTP_IMGBILL_MONEY_LEN    (NGX_INT64_LEN + 1)
-
-/* the defaults of the seed's rules, in units */
-#define NGX_HTTP_IMGBILL_MIN_BALANCE  50000  /* 5.00: the metered gate */
-#define NGX_HTTP_IMGBILL_MIN_CHARGE   100    /* 0.01 */
 
 #define NGX_HTTP_IMGBILL_BODY_LIMIT   (64 * 1024 * 1024)
 
@@ -110,8 +92,6 @@
    shares a location with an API relay */
 #define NGX_HTTP_IMGBILL_BUFFERED     0x08
 
-/* what a metered hold assumes when the configuration does not say */
-#define NGX_HTTP_IMGBILL_MAX_OUTPUT   4096   /* tokens of one reply */
 
 #define NGX_HTTP_IMGBILL_KEY_HASH_LEN 64   /* sha256, hex */
 #define NGX_HTTP_IMGBILL_ACCOUNT_MAX  64
@@ -123,26 +103,6 @@
 /* how long a settled request id stays known to the settle script: longer
    than any journal replay can be late */
 #define NGX_HTTP_IMGBILL_SETTLED_TTL  "604800"
-
-
-typedef struct {
-    ngx_str_t                       name;
-    ngx_uint_t                      per_call;  /* priced per call, not per
-                                                  token */
-    ngx_str_t                       price_directive;
-} ngx_http_imgbill_channel_t;
-
-
-typedef struct {
-    ngx_str_t                       model;
-    ngx_int_t                       input;   /* metered: units per 1M tokens */
-    ngx_int_t                       output;  /* metered: units per 1M tokens;
-                                                fast: units per call */
-    ngx_int_t                       hold;    /* metered: "hold=", or
-                                                NGX_CONF_UNSET to bound each
-                                                request */
-    ngx_int_t                       max_output;  /* metered: tokens */
-} ngx_http_imgbill_price_t;
 
 
 typedef struct ngx_http_imgbill_redis_s      ngx_http_imgbill_redis_t;
@@ -208,26 +168,17 @@ typedef struct {
 } ngx_http_imgbill_main_conf_t;
 
 
-/*
- * Read only once merged: a location shares its parent's price arrays, so
- * nothing derived per location (the minimum charge) is ever written into
- * them; ngx_http_imgbill_hold() derives it per request instead.
- */
+/* read only once merged (ngx_http_imgbill_tariff_t says why) */
 
 typedef struct {
     ngx_uint_t                      channel;
     ngx_http_imgbill_api_t         *api;
     ngx_flag_t                      models;    /* serves the model list */
     ngx_uint_t                      serve;     /* NGX_HTTP_IMGBILL_SERVE_* */
-    ngx_array_t                    *metered;   /* ngx_http_imgbill_price_t */
-    ngx_array_t                    *fast;      /* ngx_http_imgbill_price_t */
-    ngx_int_t                       min_balance;
-    ngx_int_t                       min_charge;
+    ngx_http_imgbill_tariff_t       tariff;
     size_t                          body_limit;
     size_t                          image_limit;
     ngx_uint_t                      max_images;    /* per request */
-    ngx_uint_t                      usage_fallback;  /* NGX_HTTP_IMGBILL_
-                                                        FALLBACK_* */
     size_t                          reply_buffer;  /* 0: off */
     ngx_path_t                     *temp_path;
 } ngx_http_imgbill_loc_conf_t;
@@ -434,8 +385,6 @@ struct ngx_http_imgbill_redis_link_s {
 
 
 /* ngx_http_imgbill_module.c */
-ngx_str_t *ngx_http_imgbill_channel_name(ngx_uint_t channel);
-ngx_int_t ngx_http_imgbill_channel_find(u_char *name, size_t len);
 ngx_array_t *ngx_http_imgbill_prices(ngx_http_imgbill_loc_conf_t *lcf);
 
 /* ngx_http_imgbill_redis_conf.c */
@@ -457,8 +406,6 @@ char *ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_imgbill_money_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_http_imgbill_price_t *ngx_http_imgbill_find_price(
-    ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model);
 
 /* ngx_http_imgbill_ctx.c */
 ngx_int_t ngx_http_imgbill_add_variables(ngx_conf_t *cf);
@@ -525,6 +472,9 @@ void ngx_http_imgbill_metrics_owed(ngx_http_imgbill_main_conf_t *mcf,
 
 /* ngx_http_imgbill_filter.c */
 ngx_int_t ngx_http_imgbill_filter_init(ngx_conf_t *cf);
+void ngx_http_imgbill_billing(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_scan_t *found,
+    ngx_uint_t delivered, ngx_http_imgbill_bill_t *bill);
 ngx_int_t ngx_http_imgbill_charge(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_scan_t *scan);
 ngx_int_t ngx_http_imgbill_settle(ngx_http_request_t *r,
@@ -555,7 +505,7 @@ ngx_int_t ngx_http_imgbill_stream_body(ngx_http_request_t *r,
     ngx_http_output_body_filter_pt next);
 void ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx);
 ngx_int_t ngx_http_imgbill_stream_cut(ngx_http_imgbill_ctx_t *ctx);
-ngx_int_t ngx_http_imgbill_stream_would_charge(ngx_http_imgbill_ctx_t *ctx);
+ngx_int_t ngx_http_imgbill_stream_worth(ngx_http_imgbill_ctx_t *ctx);
 
 /* ngx_http_imgbill_response.c */
 void ngx_http_imgbill_set_error(ngx_http_request_t *r,
@@ -661,22 +611,6 @@ void ngx_http_imgbill_journal_release(ngx_http_imgbill_main_conf_t *mcf,
 ngx_int_t ngx_http_imgbill_journal_init(ngx_cycle_t *cycle,
     ngx_http_imgbill_main_conf_t *mcf);
 void ngx_http_imgbill_journal_wake(ngx_http_imgbill_main_conf_t *mcf);
-
-/* ngx_http_imgbill_money.c */
-ngx_int_t ngx_http_imgbill_parse_money(u_char *p, size_t len);
-ngx_int_t ngx_http_imgbill_hold(ngx_http_imgbill_loc_conf_t *lcf,
-    ngx_http_imgbill_price_t *price, ngx_http_imgbill_request_t *req);
-ngx_int_t ngx_http_imgbill_gate(ngx_http_imgbill_loc_conf_t *lcf,
-    ngx_int_t hold);
-ngx_int_t ngx_http_imgbill_cost(ngx_http_imgbill_loc_conf_t *lcf,
-    ngx_http_imgbill_price_t *price, ngx_http_imgbill_scan_t *found);
-ngx_int_t ngx_http_imgbill_fallback(ngx_http_imgbill_loc_conf_t *lcf,
-    ngx_http_imgbill_price_t *price, ngx_uint_t images, ngx_int_t hold,
-    ngx_int_t *completion_tokens);
-ngx_int_t ngx_http_imgbill_metered_charge(ngx_http_imgbill_price_t *price,
-    ngx_int_t prompt_tokens, ngx_int_t completion_tokens);
-u_char *ngx_http_imgbill_format_money(u_char *buf, ngx_int_t units);
-
 
 extern ngx_module_t  ngx_http_imgbill_module;
 

@@ -640,7 +640,7 @@ ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
         return;
     }
 
-    charge = ngx_http_imgbill_stream_would_charge(ctx);
+    charge = ngx_http_imgbill_stream_worth(ctx);
 
     p = buf;
 
@@ -667,18 +667,18 @@ ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
 
 
 /*
- * What the stream read so far would have cost, as it would have been
- * billed (minimum charge, capped by the hold); -1 while that is unknown:
- * no image yet, or a metered stream without its usage yet.
+ * What the stream read so far is worth, as its end would have billed it
+ * (the upstream's bill for it), by the one charge function; -1 while
+ * that is unknown: no image yet, or a metered stream without its usage
+ * yet.
  */
 
 ngx_int_t
-ngx_http_imgbill_stream_would_charge(ngx_http_imgbill_ctx_t *ctx)
+ngx_http_imgbill_stream_worth(ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_int_t                     charge;
-    ngx_http_imgbill_scan_t       found;
-    ngx_http_imgbill_stream_t    *st;
-    ngx_http_imgbill_loc_conf_t  *lcf;
+    ngx_http_imgbill_bill_t     bill;
+    ngx_http_imgbill_scan_t     found;
+    ngx_http_imgbill_stream_t  *st;
 
     st = ctx->stream;
 
@@ -686,17 +686,10 @@ ngx_http_imgbill_stream_would_charge(ngx_http_imgbill_ctx_t *ctx)
         return -1;
     }
 
-    lcf = ngx_http_get_module_loc_conf(ctx->request, ngx_http_imgbill_module);
-
     ngx_http_imgbill_stream_found(st, &found);
+    ngx_http_imgbill_billing(ctx->request, ctx, &found, 0, &bill);
 
-    charge = ngx_http_imgbill_cost(lcf, ctx->price, &found);
-
-    if (charge <= 0) {
-        return -1;
-    }
-
-    return ngx_min(charge, ctx->hold);
+    return bill.charge ? bill.charge : -1;
 }
 
 

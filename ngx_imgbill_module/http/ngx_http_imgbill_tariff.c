@@ -1,39 +1,13 @@
 
 /*
- * The tariff as configured: the price directives, the amounts of yuan
- * the other money directives take, and a model's price at a location.
- * Amounts are parsed with ngx_atofp() into units of 0.0001 CNY; nothing
- * here is ever written after configuration.
+ * The tariff as configured: the price directives and the amounts of yuan
+ * the other money directives take.  Amounts are parsed with ngx_atofp()
+ * into units of 0.0001 CNY; nothing here is ever written after
+ * configuration.
  */
 
 
 #include "ngx_http_imgbill_module.h"
-
-
-ngx_http_imgbill_price_t *
-ngx_http_imgbill_find_price(ngx_http_imgbill_loc_conf_t *lcf, ngx_str_t *model)
-{
-    ngx_uint_t                 i;
-    ngx_array_t               *prices;
-    ngx_http_imgbill_price_t  *price;
-
-    prices = ngx_http_imgbill_prices(lcf);
-    if (prices == NULL) {
-        return NULL;
-    }
-
-    price = prices->elts;
-
-    for (i = 0; i < prices->nelts; i++) {
-        if (price[i].model.len == model->len
-            && ngx_strncmp(price[i].model.data, model->data, model->len) == 0)
-        {
-            return &price[i];
-        }
-    }
-
-    return NULL;
-}
 
 
 /*
@@ -46,6 +20,7 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char  *p = conf;
 
+    ngx_int_t                  amount;
     ngx_str_t                 *value;
     ngx_uint_t                 i, n;
     ngx_array_t              **prices;
@@ -88,6 +63,7 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
     price->input = 0;
     price->output = 0;
+    price->per_call = 0;
     price->hold = NGX_CONF_UNSET;
     price->max_output = NGX_HTTP_IMGBILL_MAX_OUTPUT;
 
@@ -96,9 +72,9 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     n = (cf->args->nelts == 3) ? 2 : 3;
 
     for (i = 2; i <= n; i++) {
-        price->output = ngx_http_imgbill_parse_money(value[i].data,
-                                                     value[i].len);
-        if (price->output == NGX_ERROR) {
+        amount = ngx_http_imgbill_parse_money(value[i].data, value[i].len);
+
+        if (amount == NGX_ERROR) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid price \"%V\" in \"%V\": a decimal "
                                "amount of yuan, at most 4 decimals and "
@@ -106,8 +82,14 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        if (i == 2 && n == 3) {
-            price->input = price->output;
+        if (n == 2) {
+            price->per_call = amount;
+
+        } else if (i == 2) {
+            price->input = amount;
+
+        } else {
+            price->output = amount;
         }
     }
 
