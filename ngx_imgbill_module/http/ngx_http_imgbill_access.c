@@ -12,11 +12,15 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 
 #include <openssl/rand.h>
 
 
+static ngx_int_t ngx_http_imgbill_resume(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+static ngx_int_t ngx_http_imgbill_start(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_lookup(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply,
@@ -42,7 +46,6 @@ ngx_int_t
 ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
-    ngx_uint_t                    reads;
     ngx_http_imgbill_ctx_t       *ctx;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
@@ -55,31 +58,7 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
     ctx = ngx_http_imgbill_get_ctx(r);
 
     if (ctx) {
-        switch (ctx->state) {
-
-        case ngx_http_imgbill_reading:
-        case ngx_http_imgbill_admitting:
-        case ngx_http_imgbill_looking_up:
-            return NGX_AGAIN;
-
-        case ngx_http_imgbill_rejected:
-            return ngx_http_imgbill_reject(r, ctx);
-
-        case ngx_http_imgbill_authorized:
-            if (lcf->models || lcf->serve) {
-                return NGX_OK;
-            }
-
-            /* redirected from a list to a relay: nothing is held for it */
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "imgbill: a request authorized for a model list "
-                          "reached a billed location");
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-
-        default:
-            /* admitted; after an internal redirect too: one hold only */
-            return NGX_OK;
-        }
+        return ngx_http_imgbill_resume(r, ctx);
     }
 
     ctx = ngx_http_imgbill_create_ctx(r);
@@ -91,6 +70,74 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
     ctx->api = lcf->api;
 
     ngx_http_imgbill_strip_headers(&r->headers_in.headers, 1);
+
+    rc = ngx_http_imgbill_start(r, ctx);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_imgbill_reject(r, ctx);
+}
+
+
+/* the handler called again: it answers from the state the context is in */
+
+static ngx_int_t
+ngx_http_imgbill_resume(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+
+    switch (ctx->state) {
+
+    case ngx_http_imgbill_reading:
+    case ngx_http_imgbill_admitting:
+    case ngx_http_imgbill_looking_up:
+        return NGX_AGAIN;
+
+    case ngx_http_imgbill_rejected:
+        return ngx_http_imgbill_reject(r, ctx);
+
+    case ngx_http_imgbill_authorized:
+        if (lcf->models || lcf->serve) {
+            return NGX_OK;
+        }
+
+        /* redirected from a list to a relay: nothing is held for it */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "imgbill: a request authorized for a model list "
+                      "reached a billed location");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    default:
+        /* admitted; after an internal redirect too: one hold only */
+        return NGX_OK;
+    }
+}
+
+
+/*
+ * The first call: the key, the method, the path; then the body read, or
+ * for what the module serves itself a lookup.  NGX_DECLINED with an error
+ * in ctx->error to reject.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_start(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_int_t                     rc;
+    ngx_uint_t                    reads;
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
     /* first, so that no rejection logs a key (a ?key=) */
 
@@ -109,7 +156,7 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
                                    "method_not_allowed",
                                    "only %s is accepted here",
                                    reads ? "GET" : "POST");
-        goto reject;
+        return NGX_DECLINED;
     }
 
     if (rc != NGX_OK) {
@@ -118,13 +165,13 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
                                    "missing_api_key",
                                    "no API key: send \"%s\"",
                                    lcf->api->key_hint);
-        goto reject;
+        return NGX_DECLINED;
     }
 
     if (lcf->api->target && !lcf->models
         && ngx_http_imgbill_request_target(r, ctx) != NGX_OK)
     {
-        goto reject;
+        return NGX_DECLINED;
     }
 
     if (reads) {
@@ -132,11 +179,8 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (ngx_http_imgbill_lookup(r, ctx) != NGX_OK) {
-            goto reject;
-        }
-
-        return NGX_AGAIN;
+        return (ngx_http_imgbill_lookup(r, ctx) == NGX_OK) ? NGX_AGAIN
+                                                           : NGX_DECLINED;
     }
 
     rc = ngx_http_read_client_request_body(r, ngx_http_imgbill_body_handler);
@@ -147,16 +191,6 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 
     ngx_http_finalize_request(r, NGX_DONE);
     return NGX_DONE;
-
-reject:
-
-    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_imgbill_reject(r, ctx);
 }
 
 
@@ -187,13 +221,12 @@ ngx_http_imgbill_body_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_imgbill_admit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_http_imgbill_loc_conf_t   *lcf;
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
 
-    ctx->cmd = ngx_http_imgbill_script_admit(mcf, ctx->key_hash,
+    ctx->cmd = ngx_http_imgbill_script_admit(ngx_http_imgbill_store(r),
+                                             ctx->key_hash,
                                              &ctx->request_id,
                                              ngx_http_imgbill_gate(
                                                  &lcf->tariff, ctx->channel,
@@ -215,15 +248,15 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
-    ngx_http_request_t            *r;
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_request_t        *r;
+    ngx_http_imgbill_store_t  *store;
 
     r = ctx->request;
     ctx->cmd = NULL;
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+    store = ngx_http_imgbill_store(r);
 
     if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK) {
         /*
@@ -231,7 +264,7 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
          * error): the script may have placed a hold anyway.  The release
          * by key is idempotent, and harmless if it did not.
          */
-        ngx_http_imgbill_journal_release(mcf, r->connection->log,
+        ngx_http_imgbill_journal_release(store, r->connection->log,
                                          &ctx->request_id, ctx->key_hash);
         ngx_http_imgbill_unavailable(r, ctx);
         goto wake;
@@ -244,7 +277,7 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
 
     if (ngx_http_imgbill_account(r, ctx, &reply->account) != NGX_OK) {
         if (reply->status == NGX_HTTP_IMGBILL_ADMIT_HELD) {
-            ngx_http_imgbill_journal_release(mcf, r->connection->log,
+            ngx_http_imgbill_journal_release(store, r->connection->log,
                                              &ctx->request_id,
                                              ctx->key_hash);
         }
@@ -256,8 +289,7 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_admitted);
 
         ctx->holding = 1;
-        ctx->held_since = ngx_time();
-        ngx_http_imgbill_metrics_count(mcf, NGX_HTTP_IMGBILL_HOLD_PLACED);
+        ngx_http_imgbill_metrics_hold(r);
 
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "imgbill: admitted \"%V\" holding %i of %i",
@@ -305,12 +337,12 @@ ngx_http_imgbill_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 static ngx_int_t
 ngx_http_imgbill_lookup(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_http_imgbill_info_t        info;
-    ngx_http_imgbill_loc_conf_t   *lcf;
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_imgbill_info_t       info;
+    ngx_http_imgbill_store_t     *store;
+    ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+    store = ngx_http_imgbill_store(r);
 
     if (lcf->serve) {
         /* the account's figures come with the key's owner */
@@ -319,11 +351,11 @@ ngx_http_imgbill_lookup(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
             return NGX_ERROR;
         }
 
-        ctx->cmd = ngx_http_imgbill_script_info(mcf, ctx->key_hash, &info,
+        ctx->cmd = ngx_http_imgbill_script_info(store, ctx->key_hash, &info,
                                                 ngx_http_imgbill_lookup_done,
                                                 ctx);
     } else {
-        ctx->cmd = ngx_http_imgbill_script_lookup(mcf, ctx->key_hash,
+        ctx->cmd = ngx_http_imgbill_script_lookup(store, ctx->key_hash,
                                                   ngx_http_imgbill_lookup_done,
                                                   ctx);
     }
@@ -489,20 +521,23 @@ ngx_http_imgbill_request_id(ngx_http_request_t *r,
     ngx_http_imgbill_main_conf_t *mcf)
 {
     u_char                     *id;
+    ngx_http_imgbill_worker_t  *w;
     ngx_http_variable_value_t  *vv;
 
     vv = &r->variables[mcf->request_id_index];
+    w = mcf->worker;
 
-    if (vv->valid || vv->not_found) {
-        return vv;
+    if (vv->valid || vv->not_found || w == NULL) {
+        return (vv->valid || vv->not_found) ? vv
+               : ngx_http_get_indexed_variable(r, mcf->request_id_index);
     }
 
-    if (mcf->request_ids_left == 0) {
-        if (RAND_bytes(mcf->request_ids, sizeof(mcf->request_ids)) != 1) {
+    if (w->request_ids_left == 0) {
+        if (RAND_bytes(w->request_ids, sizeof(w->request_ids)) != 1) {
             return ngx_http_get_indexed_variable(r, mcf->request_id_index);
         }
 
-        mcf->request_ids_left = NGX_HTTP_IMGBILL_ID_BATCH;
+        w->request_ids_left = NGX_HTTP_IMGBILL_ID_BATCH;
     }
 
     id = ngx_pnalloc(r->pool, 2 * NGX_HTTP_IMGBILL_ID_BYTES);
@@ -510,10 +545,10 @@ ngx_http_imgbill_request_id(ngx_http_request_t *r,
         return NULL;
     }
 
-    mcf->request_ids_left--;
+    w->request_ids_left--;
 
-    ngx_hex_dump(id, mcf->request_ids
-                     + mcf->request_ids_left * NGX_HTTP_IMGBILL_ID_BYTES,
+    ngx_hex_dump(id, w->request_ids
+                     + w->request_ids_left * NGX_HTTP_IMGBILL_ID_BYTES,
                  NGX_HTTP_IMGBILL_ID_BYTES);
 
     vv->len = 2 * NGX_HTTP_IMGBILL_ID_BYTES;

@@ -12,33 +12,14 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 
 
 #define NGX_HTTP_IMGBILL_LEDGER_LIMIT     20
 #define NGX_HTTP_IMGBILL_LEDGER_MAX       100
 
-/* a stream id: "<ms>-<seq>" */
-#define NGX_HTTP_IMGBILL_STREAM_ID_MAX    41
-
 /* what one ledger entry takes besides its strings, escaped */
 #define NGX_HTTP_IMGBILL_ENTRY_LEN        352
-
-
-typedef struct {
-    ngx_str_t                       id;
-    ngx_str_t                       type;
-    ngx_str_t                       request_id;
-    ngx_str_t                       channel;
-    ngx_str_t                       model;
-    ngx_str_t                       reason;
-    ngx_int_t                       ts;
-    ngx_int_t                       prompt_tokens;
-    ngx_int_t                       completion_tokens;
-    ngx_int_t                       images;
-    ngx_int_t                       amount;
-    ngx_int_t                       balance;
-} ngx_http_imgbill_entry_t;
 
 
 static ngx_int_t ngx_http_imgbill_serve_ledger_args(ngx_http_request_t *r,
@@ -48,11 +29,10 @@ static ngx_int_t ngx_http_imgbill_serve_usage_args(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_info_t *info);
 static ngx_int_t ngx_http_imgbill_date(ngx_http_request_t *r, char *name,
     time_t dflt, ngx_str_t *id);
-static u_char *ngx_http_imgbill_ledger_json(u_char *p, redisReply *entries);
-static ngx_int_t ngx_http_imgbill_entry(redisReply *e,
-    ngx_http_imgbill_entry_t *entry);
-static ngx_int_t ngx_http_imgbill_signed(ngx_str_t *s);
-static size_t ngx_http_imgbill_ledger_len(redisReply *entries);
+static u_char *ngx_http_imgbill_ledger_page(u_char *p,
+    ngx_http_imgbill_reply_t *reply);
+static u_char *ngx_http_imgbill_ledger_json(u_char *p,
+    ngx_http_imgbill_reply_t *reply);
 
 
 /* imgbill_serve account|ledger|subscription|usage; no channel needed */
@@ -293,7 +273,8 @@ ngx_http_imgbill_serve_reply(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     len = 512 + 6 * ctx->account.len;
 
     if (reply->entries) {
-        len += ngx_http_imgbill_ledger_len(reply->entries);
+        len += reply->nentries * NGX_HTTP_IMGBILL_ENTRY_LEN
+               + 6 * ngx_http_imgbill_ledger_size(reply);
     }
 
     p = ngx_pnalloc(r->pool, len);
@@ -309,22 +290,7 @@ ngx_http_imgbill_serve_reply(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     switch (lcf->serve) {
 
     case NGX_HTTP_IMGBILL_SERVE_LEDGER:
-        p = ngx_cpymem(p, "{\"object\":\"list\",\"data\":[",
-                       sizeof("{\"object\":\"list\",\"data\":[") - 1);
-        p = ngx_http_imgbill_ledger_json(p, reply->entries);
-        p = ngx_sprintf(p, "],\"has_more\":%s,\"next\":",
-                        reply->more ? "true" : "false");
-
-        if (reply->more && reply->entries->elements) {
-            p = ngx_sprintf(p, "\"%s\"",
-                 reply->entries->element[reply->entries->elements - 1]
-                     ->element[0]->str);
-
-        } else {
-            p = ngx_cpymem(p, "null", 4);
-        }
-
-        *p++ = '}';
+        p = ngx_http_imgbill_ledger_page(p, reply);
         break;
 
     case NGX_HTTP_IMGBILL_SERVE_SUBSCRIPTION:
@@ -410,18 +376,45 @@ ngx_http_imgbill_serve_handler(ngx_http_request_t *r)
 }
 
 
+/* a page of the ledger, and where the next one starts */
+
+static u_char *
+ngx_http_imgbill_ledger_page(u_char *p, ngx_http_imgbill_reply_t *reply)
+{
+    ngx_http_imgbill_entry_t  e;
+
+    p = ngx_cpymem(p, "{\"object\":\"list\",\"data\":[",
+                   sizeof("{\"object\":\"list\",\"data\":[") - 1);
+    p = ngx_http_imgbill_ledger_json(p, reply);
+    p = ngx_sprintf(p, "],\"has_more\":%s,\"next\":",
+                    reply->more ? "true" : "false");
+
+    if (reply->more && reply->nentries) {
+        (void) ngx_http_imgbill_ledger_entry(reply, reply->nentries - 1, &e);
+        p = ngx_sprintf(p, "\"%V\"", &e.id);
+
+    } else {
+        p = ngx_cpymem(p, "null", 4);
+    }
+
+    *p++ = '}';
+
+    return p;
+}
+
+
 /* the entries of XREVRANGE, newest first, as the API's objects */
 
 static u_char *
-ngx_http_imgbill_ledger_json(u_char *p, redisReply *entries)
+ngx_http_imgbill_ledger_json(u_char *p, ngx_http_imgbill_reply_t *reply)
 {
     ngx_uint_t                i, n;
     ngx_http_imgbill_entry_t  e;
 
     n = 0;
 
-    for (i = 0; i < entries->elements; i++) {
-        if (ngx_http_imgbill_entry(entries->element[i], &e) != NGX_OK) {
+    for (i = 0; i < reply->nentries; i++) {
+        if (ngx_http_imgbill_ledger_entry(reply, i, &e) != NGX_OK) {
             continue;
         }
 
@@ -467,164 +460,4 @@ ngx_http_imgbill_ledger_json(u_char *p, redisReply *entries)
     }
 
     return p;
-}
-
-
-/*
- * One entry: {id, {field, value, ...}}.  A charge may predate the "type"
- * field; its amount is minus its charge.  An entry that cannot be read
- * is left out rather than shown wrong.
- */
-
-static ngx_int_t
-ngx_http_imgbill_entry(redisReply *e, ngx_http_imgbill_entry_t *entry)
-{
-    ngx_str_t    name, value;
-    ngx_uint_t   i;
-    redisReply  *f;
-
-    ngx_memzero(entry, sizeof(ngx_http_imgbill_entry_t));
-    ngx_str_set(&entry->type, "charge");
-    entry->images = 1;          /* a charge from before they were counted */
-    entry->amount = NGX_ERROR;
-    entry->balance = NGX_ERROR;
-
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
-        || e->element[0]->type != REDIS_REPLY_STRING
-        || e->element[0]->len > NGX_HTTP_IMGBILL_STREAM_ID_MAX
-        || e->element[1]->type != REDIS_REPLY_ARRAY)
-    {
-        return NGX_ERROR;
-    }
-
-    entry->id.data = (u_char *) e->element[0]->str;
-    entry->id.len = e->element[0]->len;
-
-    f = e->element[1];
-
-    for (i = 0; i + 1 < f->elements; i += 2) {
-        if (f->element[i]->type != REDIS_REPLY_STRING
-            || f->element[i + 1]->type != REDIS_REPLY_STRING)
-        {
-            return NGX_ERROR;
-        }
-
-        name.data = (u_char *) f->element[i]->str;
-        name.len = f->element[i]->len;
-        value.data = (u_char *) f->element[i + 1]->str;
-        value.len = f->element[i + 1]->len;
-
-#define ngx_http_imgbill_field(s)                                            \
-        (name.len == sizeof(s) - 1 && ngx_strncmp(name.data, s, name.len) == 0)
-
-        if (ngx_http_imgbill_field("type")) {
-            entry->type = value;
-
-        } else if (ngx_http_imgbill_field("request_id")) {
-            entry->request_id = value;
-
-        } else if (ngx_http_imgbill_field("channel")) {
-            entry->channel = value;
-
-        } else if (ngx_http_imgbill_field("model")) {
-            entry->model = value;
-
-        } else if (ngx_http_imgbill_field("reason")) {
-            entry->reason = value;
-
-        } else if (ngx_http_imgbill_field("ts")) {
-            entry->ts = ngx_atoi(value.data, value.len);
-
-        } else if (ngx_http_imgbill_field("prompt_tokens")) {
-            entry->prompt_tokens = ngx_atoi(value.data, value.len);
-
-        } else if (ngx_http_imgbill_field("completion_tokens")) {
-            entry->completion_tokens = ngx_atoi(value.data, value.len);
-
-        } else if (ngx_http_imgbill_field("images")) {
-            entry->images = ngx_atoi(value.data, value.len);
-
-        } else if (ngx_http_imgbill_field("charge")) {
-            entry->amount = ngx_atoi(value.data, value.len);
-            entry->amount = (entry->amount == NGX_ERROR) ? NGX_ERROR
-                                                         : -entry->amount;
-
-        } else if (ngx_http_imgbill_field("amount")) {
-            entry->amount = ngx_http_imgbill_signed(&value);
-
-        } else if (ngx_http_imgbill_field("balance_after")) {
-            entry->balance = ngx_http_imgbill_signed(&value);
-        }
-
-#undef ngx_http_imgbill_field
-    }
-
-    if (entry->amount == NGX_ERROR || entry->balance == NGX_ERROR
-        || entry->ts == NGX_ERROR)
-    {
-        return NGX_ERROR;
-    }
-
-    if (!(entry->type.len == sizeof("charge") - 1
-          && ngx_strncmp(entry->type.data, "charge", entry->type.len) == 0))
-    {
-        entry->request_id.len = 0;
-
-    } else if (entry->request_id.len == 0
-               || entry->prompt_tokens == NGX_ERROR
-               || entry->completion_tokens == NGX_ERROR
-               || entry->images == NGX_ERROR)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-/* the most the entries can take as JSON, escapes included */
-
-static size_t
-ngx_http_imgbill_ledger_len(redisReply *entries)
-{
-    size_t       len;
-    ngx_uint_t   i, j;
-    redisReply  *e, *f;
-
-    len = 0;
-
-    for (i = 0; i < entries->elements; i++) {
-        e = entries->element[i];
-        len += NGX_HTTP_IMGBILL_ENTRY_LEN;
-
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
-            || e->element[1]->type != REDIS_REPLY_ARRAY)
-        {
-            continue;
-        }
-
-        f = e->element[1];
-
-        for (j = 1; j < f->elements; j += 2) {
-            if (f->element[j]->type == REDIS_REPLY_STRING) {
-                len += 6 * f->element[j]->len;
-            }
-        }
-    }
-
-    return len;
-}
-
-
-static ngx_int_t
-ngx_http_imgbill_signed(ngx_str_t *s)
-{
-    ngx_int_t  n;
-
-    if (s->len > 1 && s->data[0] == '-') {
-        n = ngx_atoi(s->data + 1, s->len - 1);
-        return (n == NGX_ERROR) ? NGX_ERROR : -n;
-    }
-
-    return ngx_atoi(s->data, s->len);
 }

@@ -8,7 +8,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 
 
 #define NGX_HTTP_IMGBILL_LARGE_BODY  (1024 * 1024)

@@ -84,14 +84,14 @@ ngx_http_imgbill_check(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf)
         timeout = ucf ? ucf->read_timeout : NGX_CONF_UNSET_MSEC;
 
         if (timeout != NGX_CONF_UNSET_MSEC
-            && (ngx_msec_t) mcf->hold_ttl * 1000 <= timeout)
+            && (ngx_msec_t) mcf->redis.hold_ttl * 1000 <= timeout)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"imgbill_hold_ttl\" %T s is not longer "
                                "than \"proxy_read_timeout\" %M ms of "
                                "location \"%V\": a hold would expire under "
                                "a generation still running",
-                               mcf->hold_ttl, timeout, &b[i].clcf->name);
+                               mcf->redis.hold_ttl, timeout, &b[i].clcf->name);
             return NGX_ERROR;
         }
     }

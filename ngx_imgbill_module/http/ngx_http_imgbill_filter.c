@@ -12,7 +12,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 
 
 static ngx_int_t ngx_http_imgbill_header_filter(ngx_http_request_t *r);
@@ -459,14 +459,14 @@ ngx_http_imgbill_charge(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 ngx_int_t
 ngx_http_imgbill_settle(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_http_imgbill_settle_t      s;
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_imgbill_settle_t   s;
+    ngx_http_imgbill_store_t   *store;
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+    store = ngx_http_imgbill_store(r);
 
     ngx_http_imgbill_settlement(ctx, &s);
 
-    ctx->cmd = ngx_http_imgbill_script_settle(mcf, &s,
+    ctx->cmd = ngx_http_imgbill_script_settle(store, &s,
                                               ngx_http_imgbill_settle_done,
                                               ctx);
     if (ctx->cmd) {
@@ -474,7 +474,7 @@ ngx_http_imgbill_settle(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     }
 
     ctx->settle_failed = 1;
-    ngx_http_imgbill_journal_settle(mcf, r->connection->log, &s);
+    ngx_http_imgbill_journal_settle(store, r->connection->log, &s);
 
     return NGX_ERROR;
 }
@@ -512,9 +512,8 @@ ngx_http_imgbill_settle_done(ngx_http_imgbill_reply_t *reply, void *data)
                       &ctx->request_id, p - buf, buf, &ctx->account);
 
         ngx_http_imgbill_settlement(ctx, &s);
-        ngx_http_imgbill_journal_settle(
-                      ngx_http_get_module_main_conf(r, ngx_http_imgbill_module),
-                      r->connection->log, &s);
+        ngx_http_imgbill_journal_settle(ngx_http_imgbill_store(r),
+                                        r->connection->log, &s);
     }
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_emitting);

@@ -12,7 +12,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 #include <openssl/evp.h>
 
 

@@ -12,7 +12,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 
 
 #define NGX_HTTP_IMGBILL_METRICS_SIZE  (256 * 1024)
@@ -71,16 +71,6 @@ static ngx_http_imgbill_outcome_t  ngx_http_imgbill_outcomes[] = {
 #define NGX_HTTP_IMGBILL_REJECTED  11    /* the first rejection above */
 
 
-/* Redis round trips, in microseconds */
-static ngx_msec_t  ngx_http_imgbill_rtt_buckets[] = {
-    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
-    1000000
-};
-
-#define NGX_HTTP_IMGBILL_RTT_BUCKETS                                         \
-    (sizeof(ngx_http_imgbill_rtt_buckets) / sizeof(ngx_msec_t))
-
-
 typedef ngx_atomic_t  ngx_http_imgbill_by_model_t[NGX_HTTP_IMGBILL_CHANNELS]
                                               [NGX_HTTP_IMGBILL_MODELS_MAX + 1];
 
@@ -93,11 +83,7 @@ struct ngx_http_imgbill_metrics_s {
     ngx_http_imgbill_by_model_t     abandoned;
     ngx_atomic_t                    holds_placed;
     ngx_atomic_t                    holds_ended;
-    ngx_atomic_t                    rtt[NGX_HTTP_IMGBILL_RTT_BUCKETS + 1];
-    ngx_atomic_t                    rtt_sum;     /* microseconds */
-    ngx_atomic_t                    redis[NGX_HTTP_IMGBILL_REDIS_EVENTS];
-    ngx_atomic_t                    journal_lines;
-    ngx_atomic_t                    journal_owed;   /* at the last replay */
+    ngx_http_imgbill_stats_t        store;     /* the store's own counts */
 };
 
 
@@ -112,6 +98,10 @@ static u_char *ngx_http_imgbill_metrics_models(u_char *p, u_char *last,
     char *name);
 static u_char *ngx_http_imgbill_metrics_label(u_char *p,
     ngx_http_imgbill_main_conf_t *mcf, ngx_uint_t ch, ngx_uint_t m);
+static u_char *ngx_http_imgbill_metrics_requests(u_char *p, u_char *last,
+    ngx_http_imgbill_main_conf_t *mcf);
+static u_char *ngx_http_imgbill_metrics_store(u_char *p,
+    ngx_http_imgbill_metrics_t *mt);
 
 
 /* imgbill_metrics; Prometheus' text, from the shared zone */
@@ -382,69 +372,27 @@ ngx_http_imgbill_metrics_model(ngx_http_imgbill_main_conf_t *mcf,
 }
 
 
-void
-ngx_http_imgbill_metrics_count(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_uint_t what)
-{
-    ngx_http_imgbill_metrics_t  *mt;
-
-    mt = mcf->metrics;
-
-    if (mt == NULL) {
-        return;
-    }
-
-    switch (what) {
-
-    case NGX_HTTP_IMGBILL_HOLD_PLACED:
-        (void) ngx_atomic_fetch_add(&mt->holds_placed, 1);
-        break;
-
-    case NGX_HTTP_IMGBILL_JOURNAL_LINE:
-        (void) ngx_atomic_fetch_add(&mt->journal_lines, 1);
-        break;
-
-    default:
-        if (what < NGX_HTTP_IMGBILL_REDIS_EVENTS) {
-            (void) ngx_atomic_fetch_add(&mt->redis[what], 1);
-        }
-    }
-}
-
-
-/* what the last replay of any worker found still owed: a gauge */
+/* a hold placed, in flight until the request is counted */
 
 void
-ngx_http_imgbill_metrics_owed(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_uint_t owed)
+ngx_http_imgbill_metrics_hold(ngx_http_request_t *r)
 {
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
     if (mcf->metrics) {
-        mcf->metrics->journal_owed = owed;
+        (void) ngx_atomic_fetch_add(&mcf->metrics->holds_placed, 1);
     }
 }
 
 
-void
-ngx_http_imgbill_metrics_rtt(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_msec_t usec)
+/* where the store counts, in the zone; NULL without one */
+
+ngx_http_imgbill_stats_t *
+ngx_http_imgbill_metrics_stats(ngx_http_imgbill_main_conf_t *mcf)
 {
-    ngx_uint_t                   i;
-    ngx_http_imgbill_metrics_t  *mt;
-
-    mt = mcf->metrics;
-
-    if (mt == NULL) {
-        return;
-    }
-
-    for (i = 0; i < NGX_HTTP_IMGBILL_RTT_BUCKETS; i++) {
-        if (usec <= ngx_http_imgbill_rtt_buckets[i]) {
-            break;
-        }
-    }
-
-    (void) ngx_atomic_fetch_add(&mt->rtt[i], 1);
-    (void) ngx_atomic_fetch_add(&mt->rtt_sum, usec);
+    return mcf->metrics ? &mcf->metrics->store : NULL;
 }
 
 
@@ -455,12 +403,8 @@ ngx_http_imgbill_metrics_handler(ngx_http_request_t *r)
 {
     u_char                        *p, *last;
     ngx_buf_t                     *b;
-    ngx_uint_t                     ch, m, o, i, n;
-    ngx_atomic_uint_t              v, placed, ended;
     ngx_http_imgbill_metrics_t    *mt;
     ngx_http_imgbill_main_conf_t  *mcf;
-
-    static char  *redis[] = { "errors", "timeouts", "reconnects" };
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -480,6 +424,43 @@ ngx_http_imgbill_metrics_handler(ngx_http_request_t *r)
 
     p = b->pos;
     last = b->end - 1024;
+
+    p = ngx_http_imgbill_metrics_requests(p, last, mcf);
+
+    p = ngx_http_imgbill_metrics_models(p, last, mcf, &mt->charged,
+                                        "imgbill_charged_units_total "
+                                        "Money charged, in units of "
+                                        "0.0001 CNY.");
+    p = ngx_http_imgbill_metrics_models(p, last, mcf, &mt->images,
+                                        "imgbill_images_total "
+                                        "Images delivered and charged "
+                                        "for.");
+    p = ngx_http_imgbill_metrics_models(p, last, mcf, &mt->abandoned,
+                                        "imgbill_abandoned_units_total "
+                                        "What streams the client left "
+                                        "would have cost (the upstream's "
+                                        "bill), in units of 0.0001 CNY.");
+
+    b->last = ngx_http_imgbill_metrics_store(p, mt);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_imgbill_send_text(r, b,
+                                      "text/plain; version=0.0.4");
+}
+
+
+static u_char *
+ngx_http_imgbill_metrics_requests(u_char *p, u_char *last,
+    ngx_http_imgbill_main_conf_t *mcf)
+{
+    ngx_uint_t                   ch, m, o;
+    ngx_atomic_uint_t            v;
+    ngx_http_imgbill_metrics_t  *mt;
+
+    mt = mcf->metrics;
 
     p = ngx_sprintf(p, "# HELP imgbill_requests_total Billed requests by "
                        "channel, model and how they ended.\n"
@@ -503,20 +484,22 @@ ngx_http_imgbill_metrics_handler(ngx_http_request_t *r)
         }
     }
 
-    p = ngx_http_imgbill_metrics_models(p, last, mcf, &mt->charged,
-                                        "imgbill_charged_units_total "
-                                        "Money charged, in units of "
-                                        "0.0001 CNY.");
-    p = ngx_http_imgbill_metrics_models(p, last, mcf, &mt->images,
-                                        "imgbill_images_total "
-                                        "Images delivered and charged "
-                                        "for.");
-    p = ngx_http_imgbill_metrics_models(p, last, mcf, &mt->abandoned,
-                                        "imgbill_abandoned_units_total "
-                                        "What streams the client left "
-                                        "would have cost (the upstream's "
-                                        "bill), in units of 0.0001 CNY.");
+    return p;
+}
 
+
+/* the holds in flight, and what the store counted */
+
+static u_char *
+ngx_http_imgbill_metrics_store(u_char *p, ngx_http_imgbill_metrics_t *mt)
+{
+    ngx_uint_t                 i, n;
+    ngx_atomic_uint_t          placed, ended;
+    ngx_http_imgbill_stats_t  *st;
+
+    static char  *redis[] = { "errors", "timeouts", "reconnects" };
+
+    st = &mt->store;
     placed = mt->holds_placed;
     ended = mt->holds_ended;
 
@@ -531,7 +514,7 @@ ngx_http_imgbill_metrics_handler(ngx_http_request_t *r)
                        "# TYPE imgbill_redis_rtt_seconds histogram\n");
 
     for (i = 0, n = 0; i <= NGX_HTTP_IMGBILL_RTT_BUCKETS; i++) {
-        n += mt->rtt[i];
+        n += st->rtt[i];
 
         if (i < NGX_HTTP_IMGBILL_RTT_BUCKETS) {
             p = ngx_sprintf(p, "imgbill_redis_rtt_seconds_bucket"
@@ -546,35 +529,26 @@ ngx_http_imgbill_metrics_handler(ngx_http_request_t *r)
 
     p = ngx_sprintf(p, "imgbill_redis_rtt_seconds_sum %uA.%06uA\n"
                        "imgbill_redis_rtt_seconds_count %ui\n",
-                    mt->rtt_sum / 1000000, mt->rtt_sum % 1000000, n);
+                    st->rtt_sum / 1000000, st->rtt_sum % 1000000, n);
 
     for (i = 0; i < NGX_HTTP_IMGBILL_REDIS_EVENTS; i++) {
         p = ngx_sprintf(p, "# HELP imgbill_redis_%s_total Redis %s.\n"
                            "# TYPE imgbill_redis_%s_total counter\n"
                            "imgbill_redis_%s_total %uA\n",
                         redis[i], redis[i], redis[i], redis[i],
-                        mt->redis[i]);
+                        st->redis[i]);
     }
 
-    p = ngx_sprintf(p, "# HELP imgbill_journal_lines_total Settlements and "
-                       "releases written to the journal for want of "
-                       "Redis.\n"
-                       "# TYPE imgbill_journal_lines_total counter\n"
-                       "imgbill_journal_lines_total %uA\n"
-                       "# HELP imgbill_journal_lines_owed Journal lines not "
-                       "yet applied to Redis, at the last replay.\n"
-                       "# TYPE imgbill_journal_lines_owed gauge\n"
-                       "imgbill_journal_lines_owed %uA\n",
-                    mt->journal_lines, mt->journal_owed);
-
-    b->last = p;
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_imgbill_send_text(r, b,
-                                      "text/plain; version=0.0.4");
+    return ngx_sprintf(p, "# HELP imgbill_journal_lines_total Settlements "
+                          "and releases written to the journal for want "
+                          "of Redis.\n"
+                          "# TYPE imgbill_journal_lines_total counter\n"
+                          "imgbill_journal_lines_total %uA\n"
+                          "# HELP imgbill_journal_lines_owed Journal lines "
+                          "not yet applied to Redis, at the last replay.\n"
+                          "# TYPE imgbill_journal_lines_owed gauge\n"
+                          "imgbill_journal_lines_owed %uA\n",
+                       st->journal_lines, st->journal_owed);
 }
 
 

@@ -7,7 +7,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 
 
 ngx_int_t

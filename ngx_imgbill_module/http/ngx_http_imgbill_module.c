@@ -4,7 +4,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 
 
 static void *ngx_http_imgbill_create_main_conf(ngx_conf_t *cf);
@@ -13,8 +13,6 @@ static void *ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_imgbill_channel_slot(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -58,35 +56,35 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_imgbill_redis_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_imgbill_main_conf_t, redis),
       NULL },
 
     { ngx_string("imgbill_redis_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_imgbill_main_conf_t, timeout),
+      offsetof(ngx_http_imgbill_main_conf_t, redis.timeout),
       NULL },
 
     { ngx_string("imgbill_redis_wait"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_imgbill_redis_wait_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_imgbill_main_conf_t, redis),
       NULL },
 
     { ngx_string("imgbill_journal"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_imgbill_journal,
+      ngx_http_imgbill_journal_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_imgbill_main_conf_t, redis),
       NULL },
 
     { ngx_string("imgbill_hold_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_imgbill_main_conf_t, hold_ttl),
+      offsetof(ngx_http_imgbill_main_conf_t, redis.hold_ttl),
       NULL },
 
     { ngx_string("imgbill_memory_trim"),
@@ -232,6 +230,20 @@ ngx_module_t  ngx_http_imgbill_module = {
 
 
 
+/* the worker's store, where a request's money is held and settled; NULL
+   where no imgbill_redis is configured: nothing can be admitted */
+
+ngx_http_imgbill_store_t *
+ngx_http_imgbill_store(ngx_http_request_t *r)
+{
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
+    return mcf->worker ? mcf->worker->store : NULL;
+}
+
+
 /* the price list of a location's channel, once merged */
 
 ngx_array_t *
@@ -254,20 +266,13 @@ ngx_http_imgbill_create_main_conf(ngx_conf_t *cf)
     /*
      * set by ngx_pcalloc():
      *
-     *     mcf->host = { 0, NULL };
-     *     mcf->password = { 0, NULL };
-     *     mcf->db = 0;
-     *     mcf->redis = NULL;
-     *     mcf->sentinels = NULL;
-     *     mcf->sentinel_password = { 0, NULL };
-     *     mcf->wait_timeout = 0;
+     *     mcf->billed = NULL;
+     *     mcf->models = NULL;
+     *     mcf->worker = NULL;
      */
 
-    mcf->timeout = NGX_CONF_UNSET_MSEC;
-    mcf->wait_replicas = NGX_CONF_UNSET;
-    mcf->hold_ttl = NGX_CONF_UNSET;
+    ngx_http_imgbill_redis_create_conf(&mcf->redis);
     mcf->trim = NGX_CONF_UNSET_MSEC;
-    mcf->journal = NGX_CONF_UNSET_PTR;
     mcf->request_id_index = NGX_ERROR;
 
     return mcf;
@@ -279,42 +284,9 @@ ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_imgbill_main_conf_t *mcf = conf;
 
-    ngx_conf_init_msec_value(mcf->timeout, 1000);
-    ngx_conf_init_value(mcf->hold_ttl, 900);
     ngx_conf_init_msec_value(mcf->trim, 30000);
-    ngx_conf_init_value(mcf->wait_replicas, 0);
 
-    /* a WAIT blocks the connection: it must end before the connection is
-       given up for silent */
-
-    if (mcf->wait_replicas && mcf->wait_timeout >= mcf->timeout) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the timeout of \"imgbill_redis_wait\" (%M ms) "
-                           "must be shorter than \"imgbill_redis_timeout\" "
-                           "(%M ms)", mcf->wait_timeout, mcf->timeout);
-        return NGX_CONF_ERROR;
-    }
-
-    if (mcf->journal == NGX_CONF_UNSET_PTR) {
-        mcf->journal = NULL;
-
-        if (mcf->host.len) {
-            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                               "no \"imgbill_journal\": a charge whose "
-                               "settlement cannot reach redis is only "
-                               "logged, never applied");
-        }
-    }
-
-    if (mcf->wait_replicas && mcf->journal == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"imgbill_redis_wait\" needs \"imgbill_journal\": "
-                           "a settlement the replicas did not confirm is "
-                           "kept there until they do");
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
+    return ngx_http_imgbill_redis_init_conf(cf, &mcf->redis);
 }
 
 
@@ -424,7 +396,7 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_OK;
     }
 
-    if (mcf->host.len == 0) {
+    if (mcf->redis.host.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"imgbill\" needs \"imgbill_redis\" in http{}");
         return NGX_CONF_ERROR;
@@ -472,35 +444,6 @@ ngx_http_imgbill_channel_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                        "or fast", &value[1], &cmd->name);
 
     return NGX_CONF_ERROR;
-}
-
-
-/* imgbill_journal PATH | off; opened by the master like a log file */
-
-static char *
-ngx_http_imgbill_journal(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_imgbill_main_conf_t *mcf = conf;
-
-    ngx_str_t  *value;
-
-    if (mcf->journal != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_strcmp(value[1].data, "off") == 0) {
-        mcf->journal = NULL;
-        return NGX_CONF_OK;
-    }
-
-    mcf->journal = ngx_conf_open_file(cf->cycle, &value[1]);
-    if (mcf->journal == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
 }
 
 
@@ -583,7 +526,7 @@ ngx_http_imgbill_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    if (mcf->host.len) {
+    if (mcf->redis.host.len) {
         if (ngx_http_imgbill_metrics_zone(cf, mcf) != NGX_OK) {
             return NGX_ERROR;
         }
@@ -603,25 +546,29 @@ ngx_http_imgbill_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_imgbill_init_process(ngx_cycle_t *cycle)
 {
+    ngx_http_imgbill_worker_t     *w;
     ngx_http_imgbill_main_conf_t  *mcf;
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_imgbill_module);
 
-    if (mcf == NULL || mcf->host.len == 0) {
+    if (mcf == NULL || mcf->redis.host.len == 0) {
         return NGX_OK;
     }
 
-    ngx_http_imgbill_inflight_init(mcf);
-
-    if (ngx_http_imgbill_redis_init(cycle, mcf) != NGX_OK
-        || ngx_http_imgbill_batch_init(cycle, mcf) != NGX_OK
-        || ngx_http_imgbill_trim_init(cycle, mcf) != NGX_OK
-        || ngx_http_imgbill_lifetime_init(cycle, mcf) != NGX_OK)
-    {
+    w = ngx_pcalloc(cycle->pool, sizeof(ngx_http_imgbill_worker_t));
+    if (w == NULL) {
         return NGX_ERROR;
     }
 
-    return ngx_http_imgbill_journal_init(cycle, mcf);
+    w->store = ngx_http_imgbill_store_init(cycle, &mcf->redis,
+                                           ngx_http_imgbill_metrics_stats(mcf));
+    if (w->store == NULL) {
+        return NGX_ERROR;
+    }
+
+    mcf->worker = w;
+
+    return ngx_http_imgbill_trim_init(cycle, mcf);
 }
 
 
@@ -632,10 +579,7 @@ ngx_http_imgbill_exit_process(ngx_cycle_t *cycle)
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_imgbill_module);
 
-    if (mcf) {
-        /* before the connection goes: what is still held must be told */
-        ngx_http_imgbill_inflight_exit(mcf);
-        ngx_http_imgbill_batch_done(mcf);
-        ngx_http_imgbill_redis_done(mcf);
+    if (mcf && mcf->worker) {
+        ngx_http_imgbill_store_exit(mcf->worker->store);
     }
 }

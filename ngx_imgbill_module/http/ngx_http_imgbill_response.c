@@ -6,7 +6,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 
 
 static ngx_int_t ngx_http_imgbill_push(ngx_list_t *list, char *name,

@@ -17,7 +17,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 
 
 /* a growing buffer's first size, when no Content-Length says more */

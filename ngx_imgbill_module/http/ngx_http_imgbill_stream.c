@@ -15,10 +15,9 @@
  * The end of the stream (its last buffer, with the charge in its
  * trailers) waits for the settlement, as a whole reply does.  A client
  * that leaves after its image is charged as if it had stayed, and one
- * that leaves before it pays nothing (ngx_http_imgbill_deliver.c).  A
- * stream that never ends (the upstream died) is charged by the pool
- * cleanup if its image reached the client, else released, with a log line
- * saying what it would have cost.
+ * that leaves before it pays nothing; a stream that never ends (the
+ * upstream died) is charged by the pool cleanup if its image reached the
+ * client, else released (ngx_http_imgbill_deliver.c).
  */
 
 
@@ -48,8 +47,6 @@ static ngx_int_t ngx_http_imgbill_stream_out(ngx_http_request_t *r,
     ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll);
 static ngx_int_t ngx_http_imgbill_stream_link(ngx_http_request_t *r,
     ngx_http_imgbill_stream_t *st, ngx_buf_t *b, ngx_chain_t ***ll);
-static void ngx_http_imgbill_stream_found(ngx_http_imgbill_stream_t *st,
-    ngx_http_imgbill_scan_t *found);
 
 
 /* the reply is a stream: its header goes out now, its charge at its end */
@@ -575,154 +572,4 @@ ngx_http_imgbill_stream_link(ngx_http_request_t *r,
     *ll = &cl->next;
 
     return ngx_http_imgbill_deliver_queue(r, st, b);
-}
-
-
-/*
- * A stream that ends before its end (the upstream died, or was silent past
- * its read timeout; the worker stopped): free, unless an image of it
- * reached the client, and then charged what it showed, as its end would
- * have been.  NGX_OK if charged.  Decided once, as the request is freed
- * (its log phase, its pool cleanup: no reference to it is left), never
- * while it may still go on, whatever reads a $imgbill_* variable early.
- */
-
-ngx_int_t
-ngx_http_imgbill_stream_cut(ngx_http_imgbill_ctx_t *ctx)
-{
-    ngx_http_imgbill_scan_t     found;
-    ngx_http_imgbill_stream_t  *st;
-
-    st = ctx->stream;
-
-    if (!st->cut && ctx->request->count == 0) {
-        st->cut = 1;
-
-        if (!st->error && ngx_http_imgbill_deliver_delivered(st)) {
-            ngx_http_imgbill_stream_found(st, &found);
-            (void) ngx_http_imgbill_charge(ctx->request, ctx, &found);
-
-            if (ctx->charge) {
-                ctx->charge_reason = ctx->request->connection->error
-                                     ? ngx_http_imgbill_free_client_gone
-                                     : ngx_http_imgbill_free_upstream_cut;
-            }
-        }
-    }
-
-    return ctx->charge ? NGX_OK : NGX_DECLINED;
-}
-
-
-/* the pool cleanup found the stream unfinished: why, and what it cost */
-
-void
-ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
-{
-    u_char                      buf[NGX_HTTP_IMGBILL_MONEY_LEN], *p;
-    ngx_int_t                   charge;
-    ngx_uint_t                  level, image;
-    ngx_connection_t           *c;
-    ngx_http_imgbill_stream_t  *st;
-
-    st = ctx->stream;
-    c = ctx->request->connection;
-
-    if (ngx_http_imgbill_stream_cut(ctx) == NGX_OK) {
-        p = ngx_http_imgbill_format_money(buf, ctx->charge);
-
-        ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                      "imgbill: the %s ended the stream of request %V of "
-                      "account \"%V\" after %O bytes, %O of them written, "
-                      "its image among them: charged %*s",
-                      c->error ? "client" : "upstream", &ctx->request_id,
-                      &ctx->account, st->bytes, st->written, p - buf, buf);
-        return;
-    }
-
-    charge = ngx_http_imgbill_stream_worth(ctx);
-
-    p = buf;
-
-    if (charge >= 0) {
-        p = ngx_http_imgbill_format_money(buf, charge);
-    }
-
-    /* an image made is an upstream bill: at "error", which Debian shows */
-
-    image = st->image || st->sse.scan.image;
-    level = image ? NGX_LOG_ERR : NGX_LOG_WARN;
-
-    ngx_log_error(level, c->log, 0,
-                  "imgbill: the %s ended the stream of request %V of "
-                  "account \"%V\" after %O bytes, %s; it would have cost "
-                  "%*s; not charged, hold released",
-                  c->error ? "client" : "upstream",
-                  &ctx->request_id, &ctx->account, st->bytes,
-                  image ? "before its image reached the client"
-                        : "before any image",
-                  charge >= 0 ? (size_t) (p - buf) : sizeof("unknown") - 1,
-                  charge >= 0 ? buf : (u_char *) "unknown");
-}
-
-
-/*
- * What the stream read so far is worth, as its end would have billed it
- * (the upstream's bill for it), by the one charge function; -1 while
- * that is unknown: no image yet, or a metered stream without its usage
- * yet.
- */
-
-ngx_int_t
-ngx_http_imgbill_stream_worth(ngx_http_imgbill_ctx_t *ctx)
-{
-    ngx_http_imgbill_bill_t     bill;
-    ngx_http_imgbill_scan_t     found;
-    ngx_http_imgbill_stream_t  *st;
-
-    st = ctx->stream;
-
-    if (st == NULL || st->error) {
-        return -1;
-    }
-
-    ngx_http_imgbill_stream_found(st, &found);
-    ngx_http_imgbill_billing(ctx->request, ctx, &found, 0, &bill);
-
-    return bill.charge ? bill.charge : -1;
-}
-
-
-/*
- * What the stream showed so far, as a whole reply's findings: every choice
- * that showed an image counts once, however many events it took, the
- * event being read included (a stream may end inside it).
- */
-
-static void
-ngx_http_imgbill_stream_found(ngx_http_imgbill_stream_t *st,
-    ngx_http_imgbill_scan_t *found)
-{
-    uint64_t                     bits;
-    ngx_http_imgbill_scanner_t  *s;
-
-    s = &st->sse.scan;
-
-    ngx_memzero(found, sizeof(ngx_http_imgbill_scan_t));
-
-    found->json = 1;
-    found->image = st->image | s->image;
-    found->usage = st->usage;
-    found->prompt_tokens = st->prompt_tokens;
-    found->completion_tokens = st->completion_tokens;
-
-    bits = st->indexes | s->indexes;
-
-    if (s->in_choice && s->choice_image) {
-        bits |= (uint64_t) 1 << s->choice_index;
-    }
-
-    for ( /* void */ ; bits; bits &= bits - 1) {
-        found->images++;
-    }
 }

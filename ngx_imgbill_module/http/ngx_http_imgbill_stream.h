@@ -3,7 +3,7 @@
  * Between the two files of a streamed reply: ngx_http_imgbill_stream.c
  * reads its events and decides what goes out, ngx_http_imgbill_deliver.c
  * knows what of that was written to the client, and what becomes of the
- * stream when the client leaves.
+ * stream when the client leaves or the upstream dies.
  */
 
 
@@ -11,7 +11,8 @@
 #define _NGX_HTTP_IMGBILL_STREAM_H_INCLUDED_
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
+#include "ngx_http_imgbill_sse.h"
 
 
 /* a buffer handed to the next filter, until it is known written */
@@ -86,6 +87,8 @@ void ngx_http_imgbill_deliver_image(ngx_http_request_t *r,
 ngx_uint_t ngx_http_imgbill_deliver_delivered(ngx_http_imgbill_stream_t *st);
 ngx_int_t ngx_http_imgbill_deliver_sent(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_chain_t *out, ngx_int_t rc);
+void ngx_http_imgbill_stream_found(ngx_http_imgbill_stream_t *st,
+    ngx_http_imgbill_scan_t *found);
 
 
 #endif /* _NGX_HTTP_IMGBILL_STREAM_H_INCLUDED_ */

@@ -10,6 +10,10 @@
 #include "ngx_http_imgbill_module.h"
 
 
+static ngx_int_t ngx_http_imgbill_price_param(ngx_http_imgbill_price_t *price,
+    ngx_str_t *value);
+
+
 /*
  * imgbill_metered_price MODEL INPUT OUTPUT [max_output=TOKENS] [hold=AMOUNT];
  * imgbill_fast_price MODEL PRICE;
@@ -61,6 +65,7 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_http_imgbill_metrics_add_model(cf, &price->model) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+
     price->input = 0;
     price->output = 0;
     price->per_call = 0;
@@ -94,31 +99,41 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     for (i = 4; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "hold=", 5) == 0) {
-            price->hold = ngx_http_imgbill_parse_money(value[i].data + 5,
-                                                       value[i].len - 5);
-            if (price->hold != NGX_ERROR) {
-                continue;
-            }
-
-        } else if (ngx_strncmp(value[i].data, "max_output=", 11) == 0) {
-            price->max_output = ngx_atoi(value[i].data + 11,
-                                         value[i].len - 11);
-            if (price->max_output != NGX_ERROR
-                && price->max_output <= NGX_HTTP_IMGBILL_TOKENS_MAX)
-            {
-                continue;
-            }
+        if (ngx_http_imgbill_price_param(price, &value[i]) != NGX_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in \"%V\"",
+                               &value[i], &cmd->name);
+            return NGX_CONF_ERROR;
         }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"%V\"",
-                           &value[i], &cmd->name);
-        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* a metered price's hold=AMOUNT or max_output=TOKENS */
+
+static ngx_int_t
+ngx_http_imgbill_price_param(ngx_http_imgbill_price_t *price,
+    ngx_str_t *value)
+{
+    if (ngx_strncmp(value->data, "hold=", 5) == 0) {
+        price->hold = ngx_http_imgbill_parse_money(value->data + 5,
+                                                   value->len - 5);
+        return (price->hold == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+    }
+
+    if (ngx_strncmp(value->data, "max_output=", 11) == 0) {
+        price->max_output = ngx_atoi(value->data + 11, value->len - 11);
+
+        if (price->max_output != NGX_ERROR
+            && price->max_output <= NGX_HTTP_IMGBILL_TOKENS_MAX)
+        {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_ERROR;
 }
 
 

@@ -34,6 +34,9 @@
 
 static ssize_t ngx_http_imgbill_fold(const u_char *key, size_t len,
     u_char *buf);
+static ngx_int_t ngx_http_imgbill_reading_stands(const char *key,
+    u_char *fold, ssize_t n, const char *const *known,
+    ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_hex(u_char c);
 
 
@@ -50,14 +53,13 @@ ngx_int_t
 ngx_http_imgbill_reading_keys(json_t *obj, const char *const *known,
     ngx_http_imgbill_request_t *req)
 {
-    u_char              fold[NGX_HTTP_IMGBILL_KEY_FOLD],
-                        other[NGX_HTTP_IMGBILL_KEY_FOLD];
-    json_t             *seen, *value;
-    ssize_t             n, kn;
-    uint32_t            hash, hashes[NGX_HTTP_IMGBILL_KEYS_FEW];
-    ngx_uint_t          i, nkeys;
-    const char         *key, *keys[NGX_HTTP_IMGBILL_KEYS_FEW];
-    const char *const  *k;
+    u_char       fold[NGX_HTTP_IMGBILL_KEY_FOLD],
+                 other[NGX_HTTP_IMGBILL_KEY_FOLD];
+    json_t      *seen, *value;
+    ssize_t      n;
+    uint32_t     hash, hashes[NGX_HTTP_IMGBILL_KEYS_FEW];
+    ngx_uint_t   i, nkeys;
+    const char  *key, *keys[NGX_HTTP_IMGBILL_KEYS_FEW];
 
     if (!json_is_object(obj)) {
         return NGX_HTTP_IMGBILL_REQ_OK;
@@ -115,25 +117,10 @@ ngx_http_imgbill_reading_keys(json_t *obj, const char *const *known,
             keys[nkeys++] = key;
         }
 
-        /* a spelling of its own, or one that stands for a known one */
-
-        for (k = known; *k; k++) {
-            if (ngx_strcmp(*k, key) == 0) {
-                break;
-            }
-        }
-
-        if (*k) {
-            continue;
-        }
-
-        for (k = known; *k; k++) {
-            kn = ngx_http_imgbill_fold((u_char *) *k, ngx_strlen(*k), other);
-
-            if (kn == n && ngx_memcmp(other, fold, n) == 0) {
-                req->spelling = *k;
-                goto collide;
-            }
+        if (ngx_http_imgbill_reading_stands(key, fold, n, known, req)
+            != NGX_OK)
+        {
+            goto collide;
         }
     }
 
@@ -152,6 +139,36 @@ collide:
     req->key = key;
 
     return NGX_HTTP_IMGBILL_REQ_AMBIGUOUS;
+}
+
+
+/* a spelling of its own, or one that stands for a known one: NGX_DECLINED,
+   and which in req->spelling */
+
+static ngx_int_t
+ngx_http_imgbill_reading_stands(const char *key, u_char *fold, ssize_t n,
+    const char *const *known, ngx_http_imgbill_request_t *req)
+{
+    u_char              other[NGX_HTTP_IMGBILL_KEY_FOLD];
+    ssize_t             kn;
+    const char *const  *k;
+
+    for (k = known; *k; k++) {
+        if (ngx_strcmp(*k, key) == 0) {
+            return NGX_OK;
+        }
+    }
+
+    for (k = known; *k; k++) {
+        kn = ngx_http_imgbill_fold((u_char *) *k, ngx_strlen(*k), other);
+
+        if (kn == n && ngx_memcmp(other, fold, n) == 0) {
+            req->spelling = *k;
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -43,40 +43,21 @@ enum {
 };
 
 
+static ngx_inline ngx_int_t ngx_http_imgbill_scan_mark(
+    ngx_http_imgbill_scanner_t *s, u_char ch);
 static ngx_int_t ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s,
     u_char ch, size_t at);
 static void ngx_http_imgbill_scan_push(ngx_http_imgbill_scanner_t *s,
     u_char open, ngx_uint_t role);
 static void ngx_http_imgbill_scan_pop(ngx_http_imgbill_scanner_t *s);
 static void ngx_http_imgbill_scan_empty(ngx_http_imgbill_scanner_t *s);
-static ngx_uint_t ngx_http_imgbill_scan_role(ngx_http_imgbill_scanner_t *s,
-    ngx_http_imgbill_scan_frame_t *parent, u_char open);
-static ngx_uint_t ngx_http_imgbill_scan_shows(ngx_http_imgbill_scanner_t *s,
-    ngx_http_imgbill_scan_frame_t *f);
 static void ngx_http_imgbill_scan_choice_end(ngx_http_imgbill_scanner_t *s);
-
-
-/* the paths every dialect shares: the root's usage and its choices */
-
-static ngx_http_imgbill_scan_path_t  ngx_http_imgbill_paths[] = {
-    { ngx_http_imgbill_role_root, ngx_http_imgbill_key_usage, '{',
-      ngx_http_imgbill_role_usage },
-    { ngx_http_imgbill_role_root, ngx_http_imgbill_key_choices, '[',
-      ngx_http_imgbill_role_choices },
-    { ngx_http_imgbill_role_choices, ngx_http_imgbill_key_other, '{',
-      ngx_http_imgbill_role_choice },
-    { 0, 0, 0, 0 }
-};
 
 
 #define ngx_http_imgbill_is_space(ch)                                        \
     (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r')
 
 #define ngx_http_imgbill_top(s)  (&(s)->stack[(s)->depth - 1])
-
-/* the key of the value being read: an array's elements have none */
-#define ngx_http_imgbill_value_key(f)                                        \
-    ((f)->close == '}' ? (ngx_uint_t) (f)->key : ngx_http_imgbill_key_other)
 
 /* whether the value being read is one of the usage's counts */
 #define ngx_http_imgbill_is_count(f)                                         \
@@ -109,8 +90,8 @@ ngx_int_t
 ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s, u_char *p,
     u_char *last)
 {
-    u_char                         *start, ch;
-    ngx_http_imgbill_scan_frame_t  *f;
+    u_char     *start;
+    ngx_int_t   rc;
 
     start = p;
     s->start = p;
@@ -124,43 +105,6 @@ ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s, u_char *p,
 
         switch (s->state) {
 
-        case sw_start:
-            if (*p++ != '{') {
-                goto failed;
-            }
-
-            ngx_http_imgbill_scan_push(s, '{', ngx_http_imgbill_role_root);
-            break;
-
-        case sw_open:
-            f = ngx_http_imgbill_top(s);
-
-            if (*p == f->close) {
-                p++;
-                ngx_http_imgbill_scan_empty(s);
-                break;
-            }
-
-            s->state = (f->close == '}') ? sw_key_start : sw_value;
-            break;
-
-        case sw_key_start:
-            if (*p++ != '"') {
-                goto failed;
-            }
-
-            ngx_http_imgbill_scan_string_start(s, ngx_http_imgbill_watch_key);
-            s->state = sw_key;
-            break;
-
-        case sw_colon:
-            if (*p++ != ':') {
-                goto failed;
-            }
-
-            s->state = sw_value;
-            break;
-
         case sw_value:
             if (ngx_http_imgbill_scan_value(s, *p, s->fed + (p + 1 - start))
                 != NGX_OK)
@@ -169,22 +113,6 @@ ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s, u_char *p,
             }
 
             p++;
-            break;
-
-        case sw_after_value:
-            ch = *p++;
-            f = ngx_http_imgbill_top(s);
-
-            if (ch == ',') {
-                s->state = (f->close == '}') ? sw_key_start : sw_value;
-                break;
-            }
-
-            if (ch != f->close) {
-                goto failed;
-            }
-
-            ngx_http_imgbill_scan_pop(s);
             break;
 
         case sw_key:
@@ -223,8 +151,19 @@ ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s, u_char *p,
             s->image_at = 0;
             goto failed;
 
-        default: /* sw_error */
+        case sw_error:
             return NGX_ERROR;
+
+        default:
+            rc = ngx_http_imgbill_scan_mark(s, *p);
+
+            if (rc == NGX_ERROR) {
+                goto failed;
+            }
+
+            /* NGX_DECLINED: the byte begins what comes inside */
+            p += (rc == NGX_OK);
+            break;
         }
     }
 
@@ -237,6 +176,71 @@ failed:
     s->state = sw_error;
 
     return NGX_ERROR;
+}
+
+
+/* the one byte of JSON's punctuation the state expects: NGX_OK once read,
+   NGX_DECLINED where it is not that and is left to the next state */
+
+static ngx_inline ngx_int_t
+ngx_http_imgbill_scan_mark(ngx_http_imgbill_scanner_t *s, u_char ch)
+{
+    ngx_http_imgbill_scan_frame_t  *f;
+
+    switch (s->state) {
+
+    case sw_start:
+        if (ch != '{') {
+            return NGX_ERROR;
+        }
+
+        ngx_http_imgbill_scan_push(s, '{', ngx_http_imgbill_role_root);
+        return NGX_OK;
+
+    case sw_open:
+        f = ngx_http_imgbill_top(s);
+
+        if (ch == f->close) {
+            ngx_http_imgbill_scan_empty(s);
+            return NGX_OK;
+        }
+
+        /* not the close: the first key or value, read again as such */
+        s->state = (f->close == '}') ? sw_key_start : sw_value;
+        return NGX_DECLINED;
+
+    case sw_key_start:
+        if (ch != '"') {
+            return NGX_ERROR;
+        }
+
+        ngx_http_imgbill_scan_string_start(s, ngx_http_imgbill_watch_key);
+        s->state = sw_key;
+        return NGX_OK;
+
+    case sw_colon:
+        if (ch != ':') {
+            return NGX_ERROR;
+        }
+
+        s->state = sw_value;
+        return NGX_OK;
+
+    default: /* sw_after_value */
+        f = ngx_http_imgbill_top(s);
+
+        if (ch == ',') {
+            s->state = (f->close == '}') ? sw_key_start : sw_value;
+            return NGX_OK;
+        }
+
+        if (ch != f->close) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_imgbill_scan_pop(s);
+        return NGX_OK;
+    }
 }
 
 
@@ -510,66 +514,6 @@ ngx_http_imgbill_scan_empty(ngx_http_imgbill_scanner_t *s)
     }
 
     ngx_http_imgbill_scan_pop(s);
-}
-
-
-/* the role of a container opened by "open" as a value inside parent: the
-   paths all share first, then the dialect's */
-
-static ngx_uint_t
-ngx_http_imgbill_scan_role(ngx_http_imgbill_scanner_t *s,
-    ngx_http_imgbill_scan_frame_t *parent, u_char open)
-{
-    ngx_uint_t                     key;
-    ngx_http_imgbill_scan_path_t  *p;
-
-    /* nothing inside what does not matter matters: the bulk of a reply's
-       containers (logprobs, safety ratings) end here */
-
-    if (parent->role == ngx_http_imgbill_role_other) {
-        return ngx_http_imgbill_role_other;
-    }
-
-    key = ngx_http_imgbill_value_key(parent);
-
-    for (p = ngx_http_imgbill_paths; p->role; p++) {
-        if (p->parent == parent->role && p->key == key && p->open == open) {
-            return p->role;
-        }
-    }
-
-    for (p = s->dialect->paths; p->role; p++) {
-        if (p->parent == parent->role && p->key == key && p->open == open) {
-            return p->role;
-        }
-    }
-
-    return ngx_http_imgbill_role_other;
-}
-
-
-/* what the value being read in f shows, by the dialect's marks */
-
-static ngx_uint_t
-ngx_http_imgbill_scan_shows(ngx_http_imgbill_scanner_t *s,
-    ngx_http_imgbill_scan_frame_t *f)
-{
-    ngx_uint_t                     key;
-    ngx_http_imgbill_scan_mark_t  *m;
-
-    if (f->role == ngx_http_imgbill_role_other) {
-        return 0;
-    }
-
-    key = ngx_http_imgbill_value_key(f);
-
-    for (m = s->dialect->marks; m->shows; m++) {
-        if (m->role == f->role && m->key == key) {
-            return m->shows;
-        }
-    }
-
-    return 0;
 }
 
 

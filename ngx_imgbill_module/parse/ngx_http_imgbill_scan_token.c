@@ -2,11 +2,12 @@
 /*
  * The reply scanner's tokens: strings, read in plain runs many bytes at a
  * time (a reply is mostly one base64 string), their escapes, the image a
- * message's text may name, an image's MIME type and the key a key
- * names; and numbers, by JSON's grammar.  Each token may be cut by the
- * end of a buffer anywhere and resumed with the next: where it was is kept
- * in the scanner (s->token).  What a token means where it stands is
- * ngx_http_imgbill_scan.c's business.
+ * message's text may name, an image's MIME type and the key a key names;
+ * and numbers, by JSON's grammar.  Each token may be cut by the end of a
+ * buffer anywhere and resumed with the next: where it was is kept in the
+ * scanner (s->token).  What a token means where it stands is
+ * ngx_http_imgbill_scan.c's business; the dialect's tables, what a key,
+ * a container and a value are in it, are read here.
  */
 
 
@@ -421,6 +422,19 @@ ngx_http_imgbill_scan_number(ngx_http_imgbill_scanner_t *s, u_char *p,
 }
 
 
+/* the paths every dialect shares: the root's usage and its choices */
+
+static ngx_http_imgbill_scan_path_t  ngx_http_imgbill_paths[] = {
+    { ngx_http_imgbill_role_root, ngx_http_imgbill_key_usage, '{',
+      ngx_http_imgbill_role_usage },
+    { ngx_http_imgbill_role_root, ngx_http_imgbill_key_choices, '[',
+      ngx_http_imgbill_role_choices },
+    { ngx_http_imgbill_role_choices, ngx_http_imgbill_key_other, '{',
+      ngx_http_imgbill_role_choice },
+    { 0, 0, 0, 0 }
+};
+
+
 /* the key a key token names in the dialect read (its bytes as sent) */
 
 ngx_uint_t
@@ -441,4 +455,64 @@ ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s)
     }
 
     return ngx_http_imgbill_key_other;
+}
+
+
+/* the role of a container opened by "open" as a value inside parent: the
+   paths all share first, then the dialect's */
+
+ngx_uint_t
+ngx_http_imgbill_scan_role(ngx_http_imgbill_scanner_t *s,
+    ngx_http_imgbill_scan_frame_t *parent, u_char open)
+{
+    ngx_uint_t                     key;
+    ngx_http_imgbill_scan_path_t  *p;
+
+    /* nothing inside what does not matter matters: the bulk of a reply's
+       containers (logprobs, safety ratings) end here */
+
+    if (parent->role == ngx_http_imgbill_role_other) {
+        return ngx_http_imgbill_role_other;
+    }
+
+    key = ngx_http_imgbill_value_key(parent);
+
+    for (p = ngx_http_imgbill_paths; p->role; p++) {
+        if (p->parent == parent->role && p->key == key && p->open == open) {
+            return p->role;
+        }
+    }
+
+    for (p = s->dialect->paths; p->role; p++) {
+        if (p->parent == parent->role && p->key == key && p->open == open) {
+            return p->role;
+        }
+    }
+
+    return ngx_http_imgbill_role_other;
+}
+
+
+/* what the value being read in f shows, by the dialect's marks */
+
+ngx_uint_t
+ngx_http_imgbill_scan_shows(ngx_http_imgbill_scanner_t *s,
+    ngx_http_imgbill_scan_frame_t *f)
+{
+    ngx_uint_t                     key;
+    ngx_http_imgbill_scan_mark_t  *m;
+
+    if (f->role == ngx_http_imgbill_role_other) {
+        return 0;
+    }
+
+    key = ngx_http_imgbill_value_key(f);
+
+    for (m = s->dialect->marks; m->shows; m++) {
+        if (m->role == f->role && m->key == key) {
+            return m->shows;
+        }
+    }
+
+    return 0;
 }

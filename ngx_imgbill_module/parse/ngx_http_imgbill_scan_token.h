@@ -42,6 +42,10 @@ enum {
 
 #define ngx_http_imgbill_is_digit(ch)  (ch >= '0' && ch <= '9')
 
+/* the key of the value being read: an array's elements have none */
+#define ngx_http_imgbill_value_key(f)                                        \
+    ((f)->close == '}' ? (ngx_uint_t) (f)->key : ngx_http_imgbill_key_other)
+
 
 /* ngx_http_imgbill_scan_token.c */
 void ngx_http_imgbill_scan_string_start(ngx_http_imgbill_scanner_t *s,
@@ -51,6 +55,10 @@ u_char *ngx_http_imgbill_scan_string(ngx_http_imgbill_scanner_t *s,
 u_char *ngx_http_imgbill_scan_number(ngx_http_imgbill_scanner_t *s,
     u_char *p, u_char *last);
 ngx_uint_t ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s);
+ngx_uint_t ngx_http_imgbill_scan_role(ngx_http_imgbill_scanner_t *s,
+    ngx_http_imgbill_scan_frame_t *parent, u_char open);
+ngx_uint_t ngx_http_imgbill_scan_shows(ngx_http_imgbill_scanner_t *s,
+    ngx_http_imgbill_scan_frame_t *f);
 
 /* ngx_http_imgbill_scan.c: what a token means where it stands */
 void ngx_http_imgbill_scan_image(ngx_http_imgbill_scanner_t *s, size_t at);

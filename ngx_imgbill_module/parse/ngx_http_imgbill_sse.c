@@ -31,6 +31,10 @@ static void ngx_http_imgbill_sse_line(ngx_http_imgbill_sse_t *sse,
 static void ngx_http_imgbill_sse_value(ngx_http_imgbill_sse_t *sse,
     u_char *p, u_char *last);
 static void ngx_http_imgbill_sse_event(ngx_http_imgbill_sse_t *sse);
+static void ngx_http_imgbill_sse_field(ngx_http_imgbill_sse_t *sse,
+    u_char ch, size_t at);
+static u_char *ngx_http_imgbill_sse_data(ngx_http_imgbill_sse_t *sse,
+    u_char *p, u_char *last);
 
 
 void
@@ -50,7 +54,7 @@ ngx_int_t
 ngx_http_imgbill_sse_feed(ngx_http_imgbill_sse_t *sse, u_char *p,
     u_char *last, u_char **end)
 {
-    u_char  ch, *start, *q, *lf;
+    u_char  ch, *start;
 
     start = p;
     sse->image = NULL;
@@ -87,33 +91,8 @@ ngx_http_imgbill_sse_feed(ngx_http_imgbill_sse_t *sse, u_char *p,
             break;
 
         case sw_field:
-            if (ch == CR || ch == LF) {
-                if (sse->field == sizeof("data") - 1) {
-                    /* "data" alone: a data line, empty */
-                    ngx_http_imgbill_sse_line(sse, sse->event + (p - start));
-                }
-
-                p++;
-                sse->cr = (ch == CR);
-                sse->state = sw_line;
-                break;
-            }
-
+            ngx_http_imgbill_sse_field(sse, ch, sse->event + (p - start));
             p++;
-
-            if (sse->field < sizeof("data") - 1
-                && ch == "data"[sse->field])
-            {
-                sse->field++;
-                break;
-            }
-
-            if (sse->field == sizeof("data") - 1 && ch == ':') {
-                sse->state = sw_space;
-                break;
-            }
-
-            sse->state = sw_skip;
             break;
 
         case sw_space:
@@ -126,35 +105,7 @@ ngx_http_imgbill_sse_feed(ngx_http_imgbill_sse_t *sse, u_char *p,
             break;
 
         case sw_value:
-
-            /*
-             * a value may be megabytes of one image: its end is found
-             * with memchr(), many bytes a step, where a loop over the
-             * bytes took a third of a millisecond per megabyte
-             */
-
-            q = memchr(p, LF, last - p);
-
-            if (q == NULL) {
-                q = last;
-            }
-
-            lf = q;
-            q = memchr(p, CR, lf - p);
-
-            if (q == NULL) {
-                q = lf;
-            }
-
-            ngx_http_imgbill_sse_value(sse, p, q);
-            p = q;
-
-            if (p < last) {
-                sse->cr = (*p == CR);
-                p++;
-                sse->state = sw_line;
-            }
-
+            p = ngx_http_imgbill_sse_data(sse, p, last);
             break;
 
         default: /* sw_skip */
@@ -172,6 +123,75 @@ ngx_http_imgbill_sse_feed(ngx_http_imgbill_sse_t *sse, u_char *p,
     *end = p;
 
     return NGX_AGAIN;
+}
+
+
+/* a byte of a line's field name, at "at" in the event: "data" or not */
+
+static void
+ngx_http_imgbill_sse_field(ngx_http_imgbill_sse_t *sse, u_char ch, size_t at)
+{
+    if (ch == CR || ch == LF) {
+        if (sse->field == sizeof("data") - 1) {
+            /* "data" alone: a data line, empty */
+            ngx_http_imgbill_sse_line(sse, at);
+        }
+
+        sse->cr = (ch == CR);
+        sse->state = sw_line;
+        return;
+    }
+
+    if (sse->field < sizeof("data") - 1 && ch == "data"[sse->field]) {
+        sse->field++;
+        return;
+    }
+
+    if (sse->field == sizeof("data") - 1 && ch == ':') {
+        sse->state = sw_space;
+        return;
+    }
+
+    sse->state = sw_skip;
+}
+
+
+/*
+ * A data line's value, up to its end or the buffer's.  A value may be
+ * megabytes of one image: its end is found with memchr(), many bytes a
+ * step, where a loop over the bytes took a third of a millisecond per
+ * megabyte.
+ */
+
+static u_char *
+ngx_http_imgbill_sse_data(ngx_http_imgbill_sse_t *sse, u_char *p,
+    u_char *last)
+{
+    u_char  *q, *lf;
+
+    q = memchr(p, LF, last - p);
+
+    if (q == NULL) {
+        q = last;
+    }
+
+    lf = q;
+    q = memchr(p, CR, lf - p);
+
+    if (q == NULL) {
+        q = lf;
+    }
+
+    ngx_http_imgbill_sse_value(sse, p, q);
+    p = q;
+
+    if (p < last) {
+        sse->cr = (*p == CR);
+        p++;
+        sse->state = sw_line;
+    }
+
+    return p;
 }
 
 

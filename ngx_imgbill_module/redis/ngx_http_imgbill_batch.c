@@ -56,6 +56,9 @@
 static void ngx_http_imgbill_batch_flush(ngx_event_t *ev);
 static ngx_int_t ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     ngx_queue_t *cmds, ngx_uint_t n);
+static void ngx_http_imgbill_batch_args(ngx_http_imgbill_batch_t *b,
+    ngx_queue_t *cmds);
+static ngx_int_t ngx_http_imgbill_batch_eval(ngx_http_imgbill_batch_t *b);
 static void ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
     redisReply *reply);
 static void ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
@@ -68,7 +71,7 @@ static void ngx_http_imgbill_batch_rtt(ngx_http_imgbill_batch_t *b);
 
 ngx_int_t
 ngx_http_imgbill_batch_init(ngx_cycle_t *cycle,
-    ngx_http_imgbill_main_conf_t *mcf)
+    ngx_http_imgbill_store_t *store)
 {
     ngx_http_imgbill_client_t  *cl;
 
@@ -78,7 +81,7 @@ ngx_http_imgbill_batch_init(ngx_cycle_t *cycle,
     }
 
     cl->log = cycle->log;
-    cl->mcf = mcf;
+    cl->store = store;
 
     cl->flush.handler = ngx_http_imgbill_batch_flush;
     cl->flush.data = cl;
@@ -90,7 +93,7 @@ ngx_http_imgbill_batch_init(ngx_cycle_t *cycle,
 
     ngx_queue_init(&cl->queue);
 
-    mcf->client = cl;
+    store->client = cl;
 
     return NGX_OK;
 }
@@ -100,12 +103,12 @@ ngx_http_imgbill_batch_init(ngx_cycle_t *cycle,
    handlers of settlements journal them */
 
 void
-ngx_http_imgbill_batch_done(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_batch_done(ngx_http_imgbill_store_t *store)
 {
     ngx_queue_t                 queue;
     ngx_http_imgbill_client_t  *cl;
 
-    cl = mcf->client;
+    cl = store->client;
 
     if (cl == NULL) {
         return;
@@ -134,12 +137,12 @@ ngx_http_imgbill_batch_done(ngx_http_imgbill_main_conf_t *mcf)
  */
 
 void
-ngx_http_imgbill_batch_wake(ngx_http_imgbill_main_conf_t *mcf, ngx_int_t rc)
+ngx_http_imgbill_batch_wake(ngx_http_imgbill_store_t *store, ngx_int_t rc)
 {
     ngx_event_t                *ev;
     ngx_http_imgbill_client_t  *cl;
 
-    cl = mcf->client;
+    cl = store->client;
 
     if (cl == NULL) {
         return;
@@ -181,7 +184,7 @@ ngx_http_imgbill_batch_rebind(ngx_http_imgbill_cmd_t *cmd,
 
 
 ngx_http_imgbill_cmd_t *
-ngx_http_imgbill_batch_queue(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_batch_queue(ngx_http_imgbill_store_t *store,
     ngx_http_imgbill_script_e script, ngx_uint_t nkeys, ngx_uint_t argc,
     ngx_str_t *argv, ngx_http_imgbill_reply_pt handler, void *data)
 {
@@ -191,9 +194,9 @@ ngx_http_imgbill_batch_queue(ngx_http_imgbill_main_conf_t *mcf,
     ngx_http_imgbill_cmd_t     *cmd;
     ngx_http_imgbill_client_t  *cl;
 
-    cl = mcf->client;
+    cl = store->client;
 
-    if (cl == NULL || ngx_http_imgbill_redis_open(mcf) != NGX_OK) {
+    if (cl == NULL || ngx_http_imgbill_redis_open(store) != NGX_OK) {
         return NULL;
     }
 
@@ -262,7 +265,7 @@ ngx_http_imgbill_batch_flush(ngx_event_t *ev)
     while (!ngx_queue_empty(&cl->queue)
            && cl->inflight < NGX_HTTP_IMGBILL_BATCH_DEPTH)
     {
-        rc = ngx_http_imgbill_redis_ready(cl->mcf);
+        rc = ngx_http_imgbill_redis_ready(cl->store);
 
         if (rc == NGX_AGAIN) {
             return;             /* the connection wakes this when ready */
@@ -307,9 +310,9 @@ static ngx_int_t
 ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     ngx_queue_t *cmds, ngx_uint_t n)
 {
-    int                        argc, k;
+    int                        argc;
     size_t                     nkeys;
-    ngx_uint_t                 i, settles;
+    ngx_uint_t                 settles;
     ngx_queue_t               *q;
     ngx_http_imgbill_cmd_t    *cmd;
     ngx_http_imgbill_batch_t  *b;
@@ -338,7 +341,7 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     b->client = cl;
     b->n = n;
     b->waits = 0;
-    b->settles = (settles && cl->mcf->wait_replicas);
+    b->settles = (settles && cl->store->conf->wait_replicas);
     b->evaluated = 0;
     ngx_queue_init(&b->settled);
     b->argc = argc;
@@ -352,7 +355,40 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     b->argv[2] = (const char *) b->nkeys;
     b->argvlen[2] = ngx_sprintf(b->nkeys, "%uz", nkeys) - b->nkeys;
 
-    /* KEYS: every command's keys; ARGV: each command's head and rest */
+    ngx_http_imgbill_batch_args(b, cmds);
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &b->sent);
+
+    if (ngx_http_imgbill_redis_call(cl->store, &b->call, b->argc, b->argv,
+                                    b->argvlen)
+        != NGX_OK)
+    {
+        ngx_free(b);
+        return NGX_ERROR;
+    }
+
+    ngx_queue_init(&b->cmds);
+    ngx_queue_add(&b->cmds, cmds);
+
+    cl->inflight++;
+
+    if (b->settles) {
+        (void) ngx_http_imgbill_batch_wait(b);
+    }
+
+    return NGX_OK;
+}
+
+
+/* KEYS: every command's keys; ARGV: each command's head and rest */
+
+static void
+ngx_http_imgbill_batch_args(ngx_http_imgbill_batch_t *b, ngx_queue_t *cmds)
+{
+    int                      k;
+    ngx_uint_t               i;
+    ngx_queue_t             *q;
+    ngx_http_imgbill_cmd_t  *cmd;
 
     k = NGX_HTTP_IMGBILL_CALL_HEAD;
 
@@ -384,27 +420,6 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
             b->argvlen[k] = cmd->argv[i].len;
         }
     }
-
-    (void) clock_gettime(CLOCK_MONOTONIC, &b->sent);
-
-    if (ngx_http_imgbill_redis_call(cl->mcf, &b->call, b->argc, b->argv,
-                                    b->argvlen)
-        != NGX_OK)
-    {
-        ngx_free(b);
-        return NGX_ERROR;
-    }
-
-    ngx_queue_init(&b->cmds);
-    ngx_queue_add(&b->cmds, cmds);
-
-    cl->inflight++;
-
-    if (b->settles) {
-        (void) ngx_http_imgbill_batch_wait(b);
-    }
-
-    return NGX_OK;
 }
 
 
@@ -426,25 +441,7 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
         && b->argvlen[0] == sizeof("EVALSHA") - 1)
     {
-        /*
-         * The script cache is empty (a restart, SCRIPT FLUSH, a replica
-         * just promoted): EVAL once.  A WAIT sent behind the EVALSHA
-         * answers before the EVAL runs: another one follows it.
-         */
-
-        b->argv[0] = "EVAL";
-        b->argvlen[0] = sizeof("EVAL") - 1;
-        b->argv[1] = ngx_http_imgbill_script_lua;
-        b->argvlen[1] = sizeof(ngx_http_imgbill_script_lua) - 1;
-
-        if (ngx_http_imgbill_redis_call(cl->mcf, &b->call, b->argc, b->argv,
-                                        b->argvlen)
-            == NGX_OK)
-        {
-            if (b->settles) {
-                (void) ngx_http_imgbill_batch_wait(b);
-            }
-
+        if (ngx_http_imgbill_batch_eval(b) == NGX_OK) {
             return;
         }
 
@@ -457,12 +454,12 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
 
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         /* the whole call failed: every command sees the error */
-        ngx_http_imgbill_metrics_count(cl->mcf, NGX_HTTP_IMGBILL_REDIS_ERROR);
+        ngx_http_imgbill_stats_count(cl->store, NGX_HTTP_IMGBILL_REDIS_ERROR);
         ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                       "imgbill: redis replied \"%s\" to %s",
                       reply->str, b->argv[0]);
 
-        (void) ngx_http_imgbill_redis_demoted(cl->mcf, reply->str);
+        (void) ngx_http_imgbill_redis_demoted(cl->store, reply->str);
 
     } else if (reply && (reply->type != REDIS_REPLY_ARRAY
                          || reply->elements != b->n))
@@ -527,6 +524,35 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
 
 
 /*
+ * The script cache is empty (a restart, SCRIPT FLUSH, a replica just
+ * promoted): EVAL once.  A WAIT sent behind the EVALSHA answers before the
+ * EVAL runs: another one follows it.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_batch_eval(ngx_http_imgbill_batch_t *b)
+{
+    b->argv[0] = "EVAL";
+    b->argvlen[0] = sizeof("EVAL") - 1;
+    b->argv[1] = ngx_http_imgbill_script_lua;
+    b->argvlen[1] = sizeof(ngx_http_imgbill_script_lua) - 1;
+
+    if (ngx_http_imgbill_redis_call(b->client->store, &b->call, b->argc,
+                                    b->argv, b->argvlen)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (b->settles) {
+        (void) ngx_http_imgbill_batch_wait(b);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * One command's result (NULL: lost), parsed: to its handler, or into keep
  * for later.
  */
@@ -552,7 +578,7 @@ ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
                       "imgbill: redis replied \"%s\" to %V", e->str, name);
         reply->rc = NGX_HTTP_IMGBILL_REPLY_ERROR;
 
-        (void) ngx_http_imgbill_redis_demoted(cl->mcf, e->str);
+        (void) ngx_http_imgbill_redis_demoted(cl->store, e->str);
 
     } else {
         reply->rc = ngx_http_imgbill_script_parse(cmd->script, e, reply);
@@ -607,7 +633,7 @@ ngx_http_imgbill_batch_rtt(ngx_http_imgbill_batch_t *b)
         return;
     }
 
-    ngx_http_imgbill_metrics_rtt(b->client->mcf,
+    ngx_http_imgbill_stats_rtt(b->client->store,
                                  (ngx_msec_t) (now.tv_sec - b->sent.tv_sec)
                                  * 1000000
                                  + (now.tv_nsec - b->sent.tv_nsec) / 1000);

@@ -10,7 +10,7 @@
 #define _NGX_HTTP_IMGBILL_BATCH_H_INCLUDED_
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_redis_int.h"
 
 
 /* per command: its number, how many keys, how many arguments */
@@ -24,7 +24,7 @@ struct ngx_http_imgbill_client_s {
     ngx_queue_t                        queue;     /* commands not yet sent */
     ngx_uint_t                         inflight;  /* script calls awaited */
     ngx_log_t                         *log;
-    ngx_http_imgbill_main_conf_t      *mcf;
+    ngx_http_imgbill_store_t      *store;
 };
 
 

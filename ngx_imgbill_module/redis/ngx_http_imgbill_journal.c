@@ -46,7 +46,7 @@
 
 
 struct ngx_http_imgbill_replayer_s {
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_imgbill_store_t      *store;
     ngx_event_t                    replay;     /* posted: replay now */
     ngx_event_t                    tick;       /* every second until the
                                                   worker exits */
@@ -69,32 +69,32 @@ typedef struct {
 } ngx_http_imgbill_replay_line_t;
 
 
-static void ngx_http_imgbill_journal_write(ngx_http_imgbill_main_conf_t *mcf,
+static void ngx_http_imgbill_journal_write(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, u_char *line, size_t len);
-static void ngx_http_imgbill_journal_owed(ngx_http_imgbill_main_conf_t *mcf);
+static void ngx_http_imgbill_journal_owed(ngx_http_imgbill_store_t *store);
 static void ngx_http_imgbill_journal_tick(ngx_event_t *ev);
 static void ngx_http_imgbill_journal_left(ngx_http_imgbill_replayer_t *rp);
-static void ngx_http_imgbill_journal_hold(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_http_imgbill_ctx_t *ctx);
+static void ngx_http_imgbill_journal_hold(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_held_t *h);
 static void ngx_http_imgbill_journal_replay(ngx_event_t *ev);
 static ngx_int_t ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp,
     u_char *p, u_char *eol);
 static ngx_int_t ngx_http_imgbill_journal_send_hold(
     ngx_http_imgbill_replayer_t *rp, u_char *p, u_char *eol);
 static ngx_int_t ngx_http_imgbill_journal_compact(
-    ngx_http_imgbill_main_conf_t *mcf, ngx_log_t *log);
+    ngx_http_imgbill_store_t *store, ngx_log_t *log);
 static void ngx_http_imgbill_journal_replayed(
     ngx_http_imgbill_reply_t *reply, void *data);
 
 
 ngx_int_t
 ngx_http_imgbill_journal_init(ngx_cycle_t *cycle,
-    ngx_http_imgbill_main_conf_t *mcf)
+    ngx_http_imgbill_store_t *store)
 {
     ngx_file_info_t               fi;
     ngx_http_imgbill_replayer_t  *rp;
 
-    if (mcf->journal == NULL) {
+    if (store->conf->journal == NULL) {
         return NGX_OK;
     }
 
@@ -103,7 +103,7 @@ ngx_http_imgbill_journal_init(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
-    rp->mcf = mcf;
+    rp->store = store;
 
     rp->replay.handler = ngx_http_imgbill_journal_replay;
     rp->replay.data = rp;
@@ -116,11 +116,11 @@ ngx_http_imgbill_journal_init(ngx_cycle_t *cycle,
     /* the file stays; a quitting worker leaves the rest to the next ones */
     rp->tick.cancelable = 1;
 
-    mcf->replayer = rp;
+    store->replayer = rp;
 
     /* what earlier workers left, this one takes up without waiting */
 
-    if (ngx_fd_info(mcf->journal->fd, &fi) != NGX_FILE_ERROR) {
+    if (ngx_fd_info(store->conf->journal->fd, &fi) != NGX_FILE_ERROR) {
         rp->size = ngx_file_size(&fi);
         rp->owed = (rp->size > 0);
     }
@@ -134,16 +134,16 @@ ngx_http_imgbill_journal_init(ngx_cycle_t *cycle,
 /* called when a connection to Redis is up */
 
 void
-ngx_http_imgbill_journal_wake(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_journal_wake(ngx_http_imgbill_store_t *store)
 {
-    if (mcf->replayer) {
-        ngx_post_event(&mcf->replayer->replay, &ngx_posted_events);
+    if (store->replayer) {
+        ngx_post_event(&store->replayer->replay, &ngx_posted_events);
     }
 }
 
 
 void
-ngx_http_imgbill_journal_settle(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_http_imgbill_settle_t *s)
 {
     u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
@@ -158,13 +158,13 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_main_conf_t *mcf,
                      ngx_max(s->completion_tokens, 0), &s->model, s->images);
     *p++ = LF;
 
-    ngx_http_imgbill_journal_write(mcf, log, line, p - line);
-    ngx_http_imgbill_journal_owed(mcf);
+    ngx_http_imgbill_journal_write(store, log, line, p - line);
+    ngx_http_imgbill_journal_owed(store);
 }
 
 
 void
-ngx_http_imgbill_journal_release(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_journal_release(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_str_t *request_id, u_char *key_hash)
 {
     u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
@@ -173,19 +173,19 @@ ngx_http_imgbill_journal_release(ngx_http_imgbill_main_conf_t *mcf,
                      (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN, key_hash);
     *p++ = LF;
 
-    ngx_http_imgbill_journal_write(mcf, log, line, p - line);
-    ngx_http_imgbill_journal_owed(mcf);
+    ngx_http_imgbill_journal_write(store, log, line, p - line);
+    ngx_http_imgbill_journal_owed(store);
 }
 
 
 static void
-ngx_http_imgbill_journal_write(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_journal_write(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, u_char *line, size_t len)
 {
     ssize_t    n;
     ngx_err_t  err;
 
-    if (mcf->journal == NULL) {
+    if (store == NULL || store->conf->journal == NULL) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "imgbill: no imgbill_journal to keep \"%*s\"",
                       len - 1, line);
@@ -198,27 +198,27 @@ ngx_http_imgbill_journal_write(ngx_http_imgbill_main_conf_t *mcf,
      * for one read of a journal with nothing owed.
      */
 
-    err = ngx_lock_fd(mcf->journal->fd);
+    err = ngx_lock_fd(store->conf->journal->fd);
     if (err) {
         ngx_log_error(NGX_LOG_ALERT, log, err,
                       ngx_lock_fd_n " on the journal \"%V\" failed",
-                      &mcf->journal->name);
+                      &store->conf->journal->name);
     }
 
-    n = ngx_write_fd(mcf->journal->fd, line, len);
+    n = ngx_write_fd(store->conf->journal->fd, line, len);
     err = ngx_errno;
 
-    (void) ngx_unlock_fd(mcf->journal->fd);
+    (void) ngx_unlock_fd(store->conf->journal->fd);
 
     if (n != (ssize_t) len) {
         ngx_log_error(NGX_LOG_ALERT, log, err,
                       "imgbill: cannot write \"%*s\" to the journal \"%V\"",
-                      len - 1, line, &mcf->journal->name);
+                      len - 1, line, &store->conf->journal->name);
         return;
     }
 
     if (line[0] != 'D') {
-        ngx_http_imgbill_metrics_count(mcf, NGX_HTTP_IMGBILL_JOURNAL_LINE);
+        ngx_http_imgbill_stats_count(store, NGX_HTTP_IMGBILL_JOURNAL_LINE);
     }
 
     if (line[0] == 'S' || line[0] == 'R') {
@@ -230,11 +230,11 @@ ngx_http_imgbill_journal_write(ngx_http_imgbill_main_conf_t *mcf,
 
 
 static void
-ngx_http_imgbill_journal_owed(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_journal_owed(ngx_http_imgbill_store_t *store)
 {
     ngx_http_imgbill_replayer_t  *rp;
 
-    rp = mcf->replayer;
+    rp = store ? store->replayer : NULL;
 
     if (rp == NULL) {
         return;
@@ -274,7 +274,7 @@ ngx_http_imgbill_journal_tick(ngx_event_t *ev)
 
     ngx_add_timer(&rp->tick, NGX_HTTP_IMGBILL_REPLAY_EVERY);
 
-    if (ngx_fd_info(rp->mcf->journal->fd, &fi) != NGX_FILE_ERROR) {
+    if (ngx_fd_info(rp->store->conf->journal->fd, &fi) != NGX_FILE_ERROR) {
         size = ngx_file_size(&fi);
 
         if (size > 0 && !(rp->stuck && size == rp->size)) {
@@ -285,7 +285,7 @@ ngx_http_imgbill_journal_tick(ngx_event_t *ev)
     }
 
     if (rp->owed && rp->sent == 0
-        && ngx_http_imgbill_redis_ready(rp->mcf) == NGX_OK)
+        && ngx_http_imgbill_redis_ready(rp->store) == NGX_OK)
     {
         ngx_http_imgbill_journal_replay(&rp->replay);
     }
@@ -306,7 +306,7 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
         return;
     }
 
-    if (ngx_http_imgbill_journal_read(rp->mcf, ev->log, &jr) != NGX_OK) {
+    if (ngx_http_imgbill_journal_read(rp->store, ev->log, &jr) != NGX_OK) {
         return;
     }
 
@@ -336,7 +336,7 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
 
     rp->sent = sent;
 
-    ngx_http_imgbill_metrics_owed(rp->mcf, owed);
+    ngx_http_imgbill_stats_owed(rp->store, owed);
 
     if (owed == 0) {
         rp->owed = 0;
@@ -344,7 +344,7 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
         /* what lies past a partial read stays for the operator (alert) */
 
         rp->stuck = jr.partial
-                    || ngx_http_imgbill_journal_compact(rp->mcf, ev->log)
+                    || ngx_http_imgbill_journal_compact(rp->store, ev->log)
                        != NGX_OK;
 
         ngx_http_imgbill_journal_free(&jr);
@@ -352,12 +352,13 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
     }
 
     ngx_http_imgbill_journal_free(&jr);
-    ngx_http_imgbill_journal_owed(rp->mcf);
+    ngx_http_imgbill_journal_owed(rp->store);
 
     if (sent) {
         ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
                       "imgbill: replaying %ui of %ui owed journal line(s) "
-                      "from \"%V\"", sent, owed, &rp->mcf->journal->name);
+                      "from \"%V\"", sent, owed,
+                      &rp->store->conf->journal->name);
     }
 }
 
@@ -402,7 +403,7 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
     if (*type.data == 'R'
         && ngx_http_imgbill_journal_field(&p, eol, &hash) == NGX_OK
         && hash.len == NGX_HTTP_IMGBILL_KEY_HASH_LEN
-        && ngx_http_imgbill_script_release_key(rp->mcf, &s.request_id,
+        && ngx_http_imgbill_script_release_key(rp->store, &s.request_id,
                                    hash.data,
                                    ngx_http_imgbill_journal_replayed, rl)
            != NULL)
@@ -438,7 +439,7 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
 
         s.images = n;
 
-        if (ngx_http_imgbill_script_settle(rp->mcf, &s,
+        if (ngx_http_imgbill_script_settle(rp->store, &s,
                                        ngx_http_imgbill_journal_replayed, rl)
             != NULL)
         {
@@ -484,7 +485,7 @@ ngx_http_imgbill_journal_send_hold(ngx_http_imgbill_replayer_t *rp,
     rl->request_id.len = h.id.len;
     ngx_memcpy(rl->data, h.id.data, h.id.len);
 
-    if (ngx_http_imgbill_script_release(rp->mcf, &h.account, &h.request_id, 0,
+    if (ngx_http_imgbill_script_release(rp->store, &h.account, &h.request_id, 0,
                                         ngx_http_imgbill_journal_replayed, rl)
         != NULL)
     {
@@ -504,7 +505,7 @@ ngx_http_imgbill_journal_send_hold(ngx_http_imgbill_replayer_t *rp,
  */
 
 static ngx_int_t
-ngx_http_imgbill_journal_compact(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_journal_compact(ngx_http_imgbill_store_t *store,
     ngx_log_t *log)
 {
     u_char                           *p, *eol;
@@ -513,7 +514,7 @@ ngx_http_imgbill_journal_compact(ngx_http_imgbill_main_conf_t *mcf,
     ngx_uint_t                        owed;
     ngx_http_imgbill_journal_read_t   jr;
 
-    fd = mcf->journal->fd;
+    fd = store->conf->journal->fd;
 
     if (ngx_trylock_fd(fd) != 0) {
         return NGX_OK;
@@ -521,7 +522,7 @@ ngx_http_imgbill_journal_compact(ngx_http_imgbill_main_conf_t *mcf,
 
     rc = NGX_OK;
 
-    if (ngx_http_imgbill_journal_read(mcf, log, &jr) != NGX_OK) {
+    if (ngx_http_imgbill_journal_read(store, log, &jr) != NGX_OK) {
         goto done;
     }
 
@@ -539,13 +540,13 @@ ngx_http_imgbill_journal_compact(ngx_http_imgbill_main_conf_t *mcf,
     if (owed == 0 && jr.buf && !jr.partial && ftruncate(fd, 0) == -1) {
         ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
                       "imgbill: cannot empty the journal \"%V\"",
-                      &mcf->journal->name);
+                      &store->conf->journal->name);
         rc = NGX_ERROR;
     }
 
     if (owed) {
         /* lines came in meanwhile: they are owed */
-        ngx_http_imgbill_journal_owed(mcf);
+        ngx_http_imgbill_journal_owed(store);
     }
 
     ngx_http_imgbill_journal_free(&jr);
@@ -574,7 +575,7 @@ ngx_http_imgbill_journal_replayed(ngx_http_imgbill_reply_t *reply,
                          &rl->request_id);
         *p++ = LF;
 
-        ngx_http_imgbill_journal_write(rp->mcf, ngx_cycle->log, line,
+        ngx_http_imgbill_journal_write(rp->store, ngx_cycle->log, line,
                                        p - line);
 
     } else {
@@ -599,30 +600,30 @@ ngx_http_imgbill_journal_replayed(ngx_http_imgbill_reply_t *reply,
  */
 
 void
-ngx_http_imgbill_journal_holding(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_http_imgbill_ctx_t *ctx)
+ngx_http_imgbill_journal_holding(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_held_t *h)
 {
-    if (mcf->replayer && mcf->replayer->left) {
-        ngx_http_imgbill_journal_hold(mcf, ctx);
+    if (store->replayer && store->replayer->left) {
+        ngx_http_imgbill_journal_hold(store, h);
     }
 }
 
 
 void
-ngx_http_imgbill_journal_leave(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_journal_leave(ngx_http_imgbill_store_t *store)
 {
     ngx_uint_t    n;
     ngx_queue_t  *q;
 
-    if (mcf->replayer) {
-        ngx_http_imgbill_journal_left(mcf->replayer);
+    if (store->replayer) {
+        ngx_http_imgbill_journal_left(store->replayer);
         return;
     }
 
     n = 0;
 
-    for (q = ngx_queue_head(&mcf->inflight);
-         q != ngx_queue_sentinel(&mcf->inflight);
+    for (q = ngx_queue_head(&store->held);
+         q != ngx_queue_sentinel(&store->held);
          q = ngx_queue_next(q))
     {
         n++;
@@ -640,9 +641,9 @@ ngx_http_imgbill_journal_leave(ngx_http_imgbill_main_conf_t *mcf)
 static void
 ngx_http_imgbill_journal_left(ngx_http_imgbill_replayer_t *rp)
 {
-    ngx_uint_t               n;
-    ngx_queue_t             *q, *inflight;
-    ngx_http_imgbill_ctx_t  *ctx;
+    ngx_uint_t                n;
+    ngx_queue_t              *q, *held;
+    ngx_http_imgbill_held_t  *h;
 
     if (rp->left) {
         return;
@@ -650,15 +651,15 @@ ngx_http_imgbill_journal_left(ngx_http_imgbill_replayer_t *rp)
 
     rp->left = 1;
 
-    inflight = &rp->mcf->inflight;
+    held = &rp->store->held;
     n = 0;
 
-    for (q = ngx_queue_head(inflight);
-         q != ngx_queue_sentinel(inflight);
+    for (q = ngx_queue_head(held);
+         q != ngx_queue_sentinel(held);
          q = ngx_queue_next(q))
     {
-        ctx = ngx_queue_data(q, ngx_http_imgbill_ctx_t, inflight);
-        ngx_http_imgbill_journal_hold(rp->mcf, ctx);
+        h = ngx_queue_data(q, ngx_http_imgbill_held_t, queue);
+        ngx_http_imgbill_journal_hold(rp->store, h);
         n++;
     }
 
@@ -674,17 +675,17 @@ ngx_http_imgbill_journal_left(ngx_http_imgbill_replayer_t *rp)
 /* "H <request id>@<pid> <account> <until>" */
 
 static void
-ngx_http_imgbill_journal_hold(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_http_imgbill_ctx_t *ctx)
+ngx_http_imgbill_journal_hold(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_held_t *h)
 {
     u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
 
     p = ngx_slprintf(line, line + sizeof(line) - 1, "H %V@%P %V %T",
-                     &ctx->request_id, ngx_pid, &ctx->account,
-                     ngx_time() + mcf->hold_ttl);
+                     &h->request_id, ngx_pid, &h->account,
+                     ngx_time() + store->conf->hold_ttl);
     *p++ = LF;
 
-    ngx_http_imgbill_journal_write(mcf, ngx_cycle->log, line, p - line);
+    ngx_http_imgbill_journal_write(store, ngx_cycle->log, line, p - line);
 
     ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                   "imgbill: journaled \"%*s\": the hold goes back once "

@@ -1,8 +1,7 @@
 
 /*
- * Between the journal's files (ngx_http_imgbill_journal.c writes and
- * replays, ngx_http_imgbill_journal_read.c reads back) and the contexts
- * (ngx_http_imgbill_ctx.c), which tell the journal of holds in flight.
+ * Between the journal's files: ngx_http_imgbill_journal.c writes and
+ * replays, ngx_http_imgbill_journal_read.c reads back.
  */
 
 
@@ -10,7 +9,7 @@
 #define _NGX_HTTP_IMGBILL_JOURNAL_H_INCLUDED_
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_redis_int.h"
 
 
 /* the journal read back */
@@ -33,13 +32,8 @@ typedef struct {
 } ngx_http_imgbill_journal_hold_t;
 
 
-/* ngx_http_imgbill_journal.c */
-void ngx_http_imgbill_journal_holding(ngx_http_imgbill_main_conf_t *mcf,
-    ngx_http_imgbill_ctx_t *ctx);
-void ngx_http_imgbill_journal_leave(ngx_http_imgbill_main_conf_t *mcf);
-
 /* ngx_http_imgbill_journal_read.c */
-ngx_int_t ngx_http_imgbill_journal_read(ngx_http_imgbill_main_conf_t *mcf,
+ngx_int_t ngx_http_imgbill_journal_read(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_http_imgbill_journal_read_t *jr);
 void ngx_http_imgbill_journal_free(ngx_http_imgbill_journal_read_t *jr);
 ngx_uint_t ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,

@@ -26,6 +26,8 @@ static ngx_uint_t ngx_http_imgbill_journal_done(
 static int ngx_libc_cdecl ngx_http_imgbill_journal_cmp(const void *one,
     const void *two);
 static ngx_uint_t ngx_http_imgbill_journal_alive(ngx_pid_t pid);
+static ngx_int_t ngx_http_imgbill_journal_index(
+    ngx_http_imgbill_journal_read_t *jr, ngx_log_t *log);
 
 
 /*
@@ -34,31 +36,30 @@ static ngx_uint_t ngx_http_imgbill_journal_alive(ngx_pid_t pid);
  */
 
 ngx_int_t
-ngx_http_imgbill_journal_read(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_journal_read(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_http_imgbill_journal_read_t *jr)
 {
-    u_char           *p, *eol;
     off_t             size;
     ssize_t           n;
     ngx_fd_t          fd;
-    ngx_uint_t        lines;
     ngx_file_t        file;
     ngx_file_info_t   fi;
 
     ngx_memzero(jr, sizeof(ngx_http_imgbill_journal_read_t));
 
-    fd = ngx_open_file(mcf->journal->name.data, NGX_FILE_RDONLY,
+    fd = ngx_open_file(store->conf->journal->name.data, NGX_FILE_RDONLY,
                        NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
                       "imgbill: cannot open the journal \"%V\"",
-                      &mcf->journal->name);
+                      &store->conf->journal->name);
         return NGX_ERROR;
     }
 
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      ngx_fd_info_n " \"%V\" failed", &mcf->journal->name);
+                      ngx_fd_info_n " \"%V\" failed",
+                      &store->conf->journal->name);
         goto failed;
     }
 
@@ -68,7 +69,8 @@ ngx_http_imgbill_journal_read(ngx_http_imgbill_main_conf_t *mcf,
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "imgbill: the journal \"%V\" has grown to %O bytes; "
                       "only the first %d are replayed",
-                      &mcf->journal->name, size, NGX_HTTP_IMGBILL_JOURNAL_MAX);
+                      &store->conf->journal->name, size,
+                      NGX_HTTP_IMGBILL_JOURNAL_MAX);
         size = NGX_HTTP_IMGBILL_JOURNAL_MAX;
         jr->partial = 1;
     }
@@ -85,7 +87,7 @@ ngx_http_imgbill_journal_read(ngx_http_imgbill_main_conf_t *mcf,
 
     ngx_memzero(&file, sizeof(ngx_file_t));
     file.fd = fd;
-    file.name = mcf->journal->name;
+    file.name = store->conf->journal->name;
     file.log = log;
 
     n = ngx_read_file(&file, jr->buf, (size_t) size, 0);
@@ -98,6 +100,31 @@ ngx_http_imgbill_journal_read(ngx_http_imgbill_main_conf_t *mcf,
 
     jr->last = jr->buf + n;
 
+    if (ngx_http_imgbill_journal_index(jr, log) == NGX_OK) {
+        return NGX_OK;
+    }
+
+failed:
+
+    if (fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(fd);
+    }
+
+    ngx_http_imgbill_journal_free(jr);
+
+    return NGX_ERROR;
+}
+
+
+/* the ids of the D lines, sorted */
+
+static ngx_int_t
+ngx_http_imgbill_journal_index(ngx_http_imgbill_journal_read_t *jr,
+    ngx_log_t *log)
+{
+    u_char      *p, *eol;
+    ngx_uint_t   lines;
+
     lines = 0;
     for (p = jr->buf; p < jr->last; p++) {
         lines += (*p == LF);
@@ -105,7 +132,7 @@ ngx_http_imgbill_journal_read(ngx_http_imgbill_main_conf_t *mcf,
 
     jr->done = ngx_alloc((lines + 1) * sizeof(ngx_str_t), log);
     if (jr->done == NULL) {
-        goto failed;
+        return NGX_ERROR;
     }
 
     for (p = jr->buf; p < jr->last; p = eol + 1) {
@@ -126,16 +153,6 @@ ngx_http_imgbill_journal_read(ngx_http_imgbill_main_conf_t *mcf,
               ngx_http_imgbill_journal_cmp);
 
     return NGX_OK;
-
-failed:
-
-    if (fd != NGX_INVALID_FILE) {
-        (void) ngx_close_file(fd);
-    }
-
-    ngx_http_imgbill_journal_free(jr);
-
-    return NGX_ERROR;
 }
 
 

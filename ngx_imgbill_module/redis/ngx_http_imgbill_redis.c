@@ -24,7 +24,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_redis_int.h"
 
 
 struct ngx_http_imgbill_redis_s {
@@ -33,7 +33,7 @@ struct ngx_http_imgbill_redis_s {
     ngx_uint_t                          pending;  /* hiredis calls awaited */
     ngx_uint_t                          setup;    /* of them, set-up
                                                      commands */
-    ngx_http_imgbill_main_conf_t       *conf;
+    ngx_http_imgbill_store_t           *store;
     ngx_str_t                           addr;     /* connected to, for the
                                                      log */
     u_char                              addr_buf[NGX_SOCKADDR_STRLEN
@@ -64,7 +64,7 @@ static void ngx_http_imgbill_redis_timeout(ngx_event_t *ev);
 
 ngx_int_t
 ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
-    ngx_http_imgbill_main_conf_t *mcf)
+    ngx_http_imgbill_store_t *store)
 {
     ngx_http_imgbill_redis_t  *rd;
 
@@ -75,8 +75,8 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
 
     rd->link.log = cycle->log;
     rd->link.closed = ngx_http_imgbill_redis_closed;
-    rd->conf = mcf;
-    rd->addr = mcf->host;
+    rd->store = store;
+    rd->addr = store->conf->host;
 
     /*
      * Not cancelable: a worker that quits gracefully waits for the calls
@@ -87,10 +87,10 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     rd->timer.data = rd;
     rd->timer.log = cycle->log;
 
-    mcf->redis = rd;
+    store->redis = rd;
 
-    if (mcf->sentinels) {
-        return ngx_http_imgbill_sentinel_init(cycle, mcf);
+    if (store->conf->sentinels) {
+        return ngx_http_imgbill_sentinel_init(cycle, store);
     }
 
     return NGX_OK;
@@ -100,17 +100,17 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
 /* at exit: pending calls get their NULL replies */
 
 void
-ngx_http_imgbill_redis_done(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_redis_done(ngx_http_imgbill_store_t *store)
 {
     ngx_http_imgbill_redis_t  *rd;
 
-    rd = mcf->redis;
+    rd = store->redis;
 
     if (rd && rd->link.ac) {
         redisAsyncFree(rd->link.ac);
     }
 
-    ngx_http_imgbill_sentinel_done(mcf);
+    ngx_http_imgbill_sentinel_done(store);
 }
 
 
@@ -122,11 +122,11 @@ ngx_http_imgbill_redis_done(ngx_http_imgbill_main_conf_t *mcf)
  */
 
 ngx_int_t
-ngx_http_imgbill_redis_ready(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_redis_ready(ngx_http_imgbill_store_t *store)
 {
     ngx_http_imgbill_redis_t  *rd;
 
-    rd = mcf->redis;
+    rd = store->redis;
 
     if (rd == NULL) {
         return NGX_ERROR;
@@ -139,7 +139,7 @@ ngx_http_imgbill_redis_ready(ngx_http_imgbill_main_conf_t *mcf)
                ? NGX_OK : NGX_AGAIN;
     }
 
-    return (ngx_http_imgbill_redis_open(mcf) == NGX_OK) ? NGX_AGAIN
+    return (ngx_http_imgbill_redis_open(store) == NGX_OK) ? NGX_AGAIN
                                                         : NGX_ERROR;
 }
 
@@ -147,11 +147,11 @@ ngx_http_imgbill_redis_ready(ngx_http_imgbill_main_conf_t *mcf)
 /* NGX_OK when a connection is up or on its way: calls can be queued */
 
 ngx_int_t
-ngx_http_imgbill_redis_open(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_redis_open(ngx_http_imgbill_store_t *store)
 {
     ngx_http_imgbill_redis_t  *rd;
 
-    rd = mcf->redis;
+    rd = store->redis;
 
     if (rd == NULL) {
         return NGX_ERROR;
@@ -161,13 +161,13 @@ ngx_http_imgbill_redis_open(ngx_http_imgbill_main_conf_t *mcf)
         return NGX_OK;
     }
 
-    if (mcf->sentinel) {
+    if (store->sentinel) {
         /* the Sentinel's answer connects (or is already on its way) */
-        return ngx_http_imgbill_sentinel_lookup(mcf);
+        return ngx_http_imgbill_sentinel_lookup(store);
     }
 
-    return ngx_http_imgbill_redis_connect(rd, (char *) mcf->host.data,
-                                          mcf->port);
+    return ngx_http_imgbill_redis_connect(rd, (char *) store->conf->host.data,
+                                          store->conf->port);
 }
 
 
@@ -177,13 +177,13 @@ ngx_http_imgbill_redis_open(ngx_http_imgbill_main_conf_t *mcf)
  */
 
 ngx_int_t
-ngx_http_imgbill_redis_call(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_redis_call(ngx_http_imgbill_store_t *store,
     ngx_http_imgbill_redis_call_t *call, int argc, const char **argv,
     const size_t *argvlen)
 {
     ngx_http_imgbill_redis_t  *rd;
 
-    rd = mcf->redis;
+    rd = store->redis;
 
     if (rd == NULL || rd->link.ac == NULL || !rd->ready) {
         return NGX_ERROR;
@@ -198,7 +198,7 @@ ngx_http_imgbill_redis_call(ngx_http_imgbill_main_conf_t *mcf,
     }
 
     if (rd->pending++ == 0) {
-        ngx_add_timer(&rd->timer, mcf->timeout);
+        ngx_add_timer(&rd->timer, store->conf->timeout);
     }
 
     return NGX_OK;
@@ -221,7 +221,7 @@ ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     } else if (r) {
         /* progress: what is still pending gets a fresh timeout */
-        ngx_add_timer(&rd->timer, rd->conf->timeout);
+        ngx_add_timer(&rd->timer, rd->store->conf->timeout);
     }
 
     call->handler(call, r);
@@ -231,12 +231,12 @@ ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 /* the master Sentinel named: host is numeric */
 
 ngx_int_t
-ngx_http_imgbill_redis_master(ngx_http_imgbill_main_conf_t *mcf, char *host,
+ngx_http_imgbill_redis_master(ngx_http_imgbill_store_t *store, char *host,
     in_port_t port)
 {
     ngx_http_imgbill_redis_t  *rd;
 
-    rd = mcf->redis;
+    rd = store->redis;
 
     if (rd->link.ac) {
         /* cannot happen: a lookup starts only without a connection */
@@ -250,9 +250,9 @@ ngx_http_imgbill_redis_master(ngx_http_imgbill_main_conf_t *mcf, char *host,
 /* no connection could be set up: what waits for one fails */
 
 void
-ngx_http_imgbill_redis_failed(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_redis_failed(ngx_http_imgbill_store_t *store)
 {
-    ngx_http_imgbill_batch_wake(mcf, NGX_ERROR);
+    ngx_http_imgbill_batch_wake(store, NGX_ERROR);
 }
 
 
@@ -264,7 +264,7 @@ ngx_http_imgbill_redis_failed(ngx_http_imgbill_main_conf_t *mcf)
  */
 
 ngx_uint_t
-ngx_http_imgbill_redis_demoted(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_redis_demoted(ngx_http_imgbill_store_t *store,
     char *error)
 {
     ngx_http_imgbill_redis_t  *rd;
@@ -275,7 +275,7 @@ ngx_http_imgbill_redis_demoted(ngx_http_imgbill_main_conf_t *mcf,
         return 0;
     }
 
-    rd = mcf->redis;
+    rd = store->redis;
 
     if (rd->link.ac == NULL || (rd->link.ac->c.flags & REDIS_FREEING)) {
         return 1;
@@ -284,7 +284,7 @@ ngx_http_imgbill_redis_demoted(ngx_http_imgbill_main_conf_t *mcf,
     ngx_log_error(NGX_LOG_WARN, rd->link.log, 0,
                   "imgbill: redis %V is not a master that takes writes "
                   "(\"%s\"), dropping the connection%s", &rd->addr, error,
-                  mcf->sentinel ? " and asking the Sentinels again" : "");
+                  store->sentinel ? " and asking the Sentinels again" : "");
 
     /* inside a reply's callback: hiredis frees it once that returns */
     redisAsyncFree(rd->link.ac);
@@ -299,9 +299,9 @@ ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd, char *host,
 {
     u_char                        *p;
     redisAsyncContext             *ac;
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_imgbill_store_t  *store;
 
-    mcf = rd->conf;
+    store = rd->store;
 
     if (port) {
         p = ngx_snprintf(rd->addr_buf, sizeof(rd->addr_buf), "%s:%d",
@@ -346,16 +346,16 @@ ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd, char *host,
 
     /* queued ahead of everything else: hiredis writes them in order */
 
-    if ((mcf->password.len
+    if ((store->conf->password.len
          && ngx_http_imgbill_redis_setup(rd, "AUTH", "AUTH %b",
-                                         mcf->password.data,
-                                         mcf->password.len)
+                                         store->conf->password.data,
+                                         store->conf->password.len)
             != NGX_OK)
-        || (mcf->db
+        || (store->conf->db
             && ngx_http_imgbill_redis_setup(rd, "SELECT", "SELECT %d",
-                                            (int) mcf->db)
+                                            (int) store->conf->db)
                != NGX_OK)
-        || (mcf->sentinel
+        || (store->sentinel
             && ngx_http_imgbill_redis_setup(rd, "ROLE", "ROLE") != NGX_OK))
     {
         redisAsyncFree(ac);
@@ -363,7 +363,7 @@ ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd, char *host,
     }
 
     /* the connection itself has imgbill_redis_timeout to come up */
-    ngx_add_timer(&rd->timer, mcf->timeout);
+    ngx_add_timer(&rd->timer, store->conf->timeout);
 
     return NGX_OK;
 }
@@ -452,11 +452,11 @@ ngx_http_imgbill_redis_is_master(ngx_http_imgbill_redis_t *rd,
     ngx_log_error(NGX_LOG_WARN, rd->link.log, 0,
                   "imgbill: redis \"%V\" named as master \"%V\" says it is "
                   "a \"%s\", not the master: dropping it and asking the "
-                  "Sentinels again", &rd->addr, &rd->conf->host,
+                  "Sentinels again", &rd->addr, &rd->store->conf->host,
                   (role && role->type == REDIS_REPLY_STRING) ? role->str
                                                              : "?");
 
-    ngx_http_imgbill_sentinel_skip(rd->conf);
+    ngx_http_imgbill_sentinel_skip(rd->store);
 
     return 0;
 }
@@ -477,16 +477,16 @@ ngx_http_imgbill_redis_up(ngx_http_imgbill_redis_t *rd)
                    "imgbill: redis connected to \"%V\"", &rd->addr);
 
     if (rd->was_connected) {
-        ngx_http_imgbill_metrics_count(rd->conf,
+        ngx_http_imgbill_stats_count(rd->store,
                                        NGX_HTTP_IMGBILL_REDIS_RECONNECT);
     }
 
     rd->was_connected = 1;
 
-    ngx_http_imgbill_batch_wake(rd->conf, NGX_OK);
+    ngx_http_imgbill_batch_wake(rd->store, NGX_OK);
 
     /* what could not be settled before is settled now */
-    ngx_http_imgbill_journal_wake(rd->conf);
+    ngx_http_imgbill_journal_wake(rd->store);
 }
 
 
@@ -498,7 +498,7 @@ ngx_http_imgbill_redis_connected(const redisAsyncContext *ac, int status)
     rd = ac->data;
 
     if (status != REDIS_OK) {
-        ngx_http_imgbill_metrics_count(rd->conf,
+        ngx_http_imgbill_stats_count(rd->store,
                                        NGX_HTTP_IMGBILL_REDIS_ERROR);
         ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
                       "imgbill: redis connect to \"%V\" failed: %s",
@@ -520,7 +520,7 @@ ngx_http_imgbill_redis_disconnected(const redisAsyncContext *ac, int status)
     rd = ac->data;
 
     if (status != REDIS_OK) {
-        ngx_http_imgbill_metrics_count(rd->conf,
+        ngx_http_imgbill_stats_count(rd->store,
                                        NGX_HTTP_IMGBILL_REDIS_ERROR);
         ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
                       "imgbill: redis connection to \"%V\" lost: %s",
@@ -545,13 +545,13 @@ ngx_http_imgbill_redis_closed(ngx_http_imgbill_redis_link_t *l)
 
     if (!rd->ready) {
         /* never set up: the commands held for it fail */
-        ngx_http_imgbill_redis_failed(rd->conf);
+        ngx_http_imgbill_redis_failed(rd->store);
         return;
     }
 
     /* lost after it was up: what waits goes on a new one */
     rd->ready = 0;
-    ngx_http_imgbill_batch_wake(rd->conf, NGX_OK);
+    ngx_http_imgbill_batch_wake(rd->store, NGX_OK);
 }
 
 
@@ -566,11 +566,12 @@ ngx_http_imgbill_redis_timeout(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_imgbill_metrics_count(rd->conf, NGX_HTTP_IMGBILL_REDIS_TIMEOUT);
+    ngx_http_imgbill_stats_count(rd->store, NGX_HTTP_IMGBILL_REDIS_TIMEOUT);
 
     ngx_log_error(NGX_LOG_ERR, rd->link.log, NGX_ETIMEDOUT,
                   "imgbill: redis \"%V\" did not answer in %M ms, "
-                  "dropping the connection", &rd->addr, rd->conf->timeout);
+                  "dropping the connection", &rd->addr,
+                  rd->store->conf->timeout);
 
     /* fails every pending command with a NULL reply */
     redisAsyncFree(rd->link.ac);

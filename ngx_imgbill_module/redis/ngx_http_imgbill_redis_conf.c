@@ -1,17 +1,91 @@
 
 /*
- * imgbill_redis and imgbill_redis_wait: where Redis is (an address, or
- * Sentinels and a master's name) and how many replicas must have a
- * settlement; what "nginx -t" refuses of them.
+ * imgbill_redis, imgbill_redis_wait and imgbill_journal: where Redis is
+ * (an address, or Sentinels and a master's name), how many replicas must
+ * have a settlement, where what Redis could not take is kept; what
+ * "nginx -t" refuses of them.  Each directive finds the store's
+ * configuration at its offset in the module's main conf.
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_redis_int.h"
 
 
+#define ngx_http_imgbill_redis_conf(conf, cmd)                               \
+    ((ngx_http_imgbill_redis_conf_t *) ((u_char *) (conf) + (cmd)->offset))
+
+
+static ngx_int_t ngx_http_imgbill_redis_param(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_http_imgbill_redis_conf_t *rc, ngx_str_t *value,
+    ngx_str_t *master);
+static char *ngx_http_imgbill_redis_either(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_imgbill_redis_conf_t *rc, ngx_str_t *master);
 static ngx_int_t ngx_http_imgbill_redis_addr(ngx_conf_t *cf,
     ngx_command_t *cmd, ngx_str_t *value, in_port_t default_port,
     ngx_uint_t unix_ok, ngx_str_t *host, in_port_t *port);
+
+
+void
+ngx_http_imgbill_redis_create_conf(ngx_http_imgbill_redis_conf_t *rc)
+{
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     rc->host = { 0, NULL };
+     *     rc->password = { 0, NULL };
+     *     rc->db = 0;
+     *     rc->sentinels = NULL;
+     *     rc->sentinel_password = { 0, NULL };
+     *     rc->wait_timeout = 0;
+     */
+
+    rc->timeout = NGX_CONF_UNSET_MSEC;
+    rc->wait_replicas = NGX_CONF_UNSET;
+    rc->hold_ttl = NGX_CONF_UNSET;
+    rc->journal = NGX_CONF_UNSET_PTR;
+}
+
+
+char *
+ngx_http_imgbill_redis_init_conf(ngx_conf_t *cf,
+    ngx_http_imgbill_redis_conf_t *rc)
+{
+    ngx_conf_init_msec_value(rc->timeout, 1000);
+    ngx_conf_init_value(rc->hold_ttl, 900);
+    ngx_conf_init_value(rc->wait_replicas, 0);
+
+    /* a WAIT blocks the connection: it must end before the connection is
+       given up for silent */
+
+    if (rc->wait_replicas && rc->wait_timeout >= rc->timeout) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the timeout of \"imgbill_redis_wait\" (%M ms) "
+                           "must be shorter than \"imgbill_redis_timeout\" "
+                           "(%M ms)", rc->wait_timeout, rc->timeout);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rc->journal == NGX_CONF_UNSET_PTR) {
+        rc->journal = NULL;
+
+        if (rc->host.len) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "no \"imgbill_journal\": a charge whose "
+                               "settlement cannot reach redis is only "
+                               "logged, never applied");
+        }
+    }
+
+    if (rc->wait_replicas && rc->journal == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"imgbill_redis_wait\" needs \"imgbill_journal\": "
+                           "a settlement the replicas did not confirm is "
+                           "kept there until they do");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
 
 
 /*
@@ -24,13 +98,13 @@ char *
 ngx_http_imgbill_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    ngx_http_imgbill_main_conf_t *mcf = conf;
+    ngx_str_t                      *value, master;
+    ngx_uint_t                      i;
+    ngx_http_imgbill_redis_conf_t  *rc;
 
-    ngx_str_t                *value, master;
-    ngx_uint_t                i;
-    ngx_http_imgbill_addr_t  *s;
+    rc = ngx_http_imgbill_redis_conf(conf, cmd);
 
-    if (mcf->host.len) {
+    if (rc->host.len) {
         return "is duplicate";
     }
 
@@ -38,99 +112,106 @@ ngx_http_imgbill_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_str_null(&master);
 
     for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0) {
-
-            if (mcf->sentinels == NULL) {
-                mcf->sentinels = ngx_array_create(cf->pool, 3,
-                                             sizeof(ngx_http_imgbill_addr_t));
-                if (mcf->sentinels == NULL) {
-                    return NGX_CONF_ERROR;
-                }
-            }
-
-            s = ngx_array_push(mcf->sentinels);
-            if (s == NULL) {
-                return NGX_CONF_ERROR;
-            }
-
-            value[i].data += 9;
-            value[i].len -= 9;
-
-            if (ngx_http_imgbill_redis_addr(cf, cmd, &value[i], 26379, 0,
-                                            &s->host, &s->port)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "master=", 7) == 0) {
-            if (master.len || value[i].len == 7) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "\"%V\" names one \"master=NAME\"",
-                                   &cmd->name);
-                return NGX_CONF_ERROR;
-            }
-
-            master.data = value[i].data + 7;
-            master.len = value[i].len - 7;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0
-            && value[i].len > 9)
+        if (ngx_http_imgbill_redis_param(cf, cmd, rc, &value[i], &master)
+            != NGX_OK)
         {
-            mcf->password.data = value[i].data + 9;
-            mcf->password.len = value[i].len - 9;
-            continue;
+            return NGX_CONF_ERROR;
         }
-
-        if (ngx_strncmp(value[i].data, "sentinel_password=", 18) == 0
-            && value[i].len > 18)
-        {
-            mcf->sentinel_password.data = value[i].data + 18;
-            mcf->sentinel_password.len = value[i].len - 18;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            mcf->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
-            if (mcf->db == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid db \"%V\" in \"%V\"",
-                                   &value[i], &cmd->name);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (mcf->host.len == 0
-            && ngx_strlchr(value[i].data, value[i].data + value[i].len, '=')
-               == NULL)
-        {
-            /* the master itself, at a fixed address */
-
-            if (ngx_http_imgbill_redis_addr(cf, cmd, &value[i], 6379, 1,
-                                            &mcf->host, &mcf->port)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"%V\"",
-                           &value[i], &cmd->name);
-        return NGX_CONF_ERROR;
     }
 
-    if (mcf->host.len && (mcf->sentinels || master.len)) {
+    return ngx_http_imgbill_redis_either(cf, cmd, rc, &master);
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_redis_param(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_imgbill_redis_conf_t *rc, ngx_str_t *value, ngx_str_t *master)
+{
+    ngx_http_imgbill_addr_t  *s;
+
+    if (ngx_strncmp(value->data, "sentinel=", 9) == 0) {
+
+        if (rc->sentinels == NULL) {
+            rc->sentinels = ngx_array_create(cf->pool, 3,
+                                             sizeof(ngx_http_imgbill_addr_t));
+            if (rc->sentinels == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        s = ngx_array_push(rc->sentinels);
+        if (s == NULL) {
+            return NGX_ERROR;
+        }
+
+        value->data += 9;
+        value->len -= 9;
+
+        return ngx_http_imgbill_redis_addr(cf, cmd, value, 26379, 0,
+                                           &s->host, &s->port);
+    }
+
+    if (ngx_strncmp(value->data, "master=", 7) == 0) {
+        if (master->len || value->len == 7) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" names one \"master=NAME\"",
+                               &cmd->name);
+            return NGX_ERROR;
+        }
+
+        master->data = value->data + 7;
+        master->len = value->len - 7;
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(value->data, "password=", 9) == 0 && value->len > 9) {
+        rc->password.data = value->data + 9;
+        rc->password.len = value->len - 9;
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(value->data, "sentinel_password=", 18) == 0
+        && value->len > 18)
+    {
+        rc->sentinel_password.data = value->data + 18;
+        rc->sentinel_password.len = value->len - 18;
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(value->data, "db=", 3) == 0) {
+        rc->db = ngx_atoi(value->data + 3, value->len - 3);
+        if (rc->db == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid db \"%V\" in \"%V\"",
+                               value, &cmd->name);
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    if (rc->host.len == 0
+        && ngx_strlchr(value->data, value->data + value->len, '=') == NULL)
+    {
+        /* the master itself, at a fixed address */
+        return ngx_http_imgbill_redis_addr(cf, cmd, value, 6379, 1,
+                                           &rc->host, &rc->port);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" in \"%V\"",
+                       value, &cmd->name);
+    return NGX_ERROR;
+}
+
+
+/* the address of redis, or Sentinels and a master's name: one of them */
+
+static char *
+ngx_http_imgbill_redis_either(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_imgbill_redis_conf_t *rc, ngx_str_t *master)
+{
+    if (rc->host.len && (rc->sentinels || master->len)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" takes either the address of redis or "
                            "\"sentinel=\" and \"master=\", not both",
@@ -138,30 +219,30 @@ ngx_http_imgbill_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    if (mcf->sentinels && master.len == 0) {
+    if (rc->sentinels && master->len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"sentinel=\" in \"%V\" needs \"master=NAME\": "
                            "the name the Sentinels monitor", &cmd->name);
         return NGX_CONF_ERROR;
     }
 
-    if (master.len && mcf->sentinels == NULL) {
+    if (master->len && rc->sentinels == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"master=\" in \"%V\" needs at least one "
                            "\"sentinel=ADDRESS\" to ask", &cmd->name);
         return NGX_CONF_ERROR;
     }
 
-    if (mcf->host.len == 0 && master.len == 0) {
+    if (rc->host.len == 0 && master->len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" needs the address of redis, or "
                            "\"sentinel=\" and \"master=\"", &cmd->name);
         return NGX_CONF_ERROR;
     }
 
-    if (master.len) {
+    if (master->len) {
         /* what names the master in the logs, and says redis is set */
-        mcf->host = master;
+        rc->host = *master;
     }
 
     return NGX_CONF_OK;
@@ -233,18 +314,19 @@ char *
 ngx_http_imgbill_redis_wait_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    ngx_http_imgbill_main_conf_t *mcf = conf;
+    ngx_str_t                      *value;
+    ngx_http_imgbill_redis_conf_t  *rc;
 
-    ngx_str_t  *value;
+    rc = ngx_http_imgbill_redis_conf(conf, cmd);
 
-    if (mcf->wait_replicas != NGX_CONF_UNSET) {
+    if (rc->wait_replicas != NGX_CONF_UNSET) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
     if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
-        mcf->wait_replicas = 0;
+        rc->wait_replicas = 0;
         return NGX_CONF_OK;
     }
 
@@ -252,10 +334,10 @@ ngx_http_imgbill_redis_wait_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return "takes REPLICAS TIMEOUT, or off";
     }
 
-    mcf->wait_replicas = ngx_atoi(value[1].data, value[1].len);
+    rc->wait_replicas = ngx_atoi(value[1].data, value[1].len);
 
-    if (mcf->wait_replicas == NGX_ERROR || mcf->wait_replicas < 1
-        || mcf->wait_replicas > 64)
+    if (rc->wait_replicas == NGX_ERROR || rc->wait_replicas < 1
+        || rc->wait_replicas > 64)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid number of replicas \"%V\" in \"%V\": "
@@ -263,15 +345,46 @@ ngx_http_imgbill_redis_wait_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    mcf->wait_timeout = ngx_parse_time(&value[2], 0);
+    rc->wait_timeout = ngx_parse_time(&value[2], 0);
 
-    if (mcf->wait_timeout == (ngx_msec_t) NGX_ERROR
-        || mcf->wait_timeout == 0)
+    if (rc->wait_timeout == (ngx_msec_t) NGX_ERROR
+        || rc->wait_timeout == 0)
     {
         /* WAIT's 0 would wait for ever */
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid timeout \"%V\" in \"%V\": a time above "
                            "0", &value[2], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* imgbill_journal PATH | off; opened by the master like a log file */
+
+char *
+ngx_http_imgbill_journal_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_str_t                      *value;
+    ngx_http_imgbill_redis_conf_t  *rc;
+
+    rc = ngx_http_imgbill_redis_conf(conf, cmd);
+
+    if (rc->journal != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        rc->journal = NULL;
+        return NGX_CONF_OK;
+    }
+
+    rc->journal = ngx_conf_open_file(cf->cycle, &value[1]);
+    if (rc->journal == NULL) {
         return NGX_CONF_ERROR;
     }
 

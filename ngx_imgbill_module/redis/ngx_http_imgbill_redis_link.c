@@ -15,7 +15,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_redis_int.h"
 
 
 static void ngx_http_imgbill_redis_read_handler(ngx_event_t *rev);

@@ -8,7 +8,7 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_redis_int.h"
 
 
 typedef ngx_uint_t (*ngx_http_imgbill_parse_pt)(redisReply *e,
@@ -62,7 +62,7 @@ static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
  */
 
 ngx_http_imgbill_cmd_t *
-ngx_http_imgbill_script_admit(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_script_admit(ngx_http_imgbill_store_t *store,
     u_char *key_hash, ngx_str_t *request_id, ngx_int_t gate, ngx_int_t hold,
     ngx_http_imgbill_reply_pt handler, void *data)
 {
@@ -70,6 +70,11 @@ ngx_http_imgbill_script_admit(ngx_http_imgbill_main_conf_t *mcf,
                        + NGX_HTTP_IMGBILL_KEY_HASH_LEN
                        + 2 * NGX_INT_T_LEN + NGX_TIME_T_LEN];
     ngx_str_t   argv[5];
+
+    if (store == NULL) {
+        /* no imgbill_redis: nothing can be held or settled */
+        return NULL;
+    }
 
     p = buf;
 
@@ -87,10 +92,10 @@ ngx_http_imgbill_script_admit(ngx_http_imgbill_main_conf_t *mcf,
     argv[3].len = p - argv[3].data;
 
     argv[4].data = p;
-    p = ngx_sprintf(p, "%T", mcf->hold_ttl);
+    p = ngx_sprintf(p, "%T", store->conf->hold_ttl);
     argv[4].len = p - argv[4].data;
 
-    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_admit,
+    return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_admit,
                                          1, 5, argv, handler, data);
 }
 
@@ -102,7 +107,7 @@ ngx_http_imgbill_script_admit(ngx_http_imgbill_main_conf_t *mcf,
  */
 
 ngx_http_imgbill_cmd_t *
-ngx_http_imgbill_script_settle(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_script_settle(ngx_http_imgbill_store_t *store,
     ngx_http_imgbill_settle_t *s, ngx_http_imgbill_reply_pt handler,
     void *data)
 {
@@ -112,6 +117,11 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_main_conf_t *mcf,
                         + 5 * NGX_INT_T_LEN + NGX_TIME_T_LEN];
     ngx_str_t    argv[15];
     ngx_uint_t   i;
+
+    if (store == NULL) {
+        /* no imgbill_redis: nothing can be held or settled */
+        return NULL;
+    }
 
     static const char  *suffix[] = { "balance", "holds", "ledger",
                                      "settled:", "held" };
@@ -166,7 +176,7 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_main_conf_t *mcf,
     p = ngx_sprintf(p, "%ui", s->images);
     argv[14].len = p - argv[14].data;
 
-    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_settle,
+    return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_settle,
                                          5, 15, argv, handler, data);
 }
 
@@ -177,7 +187,7 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_main_conf_t *mcf,
  */
 
 ngx_http_imgbill_cmd_t *
-ngx_http_imgbill_script_refresh(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_script_refresh(ngx_http_imgbill_store_t *store,
     ngx_str_t *account, ngx_str_t *request_id, ngx_int_t hold)
 {
     u_char     *p, buf[sizeof("imgbill:{}:holds") - 1
@@ -202,10 +212,10 @@ ngx_http_imgbill_script_refresh(ngx_http_imgbill_main_conf_t *mcf,
     argv[2].len = p - argv[2].data;
 
     argv[3].data = p;
-    p = ngx_sprintf(p, "%T", mcf->hold_ttl);
+    p = ngx_sprintf(p, "%T", store->conf->hold_ttl);
     argv[3].len = p - argv[3].data;
 
-    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_refresh,
+    return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_refresh,
                                          1, 4, argv, NULL, NULL);
 }
 
@@ -213,7 +223,7 @@ ngx_http_imgbill_script_refresh(ngx_http_imgbill_main_conf_t *mcf,
 /* release: KEYS holds, held; ARGV request id, hold (0: not known) */
 
 ngx_http_imgbill_cmd_t *
-ngx_http_imgbill_script_release(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_script_release(ngx_http_imgbill_store_t *store,
     ngx_str_t *account, ngx_str_t *request_id, ngx_int_t hold,
     ngx_http_imgbill_reply_pt handler, void *data)
 {
@@ -222,6 +232,11 @@ ngx_http_imgbill_script_release(ngx_http_imgbill_main_conf_t *mcf,
                         + NGX_INT_T_LEN];
     ngx_str_t    argv[4];
     ngx_uint_t   i;
+
+    if (store == NULL) {
+        /* no imgbill_redis: nothing can be held or settled */
+        return NULL;
+    }
 
     static const char  *suffix[] = { "holds", "held" };
 
@@ -243,7 +258,7 @@ ngx_http_imgbill_script_release(ngx_http_imgbill_main_conf_t *mcf,
     p = ngx_sprintf(p, "%i", ngx_max(hold, 0));
     argv[3].len = p - argv[3].data;
 
-    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_release,
+    return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_release,
                                          2, 4, argv, handler, data);
 }
 
@@ -251,7 +266,7 @@ ngx_http_imgbill_script_release(ngx_http_imgbill_main_conf_t *mcf,
 /* release_key: KEYS imgbill:key:<hash>; ARGV request id */
 
 ngx_http_imgbill_cmd_t *
-ngx_http_imgbill_script_release_key(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_script_release_key(ngx_http_imgbill_store_t *store,
     ngx_str_t *request_id, u_char *key_hash,
     ngx_http_imgbill_reply_pt handler, void *data)
 {
@@ -262,7 +277,7 @@ ngx_http_imgbill_script_release_key(ngx_http_imgbill_main_conf_t *mcf,
 
     argv[1] = *request_id;
 
-    return ngx_http_imgbill_batch_queue(mcf,
+    return ngx_http_imgbill_batch_queue(store,
                                          ngx_http_imgbill_cmd_release_key,
                                          1, 2, argv, handler, data);
 }
@@ -271,15 +286,20 @@ ngx_http_imgbill_script_release_key(ngx_http_imgbill_main_conf_t *mcf,
 /* lookup: KEYS imgbill:key:<hash> */
 
 ngx_http_imgbill_cmd_t *
-ngx_http_imgbill_script_lookup(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_script_lookup(ngx_http_imgbill_store_t *store,
     u_char *key_hash, ngx_http_imgbill_reply_pt handler, void *data)
 {
     u_char     buf[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
     ngx_str_t  argv[1];
 
+    if (store == NULL) {
+        /* no imgbill_redis: nothing can be held or settled */
+        return NULL;
+    }
+
     ngx_http_imgbill_key_name(&argv[0], buf, key_hash);
 
-    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_lookup,
+    return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_lookup,
                                         1, 1, argv, handler, data);
 }
 
@@ -290,13 +310,18 @@ ngx_http_imgbill_script_lookup(ngx_http_imgbill_main_conf_t *mcf,
  */
 
 ngx_http_imgbill_cmd_t *
-ngx_http_imgbill_script_info(ngx_http_imgbill_main_conf_t *mcf,
+ngx_http_imgbill_script_info(ngx_http_imgbill_store_t *store,
     u_char *key_hash, ngx_http_imgbill_info_t *info,
     ngx_http_imgbill_reply_pt handler, void *data)
 {
     u_char     buf[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
     u_char     limit[NGX_INT_T_LEN];
     ngx_str_t  argv[6];
+
+    if (store == NULL) {
+        /* no imgbill_redis: nothing can be held or settled */
+        return NULL;
+    }
 
     ngx_http_imgbill_key_name(&argv[0], buf, key_hash);
 
@@ -321,7 +346,7 @@ ngx_http_imgbill_script_info(ngx_http_imgbill_main_conf_t *mcf,
     argv[4] = info->from;
     argv[5] = info->to;
 
-    return ngx_http_imgbill_batch_queue(mcf, ngx_http_imgbill_cmd_info,
+    return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_info,
                                         1, 6, argv, handler, data);
 }
 
@@ -425,6 +450,7 @@ ngx_http_imgbill_parse_info(redisReply *e, ngx_http_imgbill_reply_t *reply)
         }
 
         reply->entries = e->element[5];
+        reply->nentries = e->element[5]->elements;
     }
 
     return ngx_http_imgbill_parse_account(e->element[1], reply);

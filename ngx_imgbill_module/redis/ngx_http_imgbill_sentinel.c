@@ -18,12 +18,12 @@
  */
 
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_redis_int.h"
 
 
 struct ngx_http_imgbill_sentinel_s {
     ngx_http_imgbill_redis_link_t       link;     /* first: the hooks' */
-    ngx_http_imgbill_main_conf_t       *mcf;
+    ngx_http_imgbill_store_t       *store;
     ngx_event_t                         timer;
     ngx_event_t                         next;     /* posted: ask the next
                                                      Sentinel */
@@ -51,7 +51,7 @@ static void ngx_http_imgbill_sentinel_closed(ngx_http_imgbill_redis_link_t *l);
 
 ngx_int_t
 ngx_http_imgbill_sentinel_init(ngx_cycle_t *cycle,
-    ngx_http_imgbill_main_conf_t *mcf)
+    ngx_http_imgbill_store_t *store)
 {
     ngx_http_imgbill_sentinel_t  *sn;
 
@@ -62,7 +62,7 @@ ngx_http_imgbill_sentinel_init(ngx_cycle_t *cycle,
 
     sn->link.log = cycle->log;
     sn->link.closed = ngx_http_imgbill_sentinel_closed;
-    sn->mcf = mcf;
+    sn->store = store;
 
     sn->timer.handler = ngx_http_imgbill_sentinel_timeout;
     sn->timer.data = sn;
@@ -73,20 +73,20 @@ ngx_http_imgbill_sentinel_init(ngx_cycle_t *cycle,
     sn->next.log = cycle->log;
 
     /* workers start from different Sentinels: no one takes all the asking */
-    sn->current = ngx_pid % mcf->sentinels->nelts;
+    sn->current = ngx_pid % store->conf->sentinels->nelts;
 
-    mcf->sentinel = sn;
+    store->sentinel = sn;
 
     return NGX_OK;
 }
 
 
 void
-ngx_http_imgbill_sentinel_done(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_sentinel_done(ngx_http_imgbill_store_t *store)
 {
     ngx_http_imgbill_sentinel_t  *sn;
 
-    sn = mcf->sentinel;
+    sn = store->sentinel;
 
     if (sn == NULL) {
         return;
@@ -107,11 +107,11 @@ ngx_http_imgbill_sentinel_done(ngx_http_imgbill_main_conf_t *mcf)
 /* NGX_OK: a lookup is on its way, and will connect to the master */
 
 ngx_int_t
-ngx_http_imgbill_sentinel_lookup(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_sentinel_lookup(ngx_http_imgbill_store_t *store)
 {
     ngx_http_imgbill_sentinel_t  *sn;
 
-    sn = mcf->sentinel;
+    sn = store->sentinel;
 
     if (sn->busy) {
         return NGX_OK;
@@ -131,14 +131,14 @@ ngx_http_imgbill_sentinel_lookup(ngx_http_imgbill_main_conf_t *mcf)
    the next lookup starts with another */
 
 void
-ngx_http_imgbill_sentinel_skip(ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_sentinel_skip(ngx_http_imgbill_store_t *store)
 {
     ngx_http_imgbill_sentinel_t  *sn;
 
-    sn = mcf->sentinel;
+    sn = store->sentinel;
 
     if (sn && !sn->busy) {
-        sn->current = (sn->current + 1) % mcf->sentinels->nelts;
+        sn->current = (sn->current + 1) % store->conf->sentinels->nelts;
     }
 }
 
@@ -152,9 +152,9 @@ ngx_http_imgbill_sentinel_ask(ngx_event_t *ev)
 
     ngx_http_imgbill_addr_t  *addr;
 
-    addr = sn->mcf->sentinels->elts;
+    addr = sn->store->conf->sentinels->elts;
 
-    while (sn->tried < sn->mcf->sentinels->nelts) {
+    while (sn->tried < sn->store->conf->sentinels->nelts) {
 
         if (ngx_http_imgbill_sentinel_connect(sn, &addr[sn->current])
             == NGX_OK)
@@ -162,17 +162,17 @@ ngx_http_imgbill_sentinel_ask(ngx_event_t *ev)
             return;
         }
 
-        sn->current = (sn->current + 1) % sn->mcf->sentinels->nelts;
+        sn->current = (sn->current + 1) % sn->store->conf->sentinels->nelts;
         sn->tried++;
     }
 
     ngx_log_error(NGX_LOG_ERR, sn->link.log, 0,
                   "imgbill: no Sentinel named the master \"%V\"",
-                  &sn->mcf->host);
+                  &sn->store->conf->host);
 
     sn->busy = 0;
 
-    ngx_http_imgbill_redis_failed(sn->mcf);
+    ngx_http_imgbill_redis_failed(sn->store);
 }
 
 
@@ -181,9 +181,9 @@ ngx_http_imgbill_sentinel_connect(ngx_http_imgbill_sentinel_t *sn,
     ngx_http_imgbill_addr_t *addr)
 {
     redisAsyncContext             *ac;
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_imgbill_store_t  *store;
 
-    mcf = sn->mcf;
+    store = sn->store;
 
     ac = redisAsyncConnect((char *) addr->host.data, addr->port);
 
@@ -203,14 +203,14 @@ ngx_http_imgbill_sentinel_connect(ngx_http_imgbill_sentinel_t *sn,
         return NGX_ERROR;
     }
 
-    if ((mcf->sentinel_password.len
+    if ((store->conf->sentinel_password.len
          && redisAsyncCommand(ac, ngx_http_imgbill_sentinel_auth, sn,
-                              "AUTH %b", mcf->sentinel_password.data,
-                              mcf->sentinel_password.len)
+                              "AUTH %b", store->conf->sentinel_password.data,
+                              store->conf->sentinel_password.len)
             != REDIS_OK)
         || redisAsyncCommand(ac, ngx_http_imgbill_sentinel_reply, sn,
                              "SENTINEL get-master-addr-by-name %b",
-                             mcf->host.data, mcf->host.len)
+                             store->conf->host.data, store->conf->host.len)
            != REDIS_OK)
     {
         /* its cleanup moves on to the next Sentinel */
@@ -218,7 +218,7 @@ ngx_http_imgbill_sentinel_connect(ngx_http_imgbill_sentinel_t *sn,
         return NGX_OK;
     }
 
-    ngx_add_timer(&sn->timer, mcf->timeout);
+    ngx_add_timer(&sn->timer, store->conf->timeout);
 
     return NGX_OK;
 }
@@ -251,7 +251,7 @@ ngx_http_imgbill_sentinel_reply(redisAsyncContext *ac, void *r,
     ngx_http_imgbill_addr_t  *addr;
 
     if (reply == NULL) {
-        addr = sn->mcf->sentinels->elts;
+        addr = sn->store->conf->sentinels->elts;
 
         ngx_log_error(NGX_LOG_WARN, sn->link.log, 0,
                       "imgbill: cannot ask Sentinel %V:%d%s%s, trying the "
@@ -289,7 +289,7 @@ ngx_http_imgbill_sentinel_master(ngx_http_imgbill_sentinel_t *sn,
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, sn->link.log, 0,
                       "imgbill: a Sentinel replied \"%s\" when asked for "
-                      "the master \"%V\"", reply->str, &sn->mcf->host);
+                      "the master \"%V\"", reply->str, &sn->store->conf->host);
         return NGX_ERROR;
     }
 
@@ -299,7 +299,7 @@ ngx_http_imgbill_sentinel_master(ngx_http_imgbill_sentinel_t *sn,
     {
         ngx_log_error(NGX_LOG_ERR, sn->link.log, 0,
                       "imgbill: a Sentinel does not know the master \"%V\"",
-                      &sn->mcf->host);
+                      &sn->store->conf->host);
         return NGX_ERROR;
     }
 
@@ -323,7 +323,7 @@ ngx_http_imgbill_sentinel_master(ngx_http_imgbill_sentinel_t *sn,
                       "imgbill: a Sentinel named \"%s\" port \"%s\" as the "
                       "master \"%V\": not a numeric address (is "
                       "\"announce-hostnames\" on?)",
-                      ip->str, pr->str, &sn->mcf->host);
+                      ip->str, pr->str, &sn->store->conf->host);
         return NGX_ERROR;
     }
 
@@ -335,13 +335,13 @@ ngx_http_imgbill_sentinel_master(ngx_http_imgbill_sentinel_t *sn,
     if (ngx_strcmp(buf, sn->master) != 0) {
         ngx_log_error(NGX_LOG_NOTICE, sn->link.log, 0,
                       "imgbill: Sentinel names %s as the master \"%V\"%s%s",
-                      buf, &sn->mcf->host, sn->master[0] ? ", was " : "",
-                      sn->master);
+                      buf, &sn->store->conf->host,
+                      sn->master[0] ? ", was " : "", sn->master);
 
         ngx_memcpy(sn->master, buf, p - buf + 1);
     }
 
-    return ngx_http_imgbill_redis_master(sn->mcf, ip->str,
+    return ngx_http_imgbill_redis_master(sn->store, ip->str,
                                          (in_port_t) port);
 }
 
@@ -357,7 +357,7 @@ ngx_http_imgbill_sentinel_timeout(ngx_event_t *ev)
 
     ngx_log_error(NGX_LOG_ERR, sn->link.log, NGX_ETIMEDOUT,
                   "imgbill: a Sentinel did not answer in %M ms",
-                  sn->mcf->timeout);
+                  sn->store->conf->timeout);
 
     redisAsyncFree(sn->link.ac);
 }
@@ -383,7 +383,7 @@ ngx_http_imgbill_sentinel_closed(ngx_http_imgbill_redis_link_t *l)
         return;
     }
 
-    sn->current = (sn->current + 1) % sn->mcf->sentinels->nelts;
+    sn->current = (sn->current + 1) % sn->store->conf->sentinels->nelts;
     sn->tried++;
 
     /* once hiredis is done with this context */

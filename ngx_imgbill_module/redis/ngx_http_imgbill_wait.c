@@ -26,26 +26,26 @@ ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b)
     size_t                         argvlen[3];
     u_char                         replicas[NGX_INT_T_LEN];
     u_char                         timeout[NGX_INT_T_LEN];
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_imgbill_store_t  *store;
 
-    mcf = b->client->mcf;
+    store = b->client->store;
 
     b->wait.handler = ngx_http_imgbill_batch_waited;
 
     argv[0] = "WAIT";
     argvlen[0] = sizeof("WAIT") - 1;
 
-    p = ngx_sprintf(replicas, "%i", mcf->wait_replicas);
+    p = ngx_sprintf(replicas, "%i", store->conf->wait_replicas);
     argv[1] = (const char *) replicas;
     argvlen[1] = p - replicas;
 
-    p = ngx_sprintf(timeout, "%M", mcf->wait_timeout);
+    p = ngx_sprintf(timeout, "%M", store->conf->wait_timeout);
     argv[2] = (const char *) timeout;
     argvlen[2] = p - timeout;
 
     /* hiredis copies the arguments into its output buffer */
 
-    if (ngx_http_imgbill_redis_call(mcf, &b->wait, 3, argv, argvlen)
+    if (ngx_http_imgbill_redis_call(store, &b->wait, 3, argv, argvlen)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -92,17 +92,17 @@ ngx_http_imgbill_batch_confirm(ngx_http_imgbill_batch_t *b,
     ngx_http_imgbill_cmd_t        *cmd;
     ngx_http_imgbill_reply_t       lost;
     ngx_http_imgbill_client_t     *cl;
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_imgbill_store_t  *store;
 
     cl = b->client;
-    mcf = cl->mcf;
+    store = cl->store;
 
     ngx_memzero(&lost, sizeof(ngx_http_imgbill_reply_t));
     lost.rc = NGX_HTTP_IMGBILL_REPLY_LOST;
 
     if (!ngx_queue_empty(&b->settled)
         && !(reply && reply->type == REDIS_REPLY_INTEGER
-             && reply->integer >= mcf->wait_replicas))
+             && reply->integer >= store->conf->wait_replicas))
     {
         n = 0;
 
@@ -118,7 +118,8 @@ ngx_http_imgbill_batch_confirm(ngx_http_imgbill_batch_t *b,
                           "imgbill: %L of %i replica(s) confirmed %ui "
                           "settlement(s) within %M ms; they are journaled "
                           "until a replica has them", reply->integer,
-                          mcf->wait_replicas, n, mcf->wait_timeout);
+                          store->conf->wait_replicas, n,
+                          store->conf->wait_timeout);
 
         } else {
             ngx_log_error(NGX_LOG_WARN, cl->log, 0,

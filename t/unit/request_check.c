@@ -11,7 +11,7 @@
  * reads it.
  */
 
-#include "ngx_http_imgbill_module.h"
+#include "ngx_http_imgbill_ctx.h"
 
 #include <openssl/evp.h>
 #include <stdarg.h>

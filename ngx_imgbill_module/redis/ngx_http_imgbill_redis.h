@@ -1,0 +1,236 @@
+
+/*
+ * imgbill: the store, where money is held and settled, as the request's
+ * path sees it.  Behind this header: the Redis script and its client, the
+ * batch that sends its commands, WAIT, the connection and Sentinel, the
+ * journal of what Redis could not take, and the refresh of long holds
+ * (ngx_http_imgbill_redis_int.h joins them).  Nothing here names hiredis:
+ * the request's path calls down into the store, which never calls up.
+ */
+
+
+#ifndef _NGX_HTTP_IMGBILL_REDIS_H_INCLUDED_
+#define _NGX_HTTP_IMGBILL_REDIS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+#define NGX_HTTP_IMGBILL_KEY_HASH_LEN 64   /* sha256, hex */
+#define NGX_HTTP_IMGBILL_ACCOUNT_MAX  64
+#define NGX_HTTP_IMGBILL_REQUEST_ID_MAX  64
+
+/* what an account's info command serves (imgbill_serve) */
+#define NGX_HTTP_IMGBILL_SERVE_NONE          0
+#define NGX_HTTP_IMGBILL_SERVE_ACCOUNT       1
+#define NGX_HTTP_IMGBILL_SERVE_LEDGER        2
+#define NGX_HTTP_IMGBILL_SERVE_SUBSCRIPTION  3
+#define NGX_HTTP_IMGBILL_SERVE_USAGE         4
+
+/* how a command ended */
+#define NGX_HTTP_IMGBILL_REPLY_OK      0
+#define NGX_HTTP_IMGBILL_REPLY_LOST    1   /* no answer: it may have run */
+#define NGX_HTTP_IMGBILL_REPLY_ERROR   2   /* refused, or not understood */
+
+/* the admit command's answers */
+#define NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY  -1
+#define NGX_HTTP_IMGBILL_ADMIT_REFUSED       0   /* the gate is not met */
+#define NGX_HTTP_IMGBILL_ADMIT_HELD          1
+
+/* what the store counts (ngx_http_imgbill_stats_t.redis) */
+#define NGX_HTTP_IMGBILL_REDIS_ERROR      0
+#define NGX_HTTP_IMGBILL_REDIS_TIMEOUT    1
+#define NGX_HTTP_IMGBILL_REDIS_RECONNECT  2
+#define NGX_HTTP_IMGBILL_REDIS_EVENTS     3
+
+/* Redis round trips, in microseconds: the upper bounds of the buckets */
+#define NGX_HTTP_IMGBILL_RTT_BUCKETS      12
+
+
+/* a Sentinel's address, resolved at configuration */
+typedef struct {
+    ngx_str_t                       host;      /* numeric, NUL-terminated */
+    in_port_t                       port;
+} ngx_http_imgbill_addr_t;
+
+
+/* imgbill_redis and its company, as configured */
+typedef struct {
+    ngx_str_t                       host;      /* numeric, or a unix path;
+                                                  under Sentinel the master's
+                                                  name */
+    in_port_t                       port;      /* 0 for a unix socket */
+    ngx_str_t                       password;
+    ngx_int_t                       db;
+    ngx_msec_t                      timeout;
+
+    ngx_array_t                    *sentinels;  /* ngx_http_imgbill_addr_t,
+                                                   or NULL: host is the
+                                                   master */
+    ngx_str_t                       sentinel_password;
+    ngx_int_t                       wait_replicas;  /* imgbill_redis_wait;
+                                                       0: off */
+    ngx_msec_t                      wait_timeout;
+    time_t                          hold_ttl;
+    ngx_open_file_t                *journal;   /* NULL: off */
+} ngx_http_imgbill_redis_conf_t;
+
+
+/* what the store counts, in the metrics' shared zone: atomic adds */
+typedef struct {
+    ngx_atomic_t                    redis[NGX_HTTP_IMGBILL_REDIS_EVENTS];
+    ngx_atomic_t                    rtt[NGX_HTTP_IMGBILL_RTT_BUCKETS + 1];
+    ngx_atomic_t                    rtt_sum;   /* microseconds */
+    ngx_atomic_t                    journal_lines;
+    ngx_atomic_t                    journal_owed;  /* at the last replay */
+} ngx_http_imgbill_stats_t;
+
+
+typedef struct ngx_http_imgbill_store_s  ngx_http_imgbill_store_t;
+typedef struct ngx_http_imgbill_cmd_s    ngx_http_imgbill_cmd_t;
+
+
+/* a hold placed and not yet settled, as its request keeps it */
+typedef struct {
+    ngx_queue_t                     queue;
+    ngx_str_t                       request_id;
+    ngx_str_t                       account;
+    ngx_int_t                       hold;
+    time_t                          since;     /* placed, or last
+                                                  refreshed */
+    unsigned                        settling:1;  /* its settlement, in
+                                                    flight, ends it */
+} ngx_http_imgbill_held_t;
+
+
+/* one settlement, as the settle script and the journal see it */
+typedef struct {
+    ngx_str_t                       request_id;
+    ngx_str_t                       account;
+    ngx_str_t                       model;
+    ngx_uint_t                      channel;  /* NGX_HTTP_IMGBILL_METERED,
+                                                 _FAST */
+    ngx_int_t                       charge;
+    ngx_int_t                       hold;     /* 0: not known */
+    ngx_int_t                       prompt_tokens;
+    ngx_int_t                       completion_tokens;
+    ngx_uint_t                      images;   /* delivered; a journal line
+                                                 without: 1 */
+} ngx_http_imgbill_settle_t;
+
+
+/* a command's reply, parsed; account points into it during the handler */
+typedef struct {
+    ngx_uint_t                      rc;
+    ngx_int_t                       status;     /* admit: as above; settle:
+                                                   1 applied, 0 earlier;
+                                                   release: 1 released;
+                                                   lookup: as admit */
+    ngx_str_t                       account;    /* admit, lookup */
+    ngx_int_t                       balance;    /* admit, settle */
+    ngx_int_t                       available;  /* admit */
+    ngx_int_t                       held;       /* info */
+    ngx_int_t                       more;       /* info, ledger: 1 if more
+                                                   entries follow */
+    ngx_int_t                       charged;    /* info, usage */
+    ngx_uint_t                      nentries;   /* info, ledger: read them
+                                                   with
+                                                   ngx_http_imgbill_ledger_
+                                                   entry() */
+    void                           *entries;
+} ngx_http_imgbill_reply_t;
+
+
+/* what a key holder asks of the info command */
+typedef struct {
+    ngx_uint_t                      serve;      /* NGX_HTTP_IMGBILL_SERVE_* */
+    ngx_uint_t                      limit;
+    ngx_str_t                       cursor;     /* a stream id, or empty */
+    ngx_str_t                       from;       /* stream ids (ms) */
+    ngx_str_t                       to;
+} ngx_http_imgbill_info_t;
+
+
+/* one entry of an account's ledger, its strings inside the reply */
+typedef struct {
+    ngx_str_t                       id;
+    ngx_str_t                       type;
+    ngx_str_t                       request_id;  /* a charge's; empty for
+                                                    other entries */
+    ngx_str_t                       channel;
+    ngx_str_t                       model;
+    ngx_str_t                       reason;
+    ngx_int_t                       ts;
+    ngx_int_t                       prompt_tokens;
+    ngx_int_t                       completion_tokens;
+    ngx_int_t                       images;
+    ngx_int_t                       amount;
+    ngx_int_t                       balance;
+} ngx_http_imgbill_entry_t;
+
+
+typedef void (*ngx_http_imgbill_reply_pt)(ngx_http_imgbill_reply_t *reply,
+    void *data);
+
+
+/* ngx_http_imgbill_redis_conf.c: the directives, with their offset to
+   the configuration in the module's main conf */
+char *ngx_http_imgbill_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_imgbill_redis_wait_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_imgbill_journal_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_http_imgbill_redis_create_conf(ngx_http_imgbill_redis_conf_t *rc);
+char *ngx_http_imgbill_redis_init_conf(ngx_conf_t *cf,
+    ngx_http_imgbill_redis_conf_t *rc);
+
+/* ngx_http_imgbill_store.c: a worker's store, and its holds */
+ngx_http_imgbill_store_t *ngx_http_imgbill_store_init(ngx_cycle_t *cycle,
+    ngx_http_imgbill_redis_conf_t *rc, ngx_http_imgbill_stats_t *stats);
+void ngx_http_imgbill_store_exit(ngx_http_imgbill_store_t *store);
+void ngx_http_imgbill_store_hold(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_held_t *h);
+void ngx_http_imgbill_store_unhold(ngx_http_imgbill_held_t *h);
+extern ngx_msec_t  ngx_http_imgbill_rtt_buckets[];
+
+/* ngx_http_imgbill_script.c: one function per command */
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_admit(
+    ngx_http_imgbill_store_t *store, u_char *key_hash,
+    ngx_str_t *request_id, ngx_int_t gate, ngx_int_t hold,
+    ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_settle(
+    ngx_http_imgbill_store_t *store, ngx_http_imgbill_settle_t *s,
+    ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release(
+    ngx_http_imgbill_store_t *store, ngx_str_t *account,
+    ngx_str_t *request_id, ngx_int_t hold, ngx_http_imgbill_reply_pt handler,
+    void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_lookup(
+    ngx_http_imgbill_store_t *store, u_char *key_hash,
+    ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_info(
+    ngx_http_imgbill_store_t *store, u_char *key_hash,
+    ngx_http_imgbill_info_t *info, ngx_http_imgbill_reply_pt handler,
+    void *data);
+
+/* ngx_http_imgbill_batch.c: a command in flight gets another handler
+   (NULL: none) when its request goes */
+void ngx_http_imgbill_batch_rebind(ngx_http_imgbill_cmd_t *cmd,
+    ngx_http_imgbill_reply_pt handler, void *data);
+
+/* ngx_http_imgbill_journal.c: what Redis could not take, kept on disk */
+void ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
+    ngx_log_t *log, ngx_http_imgbill_settle_t *s);
+void ngx_http_imgbill_journal_release(ngx_http_imgbill_store_t *store,
+    ngx_log_t *log, ngx_str_t *request_id, u_char *key_hash);
+
+/* ngx_http_imgbill_ledger.c: the info command's ledger, during its
+   handler */
+ngx_int_t ngx_http_imgbill_ledger_entry(ngx_http_imgbill_reply_t *reply,
+    ngx_uint_t i, ngx_http_imgbill_entry_t *entry);
+size_t ngx_http_imgbill_ledger_size(ngx_http_imgbill_reply_t *reply);
+
+
+#endif /* _NGX_HTTP_IMGBILL_REDIS_H_INCLUDED_ */
