@@ -83,7 +83,7 @@ is $h->redis('GET', 'imgbill:{hx}:balance'), 12345, 'redis()';
         # the money is certain
         ok $h->wait_holds($acct, 0, 10), "close_after => $when: no hold left";
     }
-    sleep 1.2;    # the upstream's (unwanted) replies are in
+    ok $h->upstream_idle(10), "the upstream's (unwanted) replies are in";
     is $h->balance($acct), 100000, 'clients that went away paid nothing';
     is $h->request('GET', '/harness-probe')->{status}, 200, 'nginx still answers';
 }

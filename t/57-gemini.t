@@ -17,6 +17,7 @@ use JSON::PP;
 use MIME::Base64 qw(encode_base64);
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(dechunk sse_events fmt_units wait_for gerror_ok);
+use Imgbill::Spec qw(decoded);
 
 my $h = Imgbill::Harness->new;
 my $FLASH = 'gemini-2.5-flash-image';
@@ -46,17 +47,10 @@ sub gem {
     @q = ($o{query}) if defined $o{query};
     $path .= '?' . join '&', @q if @q;
     $path = $o{path} if defined $o{path};
-    my $res = $h->raw_http(method => $o{method}, path => $path, mock => $o{mock},
-                           headers => \@hdr, port => $o{port},
-                           body => exists $o{body} ? $o{body} : $BODY);
-    @$res{qw(trailers complete)} = ({}, 1);
-    if (($res->{headers}{'transfer-encoding'} // '') =~ /chunked/i) {
-        @$res{qw(body trailers complete)} = dechunk($res->{body});
-        $res->{json} = eval { decode_json($res->{body}) };
-    }
-    $res->{events} = [ map { scalar eval { decode_json($_) } } sse_events($res->{body}) ]
-        if ($res->{headers}{'content-type'} // '') =~ m{^text/event-stream};
-    return $res;
+    return decoded($h->raw_http(method => $o{method}, path => $path,
+                                mock => $o{mock}, headers => \@hdr,
+                                port => $o{port},
+                                body => exists $o{body} ? $o{body} : $BODY));
 }
 
 sub last_upstream { (reverse $h->upstream_requests)[0] }

@@ -74,6 +74,7 @@ subtest 'unpriced location: variables are empty' => sub {
 };
 
 # more traffic carrying the keys, in every way a key can arrive
+my $logged = () = $h->access_entries;
 $h->chat(key => $KEYS{logs}, mock => 'kind=nonjson');
 $h->chat(key => $KEYS{logs}, model => 'gpt-4o');
 $h->post('/v1/chat/completions', 'not json', Authorization => "Bearer $KEYS{logs}");
@@ -82,7 +83,8 @@ $h->post('/v1/chat/completions', { model => 'gemini-2.5-flash-image' },
 $h->post('/v1/chat/completions', { model => 'gemini-2.5-flash-image' },
          Authorization => "Bearer  $UNKNOWN  ");
 $h->request('GET', '/v1/chat/completions', undef, Authorization => "Bearer $KEYS{logs}");
-sleep 0.3;
+# nginx logs after the reply is out: all six, before the logs are read
+$h->access_wait(sub { 1 }, $logged + 6);
 
 my $dump = $h->redis_dump;
 my $elog = $h->error_log;

@@ -10,12 +10,6 @@ use Imgbill::Harness qw(wait_for fmt_units);
 
 my $CHARGE     = 2465;      # flash 560/1120
 
-sub workers_of {
-    my ($h) = @_;
-    my $master = $h->{nginx_pid};
-    return grep { /^\d+$/ } map { s/\s+//gr } split /\n/, `ps -o pid= --ppid $master`;
-}
-
 subtest 'kill -9 of a worker: its hold expires and frees the money' => sub {
     my $h = Imgbill::Harness->new(
         conf_filter => sub {
@@ -29,13 +23,13 @@ subtest 'kill -9 of a worker: its hold expires and frees the money' => sub {
     my $wait = $h->in_flight(1, key => 'sk-kill-nine', mock => 'sleep=6');
     ok $h->wait_holds('k9', 1, 5), 'a hold is placed';
 
-    my @w = workers_of($h);
+    my @w = $h->workers;
     is scalar @w, 1, 'one worker';
     kill 'KILL', @w;
     my ($got) = $wait->();
     isnt((split ' ', $got)[0], 200, "the client of the killed worker got no image ($got)");
 
-    ok wait_for(sub { my @n = workers_of($h); @n == 1 && $n[0] != $w[0] }, 10),
+    ok wait_for(sub { my @n = $h->workers; @n == 1 && $n[0] != $w[0] }, 10),
        'the master started a new worker';
     is scalar keys %{ $h->holds('k9') }, 1, 'the dead worker\'s hold is still there';
 
@@ -47,7 +41,9 @@ subtest 'kill -9 of a worker: its hold expires and frees the money' => sub {
         qr/available ${\ fmt_units($avail) }/,
         '... says so';
 
-    sleep 3.2;
+    # the hold says until when it holds: imgbill_hold_ttl after it was placed
+    my ($until) = map { /:(\d+)$/ } values %{ $h->holds('k9') };
+    ok wait_for(sub { time > $until }, 10), 'the hold\'s ttl ran out';
     $res = $h->chat(key => 'sk-kill-nine');
     is $res->{status}, 200, 'after imgbill_hold_ttl the money is free again';
     is $res->{headers}{'x-imgbill-charge'}, '0.2465', 'charged normally';

@@ -1019,6 +1019,23 @@ sub redis_dump {
 
 sub upstream_requests {
     my ($self) = @_;
+    return grep { !exists $_->{done} } $self->_mock_lines;
+}
+
+# upstream_idle($timeout): waits until the mock has answered every request
+# it logged (or seen its client go), as its "done" lines say
+sub upstream_idle {
+    my ($self, $timeout) = @_;
+    return wait_for(sub {
+        my @l = $self->_mock_lines;
+        my %pending = map { $_->{pid} => 1 } grep { !exists $_->{done} } @l;
+        delete $pending{ $_->{done} } for grep { exists $_->{done} } @l;
+        return !%pending;
+    }, $timeout // 10);
+}
+
+sub _mock_lines {
+    my ($self) = @_;
     my @r;
     open my $fh, '<', $self->{mock_log} or return ();
     while (my $l = <$fh>) {
@@ -1040,6 +1057,14 @@ sub error_log  { _slurp("$_[0]{dir}/error.log") }
 sub crashes {
     my ($self) = @_;
     return grep { /exited on signal/ } split /\n/, $self->error_log;
+}
+
+# the pids of nginx's workers (the master's children), as ps sees them now
+sub workers {
+    my ($self) = @_;
+    my $master = $self->{nginx_pid};
+    return grep { /^\d+$/ } map { s/\s+//gr }
+           split /\n/, `ps -o pid= --ppid $master`;
 }
 sub access_log { _slurp("$_[0]{dir}/access.log") }
 
