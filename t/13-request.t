@@ -10,5 +10,6 @@ use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
 Imgbill::Unit::run('request_check',
-                   [qw(request reading key api openai gemini scan scan_token)],
+                   [qw(compact compact_string request reading key api splice openai
+                       gemini scan scan_token)],
                    [qw(-ljansson -lcrypto)]);

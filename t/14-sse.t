@@ -10,5 +10,6 @@ use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
 Imgbill::Unit::run('sse_check',
-                   [qw(sse scan scan_token api openai gemini request reading)],
+                   [qw(sse scan scan_token api splice openai gemini compact
+                       compact_string request reading)],
                    [qw(-ljansson)]);

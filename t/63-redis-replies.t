@@ -88,6 +88,17 @@ my %shapes = (
     'an error'                  => "-ERR something broke\r\n",
 );
 
+# a body is read only for a key Redis knows: a model list's lookup makes
+# sk-any known, so that each shape below is the admission's reply
+answer("*2\r\n:1\r\n\$5\r\nalice\r\n");
+is $h->request('GET', '/v1/models', undef, Authorization => 'Bearer sk-any')->{status}, 200,
+   'the key looked up: known';
+
+# the lookup of a key not known yet fails closed alike, and places nothing
+answer($shapes{'one element {1}'});
+error_ok($h->chat(key => 'sk-not-looked-up'), 503, 'server_error', 'billing_unavailable',
+         'a malformed reply to the lookup before the body: 503 billing_unavailable');
+
 for my $name (sort keys %shapes) {
     answer($shapes{$name});
     my $res = $h->chat(key => 'sk-any');
@@ -108,6 +119,7 @@ is scalar @r, 8, 'each failed admission journals a release by key';
 my $log = $h->error_log;
 my $n = () = $log =~ /unexpected reply to admit/g;
 is $n, 7, 'each malformed reply is logged as such';
+like $log, qr/unexpected reply to lookup/, '... the lookup\'s too';
 like $log, qr/redis replied "ERR something broke" to admit/,
      'an error reply is logged with its text';
 is $h->upstream_hits, 0, 'nothing reached the upstream';

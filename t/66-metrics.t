@@ -80,7 +80,8 @@ my %want = (
     series('imgbill_requests_total', channel => 'metered', model => $FLASH, outcome => 'free', reason => 'no_image') => 1,
     series('imgbill_requests_total', channel => 'metered', model => $FLASH, outcome => 'free', reason => 'no_usage') => 1,
     series('imgbill_requests_total', channel => 'metered', model => $FLASH, outcome => 'free', reason => 'upstream_error') => 1,
-    series('imgbill_requests_total', channel => 'metered', model => $FLASH, outcome => 'rejected', reason => 'invalid_api_key') => 1,
+    # no body is read for an unknown key: its model is not known
+    series('imgbill_requests_total', channel => 'metered', model => 'other', outcome => 'rejected', reason => 'invalid_api_key') => 1,
     series('imgbill_requests_total', channel => 'metered', model => 'other', outcome => 'rejected', reason => 'model_not_supported') => 1,
     series('imgbill_requests_total', channel => 'fast', model => $PRO, outcome => 'charged', reason => '') => 1,
     series('imgbill_charged_units_total', channel => 'metered', model => $FLASH) => 3 * 2465,

@@ -77,31 +77,61 @@ ngx_http_imgbill_api_default(void)
 
 
 /*
- * The request body, for the API: a JSON object read by the API's check
- * into req, and the bound of its prompt.  NGX_HTTP_IMGBILL_REQ_OK or a
- * verdict; the caller json_decref()s req->root in every case.
+ * The request body, read as it came (ngx_http_imgbill_compact.c), for the
+ * API: a JSON object read by the API's check into req, and the bound of
+ * its prompt.  NGX_HTTP_IMGBILL_REQ_OK or a verdict; the caller
+ * json_decref()s req->root in every case.  The long strings' table is the
+ * compactor's, read only here; the marks are copied into req.
  */
+
+ngx_int_t
+ngx_http_imgbill_check_compact(ngx_http_imgbill_compact_t *c,
+    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_request_t *req)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_imgbill_compact_parse(c, req);
+
+    if (rc == NGX_HTTP_IMGBILL_REQ_OK) {
+        rc = api->check(req, image_limit);
+    }
+
+    if (rc == NGX_HTTP_IMGBILL_REQ_OK) {
+        ngx_http_imgbill_request_bound(req);
+    }
+
+    req->longs = NULL;
+    req->nlongs = 0;
+
+    return rc;
+}
+
+
+/* a body in one piece (the unit checks, the fuzzer) */
 
 ngx_int_t
 ngx_http_imgbill_check_request(u_char *p, size_t len,
     ngx_http_imgbill_api_t *api, size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
-    ngx_int_t  rc;
+    ngx_int_t                    rc;
+    ngx_http_imgbill_compact_t  *c;
 
-    rc = ngx_http_imgbill_request_parse(p, len, req);
-    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
-        return rc;
+    c = ngx_http_imgbill_compact_create(NGX_HTTP_IMGBILL_COMPACT_MAX,
+                                        api->marks, NULL);
+    if (c == NULL) {
+        ngx_memzero(req, sizeof(ngx_http_imgbill_request_t));
+        return NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX;
     }
 
-    rc = api->check(req, image_limit);
-    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
-        return rc;
-    }
+    ngx_http_imgbill_compact_feed(c, p, p + len);
 
-    ngx_http_imgbill_request_bound(len, req);
+    rc = ngx_http_imgbill_check_compact(c, api, image_limit, req);
 
-    return NGX_HTTP_IMGBILL_REQ_OK;
+    ngx_http_imgbill_compact_free(c);
+
+    return rc;
 }
 
 

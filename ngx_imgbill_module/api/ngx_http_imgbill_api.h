@@ -81,10 +81,14 @@ typedef struct {
     ngx_int_t                     (*check)(ngx_http_imgbill_request_t *req,
                                       size_t image_limit);
 
+    /* the members of the body whose places its rewrite needs (req->marks,
+       in this order); NULL: none */
+    const ngx_http_imgbill_mark_path_t  *marks;
+
     /* the body made to ask the upstream for what billing needs (a
-       stream's usage), into r->request_body; NULL: it goes as it came */
+       stream's usage), in r->request_body, with the helpers below; NULL:
+       it goes as it came */
     ngx_int_t                     (*rewrite)(ngx_http_request_t *r,
-                                      ngx_str_t *body,
                                       ngx_http_imgbill_request_t *req);
 
     /* an error in the API's shape: a buffer of at most error_len bytes
@@ -113,10 +117,21 @@ typedef struct {
 char *ngx_http_imgbill_api_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_imgbill_api_t *ngx_http_imgbill_api_default(void);
+ngx_int_t ngx_http_imgbill_check_compact(ngx_http_imgbill_compact_t *c,
+    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_request_t *req);
 ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
     ngx_http_imgbill_api_t *api, size_t image_limit,
     ngx_http_imgbill_request_t *req);
 ngx_uint_t ngx_http_imgbill_api_query_key(ngx_http_imgbill_api_t *api);
+
+/* ngx_http_imgbill_splice.c: a rewrite's tools */
+ngx_int_t ngx_http_imgbill_splice_overwrite(ngx_http_request_t *r,
+    off_t start, off_t end, ngx_str_t *with);
+ngx_int_t ngx_http_imgbill_splice_blank(ngx_http_request_t *r,
+    ngx_http_imgbill_mark_t *mark);
+ngx_int_t ngx_http_imgbill_splice_end(ngx_http_request_t *r, off_t at,
+    ngx_str_t *tail);
 
 
 #endif /* _NGX_HTTP_IMGBILL_API_H_INCLUDED_ */

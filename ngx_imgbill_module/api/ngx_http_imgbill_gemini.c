@@ -149,6 +149,7 @@ ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api = {
     ngx_http_imgbill_gemini_request_target,
     ngx_http_imgbill_gemini_check,
     NULL,
+    NULL,
     ngx_http_imgbill_gemini_error,
     sizeof(NGX_HTTP_IMGBILL_GEMINI_ERROR) - 1 + NGX_INT_T_LEN
         + sizeof("RESOURCE_EXHAUSTED") - 1,
@@ -459,8 +460,7 @@ ngx_http_imgbill_gemini_blob(json_t *blob, size_t image_limit,
         return NGX_HTTP_IMGBILL_REQ_OK;
     }
 
-    size = ngx_http_imgbill_base64_size((u_char *) json_string_value(data),
-                                        json_string_length(data));
+    size = ngx_http_imgbill_request_base64_size(req, data);
 
     return ngx_http_imgbill_request_image(data, size, image_limit, req);
 }

@@ -43,10 +43,6 @@ static ngx_int_t ngx_http_imgbill_openai_stream(
 static ngx_int_t ngx_http_imgbill_openai_bad_options(
     ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_openai_rewrite(ngx_http_request_t *r,
-    ngx_str_t *body, ngx_http_imgbill_request_t *req);
-static ngx_buf_t *ngx_http_imgbill_openai_insert(ngx_http_request_t *r,
-    ngx_str_t *body, ngx_buf_t **rest);
-static ngx_buf_t *ngx_http_imgbill_openai_encode(ngx_http_request_t *r,
     ngx_http_imgbill_request_t *req);
 static u_char *ngx_http_imgbill_openai_error(u_char *p,
     ngx_http_imgbill_error_t *err);
@@ -129,12 +125,23 @@ static ngx_http_imgbill_key_source_t  ngx_http_imgbill_openai_key[] = {
     ",{\"id\":\"\",\"object\":\"model\",\"created\":0,\"owned_by\":\"imgbill\"}"
 
 
+/* where the client's stream_options is, and its include_usage: a stream's
+   rewrite needs them, in this order */
+
+static ngx_http_imgbill_mark_path_t  ngx_http_imgbill_openai_marks_paths[] = {
+    { -1, "stream_options" },
+    { 0, "include_usage" },
+    { 0, NULL }
+};
+
+
 ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api = {
     ngx_string("openai"),
     ngx_http_imgbill_openai_key,
     "Authorization: Bearer <key>",
     NULL,
     ngx_http_imgbill_openai_check,
+    ngx_http_imgbill_openai_marks_paths,
     ngx_http_imgbill_openai_rewrite,
     ngx_http_imgbill_openai_error,
     sizeof(NGX_HTTP_IMGBILL_OPENAI_ERROR) - 1
@@ -224,6 +231,12 @@ ngx_http_imgbill_openai_check(ngx_http_imgbill_request_t *req,
         return NGX_HTTP_IMGBILL_REQ_MISSING;
     }
 
+    if (ngx_http_imgbill_request_long(req, model)) {
+        req->param = "model";
+        req->expected = "a model's name";
+        return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+    }
+
     req->model.len = json_string_length(model);
     req->model.data = (u_char *) json_string_value(model);
 
@@ -277,9 +290,7 @@ ngx_http_imgbill_openai_check(ngx_http_imgbill_request_t *req,
                 continue;
             }
 
-            size = ngx_http_imgbill_data_url_size(
-                       (u_char *) json_string_value(image),
-                       json_string_length(image));
+            size = ngx_http_imgbill_request_url_size(req, image);
 
             rc = ngx_http_imgbill_request_image(image, size, image_limit,
                                                 req);
@@ -438,149 +449,55 @@ ngx_http_imgbill_openai_bad_options(ngx_http_imgbill_request_t *req)
 /*
  * A streamed request is made to report usage: without
  * "stream_options": {"include_usage": true} an upstream sends none, and
- * a stream could not be billed.  The member goes in after the body's
- * opening brace, without a copy of the (maybe megabytes of) body, when
- * the body has none; a body that has one (null, or without include_usage
- * true) is written anew with it, its one stream_options.
+ * a stream could not be billed.  The body is not copied (it may be
+ * megabytes, in a file): an include_usage false or null becomes true in
+ * its place; any other stream_options (null, or an object without
+ * include_usage) is blanked, the client's one member replaced, not
+ * doubled (Go's encoding/json would take the last, and a null there); and
+ * the one the relay asks for ends the body.
  */
 
 static ngx_int_t
-ngx_http_imgbill_openai_rewrite(ngx_http_request_t *r, ngx_str_t *body,
+ngx_http_imgbill_openai_rewrite(ngx_http_request_t *r,
     ngx_http_imgbill_request_t *req)
 {
-    ngx_buf_t    *b, *rest;
-    ngx_chain_t  *cl;
+    ngx_http_imgbill_mark_t  *options, *usage;
+
+    static ngx_str_t  yes = ngx_string("true");
+    static ngx_str_t  tail =
+        ngx_string(",\"stream_options\":{\"include_usage\":true}}");
 
     if (!req->stream || req->usage_asked) {
         return NGX_OK;
     }
 
-    rest = NULL;
+    options = &req->marks[0];
+    usage = &req->marks[1];
 
-    b = req->stream_options ? ngx_http_imgbill_openai_encode(r, req)
-                            : ngx_http_imgbill_openai_insert(r, body, &rest);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    /* the proxy sends these bufs, and their length as Content-Length */
-
-    cl = ngx_alloc_chain_link(r->pool);
-    if (cl == NULL) {
-        return NGX_ERROR;
-    }
-
-    cl->buf = b;
-    cl->next = NULL;
-
-    if (rest) {
-        cl->next = ngx_alloc_chain_link(r->pool);
-        if (cl->next == NULL) {
+    if (usage->key >= 0) {
+        if (ngx_http_imgbill_splice_overwrite(r, usage->start, usage->end,
+                                              &yes)
+            != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
-        cl->next->buf = rest;
-        cl->next->next = NULL;
+    } else {
+        if (options->key >= 0
+            && ngx_http_imgbill_splice_blank(r, options) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_imgbill_splice_end(r, req->root_close, &tail) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
-
-    (rest ? rest : b)->last_buf = 1;
-
-    r->request_body->bufs = cl;
-    r->headers_in.content_length_n = (b->last - b->pos)
-                                     + (rest ? rest->last - rest->pos : 0);
 
     req->usage_added = 1;
 
     return NGX_OK;
-}
-
-
-/* the body up to its brace and the member, in b; the rest as it is */
-
-static ngx_buf_t *
-ngx_http_imgbill_openai_insert(ngx_http_request_t *r, ngx_str_t *body,
-    ngx_buf_t **rest)
-{
-    u_char     *p, *brace;
-    size_t      len;
-    ngx_buf_t  *b;
-
-    static u_char  member[] = "\"stream_options\":{\"include_usage\":true},";
-
-    brace = ngx_strlchr(body->data, body->data + body->len, '{');
-    if (brace == NULL) {
-        return NULL;
-    }
-
-    brace++;
-    len = brace - body->data;
-
-    b = ngx_calloc_buf(r->pool);
-    *rest = ngx_calloc_buf(r->pool);
-    p = ngx_pnalloc(r->pool, len + sizeof(member) - 1);
-
-    if (b == NULL || *rest == NULL || p == NULL) {
-        return NULL;
-    }
-
-    b->pos = p;
-    b->last = ngx_cpymem(ngx_cpymem(p, body->data, len),
-                         member, sizeof(member) - 1);
-    b->memory = 1;
-
-    (*rest)->pos = brace;
-    (*rest)->last = body->data + body->len;
-    (*rest)->memory = 1;
-
-    return b;
-}
-
-
-/*
- * The client's stream_options is replaced, never added to: a second
- * member would leave the upstream to pick one (Go's encoding/json takes
- * the last, and a null there).
- */
-
-static ngx_buf_t *
-ngx_http_imgbill_openai_encode(ngx_http_request_t *r,
-    ngx_http_imgbill_request_t *req)
-{
-    u_char     *p;
-    size_t      len;
-    json_t     *options;
-    ngx_buf_t  *b;
-
-    options = json_object_get(req->root, "stream_options");
-
-    if (!json_is_object(options)) {
-        options = json_object();
-
-        if (json_object_set_new(req->root, "stream_options", options) != 0) {
-            return NULL;
-        }
-    }
-
-    if (json_object_set_new(options, "include_usage", json_true()) != 0) {
-        return NULL;
-    }
-
-    len = json_dumpb(req->root, NULL, 0, JSON_COMPACT);
-
-    b = ngx_calloc_buf(r->pool);
-    p = ngx_pnalloc(r->pool, len);
-
-    if (b == NULL || p == NULL
-        || json_dumpb(req->root, (char *) p, len, JSON_COMPACT) != len)
-    {
-        return NULL;
-    }
-
-    b->pos = p;
-    b->last = p + len;
-    b->memory = 1;
-
-    return b;
 }
 
 

@@ -21,6 +21,8 @@ static ngx_int_t ngx_http_imgbill_resume(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_start(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
+static ngx_int_t ngx_http_imgbill_read(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_lookup(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply,
@@ -79,10 +81,6 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
 
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     return ngx_http_imgbill_reject(r, ctx);
 }
 
@@ -92,11 +90,23 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_imgbill_resume(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
+    ngx_int_t                     rc;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
     switch (ctx->state) {
+
+    case ngx_http_imgbill_keyed:
+        rc = ngx_http_imgbill_read(r, ctx);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
+
+        return ngx_http_imgbill_reject(r, ctx);
 
     case ngx_http_imgbill_reading:
     case ngx_http_imgbill_admitting:
@@ -126,18 +136,22 @@ ngx_http_imgbill_resume(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
 /*
  * The first call: the key, the method, the path; then the body read, or
- * for what the module serves itself a lookup.  NGX_DECLINED with an error
- * in ctx->error to reject.
+ * for what the module serves itself a lookup.  A body is read only for a
+ * key seen valid lately (ngx_http_imgbill_keys.c); any other is looked up
+ * first, and a stranger is answered before a byte of the body is read.
+ * NGX_DECLINED with an error in ctx->error to reject.
  */
 
 static ngx_int_t
 ngx_http_imgbill_start(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_int_t                     rc;
-    ngx_uint_t                    reads;
-    ngx_http_imgbill_loc_conf_t  *lcf;
+    ngx_int_t                      rc;
+    ngx_uint_t                     reads;
+    ngx_http_imgbill_loc_conf_t   *lcf;
+    ngx_http_imgbill_main_conf_t  *mcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
 
     /* first, so that no rejection logs a key (a ?key=) */
 
@@ -178,10 +192,32 @@ ngx_http_imgbill_start(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
         if (ngx_http_discard_request_body(r) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+    }
 
+    if (reads || !ngx_http_imgbill_keys_known(mcf, ctx->key_hash)) {
         return (ngx_http_imgbill_lookup(r, ctx) == NGX_OK) ? NGX_AGAIN
                                                            : NGX_DECLINED;
     }
+
+    return ngx_http_imgbill_read(r, ctx);
+}
+
+
+/* the body, for a known key; NGX_DECLINED: the worker reads enough */
+
+static ngx_int_t
+ngx_http_imgbill_read(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_imgbill_body_start(r, ctx);
+
+    if (rc != NGX_OK) {
+        return (rc == NGX_DECLINED) ? NGX_DECLINED
+                                    : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_reading);
 
     rc = ngx_http_read_client_request_body(r, ngx_http_imgbill_body_handler);
 
@@ -248,10 +284,12 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
-    ngx_http_request_t        *r;
-    ngx_http_imgbill_store_t  *store;
+    ngx_http_request_t            *r;
+    ngx_http_imgbill_store_t      *store;
+    ngx_http_imgbill_main_conf_t  *mcf;
 
     r = ctx->request;
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
     ctx->cmd = NULL;
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
@@ -271,9 +309,12 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
     }
 
     if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
+        ngx_http_imgbill_keys_forget(mcf, ctx->key_hash);
         ngx_http_imgbill_invalid_key(r, ctx);
         goto wake;
     }
+
+    ngx_http_imgbill_keys_seen(mcf, ctx->key_hash);
 
     if (ngx_http_imgbill_account(r, ctx, &reply->account) != NGX_OK) {
         if (reply->status == NGX_HTTP_IMGBILL_ADMIT_HELD) {
@@ -376,11 +417,13 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
-    ngx_http_request_t           *r;
-    ngx_http_imgbill_loc_conf_t  *lcf;
+    ngx_http_request_t            *r;
+    ngx_http_imgbill_loc_conf_t   *lcf;
+    ngx_http_imgbill_main_conf_t  *mcf;
 
     r = ctx->request;
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
     ctx->cmd = NULL;
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
@@ -389,10 +432,16 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
         ngx_http_imgbill_unavailable(r, ctx);
 
     } else if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
+        ngx_http_imgbill_keys_forget(mcf, ctx->key_hash);
         ngx_http_imgbill_invalid_key(r, ctx);
 
     } else if (ngx_http_imgbill_account(r, ctx, &reply->account) != NGX_OK) {
         /* the error is set */
+
+    } else if (!lcf->models && !lcf->serve) {
+        /* a relay's key: now its body is worth reading */
+        ngx_http_imgbill_keys_seen(mcf, ctx->key_hash);
+        ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_keyed);
 
     } else if (lcf->serve
                && ngx_http_imgbill_serve_reply(r, ctx, reply) != NGX_OK)
@@ -403,6 +452,7 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
                                    "internal_error",
                                    "out of memory");
     } else {
+        ngx_http_imgbill_keys_seen(mcf, ctx->key_hash);
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_authorized);
     }
 
@@ -458,12 +508,27 @@ ngx_http_imgbill_unavailable(ngx_http_request_t *r,
 }
 
 
+/*
+ * The error, sent; a body not read yet (a stranger's, a rejection on the
+ * path) is discarded as nginx discards one, never read into memory, and
+ * never asked for: a client waiting for "100 Continue" gets the error.
+ */
+
 static ngx_int_t
 ngx_http_imgbill_reject(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
+
+    if (r->request_body == NULL) {
+        r->expect_tested = 1;
+    }
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
+    }
 
     b = ngx_http_imgbill_error_body(r, &ctx->error);
     if (b == NULL) {

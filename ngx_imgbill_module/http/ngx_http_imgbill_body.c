@@ -1,10 +1,12 @@
 
 /*
  * What a request asks for, before any money moves: the model from its
- * path where its API names it there, and the body, read into memory,
- * read by its API, and rewritten where the API asks the upstream for what
- * billing needs (a stream's usage).  Every failure leaves an error in
- * ctx->error for the access phase to send.
+ * path where its API names it there, and the body, read by the compactor
+ * as nginx reads it (a request body filter: the body itself goes on to
+ * nginx's buffers or its temporary file, and is never gathered), checked
+ * by its API once whole, and rewritten where the API asks the upstream
+ * for what billing needs (a stream's usage).  Every failure leaves an
+ * error in ctx->error for the access phase to send.
  */
 
 
@@ -72,15 +74,23 @@ static ngx_http_imgbill_verdict_t  ngx_http_imgbill_verdicts[] = {
       "\"%s\" must be given once, spelled so" },
 
     /* NGX_HTTP_IMGBILL_REQ_STREAM_FORMAT: what to ask instead */
-    { NGX_HTTP_BAD_REQUEST, "alt_sse_required", "%s" }
+    { NGX_HTTP_BAD_REQUEST, "alt_sse_required", "%s" },
+
+    /* NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX: the limit */
+    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "request_too_large",
+      "the request body is over %uz bytes of JSON outside its long strings "
+      "(images, prompts)" }
 };
 
 
+static ngx_int_t ngx_http_imgbill_request_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static void ngx_http_imgbill_busy(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+static void ngx_http_imgbill_compact_cleanup(void *data);
 static void ngx_http_imgbill_verdict(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_int_t rc,
     ngx_http_imgbill_request_t *req);
-static ngx_int_t ngx_http_imgbill_read_body(ngx_http_request_t *r,
-    ngx_str_t *body);
 static ngx_int_t ngx_http_imgbill_admissible(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_request_t *req);
@@ -119,79 +129,152 @@ ngx_http_imgbill_request_target(ngx_http_request_t *r,
 }
 
 
-/* the body as one piece of memory */
+static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
 
-static ngx_int_t
-ngx_http_imgbill_read_body(ngx_http_request_t *r, ngx_str_t *body)
+
+ngx_int_t
+ngx_http_imgbill_body_init(ngx_conf_t *cf)
 {
-    u_char       *p;
-    size_t        len;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
+    ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_imgbill_request_body_filter;
 
-    body->len = 0;
-    body->data = NULL;
+    return NGX_OK;
+}
 
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
+
+/*
+ * The body is to be read: the compactor takes it as it comes.  It lives
+ * until the body is checked, or with the request's pool if the request
+ * ends first.  With imgbill_bodies_in_flight, a body is read only while
+ * the worker reads less than that (one body always may be): its
+ * Content-Length is reserved now, a chunked body's bytes as they come.
+ * NGX_DECLINED with the error set: the worker is busy.
+ */
+
+ngx_int_t
+ngx_http_imgbill_body_start(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx)
+{
+    off_t                          len;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_imgbill_worker_t     *w;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+    w = mcf->worker;
+
+    len = ngx_max(r->headers_in.content_length_n, 0);
+
+    if (w && mcf->in_flight && w->reading && w->reading + len > mcf->in_flight)
+    {
+        ngx_http_imgbill_busy(r, ctx);
+        return NGX_DECLINED;
     }
 
-    cl = r->request_body->bufs;
-
-    if (cl->next == NULL && ngx_buf_in_memory(cl->buf)) {
-        body->data = cl->buf->pos;
-        body->len = cl->buf->last - cl->buf->pos;
-        return NGX_OK;
-    }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
         return NGX_ERROR;
     }
 
-    body->data = p;
-
-    /*
-     * A body spilled to a temporary file (client_body_buffer_size smaller
-     * than the request) is read back, like the static module reads files.
-     */
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (ngx_buf_in_memory(b)) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-            continue;
-        }
-
-        if (!b->in_file) {
-            /* a special buffer: the end of an empty body */
-            continue;
-        }
-
-        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                          b->file_pos);
-
-        if (n != b->file_last - b->file_pos) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "imgbill: cannot read the request body back "
-                          "from \"%V\"", &b->file->name);
-            return NGX_ERROR;
-        }
-
-        p += n;
+    ctx->compact = ngx_http_imgbill_compact_create(
+                                             NGX_HTTP_IMGBILL_COMPACT_MAX,
+                                             ctx->api->marks,
+                                             r->connection->log);
+    if (ctx->compact == NULL) {
+        return NGX_ERROR;
     }
 
-    body->len = p - body->data;
+    cln->handler = ngx_http_imgbill_compact_cleanup;
+    cln->data = ctx;
+
+    if (w) {
+        ctx->reserved = len;
+        w->reading += len;
+    }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_imgbill_busy(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_SERVICE_UNAVAILABLE,
+                               ngx_http_imgbill_err_server, "relay_busy",
+                               "the relay is reading as many request bodies "
+                               "as it may; nothing was charged, please "
+                               "retry");
+}
+
+
+/* the body checked, or the request gone: the compactor and the
+   reservation go */
+
+static void
+ngx_http_imgbill_compact_cleanup(void *data)
+{
+    ngx_http_imgbill_ctx_t *ctx = data;
+
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    ngx_http_imgbill_compact_free(ctx->compact);
+    ctx->compact = NULL;
+
+    mcf = ngx_http_get_module_main_conf(ctx->request,
+                                        ngx_http_imgbill_module);
+
+    if (mcf->worker) {
+        mcf->worker->reading -= ctx->reserved;
+    }
+
+    ctx->reserved = 0;
+}
+
+
+/* each piece of the body as nginx reads it, before it is saved */
+
+static ngx_int_t
+ngx_http_imgbill_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    off_t                          size;
+    ngx_chain_t                   *cl;
+    ngx_http_imgbill_ctx_t        *ctx;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_imgbill_module);
+
+    if (ctx == NULL || ctx->compact == NULL) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        if (!ngx_buf_in_memory(cl->buf)) {
+            continue;
+        }
+
+        size = cl->buf->last - cl->buf->pos;
+        ctx->counted += size;
+
+        ngx_http_imgbill_compact_feed(ctx->compact, cl->buf->pos,
+                                      cl->buf->last);
+    }
+
+    if (ctx->counted > ctx->reserved) {
+        mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
+        if (mcf->worker) {
+            mcf->worker->reading += ctx->counted - ctx->reserved;
+            ctx->reserved = ctx->counted;
+
+            if (mcf->in_flight && mcf->worker->reading > mcf->in_flight
+                && mcf->worker->reading > ctx->reserved)
+            {
+                ctx->busy = 1;
+            }
+        }
+    }
+
+    return ngx_http_next_request_body_filter(r, in);
 }
 
 
@@ -200,24 +283,21 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx)
 {
     ngx_int_t                   rc;
-    ngx_str_t                   body;
     ngx_http_imgbill_request_t  req;
 
-    if (ngx_http_imgbill_read_body(r, &body) != NGX_OK) {
-        ngx_http_imgbill_set_error(r, &ctx->error,
-                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                   ngx_http_imgbill_err_server,
-                                   "internal_error",
-                                   "cannot read the request body");
+    if (ctx->busy) {
+        ngx_http_imgbill_busy(r, ctx);
         return NGX_ERROR;
     }
 
-    rc = ngx_http_imgbill_check_request(body.data, body.len, ctx->api,
+    rc = ngx_http_imgbill_check_compact(ctx->compact, ctx->api,
                                         lcf->image_limit, &req);
 
-    if (body.len > NGX_HTTP_IMGBILL_LARGE_BODY) {
+    ngx_http_imgbill_compact_cleanup(ctx);
+
+    if (req.length > NGX_HTTP_IMGBILL_LARGE_BODY) {
         /*
-         * Parsing megabytes of reference images takes a while: without a
+         * Megabytes of reference images took a while to read: without a
          * fresh clock the Redis timeout armed next would start in the past.
          */
         ngx_time_update();
@@ -241,7 +321,7 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
         ngx_memcpy(ctx->model.data, req.model.data, req.model.len);
     }
 
-    if (ctx->api->rewrite && ctx->api->rewrite(r, &body, &req) != NGX_OK) {
+    if (ctx->api->rewrite && ctx->api->rewrite(r, &req) != NGX_OK) {
         goto oom;
     }
 
@@ -372,6 +452,13 @@ ngx_http_imgbill_verdict(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
         ngx_http_imgbill_set_error(r, &ctx->error, v->status,
                                    ngx_http_imgbill_err_request, code,
                                    v->message, req->param);
+        break;
+
+    case NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX:
+        ngx_http_imgbill_set_error(r, &ctx->error, v->status,
+                                   ngx_http_imgbill_err_request, code,
+                                   v->message,
+                                   (size_t) NGX_HTTP_IMGBILL_COMPACT_MAX);
         break;
 
     default:

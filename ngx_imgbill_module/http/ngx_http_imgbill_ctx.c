@@ -41,6 +41,7 @@ static const char  *ngx_http_imgbill_state_names[] = {
     "released",
     "looking_up",
     "authorized",
+    "keyed",
     "streaming"
 };
 

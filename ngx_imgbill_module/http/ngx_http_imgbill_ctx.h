@@ -70,6 +70,7 @@ typedef enum {
     ngx_http_imgbill_released,     /* hold given back unused */
     ngx_http_imgbill_looking_up,   /* lookup script in flight: a key only */
     ngx_http_imgbill_authorized,   /* the key is known; nothing held */
+    ngx_http_imgbill_keyed,        /* the key is known; the body to read */
     ngx_http_imgbill_streaming     /* an event stream passing through */
 } ngx_http_imgbill_state_e;
 
@@ -93,6 +94,10 @@ typedef struct {
     ngx_http_imgbill_error_t        error;
 
     ngx_http_imgbill_cmd_t         *cmd;       /* in flight, if any */
+    ngx_http_imgbill_compact_t     *compact;   /* the body, as it is read */
+    off_t                           counted;   /* ... its bytes so far */
+    off_t                           reserved;  /* ... in the worker's
+                                                  bodies in flight */
 
     /* the held reply: its bytes in memory, or all in file once it has
        one; read by the scanner as they come */
@@ -118,6 +123,8 @@ typedef struct {
                                                        no_usage, client_gone,
                                                        upstream_cut; or none */
 
+    unsigned                        busy:1;         /* bodies in flight
+                                                       past the limit */
     unsigned                        too_large:1;
     unsigned                        not_held:1;     /* the file failed */
     unsigned                        need_in_memory:1;  /* r->main_filter_
@@ -154,6 +161,9 @@ ngx_http_variable_value_t *ngx_http_imgbill_request_id(ngx_http_request_t *r,
     ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_body.c */
+ngx_int_t ngx_http_imgbill_body_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_imgbill_body_start(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 ngx_int_t ngx_http_imgbill_request_target(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 ngx_int_t ngx_http_imgbill_read_request(ngx_http_request_t *r,

@@ -87,6 +87,20 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       offsetof(ngx_http_imgbill_main_conf_t, redis.hold_ttl),
       NULL },
 
+    { ngx_string("imgbill_key_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_main_conf_t, key_cache),
+      NULL },
+
+    { ngx_string("imgbill_bodies_in_flight"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_main_conf_t, in_flight),
+      NULL },
+
     { ngx_string("imgbill_memory_trim"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_imgbill_trim_directive,
@@ -273,6 +287,8 @@ ngx_http_imgbill_create_main_conf(ngx_conf_t *cf)
 
     ngx_http_imgbill_redis_create_conf(&mcf->redis);
     mcf->trim = NGX_CONF_UNSET_MSEC;
+    mcf->key_cache = NGX_CONF_UNSET_MSEC;
+    mcf->in_flight = NGX_CONF_UNSET;
     mcf->request_id_index = NGX_ERROR;
 
     return mcf;
@@ -285,6 +301,11 @@ ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_imgbill_main_conf_t *mcf = conf;
 
     ngx_conf_init_msec_value(mcf->trim, 30000);
+    ngx_conf_init_msec_value(mcf->key_cache, 10000);
+
+    if (mcf->in_flight == NGX_CONF_UNSET) {
+        mcf->in_flight = 0;
+    }
 
     return ngx_http_imgbill_redis_init_conf(cf, &mcf->redis);
 }
@@ -539,6 +560,10 @@ ngx_http_imgbill_init(ngx_conf_t *cf)
         *h = ngx_http_imgbill_metrics_log;
     }
 
+    if (ngx_http_imgbill_body_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_imgbill_filter_init(cf);
 }
 
@@ -562,7 +587,9 @@ ngx_http_imgbill_init_process(ngx_cycle_t *cycle)
 
     w->store = ngx_http_imgbill_store_init(cycle, &mcf->redis,
                                            ngx_http_imgbill_metrics_stats(mcf));
-    if (w->store == NULL) {
+    w->keys = ngx_http_imgbill_keys_init(cycle);
+
+    if (w->store == NULL || w->keys == NULL) {
         return NGX_ERROR;
     }
 

@@ -37,11 +37,15 @@
 
 
 typedef struct ngx_http_imgbill_metrics_s    ngx_http_imgbill_metrics_t;
+typedef struct ngx_http_imgbill_keys_s       ngx_http_imgbill_keys_t;
 
 
 /* a worker's own, from init_process on: no configuration */
 typedef struct {
     ngx_http_imgbill_store_t       *store;
+    ngx_http_imgbill_keys_t        *keys;      /* seen valid lately */
+    off_t                           reading;   /* bytes of the request
+                                                  bodies being read */
     /* its request ids to come, drawn in batches: see
        ngx_http_imgbill_access.c */
     ngx_uint_t                      request_ids_left;
@@ -53,6 +57,9 @@ typedef struct {
 typedef struct {
     ngx_http_imgbill_redis_conf_t   redis;
     ngx_msec_t                      trim;      /* imgbill_memory_trim;
+                                                  0: off */
+    ngx_msec_t                      key_cache; /* imgbill_key_cache */
+    off_t                           in_flight; /* imgbill_bodies_in_flight;
                                                   0: off */
     ngx_int_t                       request_id_index;
     ngx_array_t                    *billed;    /* locations naming
@@ -128,6 +135,15 @@ ngx_int_t ngx_http_imgbill_filter_init(ngx_conf_t *cf);
 
 /* ngx_http_imgbill_variables.c */
 ngx_int_t ngx_http_imgbill_add_variables(ngx_conf_t *cf);
+
+/* ngx_http_imgbill_keys.c */
+ngx_http_imgbill_keys_t *ngx_http_imgbill_keys_init(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_imgbill_keys_known(ngx_http_imgbill_main_conf_t *mcf,
+    u_char *hash);
+void ngx_http_imgbill_keys_seen(ngx_http_imgbill_main_conf_t *mcf,
+    u_char *hash);
+void ngx_http_imgbill_keys_forget(ngx_http_imgbill_main_conf_t *mcf,
+    u_char *hash);
 
 /* ngx_http_imgbill_trim.c */
 char *ngx_http_imgbill_trim_directive(ngx_conf_t *cf, ngx_command_t *cmd,

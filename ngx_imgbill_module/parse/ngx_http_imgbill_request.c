@@ -11,47 +11,6 @@
 #include "ngx_http_imgbill_request.h"
 
 
-/* a JSON object, or why not; req starts here */
-
-ngx_int_t
-ngx_http_imgbill_request_parse(u_char *p, size_t len,
-    ngx_http_imgbill_request_t *req)
-{
-    ngx_memzero(req, sizeof(ngx_http_imgbill_request_t));
-
-    req->asked = 1;
-
-    if (len == 0) {
-        return NGX_HTTP_IMGBILL_REQ_EMPTY;
-    }
-
-    /*
-     * JSON has no place for a raw NUL, yet jansson 2.14 takes one right
-     * after a number ({"n":1<NUL>}); the upstream would see what imgbill
-     * did not validate.
-     */
-
-    if (memchr(p, '\0', len) != NULL) {
-        return NGX_HTTP_IMGBILL_REQ_NUL_BYTE;
-    }
-
-    /* two "model" keys would let the relay and the upstream disagree */
-
-    req->root = json_loadb((char *) p, len, JSON_REJECT_DUPLICATES,
-                           &req->error);
-
-    if (req->root == NULL) {
-        return NGX_HTTP_IMGBILL_REQ_INVALID_JSON;
-    }
-
-    if (!json_is_object(req->root)) {
-        return NGX_HTTP_IMGBILL_REQ_NOT_OBJECT;
-    }
-
-    return NGX_HTTP_IMGBILL_REQ_OK;
-}
-
-
 /*
  * What a metered hold assumes the prompt costs: every byte of the body
  * outside inline images may be a token of text, and each reference image
@@ -60,9 +19,9 @@ ngx_http_imgbill_request_parse(u_char *p, size_t len,
  */
 
 void
-ngx_http_imgbill_request_bound(size_t len, ngx_http_imgbill_request_t *req)
+ngx_http_imgbill_request_bound(ngx_http_imgbill_request_t *req)
 {
-    req->tokens = len - req->image_bytes
+    req->tokens = (size_t) req->length - req->image_bytes
                   + req->images * NGX_HTTP_IMGBILL_IMAGE_TOKENS;
 }
 
@@ -95,14 +54,83 @@ ngx_http_imgbill_request_asked(json_t *n, const char *name,
 }
 
 
+/*
+ * A long string of the body is in the tree as "\u0000<index>" (see
+ * ngx_http_imgbill_compact.c), no string of the client's own begins so:
+ * what it was is in req->longs.
+ */
+
+ngx_http_imgbill_long_t *
+ngx_http_imgbill_request_long(ngx_http_imgbill_request_t *req, json_t *s)
+{
+    size_t       i, len;
+    ngx_uint_t   n;
+    const char  *v;
+
+    len = json_string_length(s);
+    v = json_string_value(s);
+
+    if (len < 2 || v[0] != '\0' || len > NGX_INT_T_LEN) {
+        return NULL;
+    }
+
+    n = 0;
+
+    for (i = 1; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9') {
+            return NULL;
+        }
+
+        n = n * 10 + (v[i] - '0');
+    }
+
+    return (n < req->nlongs) ? &req->longs[n] : NULL;
+}
+
+
+/* a string's bytes as a data URL carries them; 0 for any other URL */
+
+size_t
+ngx_http_imgbill_request_url_size(ngx_http_imgbill_request_t *req, json_t *s)
+{
+    ngx_http_imgbill_long_t  *l;
+
+    l = ngx_http_imgbill_request_long(req, s);
+
+    return l ? l->url_size
+             : ngx_http_imgbill_data_url_size((u_char *) json_string_value(s),
+                                              json_string_length(s));
+}
+
+
+/* a string's bytes as base64 */
+
+size_t
+ngx_http_imgbill_request_base64_size(ngx_http_imgbill_request_t *req,
+    json_t *s)
+{
+    ngx_http_imgbill_long_t  *l;
+
+    l = ngx_http_imgbill_request_long(req, s);
+
+    return l ? l->base64_size
+             : ngx_http_imgbill_base64_size((u_char *) json_string_value(s),
+                                            json_string_length(s));
+}
+
+
 /* one reference image, s its string in the body, size its bytes decoded */
 
 ngx_int_t
 ngx_http_imgbill_request_image(json_t *s, size_t size, size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
+    ngx_http_imgbill_long_t  *l;
+
+    l = ngx_http_imgbill_request_long(req, s);
+
     req->images++;
-    req->image_bytes += json_string_length(s);
+    req->image_bytes += l ? l->len : json_string_length(s);
 
     if (size > image_limit) {
         req->image_size = size;

@@ -28,6 +28,22 @@
 /* what a metered hold assumes of one reference image, in tokens */
 #define NGX_HTTP_IMGBILL_IMAGE_TOKENS 1290
 
+/*
+ * A string value longer than this (decoded) is read as it streams by and
+ * kept out of the compact text (ngx_http_imgbill_compact.c); the compact
+ * text, with the table of such strings, may take at most
+ * NGX_HTTP_IMGBILL_COMPACT_MAX bytes: a request is a prompt and images,
+ * not a quarter megabyte of structure.  Containers nest as deep as
+ * jansson lets them.
+ */
+#define NGX_HTTP_IMGBILL_SHORT        256
+#define NGX_HTTP_IMGBILL_COMPACT_MAX  (256 * 1024)
+#define NGX_HTTP_IMGBILL_DEPTH        2048
+
+/* the members whose places in the body an API's rewrite may need */
+#define NGX_HTTP_IMGBILL_MARKS        4
+#define NGX_HTTP_IMGBILL_MARK_KEY     32
+
 
 /* the verdicts on a request; ngx_http_imgbill_body.c maps each to its
    HTTP status and error */
@@ -51,15 +67,53 @@ typedef enum {
                                               the API: expected */
     NGX_HTTP_IMGBILL_REQ_AMBIGUOUS_QUERY,  /* an argument given twice, or
                                               spelled otherwise: param */
-    NGX_HTTP_IMGBILL_REQ_STREAM_FORMAT     /* a stream asked for in a form
+    NGX_HTTP_IMGBILL_REQ_STREAM_FORMAT,    /* a stream asked for in a form
                                               not relayed: expected */
+    NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX       /* over
+                                              NGX_HTTP_IMGBILL_COMPACT_MAX
+                                              outside its long strings */
 } ngx_http_imgbill_verdict_e;
+
+
+/* what a long string decodes to; the compact text has "\u0000<index>" */
+typedef struct {
+    size_t                          len;          /* bytes, decoded */
+    size_t                          url_size;     /* as a data URL; 0: not
+                                                     one */
+    size_t                          base64_size;  /* as base64 */
+} ngx_http_imgbill_long_t;
+
+/* a member to find: its key, in the root (parent -1) or in the object of
+   another mark; a list ends with a NULL key */
+typedef struct {
+    ngx_int_t                       parent;
+    const char                     *key;
+} ngx_http_imgbill_mark_path_t;
+
+/* ... and where it is in the body: offsets, -1 for none */
+typedef struct {
+    off_t                           key;          /* its key's '"'; -1:
+                                                     not there */
+    off_t                           start;        /* its value: [start, */
+    off_t                           end;          /*   end) */
+    off_t                           comma;        /* a ',' that goes with
+                                                     it, before or after;
+                                                     -1: the only member */
+} ngx_http_imgbill_mark_t;
+
+typedef struct ngx_http_imgbill_compact_s  ngx_http_imgbill_compact_t;
 
 
 /* ... and its findings; the caller json_decref()s root in every case */
 typedef struct {
     json_t                         *root;
     json_error_t                    error;        /* INVALID_JSON: where */
+    off_t                           length;       /* the body's bytes */
+    ngx_http_imgbill_long_t        *longs;        /* root's long strings,
+                                                     while it is read */
+    ngx_uint_t                      nlongs;
+    ngx_http_imgbill_mark_t         marks[NGX_HTTP_IMGBILL_MARKS];
+    off_t                           root_close;   /* the root's '}' */
     ngx_str_t                       model;        /* inside root, or the
                                                      path's */
     size_t                          images;       /* reference images seen */
@@ -95,13 +149,26 @@ typedef struct {
 } ngx_http_imgbill_request_t;
 
 
+/* ngx_http_imgbill_compact.c */
+ngx_http_imgbill_compact_t *ngx_http_imgbill_compact_create(size_t max,
+    const ngx_http_imgbill_mark_path_t *paths, ngx_log_t *log);
+void ngx_http_imgbill_compact_feed(ngx_http_imgbill_compact_t *c, u_char *p,
+    u_char *last);
+ngx_int_t ngx_http_imgbill_compact_end(ngx_http_imgbill_compact_t *c);
+ngx_int_t ngx_http_imgbill_compact_parse(ngx_http_imgbill_compact_t *c,
+    ngx_http_imgbill_request_t *req);
+void ngx_http_imgbill_compact_free(ngx_http_imgbill_compact_t *c);
+
 /* ngx_http_imgbill_request.c */
-ngx_int_t ngx_http_imgbill_request_parse(u_char *p, size_t len,
-    ngx_http_imgbill_request_t *req);
-void ngx_http_imgbill_request_bound(size_t len,
-    ngx_http_imgbill_request_t *req);
+void ngx_http_imgbill_request_bound(ngx_http_imgbill_request_t *req);
 ngx_int_t ngx_http_imgbill_request_asked(json_t *n, const char *name,
     ngx_http_imgbill_request_t *req);
+ngx_http_imgbill_long_t *ngx_http_imgbill_request_long(
+    ngx_http_imgbill_request_t *req, json_t *s);
+size_t ngx_http_imgbill_request_url_size(ngx_http_imgbill_request_t *req,
+    json_t *s);
+size_t ngx_http_imgbill_request_base64_size(ngx_http_imgbill_request_t *req,
+    json_t *s);
 ngx_int_t ngx_http_imgbill_request_image(json_t *s, size_t size,
     size_t image_limit, ngx_http_imgbill_request_t *req);
 size_t ngx_http_imgbill_data_url_size(u_char *url, size_t len);

@@ -8,7 +8,8 @@
  * 0..64 KiB, so that small images already exceed it), then the client's
  * body.  Flag bit 0 picks the API (0 OpenAI, 1 Gemini); bits 1-2 and 3-4
  * pick a prefix and a suffix put around the body to make a URI for
- * ngx_http_imgbill_gemini_target().  The verdict and the findings are
+ * ngx_http_imgbill_gemini_target(); bits 5-7 the size of the pieces the
+ * body is also fed in (1 to 128 bytes).  The verdict and the findings are
  * checked against the validator's contract (ngx_http_imgbill_module.h)
  * and against a reference walk of jansson's tree written apart from the
  * validator; a failure abort()s with a message on stderr, a leaked tree is
@@ -36,7 +37,10 @@ typedef struct {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void imgbill_fuzz_check(ngx_uint_t api, u_char *body, size_t len,
-    size_t limit);
+    size_t limit, size_t piece);
+static void imgbill_fuzz_pieces(ngx_uint_t api, u_char *body, size_t len,
+    size_t limit, size_t piece, ngx_int_t rc,
+    ngx_http_imgbill_request_t *whole);
 static void imgbill_fuzz_common(ngx_int_t rc, ngx_http_imgbill_request_t *req,
     u_char *body, size_t len);
 static void imgbill_fuzz_openai(ngx_int_t rc, ngx_http_imgbill_request_t *req);
@@ -126,7 +130,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     memcpy(body, data + 3, len);
 
-    imgbill_fuzz_check(data[0] & 1, body, len, data[1] | (data[2] << 8));
+    imgbill_fuzz_check(data[0] & 1, body, len, data[1] | (data[2] << 8),
+                       (size_t) 1 << (data[0] >> 5));
     imgbill_fuzz_target(data[0], body, len);
 
     free(body);
@@ -136,13 +141,38 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 
 static void
-imgbill_fuzz_check(ngx_uint_t api, u_char *body, size_t len, size_t limit)
+imgbill_fuzz_check(ngx_uint_t api, u_char *body, size_t len, size_t limit,
+    size_t piece)
 {
+    json_t                      *ref, *root;
     ngx_int_t                    rc;
+    json_error_t                 error;
     imgbill_fuzz_walk_t          w;
     ngx_http_imgbill_request_t   req;
 
     rc = ngx_http_imgbill_check_request(body, len, API(api), limit, &req);
+
+    imgbill_fuzz_pieces(api, body, len, limit, piece, rc, &req);
+
+    /*
+     * The validator reads a compact copy of the body; the reference is
+     * jansson's own reading of the body as it came, which the compactor
+     * must refuse exactly when jansson does.
+     */
+
+    root = req.root;
+    ref = (len && memchr(body, '\0', len) == NULL)
+          ? json_loadb((char *) body, len, JSON_REJECT_DUPLICATES, &error)
+          : NULL;
+
+    if ((root == NULL) != (ref == NULL)
+        && rc != NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX)
+    {
+        imgbill_fuzz_fail(rc, &req, "the compactor and jansson disagree: "
+                          "%s", ref ? "jansson takes it" : error.text);
+    }
+
+    req.root = ref;
 
     imgbill_fuzz_common(rc, &req, body, len);
 
@@ -175,6 +205,69 @@ imgbill_fuzz_check(ngx_uint_t api, u_char *body, size_t len, size_t limit)
         imgbill_fuzz_images(rc, &req, &w, len);
     }
 
+    json_decref(ref);
+    json_decref(root);
+}
+
+
+/*
+ * The same body fed to the compactor in pieces of piece bytes, each an
+ * exact-size heap copy (a read past a piece is an ASan error): every
+ * finding must be the same as in one piece.
+ */
+
+static void
+imgbill_fuzz_pieces(ngx_uint_t api, u_char *body, size_t len, size_t limit,
+    size_t piece, ngx_int_t rc, ngx_http_imgbill_request_t *whole)
+{
+    u_char                      *copy;
+    size_t                       at, n;
+    ngx_int_t                    prc;
+    ngx_http_imgbill_compact_t  *c;
+    ngx_http_imgbill_request_t   req;
+
+    c = ngx_http_imgbill_compact_create(NGX_HTTP_IMGBILL_COMPACT_MAX,
+                                        API(api)->marks, NULL);
+    if (c == NULL) {
+        abort();
+    }
+
+    for (at = 0; at < len; at += n) {
+        n = len - at < piece ? len - at : piece;
+
+        copy = malloc(n);
+        if (copy == NULL) {
+            abort();
+        }
+
+        memcpy(copy, body + at, n);
+        ngx_http_imgbill_compact_feed(c, copy, copy + n);
+        free(copy);
+    }
+
+    prc = ngx_http_imgbill_check_compact(c, API(api), limit, &req);
+
+    ngx_http_imgbill_compact_free(c);
+
+    if (prc != rc
+        || req.images != whole->images
+        || req.image_bytes != whole->image_bytes
+        || req.image_size != whole->image_size
+        || req.tokens != whole->tokens
+        || req.asked != whole->asked
+        || req.stream != whole->stream
+        || req.usage_asked != whole->usage_asked
+        || req.stream_options != whole->stream_options
+        || req.root_close != whole->root_close
+        || memcmp(req.marks, whole->marks, sizeof(req.marks)) != 0
+        || req.model.len != whole->model.len
+        || (req.model.len
+            && memcmp(req.model.data, whole->model.data, req.model.len) != 0))
+    {
+        imgbill_fuzz_fail(prc, &req, "in pieces of %zu: not as whole "
+                          "(rc %ld)", piece, (long) rc);
+    }
+
     json_decref(req.root);
 }
 
@@ -186,7 +279,7 @@ imgbill_fuzz_common(ngx_int_t rc, ngx_http_imgbill_request_t *req,
     u_char *body, size_t len)
 {
     if (rc < NGX_HTTP_IMGBILL_REQ_OK
-        || rc > NGX_HTTP_IMGBILL_REQ_STREAM_FORMAT)
+        || rc > NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX)
     {
         imgbill_fuzz_fail(rc, req, "unknown verdict");
     }
@@ -264,9 +357,21 @@ imgbill_fuzz_openai(ngx_int_t rc, ngx_http_imgbill_request_t *req)
         imgbill_fuzz_fail(rc, req, "NO_MODEL if and only if no model");
     }
 
+    if (named && json_string_length(model) > NGX_HTTP_IMGBILL_SHORT) {
+        if (rc != NGX_HTTP_IMGBILL_REQ_BAD_VALUE || req->param == NULL
+            || strcmp(req->param, "model") != 0)
+        {
+            imgbill_fuzz_fail(rc, req, "a model of over %d bytes taken",
+                              NGX_HTTP_IMGBILL_SHORT);
+        }
+
+        return;
+    }
+
     if (named
         && (req->model.len != json_string_length(model)
-            || req->model.data != (u_char *) json_string_value(model)))
+            || memcmp(req->model.data, json_string_value(model),
+                      req->model.len) != 0))
     {
         imgbill_fuzz_fail(rc, req, "model is not root's \"model\"");
     }

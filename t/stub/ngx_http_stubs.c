@@ -80,3 +80,18 @@ ngx_conf_log_error(ngx_uint_t level, ngx_conf_t *cf, ngx_err_t err,
 {
     abort();
 }
+
+
+ngx_http_stub ssize_t
+ngx_write_file(ngx_file_t *file, u_char *buf, size_t size, off_t offset)
+{
+    abort();
+}
+
+
+ngx_http_stub void ngx_cdecl
+ngx_log_error_core(ngx_uint_t level, ngx_log_t *log, ngx_err_t err,
+    const char *fmt, ...)
+{
+    abort();
+}

@@ -853,10 +853,210 @@ check_http2(void)
 }
 
 
+/*
+ * The compactor: a body read in pieces, cut anywhere, finds what it finds
+ * whole; long strings are counted as they decode; the marked members'
+ * places are exact; the limits hold.
+ */
+
+static ngx_int_t
+pieces(ngx_http_imgbill_api_t *api, const char *body, size_t *cuts,
+    ngx_uint_t ncuts, ngx_http_imgbill_request_t *req)
+{
+    u_char                      *copy;
+    size_t                       at, to, len;
+    ngx_int_t                    rc;
+    ngx_uint_t                   i;
+    ngx_http_imgbill_compact_t  *c;
+
+    len = strlen(body);
+    c = ngx_http_imgbill_compact_create(NGX_HTTP_IMGBILL_COMPACT_MAX,
+                                        api->marks, NULL);
+
+    for (at = 0, i = 0; at < len; at = to, i++) {
+        to = (i < ncuts && cuts[i] < len) ? cuts[i] : len;
+
+        /* each piece an exact-size heap copy, as nginx's buffers are */
+
+        copy = malloc(to - at ? to - at : 1);
+        memcpy(copy, body + at, to - at);
+        ngx_http_imgbill_compact_feed(c, copy, copy + (to - at));
+        free(copy);
+    }
+
+    rc = ngx_http_imgbill_check_compact(c, api, 1 << 20, req);
+
+    ngx_http_imgbill_compact_free(c);
+    json_decref(req->root);
+    req->root = NULL;
+
+    return rc;
+}
+
+
+static int
+same(ngx_http_imgbill_request_t *a, ngx_http_imgbill_request_t *b)
+{
+    return a->images == b->images && a->image_bytes == b->image_bytes
+           && a->image_size == b->image_size && a->tokens == b->tokens
+           && a->stream == b->stream && a->usage_asked == b->usage_asked
+           && a->root_close == b->root_close
+           && memcmp(a->marks, b->marks, sizeof(a->marks)) == 0;
+}
+
+
+static void
+check_compact(void)
+{
+    char                        *body, *big, *url;
+    size_t                       i, j, len, cuts[2], n;
+    ngx_int_t                    rc, prc;
+    ngx_uint_t                   all;
+    ngx_http_imgbill_request_t   whole, part;
+
+    /* a data URL of 600 base64 characters, '/' escaped as PHP sends it,
+       one "A" as "\u0041", ending "==" */
+
+    url = malloc(4096);
+    n = sprintf(url, "data:image\\/png;base64,");
+
+    for (i = 0; i < 597; i++) {
+        url[n++] = (i == 10) ? '\\' : (i % 7 == 0) ? '/' : 'Q';
+
+        if (i == 10) {
+            n += sprintf(url + n, "u0041");
+        }
+    }
+
+    memcpy(url + n, "A==", 4);
+
+    body = malloc(8192);
+    sprintf(body, "{\"model\":\"m\",\"stream\":true,\"stream_options\":"
+            "{\"include_usage\":false},\"messages\":[{\"role\":\"user\","
+            "\"content\":[{\"type\":\"text\",\"text\":\"draw\"},"
+            "{\"type\":\"image_url\",\"image_url\":{\"url\":\"%s\"}}]}]}\n",
+            url);
+    len = strlen(body);
+
+    rc = pieces(&ngx_http_imgbill_openai_api, body, NULL, 0, &whole);
+
+    /* 600 characters after the comma, each escape counted once decoded;
+       450 bytes, less 2 for "==" */
+
+    ok(rc == OK && whole.images == 1 && whole.image_size == 0
+       && whole.image_bytes == sizeof("data:image/png;base64,") - 1 + 600
+       && whole.tokens == len - whole.image_bytes
+                          + NGX_HTTP_IMGBILL_IMAGE_TOKENS,
+       "compact: a long data URL counted decoded (rc %d, %zu bytes)",
+       (int) rc, whole.image_bytes);
+
+    rc = pieces(&ngx_http_imgbill_openai_api, body, NULL, 0, &whole);
+
+    ok(whole.marks[0].key == (off_t) (strstr(body, "\"stream_options\"")
+                                      - body)
+       && whole.marks[0].start == whole.marks[0].key
+                                  + (off_t) sizeof("\"stream_options\":") - 1
+       && whole.marks[1].start == (off_t) (strstr(body, "false") - body)
+       && whole.marks[1].end == whole.marks[1].start + 5
+       && whole.marks[0].end == whole.marks[1].end + 1
+       && whole.marks[0].comma == whole.marks[0].key - 1
+       && whole.root_close == (off_t) len - 2,
+       "compact: stream_options and include_usage found where they are");
+
+    /* cut once at every byte, and in pieces of one */
+
+    all = 1;
+
+    for (i = 1; i < len; i++) {
+        cuts[0] = i;
+        prc = pieces(&ngx_http_imgbill_openai_api, body, cuts, 1, &part);
+        all = all && prc == rc && same(&part, &whole);
+    }
+
+    for (i = 1; i < len && all; i += 37) {
+        for (j = i + 1; j < len; j += 5) {
+            cuts[0] = i;
+            cuts[1] = j;
+            prc = pieces(&ngx_http_imgbill_openai_api, body, cuts, 2, &part);
+            all = all && prc == rc && same(&part, &whole);
+        }
+    }
+
+    ok(all, "compact: cut at every byte, and twice, as whole");
+
+    /* a limit too small lets the same image through... too large */
+
+    rc = check(&ngx_http_imgbill_openai_api, body, 100, &part);
+    ok(rc == LARGE && part.image_size == 448,
+       "compact: a long image over the limit (rc %d, %zu)", (int) rc,
+       part.image_size);
+
+    /* Gemini's inline data, long, as base64 */
+
+    sprintf(body, "{'contents':[{'parts':[{'inline_data':"
+            "{'mime_type':'image/png','data':'%s'}}]}]}", url + 23);
+    rc = check(&ngx_http_imgbill_gemini_api, body, 100, &part);
+    ok(rc == LARGE && part.image_size == 448,
+       "compact: Gemini's long base64 over the limit (rc %d, %zu)",
+       (int) rc, part.image_size);
+
+    /* what jansson refuses, refused as the body streams */
+
+    rc = check(&ngx_http_imgbill_openai_api,
+               "{'model':'m','messages':[],'x':'\\u0000'}", 0, &part);
+    ok(rc == NGX_HTTP_IMGBILL_REQ_INVALID_JSON,
+       "compact: \\u0000 refused (rc %d)", (int) rc);
+
+    rc = check(&ngx_http_imgbill_openai_api,
+               "{'model':'m','messages':[],'x':'\\ud800x'}", 0, &part);
+    ok(rc == NGX_HTTP_IMGBILL_REQ_INVALID_JSON,
+       "compact: a lone surrogate refused (rc %d)", (int) rc);
+
+    /* a model too long to be one */
+
+    memset(url, 'm', 300);
+    url[300] = '\0';
+    sprintf(body, "{'model':'%s','messages':[]}", url);
+    rc = check(&ngx_http_imgbill_openai_api, body, 0, &part);
+    ok(rc == NGX_HTTP_IMGBILL_REQ_BAD_VALUE && part.param
+       && strcmp(part.param, "model") == 0,
+       "compact: a 300-byte model is a bad value (rc %d)", (int) rc);
+
+    /* structure past the limit: 413, however valid */
+
+    n = NGX_HTTP_IMGBILL_COMPACT_MAX;
+    big = malloc(n + 64);
+    len = sprintf(big, "{'model':'m','messages':[],'x':[");
+
+    while (len < n) {
+        big[len++] = '1';
+        big[len++] = ',';
+    }
+
+    memcpy(big + len, "1]}", 4);
+    rc = check(&ngx_http_imgbill_openai_api, big, 0, &part);
+    ok(rc == NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX,
+       "compact: %zu bytes of structure: TOO_COMPLEX (rc %d)", len,
+       (int) rc);
+
+    /* ... unless the body is not JSON at all */
+
+    big[len] = '\0';
+    rc = check(&ngx_http_imgbill_openai_api, big, 0, &part);
+    ok(rc == NGX_HTTP_IMGBILL_REQ_INVALID_JSON,
+       "compact: ... cut short: INVALID_JSON first (rc %d)", (int) rc);
+
+    free(big);
+    free(body);
+    free(url);
+}
+
+
 int
 main(void)
 {
     check_bodies();
+    check_compact();
     check_reading();
     check_gemini_limit();
     check_target();
