@@ -1,0 +1,165 @@
+# Issue 28: a flood of large bodies must not swell the worker.  Twenty
+# clients at once, each sending a 30 MB chat body (six reference images of
+# about 3.75 MB decoded, under imgbill_image_limit 5m) at 20 MB/s, through
+# conf.d's own /v1/chat/completions:
+#   a. with a key that does not exist: all twenty get the 401
+#      invalid_api_key error, Redis does not change, the upstream is never
+#      reached, and the worker's peak RSS grows by under 64 MiB;
+#   b. with a valid key: all twenty get 200, each charged exactly what a
+#      small request of the same shape (tiny images) with the same usage is
+#      charged, the upstream gets each body intact, no hold is left, and
+#      the worker's peak RSS grows by under 64 MiB.
+# The growth is VmHWM after the flood (reset through clear_refs before it)
+# minus VmRSS before it, of the one worker; each case has an nginx of its
+# own, so that one case's heap is not the next one's.  The figures are
+# printed (diag), to be quoted.
+#
+# The upstream is Imgbill::Flood's sink on the mock's port (the harness
+# starts no mock): it answers as scripts/mock-upstream does by default,
+# but hashes a body instead of decoding it (the mock's JSON::PP takes
+# about 12 s for each 30 MB body).
+use strict;
+use warnings;
+use Test::More;
+use Digest::SHA qw(sha256_hex);
+use Time::HiRes qw(time);
+use lib 't/lib', 'scripts/lib';
+use Imgbill::Harness qw(fmt_units error_ok wait_for);
+use Imgbill::Flood qw(chat_body image_bytes flood flood_summary rss peak_reset);
+
+# under valgrind the RSS is valgrind's, and the flood would crawl
+plan skip_all => 'RSS is valgrind\'s under valgrind'
+    if $ENV{IMGBILL_VALGRIND_DIR};
+
+my $CLIENTS = 20;
+my $SIZE    = 30_000_000;     # bytes per body
+my $RATE    = 20_000_000;     # bytes a second, per client
+my $CHUNK   = 1_000_000;      # one every 50 ms
+my $GROWTH  = 64 * 1024;      # KiB the worker may grow by
+my $FLASH   = 'gemini-2.5-flash-image';
+my $PATH    = '/v1/chat/completions';
+
+my $t_start = time;
+my $body  = chat_body(size => $SIZE, images => 6, model => $FLASH);
+my $small = chat_body(b64 => 24, images => 6, model => $FLASH);
+my $sha   = sha256_hex($body);
+note sprintf 'body: %d bytes, 6 images of %d bytes decoded; small body: %d bytes',
+    length $body, image_bytes($body), length $small;
+cmp_ok image_bytes($body), '<', 5 * 1024 * 1024,
+    'each image is under imgbill_image_limit (5m) decoded';
+
+# a relay of its own: conf.d's server, one worker, the sink as upstream
+sub relay {
+    my $h = Imgbill::Harness->new(mock => 0);
+    my $sink = Imgbill::Flood::Sink->new(port => $h->mock_port,
+                                         log => $h->dir . '/sink.log');
+    my @w;
+    ok wait_for(sub { @w = $h->workers; @w == 1 }, 10), 'one worker'
+        or diag "workers: @w";
+    return ($h, $sink, $w[0]);
+}
+
+# swell($h, $worker, $name, @headers) -> (the flood, growth KiB): the
+# flood, the worker's RSS before it, its peak, the growth, printed
+sub swell {
+    my ($h, $w, $name, @headers) = @_;
+    my $before = rss($w);
+    my $reset = peak_reset($w);
+    ok $reset, "$name: the worker's peak RSS reset (clear_refs)";
+    my $sampled = $before;
+    my $r = flood(port => $h->port, path => $PATH, body => \$body,
+                  headers => \@headers, clients => $CLIENTS, rate => $RATE,
+                  chunk => $CHUNK, timeout => 50,
+                  tick => sub {
+                      my $now = rss($w) // 0;
+                      $sampled = $now if $now > $sampled;
+                  });
+    my $hwm = rss($w, 'VmHWM') // 0;
+    my $peak = $hwm > $sampled ? $hwm : $sampled;
+    my $growth = $peak - $before;
+    diag sprintf '%s: worker RSS before %d KiB, peak %d KiB (VmHWM %d, sampled %d), '
+               . 'growth %d KiB (%.1f MiB); flood %.2f s',
+        $name, $before, $peak, $hwm, $sampled, $growth, $growth / 1024, $r->{seconds};
+    diag "$name: " . flood_summary($r);
+    is_deeply [ $h->workers ], [ $w ], "$name: the same worker after the flood";
+    is_deeply [ $h->crashes ], [], "$name: no worker crashed";
+    return ($r, $growth);
+}
+
+# ---- a. a key that does not exist --------------------------------------
+{
+    my ($h, $sink, $w) = relay();
+    # the worker's Redis connection opened, its lazy allocations made
+    my $warm = $h->post($PATH, $small, Authorization => 'Bearer sk-does-not-exist');
+    error_ok $warm, 401, 'invalid_request_error', 'invalid_api_key',
+        'unknown key: a small request gets 401';
+    my $snap = $h->snapshot;
+    my ($r, $growth) = swell($h, $w, 'unknown key',
+                             Authorization => 'Bearer sk-does-not-exist');
+    my @c = @{ $r->{clients} };
+    subtest "unknown key: all $CLIENTS get 401 invalid_api_key" => sub {
+        for my $i (0 .. $#c) {
+            error_ok $c[$i], 401, 'invalid_request_error', 'invalid_api_key',
+                "client $i";
+        }
+    };
+    is scalar(grep { ($_->{headers}{'x-imgbill-request-id'} // '') =~ /^[0-9a-f]{32}$/ } @c),
+       $CLIENTS, 'unknown key: each reply has its X-Imgbill-Request-Id';
+    cmp_ok $growth, '<', $GROWTH,
+        "unknown key: the worker grew by under 64 MiB ($growth KiB)";
+    is $h->snapshot, $snap, 'unknown key: Redis unchanged';
+    is scalar @{ $sink->requests }, 0, 'unknown key: the upstream was not reached';
+    $sink->stop;
+}
+
+# ---- b. a valid key ------------------------------------------------------
+{
+    my ($h, $sink, $w) = relay();
+    # the charge of the same shape with tiny images, on an account of its own
+    my ($sa, $sk) = $h->fresh_account(prefix => 'small', units => 200_000);
+    my $one = $h->post($PATH, $small, Authorization => "Bearer $sk");
+    is $one->{status}, 200, 'small: 200' or diag substr $one->{body} // '', 0, 300;
+    ok $h->wait_holds($sa, 0), 'small: no hold left';
+    my ($unit) = @{ $h->ledger($sa) };
+    my $charge = $unit->{charge} // 0;
+    cmp_ok $charge, '>', 0, 'small: charged';
+    is $one->{headers}{'x-imgbill-charge'}, fmt_units($charge),
+        'small: X-Imgbill-Charge is the ledger\'s charge';
+    note "small: charged $charge units, prompt_tokens $unit->{prompt_tokens}, "
+       . "completion_tokens $unit->{completion_tokens}";
+
+    # the twenty holds may all be on the balance at once, each 0.9150 (the
+    # text, 6 x 1290 tokens of reference images, 4096 of output), and an
+    # admission needs 5.00 available besides the holds already placed:
+    # 20.0000 would admit at most 17 at once (402 for the others)
+    my $start = 1_000_000;
+    my ($acct, $key) = $h->fresh_account(prefix => 'swell', units => $start);
+    my ($r, $growth) = swell($h, $w, 'valid key', Authorization => "Bearer $key");
+    my @c = @{ $r->{clients} };
+    is join(' ', map { $_->{status} } @c), join(' ', (200) x $CLIENTS),
+        "valid key: all $CLIENTS get 200"
+        or diag join "\n", map { "$_->{status} " . substr($_->{body} // '', 0, 200) }
+                           grep { $_->{status} != 200 } @c;
+    is join(' ', map { $_->{headers}{'x-imgbill-charge'} // '-' } @c),
+       join(' ', (fmt_units($charge)) x $CLIENTS),
+       'valid key: each X-Imgbill-Charge is the small request\'s';
+    cmp_ok $growth, '<', $GROWTH,
+        "valid key: the worker grew by under 64 MiB ($growth KiB)";
+    ok $h->wait_holds($acct, 0, 10), 'valid key: no hold left';
+    my $l = $h->ledger($acct);
+    is scalar @$l, $CLIENTS, "valid key: $CLIENTS ledger entries";
+    is_deeply [ map { [ @$_{qw(charge prompt_tokens completion_tokens images)} ] } @$l ],
+              [ ([ @$unit{qw(charge prompt_tokens completion_tokens images)} ]) x $CLIENTS ],
+              'valid key: each charged as the small request, to the unit';
+    is $h->balance($acct), $start - $CLIENTS * $charge,
+        'valid key: balance less exactly the twenty charges';
+    my @b = grep { $_->{length} == length $body } @{ $sink->bodies };
+    is scalar @b, $CLIENTS, "valid key: the upstream read $CLIENTS bodies of "
+                          . length($body) . ' bytes';
+    is join(' ', map { $_->{sha256} } @b), join(' ', ($sha) x $CLIENTS),
+        'valid key: each body reached the upstream intact';
+    $sink->stop;
+}
+
+note sprintf 'took %.1f s', time - $t_start;
+done_testing;
