@@ -1039,12 +1039,24 @@ check_compact(void)
        "compact: %zu bytes of structure: TOO_COMPLEX (rc %d)", len,
        (int) rc);
 
-    /* ... unless the body is not JSON at all */
+    /* past the limit the rest is not read: cut short, the same 413; a
+       NUL byte after it is still found */
 
-    big[len] = '\0';
+    big[len + 1] = '\0';
     rc = check(&ngx_http_imgbill_openai_api, big, 0, &part);
-    ok(rc == NGX_HTTP_IMGBILL_REQ_INVALID_JSON,
-       "compact: ... cut short: INVALID_JSON first (rc %d)", (int) rc);
+    ok(rc == NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX,
+       "compact: ... cut short: TOO_COMPLEX all the same (rc %d)", (int) rc);
+
+    for (i = 0; i < len; i++) {
+        big[i] = (big[i] == '\'') ? '"' : big[i];
+    }
+
+    rc = ngx_http_imgbill_check_request((u_char *) big, len + 2,
+                                        &ngx_http_imgbill_openai_api, 0,
+                                        &part);
+    json_decref(part.root);
+    ok(rc == NGX_HTTP_IMGBILL_REQ_NUL_BYTE,
+       "compact: ... and with a NUL at its end, NUL_BYTE (rc %d)", (int) rc);
 
     free(big);
     free(body);
