@@ -312,14 +312,74 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
               'and only once';
 }
 
+# --- usage: per-day totals beside the ledger, the ledger scanned only
+#     before them, and `imgbill usage-backfill` giving them the rest
+{
+    my $day = 86400;
+    my $today = int($now / $day) * $day;
+    my $id = sub { ($_[0] * 1000) . '-' . $_[1] };
+    my $usage = sub {
+        my ($acct, $from, $to) = @_;
+        return one('info', ['imgbill:key:' . key_hash("sk-$acct")],
+                   ['usage', 0, '', $id->($from, 0), $id->($to, 0)]);
+    };
+    $h->account('dora', 'sk-dora', 1_000_000);
+    my $L = 'imgbill:{dora}:ledger';
+    # history from before the totals: two charges yesterday, one today
+    $r->cmd('XADD', $L, $id->($today - $day + 60, 0), 'type', 'charge', 'charge', 100);
+    $r->cmd('XADD', $L, $id->($today - $day + 120, 0), 'type', 'credit', 'amount', 9);
+    $r->cmd('XADD', $L, $id->($today - $day + 180, 0), 'charge', 200);    # no type
+    $r->cmd('XADD', $L, $id->($today + 1, 0), 'type', 'charge', 'charge', 50);
+    is_deeply $usage->('dora', $today - $day, $today + $day), [1, 'dora', 1_000_000, 0, 350],
+              'no totals yet: the ledger is summed (350)';
+    settle('dora', 'd1', 1000, ts => $now);
+    my $d = { @{ $r->cmd('HGETALL', 'imgbill:{dora}:daily') } };
+    my $first = $r->cmd('XREVRANGE', $L, '+', '-', 'COUNT', 1)->[0][0];
+    my @g = gmtime $now;
+    my $ymd = sprintf '%04d-%02d-%02d', $g[5] + 1900, $g[4] + 1, $g[3];
+    is_deeply $d, { $ymd => 1000, since => $first },
+              "a charge adds to its UTC day's total ($ymd), since its entry";
+    settle('dora', 'd2', 7, ts => $now);
+    settle('dora', 'd2', 7, ts => $now);
+    is $r->cmd('HGET', 'imgbill:{dora}:daily', $ymd), 1007, '... once per request';
+    is $r->cmd('HGET', 'imgbill:{dora}:daily', 'since'), $first, '... since unchanged';
+    is $usage->('dora', $today, $today + $day)->[4], 1057,
+       'usage today: the total, and the ledger before since (50)';
+    is $usage->('dora', $today - $day, $today + $day)->[4], 1357, '... from yesterday: 1357';
+    is $usage->('dora', $today - $day, $today)->[4], 300, '... yesterday alone: 300';
+    is $usage->('dora', $today + $day, $today + 2 * $day)->[4], 0, '... tomorrow: 0';
+
+    my ($rc, $out) = $h->cli('usage-backfill', 'dora');
+    is "$rc|$out", "0|dora charges=3 days=2\n", 'usage-backfill: 3 charges on 2 days';
+    $d = { @{ $r->cmd('HGETALL', 'imgbill:{dora}:daily') } };
+    is $d->{since}, '0', '... since "0": all counted';
+    is $usage->('dora', $today - $day, $today + $day)->[4], 1357, '... the same usage';
+    is $usage->('dora', $today, $today + $day)->[4], 1057, '... today too';
+    ($rc, $out) = $h->cli('usage-backfill', 'dora');
+    is "$rc|$out", "0|dora charges=0 days=0\n", '... again: nothing to do';
+    is_deeply { @{ $r->cmd('HGETALL', 'imgbill:{dora}:daily') } }, $d, '... nothing changed';
+
+    # a ledger too long to sum before its totals: status 2, not a stall
+    $h->account('ed', 'sk-ed', 1_000_000);
+    $r->cmd('EVAL', "for i = 1, 10001 do redis.call('XADD', KEYS[1], '*', "
+                    . "'type', 'charge', 'charge', 1) end", 1, 'imgbill:{ed}:ledger');
+    settle('ed', 'e1', 5, ts => $now);
+    is_deeply $usage->('ed', $today - $day, $today + $day), [2, 'ed', 1_000_000 - 5, 0],
+              '10,001 entries before the totals: {2, ...}, nothing summed';
+    ($rc, $out) = $h->cli('usage-backfill', 'ed');
+    is "$rc|$out", "0|ed charges=10001 days=1\n", 'usage-backfill gives them to the totals';
+    is $usage->('ed', $today - $day, $today + $day)->[4], 10006, '... then usage reads 10006';
+}
+
 # --- scripts/bench-src/script-cost: the script's own Redis cost, the money
 # of its calls checked; a script that charges one unit too much fails it
 {
     my $tool = "$root/scripts/bench-src/script-cost";
     my $out = `"$tool" "$lua_file" 200 3 2>&1`;
     is $?, 0, 'script-cost runs the script' or diag $out;
-    like $out, qr/^redis_us_per_request [\d.]+ commands_per_request 10\.\d+ /m,
-         'it prints Redis\' cost per request, about 10 commands each';
+    # 10, and the day's usage total a settle adds to
+    like $out, qr/^redis_us_per_request [\d.]+ commands_per_request 11\.\d+ /m,
+         'it prints Redis\' cost per request, about 11 commands each';
     like $out, qr/requests 600, ledger entries 600, charged 1479000 units, holds left 0, error replies 0/,
          '... and the money of 600 requests, exact';
 

@@ -155,7 +155,7 @@ ngx_http_imgbill_start(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     /* first, so that no rejection logs a key (a ?key=) */
 
-    rc = ngx_http_imgbill_api_key(r, lcf, ctx->key_hash);
+    rc = ngx_http_imgbill_request_key(r, ctx->key_hash);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -442,6 +442,16 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
         /* a relay's key: now its body is worth reading */
         ngx_http_imgbill_keys_seen(mcf, ctx->key_hash);
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_keyed);
+
+    } else if (reply->status == NGX_HTTP_IMGBILL_INFO_UNSUMMED) {
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   ngx_http_imgbill_err_server,
+                                   "usage_unavailable",
+                                   "this account's usage before its daily "
+                                   "totals is too long to sum here; the "
+                                   "operator runs \"imgbill "
+                                   "usage-backfill\"");
 
     } else if (lcf->serve
                && ngx_http_imgbill_serve_reply(r, ctx, reply) != NGX_OK)

@@ -169,6 +169,10 @@ ngx_int_t ngx_http_imgbill_request_target(ngx_http_request_t *r,
 ngx_int_t ngx_http_imgbill_read_request(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx);
 
+/* ngx_http_imgbill_variables.c */
+ngx_int_t ngx_http_imgbill_request_key(ngx_http_request_t *r,
+    u_char *key_hash);
+
 /* ngx_http_imgbill_key.c */
 ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, u_char *key_hash);

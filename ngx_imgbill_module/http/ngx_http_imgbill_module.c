@@ -514,6 +514,7 @@ static ngx_int_t
 ngx_http_imgbill_init(ngx_conf_t *cf)
 {
     ngx_str_t                      name = ngx_string("request_id");
+    ngx_str_t                      key = ngx_string("imgbill_key_hash");
     ngx_http_handler_pt           *h;
     ngx_http_core_main_conf_t     *cmcf;
     ngx_http_imgbill_main_conf_t  *mcf;
@@ -522,6 +523,11 @@ ngx_http_imgbill_init(ngx_conf_t *cf)
 
     mcf->request_id_index = ngx_http_get_variable_index(cf, &name);
     if (mcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    mcf->key_index = ngx_http_get_variable_index(cf, &key);
+    if (mcf->key_index == NGX_ERROR) {
         return NGX_ERROR;
     }
 

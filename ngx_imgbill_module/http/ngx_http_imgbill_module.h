@@ -31,6 +31,9 @@
 /* the most of a whole reply held in memory; the rest waits in a file */
 #define NGX_HTTP_IMGBILL_REPLY_BUFFER (256 * 1024)
 
+/* $imgbill_key_id: a key's hash, as its first hex digits */
+#define NGX_HTTP_IMGBILL_KEY_ID_LEN  12
+
 /* a request id: 16 random bytes in hex, as nginx's $request_id */
 #define NGX_HTTP_IMGBILL_ID_BYTES  16
 #define NGX_HTTP_IMGBILL_ID_BATCH  64
@@ -62,6 +65,7 @@ typedef struct {
     off_t                           in_flight; /* imgbill_bodies_in_flight;
                                                   0: off */
     ngx_int_t                       request_id_index;
+    ngx_int_t                       key_index;  /* $imgbill_key_hash */
     ngx_array_t                    *billed;    /* locations naming
                                                   "imgbill", checked after
                                                   the merge */

@@ -2,7 +2,11 @@
 /*
  * imgbill: the $imgbill_* variables, what the access log and anything
  * else may read of a request's billing as it goes and once it ended.
- * None is cached: a request's figures change until its log phase.
+ * None is cached: a request's figures change until its log phase.  But
+ * the key's: $imgbill_key_id (the first 12 hex digits of its hash, for
+ * limit_req and limit_conn, which run before the access phase) and the
+ * hash itself, read once per request wherever it is asked for first,
+ * since reading the key hides it from the upstream and the logs.
  */
 
 
@@ -19,6 +23,10 @@ static ngx_int_t ngx_http_imgbill_value(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, u_char *p, size_t len);
 static const char *ngx_http_imgbill_outcome(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
+static ngx_int_t ngx_http_imgbill_key_hash(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_imgbill_key_id(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 
 typedef enum {
@@ -70,6 +78,12 @@ static ngx_http_variable_t  ngx_http_imgbill_vars[] = {
 
     { ngx_string("imgbill_reason"), NULL, ngx_http_imgbill_string,
       ngx_http_imgbill_var_reason, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_key_hash"), NULL, ngx_http_imgbill_key_hash,
+      0, NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("imgbill_key_id"), NULL, ngx_http_imgbill_key_id,
+      0, 0, 0 },
 
       ngx_http_null_variable
 };
@@ -276,4 +290,98 @@ ngx_http_imgbill_outcome(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     default:
         return "free";
     }
+}
+
+
+/* the key's hash, where the location's API puts the key; not found: none */
+
+static ngx_int_t
+ngx_http_imgbill_key_hash(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char                       *p;
+    ngx_int_t                     rc;
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_IMGBILL_KEY_HASH_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_imgbill_api_key(r, lcf, p);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = NGX_HTTP_IMGBILL_KEY_HASH_LEN;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_key_id(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    ngx_http_variable_value_t     *vv;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
+    vv = ngx_http_get_indexed_variable(r, mcf->key_index);
+
+    if (vv == NULL || vv->not_found) {
+        v->not_found = 1;
+        return (vv == NULL) ? NGX_ERROR : NGX_OK;
+    }
+
+    v->len = NGX_HTTP_IMGBILL_KEY_ID_LEN;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = vv->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The request's key hash, read once ($imgbill_key_hash: a limit_req on
+ * $imgbill_key_id may have read it before the access phase): NGX_OK,
+ * NGX_DECLINED for no key, NGX_ERROR.
+ */
+
+ngx_int_t
+ngx_http_imgbill_request_key(ngx_http_request_t *r, u_char *key_hash)
+{
+    ngx_http_variable_value_t     *vv;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
+    vv = ngx_http_get_indexed_variable(r, mcf->key_index);
+
+    if (vv == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (vv->not_found || vv->len != NGX_HTTP_IMGBILL_KEY_HASH_LEN) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(key_hash, vv->data, NGX_HTTP_IMGBILL_KEY_HASH_LEN);
+
+    return NGX_OK;
 }

@@ -37,6 +37,8 @@
 #define NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY  -1
 #define NGX_HTTP_IMGBILL_ADMIT_REFUSED       0   /* the gate is not met */
 #define NGX_HTTP_IMGBILL_ADMIT_HELD          1
+/* info usage: the ledger before the per-day totals is too long to sum */
+#define NGX_HTTP_IMGBILL_INFO_UNSUMMED       2
 
 /* what the store counts (ngx_http_imgbill_stats_t.redis) */
 #define NGX_HTTP_IMGBILL_REDIS_ERROR      0

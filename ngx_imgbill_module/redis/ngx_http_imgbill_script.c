@@ -428,6 +428,11 @@ ngx_http_imgbill_parse_info(redisReply *e, ngx_http_imgbill_reply_t *reply)
         return NGX_HTTP_IMGBILL_REPLY_OK;
     }
 
+    if (reply->status == NGX_HTTP_IMGBILL_INFO_UNSUMMED && e->elements == 4)
+    {
+        return ngx_http_imgbill_parse_account(e->element[1], reply);
+    }
+
     if (reply->status != 1
         || (e->elements != 4 && e->elements != 5 && e->elements != 6)
         || ngx_http_imgbill_integer(e, 2, &reply->balance) != NGX_OK

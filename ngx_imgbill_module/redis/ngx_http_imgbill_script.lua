@@ -170,6 +170,27 @@ end
 -- only gives the hold back and writes no ledger entry.  The time is the
 -- relay's: when the charge was decided.
 
+-- A day of the proleptic Gregorian calendar, UTC, for unix seconds
+-- (days_from_civil's inverse, as in Howard Hinnant's date algorithms):
+-- the per-day totals are keyed by it.
+
+local floor = math.floor
+
+local function utc_day(ts)
+  local z = floor(ts / 86400) + 719468
+  local era = floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524)
+                     - floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
+  local d = doy - floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02d', y, m, d)
+end
+
+
 local function debit(holds, heldk, rid, hold, balk, charge)
   unhold(holds, heldk, rid, hold)
   return call('DECRBY', balk, charge)
@@ -193,10 +214,20 @@ local function settle(k, a)
       call('DEL', marker)
       error(bal)
     end
-    call('XADD', KEYS[k + 2], '*', 'type', 'charge', 'request_id', rid,
-         'ts', ARGV[a + 7], 'channel', ARGV[a + 2], 'model', ARGV[a + 3],
-         'prompt_tokens', ARGV[a + 4], 'completion_tokens', ARGV[a + 5],
-         'images', ARGV[a + 9], 'charge', charge, 'balance_after', bal)
+    local id = call('XADD', KEYS[k + 2], '*', 'type', 'charge',
+         'request_id', rid, 'ts', ARGV[a + 7], 'channel', ARGV[a + 2],
+         'model', ARGV[a + 3], 'prompt_tokens', ARGV[a + 4],
+         'completion_tokens', ARGV[a + 5], 'images', ARGV[a + 9],
+         'charge', charge, 'balance_after', bal)
+    -- the day's total, beside the ledger; "since", the first entry the
+    -- totals count (usage scans the ledger only before it), can only be
+    -- missing on a day's first charge
+    local daily = string.sub(KEYS[k + 2], 1, -7) .. 'daily'
+    if call('HINCRBY', daily, utc_day(ARGV[a + 7] + 0), charge)
+       == charge + 0
+    then
+      call('HSETNX', daily, 'since', id)
+    end
     return {1, bal}
   end
 
@@ -266,13 +297,66 @@ end
 
 -- info: what a key holder may read of their own account; nothing is
 -- written.  The ledger is read newest first, from before a cursor (a
--- stream id, exclusive); usage sums the charges between two stream ids.
+-- stream id, exclusive); usage sums the charges between two stream ids
+-- at UTC midnights, from the per-day totals (imgbill:{acct}:daily), and
+-- from the ledger only before the first entry the totals count ("since";
+-- "0": all, after `imgbill usage-backfill`), at most USAGE_SCAN entries
+-- of it: a key holder's read costs Redis the days asked for (the last
+-- USAGE_DAYS at most), not the ledger's length.  A charge counts on the
+-- day the relay decided it ("ts"), a journal's replay included.
 --   KEYS: imgbill:key:<sha256 of the API key>
 --   ARGV: what ("account", "ledger" or "usage"), limit, cursor ('' for
 --         the newest), from id, to id (exclusive)
 --   -> {-1} unknown key | {1, account, balance, held}
 --      | ledger: {1, account, balance, held, more, entries}
 --      | usage: {1, account, balance, held, charged}
+--      | usage, the ledger too long to scan: {2, account, balance, held}
+
+local USAGE_SCAN = 10000
+local USAGE_DAYS = 3660
+
+local function ms(id)
+  return tonumber(string.match(id, '^(%d+)')) or 0
+end
+
+-- the charges of ledger entries [from, to), or nil past USAGE_SCAN
+local function scan(ledger, from, to)
+  local e = call('XRANGE', ledger, from, '(' .. to, 'COUNT', USAGE_SCAN + 1)
+  if #e > USAGE_SCAN then return nil end
+  local charged = 0
+  for i = 1, #e do
+    local f, kind, charge = e[i][2], 'charge', 0
+    for j = 1, #f, 2 do
+      if f[j] == 'type' then kind = f[j + 1] end
+      if f[j] == 'charge' then charge = tonumber(f[j + 1]) or 0 end
+    end
+    if kind == 'charge' then charged = charged + charge end
+  end
+  return charged
+end
+
+local function usage(p, from, to)
+  local since = call('HGET', p .. 'daily', 'since')
+  local charged = 0
+  if since ~= '0' then
+    local upto = since and ms(since) < ms(to) and since or to
+    charged = scan(p .. 'ledger', from, upto)
+    if not charged then return nil end
+    if not since then return charged end
+  end
+  -- the days asked for, up to today, at most USAGE_DAYS of them
+  local hi = math.min(floor(ms(to) / 86400000), floor(clock() / 86400) + 1)
+  local days = {}
+  for t = math.max(floor(ms(from) / 86400000), hi - USAGE_DAYS), hi - 1 do
+    days[#days + 1] = utc_day(t * 86400)
+  end
+  for i = 1, #days, UNPACK_MAX do
+    local v = call('HMGET', p .. 'daily',
+                   unpack(days, i, math.min(i + UNPACK_MAX - 1, #days)))
+    for j = 1, #v do charged = charged + (tonumber(v[j]) or 0) end
+  end
+  return charged
+end
 
 local function info(k, a)
   local acct = call('GET', KEYS[k])
@@ -298,16 +382,8 @@ local function info(k, a)
   end
 
   if what == 'usage' then
-    local charged = 0
-    local e = call('XRANGE', p .. 'ledger', ARGV[a + 3], '(' .. ARGV[a + 4])
-    for i = 1, #e do
-      local f, kind, charge = e[i][2], 'charge', 0
-      for j = 1, #f, 2 do
-        if f[j] == 'type' then kind = f[j + 1] end
-        if f[j] == 'charge' then charge = tonumber(f[j + 1]) or 0 end
-      end
-      if kind == 'charge' then charged = charged + charge end
-    end
+    local charged = usage(p, ARGV[a + 3], ARGV[a + 4])
+    if not charged then return {2, acct, bal, held} end
     return {1, acct, bal, held, charged}
   end
 
