@@ -40,6 +40,10 @@ sub worker_rss {
 sub burst {
     my ($h, $name) = @_;
     $h->account($name, "sk-$name", 100_000);
+    # idle once warm: a worker's first request maps what every later one
+    # uses (its Redis connection, the script), and a worker just forked
+    # may not have touched its pages yet
+    $h->request('GET', '/v1/models', undef, Authorization => "Bearer sk-$name");
     my $idle = worker_rss($h);
     my @status;
     for (1 .. 3) {
@@ -54,13 +58,13 @@ sub burst {
 }
 
 # MiB the heap must grow by for the comparison to mean something
-my $grow = 4 * 1024;
+my $grow = 3 * 1024;
 
 {
     my $h = Imgbill::Harness->new(extra_http => 'imgbill_memory_trim off;');
     my ($idle, $peak) = burst($h, 'off');
     cmp_ok $peak - $idle, '>', $grow,
-           "off: the burst grew the worker by over 4 MiB "
+           "off: the burst grew the worker by over 3 MiB "
            . "(idle $idle KiB, peak $peak KiB)";
     # longer than the 1 s trim of the next test, in which it goes back
     sleep 1.5;
@@ -74,7 +78,7 @@ my $grow = 4 * 1024;
     my $h = Imgbill::Harness->new(extra_http => 'imgbill_memory_trim 1s;');
     my ($idle, $peak) = burst($h, 'on');
     cmp_ok $peak - $idle, '>', $grow,
-           "1s: the burst grew the worker by over 4 MiB "
+           "1s: the burst grew the worker by over 3 MiB "
            . "(idle $idle KiB, peak $peak KiB)";
     my $later;
     ok wait_for(sub { $later = worker_rss($h); $later - $idle < ($peak - $idle) / 2 },

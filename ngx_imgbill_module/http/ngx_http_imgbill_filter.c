@@ -23,6 +23,7 @@ static ngx_int_t ngx_http_imgbill_collect(ngx_http_request_t *r,
 static void ngx_http_imgbill_decide(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_uint_t ngx_http_imgbill_event_stream(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_imgbill_client_gone(ngx_http_request_t *r);
 static void ngx_http_imgbill_settle_done(ngx_http_imgbill_reply_t *reply,
     void *data);
 static ngx_int_t ngx_http_imgbill_emit(ngx_http_request_t *r,
@@ -165,6 +166,14 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
 
         ngx_http_imgbill_decide(r, ctx);
+
+        if (ctx->charge > 0 && ngx_http_imgbill_client_gone(r)) {
+            ctx->charge = 0;
+            ctx->free_reason = ngx_http_imgbill_free_client_gone;
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "imgbill: the client of request %V left before "
+                          "its reply, not charged", &ctx->request_id);
+        }
 
         if (ngx_http_imgbill_settle(r, ctx) == NGX_OK) {
             ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_settling);
@@ -612,4 +621,49 @@ ngx_http_imgbill_event_stream(ngx_http_request_t *r)
     return type->len >= sizeof("text/event-stream") - 1
            && ngx_strncasecmp(type->data, (u_char *) "text/event-stream",
                               sizeof("text/event-stream") - 1) == 0;
+}
+
+
+/*
+ * Whether the client left while its reply was held, asked of the socket
+ * right before the charge: a busy worker may take the upstream's last
+ * bytes before the client's FIN, which nginx's broken-connection check
+ * would have seen.  What remains is the settle's round trip, and a
+ * client that leaves while its reply is being written (a reply whose
+ * first bytes went out is paid for).  On HTTP/2 a stream the client reset
+ * has its connection's error set.
+ */
+
+static ngx_uint_t
+ngx_http_imgbill_client_gone(ngx_http_request_t *r)
+{
+    int                n;
+    char               buf[1];
+    ngx_err_t          err;
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    if (c->error) {
+        return 1;
+    }
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        return 0;
+    }
+#endif
+
+    n = recv(c->fd, buf, 1, MSG_PEEK);
+
+    if (n == 0) {
+        return 1;
+    }
+
+    if (n == -1) {
+        err = ngx_socket_errno;
+        return err != NGX_EAGAIN && err != NGX_EINTR;
+    }
+
+    return 0;
 }
