@@ -85,6 +85,8 @@ static ngx_http_imgbill_verdict_t  ngx_http_imgbill_verdicts[] = {
 
 static ngx_int_t ngx_http_imgbill_request_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_imgbill_body_drop(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static void ngx_http_imgbill_busy(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_compact_cleanup(void *data);
@@ -274,7 +276,52 @@ ngx_http_imgbill_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
+    if (ctx->busy || ngx_http_imgbill_compact_end_known(ctx->compact)) {
+        return ngx_http_imgbill_body_drop(r, in);
+    }
+
     return ngx_http_next_request_body_filter(r, in);
+}
+
+
+/*
+ * A body already refused (not JSON, too much structure, the worker busy)
+ * is read to its end as nginx discards one, and no byte more of it goes
+ * to the temporary file: only its end, for nginx to know it read it all.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_body_drop(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_buf_t    *b;
+    ngx_uint_t    last;
+    ngx_chain_t  *cl, out;
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        last |= cl->buf->last_buf;
+        cl->buf->pos = cl->buf->last;
+    }
+
+    /* the next filter is called all the same: it still flushes what it
+       keeps of the body before the refusal as its buffer fills */
+
+    if (!last) {
+        return ngx_http_next_request_body_filter(r, NULL);
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last_buf = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_request_body_filter(r, &out);
 }
 
 

@@ -136,6 +136,15 @@ done:
 }
 
 
+/* whether the verdict is known before the body's end: a refusal */
+
+ngx_uint_t
+ngx_http_imgbill_compact_end_known(ngx_http_imgbill_compact_t *c)
+{
+    return c->verdict != NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
 /* the body's end: a verdict on its form */
 
 ngx_int_t

@@ -154,6 +154,7 @@ ngx_http_imgbill_compact_t *ngx_http_imgbill_compact_create(size_t max,
     const ngx_http_imgbill_mark_path_t *paths, ngx_log_t *log);
 void ngx_http_imgbill_compact_feed(ngx_http_imgbill_compact_t *c, u_char *p,
     u_char *last);
+ngx_uint_t ngx_http_imgbill_compact_end_known(ngx_http_imgbill_compact_t *c);
 ngx_int_t ngx_http_imgbill_compact_end(ngx_http_imgbill_compact_t *c);
 ngx_int_t ngx_http_imgbill_compact_parse(ngx_http_imgbill_compact_t *c,
     ngx_http_imgbill_request_t *req);
