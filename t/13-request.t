@@ -10,6 +10,6 @@ use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
 Imgbill::Unit::run('request_check',
-                   [qw(compact compact_string request reading key api splice openai
+                   [qw(compact compact_token request reading key api splice openai
                        gemini scan scan_token)],
                    [qw(-ljansson -lcrypto)]);

@@ -22,14 +22,12 @@
 #include "ngx_http_imgbill_compact.h"
 
 
-static u_char *ngx_http_imgbill_compact_token(ngx_http_imgbill_compact_t *c,
+static u_char *ngx_http_imgbill_compact_structure(ngx_http_imgbill_compact_t *c,
     u_char *p, u_char *last, u_char *start);
 static u_char *ngx_http_imgbill_compact_value(ngx_http_imgbill_compact_t *c,
     u_char *p, u_char *start);
 static u_char *ngx_http_imgbill_compact_close(ngx_http_imgbill_compact_t *c,
     u_char *p, u_char *start);
-static u_char *ngx_http_imgbill_compact_number(ngx_http_imgbill_compact_t *c,
-    u_char *p, u_char *last, u_char *start);
 
 
 #define ngx_http_imgbill_is_space(ch)                                        \
@@ -127,7 +125,7 @@ ngx_http_imgbill_compact_feed(ngx_http_imgbill_compact_t *c, u_char *p,
 
         p = (c->state == sw_string)
             ? ngx_http_imgbill_compact_string(c, p, last, start)
-            : ngx_http_imgbill_compact_token(c, p, last, start);
+            : ngx_http_imgbill_compact_structure(c, p, last, start);
     }
 
 done:
@@ -215,7 +213,7 @@ ngx_http_imgbill_compact_parse(ngx_http_imgbill_compact_t *c,
 /* outside strings: structure, numbers, literals */
 
 static u_char *
-ngx_http_imgbill_compact_token(ngx_http_imgbill_compact_t *c, u_char *p,
+ngx_http_imgbill_compact_structure(ngx_http_imgbill_compact_t *c, u_char *p,
     u_char *last, u_char *start)
 {
     u_char  ch;
@@ -448,113 +446,6 @@ ngx_http_imgbill_compact_close(ngx_http_imgbill_compact_t *c, u_char *p,
     ngx_http_imgbill_compact_put(c, p, 1, 1);
 
     return p + 1;
-}
-
-
-/* a number ends at the first byte that cannot be in it */
-
-static u_char *
-ngx_http_imgbill_compact_number(ngx_http_imgbill_compact_t *c, u_char *p,
-    u_char *last, u_char *start)
-{
-    u_char   ch, *q;
-    ngx_uint_t  digit;
-
-    for (q = p; q < last; q++) {
-        ch = *q;
-        digit = (ch >= '0' && ch <= '9');
-
-        switch (c->sw) {
-
-        case sw_num_minus:
-            if (!digit) {
-                goto invalid;
-            }
-
-            c->sw = (ch == '0') ? sw_num_zero : sw_num_int;
-            continue;
-
-        case sw_num_zero:
-        case sw_num_int:
-            if (digit && c->sw == sw_num_int) {
-                continue;
-            }
-
-            if (digit) {
-                goto invalid;
-            }
-
-            if (ch == '.') {
-                c->sw = sw_num_dot;
-                continue;
-            }
-
-            if (ch == 'e' || ch == 'E') {
-                c->sw = sw_num_e;
-                continue;
-            }
-
-            goto end;
-
-        case sw_num_dot:
-            if (!digit) {
-                goto invalid;
-            }
-
-            c->sw = sw_num_frac;
-            continue;
-
-        case sw_num_frac:
-            if (digit) {
-                continue;
-            }
-
-            if (ch == 'e' || ch == 'E') {
-                c->sw = sw_num_e;
-                continue;
-            }
-
-            goto end;
-
-        case sw_num_e:
-            if (ch == '+' || ch == '-') {
-                c->sw = sw_num_e_sign;
-                continue;
-            }
-
-            /* fall through */
-
-        case sw_num_e_sign:
-            if (!digit) {
-                goto invalid;
-            }
-
-            c->sw = sw_num_exp;
-            continue;
-
-        default: /* sw_num_exp */
-            if (digit) {
-                continue;
-            }
-
-            goto end;
-        }
-    }
-
-    ngx_http_imgbill_compact_put(c, p, q - p, 1);
-
-    return q;
-
-end:
-
-    ngx_http_imgbill_compact_put(c, p, q - p, 1);
-    ngx_http_imgbill_compact_value_end(c, ngx_http_imgbill_off(c, q, start));
-
-    return q;
-
-invalid:
-
-    return ngx_http_imgbill_compact_fail(c, q, start, "invalid number", -1);
 }
 
 

@@ -1,8 +1,8 @@
 
 /*
  * imgbill: between the compactor's two files, the structure
- * (ngx_http_imgbill_compact.c) and the strings
- * (ngx_http_imgbill_compact_string.c).
+ * (ngx_http_imgbill_compact.c) and the tokens, strings and numbers
+ * (ngx_http_imgbill_compact_token.c).
  */
 
 
@@ -100,8 +100,10 @@ struct ngx_http_imgbill_compact_s {
 #define ngx_http_imgbill_off(c, p, start)  ((c)->total + ((p) - (start)))
 
 
-/* ngx_http_imgbill_compact_string.c */
+/* ngx_http_imgbill_compact_token.c */
 u_char *ngx_http_imgbill_compact_string(ngx_http_imgbill_compact_t *c,
+    u_char *p, u_char *last, u_char *start);
+u_char *ngx_http_imgbill_compact_number(ngx_http_imgbill_compact_t *c,
     u_char *p, u_char *last, u_char *start);
 
 /* ngx_http_imgbill_compact.c */

@@ -1,9 +1,10 @@
 
 /*
- * imgbill: the compactor's strings (see ngx_http_imgbill_compact.c): each
- * checked as jansson checks it, a key kept whole, a value kept while it is
- * short and set aside in the table of long strings once it is not, with
- * what it decodes to as a data URL and as base64.
+ * imgbill: the compactor's tokens (see ngx_http_imgbill_compact.c):
+ * strings, each checked as jansson checks it, a key kept whole, a value
+ * kept while it is short and set aside in the table of long strings once
+ * it is not, with what it decodes to as a data URL and as base64; and
+ * numbers, checked and kept as they are.
  */
 
 
@@ -442,4 +443,111 @@ ngx_http_imgbill_compact_string_end(ngx_http_imgbill_compact_t *c, off_t end)
 
     ngx_http_imgbill_compact_put(c, d, buf + sizeof(buf) - d, 1);
     ngx_http_imgbill_compact_value_end(c, end);
+}
+
+
+/* a number ends at the first byte that cannot be in it */
+
+u_char *
+ngx_http_imgbill_compact_number(ngx_http_imgbill_compact_t *c, u_char *p,
+    u_char *last, u_char *start)
+{
+    u_char   ch, *q;
+    ngx_uint_t  digit;
+
+    for (q = p; q < last; q++) {
+        ch = *q;
+        digit = (ch >= '0' && ch <= '9');
+
+        switch (c->sw) {
+
+        case sw_num_minus:
+            if (!digit) {
+                goto invalid;
+            }
+
+            c->sw = (ch == '0') ? sw_num_zero : sw_num_int;
+            continue;
+
+        case sw_num_zero:
+        case sw_num_int:
+            if (digit && c->sw == sw_num_int) {
+                continue;
+            }
+
+            if (digit) {
+                goto invalid;
+            }
+
+            if (ch == '.') {
+                c->sw = sw_num_dot;
+                continue;
+            }
+
+            if (ch == 'e' || ch == 'E') {
+                c->sw = sw_num_e;
+                continue;
+            }
+
+            goto end;
+
+        case sw_num_dot:
+            if (!digit) {
+                goto invalid;
+            }
+
+            c->sw = sw_num_frac;
+            continue;
+
+        case sw_num_frac:
+            if (digit) {
+                continue;
+            }
+
+            if (ch == 'e' || ch == 'E') {
+                c->sw = sw_num_e;
+                continue;
+            }
+
+            goto end;
+
+        case sw_num_e:
+            if (ch == '+' || ch == '-') {
+                c->sw = sw_num_e_sign;
+                continue;
+            }
+
+            /* fall through */
+
+        case sw_num_e_sign:
+            if (!digit) {
+                goto invalid;
+            }
+
+            c->sw = sw_num_exp;
+            continue;
+
+        default: /* sw_num_exp */
+            if (digit) {
+                continue;
+            }
+
+            goto end;
+        }
+    }
+
+    ngx_http_imgbill_compact_put(c, p, q - p, 1);
+
+    return q;
+
+end:
+
+    ngx_http_imgbill_compact_put(c, p, q - p, 1);
+    ngx_http_imgbill_compact_value_end(c, ngx_http_imgbill_off(c, q, start));
+
+    return q;
+
+invalid:
+
+    return ngx_http_imgbill_compact_fail(c, q, start, "invalid number", -1);
 }
