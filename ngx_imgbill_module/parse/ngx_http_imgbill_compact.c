@@ -49,6 +49,7 @@ ngx_http_imgbill_compact_create(size_t max,
     ngx_memzero(c, sizeof(ngx_http_imgbill_compact_t));
 
     c->max = max;
+    c->room = max;
     c->log = log;
     c->line = 1;
     c->state = sw_value;
@@ -282,7 +283,7 @@ ngx_http_imgbill_compact_structure(ngx_http_imgbill_compact_t *c, u_char *p,
         c->state = sw_string;
         c->sw = sw_text;
         ngx_memzero(&c->str, sizeof(ngx_http_imgbill_long_t));
-        ngx_http_imgbill_compact_put(c, p, 1, 1);
+        ngx_http_imgbill_compact_put1(c, p);
 
         return p + 1;
 
@@ -293,7 +294,7 @@ ngx_http_imgbill_compact_structure(ngx_http_imgbill_compact_t *c, u_char *p,
         }
 
         c->state = sw_value;
-        ngx_http_imgbill_compact_put(c, p, 1, 1);
+        ngx_http_imgbill_compact_put1(c, p);
 
         return p + 1;
 
@@ -319,7 +320,7 @@ ngx_http_imgbill_compact_structure(ngx_http_imgbill_compact_t *c, u_char *p,
         c->key_comma = ngx_http_imgbill_off(c, p, start);
         c->state = (c->stack[c->depth] & NGX_HTTP_IMGBILL_OBJECT) ? sw_key
                                                                 : sw_value;
-        ngx_http_imgbill_compact_put(c, p, 1, 1);
+        ngx_http_imgbill_compact_put1(c, p);
 
         return p + 1;
 
@@ -367,7 +368,7 @@ ngx_http_imgbill_compact_value(ngx_http_imgbill_compact_t *c, u_char *p,
                                          | (mark + 1));
 
         c->state = (ch == '{') ? sw_key_or_close : sw_value_or_close;
-        ngx_http_imgbill_compact_put(c, p, 1, 1);
+        ngx_http_imgbill_compact_put1(c, p);
 
         return p + 1;
 
@@ -408,7 +409,7 @@ ngx_http_imgbill_compact_value(ngx_http_imgbill_compact_t *c, u_char *p,
         c->state = sw_number;
         c->sw = (ch == '-') ? sw_num_minus
                             : (ch == '0') ? sw_num_zero : sw_num_int;
-        ngx_http_imgbill_compact_put(c, p, 1, 1);
+        ngx_http_imgbill_compact_put1(c, p);
 
         return p + 1;
     }
@@ -443,7 +444,7 @@ ngx_http_imgbill_compact_close(ngx_http_imgbill_compact_t *c, u_char *p,
 
     c->depth--;
     c->state = c->depth ? sw_comma_or_close : sw_end;
-    ngx_http_imgbill_compact_put(c, p, 1, 1);
+    ngx_http_imgbill_compact_put1(c, p);
 
     return p + 1;
 }
@@ -516,13 +517,13 @@ ngx_http_imgbill_compact_put(ngx_http_imgbill_compact_t *c, u_char *p,
     size_t   size;
 
     if (c->full) {
+        c->room = 0;
         return;
     }
 
-    if (capped
-        && c->len + n + c->nlongs * sizeof(ngx_http_imgbill_long_t) > c->max)
-    {
+    if (capped && c->len + n > c->room) {
         c->full = 1;
+        c->room = 0;
 
         if (c->verdict == NGX_HTTP_IMGBILL_REQ_OK) {
             c->verdict = NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX;
@@ -538,6 +539,7 @@ ngx_http_imgbill_compact_put(ngx_http_imgbill_compact_t *c, u_char *p,
         text = ngx_alloc(size, c->log);
         if (text == NULL) {
             c->full = 1;
+            c->room = 0;
             c->verdict = NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX;
             return;
         }
@@ -600,6 +602,7 @@ ngx_http_imgbill_compact_fail(ngx_http_imgbill_compact_t *c, u_char *p,
     }
 
     c->full = 1;
+    c->room = 0;
 
     return p;
 }

@@ -48,6 +48,7 @@ struct ngx_http_imgbill_compact_s {
     size_t                          len;
     size_t                          size;
     size_t                          max;
+    size_t                          room;       /* max, less the table */
     ngx_http_imgbill_long_t        *longs;
     ngx_uint_t                      nlongs;
     ngx_uint_t                      nalloc;
@@ -98,6 +99,16 @@ struct ngx_http_imgbill_compact_s {
 
 
 #define ngx_http_imgbill_off(c, p, start)  ((c)->total + ((p) - (start)))
+
+/* one byte of structure into the text, in place while it fits: most of a
+   body's structure is bytes taken one at a time */
+#define ngx_http_imgbill_compact_put1(c, p)                                  \
+    if ((c)->len < (c)->room && (c)->len < (c)->size) {                      \
+        (c)->text[(c)->len++] = *(p);                                        \
+                                                                             \
+    } else {                                                                 \
+        ngx_http_imgbill_compact_put(c, p, 1, 1);                            \
+    }
 
 
 /* ngx_http_imgbill_compact_token.c */

@@ -411,6 +411,7 @@ ngx_http_imgbill_compact_string_end(ngx_http_imgbill_compact_t *c, off_t end)
         l = ngx_alloc(n * sizeof(ngx_http_imgbill_long_t), c->log);
         if (l == NULL) {
             c->full = 1;
+            c->room = 0;
             c->verdict = NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX;
             return;
         }
@@ -426,6 +427,8 @@ ngx_http_imgbill_compact_string_end(ngx_http_imgbill_compact_t *c, off_t end)
     }
 
     c->longs[c->nlongs] = c->str;
+    c->room = (c->room > sizeof(ngx_http_imgbill_long_t))
+              ? c->room - sizeof(ngx_http_imgbill_long_t) : 0;
 
     /* "\u0000<index>", the digits written backwards from the end */
 
@@ -542,7 +545,10 @@ ngx_http_imgbill_compact_number(ngx_http_imgbill_compact_t *c, u_char *p,
 
 end:
 
-    ngx_http_imgbill_compact_put(c, p, q - p, 1);
+    if (q > p) {
+        ngx_http_imgbill_compact_put(c, p, q - p, 1);
+    }
+
     ngx_http_imgbill_compact_value_end(c, ngx_http_imgbill_off(c, q, start));
 
     return q;
