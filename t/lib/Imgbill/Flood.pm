@@ -681,13 +681,16 @@ sub stop {
     return if $self->{owner} != $$;
     my $pid = delete $self->{pid} or return;
     kill 'TERM', -$pid;
-    my $until = time + 5;
-    while (time < $until) {
-        my $r = waitpid($pid, WNOHANG);
-        last if $r == $pid || $r == -1;
-        sleep 0.02;
-    }
-    kill 'KILL', -$pid if kill 0, $pid;
+    # reaped as it exits, or killed after 5 s: a wait, not a poll
+    my $reaped = eval {
+        local $SIG{ALRM} = sub { die "alarm\n" };
+        alarm 5;
+        waitpid($pid, 0);
+        alarm 0;
+        1;
+    };
+    return if $reaped;
+    kill 'KILL', -$pid;
     waitpid($pid, 0);
 }
 
