@@ -38,6 +38,32 @@ for my $path ('/v1/chat/completions', '/fast/v1/chat/completions') {
     is scalar @{ $h->ledger($acct) }, 0, '... no ledger entry';
 }
 
+# a client that only shuts its sending side is as gone to the relay as to
+# nginx's own check: free, and it reads nothing of the image, even with
+# proxy_ignore_client_abort on.  (nginx also marks the connection broken
+# while the charge's round trip is awaited, so this holds on the build
+# before the relay marked it too; it guards the path, the marking does not
+# rely on that order.)
+{
+    my $h = Imgbill::Harness->new(extra_server => '    proxy_ignore_client_abort on;');
+    my ($worker) = $h->workers;
+    my ($acct, $key) = $h->fresh_account(prefix => 'half');
+    my $tag = 'h' . int(rand 1e9);
+    my $s = $h->raw_send(key => $key, mock => "sleep=1 tag=$tag",
+                         body => { model => 'gemini-2.5-flash-image',
+                                   messages => [ { role => 'user', content => 'a fox' } ] });
+    ok wait_for(sub { grep { ($_->{mock}{tag} // '') eq $tag } $h->upstream_requests }, 10),
+       'half-closed: the upstream has the request';
+    kill 'STOP', $worker;
+    ok $h->upstream_idle(10), '... the upstream answered while the worker was stopped';
+    shutdown $s, 1;                             # SHUT_WR: it still reads
+    kill 'CONT', $worker;
+    my $res = $h->raw_reply($s);
+    unlike $res->{raw}, qr/data:image|"images"/, '... it read no image';
+    ok $h->wait_holds($acct, 0, 10), '... its hold given back';
+    is $h->balance($acct), 100000, '... nothing charged';
+}
+
 # a client that stays is charged as ever
 {
     my ($acct, $key) = $h->fresh_account(prefix => 'stay');

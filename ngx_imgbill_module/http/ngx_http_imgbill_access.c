@@ -284,12 +284,10 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
-    ngx_http_request_t            *r;
-    ngx_http_imgbill_store_t      *store;
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_request_t        *r;
+    ngx_http_imgbill_store_t  *store;
 
     r = ctx->request;
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
     ctx->cmd = NULL;
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
@@ -309,12 +307,9 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
     }
 
     if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
-        ngx_http_imgbill_keys_forget(mcf, ctx->key_hash);
         ngx_http_imgbill_invalid_key(r, ctx);
         goto wake;
     }
-
-    ngx_http_imgbill_keys_seen(mcf, ctx->key_hash);
 
     if (ngx_http_imgbill_account(r, ctx, &reply->account) != NGX_OK) {
         if (reply->status == NGX_HTTP_IMGBILL_ADMIT_HELD) {
@@ -417,13 +412,11 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
-    ngx_http_request_t            *r;
-    ngx_http_imgbill_loc_conf_t   *lcf;
-    ngx_http_imgbill_main_conf_t  *mcf;
+    ngx_http_request_t           *r;
+    ngx_http_imgbill_loc_conf_t  *lcf;
 
     r = ctx->request;
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
     ctx->cmd = NULL;
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
@@ -432,7 +425,6 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
         ngx_http_imgbill_unavailable(r, ctx);
 
     } else if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
-        ngx_http_imgbill_keys_forget(mcf, ctx->key_hash);
         ngx_http_imgbill_invalid_key(r, ctx);
 
     } else if (ngx_http_imgbill_account(r, ctx, &reply->account) != NGX_OK) {
@@ -440,7 +432,6 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
 
     } else if (!lcf->models && !lcf->serve) {
         /* a relay's key: now its body is worth reading */
-        ngx_http_imgbill_keys_seen(mcf, ctx->key_hash);
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_keyed);
 
     } else if (reply->status == NGX_HTTP_IMGBILL_INFO_UNSUMMED) {
@@ -462,7 +453,6 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
                                    "internal_error",
                                    "out of memory");
     } else {
-        ngx_http_imgbill_keys_seen(mcf, ctx->key_hash);
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_authorized);
     }
 
@@ -470,12 +460,19 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
 }
 
 
-/* the account outlives the reply it is read from: it goes into the ledger */
+/*
+ * A key Redis knows: believed for imgbill_key_cache from now on, and its
+ * account, which outlives the reply it is read from, into the ledger.
+ */
 
 static ngx_int_t
 ngx_http_imgbill_account(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     ngx_str_t *account)
 {
+    ngx_http_imgbill_keys_seen(
+        ngx_http_get_module_main_conf(r, ngx_http_imgbill_module),
+        ctx->key_hash);
+
     ctx->account.data = ngx_pnalloc(r->pool, account->len);
 
     if (ctx->account.data == NULL) {
@@ -494,10 +491,16 @@ ngx_http_imgbill_account(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 }
 
 
+/* a key Redis does not know, or knows no more: forgotten here too */
+
 static void
 ngx_http_imgbill_invalid_key(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx)
 {
+    ngx_http_imgbill_keys_forget(
+        ngx_http_get_module_main_conf(r, ngx_http_imgbill_module),
+        ctx->key_hash);
+
     ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_UNAUTHORIZED,
                                ngx_http_imgbill_err_request, "invalid_api_key",
                                "incorrect API key provided");

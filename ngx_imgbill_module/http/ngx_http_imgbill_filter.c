@@ -168,6 +168,14 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         ngx_http_imgbill_decide(r, ctx);
 
         if (ctx->charge > 0 && ngx_http_imgbill_client_gone(r)) {
+            /*
+             * Free, so nothing of the reply may go out: a client that only
+             * shut its sending side could read the image.  nginx's own
+             * check takes that for gone too, but only if it runs before
+             * the reply is sent (not when the charge goes to the journal
+             * at once).
+             */
+            r->connection->error = 1;
             ctx->charge = 0;
             ctx->free_reason = ngx_http_imgbill_free_client_gone;
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,

@@ -321,11 +321,10 @@ ngx_http_imgbill_key_hash(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         return NGX_OK;
     }
 
-    v->len = NGX_HTTP_IMGBILL_KEY_HASH_LEN;
-    v->valid = 1;
+    (void) ngx_http_imgbill_value(r, v, p, NGX_HTTP_IMGBILL_KEY_HASH_LEN);
+
+    /* read once: reading it again would find the key hidden */
     v->no_cacheable = 0;
-    v->not_found = 0;
-    v->data = p;
 
     return NGX_OK;
 }
@@ -347,11 +346,8 @@ ngx_http_imgbill_key_id(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         return (vv == NULL) ? NGX_ERROR : NGX_OK;
     }
 
-    v->len = NGX_HTTP_IMGBILL_KEY_ID_LEN;
-    v->valid = 1;
+    (void) ngx_http_imgbill_value(r, v, vv->data, NGX_HTTP_IMGBILL_KEY_ID_LEN);
     v->no_cacheable = 0;
-    v->not_found = 0;
-    v->data = vv->data;
 
     return NGX_OK;
 }
