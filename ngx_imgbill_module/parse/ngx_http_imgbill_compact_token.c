@@ -21,6 +21,7 @@ static void ngx_http_imgbill_compact_run(ngx_http_imgbill_compact_t *c,
     u_char *p, u_char *q);
 static void ngx_http_imgbill_compact_string_end(
     ngx_http_imgbill_compact_t *c, off_t end);
+static u_char *ngx_http_imgbill_plain_run(u_char *p, u_char *last);
 
 
 /* bytes a string may hold as they are: printable ASCII but '"' and '\' */
@@ -35,6 +36,24 @@ static uint32_t  ngx_http_imgbill_plain[] = {
 
 #define ngx_http_imgbill_is_plain(ch)                                        \
     (ngx_http_imgbill_plain[(ch) >> 5] & (1U << ((ch) & 0x1f)))
+
+/*
+ * The same test on eight bytes at once: any byte over 0x7f, under 0x20,
+ * '"' or '\' (a byte equal to c is a zero byte of w ^ c).  It may also
+ * flag a plain byte after one that is not; never the other way round.
+ */
+
+#define NGX_HTTP_IMGBILL_ONES  0x0101010101010101ULL
+#define NGX_HTTP_IMGBILL_HIGH  0x8080808080808080ULL
+
+#define ngx_http_imgbill_zero_in(w)                                           \
+    (((w) - NGX_HTTP_IMGBILL_ONES) & ~(w) & NGX_HTTP_IMGBILL_HIGH)
+
+#define ngx_http_imgbill_not_plain8(w)                                        \
+    (((w) & NGX_HTTP_IMGBILL_HIGH)                                           \
+     | ngx_http_imgbill_zero_in((w) & ~(NGX_HTTP_IMGBILL_ONES * 0x1f))       \
+     | ngx_http_imgbill_zero_in((w) ^ (NGX_HTTP_IMGBILL_ONES * '"'))         \
+     | ngx_http_imgbill_zero_in((w) ^ (NGX_HTTP_IMGBILL_ONES * '\\')))
 
 
 /*
@@ -55,9 +74,7 @@ ngx_http_imgbill_compact_string(ngx_http_imgbill_compact_t *c, u_char *p,
         switch (c->sw) {
 
         case sw_text:
-            for (q = p; q < last && ngx_http_imgbill_is_plain(*q); q++) {
-                /* void */
-            }
+            q = ngx_http_imgbill_plain_run(p, last);
 
             if (q > p) {
                 ngx_http_imgbill_compact_run(c, p, q);
@@ -150,6 +167,34 @@ ngx_http_imgbill_compact_string(ngx_http_imgbill_compact_t *c, u_char *p,
     }
 
     return p;
+}
+
+
+/* where a run of plain bytes ends: a base64 image is one run, megabytes
+   long, so it is taken a word at a time */
+
+static u_char *
+ngx_http_imgbill_plain_run(u_char *p, u_char *last)
+{
+    uint64_t  w;
+
+    for ( ;; ) {
+        while (last - p >= 8) {
+            ngx_memcpy(&w, p, 8);
+
+            if (ngx_http_imgbill_not_plain8(w)) {
+                break;
+            }
+
+            p += 8;
+        }
+
+        if (p == last || !ngx_http_imgbill_is_plain(*p)) {
+            return p;
+        }
+
+        p++;
+    }
 }
 
 
