@@ -110,6 +110,12 @@ stream_case($h, 'chunked, 200 KiB in odd chunks: one asked for at the end',
             kb => 200, options => undef, chunked => 1);
 stream_case($h, 'chunked, include_usage false: true in its place',
             kb => 200, options => '{"include_usage":false}', chunked => 1);
+# 4 MiB written at once: nginx reads it in slices, giving way to other
+# connections between them (issue 29); none of it lost or reordered
+stream_case($h, 'in a file, 4 MiB at once, read in slices: every byte arrives',
+            kb => 4096, options => '{"include_usage":false}');
+stream_case($h, 'chunked, 4 MiB at once, read in slices: every byte arrives',
+            kb => 4096, options => undef, chunked => 1);
 
 # ---- the first upstream down: nginx sends the body to the next -------------
 

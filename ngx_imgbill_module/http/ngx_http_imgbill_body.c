@@ -15,6 +15,9 @@
 
 #define NGX_HTTP_IMGBILL_LARGE_BODY  (1024 * 1024)
 
+/* bytes of a body read before the read gives way to other connections */
+#define NGX_HTTP_IMGBILL_BODY_SLICE  (64 * 1024)
+
 
 /* what the client hears of each of the validator's verdicts */
 typedef struct {
@@ -85,6 +88,8 @@ static ngx_http_imgbill_verdict_t  ngx_http_imgbill_verdicts[] = {
 
 static ngx_int_t ngx_http_imgbill_request_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_imgbill_body_yield(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_imgbill_body_drop(ngx_http_request_t *r,
     ngx_chain_t *in);
 static void ngx_http_imgbill_busy(ngx_http_request_t *r,
@@ -239,6 +244,7 @@ static ngx_int_t
 ngx_http_imgbill_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
     off_t                          size;
+    ngx_int_t                      rc;
     ngx_chain_t                   *cl;
     ngx_http_imgbill_ctx_t        *ctx;
     ngx_http_imgbill_main_conf_t  *mcf;
@@ -256,6 +262,7 @@ ngx_http_imgbill_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         size = cl->buf->last - cl->buf->pos;
         ctx->counted += size;
+        ctx->slice += size;
 
         ngx_http_imgbill_compact_feed(ctx->compact, cl->buf->pos,
                                       cl->buf->last);
@@ -277,10 +284,59 @@ ngx_http_imgbill_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     if (ctx->busy || ngx_http_imgbill_compact_end_known(ctx->compact)) {
-        return ngx_http_imgbill_body_drop(r, in);
+        rc = ngx_http_imgbill_body_drop(r, in);
+
+    } else {
+        rc = ngx_http_next_request_body_filter(r, in);
     }
 
-    return ngx_http_next_request_body_filter(r, in);
+    return ngx_http_imgbill_body_yield(r, ctx, rc);
+}
+
+
+/*
+ * nginx reads a body for as long as the socket has some of it (epoll is
+ * edge-triggered): a client that keeps its socket full would keep the
+ * worker in that loop for the whole body, its compaction included, and
+ * every other connection waiting.  After each slice the read stops, as
+ * ngx_ssl_recv() stops with what SSL still holds, and goes on in the
+ * event loop's next turn, after the events of that turn.  NGX_AGAIN ends
+ * nginx's read loop at once; the buffer just read has been passed on, so
+ * the loop takes up where it was.  An HTTP/2 stream's body comes from the
+ * connection's own read loop, which cannot be stopped here.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_body_yield(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_event_t  *rev;
+
+    if (rc != NGX_OK
+        || ctx->slice < NGX_HTTP_IMGBILL_BODY_SLICE
+        || r->request_body == NULL
+        || r->request_body->rest == 0
+#if (NGX_HTTP_V2)
+        || r->stream
+#endif
+        )
+    {
+        return rc;
+    }
+
+    ctx->slice = 0;
+    rev = r->connection->read;
+
+    if (rev->posted) {
+        ngx_delete_posted_event(rev);
+    }
+
+    ngx_post_event(rev, &ngx_posted_next_events);
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "imgbill body read gives way");
+
+    return NGX_AGAIN;
 }
 
 

@@ -98,6 +98,8 @@ typedef struct {
     off_t                           counted;   /* ... its bytes so far */
     off_t                           reserved;  /* ... in the worker's
                                                   bodies in flight */
+    size_t                          slice;     /* ... read since the read
+                                                  last gave way */
 
     /* the held reply: its bytes in memory, or all in file once it has
        one; read by the scanner as they come */
