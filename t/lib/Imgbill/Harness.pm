@@ -452,6 +452,10 @@ events {
 }
 
 http {
+    # as Debian's /etc/nginx/nginx.conf has them, around conf.d
+    sendfile on;
+    tcp_nopush on;
+
     client_body_temp_path $prefix/tmp/body;
     proxy_temp_path       $prefix/tmp/proxy;
     fastcgi_temp_path     $prefix/tmp/fastcgi;
