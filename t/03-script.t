@@ -33,7 +33,7 @@ is $sha, sha1_hex($lua), 'Redis names the script as the header does';
 
 # the numbers of the "run" table
 my %FN = (admit => 1, settle => 2, release => 3, release_key => 4,
-          lookup => 5, info => 6, refresh => 7);
+          lookup => 5, info => 6, refresh => 7, reverse => 8);
 
 # call([name, [keys], [args]], ...) -> the array of results; a failing
 # command's result is { err => text }
@@ -69,6 +69,13 @@ sub settle {
                 $o{model} // 'gemini-2.5-flash-image', $o{pt} // 560,
                 $o{ct} // 1120, 604800, $o{ts} // 1700000000,
                 $o{hold} // 0, $o{images} // 1]);
+}
+
+sub reverse_charge {
+    my ($acct, $rid, %o) = @_;
+    return one('reverse', [keys_of($acct, qw(balance ledger)),
+                           "imgbill:{$acct}:settled:$rid"],
+               [$rid, 604800, $o{ts} // 1700000100, $o{charge_ts} // 1700000000]);
 }
 
 sub release {
@@ -369,6 +376,45 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
     ($rc, $out) = $h->cli('usage-backfill', 'ed');
     is "$rc|$out", "0|ed charges=10001 days=1\n", 'usage-backfill gives them to the totals';
     is $usage->('ed', $today - $day, $today + $day)->[4], 10006, '... then usage reads 10006';
+}
+
+# --- reverse: a charge given back once, whichever of settle and reversal
+# comes first; the day's total loses it on the charge's day
+{
+    my $now = time;
+    my @g = gmtime $now;
+    my $ymd = sprintf '%04d-%02d-%02d', $g[5] + 1900, $g[4] + 1, $g[3];
+    $h->account('vera', 'sk-vera', 100000);
+    is(($h->cli('audit', 'vera', '--open'))[0], 0, 'vera: opened with 10.0000');
+    is_deeply settle('vera', 'v1', 2465, ts => $now), [1, 97535], 'vera: charged 0.2465';
+    is_deeply settle('vera', 'v2', 700, ts => $now), [1, 96835], '... and 0.0700';
+    is_deeply reverse_charge('vera', 'v1', ts => $now + 1, charge_ts => $now), [1, 99300],
+              'reverse: 0.2465 given back';
+    is_deeply reverse_charge('vera', 'v1', ts => $now + 2, charge_ts => $now), [0, 99300],
+              '... once: again, nothing';
+    is_deeply settle('vera', 'v1', 2465, ts => $now), [0, 99300],
+              '... and its settle, replayed, charges nothing';
+    my @e = @{ $r->cmd('XRANGE', 'imgbill:{vera}:ledger', '-', '+') };
+    is scalar @e, 4, '... four ledger entries';
+    is_deeply { @{ $e[3][1] } }, { type => 'reversal', request_id => 'v1',
+                                   ts => $now + 1, charge_ts => $now,
+                                   amount => 2465, balance_after => 99300 },
+              '... the last a reversal of 2465';
+    is $r->cmd('HGET', 'imgbill:{vera}:daily', $ymd), 700,
+       "... the day's total 700";
+    my $usage = one('info', ['imgbill:key:' . key_hash('sk-vera')],
+                    ['usage', 0, '', ($now - 86400) * 1000 . '-0',
+                     ($now + 86400) * 1000 . '-0']);
+    is $usage->[4], 700, '... and usage reads 700';
+
+    is_deeply reverse_charge('vera', 'v3', ts => $now), [2, 99300],
+              'reverse before its settle: {2}, nothing moves';
+    is_deeply settle('vera', 'v3', 2465, ts => $now), [0, 99300],
+              '... and the settle that follows charges nothing';
+    is scalar @{ $r->cmd('XRANGE', 'imgbill:{vera}:ledger', '-', '+') }, 4,
+       '... nor writes to the ledger';
+    my ($rc, $out) = $h->cli('audit', 'vera');
+    like "$rc|$out", qr/^0\|/, 'imgbill audit: the reversal squares the ledger' or diag $out;
 }
 
 # --- scripts/bench-src/script-cost: the script's own Redis cost, the money

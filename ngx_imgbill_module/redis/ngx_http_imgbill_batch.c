@@ -328,7 +328,8 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
         cmd = ngx_queue_data(q, ngx_http_imgbill_cmd_t, queue);
         argc += NGX_HTTP_IMGBILL_CMD_HEAD + cmd->argc;
         nkeys += cmd->nkeys;
-        settles |= (cmd->script == ngx_http_imgbill_cmd_settle);
+        settles |= (cmd->script == ngx_http_imgbill_cmd_settle
+                    || cmd->script == ngx_http_imgbill_cmd_reverse);
     }
 
     b = ngx_alloc(sizeof(ngx_http_imgbill_batch_t)
@@ -483,7 +484,10 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
                                                         : reply;
         i++;
 
-        if (b->settles && cmd->script == ngx_http_imgbill_cmd_settle) {
+        if (b->settles
+            && (cmd->script == ngx_http_imgbill_cmd_settle
+                || cmd->script == ngx_http_imgbill_cmd_reverse))
+        {
 
             ngx_http_imgbill_batch_answer(cl, cmd, e, &cmd->reply);
 

@@ -127,10 +127,14 @@ typedef struct {
     ngx_uint_t                      rc;
     ngx_int_t                       status;     /* admit: as above; settle:
                                                    1 applied, 0 earlier;
+                                                   reverse: 1 given back,
+                                                   0 earlier, 2 never
+                                                   settled;
                                                    release: 1 released;
                                                    lookup: as admit */
     ngx_str_t                       account;    /* admit, lookup */
-    ngx_int_t                       balance;    /* admit, settle */
+    ngx_int_t                       balance;    /* admit, settle,
+                                                   reverse */
     ngx_int_t                       available;  /* admit */
     ngx_int_t                       held;       /* info */
     ngx_int_t                       more;       /* info, ledger: 1 if more
@@ -158,7 +162,8 @@ typedef struct {
 typedef struct {
     ngx_str_t                       id;
     ngx_str_t                       type;
-    ngx_str_t                       request_id;  /* a charge's; empty for
+    ngx_str_t                       request_id;  /* a charge's or a
+                                                    reversal's; empty for
                                                     other entries */
     ngx_str_t                       channel;
     ngx_str_t                       model;
@@ -169,6 +174,8 @@ typedef struct {
     ngx_int_t                       images;
     ngx_int_t                       amount;
     ngx_int_t                       balance;
+    unsigned                        reversal:1;  /* request_id's charge
+                                                    given back */
 } ngx_http_imgbill_entry_t;
 
 
@@ -202,6 +209,10 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_admit(
     ngx_http_imgbill_store_t *store, u_char *key_hash,
     ngx_str_t *request_id, ngx_int_t gate, ngx_int_t hold,
     ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_reverse(
+    ngx_http_imgbill_store_t *store, ngx_str_t *account,
+    ngx_str_t *request_id, time_t charged_at,
+    ngx_http_imgbill_reply_pt handler, void *data);
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_settle(
     ngx_http_imgbill_store_t *store, ngx_http_imgbill_settle_t *s,
     ngx_http_imgbill_reply_pt handler, void *data);
@@ -225,6 +236,9 @@ void ngx_http_imgbill_batch_rebind(ngx_http_imgbill_cmd_t *cmd,
 /* ngx_http_imgbill_journal.c: what Redis could not take, kept on disk */
 void ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_http_imgbill_settle_t *s);
+void ngx_http_imgbill_journal_reverse(ngx_http_imgbill_store_t *store,
+    ngx_log_t *log, ngx_str_t *account, ngx_str_t *request_id,
+    time_t charged_at);
 void ngx_http_imgbill_journal_release(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_str_t *request_id, u_char *key_hash);
 

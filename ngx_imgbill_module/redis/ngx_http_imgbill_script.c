@@ -31,6 +31,8 @@ static ngx_int_t ngx_http_imgbill_integer(redisReply *e, ngx_uint_t i,
     ngx_int_t *value);
 static void ngx_http_imgbill_key_name(ngx_str_t *name, u_char *buf,
     u_char *key_hash);
+static u_char *ngx_http_imgbill_account_keys(u_char *p, ngx_str_t *argv,
+    ngx_str_t *account, const char **suffix, ngx_uint_t n);
 
 
 /* indexed by ngx_http_imgbill_script_e */
@@ -42,7 +44,8 @@ static ngx_str_t  ngx_http_imgbill_script_names[] = {
     ngx_string("release_key"),
     ngx_string("lookup"),
     ngx_string("info"),
-    ngx_string("refresh")
+    ngx_string("refresh"),
+    ngx_string("reverse")
 };
 
 static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
@@ -52,7 +55,8 @@ static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
     ngx_http_imgbill_parse_release,
     ngx_http_imgbill_parse_lookup,
     ngx_http_imgbill_parse_info,
-    ngx_http_imgbill_parse_release
+    ngx_http_imgbill_parse_release,
+    ngx_http_imgbill_parse_settle
 };
 
 
@@ -220,6 +224,52 @@ ngx_http_imgbill_script_refresh(ngx_http_imgbill_store_t *store,
 }
 
 
+/*
+ * reverse: KEYS balance, ledger, settled marker (one slot); ARGV request
+ * id, marker ttl, time, the charge's time.
+ */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_reverse(ngx_http_imgbill_store_t *store,
+    ngx_str_t *account, ngx_str_t *request_id, time_t charged_at,
+    ngx_http_imgbill_reply_pt handler, void *data)
+{
+    u_char      *p, buf[3 * (sizeof("imgbill:{}:settled:") - 1
+                             + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
+                        + NGX_HTTP_IMGBILL_REQUEST_ID_MAX
+                        + 2 * NGX_TIME_T_LEN];
+    ngx_str_t    argv[7];
+
+    static const char  *suffix[] = { "balance", "ledger", "settled:" };
+
+    if (store == NULL
+        || account->len > NGX_HTTP_IMGBILL_ACCOUNT_MAX
+        || request_id->len > NGX_HTTP_IMGBILL_REQUEST_ID_MAX)
+    {
+        return NULL;
+    }
+
+    p = ngx_http_imgbill_account_keys(buf, argv, account, suffix, 3);
+
+    p = ngx_cpymem(p, request_id->data, request_id->len);
+    argv[2].len = p - argv[2].data;
+
+    argv[3] = *request_id;
+    ngx_str_set(&argv[4], NGX_HTTP_IMGBILL_SETTLED_TTL);
+
+    argv[5].data = p;
+    p = ngx_sprintf(p, "%T", ngx_time());
+    argv[5].len = p - argv[5].data;
+
+    argv[6].data = p;
+    p = ngx_sprintf(p, "%T", charged_at);
+    argv[6].len = p - argv[6].data;
+
+    return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_reverse,
+                                         3, 7, argv, handler, data);
+}
+
+
 /* release: KEYS holds, held; ARGV request id, hold (0: not known) */
 
 ngx_http_imgbill_cmd_t *
@@ -231,7 +281,6 @@ ngx_http_imgbill_script_release(ngx_http_imgbill_store_t *store,
                              + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
                         + NGX_INT_T_LEN];
     ngx_str_t    argv[4];
-    ngx_uint_t   i;
 
     if (store == NULL) {
         /* no imgbill_redis: nothing can be held or settled */
@@ -244,13 +293,7 @@ ngx_http_imgbill_script_release(ngx_http_imgbill_store_t *store,
         return NULL;
     }
 
-    p = buf;
-
-    for (i = 0; i < 2; i++) {
-        argv[i].data = p;
-        p = ngx_sprintf(p, "imgbill:{%V}:%s", account, suffix[i]);
-        argv[i].len = p - argv[i].data;
-    }
+    p = ngx_http_imgbill_account_keys(buf, argv, account, suffix, 2);
 
     argv[2] = *request_id;
 
@@ -536,4 +579,22 @@ ngx_http_imgbill_key_name(ngx_str_t *name, u_char *buf, u_char *key_hash)
     name->len = ngx_sprintf(buf, "imgbill:key:%*s",
                             (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN, key_hash)
                 - buf;
+}
+
+
+/* an account's keys, "imgbill:{ACCOUNT}:<suffix>", one after another in p */
+
+static u_char *
+ngx_http_imgbill_account_keys(u_char *p, ngx_str_t *argv, ngx_str_t *account,
+    const char **suffix, ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n; i++) {
+        argv[i].data = p;
+        p = ngx_sprintf(p, "imgbill:{%V}:%s", account, suffix[i]);
+        argv[i].len = p - argv[i].data;
+    }
+
+    return p;
 }

@@ -1,6 +1,6 @@
 -- imgbill's one Redis script: admit, settle, release, release_key,
--- lookup, info and refresh, and a loop that runs a batch of them in one
--- call.
+-- lookup, info, refresh and reverse, and a loop that runs a batch of them
+-- in one call.
 --
 -- scripts/gen-script turns this file into ngx_http_imgbill_script_lua.h
 -- (the text and its SHA-1, for EVALSHA); t/03-script.t checks that the
@@ -239,6 +239,42 @@ local function settle(k, a)
 end
 
 
+-- reverse: a charge given back, once, because its reply was never written
+-- (the client left while the charge was settled).
+--   KEYS: balance, ledger, settled marker (all {account})
+--   ARGV: request id, marker ttl (s), time, the charge's time
+--   -> {1, balance} given back | {0, balance} given back before
+--      | {2, balance} not settled (yet): it never will be
+--
+-- The settled marker holds what was charged; REVERSED takes its place.
+-- So a reversal runs once, and a settlement that comes after it (from
+-- the journal: Redis was away) finds its request applied and charges
+-- nothing.  The day's total loses the amount on the charge's own day.
+
+local REVERSED = 'reversed'
+
+local function reverse(k, a)
+  local balk, ledger, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local charged = call('GET', marker)
+  if charged == REVERSED then
+    return {0, tonumber(call('GET', balk) or '0')}
+  end
+  call('SET', marker, REVERSED, 'EX', ARGV[a + 1])
+  if not charged then
+    return {2, tonumber(call('GET', balk) or '0')}
+  end
+  local bal = call('INCRBY', balk, charged)
+  call('XADD', ledger, '*', 'type', 'reversal', 'request_id', ARGV[a],
+       'ts', ARGV[a + 2], 'charge_ts', ARGV[a + 3], 'amount', charged,
+       'balance_after', bal)
+  local daily = string.sub(ledger, 1, -7) .. 'daily'
+  if call('HEXISTS', daily, 'since') == 1 then
+    call('HINCRBY', daily, utc_day(ARGV[a + 3] + 0), '-' .. charged)
+  end
+  return {1, bal}
+end
+
+
 -- release: an unused hold goes back; the account is known.
 --   KEYS: holds, held (both {account})
 --   ARGV: request id, hold ('0': not known)
@@ -297,8 +333,9 @@ end
 
 -- info: what a key holder may read of their own account; nothing is
 -- written.  The ledger is read newest first, from before a cursor (a
--- stream id, exclusive); usage sums the charges between two stream ids
--- at UTC midnights, from the per-day totals (imgbill:{acct}:daily), and
+-- stream id, exclusive); usage sums the charges (less their reversals)
+-- between two stream ids at UTC midnights, from the per-day totals
+-- (imgbill:{acct}:daily), and
 -- from the ledger only before the first entry the totals count ("since";
 -- "0": all, after `imgbill usage-backfill`), at most USAGE_SCAN entries
 -- of it: a key holder's read costs Redis the days asked for (the last
@@ -325,12 +362,14 @@ local function scan(ledger, from, to)
   if #e > USAGE_SCAN then return nil end
   local charged = 0
   for i = 1, #e do
-    local f, kind, charge = e[i][2], 'charge', 0
+    local f, kind, charge, amount = e[i][2], 'charge', 0, 0
     for j = 1, #f, 2 do
       if f[j] == 'type' then kind = f[j + 1] end
       if f[j] == 'charge' then charge = tonumber(f[j + 1]) or 0 end
+      if f[j] == 'amount' then amount = tonumber(f[j + 1]) or 0 end
     end
     if kind == 'charge' then charged = charged + charge end
+    if kind == 'reversal' then charged = charged - amount end
   end
   return charged
 end
@@ -396,7 +435,8 @@ end
 -- type) answers that command with an error and no other.  The numbers
 -- are those of ngx_http_imgbill_script_e, from 1.
 
-local run = {admit, settle, release, release_key, lookup, info, refresh}
+local run = {admit, settle, release, release_key, lookup, info, refresh,
+             reverse}
 
 -- a command's head is small numbers: one digit costs no strtod()
 local function small(s)

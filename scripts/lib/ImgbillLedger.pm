@@ -17,8 +17,12 @@ package ImgbillLedger;
 #   type credit amount U reason TEXT ts T balance_after B (topup, U > 0)
 #   type adjustment amount U reason TEXT ts T balance_after B (adjust, U != 0)
 #   type opening amount U reason "opening balance" ts T balance_after B
+#   type reversal request_id R ts T charge_ts T0 amount U balance_after B
+#        (the module: request R's charge of U, made at T0, given back because
+#        its reply was never written; at most one per request)
 # An entry without `type` is a charge (written before types existed).  The
-# balance equals Σ amount (credit, adjustment, opening) − Σ charge.  The
+# balance equals Σ amount (credit, adjustment, opening, reversal) − Σ charge.
+# The
 # opening entry, written once, before an account's first credit or
 # adjustment (or by `audit --open`), accounts for what the balance held
 # before the ledger recorded it: U = balance − the entries' sum so far.
@@ -85,10 +89,13 @@ sub format_units {
 
 # ---- entries -----------------------------------------------------------------
 
-my %TYPES = map { $_ => 1 } qw(charge credit adjustment opening);
+my %TYPES = map { $_ => 1 } qw(charge credit adjustment opening reversal);
+
+# what the operator writes: an account with one of these has been opened
+my %OPENS = map { $_ => 1 } qw(credit adjustment opening);
 
 # the entry's type: charge (also when it has none), credit, adjustment,
-# opening; undef for a type this CLI does not know
+# opening, reversal; undef for a type this CLI does not know
 sub entry_type {
     my ($f) = @_;
     my $t = defined $f->{type} ? $f->{type} : 'charge';
@@ -179,7 +186,7 @@ sub ledger_state {
         $st{last} = $id if $first;
         $first = 0;
         my $t = entry_type($f);
-        if (defined $t && $t ne 'charge') {
+        if (defined $t && $OPENS{$t}) {
             $st{opened} = 1;
             return 1;
         }
@@ -212,7 +219,7 @@ sub audit_account {
         each_entry($r, $acct, sub {
             my ($id, $f) = @_;
             my $t = entry_type($f);
-            $a{opened} = 1 if defined $t && $t ne 'charge';
+            $a{opened} = 1 if defined $t && $OPENS{$t};
             $a{sum} = _add($a{sum}, entry_delta($id, $f));
             $a{entries}++;
         }, to => $newest->[0][0]);
@@ -295,6 +302,8 @@ if not opened then
     local ty = f['type'] or 'charge'
     if ty == 'charge' then
       add(acc, f['charge'] or '', true)
+    elseif ty == 'reversal' then
+      add(acc, f['amount'] or '', false)
     elseif ty == 'credit' or ty == 'adjustment' or ty == 'opening' then
       opened = true
       break
@@ -486,6 +495,11 @@ sub human_line {
     }
     my $amt = $fmt->($f->{amount});
     $amt = "+$amt" if $amt =~ /^\d/ && $amt ne '0.0000';
+    if ($v->{type} eq 'reversal') {
+        return sprintf "%s %s reversal amount=%s balance=%s charged=%s\n",
+            iso_time($v->{ts}), $dash->($f->{request_id}), $amt,
+            $fmt->($f->{balance_after}), iso_time($f->{charge_ts});
+    }
     my $reason = defined $f->{reason} ? $f->{reason} : '';
     $reason =~ s/[\x00-\x1f\x7f]/?/g;
     return sprintf "%s %s amount=%s balance=%s reason=%s\n",
