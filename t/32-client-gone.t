@@ -2,12 +2,14 @@
 # also when the worker is too busy to see it leave before the upstream's
 # reply is in: the worker is stopped (SIGSTOP) while the upstream answers
 # and then the client closes, and resumed with both events waiting, the
-# reply's first; the charge is decided with the socket asked.
+# reply's first; the charge is decided with the socket asked.  One that
+# leaves while the charge is being settled gets it back (a reversal).
 use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(wait_for);
+use JSON::PP;
 
 my $h = Imgbill::Harness->new;
 my ($worker) = $h->workers;
@@ -63,6 +65,87 @@ for my $path ('/v1/chat/completions', '/fast/v1/chat/completions') {
     ok $h->wait_holds($acct, 0, 10), '... its hold given back';
     is $h->balance($acct), 100000, '... nothing charged';
 }
+
+# Redis' queue of what it has not read yet, from /proc/net/tcp: the
+# worker's settle sent to a stopped redis-server waits there
+sub redis_unread {
+    my ($port) = @_;
+    my $n = 0;
+    for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+        open my $fh, '<', $f or next;
+        while (<$fh>) {
+            my @c = split;
+            next unless @c > 4 && $c[1] =~ /:([0-9A-F]{4})$/ && hex($1) == $port
+                     && $c[3] eq '01';
+            my (undef, $rx) = split /:/, $c[4];
+            $n += hex $rx;
+        }
+    }
+    return $n;
+}
+
+# A client that leaves while its charge is being settled: its reply is
+# never written and the charge goes back (a "reversal" ledger entry), once.
+# redis-server is stopped (SIGSTOP) once the upstream has the request, so
+# the settle waits in its socket; the client leaves; then
+# a. Redis resumes at once: it applies the settle, then the reversal
+#    (or, on a slow machine, the journal does, as in b);
+# b. Redis stays away past imgbill_redis_timeout (1s): the settle and the
+#    reversal go to the journal (its V line), and are replayed once it is
+#    back.  Redis may still run the commands it had read: either way the
+#    money comes to nothing and the ledger adds up.
+for my $case ([ 'quick', 0 ], [ 'journaled', 1 ]) {
+    my ($name, $journaled) = @$case;
+    my ($acct, $key) = $h->fresh_account(prefix => "rev$name");
+    # an opening entry: what follows must add up to the balance
+    is(($h->cli('audit', $acct, '--open'))[0], 0, "reversal, $name: the account opened");
+    my $tag = 'r' . int(rand 1e9);
+    my $s = $h->raw_send(key => $key, mock => "sleep=0.5 tag=$tag",
+                         body => { model => 'gemini-2.5-flash-image',
+                                   messages => [ { role => 'user', content => 'a fox' } ] });
+    ok wait_for(sub { grep { ($_->{mock}{tag} // '') eq $tag } $h->upstream_requests }, 10),
+       "reversal, $name: the upstream has the request";
+    ok $h->wait_holds($acct, 1, 10), '... a hold is placed';
+    kill 'STOP', $h->{redis_pid};
+    ok $h->upstream_idle(10), '... the upstream answered, Redis stopped';
+    ok wait_for(sub { redis_unread($h->redis_port) > 0 }, 10),
+       '... the settle waits in Redis\' socket';
+    close $s;                                   # the client leaves
+    my ($e) = $h->access_wait(sub { ($_->{account} // '') eq $acct }, 1, 10);
+    is $e && $e->{charge}, '0.0000', '... logged with charge 0.0000';
+    is $e && $e->{outcome}, 'client_gone', '... outcome client_gone';
+    if ($journaled) {
+        ok wait_for(sub { $h->error_log =~ m{journaled "V [0-9a-f]{32}/v \Q$acct\E \d+"}m }, 10),
+           '... Redis away: the reversal is journaled';
+    }
+    kill 'CONT', $h->{redis_pid};
+
+    ok $h->wait_holds($acct, 0, 15), '... no hold left';
+    ok wait_for(sub { !-s $h->dir . '/imgbill.journal' }, 15),
+       '... nothing left in the journal';
+    is $h->balance($acct), 100000, '... the balance whole';
+    my @l = @{ $h->ledger($acct) };
+    my $types = join ' ', map { $_->{type} // 'charge' } @l;
+    like $types, qr/^opening(?: charge reversal)?\z/,
+         "... the ledger: a charge and its reversal, or nothing ($types)";
+    if (@l == 3) {
+        is $l[2]{amount}, $l[1]{charge}, '... the charge given back whole';
+        is $l[2]{request_id}, $l[1]{request_id}, '... the same request';
+        # what the key holder reads of it
+        my $r = $h->request('GET', '/v1/imgbill/ledger', undef,
+                            Authorization => "Bearer $key");
+        my $d = eval { JSON::PP->new->decode($r->{body}) } || {};
+        my ($rev) = grep { $_->{type} eq 'reversal' } @{ $d->{data} || [] };
+        is_deeply $rev && { map { $_ => $rev->{$_} } qw(request_id amount balance) },
+                  { request_id => $l[1]{request_id}, amount => '0.2465',
+                    balance => '10.0000' },
+                  '... the key holder reads the reversal in the ledger';
+    }
+    my ($rc, $out) = $h->cli('audit', $acct);
+    is $rc, 0, '... imgbill audit: no drift' or diag $out;
+}
+like $h->error_log, qr/the client of request [0-9a-f]{32} left while it was charged, its charge 0\.2465 goes back/,
+     'the log says why';
 
 # a client that stays is charged as ever
 {

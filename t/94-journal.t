@@ -152,6 +152,36 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     ok wait_for(sub { -z $journal }, 5), '... and the journal emptied';
 }
 
+# V lines (a charge given back: its reply was never written), replayed
+# with the S lines they answer, in either order: a settle then its
+# reversal comes to a charge and a reversal entry; a reversal first marks
+# the request, and its settle then charges nothing.  Each once, however
+# often the lines are replayed.
+{
+    my $bal = $h->balance('jr');
+    my ($first, $later) = ('f' x 32, '9' x 32);
+    my $now = int time;
+    open my $j, '>>', $journal or die;
+    print $j "S $first jr 2465 metered 560 1120 gemini-2.5-flash-image 1\n";
+    print $j "V $first/v jr $now\n";
+    print $j "V $later/v jr $now\n";
+    print $j "S $later jr 700 fast 0 0 gemini-2.5-flash-image 1\n";
+    close $j;
+    kill 'HUP', $h->{nginx_pid};
+    ok wait_for(sub { -z $journal }, 10), 'V lines: replayed, the journal emptied';
+    is $h->balance('jr'), $bal, '... and the balance is what it was';
+    my @e = grep { $_->{request_id} && ($_->{request_id} eq $first
+                                        || $_->{request_id} eq $later) }
+            @{ $h->ledger('jr') };
+    is join(' ', map { ($_->{type} // 'charge') . ':' . ($_->{charge} // $_->{amount})
+                       . ':' . substr($_->{request_id}, 0, 1) } @e),
+       'charge:2465:f reversal:2465:f',
+       '... a settle then its reversal: both entries; a reversal first: none';
+    is $h->redis('GET', "imgbill:{jr}:settled:$later"), 'reversed',
+       '... that request marked reversed';
+    like $h->error_log, qr{journaled|replaying}, '... as the log says';
+}
+
 # Lines replayed together go to Redis in one script call; a command that
 # fails there (an operator broke an account's balance key) fails alone: the
 # other line is applied, the broken one stays owed, nothing of it is

@@ -424,7 +424,7 @@ ngx_http_imgbill_ledger_json(u_char *p, ngx_http_imgbill_reply_t *reply)
 
         p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
 
-        if (e.request_id.len) {
+        if (e.request_id.len && !e.reversal) {
             p = (u_char *) ngx_escape_json(p, e.request_id.data,
                                            e.request_id.len);
         } else {
@@ -435,7 +435,14 @@ ngx_http_imgbill_ledger_json(u_char *p, ngx_http_imgbill_reply_t *reply)
         p = (u_char *) ngx_escape_json(p, e.type.data, e.type.len);
         *p++ = '"';
 
-        if (e.request_id.len) {
+        if (e.reversal) {
+            p = ngx_cpymem(p, ",\"request_id\":\"",
+                           sizeof(",\"request_id\":\"") - 1);
+            p = (u_char *) ngx_escape_json(p, e.request_id.data,
+                                           e.request_id.len);
+            *p++ = '"';
+
+        } else if (e.request_id.len) {
             p = ngx_cpymem(p, ",\"channel\":\"", sizeof(",\"channel\":\"")
                                                  - 1);
             p = (u_char *) ngx_escape_json(p, e.channel.data, e.channel.len);

@@ -120,6 +120,9 @@ typedef struct {
     ngx_uint_t                      images;    /* delivered, as billed */
     ngx_int_t                       charge;
     ngx_int_t                       balance;
+    time_t                          settled_at;
+    off_t                           sent_before;  /* c->sent as the held
+                                                     reply went out */
     ngx_http_imgbill_free_e         free_reason;
     ngx_http_imgbill_free_e         charge_reason;  /* charged all the same:
                                                        no_usage, client_gone,
@@ -134,6 +137,8 @@ typedef struct {
                                                           before ours */
     unsigned                        balance_known:1;
     unsigned                        settle_failed:1;
+    unsigned                        reversed:1;     /* its charge given
+                                                       back */
     unsigned                        holding:1;      /* a hold was placed */
     unsigned                        usage_asked:1;  /* the client asked for
                                                        a stream's usage */
@@ -207,6 +212,12 @@ void ngx_http_imgbill_billing(ngx_http_request_t *r,
 ngx_int_t ngx_http_imgbill_charge(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_scan_t *scan);
 ngx_int_t ngx_http_imgbill_settle(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+
+/* ngx_http_imgbill_reverse.c */
+void ngx_http_imgbill_reverse(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, const char *why);
+void ngx_http_imgbill_reverse_watch(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 
 /* ngx_http_imgbill_spool.c */

@@ -24,6 +24,8 @@ static void ngx_http_imgbill_decide(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_uint_t ngx_http_imgbill_event_stream(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_imgbill_client_gone(ngx_http_request_t *r);
+static ngx_int_t ngx_http_imgbill_unwritten(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_int_t rc);
 static void ngx_http_imgbill_settle_done(ngx_http_imgbill_reply_t *reply,
     void *data);
 static ngx_int_t ngx_http_imgbill_emit(ngx_http_request_t *r,
@@ -186,6 +188,11 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         if (ngx_http_imgbill_settle(r, ctx) == NGX_OK) {
             ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_settling);
             r->buffered |= NGX_HTTP_IMGBILL_BUFFERED;
+
+            if (ctx->charge > 0) {
+                ngx_http_imgbill_reverse_watch(r, ctx);
+            }
+
             return NGX_AGAIN;
         }
 
@@ -482,6 +489,7 @@ ngx_http_imgbill_settle(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     store = ngx_http_imgbill_store(r);
 
     ngx_http_imgbill_settlement(ctx, &s);
+    ctx->settled_at = ngx_time();
 
     ctx->cmd = ngx_http_imgbill_script_settle(store, &s,
                                               ngx_http_imgbill_settle_done,
@@ -551,6 +559,15 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     r->main_filter_need_in_memory = ctx->need_in_memory;
 
+    /* asked again: the client may have left while the charge settled */
+
+    if (ctx->charge > 0 && ngx_http_imgbill_client_gone(r)) {
+        r->connection->error = 1;
+        ngx_http_imgbill_reverse(r, ctx, "left while it was charged");
+    }
+
+    ctx->sent_before = r->connection->sent;
+
     if (ctx->replace.status) {
         b = ngx_http_imgbill_error_body(r, &ctx->replace);
         if (b == NULL) {
@@ -604,18 +621,49 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     rc = ngx_http_next_header_filter(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
+        return ngx_http_imgbill_unwritten(r, ctx, rc);
     }
 
     out.buf = b;
     out.next = NULL;
 
     if (b->in_file) {
-        return ngx_http_imgbill_spool_send(r, ctx, &out,
-                                           ngx_http_next_body_filter);
+        rc = ngx_http_imgbill_spool_send(r, ctx, &out,
+                                         ngx_http_next_body_filter);
+
+    } else {
+        rc = ngx_http_next_body_filter(r, &out);
     }
 
-    return ngx_http_next_body_filter(r, &out);
+    return ngx_http_imgbill_unwritten(r, ctx, rc);
+}
+
+
+/*
+ * The first write of a held reply failed with not a byte of it taken by
+ * the socket (the client reset the connection): the image never left, its
+ * charge goes back.  A write that waits (NGX_AGAIN) and fails later, and
+ * bytes the kernel took for a client that is gone, stay charged.  An
+ * HTTP/2 stream's bytes are not counted in its connection: a reset stream
+ * is found by ngx_http_imgbill_client_gone().
+ */
+
+static ngx_int_t
+ngx_http_imgbill_unwritten(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
+    ngx_int_t rc)
+{
+    if (rc == NGX_ERROR
+        && ctx->charge > 0
+        && r->connection->sent == ctx->sent_before
+#if (NGX_HTTP_V2)
+        && r->stream == NULL
+#endif
+        )
+    {
+        ngx_http_imgbill_reverse(r, ctx, "refused its reply's first write");
+    }
+
+    return rc;
 }
 
 

@@ -14,11 +14,13 @@
  *
  *   S <request id> <account> <charge> <channel> <prompt> <completion> <model>
  *   R <request id> <sha256 of the API key>    an admission lost in flight
+ *   V <request id>/v <account> <charged at>   a charge to give back: its
+ *                                             reply was never written
  *   H <request id>@<pid> <account> <until>    a hold its worker had as it
  *                                             began to exit
  *   D <id>                                    replayed, nothing left to do
  *
- * A replay reads the whole file, sends every S, R and H line without a D,
+ * A replay reads the whole file, sends every S, R, V and H line without a D,
  * and appends D for each that Redis confirmed; an H line waits while the
  * worker that wrote it lives (ngx_http_imgbill_journal_read.c).  A replay
  * runs whenever a worker connects, and every NGX_HTTP_IMGBILL_REPLAY_EVERY
@@ -78,6 +80,9 @@ static void ngx_http_imgbill_journal_hold(ngx_http_imgbill_store_t *store,
     ngx_http_imgbill_held_t *h);
 static void ngx_http_imgbill_journal_replay(ngx_event_t *ev);
 static ngx_int_t ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp,
+    u_char *p, u_char *eol);
+static ngx_int_t ngx_http_imgbill_journal_send_reverse(
+    ngx_http_imgbill_replayer_t *rp, ngx_http_imgbill_replay_line_t *rl,
     u_char *p, u_char *eol);
 static ngx_int_t ngx_http_imgbill_journal_send_hold(
     ngx_http_imgbill_replayer_t *rp, u_char *p, u_char *eol);
@@ -163,6 +168,27 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
 }
 
 
+/*
+ * The V line's id is its own ("/v" after the request id), so that the D
+ * line answering the request's S line does not answer it too.
+ */
+
+void
+ngx_http_imgbill_journal_reverse(ngx_http_imgbill_store_t *store,
+    ngx_log_t *log, ngx_str_t *account, ngx_str_t *request_id,
+    time_t charged_at)
+{
+    u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
+
+    p = ngx_slprintf(line, line + sizeof(line) - 1, "V %V/v %V %T",
+                     request_id, account, charged_at);
+    *p++ = LF;
+
+    ngx_http_imgbill_journal_write(store, log, line, p - line);
+    ngx_http_imgbill_journal_owed(store);
+}
+
+
 void
 ngx_http_imgbill_journal_release(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_str_t *request_id, u_char *key_hash)
@@ -221,7 +247,7 @@ ngx_http_imgbill_journal_write(ngx_http_imgbill_store_t *store,
         ngx_http_imgbill_stats_count(store, NGX_HTTP_IMGBILL_JOURNAL_LINE);
     }
 
-    if (line[0] == 'S' || line[0] == 'R') {
+    if (line[0] == 'S' || line[0] == 'R' || line[0] == 'V') {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "imgbill: journaled \"%*s\" until redis is back",
                       len - 1, line);
@@ -411,6 +437,10 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
         return NGX_OK;
     }
 
+    if (*type.data == 'V') {
+        return ngx_http_imgbill_journal_send_reverse(rp, rl, p, eol);
+    }
+
     if (*type.data == 'S'
         && ngx_http_imgbill_journal_field(&p, eol, &s.account) == NGX_OK
         && ngx_http_imgbill_journal_field(&p, eol, &charge) == NGX_OK
@@ -448,6 +478,40 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
     }
 
 failed:
+
+    ngx_free(rl);
+
+    return NGX_ERROR;
+}
+
+
+/* a V line: its request id is its id without the "/v" */
+
+static ngx_int_t
+ngx_http_imgbill_journal_send_reverse(ngx_http_imgbill_replayer_t *rp,
+    ngx_http_imgbill_replay_line_t *rl, u_char *p, u_char *eol)
+{
+    time_t     charged_at;
+    ngx_str_t  account, at, request_id;
+
+    request_id = rl->request_id;
+
+    if (request_id.len > 2
+        && ngx_strncmp(request_id.data + request_id.len - 2, "/v", 2) == 0
+        && ngx_http_imgbill_journal_field(&p, eol, &account) == NGX_OK
+        && ngx_http_imgbill_journal_field(&p, eol, &at) == NGX_OK
+        && (charged_at = ngx_atotm(at.data, at.len)) != NGX_ERROR)
+    {
+        request_id.len -= 2;
+
+        if (ngx_http_imgbill_script_reverse(rp->store, &account, &request_id,
+                                    charged_at,
+                                    ngx_http_imgbill_journal_replayed, rl)
+            != NULL)
+        {
+            return NGX_OK;
+        }
+    }
 
     ngx_free(rl);
 

@@ -216,7 +216,7 @@ ngx_http_imgbill_journal_cmp(const void *one, const void *two)
 }
 
 
-/* whether the line at p is an S, R or H line that no D line answers */
+/* whether the line at p is an S, R, V or H line that no D line answers */
 
 ngx_uint_t
 ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
@@ -226,7 +226,8 @@ ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
 
     return ngx_http_imgbill_journal_field(&p, eol, &type) == NGX_OK
            && type.len == 1
-           && (*type.data == 'S' || *type.data == 'R' || *type.data == 'H')
+           && (*type.data == 'S' || *type.data == 'R' || *type.data == 'V'
+               || *type.data == 'H')
            && ngx_http_imgbill_journal_field(&p, eol, &id) == NGX_OK
            && !ngx_http_imgbill_journal_done(jr, &id);
 }

@@ -162,7 +162,10 @@ ngx_http_imgbill_ledger_field(ngx_http_imgbill_entry_t *e, ngx_str_t *name,
 }
 
 
-/* a charge may predate the "type" field; only a charge has a request */
+/*
+ * A charge may predate the "type" field; only a charge has a request, and
+ * a reversal, the request whose charge it gives back.
+ */
 
 static ngx_int_t
 ngx_http_imgbill_ledger_check(ngx_http_imgbill_entry_t *e)
@@ -173,8 +176,13 @@ ngx_http_imgbill_ledger_check(ngx_http_imgbill_entry_t *e)
         return NGX_DECLINED;
     }
 
-    if (!(e->type.len == sizeof("charge") - 1
-          && ngx_strncmp(e->type.data, "charge", e->type.len) == 0))
+    if (e->type.len == sizeof("reversal") - 1
+        && ngx_strncmp(e->type.data, "reversal", e->type.len) == 0)
+    {
+        e->reversal = 1;
+
+    } else if (!(e->type.len == sizeof("charge") - 1
+                 && ngx_strncmp(e->type.data, "charge", e->type.len) == 0))
     {
         e->request_id.len = 0;
 

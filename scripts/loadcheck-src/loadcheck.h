@@ -191,9 +191,12 @@ typedef struct {
     int8_t              channel;    /* -1: none of ours */
     int8_t              model;
     unsigned            seen:1;     /* some reply carried its request id */
+    unsigned            reversal:1;  /* a charge given back: amount */
+    unsigned            reversed:1;  /* a charge, and its reversal found */
     int64_t             pt;
     int64_t             ct;
     int64_t             charge;
+    int64_t             amount;
     int64_t             balance_after;
 } lc_entry_t;
 
@@ -219,6 +222,8 @@ typedef struct {
     long                killed;     /* requests in flight at a crash */
     long                charged_seen;   /* replies with a charge > 0 */
     long                unseen;
+    long                reversed;   /* charges given back: their client
+                                       left while they settled */
     long long           holds_left;
     int64_t             drift;
     long                duplicates;

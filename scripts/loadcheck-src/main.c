@@ -69,7 +69,10 @@
  * 503 before the upstream), aborted (the client gave up on purpose),
  * dropped (the upstream closed mid-body: no complete reply).  unseen counts
  * the charges of clients that gave up after the upstream had answered;
- * each must match one aborted request.  relay_requests and relay_ok give,
+ * each must match one aborted request.  reversed counts charges given back
+ * (a client that left while its charge settled): each a charge and a
+ * "reversal" entry of the same request and amount, never of a reply its
+ * client read.  relay_requests and relay_ok give,
  * per relay in the order given, the requests sent and those charged.
  * Exit status: 0 OK, 1 FAIL (or no relay / Redis to talk to), 2 bad usage.
  *
@@ -164,10 +167,11 @@ main(int argc, char **argv)
     }
 
     printf(" faults=%d charged_units=%" PRId64 " ledger=%zu unseen=%ld "
-           "drift_units=%" PRId64 " duplicates=%ld holds_left=%lld "
-           "elapsed=%.1fs settle=%.1fs rate=%.0f/s seed=%" PRIu64
-           " prefix=%s",
+           "reversed=%ld drift_units=%" PRId64 " duplicates=%ld "
+           "holds_left=%lld elapsed=%.1fs settle=%.1fs rate=%.0f/s seed=%"
+           PRIu64 " prefix=%s",
            run.fired, run.charged_units, run.nledger, run.unseen,
+           run.reversed,
            run.drift, run.duplicates, run.holds_left, run.elapsed,
            run.settled, run.elapsed > 0 ? run.conf.requests / run.elapsed : 0,
            run.conf.seed, run.prefix);

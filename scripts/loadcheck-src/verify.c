@@ -127,6 +127,7 @@ lc_ledger_entry(lc_run_t *run, long account, redisReply *x)
     en->pt = -1;
     en->ct = -1;
     en->charge = LC_BAD;
+    en->amount = LC_BAD;
     en->balance_after = LC_BAD;
 
     if (x->type != REDIS_REPLY_ARRAY || x->elements != 2
@@ -168,6 +169,12 @@ lc_ledger_entry(lc_run_t *run, long account, redisReply *x)
 
         } else if (strcmp(name, "charge") == 0) {
             en->charge = lc_parse_int(val);
+
+        } else if (strcmp(name, "type") == 0) {
+            en->reversal = (strcmp(val, "reversal") == 0);
+
+        } else if (strcmp(name, "amount") == 0) {
+            en->amount = lc_parse_int(val);
 
         } else if (strcmp(name, "balance_after") == 0) {
             en->balance_after = lc_parse_int(val);
@@ -235,6 +242,34 @@ lc_verify_entries(lc_run_t *run)
 
         if (e == 0 || en->account != run->ledger[e - 1].account) {
             bal = a->initial;
+        }
+
+        /* a charge given back: lc_verify_duplicates() pairs it with its
+           charge */
+
+        if (en->reversal) {
+            if (en->amount == LC_BAD || en->amount <= 0
+                || en->balance_after == LC_BAD
+                || strlen(en->rid) != LC_RID_LEN)
+            {
+                lc_problem(run, "account %s: ledger entry %s is malformed",
+                           a->id, en->sid);
+                continue;
+            }
+
+            a->charged -= en->amount;
+            run->charged_units -= en->amount;
+            bal += en->amount;
+
+            if (en->balance_after != bal) {
+                lc_problem(run, "account %s: ledger entry %s says "
+                           "balance_after %" PRId64 ", the entries before it "
+                           "leave %" PRId64, a->id, en->sid,
+                           en->balance_after, bal);
+                bal = en->balance_after;
+            }
+
+            continue;
         }
 
         if (en->channel < 0 || en->model < 0 || en->pt < 0 || en->ct < 0
@@ -318,17 +353,38 @@ lc_verify_accounts(lc_run_t *run)
 static void
 lc_verify_duplicates(lc_run_t *run)
 {
-    size_t  e;
+    size_t       e;
+    lc_entry_t  *a, *b;
 
     qsort(run->ledger, run->nledger, sizeof(lc_entry_t), lc_entry_cmp);
 
     for (e = 1; e < run->nledger; e++) {
-        if (strcmp(run->ledger[e].rid, run->ledger[e - 1].rid) == 0) {
-            run->duplicates++;
-            lc_problem(run, "request id %s is in the ledger twice (%s, %s)",
-                       run->ledger[e].rid, run->ledger[e - 1].sid,
-                       run->ledger[e].sid);
+        if (strcmp(run->ledger[e].rid, run->ledger[e - 1].rid) != 0) {
+            continue;
         }
+
+        /* a charge and its reversal, of the same amount, once */
+
+        a = &run->ledger[e - 1];
+        b = &run->ledger[e];
+
+        if (a->reversal != b->reversal
+            && (e < 2 || strcmp(run->ledger[e - 2].rid, a->rid) != 0)
+            && (e + 1 == run->nledger
+                || strcmp(run->ledger[e + 1].rid, a->rid) != 0)
+            && (a->reversal ? a->amount == b->charge
+                            : b->amount == a->charge))
+        {
+            a->reversed = 1;
+            b->reversed = 1;
+            run->reversed++;
+            continue;
+        }
+
+        run->duplicates++;
+        lc_problem(run, "request id %s is in the ledger twice (%s, %s)",
+                   run->ledger[e].rid, run->ledger[e - 1].sid,
+                   run->ledger[e].sid);
     }
 }
 
@@ -372,6 +428,20 @@ lc_verify_replies(lc_run_t *run)
             en[j].seen = 1;
         }
 
+        /* the charge, not its reversal; a charge given back is one whose
+           client left before its reply was written */
+
+        if (n == 2 && en[0].reversal) {
+            en++;
+        }
+
+        if (rq->class == LC_OK && n == 2 && en->reversed) {
+            lc_problem(run, "request #%u (account %s): its client read the "
+                       "reply, yet its charge was given back (request id "
+                       "%s)", rq->n, a->id, rq->rid);
+            continue;
+        }
+
         if (rq->class == LC_OK) {
             if (n == 0) {
                 lc_problem(run, "request #%u (account %s): charged %" PRId64
@@ -394,7 +464,7 @@ lc_verify_replies(lc_run_t *run)
                            en->balance_after, rq->rid);
             }
 
-        } else if (n) {
+        } else if (n && !(n == 2 && en->reversed)) {
             lc_problem(run, "request #%u (%s, status %ld, charge %" PRId64
                        "): not charged, but in the ledger (request id %s, "
                        "%" PRId64 " units)", rq->n, lc_kinds[rq->kind].name,
@@ -428,6 +498,16 @@ lc_verify_unseen(lc_run_t *run)
         en = &run->ledger[e];
 
         if (en->seen) {
+            continue;
+        }
+
+        if (en->reversal) {
+            if (!en->reversed) {
+                lc_problem(run, "account %s: ledger entry %s gives back a "
+                           "charge the ledger does not have (request id %s)",
+                           run->accounts[en->account].id, en->sid, en->rid);
+            }
+
             continue;
         }
 
