@@ -1,8 +1,8 @@
 #!/usr/bin/perl
 # libFuzzer over the parsers of hostile input (t/fuzz/run: the reply
-# scanner, checked against jansson, the request validator and the
-# event-stream reader), and proof that the harness notices a broken
-# scanner or a broken reader.
+# scanner, checked against jansson, the request validator, the
+# event-stream reader and the multipart/form-data reader), and proof that
+# the harness notices a broken scanner or a broken reader.
 use strict;
 use warnings;
 use File::Temp qw(tempdir);
@@ -30,7 +30,7 @@ my $started = time;
 my $out = `FUZZ_SECONDS=$seconds "$root/t/fuzz/run" 2>&1`;
 is($?, 0, "t/fuzz/run exits 0") or diag($out);
 
-for my $t (qw(scan request sse)) {
+for my $t (qw(scan request sse multipart)) {
     my ($line, $runs, $crashes) =
         $out =~ /^(fuzz $t: (\d+) runs in \d+ s, (\d+) crash\S*)/m;
 
@@ -40,68 +40,55 @@ for my $t (qw(scan request sse)) {
     is($crashes, 0, "$t: no crashes");
 }
 
-# A harness that cannot fail is no test: the scan target built with
-# IMGBILL_FUZZ_SELFTEST reports one prompt token more than the scanner
-# found (a plausible count still), and must fail on the seed corpus, on
-# which the real one passes, by comparing with jansson.
+# A harness that cannot fail is no test: each target built with
+# IMGBILL_FUZZ_SELFTEST is broken on purpose, and must fail on its seed
+# corpus, on which the real one passes, saying why.
 
 my $dir = tempdir(CLEANUP => 1);
 my @inc = map { "-I$tree/$_" }
     qw(src/core src/event src/event/modules src/os/unix objs src/http
        src/http/modules src/http/v2);
-my @cmd = ('clang', '-g', '-O1', '-fsanitize=fuzzer,address,undefined',
-           '-fno-sanitize-recover=all', '-Wall', '-Werror',
-           '-DIMGBILL_FUZZ_SELFTEST', @inc, sources('--include'),
-           '-o', "$dir/scan_selftest", "$root/t/fuzz/scan_fuzz.c",
-           sources('scan'), '-ljansson');
 
-my $cc = `@cmd 2>&1`;
-is($?, 0, "the self-test variant compiles") or diag($cc);
+sub selftest {
+    my ($t, $broken, $because, $why) = @_;
+    my @cmd = ('clang', '-g', '-O1', '-fsanitize=fuzzer,address,undefined',
+               '-fno-sanitize-recover=all', '-Wall', '-Werror',
+               '-DIMGBILL_FUZZ_SELFTEST', @inc, sources('--include'),
+               '-o', "$dir/${t}_selftest", "$root/t/fuzz/${t}_fuzz.c",
+               sources($t), '-ljansson');
+    my $cc = `@cmd 2>&1`;
+    is($?, 0, "$t: the self-test variant compiles") or diag($cc);
 
-# a copy, so that nothing libFuzzer does can touch the repository's corpus
-mkdir "$dir/corpus" or die "$dir/corpus: $!";
-system('cp', glob("$root/t/fuzz/corpus/scan/*"), "$dir/corpus") == 0
-    or die "cp: $?";
+    # a copy, so that nothing libFuzzer does can touch the repository's
+    # corpus; a failing input is written to -artifact_prefix
+    mkdir "$dir/$t" or die "$dir/$t: $!";
+    system('cp', glob("$root/t/fuzz/corpus/$t/*"), "$dir/$t") == 0
+        or die "cp: $?";
+    my $replay = qq(-runs=0 -artifact_prefix="$dir/" "$dir/$t" 2>&1);
 
-# (a failing input is written to -artifact_prefix, by default the cwd)
-my $replay = qq(-runs=0 -artifact_prefix="$dir/" "$dir/corpus" 2>&1);
+    my $good = `"$root/build/fuzz/${t}_fuzz" $replay`;
+    is($?, 0, "$t: the real target passes the seed corpus") or diag($good);
 
-my $good = `"$root/build/fuzz/scan_fuzz" $replay`;
-is($?, 0, "the real scan target passes the seed corpus") or diag($good);
+    my $bad = `"$dir/${t}_selftest" $replay`;
+    isnt($?, 0, "$t: $broken fails the seed corpus");
+    like($bad, $because, "... $why") or diag($bad);
+    note($1) if $bad =~ /^(\w+_fuzz: invariant failed: .*)$/m;
+}
 
-my $bad = `"$dir/scan_selftest" $replay`;
-isnt($?, 0, "a scanner that miscounts fails the seed corpus");
-like($bad, qr/scan_fuzz: invariant failed: jansson's usage differs/,
-     "... because jansson counts otherwise")
-    or diag($bad);
-note($1) if $bad =~ /^(scan_fuzz: invariant failed: .*)$/m;
+# one prompt token more than the scanner found (a plausible count still)
+selftest('scan', 'a scanner that miscounts',
+         qr/scan_fuzz: invariant failed: jansson's usage differs/,
+         'because jansson counts otherwise');
 
-# The same for the event-stream reader: a variant that puts usage_at one
-# byte late (where "cost" would go in) must fail the seed corpus.
+# usage_at one byte late (where "cost" would go in)
+selftest('sse', 'a reader that misplaces the usage',
+         qr/invariant failed: usage_at is not after a '\{'/,
+         'because the cost would not go into the usage object');
 
-@cmd = ('clang', '-g', '-O1', '-fsanitize=fuzzer,address,undefined',
-        '-fno-sanitize-recover=all', '-Wall', '-Werror',
-        '-DIMGBILL_FUZZ_SELFTEST', @inc, sources('--include'),
-        '-o', "$dir/sse_selftest", "$root/t/fuzz/sse_fuzz.c",
-        sources('sse'), '-ljansson');
-
-$cc = `@cmd 2>&1`;
-is($?, 0, "the reader's self-test variant compiles") or diag($cc);
-
-mkdir "$dir/sse" or die "$dir/sse: $!";
-system('cp', glob("$root/t/fuzz/corpus/sse/*"), "$dir/sse") == 0
-    or die "cp: $?";
-
-$replay = qq(-runs=0 -artifact_prefix="$dir/" "$dir/sse" 2>&1);
-
-$good = `"$root/build/fuzz/sse_fuzz" $replay`;
-is($?, 0, "the real sse target passes the seed corpus") or diag($good);
-
-$bad = `"$dir/sse_selftest" $replay`;
-isnt($?, 0, "a reader that misplaces the usage fails the seed corpus");
-like($bad, qr/invariant failed: usage_at is not after a '\{'/,
-     "... because the cost would not go into the usage object")
-    or diag($bad);
+# a part told one byte longer than its bytes
+selftest('multipart', 'a reader that miscounts a part',
+         qr/invariant failed: a part's size is not its bytes/,
+         'because its bytes add up otherwise');
 
 note("t/95-fuzz.t: " . (time - $started) . " s");
 
