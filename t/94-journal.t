@@ -182,6 +182,27 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     like $h->error_log, qr{journaled|replaying}, '... as the log says';
 }
 
+# A journal written before lines were whole: a partial line with the next
+# one appended onto it, and one cut short at the end.  The replay applies
+# what it can read, names what it cannot (once, at alert), and still
+# empties the journal.
+{
+    my $bal = $h->balance('jr');
+    my ($lost, $merged, $good) = ('7' x 32, '8' x 32, '6' x 32);
+    open my $j, '>>', $journal or die;
+    print $j "S $lost jrS $merged jr 999 fast 0 0 gemini-2.5-flash-image 1\n";
+    print $j "S $good jr 321 fast 0 0 gemini-2.5-flash-image 1\n";
+    print $j "S ${good}x jr 12";
+    close $j;
+    kill 'HUP', $h->{nginx_pid};
+    ok wait_for(sub { $h->balance('jr') == $bal - 321 }, 10),
+       'a corrupted journal: the line it can read is applied';
+    ok wait_for(sub { -z $journal }, 10), '... and the journal emptied all the same';
+    my @alerts = $h->error_log =~ /\[alert\][^\n]*the journal line "S \Q$lost\E jrS \Q$merged\E [^"]*" cannot be read: skipped/g;
+    is scalar @alerts, 1, '... the merged line named once, at alert';
+    is $h->balance('jr'), $bal - 321, '... nothing else applied';
+}
+
 # Lines replayed together go to Redis in one script call; a command that
 # fails there (an operator broke an account's balance key) fails alone: the
 # other line is applied, the broken one stays owed, nothing of it is

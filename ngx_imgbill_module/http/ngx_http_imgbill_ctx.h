@@ -48,7 +48,9 @@ typedef enum {
     ngx_http_imgbill_free_error_event,
     ngx_http_imgbill_free_bad_response,
     ngx_http_imgbill_free_client_gone,
-    ngx_http_imgbill_free_upstream_cut
+    ngx_http_imgbill_free_upstream_cut,
+    ngx_http_imgbill_free_unrecorded     /* neither Redis nor the journal
+                                            could take the charge */
 } ngx_http_imgbill_free_e;
 
 
@@ -139,6 +141,8 @@ typedef struct {
     unsigned                        settle_failed:1;
     unsigned                        reversed:1;     /* its charge given
                                                        back */
+    unsigned                        unrecorded:1;   /* its charge could be
+                                                       recorded nowhere */
     unsigned                        holding:1;      /* a hold was placed */
     unsigned                        usage_asked:1;  /* the client asked for
                                                        a stream's usage */

@@ -24,6 +24,8 @@ static void ngx_http_imgbill_decide(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_uint_t ngx_http_imgbill_event_stream(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_imgbill_client_gone(ngx_http_request_t *r);
+static void ngx_http_imgbill_unrecorded(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_unwritten(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_int_t rc);
 static void ngx_http_imgbill_settle_done(ngx_http_imgbill_reply_t *reply,
@@ -499,7 +501,12 @@ ngx_http_imgbill_settle(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     }
 
     ctx->settle_failed = 1;
-    ngx_http_imgbill_journal_settle(store, r->connection->log, &s);
+
+    if (ngx_http_imgbill_journal_settle(store, r->connection->log, &s)
+        != NGX_OK)
+    {
+        ngx_http_imgbill_unrecorded(r, ctx);
+    }
 
     return NGX_ERROR;
 }
@@ -537,8 +544,13 @@ ngx_http_imgbill_settle_done(ngx_http_imgbill_reply_t *reply, void *data)
                       &ctx->request_id, p - buf, buf, &ctx->account);
 
         ngx_http_imgbill_settlement(ctx, &s);
-        ngx_http_imgbill_journal_settle(ngx_http_imgbill_store(r),
-                                        r->connection->log, &s);
+
+        if (ngx_http_imgbill_journal_settle(ngx_http_imgbill_store(r),
+                                            r->connection->log, &s)
+            != NGX_OK)
+        {
+            ngx_http_imgbill_unrecorded(r, ctx);
+        }
     }
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_emitting);
@@ -636,6 +648,56 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     }
 
     return ngx_http_imgbill_unwritten(r, ctx, rc);
+}
+
+
+/*
+ * Neither Redis nor the journal took the charge: nothing would ever make
+ * the key holder pay it.  A whole reply is not released: the client gets
+ * a 503, free, as when Redis is down at admission.  A stream's images
+ * went out already: it ends without the charge, and the operator reads
+ * what it owes in the alert.
+ */
+
+static void
+ngx_http_imgbill_unrecorded(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    u_char  buf[NGX_HTTP_IMGBILL_MONEY_LEN], *p;
+
+    if (ctx->charge <= 0) {
+        return;
+    }
+
+    ctx->unrecorded = 1;
+    p = ngx_http_imgbill_format_money(buf, ctx->charge);
+
+    if (ctx->stream) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "imgbill: the charge %*s of request %V, account "
+                      "\"%V\", could be recorded nowhere; its stream ends "
+                      "without it: apply it by hand",
+                      p - buf, buf, &ctx->request_id, &ctx->account);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "imgbill: the charge %*s of request %V, account \"%V\", "
+                  "could be recorded nowhere; its reply is withheld (503), "
+                  "nothing charged", p - buf, buf, &ctx->request_id,
+                  &ctx->account);
+
+    /* a settle that timed out may still be applied once Redis reads it:
+       its reversal goes after it, as far as it can */
+
+    ngx_http_imgbill_reverse(r, ctx, "gets a 503 instead of its reply");
+    ctx->free_reason = ngx_http_imgbill_free_unrecorded;
+
+    ngx_http_imgbill_set_error(r, &ctx->replace, NGX_HTTP_SERVICE_UNAVAILABLE,
+                               ngx_http_imgbill_err_server,
+                               "billing_unavailable",
+                               "the relay could not record the charge of "
+                               "this request; nothing was charged, please "
+                               "retry");
 }
 
 

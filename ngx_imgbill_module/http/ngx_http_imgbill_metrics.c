@@ -40,6 +40,7 @@ static ngx_http_imgbill_outcome_t  ngx_http_imgbill_outcomes[] = {
     { "free", "bad_response" },
     { "free", "client_gone" },
     { "free", "upstream_cut" },
+    { "free", "unrecorded" },
     { "charged", "no_usage" },
     { "charged", "client_gone" },
     { "charged", "upstream_cut" },
@@ -67,8 +68,8 @@ static ngx_http_imgbill_outcome_t  ngx_http_imgbill_outcomes[] = {
 #define NGX_HTTP_IMGBILL_OUTCOMES                                            \
     (sizeof(ngx_http_imgbill_outcomes) / sizeof(ngx_http_imgbill_outcome_t))
 
-#define NGX_HTTP_IMGBILL_CHARGED   8     /* the first charge with a reason */
-#define NGX_HTTP_IMGBILL_REJECTED  11    /* the first rejection above */
+#define NGX_HTTP_IMGBILL_CHARGED   9     /* the first charge with a reason */
+#define NGX_HTTP_IMGBILL_REJECTED  12    /* the first rejection above */
 
 
 typedef ngx_atomic_t  ngx_http_imgbill_by_model_t[NGX_HTTP_IMGBILL_CHANNELS]
@@ -423,7 +424,7 @@ ngx_http_imgbill_metrics_handler(ngx_http_request_t *r)
     }
 
     p = b->pos;
-    last = b->end - 1024;
+    last = b->end - 4096;           /* for the store's part */
 
     p = ngx_http_imgbill_metrics_requests(p, last, mcf);
 
@@ -547,8 +548,14 @@ ngx_http_imgbill_metrics_store(u_char *p, ngx_http_imgbill_metrics_t *mt)
                           "# HELP imgbill_journal_lines_owed Journal lines "
                           "not yet applied to Redis, at the last replay.\n"
                           "# TYPE imgbill_journal_lines_owed gauge\n"
-                          "imgbill_journal_lines_owed %uA\n",
-                       st->journal_lines, st->journal_owed);
+                          "imgbill_journal_lines_owed %uA\n"
+                          "# HELP imgbill_unrecorded_total Settlements, "
+                          "releases and reversals neither Redis nor the "
+                          "journal could take (each an alert line): 0 in "
+                          "normal running.\n"
+                          "# TYPE imgbill_unrecorded_total counter\n"
+                          "imgbill_unrecorded_total %uA\n",
+                       st->journal_lines, st->journal_owed, st->unrecorded);
 }
 
 

@@ -80,6 +80,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       offsetof(ngx_http_imgbill_main_conf_t, redis),
       NULL },
 
+    { ngx_string("imgbill_journal_reserve"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_main_conf_t, redis.journal_reserve),
+      NULL },
+
     { ngx_string("imgbill_hold_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,

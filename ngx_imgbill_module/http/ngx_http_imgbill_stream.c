@@ -451,7 +451,11 @@ ngx_http_imgbill_stream_close(ngx_http_request_t *r,
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_passing);
 
-    if (st->tail && st->cost_at && st->cost_at <= st->len) {
+    /* a charge recorded nowhere is not told (the alert tells it) */
+
+    if (st->tail && st->cost_at && st->cost_at <= st->len
+        && !ctx->unrecorded)
+    {
         if (ngx_http_imgbill_stream_out(r, st, st->hold, st->cost_at, ll)
             != NGX_OK)
         {
@@ -489,12 +493,14 @@ ngx_http_imgbill_stream_close(ngx_http_request_t *r,
 
     st->len = 0;
 
-    if (ngx_http_imgbill_money_trailer(r, "X-Imgbill-Charge", ctx->charge)
-        != NGX_OK
-        || (ctx->balance_known
-            && ngx_http_imgbill_money_trailer(r, "X-Imgbill-Balance",
-                                              ctx->balance)
-               != NGX_OK))
+    if (!ctx->unrecorded
+        && (ngx_http_imgbill_money_trailer(r, "X-Imgbill-Charge",
+                                           ctx->charge)
+            != NGX_OK
+            || (ctx->balance_known
+                && ngx_http_imgbill_money_trailer(r, "X-Imgbill-Balance",
+                                                  ctx->balance)
+                   != NGX_OK)))
     {
         return NGX_ERROR;
     }

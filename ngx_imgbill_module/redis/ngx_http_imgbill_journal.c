@@ -42,6 +42,8 @@
 
 #include "ngx_http_imgbill_journal.h"
 
+#include <sys/statvfs.h>
+
 
 #define NGX_HTTP_IMGBILL_LINE_MAX      1024
 #define NGX_HTTP_IMGBILL_REPLAY_EVERY  1000
@@ -53,6 +55,8 @@ struct ngx_http_imgbill_replayer_s {
     ngx_event_t                    tick;       /* every second until the
                                                   worker exits */
     off_t                          size;       /* of the file, last tick */
+    off_t                          bad_at;     /* past the last unreadable
+                                                  line reported */
     ngx_uint_t                     sent;       /* replies still to come */
     unsigned                       owed:1;
     unsigned                       failed:1;
@@ -60,6 +64,7 @@ struct ngx_http_imgbill_replayer_s {
                                                   file cannot be emptied */
     unsigned                       left:1;     /* H lines written: the
                                                   worker is exiting */
+    unsigned                       short_of_space:1;  /* said so */
 };
 
 
@@ -71,18 +76,18 @@ typedef struct {
 } ngx_http_imgbill_replay_line_t;
 
 
-static void ngx_http_imgbill_journal_write(ngx_http_imgbill_store_t *store,
-    ngx_log_t *log, u_char *line, size_t len);
+static ngx_int_t ngx_http_imgbill_journal_write(
+    ngx_http_imgbill_store_t *store, ngx_log_t *log, u_char *line,
+    size_t len);
 static void ngx_http_imgbill_journal_owed(ngx_http_imgbill_store_t *store);
 static void ngx_http_imgbill_journal_tick(ngx_event_t *ev);
+static void ngx_http_imgbill_journal_space(ngx_http_imgbill_replayer_t *rp,
+    ngx_log_t *log);
 static void ngx_http_imgbill_journal_left(ngx_http_imgbill_replayer_t *rp);
 static void ngx_http_imgbill_journal_hold(ngx_http_imgbill_store_t *store,
     ngx_http_imgbill_held_t *h);
 static void ngx_http_imgbill_journal_replay(ngx_event_t *ev);
 static ngx_int_t ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp,
-    u_char *p, u_char *eol);
-static ngx_int_t ngx_http_imgbill_journal_send_reverse(
-    ngx_http_imgbill_replayer_t *rp, ngx_http_imgbill_replay_line_t *rl,
     u_char *p, u_char *eol);
 static ngx_int_t ngx_http_imgbill_journal_send_hold(
     ngx_http_imgbill_replayer_t *rp, u_char *p, u_char *eol);
@@ -132,7 +137,62 @@ ngx_http_imgbill_journal_init(ngx_cycle_t *cycle,
 
     ngx_add_timer(&rp->tick, NGX_HTTP_IMGBILL_REPLAY_EVERY);
 
+    ngx_http_imgbill_journal_space(rp, cycle->log);
+
     return NGX_OK;
+}
+
+
+/*
+ * The journal's filesystem, before the journal needs it: a warning when
+ * its free space falls under imgbill_journal_reserve, and a notice when
+ * it is back (checked at start and every tick; once per crossing).
+ */
+
+static void
+ngx_http_imgbill_journal_space(ngx_http_imgbill_replayer_t *rp,
+    ngx_log_t *log)
+{
+    off_t           avail;
+    struct statvfs  fs;
+
+    if (rp->store->conf->journal_reserve <= 0) {
+        return;
+    }
+
+    if (fstatvfs(rp->store->conf->journal->fd, &fs) == -1) {
+        if (!rp->short_of_space) {
+            rp->short_of_space = 1;
+            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                          "imgbill: fstatvfs() of the journal \"%V\" failed",
+                          &rp->store->conf->journal->name);
+        }
+
+        return;
+    }
+
+    avail = (off_t) fs.f_bavail * fs.f_frsize;
+
+    if (avail < rp->store->conf->journal_reserve) {
+        if (!rp->short_of_space) {
+            rp->short_of_space = 1;
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "imgbill: the journal \"%V\" has %O bytes free, "
+                          "under imgbill_journal_reserve (%O): a Redis "
+                          "outage could not be journaled for long",
+                          &rp->store->conf->journal->name, avail,
+                          rp->store->conf->journal_reserve);
+        }
+
+        return;
+    }
+
+    if (rp->short_of_space) {
+        rp->short_of_space = 0;
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "imgbill: the journal \"%V\" has %O bytes free again",
+                      &rp->store->conf->journal->name, avail);
+    }
 }
 
 
@@ -147,7 +207,7 @@ ngx_http_imgbill_journal_wake(ngx_http_imgbill_store_t *store)
 }
 
 
-void
+ngx_int_t
 ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_http_imgbill_settle_t *s)
 {
@@ -163,8 +223,15 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
                      ngx_max(s->completion_tokens, 0), &s->model, s->images);
     *p++ = LF;
 
-    ngx_http_imgbill_journal_write(store, log, line, p - line);
+    if (ngx_http_imgbill_journal_write(store, log, line, p - line)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     ngx_http_imgbill_journal_owed(store);
+
+    return NGX_OK;
 }
 
 
@@ -173,7 +240,7 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
  * line answering the request's S line does not answer it too.
  */
 
-void
+ngx_int_t
 ngx_http_imgbill_journal_reverse(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_str_t *account, ngx_str_t *request_id,
     time_t charged_at)
@@ -184,12 +251,19 @@ ngx_http_imgbill_journal_reverse(ngx_http_imgbill_store_t *store,
                      request_id, account, charged_at);
     *p++ = LF;
 
-    ngx_http_imgbill_journal_write(store, log, line, p - line);
+    if (ngx_http_imgbill_journal_write(store, log, line, p - line)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     ngx_http_imgbill_journal_owed(store);
+
+    return NGX_OK;
 }
 
 
-void
+ngx_int_t
 ngx_http_imgbill_journal_release(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_str_t *request_id, u_char *key_hash)
 {
@@ -199,48 +273,105 @@ ngx_http_imgbill_journal_release(ngx_http_imgbill_store_t *store,
                      (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN, key_hash);
     *p++ = LF;
 
-    ngx_http_imgbill_journal_write(store, log, line, p - line);
+    if (ngx_http_imgbill_journal_write(store, log, line, p - line)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     ngx_http_imgbill_journal_owed(store);
+
+    return NGX_OK;
 }
 
 
-static void
+/*
+ * One line, whole or not at all.  One write to an O_APPEND file: lines of
+ * several workers never mix.  A short write (the disk full) is finished if
+ * it can be, else cut back to where the line began, under the lock every
+ * writer and the emptying take: a line without its end would swallow the
+ * next one written.  NGX_ERROR: the line is not in the journal, and the
+ * error log says why with the errno of the failure.
+ */
+
+static ngx_int_t
 ngx_http_imgbill_journal_write(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, u_char *line, size_t len)
 {
-    ssize_t    n;
-    ngx_err_t  err;
+    off_t        start;
+    size_t       done;
+    ssize_t      n;
+    ngx_fd_t     fd;
+    ngx_err_t    err;
+    ngx_uint_t   whole;
 
     if (store == NULL || store->conf->journal == NULL) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "imgbill: no imgbill_journal to keep \"%*s\"",
                       len - 1, line);
-        return;
+
+        if (store) {
+            ngx_http_imgbill_stats_count(store, NGX_HTTP_IMGBILL_UNRECORDED);
+        }
+
+        return NGX_ERROR;
     }
 
-    /*
-     * One write to an O_APPEND file: lines of several workers never mix.
-     * The lock only waits for a worker emptying the file, which holds it
-     * for one read of a journal with nothing owed.
-     */
+    fd = store->conf->journal->fd;
 
-    err = ngx_lock_fd(store->conf->journal->fd);
+    err = ngx_lock_fd(fd);
     if (err) {
         ngx_log_error(NGX_LOG_ALERT, log, err,
                       ngx_lock_fd_n " on the journal \"%V\" failed",
                       &store->conf->journal->name);
     }
 
-    n = ngx_write_fd(store->conf->journal->fd, line, len);
-    err = ngx_errno;
+    start = lseek(fd, 0, SEEK_END);
+    done = 0;
+    err = 0;
 
-    (void) ngx_unlock_fd(store->conf->journal->fd);
+    while (done < len) {
+        n = ngx_write_fd(fd, line + done, len - done);
 
-    if (n != (ssize_t) len) {
+        if (n == -1) {
+            err = ngx_errno;
+
+            if (err == NGX_EINTR) {
+                continue;
+            }
+
+            break;
+        }
+
+        if (n == 0) {
+            err = NGX_ENOSPC;
+            break;
+        }
+
+        done += n;
+    }
+
+    whole = (done == len);
+
+    if (!whole && done && (start == -1 || ftruncate(fd, start) == -1)) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      "imgbill: cannot cut the journal \"%V\" back to %O "
+                      "after a short write: its last line is partial",
+                      &store->conf->journal->name, start);
+    }
+
+    (void) ngx_unlock_fd(fd);
+
+    if (!whole) {
         ngx_log_error(NGX_LOG_ALERT, log, err,
                       "imgbill: cannot write \"%*s\" to the journal \"%V\"",
                       len - 1, line, &store->conf->journal->name);
-        return;
+
+        if (line[0] != 'D') {
+            ngx_http_imgbill_stats_count(store, NGX_HTTP_IMGBILL_UNRECORDED);
+        }
+
+        return NGX_ERROR;
     }
 
     if (line[0] != 'D') {
@@ -252,6 +383,8 @@ ngx_http_imgbill_journal_write(ngx_http_imgbill_store_t *store,
                       "imgbill: journaled \"%*s\" until redis is back",
                       len - 1, line);
     }
+
+    return NGX_OK;
 }
 
 
@@ -300,6 +433,8 @@ ngx_http_imgbill_journal_tick(ngx_event_t *ev)
 
     ngx_add_timer(&rp->tick, NGX_HTTP_IMGBILL_REPLAY_EVERY);
 
+    ngx_http_imgbill_journal_space(rp, ev->log);
+
     if (ngx_fd_info(rp->store->conf->journal->fd, &fi) != NGX_FILE_ERROR) {
         size = ngx_file_size(&fi);
 
@@ -336,6 +471,10 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
         return;
     }
 
+    if (jr.last - jr.buf < rp->bad_at) {
+        rp->bad_at = 0;             /* emptied since */
+    }
+
     owed = 0;
     sent = 0;
     rp->failed = 0;
@@ -349,7 +488,23 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
 
         next = eol + 1;
 
-        if (!ngx_http_imgbill_journal_owes(p, eol, &jr)) {
+        switch (ngx_http_imgbill_journal_owes(p, eol, &jr)) {
+
+        case NGX_HTTP_IMGBILL_JOURNAL_NOTHING:
+            continue;
+
+        case NGX_HTTP_IMGBILL_JOURNAL_BAD:
+
+            /* once per line: the file only grows until it is emptied */
+
+            if (p - jr.buf >= rp->bad_at) {
+                rp->bad_at = next - jr.buf;
+                ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                              "imgbill: the journal line \"%*s\" cannot be "
+                              "read: skipped; if it owes money, apply it by "
+                              "hand", eol - p, p);
+            }
+
             continue;
         }
 
@@ -389,33 +544,27 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
 }
 
 
+/* NGX_OK: sent; NGX_DECLINED: an H line waits; NGX_ERROR: not sent now */
+
 static ngx_int_t
 ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
     u_char *eol)
 {
-    ngx_int_t                        channel_id, n;
-    ngx_str_t                        type, hash, charge, channel, pt, ct,
-                                     images;
-    ngx_http_imgbill_settle_t        s;
-    ngx_http_imgbill_replay_line_t  *rl;
+    ngx_http_imgbill_cmd_t           *cmd;
+    ngx_http_imgbill_replay_line_t   *rl;
+    ngx_http_imgbill_journal_line_t   l;
 
-    /* journal_owes() has checked the type and the id */
+    /* journal_owes() has read it whole */
 
-    s.hold = 0;             /* the journal does not keep it */
+    if (*p == 'H') {
+        return ngx_http_imgbill_journal_send_hold(rp, p + 2, eol);
+    }
 
-    if (ngx_http_imgbill_journal_field(&p, eol, &type) != NGX_OK) {
+    if (ngx_http_imgbill_journal_line(p, eol, &l) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (*type.data == 'H') {
-        return ngx_http_imgbill_journal_send_hold(rp, p, eol);
-    }
-
-    if (ngx_http_imgbill_journal_field(&p, eol, &s.request_id) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    rl = ngx_alloc(sizeof(ngx_http_imgbill_replay_line_t) + s.request_id.len,
+    rl = ngx_alloc(sizeof(ngx_http_imgbill_replay_line_t) + l.id.len,
                    rp->replay.log);
     if (rl == NULL) {
         return NGX_ERROR;
@@ -423,99 +572,35 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
 
     rl->rp = rp;
     rl->request_id.data = rl->data;
-    rl->request_id.len = s.request_id.len;
-    ngx_memcpy(rl->data, s.request_id.data, s.request_id.len);
+    rl->request_id.len = l.id.len;
+    ngx_memcpy(rl->data, l.id.data, l.id.len);
 
-    if (*type.data == 'R'
-        && ngx_http_imgbill_journal_field(&p, eol, &hash) == NGX_OK
-        && hash.len == NGX_HTTP_IMGBILL_KEY_HASH_LEN
-        && ngx_http_imgbill_script_release_key(rp->store, &s.request_id,
-                                   hash.data,
-                                   ngx_http_imgbill_journal_replayed, rl)
-           != NULL)
-    {
-        return NGX_OK;
+    switch (l.type) {
+
+    case 'R':
+        cmd = ngx_http_imgbill_script_release_key(rp->store,
+                                        &l.settle.request_id,
+                                        l.key_hash.data,
+                                        ngx_http_imgbill_journal_replayed, rl);
+        break;
+
+    case 'V':
+        cmd = ngx_http_imgbill_script_reverse(rp->store, &l.settle.account,
+                                        &l.settle.request_id, l.charged_at,
+                                        ngx_http_imgbill_journal_replayed, rl);
+        break;
+
+    default:    /* 'S'; the journal does not keep the hold */
+        cmd = ngx_http_imgbill_script_settle(rp->store, &l.settle,
+                                        ngx_http_imgbill_journal_replayed, rl);
     }
 
-    if (*type.data == 'V') {
-        return ngx_http_imgbill_journal_send_reverse(rp, rl, p, eol);
+    if (cmd == NULL) {
+        ngx_free(rl);
+        return NGX_ERROR;
     }
 
-    if (*type.data == 'S'
-        && ngx_http_imgbill_journal_field(&p, eol, &s.account) == NGX_OK
-        && ngx_http_imgbill_journal_field(&p, eol, &charge) == NGX_OK
-        && ngx_http_imgbill_journal_field(&p, eol, &channel) == NGX_OK
-        && ngx_http_imgbill_journal_field(&p, eol, &pt) == NGX_OK
-        && ngx_http_imgbill_journal_field(&p, eol, &ct) == NGX_OK
-        && ngx_http_imgbill_journal_field(&p, eol, &s.model) == NGX_OK
-        && (s.charge = ngx_atoi(charge.data, charge.len)) != NGX_ERROR
-        && (s.prompt_tokens = ngx_atoi(pt.data, pt.len)) != NGX_ERROR
-        && (s.completion_tokens = ngx_atoi(ct.data, ct.len)) != NGX_ERROR
-        && (channel_id = ngx_http_imgbill_channel_find(channel.data,
-                                                       channel.len))
-           != NGX_ERROR)
-    {
-        s.channel = channel_id;
-
-        /* a line from before images were counted: one */
-
-        n = 1;
-
-        if (ngx_http_imgbill_journal_field(&p, eol, &images) == NGX_OK
-            && (n = ngx_atoi(images.data, images.len)) == NGX_ERROR)
-        {
-            goto failed;
-        }
-
-        s.images = n;
-
-        if (ngx_http_imgbill_script_settle(rp->store, &s,
-                                       ngx_http_imgbill_journal_replayed, rl)
-            != NULL)
-        {
-            return NGX_OK;
-        }
-    }
-
-failed:
-
-    ngx_free(rl);
-
-    return NGX_ERROR;
-}
-
-
-/* a V line: its request id is its id without the "/v" */
-
-static ngx_int_t
-ngx_http_imgbill_journal_send_reverse(ngx_http_imgbill_replayer_t *rp,
-    ngx_http_imgbill_replay_line_t *rl, u_char *p, u_char *eol)
-{
-    time_t     charged_at;
-    ngx_str_t  account, at, request_id;
-
-    request_id = rl->request_id;
-
-    if (request_id.len > 2
-        && ngx_strncmp(request_id.data + request_id.len - 2, "/v", 2) == 0
-        && ngx_http_imgbill_journal_field(&p, eol, &account) == NGX_OK
-        && ngx_http_imgbill_journal_field(&p, eol, &at) == NGX_OK
-        && (charged_at = ngx_atotm(at.data, at.len)) != NGX_ERROR)
-    {
-        request_id.len -= 2;
-
-        if (ngx_http_imgbill_script_reverse(rp->store, &account, &request_id,
-                                    charged_at,
-                                    ngx_http_imgbill_journal_replayed, rl)
-            != NULL)
-        {
-            return NGX_OK;
-        }
-    }
-
-    ngx_free(rl);
-
-    return NGX_ERROR;
+    return NGX_OK;
 }
 
 
@@ -598,7 +683,10 @@ ngx_http_imgbill_journal_compact(ngx_http_imgbill_store_t *store,
             break;
         }
 
-        owed += ngx_http_imgbill_journal_owes(p, eol, &jr);
+        /* an unreadable line was reported by the replay: it goes */
+
+        owed += (ngx_http_imgbill_journal_owes(p, eol, &jr)
+                 == NGX_HTTP_IMGBILL_JOURNAL_OWED);
     }
 
     if (owed == 0 && jr.buf && !jr.partial && ftruncate(fd, 0) == -1) {

@@ -32,12 +32,30 @@ typedef struct {
 } ngx_http_imgbill_journal_hold_t;
 
 
+/* an S, R or V line, parsed; its strings point into the journal read */
+typedef struct {
+    u_char                         type;
+    ngx_str_t                      id;         /* what its D line says */
+    ngx_http_imgbill_settle_t      settle;     /* S: all of it; V: the
+                                                  request id, account */
+    ngx_str_t                      key_hash;   /* R */
+    time_t                         charged_at; /* V */
+} ngx_http_imgbill_journal_line_t;
+
+/* what a line owes: ngx_http_imgbill_journal_owes() */
+#define NGX_HTTP_IMGBILL_JOURNAL_NOTHING  0    /* answered, or not ours */
+#define NGX_HTTP_IMGBILL_JOURNAL_OWED     1
+#define NGX_HTTP_IMGBILL_JOURNAL_BAD      2    /* unanswered, unreadable */
+
+
 /* ngx_http_imgbill_journal_read.c */
 ngx_int_t ngx_http_imgbill_journal_read(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_http_imgbill_journal_read_t *jr);
 void ngx_http_imgbill_journal_free(ngx_http_imgbill_journal_read_t *jr);
 ngx_uint_t ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
     ngx_http_imgbill_journal_read_t *jr);
+ngx_int_t ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
+    ngx_http_imgbill_journal_line_t *l);
 ngx_int_t ngx_http_imgbill_journal_field(u_char **p, u_char *last,
     ngx_str_t *field);
 ngx_int_t ngx_http_imgbill_journal_hold_line(u_char *p, u_char *eol,

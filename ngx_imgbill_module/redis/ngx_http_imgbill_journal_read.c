@@ -216,20 +216,137 @@ ngx_http_imgbill_journal_cmp(const void *one, const void *two)
 }
 
 
-/* whether the line at p is an S, R, V or H line that no D line answers */
+/*
+ * What the line at p owes: an S, R, V or H line that no D line answers
+ * is owed, or unreadable (a line cut short by a full disk before lines
+ * were written whole, or edited by hand: replay skips it, and says so).
+ */
 
 ngx_uint_t
 ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
     ngx_http_imgbill_journal_read_t *jr)
 {
-    ngx_str_t  type, id;
+    u_char                           *line;
+    ngx_str_t                         type, id;
+    ngx_http_imgbill_journal_line_t   l;
+    ngx_http_imgbill_journal_hold_t   h;
 
-    return ngx_http_imgbill_journal_field(&p, eol, &type) == NGX_OK
-           && type.len == 1
-           && (*type.data == 'S' || *type.data == 'R' || *type.data == 'V'
-               || *type.data == 'H')
-           && ngx_http_imgbill_journal_field(&p, eol, &id) == NGX_OK
-           && !ngx_http_imgbill_journal_done(jr, &id);
+    line = p;
+
+    if (ngx_http_imgbill_journal_field(&p, eol, &type) != NGX_OK
+        || type.len != 1
+        || (*type.data != 'S' && *type.data != 'R' && *type.data != 'V'
+            && *type.data != 'H')
+        || ngx_http_imgbill_journal_field(&p, eol, &id) != NGX_OK
+        || ngx_http_imgbill_journal_done(jr, &id))
+    {
+        return NGX_HTTP_IMGBILL_JOURNAL_NOTHING;
+    }
+
+    if (*type.data == 'H'
+        ? ngx_http_imgbill_journal_hold_line(line + 2, eol, &h) != NGX_OK
+        : ngx_http_imgbill_journal_line(line, eol, &l) != NGX_OK)
+    {
+        return NGX_HTTP_IMGBILL_JOURNAL_BAD;
+    }
+
+    return NGX_HTTP_IMGBILL_JOURNAL_OWED;
+}
+
+
+/*
+ * An S, R or V line, every field checked:
+ *   S <request id> <account> <charge> <channel> <prompt> <completion>
+ *     <model> [<images>]    (a line from before images were counted: one)
+ *   R <request id> <key hash>
+ *   V <request id>/v <account> <charged at>
+ */
+
+ngx_int_t
+ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
+    ngx_http_imgbill_journal_line_t *l)
+{
+    ngx_int_t                   n;
+    ngx_str_t                   type, f[8];
+    ngx_uint_t                  nf;
+    ngx_http_imgbill_settle_t  *s;
+
+    s = &l->settle;
+    ngx_memzero(l, sizeof(ngx_http_imgbill_journal_line_t));
+
+    if (ngx_http_imgbill_journal_field(&p, eol, &type) != NGX_OK
+        || type.len != 1
+        || ngx_http_imgbill_journal_field(&p, eol, &l->id) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (nf = 0; nf < 8; nf++) {
+        if (ngx_http_imgbill_journal_field(&p, eol, &f[nf]) != NGX_OK) {
+            break;
+        }
+    }
+
+    l->type = *type.data;
+    s->request_id = l->id;
+
+    switch (l->type) {
+
+    case 'R':
+        l->key_hash = f[0];
+        return (nf == 1 && f[0].len == NGX_HTTP_IMGBILL_KEY_HASH_LEN)
+               ? NGX_OK : NGX_ERROR;
+
+    case 'V':
+        if (nf != 2 || l->id.len <= 2
+            || ngx_strncmp(l->id.data + l->id.len - 2, "/v", 2) != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        s->request_id.len -= 2;
+        s->account = f[0];
+        l->charged_at = ngx_atotm(f[1].data, f[1].len);
+
+        return (l->charged_at == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+
+    case 'S':
+        break;
+
+    default:
+        return NGX_ERROR;
+    }
+
+    if (nf != 6 && nf != 7) {
+        return NGX_ERROR;
+    }
+
+    s->account = f[0];
+    s->model = f[5];
+    s->charge = ngx_atoi(f[1].data, f[1].len);
+    s->prompt_tokens = ngx_atoi(f[3].data, f[3].len);
+    s->completion_tokens = ngx_atoi(f[4].data, f[4].len);
+    n = ngx_http_imgbill_channel_find(f[2].data, f[2].len);
+
+    if (s->charge == NGX_ERROR || s->prompt_tokens == NGX_ERROR
+        || s->completion_tokens == NGX_ERROR || n == NGX_ERROR)
+    {
+        return NGX_ERROR;
+    }
+
+    s->channel = n;
+
+    /* a line from before images were counted: one */
+
+    n = (nf == 7) ? ngx_atoi(f[6].data, f[6].len) : 1;
+
+    if (n == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    s->images = n;
+
+    return NGX_OK;
 }
 
 

@@ -76,6 +76,8 @@ typedef struct {
     ngx_msec_t                      wait_timeout;
     time_t                          hold_ttl;
     ngx_open_file_t                *journal;   /* NULL: off */
+    off_t                           journal_reserve;  /* free space below
+                                                         which to warn */
 } ngx_http_imgbill_redis_conf_t;
 
 
@@ -86,6 +88,8 @@ typedef struct {
     ngx_atomic_t                    rtt_sum;   /* microseconds */
     ngx_atomic_t                    journal_lines;
     ngx_atomic_t                    journal_owed;  /* at the last replay */
+    ngx_atomic_t                    unrecorded;  /* lines neither Redis
+                                                    nor the journal took */
 } ngx_http_imgbill_stats_t;
 
 
@@ -233,13 +237,14 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_info(
 void ngx_http_imgbill_batch_rebind(ngx_http_imgbill_cmd_t *cmd,
     ngx_http_imgbill_reply_pt handler, void *data);
 
-/* ngx_http_imgbill_journal.c: what Redis could not take, kept on disk */
-void ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
+/* ngx_http_imgbill_journal.c: what Redis could not take, kept on disk;
+   NGX_ERROR: not kept either (the error log says why) */
+ngx_int_t ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_http_imgbill_settle_t *s);
-void ngx_http_imgbill_journal_reverse(ngx_http_imgbill_store_t *store,
+ngx_int_t ngx_http_imgbill_journal_reverse(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_str_t *account, ngx_str_t *request_id,
     time_t charged_at);
-void ngx_http_imgbill_journal_release(ngx_http_imgbill_store_t *store,
+ngx_int_t ngx_http_imgbill_journal_release(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_str_t *request_id, u_char *key_hash);
 
 /* ngx_http_imgbill_ledger.c: the info command's ledger, during its

@@ -43,6 +43,7 @@ ngx_http_imgbill_redis_create_conf(ngx_http_imgbill_redis_conf_t *rc)
     rc->wait_replicas = NGX_CONF_UNSET;
     rc->hold_ttl = NGX_CONF_UNSET;
     rc->journal = NGX_CONF_UNSET_PTR;
+    rc->journal_reserve = NGX_CONF_UNSET;
 }
 
 
@@ -53,6 +54,9 @@ ngx_http_imgbill_redis_init_conf(ngx_conf_t *cf,
     ngx_conf_init_msec_value(rc->timeout, 1000);
     ngx_conf_init_value(rc->hold_ttl, 900);
     ngx_conf_init_value(rc->wait_replicas, 0);
+    if (rc->journal_reserve == NGX_CONF_UNSET) {
+        rc->journal_reserve = 16 * 1024 * 1024;
+    }
 
     /* a WAIT blocks the connection: it must end before the connection is
        given up for silent */

@@ -97,6 +97,7 @@ struct ngx_http_imgbill_redis_link_s {
 
 /* what ngx_http_imgbill_stats_count() counts beside the Redis events */
 #define NGX_HTTP_IMGBILL_JOURNAL_LINE     10
+#define NGX_HTTP_IMGBILL_UNRECORDED       11
 
 
 /* ngx_http_imgbill_store.c */

@@ -146,6 +146,9 @@ ngx_http_imgbill_stats_count(ngx_http_imgbill_store_t *store,
     if (what == NGX_HTTP_IMGBILL_JOURNAL_LINE) {
         (void) ngx_atomic_fetch_add(&store->stats->journal_lines, 1);
 
+    } else if (what == NGX_HTTP_IMGBILL_UNRECORDED) {
+        (void) ngx_atomic_fetch_add(&store->stats->unrecorded, 1);
+
     } else if (what < NGX_HTTP_IMGBILL_REDIS_EVENTS) {
         (void) ngx_atomic_fetch_add(&store->stats->redis[what], 1);
     }
