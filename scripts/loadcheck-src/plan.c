@@ -39,10 +39,13 @@ const lc_kind_t  lc_kinds[LC_NKINDS] = {
     { "abort", "sleep=1.5", 5, 200, NULL, LC_CHARGE_USAGE, 1, 1, 1, 0, 1 },
     { "badkey", "", 4, 401, "invalid_api_key", LC_CHARGE_NONE,
       0, 1, 0, 0, 1 },
+    /* refused for their bodies, but only once their key is known: a
+       worker that has not seen it yet asks Redis first (503 under a
+       fault) */
     { "badmodel", "", 4, 400, "model_not_supported", LC_CHARGE_NONE,
-      0, 0, 0, 1, 1 },
+      0, 1, 0, 1, 1 },
     { "badjson", "", 4, 400, "invalid_json", LC_CHARGE_NONE,
-      0, 0, 0, 0, 0 },
+      0, 1, 0, 0, 0 },
 };
 
 
