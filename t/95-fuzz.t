@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 # libFuzzer over the parsers of hostile input (t/fuzz/run: the reply
 # scanner, checked against jansson, the request validator, the
-# event-stream reader and the multipart/form-data reader), and proof that
-# the harness notices a broken scanner or a broken reader.
+# event-stream reader, the multipart/form-data reader and the journal's
+# reader), and proof that the harness notices a broken scanner or a broken
+# reader.
 use strict;
 use warnings;
 use File::Temp qw(tempdir);
@@ -30,7 +31,7 @@ my $started = time;
 my $out = `FUZZ_SECONDS=$seconds "$root/t/fuzz/run" 2>&1`;
 is($?, 0, "t/fuzz/run exits 0") or diag($out);
 
-for my $t (qw(scan request sse multipart)) {
+for my $t (qw(scan request sse multipart journal)) {
     my ($line, $runs, $crashes) =
         $out =~ /^(fuzz $t: (\d+) runs in \d+ s, (\d+) crash\S*)/m;
 
@@ -89,6 +90,11 @@ selftest('sse', 'a reader that misplaces the usage',
 selftest('multipart', 'a reader that miscounts a part',
          qr/invariant failed: a part's size is not its bytes/,
          'because its bytes add up otherwise');
+
+# a journal line's charge read one unit high
+selftest('journal', 'a journal reader that misreads a charge',
+         qr/invariant failed: a charge reads back otherwise/,
+         'because the line says otherwise');
 
 note("t/95-fuzz.t: " . (time - $started) . " s");
 

@@ -26,6 +26,7 @@ static ngx_uint_t ngx_http_imgbill_journal_done(
 static int ngx_libc_cdecl ngx_http_imgbill_journal_cmp(const void *one,
     const void *two);
 static ngx_uint_t ngx_http_imgbill_journal_alive(ngx_pid_t pid);
+static ngx_int_t ngx_http_imgbill_journal_number(ngx_str_t *f);
 static ngx_int_t ngx_http_imgbill_journal_index(
     ngx_http_imgbill_journal_read_t *jr, ngx_log_t *log);
 
@@ -306,9 +307,9 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
 
         s->request_id.len -= 2;
         s->account = f[0];
-        l->charged_at = ngx_atotm(f[1].data, f[1].len);
+        l->charged_at = ngx_http_imgbill_journal_number(&f[1]);
 
-        return (l->charged_at == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+        return (l->charged_at <= 0) ? NGX_ERROR : NGX_OK;
 
     case 'S':
         break;
@@ -323,9 +324,9 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
 
     s->account = f[0];
     s->model = f[5];
-    s->charge = ngx_atoi(f[1].data, f[1].len);
-    s->prompt_tokens = ngx_atoi(f[3].data, f[3].len);
-    s->completion_tokens = ngx_atoi(f[4].data, f[4].len);
+    s->charge = ngx_http_imgbill_journal_number(&f[1]);
+    s->prompt_tokens = ngx_http_imgbill_journal_number(&f[3]);
+    s->completion_tokens = ngx_http_imgbill_journal_number(&f[4]);
     n = ngx_http_imgbill_channel_find(f[2].data, f[2].len);
 
     if (s->charge == NGX_ERROR || s->prompt_tokens == NGX_ERROR
@@ -338,7 +339,7 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
 
     /* a line from before images were counted: one */
 
-    n = (nf == 7) ? ngx_atoi(f[6].data, f[6].len) : 1;
+    n = (nf == 7) ? ngx_http_imgbill_journal_number(&f[6]) : 1;
 
     if (n == NGX_ERROR) {
         return NGX_ERROR;
@@ -347,6 +348,23 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
     s->images = n;
 
     return NGX_OK;
+}
+
+
+/*
+ * A number as the journal writes it (%i, %T): digits, no leading zero.
+ * A line cut short with the next one written onto it must not pass a
+ * hex id's digits for one.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_journal_number(ngx_str_t *f)
+{
+    if (f->len > 1 && f->data[0] == '0') {
+        return NGX_ERROR;
+    }
+
+    return ngx_atoi(f->data, f->len);
 }
 
 
@@ -388,9 +406,13 @@ ngx_http_imgbill_journal_hold_line(u_char *p, u_char *eol,
     ngx_int_t   pid;
     ngx_str_t   until;
 
+    /* three fields, and nothing after them: a line cut short with the
+       next one written onto it must not read as an H line */
+
     if (ngx_http_imgbill_journal_field(&p, eol, &h->id) != NGX_OK
         || ngx_http_imgbill_journal_field(&p, eol, &h->account) != NGX_OK
-        || ngx_http_imgbill_journal_field(&p, eol, &until) != NGX_OK)
+        || ngx_http_imgbill_journal_field(&p, eol, &until) != NGX_OK
+        || p < eol)
     {
         return NGX_ERROR;
     }
@@ -409,9 +431,9 @@ ngx_http_imgbill_journal_hold_line(u_char *p, u_char *eol,
     h->request_id.len = at - h->id.data;
 
     pid = ngx_atoi(at + 1, h->id.data + h->id.len - at - 1);
-    h->until = ngx_atotm(until.data, until.len);
+    h->until = ngx_http_imgbill_journal_number(&until);
 
-    if (pid <= 0 || pid > NGX_MAX_INT32_VALUE || h->until == NGX_ERROR) {
+    if (pid <= 0 || pid > NGX_MAX_INT32_VALUE || h->until <= 0) {
         return NGX_ERROR;
     }
 
