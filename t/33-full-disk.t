@@ -12,7 +12,9 @@
 #   b. space freed, Redis still away: the next charge is journaled, the
 #      client gets its image and the charge;
 #   c. Redis back: the journal is replayed, that charge is in the ledger
-#      once, the first request's nothing.
+#      once, the first request's nothing;
+#   d. the same under load: thirty generations, Redis down, the disk full,
+#      space freed mid-outage: the ledger holds exactly the charges told.
 # At start, the filesystem's 64 KiB are under imgbill_journal_reserve
 # (16m): a warning says so.
 use strict;
@@ -149,6 +151,43 @@ is scalar @{ $h->ledger($a2) }, 1, '... one ledger entry';
 is $h->balance($a1), 100000, 'the withheld reply: nothing charged';
 is scalar @{ $h->ledger($a1) }, 0, '... no ledger entry';
 is metric('imgbill_unrecorded_total'), 3, 'imgbill_unrecorded_total still 3';
+# ---- d. under load: the disk full, Redis down, space freed mid-outage -----
+# Thirty generations admitted at once, then Redis goes down: the first
+# fifteen finish while the journal's filesystem is full, the rest after
+# space is freed.  Whatever each client was told, the ledger agrees once
+# Redis is back: every charge told is applied once, no other.
+{
+    my $N = 15;
+    my ($al, $kl) = $h->fresh_account(prefix => 'load', units => 1_000_000);
+    $h->request('GET', '/v1/models', undef, Authorization => "Bearer $kl");
+    ok wait_for(sub { !-s $journal }, 15), 'load: the journal empty to begin with';
+    fill();
+    my $first = $h->in_flight($N, key => $kl, mock => 'sleep=1');
+    my $later = $h->in_flight($N, key => $kl, mock => 'sleep=5');
+    ok $h->wait_holds($al, 2 * $N, 15), "load: all @{[ 2 * $N ]} admitted";
+    $h->redis_stop(keep => 1);
+    my @r1 = $first->();
+    unlink "$mnt/filler" or die;
+    my @r2 = $later->();
+    my %seen;
+    $seen{$_}++ for @r1, @r2;
+    note 'load: ' . join(', ', map { "$_ x$seen{$_}" } sort keys %seen);
+    is scalar(grep { $_ eq '503 -' || $_ eq '503 0.0000' } @r1), $N,
+       "load: the $N that ended on a full disk got 503";
+    is scalar(grep { $_ eq '200 0.2465' } @r2), $N,
+       "load: the $N that ended after space was freed got their image and 0.2465";
+    $h->redis_start;
+    ok wait_for(sub { !-s $journal }, 20), 'load: Redis back, the journal replayed and emptied';
+    my @l = @{ $h->ledger($al) };
+    my $net = 0;
+    $net += ($_->{type} // 'charge') eq 'reversal' ? -$_->{amount} : $_->{charge} for @l;
+    is $net, 2465 * $N, 'load: the ledger holds exactly the charges told';
+    is $h->balance($al), 1_000_000 - 2465 * $N, '... and so does the balance';
+    is scalar(grep { ($_->{type} // 'charge') eq 'charge' } @l)
+       - scalar(grep { ($_->{type} // '') eq 'reversal' } @l), $N,
+       "... $N charges standing";
+}
+
 is_deeply [ $h->crashes ], [], 'no worker crashed';
 
 done_testing;
