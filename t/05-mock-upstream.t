@@ -631,6 +631,94 @@ is $first->{query}, undef, 'log: no query, null';
     ok !$r->{json}, 'decode=go: a long s folds to s: it streams (no JSON reply)';
 }
 
+# ---- OpenAI's Images API ----------------------------------------------------
+{
+    sub images {
+        my ($op, $xmock, %o) = @_;
+        my ($ctype, $body);
+        if ($o{form}) {
+            my $b = 'mockFormBoundary7';
+            $body = '';
+            for my $f (@{ $o{form} }) {
+                my ($name, $value, $file) = @$f;
+                $body .= "--$b\r\nContent-Disposition: form-data; name=\"$name\""
+                       . (defined $file ? "; filename=\"$file\"\r\nContent-Type: image/png" : '')
+                       . "\r\n\r\n$value\r\n";
+            }
+            $body .= "--$b--\r\n";
+            $ctype = "multipart/form-data; boundary=$b";
+        } else {
+            $body = encode_json($o{json});
+            $ctype = 'application/json';
+        }
+        my %hdr = ('Content-Type' => $ctype);
+        $hdr{'X-Mock'} = $xmock if defined $xmock;
+        my $res = $ua->request('POST', "$base/v1/images/$op", { headers => \%hdr, content => $body });
+        $res->{json} = eval { JSON::PP->new->decode($res->{content}) };
+        return $res;
+    }
+
+    my $r = images('generations', 'size=8', json => { model => 'gpt-image-1', prompt => 'a fox', n => 2 });
+    is $r->{status}, 200, 'images: gpt-image-1 generations 200';
+    is scalar @{ $r->{json}{data} }, 2, '... two images, as n asks';
+    is $r->{json}{data}[0]{b64_json}, 'iVBORw0K', '... each a b64_json';
+    is_deeply $r->{json}{usage}, { input_tokens => 50, output_tokens => 2112, total_tokens => 2162,
+                                   input_tokens_details => { text_tokens => 50, image_tokens => 0 } },
+              '... usage: 50 text in, 1056 out per image';
+    like $r->{content}, qr/"input_tokens":50,"input_tokens_details":\{"image_tokens":0,"text_tokens":50\},"output_tokens":2112/,
+         '... in the order OpenAI writes it';
+
+    $r = images('generations', 'nodetails=1', json => { model => 'gpt-image-1', prompt => 'x' });
+    ok !exists $r->{json}{usage}{input_tokens_details}, 'nodetails=1: no input_tokens_details';
+
+    $r = images('generations', undef, json => { model => 'dall-e-3', prompt => 'a fox' });
+    like $r->{json}{data}[0]{url}, qr{^http://127\.0\.0\.1/mock-images/}, 'dall-e-3: a url';
+    is $r->{json}{data}[0]{revised_prompt}, 'A fox, as asked.', '... and a revised_prompt';
+    ok !exists $r->{json}{usage}, '... no usage';
+    $r = images('generations', 'size=8', json => { model => 'dall-e-3', prompt => 'x',
+                                                   response_format => 'b64_json' });
+    is $r->{json}{data}[0]{b64_json}, 'iVBORw0K', '... b64_json when asked';
+    $r = images('generations', undef, json => { model => 'dall-e-3', prompt => 'x', n => 2 });
+    is $r->{status}, 400, 'dall-e-3, n 2: 400';
+    is $r->{json}{error}{type}, 'invalid_request_error', '... invalid_request_error';
+
+    $r = images('generations', 'images=3', json => { model => 'doubao-seedream-4-0', prompt => 'x', n => 4 });
+    is scalar @{ $r->{json}{data} }, 3, 'seedream, n 4, images=3: three urls';
+    is $r->{json}{usage}{generated_images}, 3, '... usage.generated_images 3';
+
+    $r = images('generations', 'kind=moderation', json => { model => 'gpt-image-1', prompt => 'x' });
+    is $r->{status}, 400, 'kind=moderation: 400';
+    is_deeply [ @{ $r->{json}{error} }{qw(code type)} ],
+              [ 'moderation_blocked', 'image_generation_user_error' ], '... moderation_blocked';
+
+    $r = images('edits', 'size=8; pt=40', form => [ [ model => 'gpt-image-1' ], [ prompt => 'fox' ],
+                                                    [ 'image[]' => 'x' x 100, 'a.png' ],
+                                                    [ 'image[]' => 'y' x 50, 'b.png' ],
+                                                    [ mask => 'z' x 10, 'm.png' ] ]);
+    is $r->{status}, 200, 'edits, a form: 200';
+    is_deeply $r->{json}{usage}{input_tokens_details}, { text_tokens => 40, image_tokens => 776 },
+              '... 388 image tokens per image[] file, none for the mask';
+    my ($logged) = grep { ($_->{images_api} // '') eq 'edits' } $h->upstream_requests;
+    is_deeply $logged && [ map { "$_->{name} $_->{filename} $_->{size}" } @{ $logged->{form}{files} } ],
+              [ 'image[] a.png 100', 'image[] b.png 50', 'mask m.png 10' ], '... the log has its files';
+    is $logged && $logged->{form}{fields}{model}, 'gpt-image-1', '... and its fields';
+
+    $r = images('edits', 'size=8', form => [ [ model => 'gpt-image-1' ], [ prompt => 'fox' ],
+                                             [ stream => 'true' ], [ partial_images => 2 ], [ n => 2 ],
+                                             [ image => 'x', 'a.png' ] ]);
+    like $r->{headers}{'content-type'}, qr{^text/event-stream}, 'edits, stream=true: an event stream';
+    my @ev = map { [ /^event: (\S+)\ndata: (.*)$/s ] } split /\n\n/, $r->{content};
+    is join(' ', map { $_->[0] } @ev),
+       'image_edit.partial_image image_edit.partial_image image_edit.completed '
+       . 'image_edit.partial_image image_edit.partial_image image_edit.completed',
+       '... per image two partial events and a completed one';
+    my @d = map { JSON::PP->new->decode($_->[1]) } @ev;
+    is_deeply [ map { $_->{type} } @d ], [ map { $_->[0] } @ev ], '... each type as its event: line';
+    is_deeply [ map { exists $_->{usage} ? 1 : 0 } @d ], [ 0, 0, 1, 0, 0, 1 ], '... usage in the completed ones only';
+    is $d[2]{usage}{input_tokens} + $d[5]{usage}{input_tokens}, 438, '... the input counted once';
+    is $d[2]{usage}{output_tokens} + $d[5]{usage}{output_tokens}, 2112, '... the output per image';
+}
+
 # SIGTERM stops it (and its children)
 my $port = free_port();
 my $pid = fork;
