@@ -9,6 +9,6 @@ use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
 Imgbill::Unit::run('scan_check',
-                   [qw(scan scan_token api splice openai gemini compact compact_token
+                   [qw(scan scan_token api splice openai gemini images compact compact_token
                        request reading)],
                    [qw(-ljansson)]);

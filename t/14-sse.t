@@ -10,6 +10,6 @@ use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
 Imgbill::Unit::run('sse_check',
-                   [qw(sse scan scan_token api splice openai gemini compact
+                   [qw(sse scan scan_token api splice openai gemini images compact
                        compact_token request reading)],
                    [qw(-ljansson)]);

@@ -112,8 +112,8 @@ like $h->error_log, qr{request: "GET /v1beta/models\?key=x{9} HTTP/1\.1"},
 unlike $h->error_log, qr/sk-nobody/, '... and appears nowhere';
 
 # --- unknown paths: JSON 404s in the API's shape
-error_ok($h->post('/v1/images/generations', {}, Authorization => "Bearer $key"),
-         404, 'invalid_request_error', 'not_found', '/v1/images/generations: JSON 404');
+error_ok($h->post('/v1/audio/speech', {}, Authorization => "Bearer $key"),
+         404, 'invalid_request_error', 'not_found', '/v1/audio/speech: JSON 404');
 error_ok(get('/fast/v1/nothing'), 404, 'invalid_request_error', 'not_found',
          '/fast/v1/nothing: JSON 404');
 google_error_ok(get('/v1beta/nothing'), 404, 'NOT_FOUND', '/v1beta/nothing: JSON 404');

@@ -11,6 +11,7 @@
 
 extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
 extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_images_api;
 
 
 /* the first is a location's when it names none */
@@ -18,6 +19,7 @@ extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
 static ngx_http_imgbill_api_t  *ngx_http_imgbill_apis[] = {
     &ngx_http_imgbill_openai_api,
     &ngx_http_imgbill_gemini_api,
+    &ngx_http_imgbill_images_api,
     NULL
 };
 

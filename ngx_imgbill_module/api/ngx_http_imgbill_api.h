@@ -113,6 +113,26 @@ typedef struct {
 } ngx_http_imgbill_api_t;
 
 
+/* OpenAI's error and model list, which its APIs share (at most _LEN bytes
+   beside the message, or the name twice) */
+#define NGX_HTTP_IMGBILL_OPENAI_ERROR                                        \
+    "{\"error\":{\"message\":\"\",\"type\":\"\",\"param\":null,"               \
+    "\"code\":\"\"}}\n"
+#define NGX_HTTP_IMGBILL_OPENAI_ERROR_LEN                                    \
+    (sizeof(NGX_HTTP_IMGBILL_OPENAI_ERROR) - 1                               \
+     + sizeof("invalid_request_error") - 1)
+
+#define NGX_HTTP_IMGBILL_OPENAI_MODEL                                        \
+    ",{\"id\":\"\",\"object\":\"model\",\"created\":0,\"owned_by\":\"imgbill\"}"
+#define NGX_HTTP_IMGBILL_OPENAI_MODEL_LEN                                    \
+    (sizeof(NGX_HTTP_IMGBILL_OPENAI_MODEL) - 1)
+
+
+/* ngx_http_imgbill_openai.c */
+u_char *ngx_http_imgbill_openai_error(u_char *p,
+    ngx_http_imgbill_error_t *err);
+u_char *ngx_http_imgbill_openai_model(u_char *p, ngx_str_t *name);
+
 /* ngx_http_imgbill_api.c */
 char *ngx_http_imgbill_api_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

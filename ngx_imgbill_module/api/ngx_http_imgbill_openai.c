@@ -44,9 +44,6 @@ static ngx_int_t ngx_http_imgbill_openai_bad_options(
     ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_openai_rewrite(ngx_http_request_t *r,
     ngx_http_imgbill_request_t *req);
-static u_char *ngx_http_imgbill_openai_error(u_char *p,
-    ngx_http_imgbill_error_t *err);
-static u_char *ngx_http_imgbill_openai_model(u_char *p, ngx_str_t *name);
 
 
 /*
@@ -117,14 +114,6 @@ static ngx_http_imgbill_key_source_t  ngx_http_imgbill_openai_key[] = {
 };
 
 
-#define NGX_HTTP_IMGBILL_OPENAI_ERROR                                        \
-    "{\"error\":{\"message\":\"\",\"type\":\"\",\"param\":null,"               \
-    "\"code\":\"\"}}\n"
-
-#define NGX_HTTP_IMGBILL_OPENAI_MODEL                                        \
-    ",{\"id\":\"\",\"object\":\"model\",\"created\":0,\"owned_by\":\"imgbill\"}"
-
-
 /* where the client's stream_options is, and its include_usage: a stream's
    rewrite needs them, in this order */
 
@@ -144,11 +133,10 @@ ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api = {
     ngx_http_imgbill_openai_marks_paths,
     ngx_http_imgbill_openai_rewrite,
     ngx_http_imgbill_openai_error,
-    sizeof(NGX_HTTP_IMGBILL_OPENAI_ERROR) - 1
-        + sizeof("invalid_request_error") - 1,
+    NGX_HTTP_IMGBILL_OPENAI_ERROR_LEN,
     ngx_string("{\"object\":\"list\",\"data\":["),
     ngx_http_imgbill_openai_model,
-    sizeof(NGX_HTTP_IMGBILL_OPENAI_MODEL) - 1,
+    NGX_HTTP_IMGBILL_OPENAI_MODEL_LEN,
     ngx_string("]}\n"),
     &ngx_http_imgbill_openai_dialect,
     1
@@ -213,37 +201,12 @@ ngx_http_imgbill_openai_check(ngx_http_imgbill_request_t *req,
     size_t image_limit)
 {
     size_t      i, j, size;
-    json_t     *model, *messages, *message, *part, *image;
+    json_t     *messages, *message, *part, *image;
     ngx_int_t   rc;
-
-    rc = ngx_http_imgbill_reading_keys(req->root,
-                                       ngx_http_imgbill_openai_root, req);
-    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
-        return rc;
-    }
-
-    model = json_object_get(req->root, "model");
-
-    if (!json_is_string(model) || json_string_length(model) == 0) {
-        req->param = "model";
-        req->expected = "a string";
-        req->code = "missing_model";
-        return NGX_HTTP_IMGBILL_REQ_MISSING;
-    }
-
-    if (ngx_http_imgbill_request_long(req, model)) {
-        req->param = "model";
-        req->expected = "a model's name";
-        return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
-    }
-
-    req->model.len = json_string_length(model);
-    req->model.data = (u_char *) json_string_value(model);
 
     /* each of the n choices is a generation of its own */
 
-    rc = ngx_http_imgbill_request_asked(json_object_get(req->root, "n"), "n",
-                                        req);
+    rc = ngx_http_imgbill_reading_openai(req, ngx_http_imgbill_openai_root);
     if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
         return rc;
     }
@@ -503,7 +466,7 @@ ngx_http_imgbill_openai_rewrite(ngx_http_request_t *r,
 
 /* the kinds of error, as OpenAI names them */
 
-static u_char *
+u_char *
 ngx_http_imgbill_openai_error(u_char *p, ngx_http_imgbill_error_t *err)
 {
     const char  *type;
@@ -536,7 +499,7 @@ ngx_http_imgbill_openai_error(u_char *p, ngx_http_imgbill_error_t *err)
 }
 
 
-static u_char *
+u_char *
 ngx_http_imgbill_openai_model(u_char *p, ngx_str_t *name)
 {
     p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);

@@ -269,6 +269,49 @@ ngx_http_imgbill_reading_tokens(json_t *v, const char *name, ngx_int_t min,
 }
 
 
+/*
+ * What OpenAI's APIs share at the root of a body: its members read once
+ * (known), a "model" that is a short non-empty string, and "n", the
+ * images asked for.
+ */
+
+ngx_int_t
+ngx_http_imgbill_reading_openai(ngx_http_imgbill_request_t *req,
+    const char *const *known)
+{
+    json_t     *model;
+    ngx_int_t   rc;
+
+    rc = ngx_http_imgbill_reading_keys(req->root, known, req);
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
+    }
+
+    model = json_object_get(req->root, "model");
+
+    if (!json_is_string(model) || json_string_length(model) == 0) {
+        req->param = "model";
+        req->expected = "a string";
+        req->code = "missing_model";
+        return NGX_HTTP_IMGBILL_REQ_MISSING;
+    }
+
+    if (ngx_http_imgbill_request_long(req, model)) {
+        req->param = "model";
+        req->expected = "a model's name";
+        return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+    }
+
+    req->model.len = json_string_length(model);
+    req->model.data = (u_char *) json_string_value(model);
+
+    /* each image of the n is a generation the upstream bills */
+
+    return ngx_http_imgbill_request_asked(json_object_get(req->root, "n"),
+                                          "n", req);
+}
+
+
 /* a flag: absent or null, false; else true or false */
 
 ngx_int_t

@@ -182,6 +182,8 @@ json_t *ngx_http_imgbill_reading_member(json_t *obj,
     const char *const *names);
 ngx_int_t ngx_http_imgbill_reading_tokens(json_t *v, const char *name,
     ngx_int_t min, ngx_int_t *tokens, ngx_http_imgbill_request_t *req);
+ngx_int_t ngx_http_imgbill_reading_openai(ngx_http_imgbill_request_t *req,
+    const char *const *known);
 ngx_int_t ngx_http_imgbill_reading_flag(json_t *v, const char *name,
     ngx_uint_t *flag, ngx_http_imgbill_request_t *req);
 ngx_uint_t ngx_http_imgbill_arg_is(u_char *p, u_char *last, const char *name);

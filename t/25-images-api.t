@@ -1,0 +1,156 @@
+# OpenAI's Images API, its generations (issue 19, the part that is built),
+# through conf.d's own locations, against the mock that answers as OpenAI
+# does:
+#   - metered: gpt-image-1 by its usage, 36 / 288 yuan per 1M tokens:
+#     50 in, 1056 out -> 0.0018 + 0.3041 = 0.3059; n 2 (2112 out) ->
+#     0.0018 + 0.6083 = 0.6101
+#   - /fast/: each image delivered at its price, never the n asked:
+#     dall-e-3 0.2880; Seedream n 4 with 3 delivered 0.6000, none free; a
+#     moderation refusal free; 1.00 and 10 dall-e-3 calls at once: exactly
+#     3 served, 0.1360 left
+#   - refused, free, Redis untouched: n 0, n "2", n 11, a stream, no
+#     model, a model not priced here
+#   - the official openai SDK's images.generate(), on both channels
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib', 'scripts/lib';
+use Imgbill::Harness qw(wait_for error_ok);
+use JSON::PP ();
+
+my $h = Imgbill::Harness->new;
+my $GEN  = '/v1/images/generations';
+my $FAST = '/fast/v1/images/generations';
+
+sub gen {
+    my ($path, $key, $body, $mock) = @_;
+    return $h->post($path, $body, Authorization => "Bearer $key",
+                    (defined $mock ? ('X-Mock' => $mock) : ()));
+}
+
+# charged: the header, the ledger entry, the balance
+sub charged_ok {
+    my ($r, $acct, $charge, $images, $name) = @_;
+    my $units = int($charge * 10000 + 0.5);
+    subtest $name => sub {
+        is $r->{status}, 200, 'status 200';
+        is $r->{headers}{'x-imgbill-charge'}, $charge, "X-Imgbill-Charge $charge";
+        is scalar @{ $r->{json}{data} || [] }, $images, "$images image(s) in data[]";
+        ok wait_for(sub { ($h->balance($acct) // 0) == 100000 - $units }),
+           "Redis: $charge charged";
+        my $l = $h->ledger($acct);
+        is scalar @$l, 1, 'one ledger entry';
+        is $l->[0]{charge}, $units, "... of $units units";
+        is $l->[0]{images}, $images, "... for $images image(s)";
+        ok $h->wait_holds($acct, 0, 10), 'no hold left';
+    };
+}
+
+# ---- metered: gpt-image-1 by its usage --------------------------------------
+{
+    my ($a, $k) = $h->fresh_account(prefix => 'gi');
+    my $r = gen($GEN, $k, { model => 'gpt-image-1', prompt => 'a fox' }, 'size=64');
+    charged_ok($r, $a, '0.3059', 1, 'gpt-image-1, 50 in, 1056 out: 0.0018 + 0.3041 = 0.3059');
+    is $r->{json}{data}[0]{b64_json}, substr('iVBORw0KGgoAAAANSUhEUgAA' . 'A' x 64, 0, 64),
+       '... the image as the upstream sent it';
+    is_deeply $r->{json}{usage}{input_tokens_details}, { text_tokens => 50, image_tokens => 0 },
+              '... and its usage untouched';
+
+    ($a, $k) = $h->fresh_account(prefix => 'gi');
+    $r = gen($GEN, $k, { model => 'gpt-image-1', prompt => 'two foxes', n => 2 }, 'size=64');
+    charged_ok($r, $a, '0.6101', 2, 'gpt-image-1, n 2, 2112 out: 0.0018 + 0.6083 = 0.6101');
+
+    ($a, $k) = $h->fresh_account(prefix => 'gi');
+    $r = gen($GEN, $k, { model => 'gpt-image-1', prompt => 'x', n => 2 }, 'images=0');
+    is $r->{status}, 200, 'gpt-image-1, no image delivered: 200';
+    is $r->{headers}{'x-imgbill-charge'}, '0.0000', '... free';
+    ok $h->wait_holds($a, 0, 10), '... its hold given back';
+    is $h->balance($a), 100000, '... nothing charged';
+}
+
+# ---- /fast/: per image delivered -------------------------------------------
+{
+    my ($a, $k) = $h->fresh_account(prefix => 'de');
+    my $r = gen($FAST, $k, { model => 'dall-e-3', prompt => 'a fox' });
+    charged_ok($r, $a, '0.2880', 1, 'dall-e-3 on /fast/: 0.2880');
+    like $r->{json}{data}[0]{url}, qr{^http://127\.0\.0\.1/mock-images/}, '... its url';
+
+    ($a, $k) = $h->fresh_account(prefix => 'sd');
+    $r = gen($FAST, $k, { model => 'doubao-seedream-4-0', prompt => 'four foxes', n => 4 }, 'images=3');
+    charged_ok($r, $a, '0.6000', 3, 'Seedream, n 4 asked, 3 delivered: 0.6000');
+
+    ($a, $k) = $h->fresh_account(prefix => 'sd');
+    $r = gen($FAST, $k, { model => 'doubao-seedream-4-0', prompt => 'x', n => 4 }, 'images=0');
+    is $r->{headers}{'x-imgbill-charge'}, '0.0000', 'Seedream, none delivered: free';
+    ok $h->wait_holds($a, 0, 10), '... its hold given back';
+    is $h->balance($a), 100000, '... nothing charged';
+
+    ($a, $k) = $h->fresh_account(prefix => 'mod');
+    $r = gen($FAST, $k, { model => 'dall-e-3', prompt => 'x' }, 'kind=moderation');
+    is $r->{status}, 400, 'a moderation refusal: the upstream\'s 400 passed on';
+    is $r->{json}{error}{code}, 'moderation_blocked', '... moderation_blocked';
+    ok $h->wait_holds($a, 0, 10), '... its hold given back';
+    is $h->balance($a), 100000, '... free';
+    is scalar @{ $h->ledger($a) }, 0, '... no ledger entry';
+}
+
+# ---- 1.00 and ten dall-e-3 calls at once: exactly three -------------------
+{
+    my ($a, $k) = $h->fresh_account(prefix => 'ten', units => 10000);
+    my $wait = $h->in_flight(10, key => $k, path => $FAST, mock => 'sleep=0.5',
+                             body => { model => 'dall-e-3', prompt => 'a fox' });
+    my @r = $wait->();
+    my %st;
+    $st{$_}++ for @r;
+    is $st{'200 0.2880'}, 3, '1.00, ten dall-e-3 calls at once: three served, 0.2880 each'
+        or diag join ', ', @r;
+    is $st{'402 -'}, 7, '... seven refused 402';
+    ok $h->wait_holds($a, 0, 10), '... no hold left';
+    is $h->balance($a), 1360, '... 0.1360 left';
+}
+
+# ---- refused before the upstream, free ---------------------------------------
+{
+    my ($a, $k) = $h->fresh_account(prefix => 'bad');
+    my $snap = $h->snapshot;
+    my $hits = $h->upstream_hits;
+    for my $case ([ 'n 0', { model => 'dall-e-3', prompt => 'x', n => 0 }, 400, 'invalid_image_count' ],
+                  [ 'n "2"', { model => 'dall-e-3', prompt => 'x', n => '2' }, 400, 'invalid_image_count' ],
+                  [ 'n 11', { model => 'dall-e-3', prompt => 'x', n => 11 }, 400, 'too_many_images' ],
+                  [ 'a stream', { model => 'gpt-image-1', prompt => 'x', stream => JSON::PP::true() },
+                    400, 'stream_not_supported' ],
+                  [ 'no model', { prompt => 'x' }, 400, 'missing_model' ],
+                  [ 'a model not priced here', { model => 'gemini-2.5-flash-image', prompt => 'x' },
+                    400, 'model_not_supported' ]) {
+        my ($name, $body, $status, $code) = @$case;
+        error_ok gen($FAST, $k, $body), $status, 'invalid_request_error', $code, "$name: $status $code";
+    }
+    is $h->snapshot, $snap, '... Redis untouched';
+    is $h->upstream_hits, $hits, '... the upstream never reached';
+}
+
+# ---- the official SDK: client.images.generate() --------------------------------
+SKIP: {
+    my $sdk = eval { Imgbill::Harness::sdk_dir() };
+    skip "the openai SDK: $@", 1 unless $sdk;
+    my ($a, $k) = $h->fresh_account(prefix => 'sdk');
+    my $json = `node $sdk/images-api.mjs ${\ $h->url('') } $k 2>&1`;
+    is $?, 0, 'SDK: the script ran' or diag $json;
+    my $r = eval { JSON::PP->new->decode($json) } || {};
+    is_deeply [ @{ $r->{gpt} || {} }{qw(status images b64 charge)} ], [ 200, 1, 1, '0.3059' ],
+              'SDK, images.generate gpt-image-1: one b64_json image, charged 0.3059';
+    is $r->{gpt}{usage}{output_tokens}, 1056, '... the usage as the upstream sent it';
+    is_deeply [ @{ $r->{dalle} || {} }{qw(status images urls charge)} ], [ 200, 1, 1, '0.2880' ],
+              'SDK, dall-e-3 on /fast/: one url, 0.2880';
+    is_deeply [ @{ $r->{seedream} || {} }{qw(status images charge)} ], [ 200, 2, '0.4000' ],
+              'SDK, Seedream n 2: two images, 0.4000';
+    is_deeply [ @{ $r->{stream} || {} }{qw(status code error_class)} ],
+              [ 400, 'stream_not_supported', 'BadRequestError' ],
+              'SDK, a stream asked for: BadRequestError stream_not_supported';
+    is $r->{seedream}{balance}, sprintf('%.4f', (100000 - 3059 - 2880 - 4000) / 10000),
+       '... and the balance told is what is left';
+    ok wait_for(sub { ($h->balance($a) // 0) == 100000 - 3059 - 2880 - 4000 }),
+       'SDK: Redis holds exactly the three charges';
+}
+
+done_testing;
