@@ -5,7 +5,9 @@
 #     50 in, 1056 out -> 0.0018 + 0.3041 = 0.3059; n 2 (2112 out) ->
 #     0.0018 + 0.6083 = 0.6101
 #   - /fast/: each image delivered at its price, never the n asked:
-#     dall-e-3 0.2880; Seedream n 4 with 3 delivered 0.6000, none free; a
+#     dall-e-3 0.2880, by size and quality (1792x1024 hd 0.8640, 1024x1024
+#     hd and 1024x1792 0.5760); Seedream n 4 with 3 delivered 0.6000, none
+#     free; a
 #     moderation refusal free; 1.00 and 10 dall-e-3 calls at once: exactly
 #     3 served, 0.1360 left
 #   - refused, free, Redis untouched: n 0, n "2", n 11, a stream, no
@@ -75,6 +77,17 @@ sub charged_ok {
     charged_ok($r, $a, '0.2880', 1, 'dall-e-3 on /fast/: 0.2880');
     like $r->{json}{data}[0]{url}, qr{^http://127\.0\.0\.1/mock-images/}, '... its url';
 
+    # dall-e-3 by size and quality, as OpenAI prices it
+    for my $case ([ '1792x1024', 'hd', '0.8640' ], [ '1024x1024', 'hd', '0.5760' ],
+                  [ '1024x1792', 'standard', '0.5760' ], [ '1024x1024', 'standard', '0.2880' ],
+                  [ '1792x1024', undef, '0.5760' ]) {
+        my ($size, $quality, $charge) = @$case;
+        ($a, $k) = $h->fresh_account(prefix => 'de');
+        $r = gen($FAST, $k, { model => 'dall-e-3', prompt => 'a fox', size => $size,
+                              (defined $quality ? (quality => $quality) : ()) });
+        charged_ok($r, $a, $charge, 1, "dall-e-3 $size " . ($quality // '(no quality)') . ": $charge");
+    }
+
     ($a, $k) = $h->fresh_account(prefix => 'sd');
     $r = gen($FAST, $k, { model => 'doubao-seedream-4-0', prompt => 'four foxes', n => 4 }, 'images=3');
     charged_ok($r, $a, '0.6000', 3, 'Seedream, n 4 asked, 3 delivered: 0.6000');
@@ -120,6 +133,8 @@ sub charged_ok {
                   [ 'a stream', { model => 'gpt-image-1', prompt => 'x', stream => JSON::PP::true() },
                     400, 'stream_not_supported' ],
                   [ 'no model', { prompt => 'x' }, 400, 'missing_model' ],
+                  [ 'a size that is no string', { model => 'dall-e-3', prompt => 'x', size => 1024 },
+                    400, 'invalid_value' ],
                   [ 'a model not priced here', { model => 'gemini-2.5-flash-image', prompt => 'x' },
                     400, 'model_not_supported' ]) {
         my ($name, $body, $status, $code) = @$case;

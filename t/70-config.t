@@ -70,6 +70,8 @@ good('integer and 4-decimal prices',
 good('all the tunables', loc => 'imgbill_min_balance 0; imgbill_min_charge 0.0001; '
                                . 'imgbill_body_limit 1k; imgbill_image_limit 10m;',
      http => "imgbill_redis 127.0.0.1:6379;\nimgbill_redis_timeout 250ms;\nimgbill_hold_ttl 1h;\n");
+good('per-image prices by size and quality', channel => 'fast',
+     prices => "imgbill_fast_price d 0.288 1024x1024:hd=0.576 1792x1024=0.576 :hd=0.6;\n");
 good('imgbill off', channel => 'off');
 good('imgbill fast', channel => 'fast');
 
@@ -92,6 +94,18 @@ bad('metered hold "abc"', 'imgbill_metered_price',
     prices => "imgbill_metered_price m 1 2 hold=abc;\n");
 bad('metered unknown option', 'imgbill_metered_price',
     prices => "imgbill_metered_price m 1 2 bogus=1;\n");
+
+bad('a size priced on a per-token model', 'imgbill_metered_price',
+    prices => "imgbill_metered_price m 1 2 1024x1024=0.5;\n");
+bad('a size priced without a price', 'imgbill_fast_price',
+    prices => "imgbill_fast_price d 0.288 1024x1024;\n", like => qr/SIZE=PRICE/);
+bad('a size priced "x"', 'imgbill_fast_price',
+    prices => "imgbill_fast_price d 0.288 1024x1024=x;\n");
+bad('an empty quality', 'imgbill_fast_price',
+    prices => "imgbill_fast_price d 0.288 1024x1024:=0.5;\n");
+bad('a size priced twice', 'imgbill_fast_price',
+    prices => "imgbill_fast_price d 0.288 1792x1024=0.5 1792x1024=0.6;\n",
+    like => qr/priced twice/);
 
 # --- duplicates
 bad('duplicate metered model', 'imgbill_metered_price',

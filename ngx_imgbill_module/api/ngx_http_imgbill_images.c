@@ -13,9 +13,9 @@
  *               yet: every input token is billed at the input rate)
  *   an error    OpenAI's: {"error":{"message","type","param":null,"code"}}
  *
+ * "size" and "quality" (strings) choose a per-image price's variant.
  * Edits and variations (multipart/form-data, read by
- * ngx_http_imgbill_multipart.c), streams and per-image prices by size and
- * quality are still to come (issue 19).
+ * ngx_http_imgbill_multipart.c) and streams are still to come (issue 19).
  */
 
 
@@ -100,7 +100,11 @@ ngx_http_imgbill_api_t  ngx_http_imgbill_images_api = {
 /* the members the relay reads, in the spellings the upstream reads */
 
 static const char  *ngx_http_imgbill_images_root[] = {
-    "model", "n", "stream", NULL
+    "model", "n", "stream", "size", "quality", NULL
+};
+
+static const char  *ngx_http_imgbill_images_variant[] = {
+    "size", "quality", NULL
 };
 
 
@@ -108,8 +112,10 @@ static ngx_int_t
 ngx_http_imgbill_images_check(ngx_http_imgbill_request_t *req,
     size_t image_limit)
 {
+    json_t      *v;
+    ngx_str_t   *s;
     ngx_int_t    rc;
-    ngx_uint_t   stream;
+    ngx_uint_t   i, stream;
 
     rc = ngx_http_imgbill_reading_openai(req, ngx_http_imgbill_images_root);
     if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
@@ -120,6 +126,26 @@ ngx_http_imgbill_images_check(ngx_http_imgbill_request_t *req,
                                        "stream", &stream, req);
     if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
         return rc;
+    }
+
+    /* what a price per image may depend on: strings, as OpenAI takes */
+
+    for (i = 0; ngx_http_imgbill_images_variant[i]; i++) {
+        v = json_object_get(req->root, ngx_http_imgbill_images_variant[i]);
+
+        if (v == NULL || json_is_null(v)) {
+            continue;
+        }
+
+        if (!json_is_string(v) || ngx_http_imgbill_request_long(req, v)) {
+            req->param = ngx_http_imgbill_images_variant[i];
+            req->expected = "a short string";
+            return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+        }
+
+        s = i ? &req->quality : &req->size;
+        s->len = json_string_length(v);
+        s->data = (u_char *) json_string_value(v);
     }
 
     if (stream) {

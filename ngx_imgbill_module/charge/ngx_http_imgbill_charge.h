@@ -46,6 +46,13 @@
 #define NGX_HTTP_IMGBILL_FALLBACK_HOLD        1
 
 
+/* a per-call price for the images of one size (and quality): its key
+   "SIZE", "SIZE:QUALITY" or ":QUALITY" */
+typedef struct {
+    ngx_str_t                       key;
+    ngx_int_t                       per_call;
+} ngx_http_imgbill_variant_t;
+
 /* a model's price on a channel */
 typedef struct {
     ngx_str_t                       model;
@@ -57,6 +64,10 @@ typedef struct {
                                                   NGX_CONF_UNSET to bound
                                                   each request */
     ngx_int_t                       max_output;  /* by tokens: tokens */
+    ngx_array_t                    *variants;  /* by call: the prices of
+                                                  sizes and qualities
+                                                  (ngx_http_imgbill_
+                                                  variant_t), or NULL */
 } ngx_http_imgbill_price_t;
 
 
@@ -144,6 +155,8 @@ ngx_array_t *ngx_http_imgbill_channel_prices(ngx_http_imgbill_tariff_t *t,
     ngx_uint_t channel);
 ngx_http_imgbill_price_t *ngx_http_imgbill_find_price(
     ngx_http_imgbill_tariff_t *t, ngx_uint_t channel, ngx_str_t *model);
+ngx_int_t ngx_http_imgbill_per_call(ngx_http_imgbill_price_t *price,
+    ngx_str_t *size, ngx_str_t *quality);
 ngx_int_t ngx_http_imgbill_hold(ngx_http_imgbill_tariff_t *t,
     ngx_uint_t channel, ngx_http_imgbill_price_t *price,
     ngx_http_imgbill_request_t *req);

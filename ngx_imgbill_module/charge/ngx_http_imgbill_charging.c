@@ -72,6 +72,61 @@ static ngx_http_imgbill_channel_t  ngx_http_imgbill_channels[] = {
 };
 
 
+/*
+ * The per-call price of the images a request asks for, by their size and
+ * quality: the price of "SIZE:QUALITY", else of "SIZE", else of
+ * ":QUALITY", else the model's own (dall-e-3: standard 1024x1024 is the
+ * model's price, hd and the wide sizes are its variants).
+ */
+
+ngx_int_t
+ngx_http_imgbill_per_call(ngx_http_imgbill_price_t *price, ngx_str_t *size,
+    ngx_str_t *quality)
+{
+    u_char                      key[128], *p;
+    size_t                      len;
+    ngx_uint_t                  i, k;
+    ngx_http_imgbill_variant_t  *v;
+
+    if (price->variants == NULL || size->len + quality->len + 1 > sizeof(key))
+    {
+        return price->per_call;
+    }
+
+    v = price->variants->elts;
+
+    for (k = 0; k < 3; k++) {
+
+        if ((k < 2 && size->len == 0) || (k != 1 && quality->len == 0)) {
+            continue;
+        }
+
+        p = key;
+
+        if (k < 2) {
+            p = ngx_cpymem(p, size->data, size->len);
+        }
+
+        if (k != 1) {
+            *p++ = ':';
+            p = ngx_cpymem(p, quality->data, quality->len);
+        }
+
+        len = p - key;
+
+        for (i = 0; i < price->variants->nelts; i++) {
+            if (v[i].key.len == len
+                && ngx_strncmp(v[i].key.data, key, len) == 0)
+            {
+                return v[i].per_call;
+            }
+        }
+    }
+
+    return price->per_call;
+}
+
+
 ngx_http_imgbill_channel_t *
 ngx_http_imgbill_channel(ngx_uint_t channel)
 {

@@ -431,9 +431,13 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
     ctx->usage_asked = req.usage_asked;
     ctx->usage_added = req.usage_added;
 
+    /* (the size and quality a price may depend on are inside the root) */
+
+    rc = ngx_http_imgbill_admissible(r, lcf, ctx, &req);
+
     json_decref(req.root);
 
-    return ngx_http_imgbill_admissible(r, lcf, ctx, &req);
+    return rc;
 
 oom:
 
@@ -459,6 +463,9 @@ ngx_http_imgbill_admissible(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_request_t *req)
 {
+    ngx_int_t                  units;
+    ngx_http_imgbill_price_t  *price;
+
     ctx->price = ngx_http_imgbill_find_price(&lcf->tariff, ctx->channel,
                                              &ctx->model);
 
@@ -485,6 +492,26 @@ ngx_http_imgbill_admissible(ngx_http_request_t *r,
                                    ngx_min(req->asked,
                                            NGX_HTTP_IMGBILL_IMAGES_MAX));
         return NGX_ERROR;
+    }
+
+    /* a price per image by the size and quality asked for: the request's
+       own copy of it */
+
+    units = ngx_http_imgbill_per_call(ctx->price, &req->size, &req->quality);
+
+    if (units != ctx->price->per_call) {
+        price = ngx_palloc(r->pool, sizeof(ngx_http_imgbill_price_t));
+        if (price == NULL) {
+            ngx_http_imgbill_set_error(r, &ctx->error,
+                                       NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       ngx_http_imgbill_err_server,
+                                       "internal_error", "out of memory");
+            return NGX_ERROR;
+        }
+
+        *price = *ctx->price;
+        price->per_call = units;
+        ctx->price = price;
     }
 
     ctx->images_asked = req->asked;

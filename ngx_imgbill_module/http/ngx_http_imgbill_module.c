@@ -43,6 +43,10 @@ static ngx_conf_enum_t  ngx_http_imgbill_serves[] = {
 };
 
 
+/* imgbill_fast_price's post: its amount is a price per call (per image) */
+static char  ngx_http_imgbill_per_call_price[] = "per call";
+
+
 static ngx_command_t  ngx_http_imgbill_commands[] = {
 
     { ngx_string("imgbill"),
@@ -124,11 +128,11 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       NULL },
 
     { ngx_string("imgbill_fast_price"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
       ngx_http_imgbill_price_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, tariff.fast),
-      NULL },
+      &ngx_http_imgbill_per_call_price },
 
     { ngx_string("imgbill_min_balance"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,

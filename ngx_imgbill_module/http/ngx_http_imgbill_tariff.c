@@ -12,11 +12,14 @@
 
 static ngx_int_t ngx_http_imgbill_price_param(ngx_http_imgbill_price_t *price,
     ngx_str_t *value);
+static char *ngx_http_imgbill_price_variant(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_http_imgbill_price_t *price, ngx_str_t *value);
 
 
 /*
  * imgbill_metered_price MODEL INPUT OUTPUT [max_output=TOKENS] [hold=AMOUNT];
- * imgbill_fast_price MODEL PRICE;
+ * imgbill_fast_price MODEL PRICE [SIZE[:QUALITY]=PRICE ...];
+ * (the fast one's cmd->post is set: a price per call)
  */
 
 char *
@@ -71,10 +74,11 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     price->per_call = 0;
     price->hold = NGX_CONF_UNSET;
     price->max_output = NGX_HTTP_IMGBILL_MAX_OUTPUT;
+    price->variants = NULL;
 
     /* the fast channel's only amount is its per-call price */
 
-    n = (cf->args->nelts == 3) ? 2 : 3;
+    n = cmd->post ? 2 : 3;
 
     for (i = 2; i <= n; i++) {
         amount = ngx_http_imgbill_parse_money(value[i].data, value[i].len);
@@ -98,7 +102,17 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    for (i = 4; i < cf->args->nelts; i++) {
+    for (i = n + 1; i < cf->args->nelts; i++) {
+        if (cmd->post) {
+            if (ngx_http_imgbill_price_variant(cf, cmd, price, &value[i])
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_http_imgbill_price_param(price, &value[i]) != NGX_OK) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid parameter \"%V\" in \"%V\"",
@@ -134,6 +148,81 @@ ngx_http_imgbill_price_param(ngx_http_imgbill_price_t *price,
     }
 
     return NGX_ERROR;
+}
+
+
+/*
+ * A per-call price's SIZE=PRICE, SIZE:QUALITY=PRICE or :QUALITY=PRICE: the
+ * price of the images a request asks for in that size and quality
+ * (ngx_http_imgbill_per_call()).
+ */
+
+static char *
+ngx_http_imgbill_price_variant(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_imgbill_price_t *price, ngx_str_t *value)
+{
+    u_char                      *eq;
+    ngx_str_t                    key;
+    ngx_uint_t                   i;
+    ngx_http_imgbill_variant_t  *v;
+
+    eq = ngx_strlchr(value->data, value->data + value->len, '=');
+
+    if (eq == NULL || eq == value->data || *value->data == '='
+        || (eq - value->data == 1 && *value->data == ':')
+        || (eq[-1] == ':'))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in \"%V\": a price "
+                           "of a size or a quality is SIZE=PRICE, "
+                           "SIZE:QUALITY=PRICE or :QUALITY=PRICE",
+                           value, &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    key.data = value->data;
+    key.len = eq - value->data;
+
+    if (price->variants == NULL) {
+        price->variants = ngx_array_create(cf->pool, 4,
+                                           sizeof(ngx_http_imgbill_variant_t));
+        if (price->variants == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    v = price->variants->elts;
+
+    for (i = 0; i < price->variants->nelts; i++) {
+        if (v[i].key.len == key.len
+            && ngx_strncmp(v[i].key.data, key.data, key.len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" of model \"%V\" is priced twice in "
+                               "\"%V\"", &key, &price->model, &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    v = ngx_array_push(price->variants);
+    if (v == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    v->key = key;
+    v->per_call = ngx_http_imgbill_parse_money(eq + 1,
+                                               value->data + value->len
+                                               - eq - 1);
+
+    if (v->per_call == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid price \"%V\" in \"%V\": a decimal "
+                           "amount of yuan, at most 4 decimals and at most "
+                           "100000", value, &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

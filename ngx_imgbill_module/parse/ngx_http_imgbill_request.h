@@ -137,6 +137,10 @@ typedef struct {
     size_t                          image_size;   /* IMAGE_TOO_LARGE: the
                                                      last one's size */
     size_t                          tokens;       /* OK: the prompt's bound */
+    ngx_str_t                       size;         /* the images' size and */
+    ngx_str_t                       quality;      /* quality, inside root:
+                                                     a per-call price may
+                                                     depend on them */
     unsigned                        stream:1;     /* the body asks for a
                                                      stream */
     unsigned                        usage_asked:1;  /* ... and for its
