@@ -1,9 +1,11 @@
 # OpenAI's Images API, its generations (issue 19, the part that is built),
 # through conf.d's own locations, against the mock that answers as OpenAI
 # does:
-#   - metered: gpt-image-1 by its usage, 36 / 288 yuan per 1M tokens:
-#     50 in, 1056 out -> 0.0018 + 0.3041 = 0.3059; n 2 (2112 out) ->
-#     0.0018 + 0.6083 = 0.6101
+#   - metered: gpt-image-1 by its usage, 36 / 288 yuan per 1M tokens, 72
+#     for image input: 50 in, 1056 out -> 0.0018 + 0.3041 = 0.3059; n 2
+#     (2112 out) -> 0.0018 + 0.6083 = 0.6101; text 40 + image 388 in ->
+#     0.0014 + 0.0279 + 0.3041 = 0.3334 (without input_tokens_details,
+#     all input at the text rate: 0.3195)
 #   - /fast/: each image delivered at its price, never the n asked:
 #     dall-e-3 0.2880, by size and quality (1792x1024 hd 0.8640, 1024x1024
 #     hd and 1024x1792 0.5760); Seedream n 4 with 3 delivered 0.6000, none
@@ -61,6 +63,18 @@ sub charged_ok {
     ($a, $k) = $h->fresh_account(prefix => 'gi');
     $r = gen($GEN, $k, { model => 'gpt-image-1', prompt => 'two foxes', n => 2 }, 'size=64');
     charged_ok($r, $a, '0.6101', 2, 'gpt-image-1, n 2, 2112 out: 0.0018 + 0.6083 = 0.6101');
+
+    # three rates: text input 36, image input 72, output 288
+    ($a, $k) = $h->fresh_account(prefix => 'gi');
+    $r = gen($GEN, $k, { model => 'gpt-image-1', prompt => 'a fox' }, 'size=64; pt=40; it=388');
+    charged_ok($r, $a, '0.3334',
+               1, 'gpt-image-1, text 40 + image 388 in, 1056 out: 0.0014 + 0.0279 + 0.3041 = 0.3334');
+
+    ($a, $k) = $h->fresh_account(prefix => 'gi');
+    $r = gen($GEN, $k, { model => 'gpt-image-1', prompt => 'a fox' },
+             'size=64; pt=40; it=388; nodetails=1');
+    charged_ok($r, $a, '0.3195', 1,
+               'no input_tokens_details: all 428 in at the text rate, 0.0154 + 0.3041 = 0.3195');
 
     ($a, $k) = $h->fresh_account(prefix => 'gi');
     $r = gen($GEN, $k, { model => 'gpt-image-1', prompt => 'x', n => 2 }, 'images=0');

@@ -70,6 +70,7 @@ good('integer and 4-decimal prices',
 good('all the tunables', loc => 'imgbill_min_balance 0; imgbill_min_charge 0.0001; '
                                . 'imgbill_body_limit 1k; imgbill_image_limit 10m;',
      http => "imgbill_redis 127.0.0.1:6379;\nimgbill_redis_timeout 250ms;\nimgbill_hold_ttl 1h;\n");
+good('an image-input rate', prices => "imgbill_metered_price m 36 288 image_input=72 max_output=6240;\n");
 good('per-image prices by size and quality', channel => 'fast',
      prices => "imgbill_fast_price d 0.288 1024x1024:hd=0.576 1792x1024=0.576 :hd=0.6;\n");
 good('imgbill off', channel => 'off');
@@ -92,6 +93,8 @@ bad('metered input price "x"', 'imgbill_metered_price',
     prices => "imgbill_metered_price m x 1;\n");
 bad('metered hold "abc"', 'imgbill_metered_price',
     prices => "imgbill_metered_price m 1 2 hold=abc;\n");
+bad('image-input rate "abc"', 'imgbill_metered_price',
+    prices => "imgbill_metered_price m 1 2 image_input=abc;\n");
 bad('metered unknown option', 'imgbill_metered_price',
     prices => "imgbill_metered_price m 1 2 bogus=1;\n");
 

@@ -9,8 +9,8 @@
  *   a stream    not relayed yet: "stream": true is refused, free
  *   a reply     data[], each entry an image when it has a "b64_json" or
  *               a "url"; "usage" {input_tokens, output_tokens} from GPT
- *               image models (their input_tokens_details are not read
- *               yet: every input token is billed at the input rate)
+ *               image models, and input_tokens_details.image_tokens, the
+ *               input's image tokens, billed at their own rate
  *   an error    OpenAI's: {"error":{"message","type","param":null,"code"}}
  *
  * "size" and "quality" (strings) choose a per-image price's variant.
@@ -40,13 +40,19 @@ static ngx_http_imgbill_scan_key_t  ngx_http_imgbill_images_keys[] = {
     { ngx_string("error"), ngx_http_imgbill_key_error },
     { ngx_string("input_tokens"), ngx_http_imgbill_key_prompt },
     { ngx_string("output_tokens"), ngx_http_imgbill_key_completion },
+    { ngx_string("input_tokens_details"), ngx_http_imgbill_key_details },
+    { ngx_string("image_tokens"), ngx_http_imgbill_key_image_input },
     { ngx_string("b64_json"), ngx_http_imgbill_images_key_b64 },
     { ngx_string("url"), ngx_http_imgbill_images_key_url },
     { ngx_null_string, 0 }
 };
 
 
+/* usage.input_tokens_details, where the image tokens of the input are */
+
 static ngx_http_imgbill_scan_path_t  ngx_http_imgbill_images_paths[] = {
+    { ngx_http_imgbill_role_usage, ngx_http_imgbill_key_details, '{',
+      ngx_http_imgbill_role_details },
     { 0, 0, 0, 0 }
 };
 

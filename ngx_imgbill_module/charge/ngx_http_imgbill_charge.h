@@ -58,6 +58,10 @@ typedef struct {
     ngx_str_t                       model;
     ngx_int_t                       input;     /* by tokens: units per 1M */
     ngx_int_t                       output;    /* by tokens: units per 1M */
+    ngx_int_t                       image_input;  /* by tokens: units per 1M
+                                                     of image input, or
+                                                     NGX_CONF_UNSET: the
+                                                     input's rate */
     ngx_int_t                       per_call;  /* by call: units per image
                                                   asked for and delivered */
     ngx_int_t                       hold;      /* by tokens: "hold=", or

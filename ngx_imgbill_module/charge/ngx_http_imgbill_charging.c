@@ -319,7 +319,11 @@ ngx_http_imgbill_tokens_hold(ngx_http_imgbill_tariff_t *t,
     output = ngx_max(price->max_output + ngx_max(req->thinking, 0),
                      req->max_output);
 
-    return ngx_http_imgbill_per_million_up(tokens, price->input)
+    /* an input token may be an image's, at its own rate */
+
+    return ngx_http_imgbill_per_million_up(tokens,
+                                           ngx_max(price->input,
+                                                   price->image_input))
            + n * ngx_http_imgbill_per_million_up(output, price->output);
 }
 
@@ -341,11 +345,25 @@ static ngx_int_t
 ngx_http_imgbill_tokens_cost(ngx_http_imgbill_tariff_t *t,
     ngx_http_imgbill_price_t *price, ngx_http_imgbill_scan_t *found)
 {
+    ngx_int_t  image;
+
     if (!found->usage) {
         return NGX_DECLINED;
     }
 
-    return ngx_http_imgbill_per_million(found->prompt_tokens, price->input)
+    /*
+     * With an image-input rate, the input's image tokens cost it, each of
+     * the three terms rounded on its own; a usage that does not tell them
+     * apart bills all its input at the input (text) rate.
+     */
+
+    image = (price->image_input != NGX_CONF_UNSET && found->image_tokens > 0)
+            ? found->image_tokens : 0;
+
+    return ngx_http_imgbill_per_million(found->prompt_tokens - image,
+                                        price->input)
+           + (image ? ngx_http_imgbill_per_million(image, price->image_input)
+                    : 0)
            + ngx_http_imgbill_per_million(found->completion_tokens,
                                           price->output);
 }

@@ -121,7 +121,8 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
 
     { ngx_string("imgbill_metered_price"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
-                        |NGX_CONF_TAKE3|NGX_CONF_TAKE4|NGX_CONF_TAKE5,
+                        |NGX_CONF_TAKE3|NGX_CONF_TAKE4|NGX_CONF_TAKE5
+                        |NGX_CONF_TAKE6,
       ngx_http_imgbill_price_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_imgbill_loc_conf_t, tariff.metered),

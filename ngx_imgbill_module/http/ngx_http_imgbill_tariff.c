@@ -17,7 +17,8 @@ static char *ngx_http_imgbill_price_variant(ngx_conf_t *cf,
 
 
 /*
- * imgbill_metered_price MODEL INPUT OUTPUT [max_output=TOKENS] [hold=AMOUNT];
+ * imgbill_metered_price MODEL INPUT OUTPUT [max_output=TOKENS] [hold=AMOUNT]
+ *     [image_input=RATE];
  * imgbill_fast_price MODEL PRICE [SIZE[:QUALITY]=PRICE ...];
  * (the fast one's cmd->post is set: a price per call)
  */
@@ -75,6 +76,7 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     price->hold = NGX_CONF_UNSET;
     price->max_output = NGX_HTTP_IMGBILL_MAX_OUTPUT;
     price->variants = NULL;
+    price->image_input = NGX_CONF_UNSET;
 
     /* the fast channel's only amount is its per-call price */
 
@@ -125,12 +127,18 @@ ngx_http_imgbill_price_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* a metered price's hold=AMOUNT or max_output=TOKENS */
+/* a metered price's hold=AMOUNT, max_output=TOKENS or image_input=RATE */
 
 static ngx_int_t
 ngx_http_imgbill_price_param(ngx_http_imgbill_price_t *price,
     ngx_str_t *value)
 {
+    if (ngx_strncmp(value->data, "image_input=", 12) == 0) {
+        price->image_input = ngx_http_imgbill_parse_money(value->data + 12,
+                                                          value->len - 12);
+        return (price->image_input == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+    }
+
     if (ngx_strncmp(value->data, "hold=", 5) == 0) {
         price->hold = ngx_http_imgbill_parse_money(value->data + 5,
                                                    value->len - 5);

@@ -61,10 +61,12 @@ static void ngx_http_imgbill_scan_choice_end(ngx_http_imgbill_scanner_t *s);
 
 /* whether the value being read is one of the usage's counts */
 #define ngx_http_imgbill_is_count(f)                                         \
-    ((f)->role == ngx_http_imgbill_role_usage                                \
-     && ((f)->key == ngx_http_imgbill_key_prompt                             \
-         || (f)->key == ngx_http_imgbill_key_completion                      \
-         || (f)->key == ngx_http_imgbill_key_thoughts))
+    (((f)->role == ngx_http_imgbill_role_usage                               \
+      && ((f)->key == ngx_http_imgbill_key_prompt                            \
+          || (f)->key == ngx_http_imgbill_key_completion                     \
+          || (f)->key == ngx_http_imgbill_key_thoughts))                     \
+     || ((f)->role == ngx_http_imgbill_role_details                          \
+         && (f)->key == ngx_http_imgbill_key_image_input))
 
 
 void
@@ -78,6 +80,7 @@ ngx_http_imgbill_scan_init(ngx_http_imgbill_scanner_t *s,
     s->prompt_tokens = -1;
     s->completion_tokens = -1;
     s->thoughts_tokens = -1;
+    s->image_input_tokens = -1;
 }
 
 
@@ -293,6 +296,7 @@ ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
     res->no_choices = s->no_choices;
     res->prompt_tokens = s->prompt_tokens;
     res->completion_tokens = output;
+    res->image_tokens = -1;
 
     if (s->state != sw_done) {
         return;
@@ -307,9 +311,16 @@ ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
      */
 
     if (s->usages == 1 && s->prompt_seen == 1 && s->completion_seen == 1
-        && s->thoughts_seen <= 1 && !s->usage_bad && output >= 0)
+        && s->thoughts_seen <= 1 && s->image_input_seen <= 1
+        && !s->usage_bad && output >= 0)
     {
         res->usage = 1;
+
+        /* image input tokens are part of the prompt's, or not believed */
+
+        if (s->image_input_seen && s->image_input_tokens <= s->prompt_tokens) {
+            res->image_tokens = s->image_input_tokens;
+        }
 
     } else {
         res->prompt_tokens = -1;
@@ -611,6 +622,11 @@ ngx_http_imgbill_scan_number_end(ngx_http_imgbill_scanner_t *s)
     case ngx_http_imgbill_key_completion:
         s->completion_seen++;
         s->completion_tokens = value;
+        break;
+
+    case ngx_http_imgbill_key_image_input:
+        s->image_input_seen++;
+        s->image_input_tokens = value;
         break;
 
     default: /* ngx_http_imgbill_key_thoughts */

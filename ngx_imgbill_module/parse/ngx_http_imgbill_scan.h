@@ -43,6 +43,8 @@ enum {
     ngx_http_imgbill_key_completion,
     ngx_http_imgbill_key_thoughts,      /* output, beside the completion */
     ngx_http_imgbill_key_index,         /* a choice's index */
+    ngx_http_imgbill_key_details,       /* the usage's input details */
+    ngx_http_imgbill_key_image_input,   /* ... their image tokens */
     NGX_HTTP_IMGBILL_SCAN_KEY_API
 };
 
@@ -53,6 +55,8 @@ enum {
     ngx_http_imgbill_role_usage,
     ngx_http_imgbill_role_choices,
     ngx_http_imgbill_role_choice,
+    ngx_http_imgbill_role_details,      /* the usage's input details, where
+                                           a dialect's path opens them */
     NGX_HTTP_IMGBILL_SCAN_ROLE_API
 };
 
@@ -126,6 +130,10 @@ typedef struct {
                                                       empty choices */
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
+    ngx_int_t                       image_tokens;  /* of the prompt, where
+                                                      the usage tells them
+                                                      apart; -1: it does
+                                                      not */
 
     /* the choices (candidates) carrying an image, and their "index"es as
        bits (an index past the last bit counts as the last): a stream's
@@ -186,6 +194,8 @@ typedef struct {
     ngx_uint_t                      prompt_seen;
     ngx_uint_t                      completion_seen;
     ngx_uint_t                      thoughts_seen;
+    ngx_uint_t                      image_input_seen;
+    ngx_int_t                       image_input_tokens;
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
     ngx_int_t                       thoughts_tokens;
