@@ -88,7 +88,7 @@ static void ngx_http_imgbill_journal_hold(ngx_http_imgbill_store_t *store,
     ngx_http_imgbill_held_t *h);
 static void ngx_http_imgbill_journal_replay(ngx_event_t *ev);
 static ngx_int_t ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp,
-    u_char *p, u_char *eol);
+    u_char *p, u_char *eol, ngx_http_imgbill_journal_line_t *l);
 static ngx_int_t ngx_http_imgbill_journal_send_hold(
     ngx_http_imgbill_replayer_t *rp, u_char *p, u_char *eol);
 static ngx_int_t ngx_http_imgbill_journal_compact(
@@ -223,15 +223,7 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
                      ngx_max(s->completion_tokens, 0), &s->model, s->images);
     *p++ = LF;
 
-    if (ngx_http_imgbill_journal_write(store, log, line, p - line)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_http_imgbill_journal_owed(store);
-
-    return NGX_OK;
+    return ngx_http_imgbill_journal_write(store, log, line, p - line);
 }
 
 
@@ -251,15 +243,7 @@ ngx_http_imgbill_journal_reverse(ngx_http_imgbill_store_t *store,
                      request_id, account, charged_at);
     *p++ = LF;
 
-    if (ngx_http_imgbill_journal_write(store, log, line, p - line)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_http_imgbill_journal_owed(store);
-
-    return NGX_OK;
+    return ngx_http_imgbill_journal_write(store, log, line, p - line);
 }
 
 
@@ -273,15 +257,7 @@ ngx_http_imgbill_journal_release(ngx_http_imgbill_store_t *store,
                      (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN, key_hash);
     *p++ = LF;
 
-    if (ngx_http_imgbill_journal_write(store, log, line, p - line)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_http_imgbill_journal_owed(store);
-
-    return NGX_OK;
+    return ngx_http_imgbill_journal_write(store, log, line, p - line);
 }
 
 
@@ -382,6 +358,8 @@ ngx_http_imgbill_journal_write(ngx_http_imgbill_store_t *store,
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "imgbill: journaled \"%*s\" until redis is back",
                       len - 1, line);
+
+        ngx_http_imgbill_journal_owed(store);
     }
 
     return NGX_OK;
@@ -461,6 +439,7 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
     u_char                           *p, *eol, *next;
     ngx_uint_t                        owed, sent;
     ngx_http_imgbill_journal_read_t   jr;
+    ngx_http_imgbill_journal_line_t   l;
 
     if (rp->sent) {
         /* the previous replay's replies are still coming */
@@ -488,7 +467,7 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
 
         next = eol + 1;
 
-        switch (ngx_http_imgbill_journal_owes(p, eol, &jr)) {
+        switch (ngx_http_imgbill_journal_owes(p, eol, &jr, &l)) {
 
         case NGX_HTTP_IMGBILL_JOURNAL_NOTHING:
             continue;
@@ -510,7 +489,7 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
 
         owed++;
 
-        if (ngx_http_imgbill_journal_send(rp, p, eol) == NGX_OK) {
+        if (ngx_http_imgbill_journal_send(rp, p, eol, &l) == NGX_OK) {
             sent++;
         }
     }
@@ -544,27 +523,23 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
 }
 
 
-/* NGX_OK: sent; NGX_DECLINED: an H line waits; NGX_ERROR: not sent now */
+/*
+ * The line owes() has read whole into l.  NGX_OK: sent; NGX_DECLINED: an
+ * H line waits; NGX_ERROR: not sent now.
+ */
 
 static ngx_int_t
 ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
-    u_char *eol)
+    u_char *eol, ngx_http_imgbill_journal_line_t *l)
 {
-    ngx_http_imgbill_cmd_t           *cmd;
-    ngx_http_imgbill_replay_line_t   *rl;
-    ngx_http_imgbill_journal_line_t   l;
+    ngx_http_imgbill_cmd_t          *cmd;
+    ngx_http_imgbill_replay_line_t  *rl;
 
-    /* journal_owes() has read it whole */
-
-    if (*p == 'H') {
+    if (l->type == 'H') {
         return ngx_http_imgbill_journal_send_hold(rp, p + 2, eol);
     }
 
-    if (ngx_http_imgbill_journal_line(p, eol, &l) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    rl = ngx_alloc(sizeof(ngx_http_imgbill_replay_line_t) + l.id.len,
+    rl = ngx_alloc(sizeof(ngx_http_imgbill_replay_line_t) + l->id.len,
                    rp->replay.log);
     if (rl == NULL) {
         return NGX_ERROR;
@@ -572,26 +547,26 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
 
     rl->rp = rp;
     rl->request_id.data = rl->data;
-    rl->request_id.len = l.id.len;
-    ngx_memcpy(rl->data, l.id.data, l.id.len);
+    rl->request_id.len = l->id.len;
+    ngx_memcpy(rl->data, l->id.data, l->id.len);
 
-    switch (l.type) {
+    switch (l->type) {
 
     case 'R':
         cmd = ngx_http_imgbill_script_release_key(rp->store,
-                                        &l.settle.request_id,
-                                        l.key_hash.data,
+                                        &l->settle.request_id,
+                                        l->key_hash.data,
                                         ngx_http_imgbill_journal_replayed, rl);
         break;
 
     case 'V':
-        cmd = ngx_http_imgbill_script_reverse(rp->store, &l.settle.account,
-                                        &l.settle.request_id, l.charged_at,
+        cmd = ngx_http_imgbill_script_reverse(rp->store, &l->settle.account,
+                                        &l->settle.request_id, l->charged_at,
                                         ngx_http_imgbill_journal_replayed, rl);
         break;
 
     default:    /* 'S'; the journal does not keep the hold */
-        cmd = ngx_http_imgbill_script_settle(rp->store, &l.settle,
+        cmd = ngx_http_imgbill_script_settle(rp->store, &l->settle,
                                         ngx_http_imgbill_journal_replayed, rl);
     }
 
@@ -662,6 +637,7 @@ ngx_http_imgbill_journal_compact(ngx_http_imgbill_store_t *store,
     ngx_int_t                         rc;
     ngx_uint_t                        owed;
     ngx_http_imgbill_journal_read_t   jr;
+    ngx_http_imgbill_journal_line_t   l;
 
     fd = store->conf->journal->fd;
 
@@ -685,7 +661,7 @@ ngx_http_imgbill_journal_compact(ngx_http_imgbill_store_t *store,
 
         /* an unreadable line was reported by the replay: it goes */
 
-        owed += (ngx_http_imgbill_journal_owes(p, eol, &jr)
+        owed += (ngx_http_imgbill_journal_owes(p, eol, &jr, &l)
                  == NGX_HTTP_IMGBILL_JOURNAL_OWED);
     }
 

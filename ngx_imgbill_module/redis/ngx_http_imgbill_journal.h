@@ -53,7 +53,7 @@ ngx_int_t ngx_http_imgbill_journal_read(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_http_imgbill_journal_read_t *jr);
 void ngx_http_imgbill_journal_free(ngx_http_imgbill_journal_read_t *jr);
 ngx_uint_t ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
-    ngx_http_imgbill_journal_read_t *jr);
+    ngx_http_imgbill_journal_read_t *jr, ngx_http_imgbill_journal_line_t *l);
 ngx_int_t ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
     ngx_http_imgbill_journal_line_t *l);
 ngx_int_t ngx_http_imgbill_journal_field(u_char **p, u_char *last,

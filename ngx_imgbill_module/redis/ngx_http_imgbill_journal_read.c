@@ -218,18 +218,17 @@ ngx_http_imgbill_journal_cmp(const void *one, const void *two)
 
 
 /*
- * What the line at p owes: an S, R, V or H line that no D line answers
- * is owed, or unreadable (a line cut short by a full disk before lines
+ * What the line at p owes, read into l (an H line's type only): an S, R,
+ * V or H line that no D line answers is owed, or unreadable (a line cut short by a full disk before lines
  * were written whole, or edited by hand: replay skips it, and says so).
  */
 
 ngx_uint_t
 ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
-    ngx_http_imgbill_journal_read_t *jr)
+    ngx_http_imgbill_journal_read_t *jr, ngx_http_imgbill_journal_line_t *l)
 {
     u_char                           *line;
     ngx_str_t                         type, id;
-    ngx_http_imgbill_journal_line_t   l;
     ngx_http_imgbill_journal_hold_t   h;
 
     line = p;
@@ -244,9 +243,11 @@ ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
         return NGX_HTTP_IMGBILL_JOURNAL_NOTHING;
     }
 
+    l->type = *type.data;
+
     if (*type.data == 'H'
         ? ngx_http_imgbill_journal_hold_line(line + 2, eol, &h) != NGX_OK
-        : ngx_http_imgbill_journal_line(line, eol, &l) != NGX_OK)
+        : ngx_http_imgbill_journal_line(line, eol, l) != NGX_OK)
     {
         return NGX_HTTP_IMGBILL_JOURNAL_BAD;
     }

@@ -97,7 +97,7 @@ imgbill_fuzz_any(u_char *buf, size_t len)
 {
     u_char                           *p, *eol, *line;
     ngx_uint_t                        owes, i;
-    ngx_http_imgbill_journal_line_t   l;
+    ngx_http_imgbill_journal_line_t   l, again;
 
     for (p = buf, i = 0; p < buf + len; p = eol + 1, i++) {
         eol = memchr(p, '\n', buf + len - p);
@@ -111,11 +111,16 @@ imgbill_fuzz_any(u_char *buf, size_t len)
         memcpy(line, p, eol - p);
 
         owes = ngx_http_imgbill_journal_owes(line, line + (eol - p),
-                                             &imgbill_fuzz_jr);
+                                             &imgbill_fuzz_jr, &l);
 
-        if (owes == NGX_HTTP_IMGBILL_JOURNAL_OWED && *line != 'H'
-            && ngx_http_imgbill_journal_line(line, line + (eol - p), &l)
-               != NGX_OK)
+        /* what owes() read is what the line reads as */
+
+        if (owes == NGX_HTTP_IMGBILL_JOURNAL_OWED && l.type != 'H'
+            && (ngx_http_imgbill_journal_line(line, line + (eol - p), &again)
+                != NGX_OK
+                || again.charged_at != l.charged_at
+                || again.settle.charge != l.settle.charge
+                || again.settle.request_id.len != l.settle.request_id.len))
         {
             imgbill_fuzz_fail("an owed line does not read", i);
         }
@@ -130,10 +135,11 @@ imgbill_fuzz_any(u_char *buf, size_t len)
 static void
 imgbill_fuzz_written(const uint8_t *data, size_t size)
 {
-    u_char               *buf, *p, *eol;
-    size_t                at, n, len, cut;
-    ngx_uint_t            i, nl, bad;
-    imgbill_fuzz_line_t   lines[IMGBILL_FUZZ_LINES];
+    u_char                           *buf, *p, *eol;
+    size_t                            at, n, len, cut;
+    ngx_uint_t                        i, nl, bad;
+    imgbill_fuzz_line_t               lines[IMGBILL_FUZZ_LINES];
+    ngx_http_imgbill_journal_line_t   jl;
 
     nl = 0;
     at = 0;
@@ -188,7 +194,7 @@ imgbill_fuzz_written(const uint8_t *data, size_t size)
         if (n == i) {
             /* the merged line: never owed as something it is not */
 
-            if (ngx_http_imgbill_journal_owes(p, eol, &imgbill_fuzz_jr)
+            if (ngx_http_imgbill_journal_owes(p, eol, &imgbill_fuzz_jr, &jl)
                 == NGX_HTTP_IMGBILL_JOURNAL_OWED)
             {
                 bad = 1;
@@ -292,7 +298,7 @@ imgbill_fuzz_check(u_char *p, u_char *eol, imgbill_fuzz_line_t *l)
     ngx_uint_t                        owes;
     ngx_http_imgbill_journal_line_t   jl;
 
-    owes = ngx_http_imgbill_journal_owes(p, eol, &imgbill_fuzz_jr);
+    owes = ngx_http_imgbill_journal_owes(p, eol, &imgbill_fuzz_jr, &jl);
 
     if (l->type == 'D') {
         if (owes != NGX_HTTP_IMGBILL_JOURNAL_NOTHING) {
