@@ -129,6 +129,7 @@ typedef struct {
 
 
 /* ngx_http_imgbill_openai.c */
+extern ngx_http_imgbill_key_source_t  ngx_http_imgbill_openai_key[];
 u_char *ngx_http_imgbill_openai_error(u_char *p,
     ngx_http_imgbill_error_t *err);
 u_char *ngx_http_imgbill_openai_model(u_char *p, ngx_str_t *name);

@@ -75,18 +75,11 @@ static ngx_http_imgbill_dialect_t  ngx_http_imgbill_images_dialect = {
 };
 
 
-static ngx_http_imgbill_key_source_t  ngx_http_imgbill_images_key[] = {
-    { ngx_http_imgbill_key_in_bearer, ngx_string("Authorization") },
-    { ngx_http_imgbill_key_in_none, ngx_null_string }
-};
-
-
-/* errors and the model list in OpenAI's shapes, as chat completions has
-   them */
+/* the key, errors and the model list as chat completions has them */
 
 ngx_http_imgbill_api_t  ngx_http_imgbill_images_api = {
     ngx_string("openai_images"),
-    ngx_http_imgbill_images_key,
+    ngx_http_imgbill_openai_key,
     "Authorization: Bearer <key>",
     NULL,
     ngx_http_imgbill_images_check,

@@ -108,7 +108,9 @@ static ngx_http_imgbill_dialect_t  ngx_http_imgbill_openai_dialect = {
 };
 
 
-static ngx_http_imgbill_key_source_t  ngx_http_imgbill_openai_key[] = {
+/* OpenAI's APIs take the key alike */
+
+ngx_http_imgbill_key_source_t  ngx_http_imgbill_openai_key[] = {
     { ngx_http_imgbill_key_in_bearer, ngx_string("Authorization") },
     { ngx_http_imgbill_key_in_none, ngx_null_string }
 };
