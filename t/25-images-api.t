@@ -102,6 +102,24 @@ sub charged_ok {
         charged_ok($r, $a, $charge, 1, "dall-e-3 $size " . ($quality // '(no quality)') . ": $charge");
     }
 
+    # as a key holder after cheap images would ask: the case an upstream
+    # may not care about, a quality without its size, gpt-image-1's auto
+    for my $case ([ 'dall-e-3', '1792X1024', 'HD', '0.8640' ],
+                  [ 'dall-e-3', undef, 'hd', '0.5760' ],
+                  [ 'gpt-image-1', undef, undef, '1.8000' ],
+                  [ 'gpt-image-1', '1024x1024', 'auto', '1.2024' ],
+                  [ 'gpt-image-1', '1536x1024', 'high', '1.8000' ],
+                  [ 'gpt-image-1', undef, 'medium', '0.4536' ],
+                  [ 'gpt-image-1', '1024x1024', 'low', '0.0792' ]) {
+        my ($model, $size, $quality, $charge) = @$case;
+        ($a, $k) = $h->fresh_account(prefix => 'de');
+        $r = gen($FAST, $k, { model => $model, prompt => 'a fox',
+                              (defined $size ? (size => $size) : ()),
+                              (defined $quality ? (quality => $quality) : ()) }, 'size=8');
+        charged_ok($r, $a, $charge, 1, "/fast/ $model " . ($size // '(no size)') . ' '
+                                       . ($quality // '(no quality)') . ": $charge");
+    }
+
     ($a, $k) = $h->fresh_account(prefix => 'sd');
     $r = gen($FAST, $k, { model => 'doubao-seedream-4-0', prompt => 'four foxes', n => 4 }, 'images=3');
     charged_ok($r, $a, '0.6000', 3, 'Seedream, n 4 asked, 3 delivered: 0.6000');
@@ -149,6 +167,12 @@ sub charged_ok {
                   [ 'no model', { prompt => 'x' }, 400, 'missing_model' ],
                   [ 'a size that is no string', { model => 'dall-e-3', prompt => 'x', size => 1024 },
                     400, 'invalid_value' ],
+                  [ 'n true', { model => 'dall-e-3', prompt => 'x', n => JSON::PP::true() },
+                    400, 'invalid_image_count' ],
+                  [ 'n 2.0', '{"model":"dall-e-3","prompt":"x","n":2.0}', 400, 'invalid_image_count' ],
+                  [ '"Quality" beside nothing', { model => 'dall-e-3', prompt => 'x', Quality => 'hd' },
+                    400, 'ambiguous_key' ],
+                  [ '"N" and "n"', '{"model":"dall-e-3","prompt":"x","n":1,"N":4}', 400, 'ambiguous_key' ],
                   [ 'a model not priced here', { model => 'gemini-2.5-flash-image', prompt => 'x' },
                     400, 'model_not_supported' ]) {
         my ($name, $body, $status, $code) = @$case;

@@ -106,6 +106,9 @@ bad('a size priced "x"', 'imgbill_fast_price',
     prices => "imgbill_fast_price d 0.288 1024x1024=x;\n");
 bad('an empty quality', 'imgbill_fast_price',
     prices => "imgbill_fast_price d 0.288 1024x1024:=0.5;\n");
+bad('a size priced twice, in two cases', 'imgbill_fast_price',
+    prices => "imgbill_fast_price d 0.288 1792x1024:hd=0.5 1792X1024:HD=0.6;\n",
+    like => qr/priced twice/);
 bad('a size priced twice', 'imgbill_fast_price',
     prices => "imgbill_fast_price d 0.288 1792x1024=0.5 1792x1024=0.6;\n",
     like => qr/priced twice/);

@@ -76,7 +76,8 @@ static ngx_http_imgbill_channel_t  ngx_http_imgbill_channels[] = {
  * The per-call price of the images a request asks for, by their size and
  * quality: the price of "SIZE:QUALITY", else of "SIZE", else of
  * ":QUALITY", else the model's own (dall-e-3: standard 1024x1024 is the
- * model's price, hd and the wide sizes are its variants).
+ * model's price, hd and the wide sizes are its variants).  Without regard
+ * to case: an upstream that takes "HD" for "hd" must not make it cheap.
  */
 
 ngx_int_t
@@ -116,7 +117,7 @@ ngx_http_imgbill_per_call(ngx_http_imgbill_price_t *price, ngx_str_t *size,
 
         for (i = 0; i < price->variants->nelts; i++) {
             if (v[i].key.len == len
-                && ngx_strncmp(v[i].key.data, key, len) == 0)
+                && ngx_strncasecmp(v[i].key.data, key, len) == 0)
             {
                 return v[i].per_call;
             }

@@ -203,7 +203,7 @@ ngx_http_imgbill_price_variant(ngx_conf_t *cf, ngx_command_t *cmd,
 
     for (i = 0; i < price->variants->nelts; i++) {
         if (v[i].key.len == key.len
-            && ngx_strncmp(v[i].key.data, key.data, key.len) == 0)
+            && ngx_strncasecmp(v[i].key.data, key.data, key.len) == 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"%V\" of model \"%V\" is priced twice in "
