@@ -407,10 +407,20 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
                      ($now + 86400) * 1000 . '-0']);
     is $usage->[4], 700, '... and usage reads 700';
 
+    is admit('sk-vera', 'v3', 50000, 2465)->[0], 1, 'v3 holds 0.2465';
     is_deeply reverse_charge('vera', 'v3', ts => $now), [2, 99300],
               'reverse before its settle: {2}, nothing moves';
-    is_deeply settle('vera', 'v3', 2465, ts => $now), [0, 99300],
+    like holds('vera')->{v3}, qr/^2465:\d+$/, '... the hold stays';
+    is_deeply settle('vera', 'v3', 2465, ts => $now, hold => 2465), [0, 99300],
               '... and the settle that follows charges nothing';
+    is_deeply holds('vera'), {}, '... but gives the hold back';
+    is held('vera')->{units}, 0, '... and its units';
+    is admit('sk-vera', 'v4', 50000, 700)->[0], 1, 'v4 holds 0.0700';
+    is_deeply reverse_charge('vera', 'v4', ts => $now), [2, 99300],
+              'v4 reversed before its settle';
+    is_deeply settle('vera', 'v4', 0, ts => $now), [0, 99300],
+              '... a free settle after it (hold not known) charges nothing';
+    is_deeply holds('vera'), {}, '... and gives the hold back too';
     is scalar @{ $r->cmd('XRANGE', 'imgbill:{vera}:ledger', '-', '+') }, 4,
        '... nor writes to the ledger';
     my ($rc, $out) = $h->cli('audit', 'vera');

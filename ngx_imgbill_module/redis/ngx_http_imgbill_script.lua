@@ -231,10 +231,13 @@ local function settle(k, a)
     return {1, bal}
   end
 
-  -- Applied before (a journal replay): the marker is written again, so
-  -- that this call writes something and a WAIT after it covers the
-  -- original charge, on whichever connection that was made.
+  -- Applied before (a journal replay), or reversed before it came (the
+  -- reversal's marker): the marker is written again, so that this call
+  -- writes something and a WAIT after it covers the original charge, on
+  -- whichever connection that was made.  The hold goes all the same: a
+  -- reversal that overtook its settlement (Redis away meanwhile) left it.
   call('EXPIRE', marker, ARGV[a + 6])
+  unhold(holds, heldk, rid, hold)
   return {0, tonumber(call('GET', balk) or '0')}
 end
 

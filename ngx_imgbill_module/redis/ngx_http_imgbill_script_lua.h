@@ -9,7 +9,7 @@
 #define _NGX_HTTP_IMGBILL_SCRIPT_LUA_H_INCLUDED_
 
 
-#define NGX_HTTP_IMGBILL_SCRIPT_SHA  "768fbb95488a30fc504712f3b2f99fb27d0e0d61"
+#define NGX_HTTP_IMGBILL_SCRIPT_SHA  "7643c91cd622a7edca6c3fb6742777149cf2882b"
 
 static const char  ngx_http_imgbill_script_lua[] =
     "-- imgbill's one Redis script: admit, settle, release, release_key,\n"
@@ -253,10 +253,14 @@ static const char  ngx_http_imgbill_script_lua[] =
     "    return {1, bal}\n"
     "  end\n"
     "\n"
-    "  -- Applied before (a journal replay): the marker is written again, so\n"
-    "  -- that this call writes something and a WAIT after it covers the\n"
-    "  -- original charge, on whichever connection that was made.\n"
+    "  -- Applied before (a journal replay), or reversed before it came (the\n"
+    "  -- reversal's marker): the marker is written again, so that this call\n"
+    "  -- writes something and a WAIT after it covers the original charge, on\n"
+    "  -- whichever connection that was made.  The hold goes all the same: a\n"
+    "  -- reversal that overtook its settlement (Redis away meanwhile) left it."
+    "\n"
     "  call('EXPIRE', marker, ARGV[a + 6])\n"
+    "  unhold(holds, heldk, rid, hold)\n"
     "  return {0, tonumber(call('GET', balk) or '0')}\n"
     "end\n"
     "\n"
