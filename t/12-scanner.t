@@ -10,5 +10,5 @@ use Imgbill::Unit;
 
 Imgbill::Unit::run('scan_check',
                    [qw(scan scan_token api splice openai gemini images compact compact_token
-                       request reading)],
+                       request reading form multipart)],
                    [qw(-ljansson)]);

@@ -11,5 +11,5 @@ use Imgbill::Unit;
 
 Imgbill::Unit::run('request_check',
                    [qw(compact compact_token request reading key api splice openai
-                       gemini images scan scan_token)],
+                       gemini images scan scan_token form multipart)],
                    [qw(-ljansson -lcrypto)]);

@@ -11,5 +11,5 @@ use Imgbill::Unit;
 
 Imgbill::Unit::run('sse_check',
                    [qw(sse scan scan_token api splice openai gemini images compact
-                       compact_token request reading)],
+                       compact_token request reading form multipart)],
                    [qw(-ljansson)]);

@@ -11,7 +11,10 @@
 #      the worker's peak RSS grows by under 64 MiB;
 #   c. twelve 31 MB bodies that are all structure ([0,0,0,...]): 401 for
 #      an unknown key, 413 for a valid one, while another account's fast
-#      calls all succeed.
+#      calls all succeed;
+#   d. twenty 40 MB Images API edits (sixteen images each, multipart):
+#      each charged exactly, each body intact upstream, the worker's peak
+#      RSS grows by under 64 MiB.
 # The growth is VmHWM after the flood (reset through clear_refs before it)
 # minus VmRSS before it, of the one worker; each case has an nginx of its
 # own, so that one case's heap is not the next one's.  The figures are
@@ -223,6 +226,52 @@ sub swell {
        '... only the other account\'s calls reached the upstream';
     ok wait_for(sub { ($h->balance($pa) // 0) == 10_000_000 - $calls * 700 }),
        "... each of its $calls calls charged 0.0700";
+    $sink->stop;
+}
+
+# ---- d. twenty Images API edits of 40 MB each -----------------------------
+# Issue 19: sixteen 2.5 MB images and a prompt as multipart/form-data, read
+# by the form reader as they stream by, to nginx's temporary file, never
+# gathered; each charged by the sink's usage (50 text + 6208 image in, 1056
+# out: 0.0018 + 0.4470 + 0.3041 = 0.7529), each body intact upstream.
+{
+    my ($h, $sink, $w) = relay();
+    my $B = 'imgbillSwell0123456789';
+    my $form = '';
+    $form .= "--$B\r\nContent-Disposition: form-data; name=\"$_->[0]\"\r\n\r\n$_->[1]\r\n"
+        for [ model => 'gpt-image-1' ], [ prompt => 'sixteen foxes in one picture' ];
+    for my $i (1 .. 16) {
+        $form .= "--$B\r\nContent-Disposition: form-data; name=\"image[]\"; "
+               . "filename=\"fox$i.png\"\r\nContent-Type: image/png\r\n\r\n"
+               . "\x89PNG\r\n\x1a\n" . (chr(32 + $i) x 2_499_992) . "\r\n";
+    }
+    $form .= "--$B--\r\n";
+    my $fsha = sha256_hex($form);
+    # each hold 3.2888 (the text, 16 x 1290 tokens at 72, 6240 out at 288)
+    my ($acct, $key) = $h->fresh_account(prefix => 'edits', units => 1_000_000);
+    my $before = rss($w);
+    peak_reset($w);
+    my $sampled = $before;
+    my $r = flood(port => $h->port, path => '/v1/images/edits', body => \$form,
+                  headers => [ Authorization => "Bearer $key",
+                               'Content-Type' => "multipart/form-data; boundary=$B" ],
+                  clients => $CLIENTS, rate => $RATE, chunk => $CHUNK, timeout => 60,
+                  tick => sub { my $n = rss($w) // 0; $sampled = $n if $n > $sampled });
+    my $hwm = rss($w, 'VmHWM') // 0;
+    my $growth = ($hwm > $sampled ? $hwm : $sampled) - $before;
+    diag sprintf 'edits: %d x %d bytes, worker RSS before %d KiB, growth %d KiB (%.1f MiB); %s',
+        $CLIENTS, length $form, $before, $growth, $growth / 1024, flood_summary($r);
+    my @c = @{ $r->{clients} };
+    is join(' ', map { $_->{headers}{'x-imgbill-charge'} // $_->{status} } @c),
+       join(' ', ('0.7529') x $CLIENTS), "edits: all $CLIENTS charged 0.7529"
+        or diag join "\n", map { "$_->{status} " . substr($_->{body} // '', 0, 200) } @c;
+    cmp_ok $growth, '<', $GROWTH, "edits: the worker grew by under 64 MiB ($growth KiB)";
+    ok $h->wait_holds($acct, 0, 10), 'edits: no hold left';
+    is $h->balance($acct), 1_000_000 - $CLIENTS * 7529, 'edits: exactly twenty charges';
+    my @b = grep { $_->{length} == length $form } @{ $sink->bodies };
+    is join(' ', map { $_->{sha256} } @b), join(' ', ($fsha) x $CLIENTS),
+        'edits: each body reached the upstream byte for byte';
+    is_deeply [ $h->crashes ], [], 'edits: no worker crashed';
     $sink->stop;
 }
 

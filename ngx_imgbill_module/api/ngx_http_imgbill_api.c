@@ -14,6 +14,11 @@ extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
 extern ngx_http_imgbill_api_t  ngx_http_imgbill_images_api;
 
 
+static ngx_int_t ngx_http_imgbill_check_parsed(ngx_int_t rc,
+    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_request_t *req);
+
+
 /* the first is a location's when it names none */
 
 static ngx_http_imgbill_api_t  *ngx_http_imgbill_apis[] = {
@@ -91,10 +96,28 @@ ngx_http_imgbill_check_compact(ngx_http_imgbill_compact_t *c,
     ngx_http_imgbill_api_t *api, size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
-    ngx_int_t  rc;
+    return ngx_http_imgbill_check_parsed(
+                               ngx_http_imgbill_compact_parse(c, req),
+                               api, image_limit, req);
+}
 
-    rc = ngx_http_imgbill_compact_parse(c, req);
 
+/* ... and a form's; the strings its verdict names live as long as it */
+
+ngx_int_t
+ngx_http_imgbill_check_form(ngx_http_imgbill_form_t *f,
+    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_request_t *req)
+{
+    return ngx_http_imgbill_check_parsed(ngx_http_imgbill_form_parse(f, req),
+                                         api, image_limit, req);
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_check_parsed(ngx_int_t rc, ngx_http_imgbill_api_t *api,
+    size_t image_limit, ngx_http_imgbill_request_t *req)
+{
     if (rc == NGX_HTTP_IMGBILL_REQ_OK) {
         rc = api->check(req, image_limit);
     }

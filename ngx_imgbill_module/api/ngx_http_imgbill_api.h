@@ -110,6 +110,16 @@ typedef struct {
     /* a stream's event waits for its end before it goes: it may be the
        usage the relay asked for (dropped) or carry the cost */
     unsigned                        hold_events:1;
+
+    /* it takes multipart/form-data bodies too, read by
+       ngx_http_imgbill_form.c for check to read (req->form) */
+    unsigned                        forms:1;
+
+    /* a stream's images are its finished events (the dialect's
+       shows_done), one each, and their usages add up; otherwise an image
+       is a choice, however many events it spans, and the last usage is
+       the stream's */
+    unsigned                        finished_events:1;
 } ngx_http_imgbill_api_t;
 
 
@@ -139,6 +149,9 @@ char *ngx_http_imgbill_api_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_imgbill_api_t *ngx_http_imgbill_api_default(void);
 ngx_int_t ngx_http_imgbill_check_compact(ngx_http_imgbill_compact_t *c,
+    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_request_t *req);
+ngx_int_t ngx_http_imgbill_check_form(ngx_http_imgbill_form_t *f,
     ngx_http_imgbill_api_t *api, size_t image_limit,
     ngx_http_imgbill_request_t *req);
 ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,

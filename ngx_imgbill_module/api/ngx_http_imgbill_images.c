@@ -6,7 +6,11 @@
  *
  *   the key     Authorization: Bearer <key>
  *   the model   the body's "model"; the images asked for, its "n"
- *   a stream    not relayed yet: "stream": true is refused, free
+ *   a stream    "stream": true: events "image_generation.partial_image"
+ *               and "image_generation.completed" (edits: "image_edit.*"),
+ *               each a JSON object with its "type", an image in its
+ *               "b64_json"; only a completed one is an image delivered,
+ *               and carries that image's "usage"
  *   a reply     data[], each entry an image when it has a "b64_json" or
  *               a "url"; "usage" {input_tokens, output_tokens} from GPT
  *               image models, and input_tokens_details.image_tokens, the
@@ -14,8 +18,12 @@
  *   an error    OpenAI's: {"error":{"message","type","param":null,"code"}}
  *
  * "size" and "quality" (strings) choose a per-image price's variant.
- * Edits and variations (multipart/form-data, read by
- * ngx_http_imgbill_multipart.c) and streams are still to come (issue 19).
+ *
+ * Edits (/v1/images/edits) and variations (/v1/images/variations) come
+ * as multipart/form-data, read by ngx_http_imgbill_form.c: the same
+ * members as text fields, and the images as files, "image" (once) or
+ * "image[]" (up to 16), and a "mask".  Each file is a reference image of
+ * the request's input.
  */
 
 
@@ -24,12 +32,20 @@
 
 enum {
     ngx_http_imgbill_images_key_b64 = NGX_HTTP_IMGBILL_SCAN_KEY_API,
-    ngx_http_imgbill_images_key_url
+    ngx_http_imgbill_images_key_url,
+    ngx_http_imgbill_images_key_type
 };
 
 
 static ngx_int_t ngx_http_imgbill_images_check(
     ngx_http_imgbill_request_t *req, size_t image_limit);
+static ngx_int_t ngx_http_imgbill_images_form(
+    ngx_http_imgbill_request_t *req);
+static void ngx_http_imgbill_images_number(json_t *root, const char *name);
+
+
+/* the images an edit may send, as OpenAI takes them */
+#define NGX_HTTP_IMGBILL_IMAGES_FILES  16
 
 
 /* data[] is read as the choices are: one entry, one image */
@@ -44,6 +60,7 @@ static ngx_http_imgbill_scan_key_t  ngx_http_imgbill_images_keys[] = {
     { ngx_string("image_tokens"), ngx_http_imgbill_key_image_input },
     { ngx_string("b64_json"), ngx_http_imgbill_images_key_b64 },
     { ngx_string("url"), ngx_http_imgbill_images_key_url },
+    { ngx_string("type"), ngx_http_imgbill_images_key_type },
     { ngx_null_string, 0 }
 };
 
@@ -57,11 +74,24 @@ static ngx_http_imgbill_scan_path_t  ngx_http_imgbill_images_paths[] = {
 };
 
 
+/*
+ * A stream's events are each an object of their own: a partial image
+ * shows an image (a client that leaves after one does not leave the
+ * relay blind: it reads on, and the finished image is billed), and only
+ * a "*.completed" one is an image delivered.
+ */
+
 static ngx_http_imgbill_scan_mark_t  ngx_http_imgbill_images_marks[] = {
     { ngx_http_imgbill_role_choice, ngx_http_imgbill_images_key_b64,
       ngx_http_imgbill_shows_image },
     { ngx_http_imgbill_role_choice, ngx_http_imgbill_images_key_url,
       ngx_http_imgbill_shows_image },
+    { ngx_http_imgbill_role_root, ngx_http_imgbill_images_key_b64,
+      ngx_http_imgbill_shows_image },
+    { ngx_http_imgbill_role_root, ngx_http_imgbill_images_key_url,
+      ngx_http_imgbill_shows_image },
+    { ngx_http_imgbill_role_root, ngx_http_imgbill_images_key_type,
+      ngx_http_imgbill_shows_done },
     { 0, 0, 0 }
 };
 
@@ -70,7 +100,7 @@ static ngx_http_imgbill_dialect_t  ngx_http_imgbill_images_dialect = {
     ngx_http_imgbill_images_keys,
     ngx_http_imgbill_images_paths,
     ngx_http_imgbill_images_marks,
-    0,
+    1,
     0
 };
 
@@ -92,7 +122,9 @@ ngx_http_imgbill_api_t  ngx_http_imgbill_images_api = {
     NGX_HTTP_IMGBILL_OPENAI_MODEL_LEN,
     ngx_string("]}\n"),
     &ngx_http_imgbill_images_dialect,
-    0
+    1,
+    1,
+    1
 };
 
 
@@ -115,6 +147,13 @@ ngx_http_imgbill_images_check(ngx_http_imgbill_request_t *req,
     ngx_str_t   *s;
     ngx_int_t    rc;
     ngx_uint_t   i, stream;
+
+    if (req->form) {
+        rc = ngx_http_imgbill_images_form(req);
+        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+            return rc;
+        }
+    }
 
     rc = ngx_http_imgbill_reading_openai(req, ngx_http_imgbill_images_root);
     if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
@@ -147,13 +186,121 @@ ngx_http_imgbill_images_check(ngx_http_imgbill_request_t *req,
         s->data = (u_char *) json_string_value(v);
     }
 
-    if (stream) {
-        req->param = "stream";
-        req->expected = "false or absent: the relay does not relay the "
-                        "Images API's streams yet";
-        req->code = "stream_not_supported";
+    req->stream = stream;
+
+    return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+/*
+ * A form's fields are text: "n" and "stream" are read as OpenAI reads
+ * them ("2", "true"), anything else stays a string for the checks to
+ * refuse.  Its files are the input's images: at least one, "image" or
+ * "image[]" (at most 16 in all), and at most one "mask".
+ */
+
+static ngx_int_t
+ngx_http_imgbill_images_form(ngx_http_imgbill_request_t *req)
+{
+    json_t      *v;
+    ngx_uint_t   i, images;
+
+    static const char  *files[] = { "image", "image[]", NULL };
+
+    ngx_http_imgbill_images_number(req->root, "n");
+
+    v = json_object_get(req->root, "stream");
+
+    if (json_is_string(v)) {
+        if (ngx_strcmp(json_string_value(v), "true") == 0) {
+            json_object_set_new(req->root, "stream", json_true());
+
+        } else if (ngx_strcmp(json_string_value(v), "false") == 0) {
+            json_object_set_new(req->root, "stream", json_false());
+        }
+    }
+
+    images = 0;
+
+    for (i = 0; files[i]; i++) {
+        v = json_object_get(req->root, files[i]);
+
+        if (v == NULL) {
+            continue;
+        }
+
+        if (!json_is_array(v)) {
+            req->param = files[i];
+            req->expected = "a file";
+            return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+        }
+
+        images += json_array_size(v);
+    }
+
+    if (images == 0) {
+        req->param = "image";
+        req->expected = "a file";
+        req->code = "missing_image";
+        return NGX_HTTP_IMGBILL_REQ_MISSING;
+    }
+
+    if (images > NGX_HTTP_IMGBILL_IMAGES_FILES) {
+        req->param = "image[]";
+        req->expected = "at most 16 files";
+        req->code = "too_many_images";
         return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
     }
 
+    v = json_object_get(req->root, "mask");
+
+    if (v && (!json_is_array(v) || json_array_size(v) > 1)) {
+        req->param = "mask";
+        req->expected = "one file";
+        return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+    }
+
+    /* a mask is read by the model as an image too */
+
+    req->images = images + json_array_size(v);
+
     return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+/* a decimal of at most three digits, without a leading zero, as a JSON
+   integer; anything else is left for the check to refuse */
+
+static void
+ngx_http_imgbill_images_number(json_t *root, const char *name)
+{
+    json_t      *v;
+    size_t       len, i;
+    json_int_t   n;
+    const char  *s;
+
+    v = json_object_get(root, name);
+
+    if (!json_is_string(v)) {
+        return;
+    }
+
+    s = json_string_value(v);
+    len = json_string_length(v);
+
+    if (len == 0 || len > 3 || (s[0] == '0' && len > 1)) {
+        return;
+    }
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return;
+        }
+
+        n = n * 10 + (s[i] - '0');
+    }
+
+    json_object_set_new(root, name, json_integer(n));
 }

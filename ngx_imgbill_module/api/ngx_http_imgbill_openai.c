@@ -141,7 +141,9 @@ ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api = {
     NGX_HTTP_IMGBILL_OPENAI_MODEL_LEN,
     ngx_string("]}\n"),
     &ngx_http_imgbill_openai_dialect,
-    1
+    1,
+    0,
+    0
 };
 
 

@@ -11,6 +11,7 @@
 
 
 #include "ngx_http_imgbill_ctx.h"
+#include "ngx_http_imgbill_multipart.h"
 
 
 #define NGX_HTTP_IMGBILL_LARGE_BODY  (1024 * 1024)
@@ -82,10 +83,21 @@ static ngx_http_imgbill_verdict_t  ngx_http_imgbill_verdicts[] = {
     /* NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX: the limit */
     { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "request_too_large",
       "the request body is over %uz bytes of JSON outside its long strings "
-      "(images, prompts)" }
+      "(images, prompts)" },
+
+    /* NGX_HTTP_IMGBILL_REQ_BAD_FORM: why */
+    { NGX_HTTP_BAD_REQUEST, "invalid_multipart",
+      "the multipart/form-data body cannot be read: %s" }
 };
 
 
+/* a form's fields have no JSON around them */
+static char  ngx_http_imgbill_form_too_large[] =
+    "the request body's fields are over %uz bytes";
+
+
+static ngx_int_t ngx_http_imgbill_body_form(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_str_t *boundary);
 static ngx_int_t ngx_http_imgbill_request_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_imgbill_body_yield(ngx_http_request_t *r,
@@ -150,9 +162,10 @@ ngx_http_imgbill_body_init(ngx_conf_t *cf)
 
 
 /*
- * The body is to be read: the compactor takes it as it comes.  It lives
- * until the body is checked, or with the request's pool if the request
- * ends first.  With imgbill_bodies_in_flight, a body is read only while
+ * The body is to be read: the compactor takes it as it comes, or the
+ * form reader a multipart/form-data one where the API takes forms.  It
+ * lives until the body is checked, or with the request's pool if the
+ * request ends first.  With imgbill_bodies_in_flight, a body is read only while
  * the worker reads less than that (one body always may be): its
  * Content-Length is reserved now, a chunked body's bytes as they come.
  * NGX_DECLINED with the error set: the worker is busy.
@@ -163,11 +176,15 @@ ngx_http_imgbill_body_start(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx)
 {
     off_t                          len;
+    ngx_int_t                      rc;
+    ngx_str_t                      boundary;
     ngx_pool_cleanup_t            *cln;
     ngx_http_imgbill_worker_t     *w;
+    ngx_http_imgbill_loc_conf_t   *lcf;
     ngx_http_imgbill_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
     w = mcf->worker;
 
     len = ngx_max(r->headers_in.content_length_n, 0);
@@ -178,17 +195,32 @@ ngx_http_imgbill_body_start(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    rc = ngx_http_imgbill_body_form(r, ctx, &boundary);
+
+    if (rc == NGX_ERROR) {
+        return NGX_DECLINED;
+    }
+
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->compact = ngx_http_imgbill_compact_create(
+    if (rc == NGX_OK) {
+        ctx->form = ngx_http_imgbill_form_create(&boundary, lcf->image_limit,
+                                                 r->connection->log);
+        if (ctx->form == NULL) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        ctx->compact = ngx_http_imgbill_compact_create(
                                              NGX_HTTP_IMGBILL_COMPACT_MAX,
                                              ctx->api->marks,
                                              r->connection->log);
-    if (ctx->compact == NULL) {
-        return NGX_ERROR;
+        if (ctx->compact == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     cln->handler = ngx_http_imgbill_compact_cleanup;
@@ -203,6 +235,41 @@ ngx_http_imgbill_body_start(ngx_http_request_t *r,
 }
 
 
+/*
+ * Whether the body is a form the API takes: NGX_OK with its boundary,
+ * NGX_DECLINED (JSON, or whatever else the compactor will refuse), or
+ * NGX_ERROR with the error set: a form no reader could split.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_body_form(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
+    ngx_str_t *boundary)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *type;
+
+    type = r->headers_in.content_type;
+
+    if (!ctx->api->forms || type == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_imgbill_multipart_boundary(type->value.data,
+                                             type->value.len, boundary);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_BAD_REQUEST,
+                                   ngx_http_imgbill_err_request,
+                                   "invalid_multipart",
+                                   "the multipart/form-data body has no "
+                                   "usable boundary in its Content-Type "
+                                   "(1 to 70 characters)");
+    }
+
+    return rc;
+}
+
+
 static void
 ngx_http_imgbill_busy(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
@@ -214,7 +281,7 @@ ngx_http_imgbill_busy(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 }
 
 
-/* the body checked, or the request gone: the compactor and the
+/* the body checked, or the request gone: the reader and the
    reservation go */
 
 static void
@@ -224,8 +291,15 @@ ngx_http_imgbill_compact_cleanup(void *data)
 
     ngx_http_imgbill_main_conf_t  *mcf;
 
-    ngx_http_imgbill_compact_free(ctx->compact);
-    ctx->compact = NULL;
+    if (ctx->compact) {
+        ngx_http_imgbill_compact_free(ctx->compact);
+        ctx->compact = NULL;
+    }
+
+    if (ctx->form) {
+        ngx_http_imgbill_form_free(ctx->form);
+        ctx->form = NULL;
+    }
 
     mcf = ngx_http_get_module_main_conf(ctx->request,
                                         ngx_http_imgbill_module);
@@ -251,7 +325,7 @@ ngx_http_imgbill_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_imgbill_module);
 
-    if (ctx == NULL || ctx->compact == NULL) {
+    if (ctx == NULL || (ctx->compact == NULL && ctx->form == NULL)) {
         return ngx_http_next_request_body_filter(r, in);
     }
 
@@ -264,8 +338,14 @@ ngx_http_imgbill_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         ctx->counted += size;
         ctx->slice += size;
 
-        ngx_http_imgbill_compact_feed(ctx->compact, cl->buf->pos,
-                                      cl->buf->last);
+        if (ctx->form) {
+            ngx_http_imgbill_form_feed(ctx->form, cl->buf->pos,
+                                       cl->buf->last);
+
+        } else {
+            ngx_http_imgbill_compact_feed(ctx->compact, cl->buf->pos,
+                                          cl->buf->last);
+        }
     }
 
     if (ctx->counted > ctx->reserved) {
@@ -283,7 +363,10 @@ ngx_http_imgbill_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
-    if (ctx->busy || ngx_http_imgbill_compact_end_known(ctx->compact)) {
+    if (ctx->busy
+        || (ctx->form ? ngx_http_imgbill_form_end_known(ctx->form)
+                      : ngx_http_imgbill_compact_end_known(ctx->compact)))
+    {
         rc = ngx_http_imgbill_body_drop(r, in);
 
     } else {
@@ -341,9 +424,10 @@ ngx_http_imgbill_body_yield(ngx_http_request_t *r,
 
 
 /*
- * A body already refused (not JSON, too much structure, the worker busy)
- * is read to its end as nginx discards one, and no byte more of it goes
- * to the temporary file: only its end, for nginx to know it read it all.
+ * A body already refused (not JSON, too much structure, a file over the
+ * limit, the worker busy) is read to its end as nginx discards one, and
+ * no byte more of it goes to the temporary file: only its end, for nginx
+ * to know it read it all.
  */
 
 static ngx_int_t
@@ -393,12 +477,16 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    rc = ngx_http_imgbill_check_compact(ctx->compact, ctx->api,
-                                        lcf->image_limit, &req);
+    if (ctx->form) {
+        rc = ngx_http_imgbill_check_form(ctx->form, ctx->api,
+                                         lcf->image_limit, &req);
 
-    ngx_http_imgbill_compact_cleanup(ctx);
+    } else {
+        rc = ngx_http_imgbill_check_compact(ctx->compact, ctx->api,
+                                            lcf->image_limit, &req);
+    }
 
-    if (req.length > NGX_HTTP_IMGBILL_LARGE_BODY) {
+    if (ctx->counted > NGX_HTTP_IMGBILL_LARGE_BODY) {
         /*
          * Megabytes of reference images took a while to read: without a
          * fresh clock the Redis timeout armed next would start in the past.
@@ -406,10 +494,15 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
         ngx_time_update();
     }
 
+    /* a form's verdict names what the form keeps */
+
     if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
         ngx_http_imgbill_verdict(r, ctx, rc, &req);
+        ngx_http_imgbill_compact_cleanup(ctx);
         goto failed;
     }
+
+    ngx_http_imgbill_compact_cleanup(ctx);
 
     /* the model outlives the document: it goes into the ledger (an API
        that names it in the path gave it already) */
@@ -573,6 +666,7 @@ ngx_http_imgbill_verdict(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 
     case NGX_HTTP_IMGBILL_REQ_NO_TARGET:
     case NGX_HTTP_IMGBILL_REQ_STREAM_FORMAT:
+    case NGX_HTTP_IMGBILL_REQ_BAD_FORM:
         ngx_http_imgbill_set_error(r, &ctx->error, v->status,
                                    ngx_http_imgbill_err_request, code,
                                    v->message, req->expected);
@@ -587,7 +681,8 @@ ngx_http_imgbill_verdict(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     case NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX:
         ngx_http_imgbill_set_error(r, &ctx->error, v->status,
                                    ngx_http_imgbill_err_request, code,
-                                   v->message,
+                                   req->form ? ngx_http_imgbill_form_too_large
+                                             : v->message,
                                    (size_t) NGX_HTTP_IMGBILL_COMPACT_MAX);
         break;
 

@@ -97,6 +97,7 @@ typedef struct {
 
     ngx_http_imgbill_cmd_t         *cmd;       /* in flight, if any */
     ngx_http_imgbill_compact_t     *compact;   /* the body, as it is read */
+    ngx_http_imgbill_form_t        *form;      /* ... or a form, so */
     off_t                           counted;   /* ... its bytes so far */
     off_t                           reserved;  /* ... in the worker's
                                                   bodies in flight */

@@ -405,8 +405,11 @@ ngx_http_imgbill_stream_abandoned(ngx_http_imgbill_ctx_t *ctx)
                   "%*s; not charged, hold released",
                   c->error ? "client" : "upstream",
                   &ctx->request_id, &ctx->account, st->bytes,
-                  image ? "before its image reached the client"
-                        : "before any image",
+                  st->finished_events
+                  ? (image ? "before an image was finished, after a "
+                             "partial one" : "before any image")
+                  : image ? "before its image reached the client"
+                          : "before any image",
                   charge >= 0 ? (size_t) (p - buf) : sizeof("unknown") - 1,
                   charge >= 0 ? buf : (u_char *) "unknown");
 }
@@ -442,7 +445,8 @@ ngx_http_imgbill_stream_worth(ngx_http_imgbill_ctx_t *ctx)
 /*
  * What the stream showed so far, as a whole reply's findings: every choice
  * that showed an image counts once, however many events it took, the
- * event being read included (a stream may end inside it).
+ * event being read included (a stream may end inside it); or every
+ * finished event, where those are the images.
  */
 
 void
@@ -461,6 +465,15 @@ ngx_http_imgbill_stream_found(ngx_http_imgbill_stream_t *st,
     found->usage = st->usage;
     found->prompt_tokens = st->prompt_tokens;
     found->completion_tokens = st->completion_tokens;
+
+    /* images that are finished events: only those that ended count */
+
+    if (st->finished_events) {
+        found->images = st->finished;
+        found->usage = st->usage && !st->usage_lost;
+        found->image_tokens = st->image_tokens;
+        return;
+    }
 
     bits = st->indexes | s->indexes;
 

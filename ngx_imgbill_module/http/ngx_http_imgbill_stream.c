@@ -39,6 +39,8 @@ static ngx_int_t ngx_http_imgbill_stream_hold(ngx_http_request_t *r,
     ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll);
 static ngx_int_t ngx_http_imgbill_stream_event(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_chain_t ***ll);
+static void ngx_http_imgbill_stream_finished(ngx_http_imgbill_stream_t *st,
+    ngx_http_imgbill_scan_t *res);
 static void ngx_http_imgbill_stream_end(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_stream_close(ngx_http_request_t *r,
@@ -67,9 +69,11 @@ ngx_http_imgbill_stream_start(ngx_http_request_t *r,
     ngx_http_imgbill_sse_init(&st->sse, ctx->api->dialect);
 
     st->hold_events = ctx->api->hold_events;
+    st->finished_events = ctx->api->finished_events;
     st->passing = !st->hold_events;
     st->prompt_tokens = -1;
     st->completion_tokens = -1;
+    st->image_tokens = -1;
 
     ngx_http_imgbill_deliver_start(r, st);
 
@@ -194,6 +198,24 @@ ngx_http_imgbill_stream_read(ngx_http_request_t *r,
                                            in + (st->sse.image - start) - 1);
         }
 
+        if (st->passing && st->finished_events && st->sse.usage) {
+
+            /* a finished image's usage, after megabytes of it: what came
+               before goes, the rest of the event waits to carry the cost */
+
+            if (ngx_http_imgbill_stream_out(r, st, p, st->sse.usage - 1 - p,
+                                            ll)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            p = st->sse.usage - 1;
+            st->event_at = st->len;
+            st->passing = 0;
+            st->midway = 1;
+        }
+
         if (!st->passing
             && st->len + (end - p) > NGX_HTTP_IMGBILL_EVENT_HOLD)
         {
@@ -210,6 +232,7 @@ ngx_http_imgbill_stream_read(ngx_http_request_t *r,
             st->tail = 0;
             st->cost_at = 0;
             st->passing = 1;
+            st->midway = 0;
         }
 
         if (!st->passing) {
@@ -315,7 +338,10 @@ ngx_http_imgbill_stream_event(ngx_http_request_t *r,
         /* the last usage wins: Google repeats a growing one on every
            chunk, and adding them would bill it many times over */
 
-        if (res->usage_key) {
+        if (st->finished_events) {
+            ngx_http_imgbill_stream_finished(st, res);
+
+        } else if (res->usage_key) {
             st->usage = res->usage;
             st->prompt_tokens = res->prompt_tokens;
             st->completion_tokens = res->completion_tokens;
@@ -336,10 +362,13 @@ ngx_http_imgbill_stream_event(ngx_http_request_t *r,
             return NGX_OK;
         }
 
-        if (ctx->usage_asked && res->usage && sse->usage_at
-            && (res->no_choices || res->finished))
+        if (res->usage && sse->usage_at
+            && (st->finished_events
+                ? res->done
+                : ctx->usage_asked && (res->no_choices || res->finished)))
         {
-            /* maybe the last usage: it waits, to carry the cost */
+            /* maybe the last usage: it waits, to carry the cost (an
+               event held from its usage's '{' on has it at 1) */
 
             if (ngx_http_imgbill_stream_out(r, st, st->hold, st->event_at,
                                             ll)
@@ -351,12 +380,15 @@ ngx_http_imgbill_stream_event(ngx_http_request_t *r,
             st->len -= st->event_at;
             ngx_memmove(st->hold, st->hold + st->event_at, st->len);
 
-            st->cost_at = sse->usage_at;
+            st->cost_at = st->midway ? 1 : sse->usage_at;
             st->tail = 1;
             st->event_at = st->len;
+            st->midway = 0;
             return NGX_OK;
         }
     }
+
+    st->midway = 0;
 
     if (st->tail) {
         st->event_at = st->len;
@@ -371,6 +403,44 @@ ngx_http_imgbill_stream_event(ngx_http_request_t *r,
     st->event_at = 0;
 
     return NGX_OK;
+}
+
+
+/*
+ * Where a stream's images are its finished events (the Images API's
+ * "*.completed"), each is an image and carries that image's usage, the
+ * input counted in the first: the usages add up.  One finished without a
+ * usage leaves the stream's unknown.
+ */
+
+static void
+ngx_http_imgbill_stream_finished(ngx_http_imgbill_stream_t *st,
+    ngx_http_imgbill_scan_t *res)
+{
+    if (!res->done) {
+        return;
+    }
+
+    st->finished++;
+
+    if (!res->usage
+        || res->prompt_tokens > NGX_HTTP_IMGBILL_TOKENS_MAX
+                                - ngx_max(st->prompt_tokens, 0)
+        || res->completion_tokens > NGX_HTTP_IMGBILL_TOKENS_MAX
+                                    - ngx_max(st->completion_tokens, 0))
+    {
+        st->usage_lost = 1;
+        return;
+    }
+
+    st->usage = 1;
+    st->prompt_tokens = ngx_max(st->prompt_tokens, 0) + res->prompt_tokens;
+    st->completion_tokens = ngx_max(st->completion_tokens, 0)
+                            + res->completion_tokens;
+
+    if (res->image_tokens >= 0) {
+        st->image_tokens = ngx_max(st->image_tokens, 0) + res->image_tokens;
+    }
 }
 
 

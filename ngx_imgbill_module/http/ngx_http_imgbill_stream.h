@@ -45,6 +45,10 @@ struct ngx_http_imgbill_stream_s {
     ngx_int_t                       completion_tokens;
     uint64_t                        indexes;   /* choices that showed an
                                                   image, by index */
+    ngx_int_t                       image_tokens;  /* of the prompt; -1:
+                                                      not told apart */
+    ngx_uint_t                      finished;  /* finished events, where
+                                                  they are the images */
 
     /* what reached the client: the output is the input less what was
        dropped (shift) */
@@ -63,7 +67,12 @@ struct ngx_http_imgbill_stream_s {
     ngx_http_event_handler_pt       write_handler;
 
     unsigned                        hold_events:1;
+    unsigned                        finished_events:1;
+    unsigned                        usage_lost:1;  /* a finished event
+                                                      without a usage */
     unsigned                        passing:1;   /* the event being read */
+    unsigned                        midway:1;    /* ... held from its
+                                                    usage's '{' on */
     unsigned                        tail:1;
     unsigned                        image:1;
     unsigned                        usage:1;

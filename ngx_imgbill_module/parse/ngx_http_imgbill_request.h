@@ -69,9 +69,11 @@ typedef enum {
                                               spelled otherwise: param */
     NGX_HTTP_IMGBILL_REQ_STREAM_FORMAT,    /* a stream asked for in a form
                                               not relayed: expected */
-    NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX       /* over
+    NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX,      /* over
                                               NGX_HTTP_IMGBILL_COMPACT_MAX
                                               outside its long strings */
+    NGX_HTTP_IMGBILL_REQ_BAD_FORM          /* a multipart body that cannot
+                                              be read: expected, why */
 } ngx_http_imgbill_verdict_e;
 
 
@@ -102,6 +104,7 @@ typedef struct {
 } ngx_http_imgbill_mark_t;
 
 typedef struct ngx_http_imgbill_compact_s  ngx_http_imgbill_compact_t;
+typedef struct ngx_http_imgbill_form_s     ngx_http_imgbill_form_t;
 
 
 /* ... and its findings; the caller json_decref()s root in every case */
@@ -150,6 +153,10 @@ typedef struct {
                                                           whatever they say */
     unsigned                        usage_added:1;  /* the body was made to
                                                        ask for the usage */
+    unsigned                        form:1;       /* multipart/form-data:
+                                                     its fields are strings,
+                                                     its files arrays of
+                                                     their sizes */
 } ngx_http_imgbill_request_t;
 
 
@@ -163,6 +170,16 @@ ngx_int_t ngx_http_imgbill_compact_end(ngx_http_imgbill_compact_t *c);
 ngx_int_t ngx_http_imgbill_compact_parse(ngx_http_imgbill_compact_t *c,
     ngx_http_imgbill_request_t *req);
 void ngx_http_imgbill_compact_free(ngx_http_imgbill_compact_t *c);
+
+/* ngx_http_imgbill_form.c: a multipart/form-data body, read so */
+ngx_http_imgbill_form_t *ngx_http_imgbill_form_create(ngx_str_t *boundary,
+    size_t image_limit, ngx_log_t *log);
+void ngx_http_imgbill_form_feed(ngx_http_imgbill_form_t *f, u_char *p,
+    u_char *last);
+ngx_uint_t ngx_http_imgbill_form_end_known(ngx_http_imgbill_form_t *f);
+ngx_int_t ngx_http_imgbill_form_parse(ngx_http_imgbill_form_t *f,
+    ngx_http_imgbill_request_t *req);
+void ngx_http_imgbill_form_free(ngx_http_imgbill_form_t *f);
 
 /* ngx_http_imgbill_request.c */
 void ngx_http_imgbill_request_bound(ngx_http_imgbill_request_t *req);

@@ -303,6 +303,7 @@ ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
     }
 
     res->json = 1;
+    res->done = s->done;
 
     /*
      * One usage, with each count once: two top-level usage keys, or a
@@ -415,7 +416,10 @@ ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch,
         watch = (shows == ngx_http_imgbill_shows_text)
                 ? ngx_http_imgbill_watch_text
                 : (shows == ngx_http_imgbill_shows_mime)
-                  ? ngx_http_imgbill_watch_mime : ngx_http_imgbill_watch_none;
+                  ? ngx_http_imgbill_watch_mime
+                  : (shows == ngx_http_imgbill_shows_done)
+                    ? ngx_http_imgbill_watch_done
+                    : ngx_http_imgbill_watch_none;
 
         ngx_http_imgbill_scan_string_start(s, watch);
         s->state = sw_string;
@@ -579,6 +583,14 @@ ngx_http_imgbill_scan_string_end(ngx_http_imgbill_scanner_t *s)
         && key == ngx_http_imgbill_key_finish)
     {
         s->finished = 1;
+    }
+
+    /* the whole of ".completed" ended it, none of it escaped */
+
+    if (s->watch == ngx_http_imgbill_watch_done && !s->escaped
+        && s->match == sizeof(".completed") - 1)
+    {
+        s->done = 1;
     }
 }
 

@@ -65,8 +65,12 @@ enum {
     ngx_http_imgbill_shows_image = 1,   /* an image, whatever it holds */
     ngx_http_imgbill_shows_text,        /* a string that may name one: a
                                            data URL, a markdown image */
-    ngx_http_imgbill_shows_mime         /* a string that may be an image
+    ngx_http_imgbill_shows_mime,        /* a string that may be an image
                                            MIME type */
+    ngx_http_imgbill_shows_done         /* a string that, ending in
+                                           ".completed", makes the document
+                                           a finished image (the Images
+                                           API's stream events) */
 };
 
 
@@ -128,6 +132,8 @@ typedef struct {
                                                     reason, a string */
     unsigned                        no_choices:1;  /* a usage chunk's
                                                       empty choices */
+    unsigned                        done:1;    /* a finished image, where
+                                                  the dialect marks one */
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
     ngx_int_t                       image_tokens;  /* of the prompt, where
@@ -212,6 +218,7 @@ typedef struct {
     unsigned                        error:1;
     unsigned                        finished:1;
     unsigned                        no_choices:1;
+    unsigned                        done:1;
 } ngx_http_imgbill_scanner_t;
 
 

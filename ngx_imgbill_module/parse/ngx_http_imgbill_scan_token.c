@@ -244,7 +244,8 @@ ngx_http_imgbill_scan_string(ngx_http_imgbill_scanner_t *s, u_char *p,
  * restarts the match at the byte itself.  A MIME type must begin with
  * "image/" (or "image\/"), in any case, as RFC 2045 compares them: its
  * first byte that does not fit ends the watch.  Either found (s->found)
- * is an image, from the byte that completed it.
+ * is an image, from the byte that completed it.  A type that ends in
+ * ".completed" is watched to its end.
  */
 
 static void
@@ -253,8 +254,23 @@ ngx_http_imgbill_scan_watch(ngx_http_imgbill_scanner_t *s, u_char ch)
     ngx_int_t      rc;
     static u_char  data[] = "data:image";
     static u_char  image[] = "image";
+    static u_char  done[] = ".completed";
 
     switch (s->watch) {
+
+    case ngx_http_imgbill_watch_done:
+
+        /* a suffix: no byte of ".completed" but its first is a '.', so a
+           mismatch restarts the match at the byte itself */
+
+        if (s->match < sizeof(done) - 1 && ch == done[s->match]) {
+            s->match++;
+
+        } else {
+            s->match = (ch == '.');
+        }
+
+        return;
 
     case ngx_http_imgbill_watch_key:
 

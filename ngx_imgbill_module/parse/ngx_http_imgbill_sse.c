@@ -58,6 +58,7 @@ ngx_http_imgbill_sse_feed(ngx_http_imgbill_sse_t *sse, u_char *p,
 
     start = p;
     sse->image = NULL;
+    sse->usage = NULL;
 
     while (p < last) {
         ch = *p;
@@ -236,7 +237,7 @@ static void
 ngx_http_imgbill_sse_value(ngx_http_imgbill_sse_t *sse, u_char *p,
     u_char *last)
 {
-    size_t  n, had;
+    size_t  n, had, had_usage;
 
     n = last - p;
 
@@ -256,11 +257,16 @@ ngx_http_imgbill_sse_value(ngx_http_imgbill_sse_t *sse, u_char *p,
     }
 
     had = sse->scan.image_at;
+    had_usage = sse->scan.usage_at;
 
     (void) ngx_http_imgbill_scan_feed(&sse->scan, p, last);
 
     if (had == 0 && sse->scan.image_at) {
         sse->image = p + (sse->scan.image_at - sse->fed);
+    }
+
+    if (had_usage == 0 && sse->scan.usage_at) {
+        sse->usage = p + (sse->scan.usage_at - sse->fed);
     }
 
     sse->fed += n;

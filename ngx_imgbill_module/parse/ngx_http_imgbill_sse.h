@@ -45,6 +45,9 @@ typedef struct {
        if that was in the bytes of the last call; NULL otherwise */
     u_char                         *image;
 
+    /* ... and the byte after the '{' of its top-level usage, alike */
+    u_char                         *usage;
+
     /* the event that ended last */
     ngx_uint_t                      type;
     ngx_http_imgbill_scan_t         res;

@@ -219,8 +219,9 @@ ngx_http_imgbill_journal_cmp(const void *one, const void *two)
 
 /*
  * What the line at p owes, read into l (an H line's type only): an S, R,
- * V or H line that no D line answers is owed, or unreadable (a line cut short by a full disk before lines
- * were written whole, or edited by hand: replay skips it, and says so).
+ * V or H line that no D line answers is owed, or unreadable (a line cut
+ * short by a full disk before lines were written whole, or edited by
+ * hand: replay skips it, and says so).
  */
 
 ngx_uint_t

@@ -18,6 +18,12 @@
  * bytes holds, and read back cut into pieces: every part must come back
  * as written, and the verdict must be OK.
  *
+ * Even inputs are also read by the form reader (ngx_http_imgbill_form.c),
+ * with an image limit the first byte picks: whole and cut, it must reach
+ * the same verdict and, when OK, the same tree (compared as sorted JSON)
+ * and the same long fields; every member of the tree is a short string, a
+ * long one's stand-in, or an array of file sizes within the limit.
+ *
  * -DIMGBILL_FUZZ_SELFTEST builds a deliberately broken variant (a part
  * one byte longer than it is), which t/95-fuzz.t expects to fail on the
  * seed corpus.
@@ -25,6 +31,7 @@
 
 
 #include "ngx_http_imgbill_multipart.h"
+#include "ngx_http_imgbill_request.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +70,10 @@ static void imgbill_fuzz_compare(imgbill_fuzz_reading_t *a,
     imgbill_fuzz_reading_t *b);
 static void imgbill_fuzz_generated(const uint8_t *data, size_t size,
     unsigned seed);
+static void imgbill_fuzz_forms(ngx_str_t *boundary, u_char *body,
+    size_t len, unsigned seed);
+static char *imgbill_fuzz_form(ngx_str_t *boundary, u_char *body,
+    size_t len, unsigned seed, size_t limit, ngx_int_t *verdict);
 static uint64_t imgbill_fuzz_hash(uint64_t h, u_char *p, size_t len);
 static void imgbill_fuzz_fail(const char *what, ngx_uint_t i);
 
@@ -102,6 +113,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                       size - 2 - blen, data[0] | 1, cut);
 
     imgbill_fuzz_compare(whole, cut);
+
+    imgbill_fuzz_forms(&boundary, (u_char *) data + 2 + blen,
+                       size - 2 - blen, data[0] | 1);
 
     free(whole);
     free(cut);
@@ -348,6 +362,124 @@ imgbill_fuzz_generated(const uint8_t *data, size_t size, unsigned seed)
     free(body);
     free(want);
     free(got);
+}
+
+
+/* the form reader, whole against cut */
+
+static void
+imgbill_fuzz_forms(ngx_str_t *boundary, u_char *body, size_t len,
+    unsigned seed)
+{
+    char       *whole, *cut;
+    size_t      limit;
+    ngx_int_t   v1, v2;
+
+    limit = (seed >> 1) * 37;
+
+    whole = imgbill_fuzz_form(boundary, body, len, 0, limit, &v1);
+    cut = imgbill_fuzz_form(boundary, body, len, seed, limit, &v2);
+
+    if (v1 != v2) {
+        imgbill_fuzz_fail("the form's verdict depends on the cuts",
+                          (ngx_uint_t) v1);
+    }
+
+    if ((whole == NULL) != (cut == NULL)
+        || (whole && strcmp(whole, cut) != 0))
+    {
+        imgbill_fuzz_fail("the form's tree depends on the cuts", 0);
+    }
+
+    free(whole);
+    free(cut);
+}
+
+
+/* the tree of a form read so, as sorted JSON with its long fields'
+   lengths, or NULL if it was refused */
+
+static char *
+imgbill_fuzz_form(ngx_str_t *boundary, u_char *body, size_t len,
+    unsigned seed, size_t limit, ngx_int_t *verdict)
+{
+    u_char                      *copy;
+    char                        *dump, *out;
+    size_t                       at, n, i, k;
+    json_t                      *v, *e;
+    const char                  *key;
+    ngx_http_imgbill_form_t     *f;
+    ngx_http_imgbill_request_t   req;
+
+    f = ngx_http_imgbill_form_create(boundary, limit, NULL);
+    if (f == NULL) {
+        imgbill_fuzz_fail("form create failed", 0);
+    }
+
+    for (at = 0; at < len; at += n) {
+        n = len - at;
+
+        if (seed) {
+            seed = seed * 1103515245 + 12345;
+            n = ngx_min((seed >> 16) % 64 + 1, n);
+        }
+
+        copy = malloc(n);
+        memcpy(copy, body + at, n);
+        ngx_http_imgbill_form_feed(f, copy, copy + n);
+        free(copy);
+    }
+
+    *verdict = ngx_http_imgbill_form_parse(f, &req);
+    out = NULL;
+
+    if (*verdict == NGX_HTTP_IMGBILL_REQ_OK) {
+        if (!json_is_object(req.root) || !req.form) {
+            imgbill_fuzz_fail("an OK form without its tree", 0);
+        }
+
+        json_object_foreach(req.root, key, v) {
+            if (json_is_string(v)) {
+                if (json_string_length(v) > NGX_HTTP_IMGBILL_SHORT) {
+                    imgbill_fuzz_fail("a long field kept", 0);
+                }
+
+                continue;
+            }
+
+            if (!json_is_array(v)) {
+                imgbill_fuzz_fail("a member neither a field nor files", 0);
+            }
+
+            json_array_foreach(v, i, e) {
+                if (!json_is_integer(e)
+                    || (size_t) json_integer_value(e) > limit)
+                {
+                    imgbill_fuzz_fail("a file's size over the limit", i);
+                }
+            }
+        }
+
+        dump = json_dumps(req.root, JSON_SORT_KEYS|JSON_COMPACT);
+        if (dump == NULL) {
+            imgbill_fuzz_fail("the tree does not print", 0);
+        }
+
+        n = strlen(dump) + 1 + req.nlongs * (NGX_SIZE_T_LEN + 1);
+        out = malloc(n);
+        k = snprintf(out, n, "%s", dump);
+
+        for (i = 0; i < req.nlongs; i++) {
+            k += snprintf(out + k, n - k, " %zu", req.longs[i].len);
+        }
+
+        free(dump);
+    }
+
+    json_decref(req.root);
+    ngx_http_imgbill_form_free(f);
+
+    return out;
 }
 
 

@@ -3,13 +3,16 @@
  * libFuzzer target: the event-stream reader (ngx_http_imgbill_sse.c) over
  * the reply scanner.  Built by t/fuzz/run like the other targets.
  *
- * The first byte picks the dialect, the second the seed of the cuts; the
+ * The first byte picks the dialect (the Images API's too: its finished
+ * events, "done"), the second the seed of the cuts; the
  * rest is a stream.  It is read twice: whole, and cut into pieces where a
  * generator seeded with the input says.  Both readings must find the same
  * events at the same offsets with the same findings, because an upstream's
  * stream comes cut anywhere.  Every event's bytes must add up to the
  * stream, and where an event says its usage object opens (usage_at, where
- * the filter writes "cost"), the byte before must be that '{'.
+ * the filter writes "cost"), the byte before must be that '{'; so must
+ * the byte before the reader's usage pointer, which the filter holds a
+ * long event from.
  *
  * -DIMGBILL_FUZZ_SELFTEST builds a deliberately broken variant (usage_at
  * one byte late), which t/95-fuzz.t expects to fail on the seed corpus.
@@ -20,12 +23,14 @@
 #include "ngx_http_imgbill_api.h"
 
 
-/* the APIs' reply dialects: 0 OpenAI's, 1 Gemini's */
+/* the APIs' reply dialects: 0 OpenAI's, 1 Gemini's, 2 the Images API's */
 extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
 extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_images_api;
 
-#define DIALECT(d)  ((d) ? ngx_http_imgbill_gemini_api.dialect               \
-                         : ngx_http_imgbill_openai_api.dialect)
+#define DIALECT(d)  ((d) == 2 ? ngx_http_imgbill_images_api.dialect           \
+                     : (d) ? ngx_http_imgbill_gemini_api.dialect              \
+                     : ngx_http_imgbill_openai_api.dialect)
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +77,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    dialect = data[0] & 1;
+    dialect = ((data[0] & 3) == 2) ? 2 : data[0] & 1;
 
     /* an exact-size copy: a read past the stream is an ASan error */
 
@@ -115,6 +120,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 || a->res.error != b->res.error
                 || a->res.finished != b->res.finished
                 || a->res.no_choices != b->res.no_choices
+                || a->res.done != b->res.done
                 || a->res.prompt_tokens != b->res.prompt_tokens
                 || a->res.completion_tokens != b->res.completion_tokens))
         {
@@ -181,6 +187,13 @@ imgbill_fuzz_read(u_char *buf, size_t size, ngx_uint_t dialect,
 
             if (end <= p || end > last) {
                 imgbill_fuzz_fail("feed did not move", rd->n);
+            }
+
+            if (sse.usage
+                && (sse.usage <= p || sse.usage > end || sse.usage[-1] != '{'))
+            {
+                imgbill_fuzz_fail("the usage pointer is not after a '{'",
+                                  rd->n);
             }
 
             p = end;

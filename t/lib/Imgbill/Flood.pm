@@ -57,7 +57,10 @@ package Imgbill::Flood;
 #       scripts/mock-upstream answers by default: one chat.completion with
 #       an image in message.images[] and usage by model
 #       (gemini-2.5-flash-image 560/1120, gemini-3-pro-image-preview
-#       1210/2000, other 100/1000).  The mock decodes every body with
+#       1210/2000, other 100/1000); on /v1/images/ paths, an Images API
+#       reply of one b64_json image with gpt-image-1's usage of a
+#       sixteen-image edit (50 text + 6208 image in, 1056 out).  The mock
+#       decodes every body with
 #       JSON::PP (about 12 s for 30 MB): too slow for twenty of them.
 #   $sink->requests -> [ {pid, method, path, headers, content_length} ]:
 #       one per request whose head arrived (logged before its body)
@@ -641,7 +644,11 @@ sub _serve {
     my ($pt, $ct) = @{ (defined $model && $USAGE{$model}) || [100, 1000] };
     my $b64 = 'iVBORw0KGgoAAAANSUhEUgAA' . ('A' x (2048 - 24));
     my $J = JSON::PP->new;
-    my $out = sprintf '{"id":"chatcmpl-sink%d","object":"chat.completion","created":%d,'
+    # OpenAI's Images API (an edit of sixteen images): gpt-image-1's usage
+    my $out = $path =~ m{^/v1/images/} ? sprintf '{"created":%d,"data":[{"b64_json":"%s"}],'
+        . '"usage":{"input_tokens":6258,"input_tokens_details":{"image_tokens":6208,'
+        . '"text_tokens":50},"output_tokens":1056,"total_tokens":7314}}' . "\n", time, $b64
+        : sprintf '{"id":"chatcmpl-sink%d","object":"chat.completion","created":%d,'
         . '"model":%s,"choices":[{"index":0,"message":{"role":"assistant",'
         . '"content":"Here is your image.","images":[{"type":"image_url","image_url":'
         . '{"url":"data:image/png;base64,%s"}}]},"finish_reason":"stop"}],'

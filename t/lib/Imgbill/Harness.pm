@@ -778,6 +778,29 @@ sub raw_http {
     return;
 }
 
+# $h->images_charged_ok($res, $acct, $charge, $images, $name): an Images API
+# reply of $images images, charged $charge (yuan) on an account opened with
+# 10.0000: the header, data[], the balance, one ledger entry, no hold left
+sub images_charged_ok {
+    my ($self, $r, $acct, $charge, $images, $name) = @_;
+    my $units = int($charge * 10000 + 0.5);
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    return Test::More::subtest($name => sub {
+        Test::More::is($r->{status}, 200, 'status 200')
+            or Test::More::diag(substr $r->{body} // '', 0, 400);
+        Test::More::is($r->{headers}{'x-imgbill-charge'}, $charge, "X-Imgbill-Charge $charge");
+        Test::More::is(scalar @{ $r->{json}{data} || [] }, $images,
+                       "$images image(s) in data[]");
+        Test::More::ok(wait_for(sub { ($self->balance($acct) // 0) == 100000 - $units }),
+                       "Redis: $charge charged");
+        my $l = $self->ledger($acct);
+        Test::More::is(scalar @$l, 1, 'one ledger entry');
+        Test::More::is($l->[0]{charge}, $units, "... of $units units");
+        Test::More::is($l->[0]{images}, $images, "... for $images image(s)");
+        Test::More::ok($self->wait_holds($acct, 0, 10), 'no hold left');
+    });
+}
+
 # ---- assertions (exported on request) -----------------------------------
 
 # error_ok($res, $status, $type, $code, $name): the module's JSON error shape
