@@ -1,6 +1,7 @@
 # The model lists imgbill serves itself: the priced models of each
-# channel, in OpenAI's shape (/v1/models, /fast/v1/models) or Gemini's
-# (/v1beta/models), to a valid key only, with nothing written to Redis and
+# channel, in OpenAI's shape (/v1/models, /fast/v1/models: chat
+# completions' and the Images API's) or Gemini's (/v1beta/models, Gemini's
+# only), to a valid key only, with nothing written to Redis and
 # nothing sent upstream; and a JSON 404, in the API's shape, for any other
 # path under the APIs.
 use strict;
@@ -28,10 +29,13 @@ my $hits = $h->upstream_hits;
 
 sub get { my ($path, %hdr) = @_; return $h->request('GET', $path, undef, %hdr) }
 
-# --- OpenAI's shape
-for my $case (['/v1/models', [qw(gemini-2.5-flash-image gemini-3-pro-image-preview)]],
+# --- OpenAI's shape: chat completions' models, then the Images API's (its
+# locations price them, one list serves both: issue 19)
+for my $case (['/v1/models', [qw(gemini-2.5-flash-image gemini-3-pro-image-preview
+                                 gpt-image-1)]],
               ['/fast/v1/models', [qw(gemini-2.5-flash-image gemini-3-pro-image-preview
-                                      fast-only)]])
+                                      fast-only gpt-image-1 dall-e-3 doubao-seedream-4-0
+                                      dall-e-2)]])
 {
     my ($path, $models) = @$case;
     my $res = get($path, Authorization => "Bearer $key");

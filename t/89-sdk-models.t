@@ -22,9 +22,14 @@ my $json = `node $sdk/models.mjs ${\ $h->url('') } $key 2>&1`;
 is $?, 0, 'the SDK script ran' or diag $json;
 my $r = eval { decode_json($json) } || {};
 
+# chat completions' models, then the Images API's (conf.d prices them in
+# the Images API's locations)
 my @priced = qw(gemini-2.5-flash-image gemini-3-pro-image-preview);
-is_deeply $r->{openai}{ids}, \@priced, 'OpenAI SDK: /v1 lists the metered models';
-is_deeply $r->{openai_fast}{ids}, \@priced, 'OpenAI SDK: /fast/v1 lists the fast models';
+is_deeply $r->{openai}{ids}, [ @priced, 'gpt-image-1' ],
+    'OpenAI SDK: /v1 lists the metered models, the Images API\'s too';
+is_deeply $r->{openai_fast}{ids},
+    [ @priced, qw(gpt-image-1 dall-e-3 doubao-seedream-4-0 dall-e-2) ],
+    'OpenAI SDK: /fast/v1 lists the fast models, the Images API\'s too';
 is $r->{openai_bad}{status}, 401, 'OpenAI SDK: a bad key gets 401';
 is $r->{openai_bad}{code}, 'invalid_api_key', '... with the error code parsed';
 

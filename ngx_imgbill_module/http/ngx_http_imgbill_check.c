@@ -10,22 +10,19 @@
  *     a generation still running when its hold expires lets the account
  *     spend the same money twice.
  *
- * The merge notes each location that names "imgbill" itself; after all
- * merges (postconfiguration) the notes are checked, when every module's
- * configuration of the location is final.
+ * The merge notes each location that names "imgbill" itself (and each
+ * that serves a model list, which ngx_http_imgbill_models.c fills from
+ * them); after all merges (postconfiguration) the notes are checked, when
+ * every module's configuration of the location is final.
  */
 
 
 #include "ngx_http_imgbill_module.h"
 
 
-typedef struct {
-    ngx_http_core_loc_conf_t       *clcf;
-} ngx_http_imgbill_billed_t;
-
-
 ngx_int_t
-ngx_http_imgbill_check_note(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf)
+ngx_http_imgbill_check_note(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf,
+    ngx_uint_t list)
 {
     ngx_http_imgbill_billed_t  *b;
     ngx_http_core_loc_conf_t   *clcf;
@@ -51,6 +48,9 @@ ngx_http_imgbill_check_note(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf)
     }
 
     b->clcf = clcf;
+    b->cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+    b->lcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_imgbill_module);
+    b->list = list;
 
     return NGX_OK;
 }
@@ -71,6 +71,10 @@ ngx_http_imgbill_check(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf)
     b = mcf->billed->elts;
 
     for (i = 0; i < mcf->billed->nelts; i++) {
+
+        if (b[i].list) {
+            continue;
+        }
 
         if (b[i].clcf->handler == NULL) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -195,6 +195,8 @@ ngx_int_t ngx_http_imgbill_mask_handler(ngx_http_request_t *r);
 
 /* ngx_http_imgbill_models.c */
 ngx_int_t ngx_http_imgbill_models_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_imgbill_models_lists(ngx_conf_t *cf,
+    ngx_http_imgbill_main_conf_t *mcf);
 
 /* ngx_http_imgbill_account.c */
 ngx_int_t ngx_http_imgbill_serve_args(ngx_http_request_t *r,

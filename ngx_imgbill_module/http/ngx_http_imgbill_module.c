@@ -371,7 +371,12 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         && conf->channel != NGX_HTTP_IMGBILL_OFF
         && conf->models == NGX_CONF_UNSET
         && conf->serve == NGX_CONF_UNSET_UINT
-        && ngx_http_imgbill_check_note(cf, mcf) != NGX_OK)
+        && ngx_http_imgbill_check_note(cf, mcf, 0) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->models == 1 && ngx_http_imgbill_check_note(cf, mcf, 1) != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -561,7 +566,9 @@ ngx_http_imgbill_init(ngx_conf_t *cf)
 
     *h = ngx_http_imgbill_mask_handler;
 
-    if (ngx_http_imgbill_check(cf, mcf) != NGX_OK) {
+    if (ngx_http_imgbill_check(cf, mcf) != NGX_OK
+        || ngx_http_imgbill_models_lists(cf, mcf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

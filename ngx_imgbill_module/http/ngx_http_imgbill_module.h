@@ -68,7 +68,8 @@ typedef struct {
     ngx_int_t                       key_index;  /* $imgbill_key_hash */
     ngx_array_t                    *billed;    /* locations naming
                                                   "imgbill", checked after
-                                                  the merge */
+                                                  the merge, and those
+                                                  serving a model list */
 
     ngx_shm_zone_t                 *metrics_zone;
     ngx_http_imgbill_metrics_t     *metrics;   /* in the zone */
@@ -93,7 +94,19 @@ typedef struct {
     ngx_uint_t                      max_images;    /* per request */
     size_t                          reply_buffer;  /* 0: off */
     ngx_path_t                     *temp_path;
+    ngx_array_t                    *listed;    /* imgbill_models: ngx_str_t,
+                                                  the models it lists */
 } ngx_http_imgbill_loc_conf_t;
+
+
+/* a location noted by the merge, for what is decided after it */
+typedef struct {
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_core_srv_conf_t       *cscf;      /* its server */
+    ngx_http_imgbill_loc_conf_t    *lcf;
+    unsigned                        list:1;    /* it serves a model list;
+                                                  else it relays */
+} ngx_http_imgbill_billed_t;
 
 
 /* ngx_http_imgbill_module.c */
@@ -102,7 +115,7 @@ ngx_http_imgbill_store_t *ngx_http_imgbill_store(ngx_http_request_t *r);
 
 /* ngx_http_imgbill_check.c */
 ngx_int_t ngx_http_imgbill_check_note(ngx_conf_t *cf,
-    ngx_http_imgbill_main_conf_t *mcf);
+    ngx_http_imgbill_main_conf_t *mcf, ngx_uint_t list);
 ngx_int_t ngx_http_imgbill_check(ngx_conf_t *cf,
     ngx_http_imgbill_main_conf_t *mcf);
 ngx_http_upstream_conf_t *ngx_http_imgbill_proxy_conf(ngx_conf_t *cf,
