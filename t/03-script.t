@@ -68,7 +68,8 @@ sub settle {
                [$rid, $charge, $o{channel} // 'metered',
                 $o{model} // 'gemini-2.5-flash-image', $o{pt} // 560,
                 $o{ct} // 1120, 604800, $o{ts} // 1700000000,
-                $o{hold} // 0, $o{images} // 1]);
+                $o{hold} // 0, $o{images} // 1,
+                (exists $o{api} ? ($o{api}) : ())]);
 }
 
 sub reverse_charge {
@@ -376,6 +377,25 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
     ($rc, $out) = $h->cli('usage-backfill', 'ed');
     is "$rc|$out", "0|ed charges=10001 days=1\n", 'usage-backfill gives them to the totals';
     is $usage->('ed', $today - $day, $today + $day)->[4], 10006, '... then usage reads 10006';
+}
+
+# --- settle names the API the client spoke, where the relay says it; a
+# caller of old (ten arguments) and an empty one write no field
+{
+    $h->account('ada', 'sk-ada', 100000);
+    is_deeply settle('ada', 'a1', 3059, api => 'openai_images', ts => 1700000001), [1, 96941],
+              'ada: 0.3059 settled, the API named';
+    is_deeply settle('ada', 'a2', 100, ts => 1700000002), [1, 96841], '... and one without';
+    is_deeply settle('ada', 'a3', 100, api => '', ts => 1700000003), [1, 96741],
+              '... and one with an empty API';
+    my @e = map { { @{ $_->[1] } } } @{ $r->cmd('XRANGE', 'imgbill:{ada}:ledger', '-', '+') };
+    is_deeply $e[0], { type => 'charge', request_id => 'a1', ts => 1700000001,
+                       channel => 'metered', model => 'gemini-2.5-flash-image',
+                       prompt_tokens => 560, completion_tokens => 1120, images => 1,
+                       charge => 3059, balance_after => 96941, api => 'openai_images' },
+              '... its entry: every field, the API last';
+    ok !exists $e[1]{api} && !exists $e[2]{api}, '... the others have no api field';
+    is $e[1]{balance_after}, 96841, '... and their balances';
 }
 
 # --- reverse: a charge given back once, whichever of settle and reversal

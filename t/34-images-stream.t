@@ -77,6 +77,7 @@ sub streamed_ok {
         my $l = $h->ledger($acct);
         is scalar @$l, 1, 'one ledger entry';
         is $l->[0]{images}, $images, "... for $images image(s)";
+        is $l->[0]{api}, 'openai_images', '... by the Images API';
         ok $h->wait_holds($acct, 0, 10), 'no hold left';
     };
 }

@@ -147,6 +147,7 @@ is_deeply [ map { $_->{id} } @{ $p1->{rows} || [] } ],
 is_deeply [ map { $_->{id_shown} } @{ $p1->{rows} || [] } ],
           [ map { $_->{id} } @{ $p1->{rows} || [] } ], '... shown in full';
 like $p1->{rows}[0]{detail} // '', qr/\b560\b.*\b1120\b/, '... with their token counts';
+like $p1->{rows}[0]{detail} // '', qr/\x{5bf9}\x{8bdd} Chat Completions/, '... and the API their client spoke';
 ok $p1->{newer_disabled}, '... "newer" disabled on the newest page';
 ok !$p1->{older_disabled}, '... "older" enabled';
 

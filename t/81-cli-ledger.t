@@ -514,16 +514,16 @@ usage_ok('key-list without an account', 'key-list');
 
     # CSV
     my $hdr = "id,time,ts,type,amount,balance_after,request_id,channel,model,"
-            . "prompt_tokens,completion_tokens,reason,images\r\n";
+            . "prompt_tokens,completion_tokens,reason,images,api\r\n";
     my @csv = (
-        "$id[0],2025-12-31T23:59:59Z,${\ ($T - 1)},charge,-0.0700,11.9097,$RA,fast,gemini-2.5-flash-image,0,0,,1\r\n",
-        "$id[1],2026-01-01T00:00:00Z,$T,charge,-0.2465,11.6632,$RB,metered,gemini-2.5-flash-image,560,1120,,1\r\n",
-        "$id[2],2026-01-02T12:00:00Z,${\ ($T + 129600)},charge,-1.7232,9.9400,$RC,metered,gemini-3-pro-image-preview,1210,2000,,1\r\n",
-        "$id[3],2025-12-31T23:00:00Z,${\ ($T - 3600)},charge,-0.0700,9.8700,$RD,fast,gemini-2.5-flash-image,0,0,,1\r\n",
-        "$id[4],$N[4],$ts[4],opening,11.9797,9.8700,,,,,,opening balance,\r\n",
-        "$id[5],$N[5],$ts[5],credit,10.0000,19.8700,,,,,,bank transfer 0042,\r\n",
-        "$id[6],$N[6],$ts[6],adjustment,-0.2465,19.6235,,,,,,\"refund, \"\"duplicate\"\" #7\",\r\n",
-        "$id[7],$N[7],$ts[7],adjustment,1.0000,20.6235,,,,,,赔偿 goodwill,\r\n",
+        "$id[0],2025-12-31T23:59:59Z,${\ ($T - 1)},charge,-0.0700,11.9097,$RA,fast,gemini-2.5-flash-image,0,0,,1,\r\n",
+        "$id[1],2026-01-01T00:00:00Z,$T,charge,-0.2465,11.6632,$RB,metered,gemini-2.5-flash-image,560,1120,,1,\r\n",
+        "$id[2],2026-01-02T12:00:00Z,${\ ($T + 129600)},charge,-1.7232,9.9400,$RC,metered,gemini-3-pro-image-preview,1210,2000,,1,\r\n",
+        "$id[3],2025-12-31T23:00:00Z,${\ ($T - 3600)},charge,-0.0700,9.8700,$RD,fast,gemini-2.5-flash-image,0,0,,1,\r\n",
+        "$id[4],$N[4],$ts[4],opening,11.9797,9.8700,,,,,,opening balance,,\r\n",
+        "$id[5],$N[5],$ts[5],credit,10.0000,19.8700,,,,,,bank transfer 0042,,\r\n",
+        "$id[6],$N[6],$ts[6],adjustment,-0.2465,19.6235,,,,,,\"refund, \"\"duplicate\"\" #7\",,\r\n",
+        "$id[7],$N[7],$ts[7],adjustment,1.0000,20.6235,,,,,,赔偿 goodwill,,\r\n",
     );
     ($rc, $out) = cli('ledger', 'exp', '--csv');
     is $rc, 0, 'ledger --csv: exit 0';
@@ -546,7 +546,21 @@ usage_ok('key-list without an account', 'key-list');
     ($rc, $out) = cli('ledger', 'imgs', '--json');
     like $out, qr/"images":4,/, '--json: images, a number';
     ($rc, $out) = cli('ledger', 'imgs', '--csv');
-    like $out, qr/,560,4480,,4\r\n\z/, '--csv: the images column';
+    like $out, qr/,560,4480,,4,\r\n\z/, '--csv: the images column';
+
+    # the API the client spoke, where the entry names it, in every form
+    $h->redis('XADD', 'imgbill:{apis}:ledger', '1767225600000-0',
+              type => 'charge', request_id => $RA, ts => $T, channel => 'metered',
+              model => 'gpt-image-1', prompt_tokens => 50, completion_tokens => 1056,
+              images => 1, charge => 3059, balance_after => 6941, api => 'openai_images');
+    ($rc, $out) = cli('ledger', 'apis');
+    is $out, "2026-01-01T00:00:00Z $RA metered gpt-image-1 in=50 out=1056 "
+           . "api=openai_images charge=0.3059 balance=0.6941\n",
+       'ledger: the API named, api=openai_images';
+    ($rc, $out) = cli('ledger', 'apis', '--json');
+    like $out, qr/"api":"openai_images"/, '--json: the API';
+    ($rc, $out) = cli('ledger', 'apis', '--csv');
+    like $out, qr/,50,1056,,1,openai_images\r\n\z/, '--csv: the api column';
 
     # an export never leaves half a file
     $h->redis('XADD', 'imgbill:{exp}:ledger', '*', type => 'charge', charge => 'x');

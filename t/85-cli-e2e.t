@@ -114,8 +114,8 @@ sub json_ledger {
         { id => 'ID', ts => 'TS', time => 'TIME', type => 'charge', amount => '-0.0700',
           balance_after => '0.9300', request_id => $res->{headers}{'x-imgbill-request-id'},
           channel => 'fast', model => 'gemini-2.5-flash-image', prompt_tokens => 560,
-          completion_tokens => 1120, images => 1 },
-    ], 'ledger --json: the credit, then the module\'s charge, to the unit';
+          completion_tokens => 1120, images => 1, api => 'openai' },
+    ], 'ledger --json: the credit, then the module\'s charge, to the unit (and its API)';
     ok abs($ts - time) < 60, '... the charge\'s ts is now';
     ($rc, $out) = cli('audit', 'minted');
     is "$rc $out", "0 minted balance=0.9300 ledger=0.9300 drift=0 ok\n", 'audit ok';

@@ -10,6 +10,16 @@ use Imgbill::Harness qw(wait_for);
 
 my $h = Imgbill::Harness->new;
 my $journal = $h->dir . '/imgbill.journal';
+
+
+# lines appended to the journal as a worker would, then a reload: each new
+# worker replays what is owed
+sub replay {
+    open my $j, '>>', $journal or die "$journal: $!";
+    print $j @_;
+    close $j;
+    kill 'HUP', $h->{nginx_pid};
+}
 $h->account('jr', 'sk-journal', 1000000);
 
 sub lines { -e $journal ? do { local @ARGV = $journal; <> } : () }
@@ -28,8 +38,8 @@ is $got, '200 0.2465', 'the client got its image and its charge while Redis was 
 
 my @s = grep { /^S / } lines();
 is scalar @s, 1, 'one settlement journaled';
-like $s[0] // '', qr/^S [0-9a-f]{32} jr 2465 metered 560 1120 gemini-2\.5-flash-image 1$/,
-    '... with request id, account, charge, channel, tokens, model and images';
+like $s[0] // '', qr/^S [0-9a-f]{32} jr 2465 metered 560 1120 gemini-2\.5-flash-image 1 openai$/,
+    '... with request id, account, charge, channel, tokens, model, images and API';
 
 # an admission while Redis is frozen: 503, and journaled as lost in flight
 my $res = $h->chat(key => 'sk-journal');
@@ -143,10 +153,7 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
 # themselves after a reload
 {
     my $bal = $h->balance('jr');
-    open my $j, '>>', $journal or die;
-    print $j "S " . ('a' x 32) . " jr 333 fast 0 0 gemini-2.5-flash-image\n";
-    close $j;
-    kill 'HUP', $h->{nginx_pid};
+    replay("S " . ('a' x 32) . " jr 333 fast 0 0 gemini-2.5-flash-image\n");
     ok wait_for(sub { $h->balance('jr') == $bal - 333 }, 10),
        'after a reload, new workers replay what old ones left, unasked';
     ok wait_for(sub { -z $journal }, 5), '... and the journal emptied';
@@ -161,13 +168,10 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     my $bal = $h->balance('jr');
     my ($first, $later) = ('f' x 32, '9' x 32);
     my $now = int time;
-    open my $j, '>>', $journal or die;
-    print $j "S $first jr 2465 metered 560 1120 gemini-2.5-flash-image 1\n";
-    print $j "V $first/v jr $now\n";
-    print $j "V $later/v jr $now\n";
-    print $j "S $later jr 700 fast 0 0 gemini-2.5-flash-image 1\n";
-    close $j;
-    kill 'HUP', $h->{nginx_pid};
+    replay("S $first jr 2465 metered 560 1120 gemini-2.5-flash-image 1\n",
+           "V $first/v jr $now\n",
+           "V $later/v jr $now\n",
+           "S $later jr 700 fast 0 0 gemini-2.5-flash-image 1\n");
     ok wait_for(sub { -z $journal }, 10), 'V lines: replayed, the journal emptied';
     is $h->balance('jr'), $bal, '... and the balance is what it was';
     my @e = grep { $_->{request_id} && ($_->{request_id} eq $first
@@ -182,6 +186,25 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     like $h->error_log, qr{journaled|replaying}, '... as the log says';
 }
 
+# The API an S line names goes into the ledger entry; a line of an older
+# imgbill names none, and its entry has no api; a name that no API table
+# could have written makes the line unreadable
+{
+    my $bal = $h->balance('jr');
+    my ($named, $old, $bad) = ('1' x 32, '2' x 32, '3' x 32);
+    replay("S $named jr 3059 metered 50 1056 gpt-image-1 1 openai_images\n",
+           "S $old jr 100 fast 0 0 gemini-2.5-flash-image 1\n",
+           "S $bad jr 100 fast 0 0 gemini-2.5-flash-image 1 Open-AI\n");
+    ok wait_for(sub { -z $journal }, 10), 'API names: replayed, the journal emptied';
+    is $h->balance('jr'), $bal - 3159, '... the two readable lines applied';
+    my %e = map { $_->{request_id} => $_ } grep { $_->{request_id} } @{ $h->ledger('jr') };
+    is $e{$named}{api}, 'openai_images', '... the API named in its entry';
+    ok $e{$old} && !exists $e{$old}{api}, '... an older line\'s entry without one';
+    ok !$e{$bad}, '... and the line with a bad name not applied';
+    like $h->error_log, qr/\[alert\][^\n]*the journal line "S \Q$bad\E [^"]*Open-AI" cannot be read/,
+         '... but named at alert';
+}
+
 # A journal written before lines were whole: a partial line with the next
 # one appended onto it, and one cut short at the end.  The replay applies
 # what it can read, names what it cannot (once, at alert), and still
@@ -189,12 +212,9 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
 {
     my $bal = $h->balance('jr');
     my ($lost, $merged, $good) = ('7' x 32, '8' x 32, '6' x 32);
-    open my $j, '>>', $journal or die;
-    print $j "S $lost jrS $merged jr 999 fast 0 0 gemini-2.5-flash-image 1\n";
-    print $j "S $good jr 321 fast 0 0 gemini-2.5-flash-image 1\n";
-    print $j "S ${good}x jr 12";
-    close $j;
-    kill 'HUP', $h->{nginx_pid};
+    replay("S $lost jrS $merged jr 999 fast 0 0 gemini-2.5-flash-image 1\n",
+           "S $good jr 321 fast 0 0 gemini-2.5-flash-image 1\n",
+           "S ${good}x jr 12");
     ok wait_for(sub { $h->balance('jr') == $bal - 321 }, 10),
        'a corrupted journal: the line it can read is applied';
     ok wait_for(sub { -z $journal }, 10), '... and the journal emptied all the same';

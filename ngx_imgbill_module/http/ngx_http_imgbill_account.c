@@ -19,7 +19,7 @@
 #define NGX_HTTP_IMGBILL_LEDGER_MAX       100
 
 /* what one ledger entry takes besides its strings, escaped */
-#define NGX_HTTP_IMGBILL_ENTRY_LEN        352
+#define NGX_HTTP_IMGBILL_ENTRY_LEN        368
 
 
 static ngx_int_t ngx_http_imgbill_serve_ledger_args(ngx_http_request_t *r,
@@ -452,6 +452,14 @@ ngx_http_imgbill_ledger_json(u_char *p, ngx_http_imgbill_reply_t *reply)
             p = ngx_sprintf(p, "\",\"prompt_tokens\":%i,"
                                "\"completion_tokens\":%i,\"images\":%i",
                             e.prompt_tokens, e.completion_tokens, e.images);
+
+            /* the API the client spoke, where the entry records it */
+
+            if (e.api.len) {
+                p = ngx_cpymem(p, ",\"api\":\"", sizeof(",\"api\":\"") - 1);
+                p = (u_char *) ngx_escape_json(p, e.api.data, e.api.len);
+                *p++ = '"';
+            }
 
         } else {
             p = ngx_cpymem(p, ",\"reason\":\"", sizeof(",\"reason\":\"") - 1);

@@ -202,6 +202,7 @@ ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
     s->prompt_tokens = ctx->prompt_tokens;
     s->completion_tokens = ctx->completion_tokens;
     s->images = ctx->images;
+    s->api = ctx->api->name;
 }
 
 

@@ -40,7 +40,8 @@ typedef enum {
     ngx_http_imgbill_var_would_charge,
     ngx_http_imgbill_var_prompt_tokens,
     ngx_http_imgbill_var_completion_tokens,
-    ngx_http_imgbill_var_images
+    ngx_http_imgbill_var_images,
+    ngx_http_imgbill_var_api
 } ngx_http_imgbill_var_e;
 
 
@@ -51,6 +52,9 @@ static ngx_http_variable_t  ngx_http_imgbill_vars[] = {
 
     { ngx_string("imgbill_channel"), NULL, ngx_http_imgbill_string,
       ngx_http_imgbill_var_channel, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imgbill_api"), NULL, ngx_http_imgbill_string,
+      ngx_http_imgbill_var_api, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("imgbill_charge"), NULL, ngx_http_imgbill_money,
       ngx_http_imgbill_var_charge, NGX_HTTP_VAR_NOCACHEABLE, 0 },
@@ -134,6 +138,10 @@ ngx_http_imgbill_string(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     case ngx_http_imgbill_var_request_id:
         s = ctx->request_id;
+        break;
+
+    case ngx_http_imgbill_var_api:
+        s = ctx->api->name;
         break;
 
     case ngx_http_imgbill_var_outcome:

@@ -213,14 +213,16 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
 {
     u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
 
-    /* the images last: an older imgbill reads the line without them */
+    /* the images, then the API, last: each was added in its time, and a
+       line without them is read as from before */
 
     p = ngx_slprintf(line, line + sizeof(line) - 1,
-                     "S %V %V %i %V %i %i %V %ui", &s->request_id,
+                     "S %V %V %i %V %i %i %V %ui%s%V", &s->request_id,
                      &s->account, s->charge,
                      ngx_http_imgbill_channel_name(s->channel),
                      ngx_max(s->prompt_tokens, 0),
-                     ngx_max(s->completion_tokens, 0), &s->model, s->images);
+                     ngx_max(s->completion_tokens, 0), &s->model, s->images,
+                     s->api.len ? " " : "", &s->api);
     *p++ = LF;
 
     return ngx_http_imgbill_journal_write(store, log, line, p - line);

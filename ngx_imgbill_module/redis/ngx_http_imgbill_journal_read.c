@@ -260,7 +260,8 @@ ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
 /*
  * An S, R or V line, every field checked:
  *   S <request id> <account> <charge> <channel> <prompt> <completion>
- *     <model> [<images>]    (a line from before images were counted: one)
+ *     <model> [<images> [<api>]]    (a line from before images were
+ *     counted: one; from before the API was written: not known)
  *   R <request id> <key hash>
  *   V <request id>/v <account> <charged at>
  */
@@ -270,8 +271,8 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
     ngx_http_imgbill_journal_line_t *l)
 {
     ngx_int_t                   n;
-    ngx_str_t                   type, f[8];
-    ngx_uint_t                  nf;
+    ngx_str_t                   type, f[9];
+    ngx_uint_t                  nf, i;
     ngx_http_imgbill_settle_t  *s;
 
     s = &l->settle;
@@ -284,7 +285,7 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
         return NGX_ERROR;
     }
 
-    for (nf = 0; nf < 8; nf++) {
+    for (nf = 0; nf < 9; nf++) {
         if (ngx_http_imgbill_journal_field(&p, eol, &f[nf]) != NGX_OK) {
             break;
         }
@@ -320,7 +321,7 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
         return NGX_ERROR;
     }
 
-    if (nf != 6 && nf != 7) {
+    if (nf < 6 || nf > 8) {
         return NGX_ERROR;
     }
 
@@ -348,6 +349,24 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
     }
 
     s->images = n;
+
+    /* an API's name, as its table spells them */
+
+    if (nf == 8) {
+        if (f[7].len > NGX_HTTP_IMGBILL_API_NAME_MAX) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < f[7].len; i++) {
+            if ((f[7].data[i] < 'a' || f[7].data[i] > 'z')
+                && f[7].data[i] != '_')
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        s->api = f[7];
+    }
 
     return NGX_OK;
 }

@@ -126,6 +126,9 @@ ngx_http_imgbill_ledger_field(ngx_http_imgbill_entry_t *e, ngx_str_t *name,
     } else if (ngx_http_imgbill_field("model")) {
         e->model = *value;
 
+    } else if (ngx_http_imgbill_field("api")) {
+        e->api = *value;
+
     } else if (ngx_http_imgbill_field("reason")) {
         e->reason = *value;
 

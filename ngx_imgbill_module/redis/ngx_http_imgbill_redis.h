@@ -110,6 +110,10 @@ typedef struct {
 } ngx_http_imgbill_held_t;
 
 
+/* an API's name, as the journal takes it */
+#define NGX_HTTP_IMGBILL_API_NAME_MAX  32
+
+
 /* one settlement, as the settle script and the journal see it */
 typedef struct {
     ngx_str_t                       request_id;
@@ -123,6 +127,9 @@ typedef struct {
     ngx_int_t                       completion_tokens;
     ngx_uint_t                      images;   /* delivered; a journal line
                                                  without: 1 */
+    ngx_str_t                       api;      /* the API's name; empty:
+                                                 not known (a journal line
+                                                 from before) */
 } ngx_http_imgbill_settle_t;
 
 
@@ -171,6 +178,7 @@ typedef struct {
                                                     other entries */
     ngx_str_t                       channel;
     ngx_str_t                       model;
+    ngx_str_t                       api;         /* empty: not recorded */
     ngx_str_t                       reason;
     ngx_int_t                       ts;
     ngx_int_t                       prompt_tokens;

@@ -107,7 +107,7 @@ ngx_http_imgbill_script_admit(ngx_http_imgbill_store_t *store,
 /*
  * settle: KEYS balance, holds, ledger, settled marker, held (one slot);
  * ARGV request id, charge, channel, model, prompt and completion tokens,
- * marker ttl, time, hold, images.
+ * marker ttl, time, hold, images, API.
  */
 
 ngx_http_imgbill_cmd_t *
@@ -119,7 +119,7 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_store_t *store,
                              + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
                         + NGX_HTTP_IMGBILL_REQUEST_ID_MAX
                         + 5 * NGX_INT_T_LEN + NGX_TIME_T_LEN];
-    ngx_str_t    argv[15];
+    ngx_str_t    argv[16];
     ngx_uint_t   i;
 
     if (store == NULL) {
@@ -180,8 +180,15 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_store_t *store,
     p = ngx_sprintf(p, "%ui", s->images);
     argv[14].len = p - argv[14].data;
 
+    if (s->api.len) {
+        argv[15] = s->api;
+
+    } else {
+        ngx_str_set(&argv[15], "");
+    }
+
     return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_settle,
-                                         5, 15, argv, handler, data);
+                                         5, 16, argv, handler, data);
 }
 
 

@@ -159,7 +159,8 @@ end
 --   ARGV: request id, charge, channel, model, prompt tokens, completion
 --         tokens, marker ttl (s), time, hold ('0': not known), images
 --         delivered (entries written before images were counted have
---         none: read them as one)
+--         none: read them as one), and the API the client spoke (absent
+--         or '': not known, no field)
 --   -> {1, balance} applied | {0, balance} already applied earlier
 --
 -- The marker makes a charge idempotent per request id: setting it is
@@ -196,7 +197,7 @@ local function debit(holds, heldk, rid, hold, balk, charge)
   return call('DECRBY', balk, charge)
 end
 
-local function settle(k, a)
+local function settle(k, a, n)
   local balk, holds, marker, heldk =
     KEYS[k], KEYS[k + 1], KEYS[k + 3], KEYS[k + 4]
   local rid, charge, hold = ARGV[a], ARGV[a + 1], ARGV[a + 8]
@@ -214,11 +215,15 @@ local function settle(k, a)
       call('DEL', marker)
       error(bal)
     end
-    local id = call('XADD', KEYS[k + 2], '*', 'type', 'charge',
-         'request_id', rid, 'ts', ARGV[a + 7], 'channel', ARGV[a + 2],
-         'model', ARGV[a + 3], 'prompt_tokens', ARGV[a + 4],
-         'completion_tokens', ARGV[a + 5], 'images', ARGV[a + 9],
-         'charge', charge, 'balance_after', bal)
+    local f = {'type', 'charge', 'request_id', rid, 'ts', ARGV[a + 7],
+               'channel', ARGV[a + 2], 'model', ARGV[a + 3],
+               'prompt_tokens', ARGV[a + 4],
+               'completion_tokens', ARGV[a + 5], 'images', ARGV[a + 9],
+               'charge', charge, 'balance_after', bal}
+    if n > 10 and ARGV[a + 10] ~= '' then
+      f[21], f[22] = 'api', ARGV[a + 10]
+    end
+    local id = call('XADD', KEYS[k + 2], '*', unpack(f))
     -- the day's total, beside the ledger; "since", the first entry the
     -- totals count (usage scans the ledger only before it), can only be
     -- missing on a day's first charge
@@ -436,7 +441,9 @@ end
 -- The batch: each command runs under pcall, so it keeps its own
 -- atomicity and its own result, and one failing (a key of the wrong
 -- type) answers that command with an error and no other.  The numbers
--- are those of ngx_http_imgbill_script_e, from 1.
+-- are those of ngx_http_imgbill_script_e, from 1.  A function is told
+-- how many arguments it has, so that one may take more than its callers
+-- of old send.
 
 local run = {admit, settle, release, release_key, lookup, info, refresh,
              reverse}
@@ -450,7 +457,7 @@ end
 local out, n, k, i, last = {}, 0, 1, 1, #ARGV
 while i <= last do
   local nk, na = small(ARGV[i + 1]), small(ARGV[i + 2])
-  local ok, r = pcall(run[small(ARGV[i])], k, i + 3)
+  local ok, r = pcall(run[small(ARGV[i])], k, i + 3, na)
   if not ok then
     r = {err = type(r) == 'table' and r.err or tostring(r)}
   end

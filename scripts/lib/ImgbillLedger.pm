@@ -487,11 +487,13 @@ sub human_line {
     if ($v->{type} eq 'charge') {
         my $images = defined $f->{images} && $f->{images} ne '1'
                    ? " images=$f->{images}" : '';
-        return sprintf "%s %s %s %s in=%s out=%s%s charge=%s balance=%s\n",
+        (my $api = defined $f->{api} ? $f->{api} : '') =~ s/[\x00-\x20\x7f]/?/g;
+        $api = " api=$api" if defined $f->{api};
+        return sprintf "%s %s %s %s in=%s out=%s%s%s charge=%s balance=%s\n",
             iso_time($v->{ts}),
             map({ $dash->($_) } $f->{request_id}, $f->{channel}, $f->{model},
                 $f->{prompt_tokens}, $f->{completion_tokens}),
-            $images, $fmt->($f->{charge}), $fmt->($f->{balance_after});
+            $images, $api, $fmt->($f->{charge}), $fmt->($f->{balance_after});
     }
     my $amt = $fmt->($f->{amount});
     $amt = "+$amt" if $amt =~ /^\d/ && $amt ne '0.0000';
@@ -508,7 +510,7 @@ sub human_line {
 }
 
 our @CSV_COLUMNS = qw(id time ts type amount balance_after request_id channel
-                     model prompt_tokens completion_tokens reason images);
+                     model prompt_tokens completion_tokens reason images api);
 
 sub csv_field {
     my ($s) = @_;
@@ -542,6 +544,7 @@ sub export_record {
             $rec{$_} = $f->{$_} if defined $f->{$_};
         }
         $rec{images} = defined $f->{images} ? $f->{images} : 1;
+        $rec{api} = $f->{api} if defined $f->{api};
     } else {
         $rec{reason} = defined $f->{reason} ? $f->{reason} : '';
     }

@@ -50,6 +50,7 @@ typedef struct {
     size_t                    len;     /* with its LF */
     ngx_int_t                 charge;
     char                      id[40];
+    unsigned                  api:1;   /* an S line naming its API */
 } imgbill_fuzz_line_t;
 
 
@@ -237,6 +238,7 @@ imgbill_fuzz_make(const uint8_t *data, size_t size,
 
     k = data[0];
     l->type = types[k % 7];
+    l->api = 0;
 
     /* an id of hex, as the module's */
 
@@ -259,10 +261,12 @@ imgbill_fuzz_make(const uint8_t *data, size_t size,
 
     case 'S':
         n = snprintf(l->text, sizeof(l->text),
-                     "S %s %s %ld %s %u %u gemini-2.5-flash-image%s\n",
+                     "S %s %s %ld %s %u %u gemini-2.5-flash-image%s%s\n",
                      l->id, name, (long) l->charge,
                      (k & 8) ? "fast" : "metered", data[4], data[5] * 7u,
-                     (k & 16) ? "" : " 1");
+                     (k & 16) ? "" : " 1",
+                     (k & 48) == 32 ? " openai_images" : "");
+        l->api = ((k & 48) == 32);
         break;
 
     case 'V':
@@ -330,6 +334,15 @@ imgbill_fuzz_check(u_char *p, u_char *eol, imgbill_fuzz_line_t *l)
 
     if (l->type == 'S' && jl.settle.charge != l->charge) {
         imgbill_fuzz_fail("a charge reads back otherwise", 0);
+    }
+
+    if (l->type == 'S'
+        && (l->api ? jl.settle.api.len != sizeof("openai_images") - 1
+                     || ngx_strncmp(jl.settle.api.data, "openai_images",
+                                    jl.settle.api.len) != 0
+                   : jl.settle.api.len != 0))
+    {
+        imgbill_fuzz_fail("an API reads back otherwise", 0);
     }
 }
 

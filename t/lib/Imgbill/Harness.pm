@@ -797,6 +797,7 @@ sub images_charged_ok {
         Test::More::is(scalar @$l, 1, 'one ledger entry');
         Test::More::is($l->[0]{charge}, $units, "... of $units units");
         Test::More::is($l->[0]{images}, $images, "... for $images image(s)");
+        Test::More::is($l->[0]{api}, 'openai_images', '... by the Images API');
         Test::More::ok($self->wait_holds($acct, 0, 10), 'no hold left');
     });
 }
