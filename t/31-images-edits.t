@@ -179,6 +179,30 @@ sub charged_ok { $h->images_charged_ok(@_) }
     error_ok send_form($EDIT, $k, form($B, @ok, $img),
                        type => 'multipart/form-data; boundary=' . ('b' x 71)),
              400, 'invalid_request_error', 'invalid_multipart', 'a boundary of 71 characters: 400';
+
+    # what an upstream's parser may read otherwise is refused, never
+    # guessed: a boundary "a\b" (imgbill would split at "a\", a Go or
+    # Python upstream at "a\b": a cheap form first, the real one after),
+    # boundary*, an escaped name, name*
+    my $cheap = form('a\\', [ model => 'gpt-image-1' ], [ prompt => 'x' ], $img);
+    my $dear = form('a\\b', [ model => 'gpt-image-1' ], [ prompt => 'x' ], [ n => 10 ], $img);
+    error_ok send_form($EDIT, $k, $cheap . $dear, type => 'multipart/form-data; boundary="a\\b"'),
+             400, 'invalid_request_error', 'invalid_multipart',
+             'a boundary with a backslash: 400, not split where the upstream would not';
+    error_ok send_form($EDIT, $k, form($B, @ok, $img),
+                       type => "multipart/form-data; boundary=$B; boundary*=UTF-8''zz"),
+             400, 'invalid_request_error', 'invalid_multipart', 'boundary* beside boundary: 400';
+    (my $escaped = form($B, [ prompt => 'x' ], [ 'MODEL' => 'gpt-image-1' ], $img))
+        =~ s/name="MODEL"/name="mo\\del"/;
+    error_ok send_form($EDIT, $k, $escaped), 400, 'invalid_request_error', 'invalid_multipart',
+             'a name with an escape: 400';
+    (my $starred = form($B, @ok, [ zz => 'dall-e-2' ], $img))
+        =~ s/name="zz"/name="zz"; name*=UTF-8''model/;
+    error_ok send_form($EDIT, $k, $starred), 400, 'invalid_request_error', 'invalid_multipart',
+             'name* beside name: 400';
+    my $r8 = send_form($EDIT, $k, form($B, @ok, [ "\xff\xfe" => 'x' ], $img));
+    error_ok $r8, 400, 'invalid_request_error', 'invalid_multipart', 'a name that is no UTF-8: 400';
+    ok utf8::decode(my $copy = $r8->{body}), '... its error body is UTF-8 (the name not echoed)';
     my $r = send_form($EDIT, $k, form($B, @ok, [ image => png(6 * 1024 * 1024), 'big.png' ]));
     like $r->{json}{error}{message}, qr/reference image 1 is about 6291456 bytes; the limit is 5242880/,
          'the 413 names the file and its whole size';

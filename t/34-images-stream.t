@@ -110,6 +110,17 @@ sub streamed_ok {
     streamed_ok($r, $a, '0.3059', 1, 'image_generation', 'events of 1.5 MB: 0.3059, the cost in');
     is length($r->{ev}[1]{b64_json}), 1_500_000, '... the image whole';
 
+    # events about as long as what is held before one passes as it comes
+    # (64 KiB): wherever the usage's '{' falls, before or after that, the
+    # completed event carries the cost
+    for my $size (map { 60_000 + 1_000 * $_ } 0 .. 10) {
+        ($a, $k) = $h->fresh_account(prefix => 'st');
+        $r = call(key => $k, mock => "size=$size",
+                  body => { model => 'gpt-image-1', prompt => 'a fox', stream => JSON::PP::true() });
+        is_deeply [ $r->{ev}[-1]{usage}{cost}, $r->{trailers}{'x-imgbill-charge'} ], [ 0.3059, '0.3059' ],
+                  "an event of a $size-byte image: the cost in it, the charge in the trailers";
+    }
+
     # per image on /fast/: gpt-image-1 at 1024x1024
     ($a, $k) = $h->fresh_account(prefix => 'st');
     $r = call(key => $k, path => '/fast/v1/images/generations',

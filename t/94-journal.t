@@ -192,13 +192,14 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
 {
     my $bal = $h->balance('jr');
     my ($named, $old, $bad) = ('1' x 32, '2' x 32, '3' x 32);
-    replay("S $named jr 3059 metered 50 1056 gpt-image-1 1 openai_images\n",
+    replay("S $named jr 3059 metered 50 1056 gpt-image-1 3 openai_images\n",
            "S $old jr 100 fast 0 0 gemini-2.5-flash-image 1\n",
            "S $bad jr 100 fast 0 0 gemini-2.5-flash-image 1 Open-AI\n");
     ok wait_for(sub { -z $journal }, 10), 'API names: replayed, the journal emptied';
     is $h->balance('jr'), $bal - 3159, '... the two readable lines applied';
     my %e = map { $_->{request_id} => $_ } grep { $_->{request_id} } @{ $h->ledger('jr') };
     is $e{$named}{api}, 'openai_images', '... the API named in its entry';
+    is $e{$named}{images}, 3, '... beside its images';
     ok $e{$old} && !exists $e{$old}{api}, '... an older line\'s entry without one';
     ok !$e{$bad}, '... and the line with a bad name not applied';
     like $h->error_log, qr/\[alert\][^\n]*the journal line "S \Q$bad\E [^"]*Open-AI" cannot be read/,

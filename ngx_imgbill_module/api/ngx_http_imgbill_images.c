@@ -21,8 +21,8 @@
  *
  * Edits (/v1/images/edits) and variations (/v1/images/variations) come
  * as multipart/form-data, read by ngx_http_imgbill_form.c: the same
- * members as text fields, and the images as files, "image" (once) or
- * "image[]" (up to 16), and a "mask".  Each file is a reference image of
+ * members as text fields, and the images as files, "image" or "image[]"
+ * (up to 16 in all), and a "mask".  Each file is a reference image of
  * the request's input.
  */
 

@@ -165,10 +165,11 @@ ngx_http_imgbill_body_init(ngx_conf_t *cf)
  * The body is to be read: the compactor takes it as it comes, or the
  * form reader a multipart/form-data one where the API takes forms.  It
  * lives until the body is checked, or with the request's pool if the
- * request ends first.  With imgbill_bodies_in_flight, a body is read only while
- * the worker reads less than that (one body always may be): its
- * Content-Length is reserved now, a chunked body's bytes as they come.
- * NGX_DECLINED with the error set: the worker is busy.
+ * request ends first.  With imgbill_bodies_in_flight, a body is read
+ * only while the worker reads less than that (one body always may be):
+ * its Content-Length is reserved now, a chunked body's bytes as they
+ * come.  NGX_DECLINED with the error set: the worker is busy, or the
+ * form's boundary is unusable.
  */
 
 ngx_int_t

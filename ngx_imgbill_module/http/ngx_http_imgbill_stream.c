@@ -198,24 +198,6 @@ ngx_http_imgbill_stream_read(ngx_http_request_t *r,
                                            in + (st->sse.image - start) - 1);
         }
 
-        if (st->passing && st->finished_events && st->sse.usage) {
-
-            /* a finished image's usage, after megabytes of it: what came
-               before goes, the rest of the event waits to carry the cost */
-
-            if (ngx_http_imgbill_stream_out(r, st, p, st->sse.usage - 1 - p,
-                                            ll)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            p = st->sse.usage - 1;
-            st->event_at = st->len;
-            st->passing = 0;
-            st->midway = 1;
-        }
-
         if (!st->passing
             && st->len + (end - p) > NGX_HTTP_IMGBILL_EVENT_HOLD)
         {
@@ -233,6 +215,24 @@ ngx_http_imgbill_stream_read(ngx_http_request_t *r,
             st->cost_at = 0;
             st->passing = 1;
             st->midway = 0;
+        }
+
+        if (st->passing && st->finished_events && st->sse.usage) {
+
+            /* a finished image's usage, after megabytes of it: what came
+               before goes, the rest of the event waits to carry the cost */
+
+            if (ngx_http_imgbill_stream_out(r, st, p, st->sse.usage - 1 - p,
+                                            ll)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            p = st->sse.usage - 1;
+            st->event_at = st->len;
+            st->passing = 0;
+            st->midway = 1;
         }
 
         if (!st->passing) {

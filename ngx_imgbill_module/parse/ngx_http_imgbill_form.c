@@ -235,6 +235,12 @@ ngx_http_imgbill_form_part(void *data, ngx_http_imgbill_part_t *part,
                 f->too_large = f->files;
             }
 
+            /* its size so far, should the body end inside it */
+
+            if (f->too_large == f->files) {
+                f->image_size = (size_t) part->size;
+            }
+
             return NGX_OK;
         }
 
@@ -266,10 +272,6 @@ ngx_http_imgbill_form_part(void *data, ngx_http_imgbill_part_t *part,
         }
 
         if (part->file) {
-            if (f->too_large == f->files) {
-                f->image_size = (size_t) part->size;
-            }
-
             return f->too_large ? NGX_OK
                                 : ngx_http_imgbill_form_file(f, part);
         }
@@ -323,8 +325,10 @@ ngx_http_imgbill_form_field(ngx_http_imgbill_form_t *f,
                              part->name.len, v)
         != 0)
     {
-        return ngx_http_imgbill_form_fail(f, NGX_HTTP_IMGBILL_REQ_BAD_VALUE,
-                                          &part->name, "a UTF-8 name", NULL);
+        /* (a name that is no UTF-8 is not echoed into the error) */
+        return ngx_http_imgbill_form_fail(f, NGX_HTTP_IMGBILL_REQ_BAD_FORM,
+                                          NULL, "a part's name is not UTF-8",
+                                          NULL);
     }
 
     return NGX_OK;
@@ -344,14 +348,17 @@ ngx_http_imgbill_form_file(ngx_http_imgbill_form_t *f,
     if (a == NULL) {
         a = json_array();
 
-        if (a == NULL
-            || json_object_setn_new(f->root, (char *) part->name.data,
-                                    part->name.len, a)
-               != 0)
+        if (a == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (json_object_setn_new(f->root, (char *) part->name.data,
+                                 part->name.len, a)
+            != 0)
         {
             return ngx_http_imgbill_form_fail(f,
-                                       NGX_HTTP_IMGBILL_REQ_BAD_VALUE,
-                                       &part->name, "a UTF-8 name", NULL);
+                                       NGX_HTTP_IMGBILL_REQ_BAD_FORM, NULL,
+                                       "a part's name is not UTF-8", NULL);
         }
 
     } else if (!json_is_array(a)) {

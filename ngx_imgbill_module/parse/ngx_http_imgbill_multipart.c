@@ -14,6 +14,14 @@
 #include "ngx_http_imgbill_multipart.h"
 
 
+/* what ngx_http_imgbill_mp_param() says of a parameter (*ok) */
+enum {
+    ngx_http_imgbill_param_bad = 0,
+    ngx_http_imgbill_param_ok,
+    ngx_http_imgbill_param_escaped     /* quoted, with a backslash in it */
+};
+
+
 enum {
     sw_preamble = 0,    /* before the first delimiter */
     sw_after,           /* a delimiter: "--", or padding and CRLF */
@@ -63,6 +71,8 @@ static void ngx_http_imgbill_mp_disposition(ngx_http_imgbill_multipart_t *mp,
 static u_char *ngx_http_imgbill_mp_param(u_char *p, u_char *last,
     ngx_str_t *name, u_char *value, size_t *len, u_char **raw,
     ngx_uint_t *ok);
+static ngx_uint_t ngx_http_imgbill_mp_extended(ngx_str_t *name,
+    const char *param);
 static void ngx_http_imgbill_mp_copy(ngx_str_t *to, u_char *buf, u_char *p,
     size_t len);
 static void ngx_http_imgbill_mp_tell(ngx_http_imgbill_multipart_t *mp,
@@ -80,7 +90,10 @@ static u_char *ngx_http_imgbill_mp_trim(u_char *p, u_char **last);
 /*
  * "multipart/form-data; boundary=...": the boundary, quoted or not, of
  * RFC 2046's characters, at most 70 and not ending in a space.  None of
- * them needs a backslash, so the boundary points into the header.
+ * them needs a backslash, so the boundary points into the header.  A
+ * backslash in it, or a "boundary*" beside it, is refused, not read: the
+ * upstream's parser may take "a\b" as it is, or the starred one instead,
+ * and read another body than the one billed.
  */
 
 ngx_int_t
@@ -109,7 +122,9 @@ ngx_http_imgbill_multipart_boundary(u_char *type, size_t len,
         n = sizeof(value);
         p = ngx_http_imgbill_mp_param(p + 1, last, &name, value, &n, &raw,
                                       &ok);
-        if (!ok) {
+        if (ok != ngx_http_imgbill_param_ok
+            || ngx_http_imgbill_mp_extended(&name, "boundary"))
+        {
             return NGX_ERROR;
         }
 
@@ -461,15 +476,25 @@ ngx_http_imgbill_mp_disposition(ngx_http_imgbill_multipart_t *mp, u_char *p,
         n = sizeof(value);
         p = ngx_http_imgbill_mp_param(p + 1, last, &name, value, &n, &raw,
                                       &ok);
-        if (!ok) {
+        if (ok == ngx_http_imgbill_param_bad) {
             ngx_http_imgbill_mp_fail(mp, NGX_HTTP_IMGBILL_MP_BAD_HEADER);
+            return;
+        }
+
+        /* a name the upstream may read otherwise (escaped, or RFC 5987's
+           "name*" beside it) is no name the relay can price by */
+
+        if (ngx_http_imgbill_mp_extended(&name, "name")) {
+            ngx_http_imgbill_mp_fail(mp, NGX_HTTP_IMGBILL_MP_NO_NAME);
             return;
         }
 
         if (name.len == sizeof("name") - 1
             && ngx_strncasecmp(name.data, (u_char *) "name", name.len) == 0)
         {
-            if (mp->part.name.len || n == 0 || n > sizeof(value)) {
+            if (mp->part.name.len || n == 0 || n > sizeof(value)
+                || ok == ngx_http_imgbill_param_escaped)
+            {
                 ngx_http_imgbill_mp_fail(mp, NGX_HTTP_IMGBILL_MP_NO_NAME);
                 return;
             }
@@ -496,20 +521,24 @@ ngx_http_imgbill_mp_disposition(ngx_http_imgbill_multipart_t *mp, u_char *p,
  * One parameter, "name=value" after a ';': its name; its value, unquoted,
  * into value (*len: its room, then the value's length, more than the room
  * if it did not fit); where the value starts in the input (after a
- * quote); and p at the next ';' or at last.  *ok is 0 when it is
- * malformed: no '=', a quote not closed, or something after it.
+ * quote); and p at the next ';' or at last.  *ok is
+ * ngx_http_imgbill_param_bad when it is malformed: no '=', a quote not
+ * closed, or something after it; _escaped when a backslash escaped a
+ * byte of its quoted value.
  */
 
 static u_char *
 ngx_http_imgbill_mp_param(u_char *p, u_char *last, ngx_str_t *name,
     u_char *value, size_t *len, u_char **raw, ngx_uint_t *ok)
 {
-    u_char  *end, *eq, ch;
-    size_t   room, n;
+    u_char      *end, *eq, ch;
+    size_t       room, n;
+    ngx_uint_t   esc;
 
     room = *len;
     n = 0;
-    *ok = 0;
+    *ok = ngx_http_imgbill_param_bad;
+    esc = 0;
 
     end = p;
 
@@ -549,6 +578,7 @@ ngx_http_imgbill_mp_param(u_char *p, u_char *last, ngx_str_t *name,
                 }
 
                 ch = *p++;
+                esc = 1;
             }
 
             if (n < room) {
@@ -584,9 +614,23 @@ ngx_http_imgbill_mp_param(u_char *p, u_char *last, ngx_str_t *name,
     }
 
     *len = n;
-    *ok = 1;
+    *ok = esc ? ngx_http_imgbill_param_escaped : ngx_http_imgbill_param_ok;
 
     return p;
+}
+
+
+/* "param*" (RFC 5987's extended form), in any case */
+
+static ngx_uint_t
+ngx_http_imgbill_mp_extended(ngx_str_t *name, const char *param)
+{
+    size_t  len;
+
+    len = ngx_strlen(param);
+
+    return name->len == len + 1 && name->data[len] == '*'
+           && ngx_strncasecmp(name->data, (u_char *) param, len) == 0;
 }
 
 

@@ -342,7 +342,7 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
 
     /* a line from before images were counted: one */
 
-    n = (nf == 7) ? ngx_http_imgbill_journal_number(&f[6]) : 1;
+    n = (nf >= 7) ? ngx_http_imgbill_journal_number(&f[6]) : 1;
 
     if (n == NGX_ERROR) {
         return NGX_ERROR;

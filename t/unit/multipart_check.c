@@ -214,14 +214,34 @@ static case_t  cases[] = {
       "\r\r\n-\r\n--\r\n-B" CRLF "--B--",
       "e,-,-,0: f,-,-,12:\r\r\n-\r\n--\r\n-B OK", -1 },
 
-    { "quoted names with escapes, filename*, an empty filename", "q",
+    { "quoted names, filename*, an escaped filename, an empty one", "q",
       "--q" CRLF
       "Content-Disposition: form-data; name=\"image[]\"; filename=\"\""
       CRLF CRLF "x" CRLF
       "--q" CRLF
       "Content-Disposition: form-data; filename*=UTF-8''%E2%82%AC.png; "
-      "name=\"a\\\"b\"" CRLF CRLF "y" CRLF "--q--",
-      "image[],,-,1:x a\"b,UTF-8''%E2%82%AC.png,-,1:y OK", -1 },
+      "name=\"ab\"" CRLF CRLF "y" CRLF
+      "--q" CRLF
+      "Content-Disposition: form-data; name=\"c\"; filename=\"d\\\"e\""
+      CRLF CRLF "z" CRLF "--q--",
+      "image[],,-,1:x ab,UTF-8''%E2%82%AC.png,-,1:y c,d\"e,-,1:z OK", -1 },
+
+    /* the upstream may read these names otherwise: refused, not read */
+
+    { "a quoted name with an escape", "q",
+      "--q" CRLF "Content-Disposition: form-data; name=\"mo\\del\"" CRLF
+      CRLF "1" CRLF "--q--",
+      "NO_NAME", -1 },
+
+    { "name* beside a name", "q",
+      "--q" CRLF "Content-Disposition: form-data; name=\"zz\"; "
+      "name*=UTF-8''model" CRLF CRLF "1" CRLF "--q--",
+      "NO_NAME", -1 },
+
+    { "name* alone", "q",
+      "--q" CRLF "Content-Disposition: form-data; NAME*=UTF-8''model" CRLF
+      CRLF "1" CRLF "--q--",
+      "NO_NAME", -1 },
 
     { "no closing delimiter", "b",
       "--b" CRLF "Content-Disposition: form-data; name=\"a\"" CRLF CRLF
@@ -312,6 +332,10 @@ static type_case_t  types[] = {
     { "multipart/form-data; boundary=", NGX_ERROR, NULL },
     { "multipart/form-data; boundary=\"ends in space \"", NGX_ERROR, NULL },
     { "multipart/form-data; boundary=a\\b", NGX_ERROR, NULL },
+    { "multipart/form-data; boundary=\"a\\b\"", NGX_ERROR, NULL },
+    { "multipart/form-data; boundary=\"a\\\\\"", NGX_ERROR, NULL },
+    { "multipart/form-data; boundary=A; boundary*=UTF-8''B", NGX_ERROR, NULL },
+    { "multipart/form-data; Boundary*=UTF-8''B; boundary=A", NGX_ERROR, NULL },
     { "multipart/form-data; boundary=a;boundary=b", NGX_ERROR, NULL },
     { "multipart/form-data; boundary=\"open", NGX_ERROR, NULL },
     { "multipart/form-data; boundary="
