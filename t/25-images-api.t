@@ -75,6 +75,17 @@ sub charged_ok { $h->images_charged_ok(@_) }
     charged_ok($r, $a, '0.2880', 1, 'dall-e-3 on /fast/: 0.2880');
     like $r->{json}{data}[0]{url}, qr{^http://127\.0\.0\.1/mock-images/}, '... its url';
 
+    # Open WebUI's own body (routers/images.py, the openai engine): n and
+    # size always, response_format b64_json for the DALL-E models
+    ($a, $k) = $h->fresh_account(prefix => 'owui');
+    $r = gen($FAST, $k, '{"model":"dall-e-3","prompt":"a fox at dawn","n":1,'
+                      . '"size":"1024x1024","response_format":"b64_json"}');
+    charged_ok($r, $a, '0.2880', 1, "Open WebUI's body, dall-e-3 on /fast/: 0.2880");
+    ok $r->{json}{data}[0]{b64_json}, '... its image as b64_json, as asked';
+    ($a, $k) = $h->fresh_account(prefix => 'owui');
+    $r = gen($GEN, $k, '{"model":"gpt-image-1","prompt":"a fox at dawn","n":1,"size":"1024x1024"}');
+    charged_ok($r, $a, '0.3059', 1, "Open WebUI's body, gpt-image-1 metered: 0.3059");
+
     # dall-e-3 by size and quality, as OpenAI prices it
     for my $case ([ '1792x1024', 'hd', '0.8640' ], [ '1024x1024', 'hd', '0.5760' ],
                   [ '1024x1792', 'standard', '0.5760' ], [ '1024x1024', 'standard', '0.2880' ],

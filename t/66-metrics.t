@@ -32,6 +32,7 @@ sub scrape {
 
 sub series {
     my ($name, %l) = @_;
+    return $name . qq{\{api="$l{api}"\}} if exists $l{api};
     return $name . '{' . join(',', map { qq{$_="$l{$_}"} } qw(channel model outcome reason)
                                   [0 .. (exists $l{outcome} ? 3 : 1)]) . '}';
 }
@@ -50,6 +51,8 @@ $h->chat(key => 'sk-nobody');                                           # 401
 $h->chat(key => $key, model => 'nope');                                 # 400
 $h->chat(key => $key, path => '/fast/v1/chat/completions', model => $PRO);   # 0.2000
 $h->request('GET', '/v1/models', undef, Authorization => "Bearer $key");     # not billed
+$h->post('/v1/images/generations', { model => 'gpt-image-1', prompt => 'a fox' },
+         Authorization => "Bearer $key");                               # 0.3059, Images API
 
 # a stream the client leaves after its image: charged as if it had stayed
 {
@@ -87,6 +90,15 @@ my %want = (
     series('imgbill_charged_units_total', channel => 'metered', model => $FLASH) => 3 * 2465,
     series('imgbill_charged_units_total', channel => 'fast', model => $PRO) => 2000,
     series('imgbill_charged_units_total', channel => 'fast', model => $FLASH) => 700,
+    series('imgbill_requests_total', channel => 'metered', model => 'gpt-image-1', outcome => 'charged', reason => '') => 1,
+    # by the API the client spoke: every table row a series, zeros too
+    series('imgbill_api_requests_total', api => 'openai') => 10,
+    series('imgbill_api_requests_total', api => 'openai_images') => 1,
+    series('imgbill_api_requests_total', api => 'gemini') => 0,
+    series('imgbill_api_charged_units_total', api => 'openai') => 3 * 2465 + 2000 + 700,
+    series('imgbill_api_charged_units_total', api => 'openai_images') => 3059,
+    series('imgbill_api_images_total', api => 'openai') => 5,
+    series('imgbill_api_images_total', api => 'openai_images') => 1,
     'imgbill_holds_in_flight' => 0,
     'imgbill_redis_errors_total' => 0,
     'imgbill_redis_timeouts_total' => 0,
@@ -95,7 +107,7 @@ for my $k (sort keys %want) {
     is $m->{$k}, $want{$k}, "$k $want{$k}";
 }
 my $reqs = grep { /^imgbill_requests_total/ } keys %$m;
-is $reqs, 8, 'no other request series (the model list is not billed)';
+is $reqs, 9, 'no other request series (the model list is not billed)';
 ok !grep({ /^imgbill_abandoned_units_total\{/ } keys %$m),
    'nothing abandoned: the stream left after its image was paid';
 cmp_ok $m->{'imgbill_redis_rtt_seconds_count'}, '>=', 10, 'Redis round trips counted';

@@ -21,7 +21,8 @@ static ngx_int_t ngx_http_imgbill_check_parsed(ngx_int_t rc,
 
 /* the first is a location's when it names none */
 
-static ngx_http_imgbill_api_t  *ngx_http_imgbill_apis[] = {
+static ngx_http_imgbill_api_t  *ngx_http_imgbill_apis[NGX_HTTP_IMGBILL_APIS
+                                                      + 1] = {
     &ngx_http_imgbill_openai_api,
     &ngx_http_imgbill_gemini_api,
     &ngx_http_imgbill_images_api,
@@ -80,6 +81,29 @@ ngx_http_imgbill_api_t *
 ngx_http_imgbill_api_default(void)
 {
     return ngx_http_imgbill_apis[0];
+}
+
+
+/* the table's rows by number, for what counts by API (the metrics); NULL
+   past the last */
+
+ngx_http_imgbill_api_t *
+ngx_http_imgbill_api_at(ngx_uint_t i)
+{
+    return (i < NGX_HTTP_IMGBILL_APIS) ? ngx_http_imgbill_apis[i] : NULL;
+}
+
+
+ngx_uint_t
+ngx_http_imgbill_api_index(ngx_http_imgbill_api_t *api)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; ngx_http_imgbill_apis[i] != api; i++) {
+        /* void */
+    }
+
+    return i;
 }
 
 

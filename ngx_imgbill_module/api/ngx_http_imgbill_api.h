@@ -144,10 +144,14 @@ u_char *ngx_http_imgbill_openai_error(u_char *p,
     ngx_http_imgbill_error_t *err);
 u_char *ngx_http_imgbill_openai_model(u_char *p, ngx_str_t *name);
 
-/* ngx_http_imgbill_api.c */
+/* ngx_http_imgbill_api.c: the table, of this many rows */
+#define NGX_HTTP_IMGBILL_APIS  3
+
 char *ngx_http_imgbill_api_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_imgbill_api_t *ngx_http_imgbill_api_default(void);
+ngx_http_imgbill_api_t *ngx_http_imgbill_api_at(ngx_uint_t i);
+ngx_uint_t ngx_http_imgbill_api_index(ngx_http_imgbill_api_t *api);
 ngx_int_t ngx_http_imgbill_check_compact(ngx_http_imgbill_compact_t *c,
     ngx_http_imgbill_api_t *api, size_t image_limit,
     ngx_http_imgbill_request_t *req);

@@ -82,6 +82,9 @@ struct ngx_http_imgbill_metrics_s {
     ngx_http_imgbill_by_model_t     charged;
     ngx_http_imgbill_by_model_t     images;
     ngx_http_imgbill_by_model_t     abandoned;
+    ngx_atomic_t                    api_requests[NGX_HTTP_IMGBILL_APIS];
+    ngx_atomic_t                    api_charged[NGX_HTTP_IMGBILL_APIS];
+    ngx_atomic_t                    api_images[NGX_HTTP_IMGBILL_APIS];
     ngx_atomic_t                    holds_placed;
     ngx_atomic_t                    holds_ended;
     ngx_http_imgbill_stats_t        store;     /* the store's own counts */
@@ -94,6 +97,8 @@ static ngx_uint_t ngx_http_imgbill_metrics_outcome(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 static ngx_uint_t ngx_http_imgbill_metrics_model(
     ngx_http_imgbill_main_conf_t *mcf, ngx_str_t *model);
+static u_char *ngx_http_imgbill_metrics_apis(u_char *p, ngx_atomic_t *v,
+    const char *help);
 static u_char *ngx_http_imgbill_metrics_models(u_char *p, u_char *last,
     ngx_http_imgbill_main_conf_t *mcf, ngx_http_imgbill_by_model_t *v,
     char *name);
@@ -227,7 +232,7 @@ ngx_int_t
 ngx_http_imgbill_metrics_log(ngx_http_request_t *r)
 {
     ngx_int_t                      would;
-    ngx_uint_t                     ch, m, o, charged;
+    ngx_uint_t                     a, ch, m, o, charged;
     ngx_http_imgbill_ctx_t        *ctx;
     ngx_http_imgbill_metrics_t    *mt;
     ngx_http_imgbill_loc_conf_t   *lcf;
@@ -256,7 +261,10 @@ ngx_http_imgbill_metrics_log(ngx_http_request_t *r)
     m = ngx_http_imgbill_metrics_model(mcf, &ctx->model);
     o = ngx_http_imgbill_metrics_outcome(r, ctx);
 
+    a = ngx_http_imgbill_api_index(ctx->api);
+
     (void) ngx_atomic_fetch_add(&mt->requests[ch][m][o], 1);
+    (void) ngx_atomic_fetch_add(&mt->api_requests[a], 1);
 
     charged = (o == 0
                || (o >= NGX_HTTP_IMGBILL_CHARGED
@@ -265,6 +273,8 @@ ngx_http_imgbill_metrics_log(ngx_http_request_t *r)
     if (charged) {
         (void) ngx_atomic_fetch_add(&mt->charged[ch][m], ctx->charge);
         (void) ngx_atomic_fetch_add(&mt->images[ch][m], ctx->images);
+        (void) ngx_atomic_fetch_add(&mt->api_charged[a], ctx->charge);
+        (void) ngx_atomic_fetch_add(&mt->api_images[a], ctx->images);
     }
 
     if (ctx->holding) {
@@ -442,6 +452,19 @@ ngx_http_imgbill_metrics_handler(ngx_http_request_t *r)
                                         "would have cost (the upstream's "
                                         "bill), in units of 0.0001 CNY.");
 
+    p = ngx_http_imgbill_metrics_apis(p, mt->api_requests,
+                                      "imgbill_api_requests_total "
+                                      "Billed requests by the API their "
+                                      "client spoke.");
+    p = ngx_http_imgbill_metrics_apis(p, mt->api_charged,
+                                      "imgbill_api_charged_units_total "
+                                      "Money charged by API, in units of "
+                                      "0.0001 CNY.");
+    p = ngx_http_imgbill_metrics_apis(p, mt->api_images,
+                                      "imgbill_api_images_total "
+                                      "Images delivered and charged for, "
+                                      "by API.");
+
     b->last = ngx_http_imgbill_metrics_store(p, mt);
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
@@ -607,6 +630,29 @@ ngx_http_imgbill_metrics_label(u_char *p, ngx_http_imgbill_main_conf_t *mcf,
     }
 
     *p++ = '"';
+
+    return p;
+}
+
+
+/* one counter per API of the table, every one (a zero is a value): the
+   name is help's first word */
+
+static u_char *
+ngx_http_imgbill_metrics_apis(u_char *p, ngx_atomic_t *v, const char *help)
+{
+    size_t                   n;
+    ngx_uint_t               i;
+    ngx_http_imgbill_api_t  *api;
+
+    n = ngx_strchr(help, ' ') - help;
+
+    p = ngx_sprintf(p, "# HELP %s\n# TYPE %*s counter\n", help, n, help);
+
+    for (i = 0; (api = ngx_http_imgbill_api_at(i)) != NULL; i++) {
+        p = ngx_sprintf(p, "%*s{api=\"%V\"} %uA\n", n, help, &api->name,
+                        (ngx_atomic_uint_t) v[i]);
+    }
 
     return p;
 }
