@@ -93,7 +93,7 @@ sub charged_ok {
                          model => $w{model} // $FLASH, charge => $w{units},
                          balance_after => 100000 - $w{units},
                          prompt_tokens => $w{pt}, completion_tokens => $w{ct},
-                         images => $w{images} // 1 },
+                         images => $w{images} // 1, api => 'gemini' },
             'ledger entry' if defined $w{pt};
         is $e{charge}, $w{units}, 'ledger charge' unless defined $w{pt};
         is_deeply $h->wait_holds($acct, 0), {}, 'no hold left';

@@ -106,7 +106,10 @@ sub call {
                body => exists $o{body} ? $o{body} : $api->{body}->(%o),
                mock => $o{mock});
     $raw{$_} = $o{$_} for grep { exists $o{$_} } qw(close_after upto);
-    return decoded($h->raw_http(%raw));
+    my $res = decoded($h->raw_http(%raw));
+    # the API spoken, as the ledger records it
+    $res->{api} = $api->{name} if $res;
+    return $res;
 }
 
 # decoded($res): a raw reply's body de-chunked (body, trailers, complete)
@@ -154,7 +157,7 @@ sub charged_ok {
                          model => $w{model} // $FLASH, charge => $w{units},
                          balance_after => $after,
                          prompt_tokens => $w{pt}, completion_tokens => $w{ct},
-                         images => $w{images} // 1 },
+                         images => $w{images} // 1, api => $res->{api} },
             'the ledger entry';
     };
 }
