@@ -210,6 +210,55 @@ sub charged_ok { $h->images_charged_ok(@_) }
     is $h->upstream_hits, $hits, '... the upstream never reached';
 }
 
+# ---- the hold covers every image a request names ------------------------------
+# On an account of exactly 5.0000, n 2 of gpt-image-1 holds about 3.60 for
+# the output: admitted.  Sixteen input images more (1290 tokens each at 72
+# per 1M, about 1.49) are over 5.00: refused, 402, as a key holder naming
+# images the hold did not count would otherwise pay less than the usage.
+{
+    my $refs = [ map { { file_id => "file-$_" } } 1 .. 16 ];
+    my $required = sub {
+        my ($r) = @_;
+        my ($req) = ($r->{json}{error}{message} // '') =~ /required (\d+\.\d{4})/;
+        return $req // 0;
+    };
+    my ($a, $k) = $h->fresh_account(prefix => 'hold', units => 50000);
+    my $snap = $h->snapshot;
+    my $r = $h->post($EDIT, { model => 'gpt-image-1', prompt => 'x', n => 2, images => $refs },
+                     Authorization => "Bearer $k");
+    is $r->{status}, 402, 'a JSON edit naming 16 images by file_id, n 2, on 5.0000: 402';
+    cmp_ok $required->($r), '>', 5, '... the hold counts them (required ' . $required->($r) . ')';
+    is $h->snapshot, $snap, '... nothing written';
+    $r = $h->post('/v1/images/generations', { model => 'gpt-image-1', prompt => 'x', n => 2 },
+                  Authorization => "Bearer $k");
+    is $r->{status}, 200, '... the same without them: admitted';
+
+    ($a, $k) = $h->fresh_account(prefix => 'hold', units => 50000);
+    $r = send_form($EDIT, $k, form($B, [ model => 'gpt-image-1' ], [ prompt => 'x' ], [ n => 2 ],
+                                   [ image => png(100), 'a.png' ],
+                                   map { [ "extra$_", png(100), "$_.png" ] } 1 .. 15));
+    is $r->{status}, 402, 'a form of one image and 15 files under other names, n 2: 402';
+    cmp_ok $required->($r), '>', 5, '... every file is held for, whatever its name';
+
+    ($a, $k) = $h->fresh_account(prefix => 'hold');
+    for my $case (
+        [ '17 images by file_id', { images => [ @$refs, { file_id => 'file-17' } ] },
+          400, 'too_many_images' ],
+        [ 'a data URL of 6 MB', { images => [ { image_url => 'data:image/png;base64,'
+                                                . ('A' x 8_000_000) } ] },
+          413, 'image_too_large' ],
+        [ 'images of numbers', { images => [ 42 ] }, 400, 'invalid_value' ],
+        [ 'a reference without a URL or a file', { images => [ { url => 'x' } ] },
+          400, 'invalid_value' ],
+        [ 'a mask of true', { images => $refs, mask => JSON::PP::true() }, 400, 'invalid_value' ],
+    ) {
+        my ($name, $extra, $status, $code) = @$case;
+        error_ok $h->post($EDIT, { model => 'gpt-image-1', prompt => 'x', %$extra },
+                          Authorization => "Bearer $k"),
+                 $status, 'invalid_request_error', $code, "a JSON edit, $name: $status $code";
+    }
+}
+
 # ---- the official SDK and a browser's FormData ---------------------------------
 SKIP: {
     my $sdk = eval { Imgbill::Harness::sdk_dir() };

@@ -41,6 +41,10 @@ static ngx_int_t ngx_http_imgbill_images_check(
     ngx_http_imgbill_request_t *req, size_t image_limit);
 static ngx_int_t ngx_http_imgbill_images_form(
     ngx_http_imgbill_request_t *req);
+static ngx_int_t ngx_http_imgbill_images_refs(ngx_http_imgbill_request_t *req,
+    size_t image_limit);
+static ngx_int_t ngx_http_imgbill_images_ref(ngx_http_imgbill_request_t *req,
+    json_t *ref, size_t image_limit);
 static void ngx_http_imgbill_images_number(json_t *root, const char *name);
 
 
@@ -148,11 +152,11 @@ ngx_http_imgbill_images_check(ngx_http_imgbill_request_t *req,
     ngx_int_t    rc;
     ngx_uint_t   i, stream;
 
-    if (req->form) {
-        rc = ngx_http_imgbill_images_form(req);
-        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
-            return rc;
-        }
+    rc = req->form ? ngx_http_imgbill_images_form(req)
+                   : ngx_http_imgbill_images_refs(req, image_limit);
+
+    if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+        return rc;
     }
 
     rc = ngx_http_imgbill_reading_openai(req, ngx_http_imgbill_images_root);
@@ -204,6 +208,7 @@ ngx_http_imgbill_images_form(ngx_http_imgbill_request_t *req)
 {
     json_t      *v;
     ngx_uint_t   i, images;
+    const char  *key;
 
     static const char  *files[] = { "image", "image[]", NULL };
 
@@ -260,11 +265,113 @@ ngx_http_imgbill_images_form(ngx_http_imgbill_request_t *req)
         return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
     }
 
-    /* a mask is read by the model as an image too */
+    /* every file is input the model may read, under whatever name an
+       upstream takes (a mask is an image too): the hold counts them all */
 
-    req->images = images + json_array_size(v);
+    req->images = 0;
+
+    json_object_foreach(req->root, key, v) {
+        req->images += json_array_size(v);
+    }
 
     return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+/*
+ * A JSON edit names its input images: "images", objects with an
+ * "image_url" (a URL or a data URL) or a "file_id", as gpt-image-1
+ * takes them, or "image", a URL or an array of them, as relays take
+ * them; and a "mask", one such reference.  Each is held for as a
+ * reference image, and a data URL over the image limit is refused.  A
+ * generation names none.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_images_refs(ngx_http_imgbill_request_t *req,
+    size_t image_limit)
+{
+    json_t      *v, *e;
+    size_t       i;
+    ngx_int_t    rc;
+    ngx_uint_t   n;
+
+    /* the mask last: at most 16 images before it */
+    static const char  *refs[] = { "images", "image", "mask", NULL };
+
+    for (n = 0; refs[n]; n++) {
+
+        if (n == 2 && req->images > NGX_HTTP_IMGBILL_IMAGES_FILES) {
+            req->param = "images";
+            req->expected = "at most 16 images";
+            req->code = "too_many_images";
+            return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+        }
+
+        v = json_object_get(req->root, refs[n]);
+
+        if (v == NULL || json_is_null(v)) {
+            continue;
+        }
+
+        if (!json_is_array(v)) {
+            rc = ngx_http_imgbill_images_ref(req, v, image_limit);
+
+        } else {
+            rc = NGX_HTTP_IMGBILL_REQ_OK;
+
+            json_array_foreach(v, i, e) {
+                rc = ngx_http_imgbill_images_ref(req, e, image_limit);
+                if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+                    break;
+                }
+            }
+        }
+
+        if (rc == NGX_HTTP_IMGBILL_REQ_BAD_VALUE) {
+            req->param = refs[n];
+            req->expected = "image references: URLs, or objects with an "
+                            "\"image_url\" or a \"file_id\"";
+        }
+
+        if (rc != NGX_HTTP_IMGBILL_REQ_OK) {
+            return rc;
+        }
+    }
+
+    return NGX_HTTP_IMGBILL_REQ_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imgbill_images_ref(ngx_http_imgbill_request_t *req, json_t *ref,
+    size_t image_limit)
+{
+    json_t  *url;
+
+    if (json_is_object(ref)) {
+        url = json_object_get(ref, "image_url");
+
+        if (!json_is_string(url)) {
+            if (!json_is_string(json_object_get(ref, "file_id"))) {
+                return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+            }
+
+            /* a file uploaded before: its bytes are not here */
+            req->images++;
+            return NGX_HTTP_IMGBILL_REQ_OK;
+        }
+
+        ref = url;
+    }
+
+    if (!json_is_string(ref)) {
+        return NGX_HTTP_IMGBILL_REQ_BAD_VALUE;
+    }
+
+    return ngx_http_imgbill_request_image(ref,
+                               ngx_http_imgbill_request_url_size(req, ref),
+                               image_limit, req);
 }
 
 
