@@ -9,6 +9,7 @@ use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
 Imgbill::Unit::run('scan_check',
-                   [qw(scan scan_token api splice openai gemini images compact compact_token
+                   [qw(scan scan_token api splice openai gemini images
+                       ideogram ideogram_legacy compact compact_token
                        request reading form multipart)],
                    [qw(-ljansson)]);

@@ -11,5 +11,6 @@ use Imgbill::Unit;
 
 Imgbill::Unit::run('request_check',
                    [qw(compact compact_token request reading key api splice openai
-                       gemini images scan scan_token form multipart)],
+                       gemini images ideogram ideogram_legacy scan scan_token form
+                       multipart)],
                    [qw(-ljansson -lcrypto)]);

@@ -10,6 +10,7 @@ use lib "$FindBin::Bin/lib";
 use Imgbill::Unit;
 
 Imgbill::Unit::run('sse_check',
-                   [qw(sse scan scan_token api splice openai gemini images compact
-                       compact_token request reading form multipart)],
+                   [qw(sse scan scan_token api splice openai gemini images
+                       ideogram ideogram_legacy compact compact_token request
+                       reading form multipart)],
                    [qw(-ljansson)]);

@@ -17,7 +17,7 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(wait_for error_ok);
+use Imgbill::Harness qw(wait_for error_ok form png);
 use Digest::SHA qw(sha256_hex);
 use JSON::PP ();
 
@@ -25,23 +25,6 @@ my $h = Imgbill::Harness->new;
 my $EDIT = '/v1/images/edits';
 my $VAR  = '/fast/v1/images/variations';
 my $B    = '----imgbillFormBoundary7MA4YWxkTrZu0gW';
-
-# a form as browsers and the SDK write it: [name, value] is a field,
-# [name, bytes, filename] a file
-sub form {
-    my ($boundary, @parts) = @_;
-    my $body = '';
-    for my $p (@parts) {
-        my ($name, $value, $file) = @$p;
-        $body .= "--$boundary\r\nContent-Disposition: form-data; name=\"$name\"";
-        $body .= defined $file ? "; filename=\"$file\"\r\nContent-Type: image/png\r\n"
-                               : "\r\n";
-        $body .= "\r\n$value\r\n";
-    }
-    return $body . "--$boundary--\r\n";
-}
-
-sub png { my ($n, $fill) = @_; return "\x89PNG\r\n\x1a\n" . (chr($fill // 7) x ($n - 8)) }
 
 sub send_form {
     my ($path, $key, $body, %o) = @_;
@@ -282,6 +265,19 @@ SKIP: {
     ok wait_for(sub { ($h->balance($a) // 0) == 100000 - $spent }),
        'SDK: Redis holds exactly the five charges';
     ok $h->wait_holds($a, 0, 10), '... and no hold';
+}
+
+# ---- URL arguments stay here: a Go upstream reads form fields from the query
+# too (FormValue), and would make the n images nobody held for --------------
+for my $path ($EDIT, $VAR) {
+    my ($a, $k) = $h->fresh_account(prefix => 'qs');
+    my @model = $path eq $EDIT ? ([ model => 'gpt-image-1' ]) : ([ model => 'dall-e-2' ]);
+    my $r = send_form("$path?n=8&model=gpt-image-1", $k,
+                      form($B, @model, [ prompt => 'x' ], [ image => png(1000), 'a.png' ]));
+    is $r->{status}, 200, "$path with URL arguments: 200";
+    (my $up_path = $path) =~ s{^/fast}{};
+    my ($up) = grep { ($_->{path} // '') eq $up_path } reverse $h->upstream_requests;
+    is $up->{target}, $up_path, '... the upstream asked without them';
 }
 
 done_testing;

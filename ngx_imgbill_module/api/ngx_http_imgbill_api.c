@@ -12,10 +12,12 @@
 extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
 extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
 extern ngx_http_imgbill_api_t  ngx_http_imgbill_images_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_ideogram_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_ideogram_legacy_api;
 
 
 static ngx_int_t ngx_http_imgbill_check_parsed(ngx_int_t rc,
-    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_api_t *api, ngx_str_t *operation, size_t image_limit,
     ngx_http_imgbill_request_t *req);
 
 
@@ -26,6 +28,8 @@ static ngx_http_imgbill_api_t  *ngx_http_imgbill_apis[NGX_HTTP_IMGBILL_APIS
     &ngx_http_imgbill_openai_api,
     &ngx_http_imgbill_gemini_api,
     &ngx_http_imgbill_images_api,
+    &ngx_http_imgbill_ideogram_api,
+    &ngx_http_imgbill_ideogram_legacy_api,
     NULL
 };
 
@@ -117,12 +121,12 @@ ngx_http_imgbill_api_index(ngx_http_imgbill_api_t *api)
 
 ngx_int_t
 ngx_http_imgbill_check_compact(ngx_http_imgbill_compact_t *c,
-    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_api_t *api, ngx_str_t *operation, size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
     return ngx_http_imgbill_check_parsed(
                                ngx_http_imgbill_compact_parse(c, req),
-                               api, image_limit, req);
+                               api, operation, image_limit, req);
 }
 
 
@@ -130,18 +134,26 @@ ngx_http_imgbill_check_compact(ngx_http_imgbill_compact_t *c,
 
 ngx_int_t
 ngx_http_imgbill_check_form(ngx_http_imgbill_form_t *f,
-    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_api_t *api, ngx_str_t *operation, size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
     return ngx_http_imgbill_check_parsed(ngx_http_imgbill_form_parse(f, req),
-                                         api, image_limit, req);
+                                         api, operation, image_limit, req);
 }
 
 
+/* operation: what the path asked, as the API's target read it (NULL:
+   nothing) */
+
 static ngx_int_t
 ngx_http_imgbill_check_parsed(ngx_int_t rc, ngx_http_imgbill_api_t *api,
-    size_t image_limit, ngx_http_imgbill_request_t *req)
+    ngx_str_t *operation, size_t image_limit,
+    ngx_http_imgbill_request_t *req)
 {
+    if (operation) {
+        req->operation = *operation;
+    }
+
     if (rc == NGX_HTTP_IMGBILL_REQ_OK) {
         rc = api->check(req, image_limit);
     }
@@ -161,7 +173,7 @@ ngx_http_imgbill_check_parsed(ngx_int_t rc, ngx_http_imgbill_api_t *api,
 
 ngx_int_t
 ngx_http_imgbill_check_request(u_char *p, size_t len,
-    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_api_t *api, ngx_str_t *operation, size_t image_limit,
     ngx_http_imgbill_request_t *req)
 {
     ngx_int_t                    rc;
@@ -176,7 +188,8 @@ ngx_http_imgbill_check_request(u_char *p, size_t len,
 
     ngx_http_imgbill_compact_feed(c, p, p + len);
 
-    rc = ngx_http_imgbill_check_compact(c, api, image_limit, req);
+    rc = ngx_http_imgbill_check_compact(c, api, operation, image_limit,
+                                        req);
 
     ngx_http_imgbill_compact_free(c);
 

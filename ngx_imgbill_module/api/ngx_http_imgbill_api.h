@@ -69,8 +69,9 @@ typedef struct {
 
     /*
      * The model (and the method) from the request's path, before the
-     * body is read: a verdict, and the model in *model, inside r->uri.
-     * NULL: the body names the model.
+     * body is read: a verdict, the model in *model and what the path asks
+     * in req->operation (for check), inside r->uri.  An empty model: the
+     * body names it.  NULL: the body names the model.
      */
     ngx_int_t                     (*target)(ngx_http_request_t *r,
                                       ngx_str_t *model,
@@ -106,6 +107,10 @@ typedef struct {
 
     /* its replies, whole or one event of a stream, to the scanner */
     ngx_http_imgbill_dialect_t     *dialect;
+
+    /* the fields of a form whose text is JSON, read as the object it
+       is (Ideogram's "image_request"); NULL: none */
+    const char *const              *form_json;
 
     /* a stream's event waits for its end before it goes: it may be the
        usage the relay asked for (dropped) or carry the cost */
@@ -144,8 +149,21 @@ u_char *ngx_http_imgbill_openai_error(u_char *p,
     ngx_http_imgbill_error_t *err);
 u_char *ngx_http_imgbill_openai_model(u_char *p, ngx_str_t *name);
 
+/* ngx_http_imgbill_ideogram.c: what Ideogram's two APIs share (its
+   error: _LEN bytes beside the message and the code) */
+#define NGX_HTTP_IMGBILL_IDEOGRAM_ERROR_LEN                                  \
+    (sizeof("{\"error\":\"\",\"code\":\"\"}\n") - 1)
+
+extern ngx_http_imgbill_key_source_t  ngx_http_imgbill_ideogram_key[];
+extern ngx_http_imgbill_dialect_t     ngx_http_imgbill_ideogram_dialect;
+u_char *ngx_http_imgbill_ideogram_error(u_char *p,
+    ngx_http_imgbill_error_t *err);
+u_char *ngx_http_imgbill_ideogram_model(u_char *p, ngx_str_t *name);
+ngx_int_t ngx_http_imgbill_ideogram_files_read(
+    ngx_http_imgbill_request_t *req, const char *const *files);
+
 /* ngx_http_imgbill_api.c: the table, of this many rows */
-#define NGX_HTTP_IMGBILL_APIS  3
+#define NGX_HTTP_IMGBILL_APIS  5
 
 char *ngx_http_imgbill_api_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -153,13 +171,13 @@ ngx_http_imgbill_api_t *ngx_http_imgbill_api_default(void);
 ngx_http_imgbill_api_t *ngx_http_imgbill_api_at(ngx_uint_t i);
 ngx_uint_t ngx_http_imgbill_api_index(ngx_http_imgbill_api_t *api);
 ngx_int_t ngx_http_imgbill_check_compact(ngx_http_imgbill_compact_t *c,
-    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_api_t *api, ngx_str_t *operation, size_t image_limit,
     ngx_http_imgbill_request_t *req);
 ngx_int_t ngx_http_imgbill_check_form(ngx_http_imgbill_form_t *f,
-    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_api_t *api, ngx_str_t *operation, size_t image_limit,
     ngx_http_imgbill_request_t *req);
 ngx_int_t ngx_http_imgbill_check_request(u_char *p, size_t len,
-    ngx_http_imgbill_api_t *api, size_t image_limit,
+    ngx_http_imgbill_api_t *api, ngx_str_t *operation, size_t image_limit,
     ngx_http_imgbill_request_t *req);
 ngx_uint_t ngx_http_imgbill_api_query_key(ngx_http_imgbill_api_t *api);
 

@@ -158,6 +158,7 @@ ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api = {
     sizeof(NGX_HTTP_IMGBILL_GEMINI_MODEL) - 1,
     ngx_string("]}\n"),
     &ngx_http_imgbill_gemini_dialect,
+    NULL,
     0,
     0,
     0

@@ -45,7 +45,6 @@ static ngx_int_t ngx_http_imgbill_images_refs(ngx_http_imgbill_request_t *req,
     size_t image_limit);
 static ngx_int_t ngx_http_imgbill_images_ref(ngx_http_imgbill_request_t *req,
     json_t *ref, size_t image_limit);
-static void ngx_http_imgbill_images_number(json_t *root, const char *name);
 
 
 /* the images an edit may send, as OpenAI takes them */
@@ -126,6 +125,7 @@ ngx_http_imgbill_api_t  ngx_http_imgbill_images_api = {
     NGX_HTTP_IMGBILL_OPENAI_MODEL_LEN,
     ngx_string("]}\n"),
     &ngx_http_imgbill_images_dialect,
+    NULL,
     1,
     1,
     1
@@ -212,7 +212,7 @@ ngx_http_imgbill_images_form(ngx_http_imgbill_request_t *req)
 
     static const char  *files[] = { "image", "image[]", NULL };
 
-    ngx_http_imgbill_images_number(req->root, "n");
+    ngx_http_imgbill_reading_number(req->root, "n");
 
     v = json_object_get(req->root, "stream");
 
@@ -372,42 +372,4 @@ ngx_http_imgbill_images_ref(ngx_http_imgbill_request_t *req, json_t *ref,
     return ngx_http_imgbill_request_image(ref,
                                ngx_http_imgbill_request_url_size(req, ref),
                                image_limit, req);
-}
-
-
-/* a decimal of at most three digits, without a leading zero, as a JSON
-   integer; anything else is left for the check to refuse */
-
-static void
-ngx_http_imgbill_images_number(json_t *root, const char *name)
-{
-    json_t      *v;
-    size_t       len, i;
-    json_int_t   n;
-    const char  *s;
-
-    v = json_object_get(root, name);
-
-    if (!json_is_string(v)) {
-        return;
-    }
-
-    s = json_string_value(v);
-    len = json_string_length(v);
-
-    if (len == 0 || len > 3 || (s[0] == '0' && len > 1)) {
-        return;
-    }
-
-    n = 0;
-
-    for (i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return;
-        }
-
-        n = n * 10 + (s[i] - '0');
-    }
-
-    json_object_set_new(root, name, json_integer(n));
 }

@@ -141,6 +141,7 @@ ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api = {
     NGX_HTTP_IMGBILL_OPENAI_MODEL_LEN,
     ngx_string("]}\n"),
     &ngx_http_imgbill_openai_dialect,
+    NULL,
     1,
     0,
     0

@@ -138,10 +138,22 @@ ngx_http_imgbill_request_target(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ctx->model.len = model.len;
-    ctx->model.data = ngx_pstrdup(r->pool, &model);
-    if (ctx->model.data == NULL) {
-        return NGX_ERROR;
+    /* (an empty one is the body's to say, or nothing) */
+
+    if (model.len) {
+        ctx->model.len = model.len;
+        ctx->model.data = ngx_pstrdup(r->pool, &model);
+        if (ctx->model.data == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (req.operation.len) {
+        ctx->operation.len = req.operation.len;
+        ctx->operation.data = ngx_pstrdup(r->pool, &req.operation);
+        if (ctx->operation.data == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
@@ -209,6 +221,7 @@ ngx_http_imgbill_body_start(ngx_http_request_t *r,
 
     if (rc == NGX_OK) {
         ctx->form = ngx_http_imgbill_form_create(&boundary, lcf->image_limit,
+                                                 ctx->api->form_json,
                                                  r->connection->log);
         if (ctx->form == NULL) {
             return NGX_ERROR;
@@ -264,7 +277,8 @@ ngx_http_imgbill_body_form(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
                                    "invalid_multipart",
                                    "the multipart/form-data body has no "
                                    "usable boundary in its Content-Type "
-                                   "(1 to 70 characters)");
+                                   "(1 to 70 characters), or a charset "
+                                   "but UTF-8");
     }
 
     return rc;
@@ -480,10 +494,12 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
 
     if (ctx->form) {
         rc = ngx_http_imgbill_check_form(ctx->form, ctx->api,
-                                         lcf->image_limit, &req);
+                                         &ctx->operation, lcf->image_limit,
+                                         &req);
 
     } else {
         rc = ngx_http_imgbill_check_compact(ctx->compact, ctx->api,
+                                            &ctx->operation,
                                             lcf->image_limit, &req);
     }
 
@@ -506,9 +522,9 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
     ngx_http_imgbill_compact_cleanup(ctx);
 
     /* the model outlives the document: it goes into the ledger (an API
-       that names it in the path gave it already) */
+       that names it in the path gave it already, unless the body does) */
 
-    if (ctx->api->target == NULL) {
+    if (req.model.len) {
         ctx->model.len = req.model.len;
         ctx->model.data = ngx_pnalloc(r->pool, req.model.len);
         if (ctx->model.data == NULL) {
@@ -524,6 +540,7 @@ ngx_http_imgbill_read_request(ngx_http_request_t *r,
 
     ctx->usage_asked = req.usage_asked;
     ctx->usage_added = req.usage_added;
+    ctx->once = req.once;
 
     /* (the size and quality a price may depend on are inside the root) */
 

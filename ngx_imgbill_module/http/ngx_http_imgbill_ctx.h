@@ -89,6 +89,9 @@ typedef struct {
     u_char                          key_hash[NGX_HTTP_IMGBILL_KEY_HASH_LEN];
     ngx_str_t                       account;
     ngx_str_t                       model;
+    ngx_str_t                       operation; /* what the path asks, as
+                                                  the API's target reads
+                                                  it */
     ngx_http_imgbill_price_t       *price;
     ngx_uint_t                      images_asked;  /* n, candidateCount */
     ngx_int_t                       hold;
@@ -145,6 +148,8 @@ typedef struct {
     unsigned                        unrecorded:1;   /* its charge could be
                                                        recorded nowhere */
     unsigned                        holding:1;      /* a hold was placed */
+    unsigned                        once:1;    /* the call is priced,
+                                                  not its results */
     unsigned                        usage_asked:1;  /* the client asked for
                                                        a stream's usage */
     unsigned                        usage_added:1;  /* imgbill asked the

@@ -389,7 +389,8 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 /*
  * What findings cost by the location's tariff and the request's hold
  * (ngx_http_imgbill_bill()); delivered: an image of them reached the
- * client as it came (a stream).
+ * client as it came (a stream).  A call priced once is one result,
+ * however many it gave.
  */
 
 void
@@ -400,6 +401,10 @@ ngx_http_imgbill_billing(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+
+    if (ctx->once && found->images > 1) {
+        found->images = 1;
+    }
 
     ngx_http_imgbill_bill(&lcf->tariff, ctx->channel, ctx->price, ctx->hold,
                           found, delivered, bill);

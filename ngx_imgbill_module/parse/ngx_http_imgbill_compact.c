@@ -513,9 +513,6 @@ void
 ngx_http_imgbill_compact_put(ngx_http_imgbill_compact_t *c, u_char *p,
     size_t n, ngx_uint_t capped)
 {
-    u_char  *text;
-    size_t   size;
-
     if (c->full) {
         c->room = 0;
         return;
@@ -532,29 +529,13 @@ ngx_http_imgbill_compact_put(ngx_http_imgbill_compact_t *c, u_char *p,
         return;
     }
 
-    if (c->len + n > c->size) {
-        size = ngx_max(2 * c->size, c->len + n);
-        size = ngx_max(size, 1024);
-
-        text = ngx_alloc(size, c->log);
-        if (text == NULL) {
-            c->full = 1;
-            c->room = 0;
-            c->verdict = NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX;
-            return;
-        }
-
-        if (c->text) {
-            ngx_memcpy(text, c->text, c->len);
-            ngx_free(c->text);
-        }
-
-        c->text = text;
-        c->size = size;
+    if (ngx_http_imgbill_append(&c->text, &c->len, &c->size, p, n, c->log)
+        != NGX_OK)
+    {
+        c->full = 1;
+        c->room = 0;
+        c->verdict = NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX;
     }
-
-    ngx_memcpy(c->text + c->len, p, n);
-    c->len += n;
 }
 
 

@@ -12,6 +12,10 @@
  * three times is [size, size, size].  What the fields mean (that "n" is
  * a number) is the API's to say.
  *
+ * A field the API names as JSON (Ideogram's "image_request") is kept
+ * whole, within the bound of all the fields' text, and becomes the
+ * object it is: a prompt inside it is the request's as much as a field.
+ *
  * Every file is held to the image limit as its bytes go by: the first
  * one over it is the verdict, known at once, so the rest of the body is
  * read without being kept, and its size is still counted to its end for
@@ -40,6 +44,11 @@ struct ngx_http_imgbill_form_s {
                                                    limit, from 1 */
     size_t                          image_size;
     ngx_log_t                      *log;
+    const char *const              *json;       /* the JSON fields' names */
+    u_char                         *jbuf;       /* ... the one being read */
+    size_t                          jlen;
+    size_t                          jalloc;
+    unsigned                        in_json:1;
     size_t                          vlen;
     u_char                          value[NGX_HTTP_IMGBILL_SHORT];
     char                            param[NGX_HTTP_IMGBILL_PART_NAME_MAX
@@ -56,6 +65,10 @@ static ngx_int_t ngx_http_imgbill_form_file(ngx_http_imgbill_form_t *f,
     ngx_http_imgbill_part_t *part);
 static ngx_int_t ngx_http_imgbill_form_long(ngx_http_imgbill_form_t *f,
     size_t len, json_t **value);
+static ngx_uint_t ngx_http_imgbill_form_is_json(ngx_http_imgbill_form_t *f,
+    ngx_str_t *name);
+static ngx_int_t ngx_http_imgbill_form_json(ngx_http_imgbill_form_t *f,
+    ngx_http_imgbill_part_t *part, json_t **value);
 static ngx_int_t ngx_http_imgbill_form_fail(ngx_http_imgbill_form_t *f,
     ngx_int_t verdict, ngx_str_t *param, const char *expected,
     const char *code);
@@ -66,16 +79,20 @@ static const char  *ngx_http_imgbill_form_errors[] = {
     "",
     "it ends before its closing boundary",
     "a boundary is followed by neither CRLF nor \"--\"",
-    "a part's header is too long, has no ':', or is one of too many",
+    "a part's header is too long, has no ':', is one of too many, or is "
+    "a Content-Transfer-Encoding",
     "a part is not form-data with a name of at most 128 bytes",
     "it has more than 64 parts",
     ""
 };
 
 
+/* json: the names of the fields whose text is JSON, NULL-ended; NULL:
+   none */
+
 ngx_http_imgbill_form_t *
 ngx_http_imgbill_form_create(ngx_str_t *boundary, size_t image_limit,
-    ngx_log_t *log)
+    const char *const *json, ngx_log_t *log)
 {
     ngx_http_imgbill_form_t  *f;
 
@@ -87,6 +104,7 @@ ngx_http_imgbill_form_create(ngx_str_t *boundary, size_t image_limit,
     ngx_memzero(f, sizeof(ngx_http_imgbill_form_t));
 
     f->image_limit = image_limit;
+    f->json = json;
     f->log = log;
 
     f->root = json_object();
@@ -203,6 +221,10 @@ ngx_http_imgbill_form_free(ngx_http_imgbill_form_t *f)
         ngx_free(f->longs);
     }
 
+    if (f->jbuf) {
+        ngx_free(f->jbuf);
+    }
+
     json_decref(f->root);
 
     ngx_free(f);
@@ -221,6 +243,9 @@ ngx_http_imgbill_form_part(void *data, ngx_http_imgbill_part_t *part,
 
     case NGX_HTTP_IMGBILL_MP_BEGIN:
         f->vlen = 0;
+        f->jlen = 0;
+        f->in_json = !part->file
+                     && ngx_http_imgbill_form_is_json(f, &part->name);
 
         if (part->file) {
             f->files++;
@@ -250,6 +275,14 @@ ngx_http_imgbill_form_part(void *data, ngx_http_imgbill_part_t *part,
             return ngx_http_imgbill_form_fail(f,
                                             NGX_HTTP_IMGBILL_REQ_TOO_COMPLEX,
                                             NULL, NULL, NULL);
+        }
+
+        /* a JSON field is kept: all the fields' text is bounded, so is
+           it */
+
+        if (f->in_json) {
+            return ngx_http_imgbill_append(&f->jbuf, &f->jlen, &f->jalloc,
+                                           p, len, f->log);
         }
 
         if ((size_t) part->size <= NGX_HTTP_IMGBILL_SHORT) {
@@ -294,7 +327,25 @@ ngx_http_imgbill_form_field(ngx_http_imgbill_form_t *f,
                                           "duplicate_field");
     }
 
-    if ((size_t) part->size > NGX_HTTP_IMGBILL_SHORT) {
+    /* HTML's "_charset_" makes some upstreams decode the fields after it
+       by another charset than the UTF-8 they were read in */
+
+    if (part->name.len == sizeof("_charset_") - 1
+        && ngx_strncasecmp(part->name.data, (u_char *) "_charset_",
+                           sizeof("_charset_") - 1) == 0)
+    {
+        return ngx_http_imgbill_form_fail(f, NGX_HTTP_IMGBILL_REQ_BAD_VALUE,
+                                          &part->name,
+                                          "absent: fields are read as UTF-8",
+                                          NULL);
+    }
+
+    if (f->in_json) {
+        if (ngx_http_imgbill_form_json(f, part, &v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if ((size_t) part->size > NGX_HTTP_IMGBILL_SHORT) {
         if (ngx_http_imgbill_form_long(f, (size_t) part->size, &v)
             != NGX_OK)
         {
@@ -371,6 +422,47 @@ ngx_http_imgbill_form_file(ngx_http_imgbill_form_t *f,
     if (json_array_append_new(a, json_integer(part->size)) != 0) {
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_imgbill_form_is_json(ngx_http_imgbill_form_t *f, ngx_str_t *name)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; f->json && f->json[i]; i++) {
+        if (ngx_strlen(f->json[i]) == name->len
+            && ngx_strncmp(f->json[i], name->data, name->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* ... read as one object, a key given twice refused as in a JSON body */
+
+static ngx_int_t
+ngx_http_imgbill_form_json(ngx_http_imgbill_form_t *f,
+    ngx_http_imgbill_part_t *part, json_t **value)
+{
+    json_t        *v;
+    json_error_t   err;
+
+    v = json_loadb((char *) f->jbuf, f->jlen, JSON_REJECT_DUPLICATES, &err);
+
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return ngx_http_imgbill_form_fail(f, NGX_HTTP_IMGBILL_REQ_BAD_VALUE,
+                                          &part->name, "a JSON object",
+                                          NULL);
+    }
+
+    *value = v;
 
     return NGX_OK;
 }

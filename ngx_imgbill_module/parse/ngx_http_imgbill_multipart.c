@@ -93,7 +93,9 @@ static u_char *ngx_http_imgbill_mp_trim(u_char *p, u_char **last);
  * them needs a backslash, so the boundary points into the header.  A
  * backslash in it, or a "boundary*" beside it, is refused, not read: the
  * upstream's parser may take "a\b" as it is, or the starred one instead,
- * and read another body than the one billed.
+ * and read another body than the one billed.  So is a charset but UTF-8:
+ * an upstream may decode the part names and fields by it ("+AG4-" is an
+ * "n" in UTF-7), and read members the relay never saw.
  */
 
 ngx_int_t
@@ -124,6 +126,19 @@ ngx_http_imgbill_multipart_boundary(u_char *type, size_t len,
                                       &ok);
         if (ok != ngx_http_imgbill_param_ok
             || ngx_http_imgbill_mp_extended(&name, "boundary"))
+        {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_imgbill_mp_extended(&name, "charset")
+            || (name.len == sizeof("charset") - 1
+                && ngx_strncasecmp(name.data, (u_char *) "charset",
+                                   sizeof("charset") - 1) == 0
+                && !((n == sizeof("utf-8") - 1
+                      && ngx_strncasecmp(value, (u_char *) "utf-8", n) == 0)
+                     || (n == sizeof("utf8") - 1
+                         && ngx_strncasecmp(value, (u_char *) "utf8", n)
+                            == 0))))
         {
             return NGX_ERROR;
         }
@@ -405,7 +420,9 @@ ngx_http_imgbill_mp_data(ngx_http_imgbill_multipart_t *mp, u_char *p,
 }
 
 
-/* one header line: Content-Disposition and Content-Type are read */
+/* one header line: Content-Disposition and Content-Type are read; a
+   Content-Transfer-Encoding (RFC 7578 retired it) is refused, as an
+   upstream that decodes it reads other bytes than the ones counted */
 
 static void
 ngx_http_imgbill_mp_line(ngx_http_imgbill_multipart_t *mp)
@@ -414,6 +431,7 @@ ngx_http_imgbill_mp_line(ngx_http_imgbill_multipart_t *mp)
 
     static u_char  disposition[] = "content-disposition";
     static u_char  type[] = "content-type";
+    static u_char  encoding[] = "content-transfer-encoding";
 
     if (++mp->lines > NGX_HTTP_IMGBILL_PART_LINES_MAX) {
         ngx_http_imgbill_mp_fail(mp, NGX_HTTP_IMGBILL_MP_BAD_HEADER);
@@ -430,6 +448,13 @@ ngx_http_imgbill_mp_line(ngx_http_imgbill_multipart_t *mp)
     }
 
     p = ngx_http_imgbill_mp_trim(p, &colon);
+
+    if ((size_t) (colon - p) == sizeof(encoding) - 1
+        && ngx_strncasecmp(p, encoding, sizeof(encoding) - 1) == 0)
+    {
+        ngx_http_imgbill_mp_fail(mp, NGX_HTTP_IMGBILL_MP_BAD_HEADER);
+        return;
+    }
 
     if ((size_t) (colon - p) == sizeof(disposition) - 1
         && ngx_strncasecmp(p, disposition, sizeof(disposition) - 1) == 0)

@@ -390,3 +390,42 @@ ngx_http_imgbill_hex(u_char c)
 
     return -1;
 }
+
+
+/* a form's count: a decimal of at most three digits, without a leading
+   zero, as a JSON integer; anything else is left for the check to
+   refuse */
+
+void
+ngx_http_imgbill_reading_number(json_t *root, const char *name)
+{
+    json_t      *v;
+    size_t       len, i;
+    json_int_t   n;
+    const char  *s;
+
+    v = json_object_get(root, name);
+
+    if (!json_is_string(v)) {
+        return;
+    }
+
+    s = json_string_value(v);
+    len = json_string_length(v);
+
+    if (len == 0 || len > 3 || (s[0] == '0' && len > 1)) {
+        return;
+    }
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return;
+        }
+
+        n = n * 10 + (s[i] - '0');
+    }
+
+    json_object_set_new(root, name, json_integer(n));
+}

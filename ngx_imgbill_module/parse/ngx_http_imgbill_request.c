@@ -187,3 +187,37 @@ ngx_http_imgbill_base64_size(u_char *p, size_t len)
 
     return size - ngx_min(pad, size);
 }
+
+
+/* bytes added to a buffer that doubles as it fills (from 1 KiB) */
+
+ngx_int_t
+ngx_http_imgbill_append(u_char **buf, size_t *len, size_t *size, u_char *p,
+    size_t n, ngx_log_t *log)
+{
+    u_char  *b;
+    size_t   want;
+
+    if (*len + n > *size) {
+        want = ngx_max(2 * *size, *len + n);
+        want = ngx_max(want, 1024);
+
+        b = ngx_alloc(want, log);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (*buf) {
+            ngx_memcpy(b, *buf, *len);
+            ngx_free(*buf);
+        }
+
+        *buf = b;
+        *size = want;
+    }
+
+    ngx_memcpy(*buf + *len, p, n);
+    *len += n;
+
+    return NGX_OK;
+}

@@ -119,6 +119,9 @@ typedef struct {
     off_t                           root_close;   /* the root's '}' */
     ngx_str_t                       model;        /* inside root, or the
                                                      path's */
+    ngx_str_t                       operation;    /* what the path asks of
+                                                     the API (its target),
+                                                     for its check */
     size_t                          images;       /* reference images seen */
     ngx_uint_t                      asked;        /* images asked for (1
                                                      unless said); above
@@ -153,6 +156,10 @@ typedef struct {
                                                           whatever they say */
     unsigned                        usage_added:1;  /* the body was made to
                                                        ask for the usage */
+    unsigned                        once:1;       /* priced once for the
+                                                     call, however many
+                                                     results it gives (a
+                                                     description) */
     unsigned                        form:1;       /* multipart/form-data:
                                                      its fields are strings,
                                                      its files arrays of
@@ -173,7 +180,7 @@ void ngx_http_imgbill_compact_free(ngx_http_imgbill_compact_t *c);
 
 /* ngx_http_imgbill_form.c: a multipart/form-data body, read so */
 ngx_http_imgbill_form_t *ngx_http_imgbill_form_create(ngx_str_t *boundary,
-    size_t image_limit, ngx_log_t *log);
+    size_t image_limit, const char *const *json, ngx_log_t *log);
 void ngx_http_imgbill_form_feed(ngx_http_imgbill_form_t *f, u_char *p,
     u_char *last);
 ngx_uint_t ngx_http_imgbill_form_end_known(ngx_http_imgbill_form_t *f);
@@ -195,6 +202,8 @@ ngx_int_t ngx_http_imgbill_request_image(json_t *s, size_t size,
     size_t image_limit, ngx_http_imgbill_request_t *req);
 size_t ngx_http_imgbill_data_url_size(u_char *url, size_t len);
 size_t ngx_http_imgbill_base64_size(u_char *p, size_t len);
+ngx_int_t ngx_http_imgbill_append(u_char **buf, size_t *len, size_t *size,
+    u_char *p, size_t n, ngx_log_t *log);
 
 /* ngx_http_imgbill_reading.c */
 ngx_int_t ngx_http_imgbill_reading_keys(json_t *obj, const char *const *known,
@@ -208,6 +217,7 @@ ngx_int_t ngx_http_imgbill_reading_openai(ngx_http_imgbill_request_t *req,
 ngx_int_t ngx_http_imgbill_reading_flag(json_t *v, const char *name,
     ngx_uint_t *flag, ngx_http_imgbill_request_t *req);
 ngx_uint_t ngx_http_imgbill_arg_is(u_char *p, u_char *last, const char *name);
+void ngx_http_imgbill_reading_number(json_t *root, const char *name);
 
 
 #endif /* _NGX_HTTP_IMGBILL_REQUEST_H_INCLUDED_ */

@@ -419,7 +419,9 @@ ngx_http_imgbill_scan_value(ngx_http_imgbill_scanner_t *s, u_char ch,
                   ? ngx_http_imgbill_watch_mime
                   : (shows == ngx_http_imgbill_shows_done)
                     ? ngx_http_imgbill_watch_done
-                    : ngx_http_imgbill_watch_none;
+                    : (shows == ngx_http_imgbill_shows_url)
+                      ? ngx_http_imgbill_watch_any
+                      : ngx_http_imgbill_watch_none;
 
         ngx_http_imgbill_scan_string_start(s, watch);
         s->state = sw_string;

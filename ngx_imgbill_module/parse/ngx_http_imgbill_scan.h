@@ -67,10 +67,13 @@ enum {
                                            data URL, a markdown image */
     ngx_http_imgbill_shows_mime,        /* a string that may be an image
                                            MIME type */
-    ngx_http_imgbill_shows_done         /* a string that, ending in
+    ngx_http_imgbill_shows_done,        /* a string that, ending in
                                            ".completed", makes the document
                                            a finished image (the Images
                                            API's stream events) */
+    ngx_http_imgbill_shows_url          /* an image unless an empty string
+                                           (Ideogram's filtered images keep
+                                           their entry, with "url": "") */
 };
 
 

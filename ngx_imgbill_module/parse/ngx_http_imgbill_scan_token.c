@@ -245,7 +245,8 @@ ngx_http_imgbill_scan_string(ngx_http_imgbill_scanner_t *s, u_char *p,
  * "image/" (or "image\/"), in any case, as RFC 2045 compares them: its
  * first byte that does not fit ends the watch.  Either found (s->found)
  * is an image, from the byte that completed it.  A type that ends in
- * ".completed" is watched to its end.
+ * ".completed" is watched to its end.  A URL is an image from its first
+ * byte: only an empty one is none.
  */
 
 static void
@@ -257,6 +258,9 @@ ngx_http_imgbill_scan_watch(ngx_http_imgbill_scanner_t *s, u_char ch)
     static u_char  done[] = ".completed";
 
     switch (s->watch) {
+
+    case ngx_http_imgbill_watch_any:
+        goto found;
 
     case ngx_http_imgbill_watch_done:
 

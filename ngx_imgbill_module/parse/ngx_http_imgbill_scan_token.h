@@ -37,7 +37,8 @@ enum {
     ngx_http_imgbill_watch_key,       /* kept, to name the key */
     ngx_http_imgbill_watch_text,      /* searched for an image */
     ngx_http_imgbill_watch_mime,      /* an image's MIME type? */
-    ngx_http_imgbill_watch_done       /* does it end in ".completed"? */
+    ngx_http_imgbill_watch_done,      /* does it end in ".completed"? */
+    ngx_http_imgbill_watch_any        /* has it a byte at all? */
 };
 
 

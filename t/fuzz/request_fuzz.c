@@ -150,7 +150,8 @@ imgbill_fuzz_check(ngx_uint_t api, u_char *body, size_t len, size_t limit,
     imgbill_fuzz_walk_t          w;
     ngx_http_imgbill_request_t   req;
 
-    rc = ngx_http_imgbill_check_request(body, len, API(api), limit, &req);
+    rc = ngx_http_imgbill_check_request(body, len, API(api), NULL, limit,
+                                        &req);
 
     imgbill_fuzz_pieces(api, body, len, limit, piece, rc, &req);
 
@@ -245,7 +246,7 @@ imgbill_fuzz_pieces(ngx_uint_t api, u_char *body, size_t len, size_t limit,
         free(copy);
     }
 
-    prc = ngx_http_imgbill_check_compact(c, API(api), limit, &req);
+    prc = ngx_http_imgbill_check_compact(c, API(api), NULL, limit, &req);
 
     ngx_http_imgbill_compact_free(c);
 

@@ -271,7 +271,7 @@ check(ngx_http_imgbill_api_t *api, const char *body, size_t limit,
         copy[i] = (body[i] == '\'') ? '"' : body[i];
     }
 
-    rc = ngx_http_imgbill_check_request(copy, len, api, limit, req);
+    rc = ngx_http_imgbill_check_request(copy, len, api, NULL, limit, req);
 
     json_decref(req->root);
     req->root = NULL;
@@ -422,7 +422,7 @@ check_reading(void)
             copy[named - c->body] = (*named == '\'') ? '"' : *named;
         }
 
-        rc = ngx_http_imgbill_check_request(copy, len, c->api, 1 << 20,
+        rc = ngx_http_imgbill_check_request(copy, len, c->api, NULL, 1 << 20,
                                             &req);
 
         named = (rc == AMBIG) ? req.key : (rc == BADVAL) ? req.param : NULL;
@@ -460,7 +460,7 @@ check_reading(void)
         sprintf(p, "%s}", i ? ",\"KEY_39\":1" : "");
 
         rc = ngx_http_imgbill_check_request((u_char *) body, strlen(body),
-                                            OPENAI, 1 << 20, &req);
+                                            OPENAI, NULL, 1 << 20, &req);
 
         ok(i ? rc == AMBIG && strcmp(req.key, "KEY_39") == 0 : rc == OK,
            "one reading: 41 keys, %s (rc %ld)",
@@ -884,7 +884,7 @@ pieces(ngx_http_imgbill_api_t *api, const char *body, size_t *cuts,
         free(copy);
     }
 
-    rc = ngx_http_imgbill_check_compact(c, api, 1 << 20, req);
+    rc = ngx_http_imgbill_check_compact(c, api, NULL, 1 << 20, req);
 
     ngx_http_imgbill_compact_free(c);
     json_decref(req->root);
@@ -1052,8 +1052,8 @@ check_compact(void)
     }
 
     rc = ngx_http_imgbill_check_request((u_char *) big, len + 2,
-                                        &ngx_http_imgbill_openai_api, 0,
-                                        &part);
+                                        &ngx_http_imgbill_openai_api, NULL,
+                                        0, &part);
     json_decref(part.root);
     ok(rc == NGX_HTTP_IMGBILL_REQ_NUL_BYTE,
        "compact: ... and with a NUL at its end, NUL_BYTE (rc %d)", (int) rc);

@@ -18,9 +18,10 @@
 /* the APIs' reply dialects, by the index the cases give them */
 extern ngx_http_imgbill_api_t  ngx_http_imgbill_openai_api;
 extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_ideogram_api;
+extern ngx_http_imgbill_api_t  ngx_http_imgbill_ideogram_legacy_api;
 
-#define DIALECT(d)  ((d) ? ngx_http_imgbill_gemini_api.dialect               \
-                         : ngx_http_imgbill_openai_api.dialect)
+#define DIALECT(d)  imgbill_dialect(d)
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,22 @@ extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
 
 
 static int  tests, failed;
+
+
+static ngx_http_imgbill_dialect_t *
+imgbill_dialect(ngx_uint_t d)
+{
+    switch (d) {
+    case 0:
+        return ngx_http_imgbill_openai_api.dialect;
+    case 1:
+        return ngx_http_imgbill_gemini_api.dialect;
+    case 2:
+        return ngx_http_imgbill_ideogram_api.dialect;
+    default:
+        return ngx_http_imgbill_ideogram_legacy_api.dialect;
+    }
+}
 
 
 /* the findings besides json, image and usage, as a bit mask */
@@ -39,6 +56,8 @@ static int  tests, failed;
 
 #define OPENAI  0
 #define GEMINI  1
+#define IDEOGRAM  2
+#define LEGACY  3
 
 #define COST  "\"cost\":0.2465"
 
@@ -806,6 +825,35 @@ main(void)
             }
         }
     }
+
+    /* Ideogram: an entry is an image by a url (or a b64_json) that is
+       not empty; a filtered one keeps its entry, with "url": "" */
+
+    check_images("Ideogram, two delivered", IDEOGRAM,
+                 "{\"data\":[{\"url\":\"h\",\"is_image_safe\":true},"
+                 "{\"is_image_safe\":true,\"url\":\"i\"}]}", 2, 1,
+                 "{\"data\":[{\"url\":\"h");
+    check_images("Ideogram, the first filtered", IDEOGRAM,
+                 "{\"data\":[{\"url\":\"\",\"is_image_safe\":false},"
+                 "{\"url\":\"i\"}]}", 1, 1,
+                 "{\"data\":[{\"url\":\"\",\"is_image_safe\":false},"
+                 "{\"url\":\"i");
+    check_images("Ideogram, all filtered or null", IDEOGRAM,
+                 "{\"data\":[{\"url\":\"\"},{\"url\":null},{}]}", 0, 0,
+                 NULL);
+    check_images("Ideogram, a url of one escape", IDEOGRAM,
+                 "{\"data\":[{\"url\":\"\\u0000\"}]}", 1, 1,
+                 "{\"data\":[{\"url\":\"\\");
+    check_images("Ideogram, a b64_json entry", IDEOGRAM,
+                 "{\"data\":[{\"b64_json\":\"iVBO\"}]}", 1, 1,
+                 "{\"data\":[{\"b64_json\":\"i");
+    check_images("Ideogram, a url nested deeper is none", IDEOGRAM,
+                 "{\"data\":[{\"meta\":{\"url\":\"x\"}}]}", 0, 0, NULL);
+    check_images("Ideogram legacy, two descriptions", LEGACY,
+                 "{\"descriptions\":[{\"text\":\"a\"},{\"text\":\"b\"}]}",
+                 2, 1, "{\"descriptions\":[{\"text\":\"a");
+    check_images("Ideogram legacy, an empty description", LEGACY,
+                 "{\"descriptions\":[{\"text\":\"\"}]}", 0, 0, NULL);
 
     printf("1..%d\n", tests);
 

@@ -96,7 +96,8 @@ use ImgbillPort ();
 
 use Exporter 'import';
 our @EXPORT_OK = qw(wait_for key_hash free_port port_open fmt_units error_ok
-                    gerror_ok priced_location sdk_dir dechunk sse_events);
+                    gerror_ok priced_location sdk_dir dechunk sse_events
+                    form png);
 
 my $ROOT = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
                                        '..', '..', '..'));
@@ -408,6 +409,9 @@ sub _site_conf {
     if (defined $key) {
         $n{key} = $conf =~ s{^(\s*)proxy_set_header\s+Authorization\s+[^;]*;(\s*#\s*site:\s*upstream key\s*)$}
                             {${1}proxy_set_header Authorization "Bearer $key";$2}mg;
+        # Ideogram's upstream takes its key in Api-Key
+        $conf =~ s{^(\s*)proxy_set_header\s+Api-Key\s+[^;]*;(\s*#\s*site:\s*upstream key\s*)$}
+                  {${1}proxy_set_header Api-Key "$key";$2}mg;
         die "conf.d/imgbill.conf: no 'site: upstream key' line" unless $n{key};
     }
     for (qw(redis upstream listen journal html access)) {
@@ -472,7 +476,7 @@ http {
                        'would_charge=\$imgbill_would_charge '
                        'images=\$imgbill_images '
                        'reason=\$imgbill_reason '
-                       'nginx_request_id=\$request_id';
+                       'api=\$imgbill_api nginx_request_id=\$request_id';
     access_log $prefix/access.log imgbill;
 
 $http
@@ -781,26 +785,53 @@ sub raw_http {
 # $h->images_charged_ok($res, $acct, $charge, $images, $name): an Images API
 # reply of $images images, charged $charge (yuan) on an account opened with
 # 10.0000: the header, data[], the balance, one ledger entry, no hold left
+# images_charged_ok($r, $acct, $charge, $images, $name, %o): a per-image
+# reply charged; api (openai_images), entries (data[]'s, default $images:
+# a filtered image keeps its entry), start (100000)
 sub images_charged_ok {
-    my ($self, $r, $acct, $charge, $images, $name) = @_;
+    my ($self, $r, $acct, $charge, $images, $name, %o) = @_;
+    my $start = $o{start} // 100000;
     my $units = int($charge * 10000 + 0.5);
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     return Test::More::subtest($name => sub {
         Test::More::is($r->{status}, 200, 'status 200')
             or Test::More::diag(substr $r->{body} // '', 0, 400);
         Test::More::is($r->{headers}{'x-imgbill-charge'}, $charge, "X-Imgbill-Charge $charge");
-        Test::More::is(scalar @{ $r->{json}{data} || [] }, $images,
-                       "$images image(s) in data[]");
-        Test::More::ok(wait_for(sub { ($self->balance($acct) // 0) == 100000 - $units }),
+        my $entries = $o{entries} // $images;
+        Test::More::is(scalar @{ $r->{json}{data} || [] }, $entries,
+                       "$entries entries in data[]") unless $o{no_data};
+        Test::More::ok(wait_for(sub { ($self->balance($acct) // 0) == $start - $units }),
                        "Redis: $charge charged");
+        Test::More::is($r->{headers}{'x-imgbill-balance'}, fmt_units($start - $units),
+                       'X-Imgbill-Balance');
         my $l = $self->ledger($acct);
         Test::More::is(scalar @$l, 1, 'one ledger entry');
         Test::More::is($l->[0]{charge}, $units, "... of $units units");
         Test::More::is($l->[0]{images}, $images, "... for $images image(s)");
-        Test::More::is($l->[0]{api}, 'openai_images', '... by the Images API');
+        Test::More::is($l->[0]{model}, $o{model}, "... model $o{model}") if defined $o{model};
+        Test::More::is($l->[0]{api}, $o{api} // 'openai_images', '... by its API');
         Test::More::ok($self->wait_holds($acct, 0, 10), 'no hold left');
     });
 }
+
+# form($boundary, @parts): a multipart/form-data body as browsers and the
+# SDKs write it: [name, value] is a field, [name, bytes, filename] a file
+sub form {
+    my ($boundary, @parts) = @_;
+    my $body = '';
+    for my $p (@parts) {
+        my ($name, $value, $file) = @$p;
+        $body .= "--$boundary\r\nContent-Disposition: form-data; name=\"$name\"";
+        $body .= defined $file ? "; filename=\"$file\"\r\nContent-Type: image/png\r\n"
+                               : "\r\n";
+        $body .= "\r\n$value\r\n";
+    }
+    return $body . "--$boundary--\r\n";
+}
+
+# png($bytes, $fill): a PNG's signature and filler: the relay counts an
+# upload's bytes, never reads them
+sub png { my ($n, $fill) = @_; return "\x89PNG\r\n\x1a\n" . (chr($fill // 7) x ($n - 8)) }
 
 # ---- assertions (exported on request) -----------------------------------
 
