@@ -4,10 +4,17 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(error_ok priced_location);
+use Imgbill::Harness qw(error_ok priced_location free_port);
 use Time::HiRes qw(time);
 
+# an upstream nobody listens on
+my $DEAD = free_port();
+
 my $h = Imgbill::Harness->new(extra_server => join '',
+    "    location = /dead/v1/chat/completions {\n"
+    . "        imgbill metered;\n"
+    . "        proxy_pass http://127.0.0.1:$DEAD;\n"
+    . "    }\n",
     priced_location('/short/v1/chat/completions',
                     'imgbill metered;', 'proxy_read_timeout 1s;'),
     priced_location('/small/v1/chat/completions',
@@ -76,9 +83,25 @@ free_ok('upstream 400 is passed through, free', mock => 'status=400',
         status => 400, check => passthrough('mock_400'));
 free_ok('upstream 503 with an image body is still free',
         mock => 'status=503 kind=ok', status => 503);
-free_ok('upstream 500 non-JSON is passed through (not replaced), free',
-        mock => 'status=500 kind=nonjson', status => 500,
-        check => sub { like $_[0]{body}, qr/not json at all/, 'body relayed' });
+free_ok('upstream 500 non-JSON -> 502 in the API\'s shape, free',
+        mock => 'status=500 kind=nonjson', status => 502,
+        check => sub {
+            error_ok($_[0], 502, 'upstream_error', 'bad_upstream_response', 'error body');
+            unlike $_[0]{body}, qr/not json at all/, 'the HTML page not relayed';
+            like $h->error_log, qr/upstream 500 reply of \d+ bytes is not a JSON object/,
+                'error.log says why';
+        });
+free_ok('upstream 401: the relay\'s own key refused -> 502, free',
+        mock => 'status=401', status => 502,
+        check => sub {
+            error_ok($_[0], 502, 'upstream_error', 'upstream_auth_failed', 'error body');
+            like $h->error_log, qr/\[error\].*the upstream refused the relay's own key \(401\)/,
+                'error.log says so at error';
+        });
+free_ok('upstream 403 -> 502 upstream_auth_failed, free', mock => 'status=403',
+        status => 502, check => sub {
+            error_ok($_[0], 502, 'upstream_error', 'upstream_auth_failed', 'error body');
+        });
 free_ok('upstream 200 non-JSON -> 502 bad_upstream_response, free',
         mock => 'kind=nonjson', status => 502, check => sub {
             error_ok($_[0], 502, 'upstream_error', 'bad_upstream_response', 'error body');
@@ -104,9 +127,26 @@ free_ok('fast: non-JSON -> 502, free', path => $FAST, mock => 'kind=nonjson',
 free_ok('fast: no image is free', path => $FAST, mock => 'kind=noimage',
         status => 200);
 
+{
+    my ($acct, $key) = $h->fresh_account(prefix => 'dead', units => 100000);
+    my $res = $h->chat(key => $key, path => '/dead/v1/chat/completions');
+    subtest 'an upstream nobody listens on: 502 in JSON, free' => sub {
+        error_ok($res, 502, 'upstream_error', 'upstream_unavailable', 'error body');
+        unlike $res->{body}, qr/<html>/i, "not nginx's HTML page";
+        is $res->{headers}{'x-imgbill-charge'}, '0.0000', 'X-Imgbill-Charge: 0.0000';
+        ok $h->wait_holds($acct, 0, 5), 'hold released';
+        is $h->balance($acct), 100000, 'Redis balance unchanged';
+        like $h->error_log, qr/connect\(\) failed .* while connecting to upstream/,
+            'error.log has the cause';
+    };
+}
+
 my $t0 = time;
-free_ok('upstream timeout -> 504, free', path => '/short/v1/chat/completions',
-        mock => 'sleep=3', status => 504);
+free_ok('upstream timeout -> 504 in JSON, free', path => '/short/v1/chat/completions',
+        mock => 'sleep=3', status => 504, check => sub {
+            error_ok($_[0], 504, 'upstream_error', 'upstream_unavailable', 'error body');
+            like $h->error_log, qr/upstream timed out/, 'error.log has the cause';
+        });
 cmp_ok time - $t0, '<', 10, 'timeout answered in bounded time';
 
 # what the client receives for a truncated reply is not in the contract;

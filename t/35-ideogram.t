@@ -181,7 +181,7 @@ for my $c (@charged) {
 for my $c (
     [ 'a 422 safety refusal', 'kind=safety', 422 ],
     [ 'a 429', 'status=429', 429 ],
-    [ 'the upstream\'s 401', 'status=401', 401 ],
+    [ 'the upstream\'s 401 (the relay\'s key refused): 502', 'status=401', 502 ],
     [ 'a 400', 'status=400', 400 ],
     [ 'both images filtered', 'filtered=2', 200 ],
     [ 'an empty data[]', 'kind=noimage', 200 ],

@@ -27,6 +27,20 @@ is_deeply $db0->cmd('KEYS', 'imgbill:*'), [], 'nothing written to db 0';
     is $rc, 1, 'CLI with a wrong password: exit 1';
 }
 
+# a relay whose password is missing or wrong says so in words, not only
+# in Redis's own terms ("NOAUTH", "unauthenticated multibulk length")
+for my $c ([ 'no password', undef, qr/this Redis wants a password: add password=\.\.\. to imgbill_redis/ ],
+           [ 'a wrong password', 'not-the-one',
+             qr/the password in imgbill_redis is not this Redis's/ ]) {
+    my ($name, $pw, $hint) = @$c;
+    my $r2 = Imgbill::Harness->new(share_redis => $h, relay_redis_password => $pw);
+    my $res = $r2->chat(key => 'sk-authz');
+    is $res->{status}, 503, "$name: 503, nothing charged";
+    like $r2->error_log, $hint, "$name: error.log says what to do";
+    $r2->teardown;
+}
+is $h->balance('authz'), 97535, '... and the balance did not move';
+
 is_deeply [ $h->crashes ], [], 'no nginx worker crashed';
 
 done_testing;

@@ -132,6 +132,8 @@ bad('redis db "abc"', 'imgbill_redis', http => "imgbill_redis 127.0.0.1:6379 db=
 bad('redis unknown option', 'imgbill_redis', http => "imgbill_redis 127.0.0.1:6379 foo=bar;\n");
 bad('redis empty unix path', 'imgbill_redis', http => "imgbill_redis unix:;\n");
 bad('redis in a server block', 'imgbill_redis', server => 'imgbill_redis 127.0.0.1:6380;');
+bad('redis without a port', 'imgbill_redis', http => "imgbill_redis 127.0.0.1;\n",
+    like => qr/"127\.0\.0\.1" in "imgbill_redis" names no port: write "127\.0\.0\.1:6379"/);
 bad('redis twice', 'imgbill_redis',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_redis 127.0.0.1:6380;\n");
 
@@ -142,6 +144,9 @@ bad('min_charge with 5 decimals', 'imgbill_min_charge', loc => 'imgbill_min_char
 bad('min_balance "abc"', 'imgbill_min_balance', loc => 'imgbill_min_balance abc;');
 bad('body_limit "abc"', 'imgbill_body_limit', loc => 'imgbill_body_limit abc;');
 bad('image_limit "abc"', 'imgbill_image_limit', loc => 'imgbill_image_limit abc;');
+bad('redis_timeout 0', 'imgbill_redis_timeout',
+    http => "imgbill_redis 127.0.0.1:6379;\nimgbill_redis_timeout 0;\n",
+    like => qr/"imgbill_redis_timeout" directive must be above 0/);
 bad('redis_timeout "abc"', 'imgbill_redis_timeout',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_redis_timeout abc;\n");
 good('imgbill_memory_trim off',
@@ -174,7 +179,7 @@ bad('an "imgbill" location with nothing to relay to', 'imgbill',
 bad('imgbill_hold_ttl not longer than proxy_read_timeout', 'imgbill_hold_ttl',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl 10m;\n",
     loc => 'proxy_read_timeout 600s;',
-    like => qr/"proxy_read_timeout" 600000 ms of location "\/"/);
+    like => qr/"imgbill_hold_ttl" 600 s is not longer than "proxy_read_timeout" 600\.000 s of location "\/"/);
 bad('... nor equal to it', 'imgbill_hold_ttl',
     http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl 600s;\n",
     server => 'proxy_read_timeout 600s;');
@@ -183,5 +188,37 @@ good('imgbill_hold_ttl longer than proxy_read_timeout',
      loc => 'proxy_read_timeout 600s;');
 good('"imgbill" on a server: its locations without proxy_pass are not relays',
      server => "imgbill metered;\n    location = /ready { return 200; }");
+
+# --- what is checked once the configuration is read names the line of the
+# directive it is about, not the end of the http block
+sub names_line {
+    my ($name, $directive, %o) = @_;
+    local $ENV{IMGBILL_KEEP} = 1;
+    my ($rc, $out) = Imgbill::Harness->nginx_t(conf(server => '', %o));
+    my ($file, $line) = $out =~ /\[emerg\][^\n]* in (\S+):(\d+)/;
+    my @lines = ($file && -f $file) ? do { open my $f, '<', $file; <$f> } : ();
+    subtest "$name: the line of \"$directive\"" => sub {
+        isnt $rc, 0, 'nginx -t fails';
+        like $lines[($line // 1) - 1] // '', qr/(?:^\s*|[{;]\s*)\Q$directive\E[\s;]/,
+            "$file:$line is the directive's" or diag $out;
+    };
+    File::Path::remove_tree(File::Basename::dirname($file)) if $file;
+}
+use File::Path ();
+use File::Basename ();
+
+names_line('nothing to relay to', 'imgbill', server => 'location /bare { imgbill metered; }');
+names_line('hold_ttl under proxy_read_timeout', 'imgbill',
+           http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl 10m;\n",
+           loc => 'proxy_read_timeout 600s;');
+names_line('"imgbill" without imgbill_redis', 'imgbill', http => "\n");
+names_line('"imgbill fast" without a fast price', 'imgbill', channel => 'fast',
+           prices => "imgbill_metered_price m 1 2;\n");
+names_line('imgbill_redis_wait without a journal', 'imgbill_redis_wait',
+           http => "imgbill_redis 127.0.0.1:6379;\nimgbill_redis_wait 1 100ms;\n");
+names_line('imgbill_redis_wait not shorter than the timeout', 'imgbill_redis_wait',
+           http => "imgbill_redis 127.0.0.1:6379;\nimgbill_journal /tmp/imgbill-t70-w$$.j;\n"
+                 . "imgbill_redis_timeout 1s;\nimgbill_redis_wait 1 2s;\n");
+unlink "/tmp/imgbill-t70-w$$.j";
 
 done_testing;

@@ -357,7 +357,7 @@ my $master = wait_for(sub { system_nginx_pid() && port_open($lp) && system_nginx
 ok($master, "it listens on 127.0.0.1:$lp") or diag error_log_tail();
 
 SKIP: {
-    skip 'the system nginx did not start', 14 unless $master;
+    skip 'the system nginx did not start', 15 unless $master;
 
     my @workers = map { [split ' ', $_, 2] } `ps -o user=,args= --ppid $master`;
     ok(@workers && !(grep { $_->[0] ne 'www-data' } @workers),
@@ -367,7 +367,8 @@ SKIP: {
 
     my $http = HTTP::Tiny->new(timeout => 30, keep_alive => 0);
     my $r = $http->get("http://127.0.0.1:$lp/");
-    is("$r->{status} $r->{content}", "200 imgbill ready\n", 'GET /: imgbill ready');
+    is($r->{status}, 200, 'GET /: the health check, ready');
+    like($r->{content}, qr/^\{"status":"ready","redis":"[^"]+"\}$/, '... with its Redis');
     $r = $http->get("http://127.0.0.1:$lp/imgbill/");
     is($r->{status}, 200, 'GET /imgbill/: the self-service page, from /usr/share/imgbill/html');
     is($r->{content}, slurp('/usr/share/imgbill/html/index.html'), 'the packaged page');

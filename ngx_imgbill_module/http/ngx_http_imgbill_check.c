@@ -77,10 +77,10 @@ ngx_http_imgbill_check(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf)
         }
 
         if (b[i].clcf->handler == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"imgbill\" in location \"%V\" has nothing "
-                               "to relay to: add \"proxy_pass\"",
-                               &b[i].clcf->name);
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"imgbill\" in location \"%V\" has nothing to "
+                          "relay to: add \"proxy_pass\" in %s:%ui",
+                          &b[i].clcf->name, b[i].lcf->file, b[i].lcf->line);
             return NGX_ERROR;
         }
 
@@ -90,12 +90,13 @@ ngx_http_imgbill_check(ngx_conf_t *cf, ngx_http_imgbill_main_conf_t *mcf)
         if (timeout != NGX_CONF_UNSET_MSEC
             && (ngx_msec_t) mcf->redis.hold_ttl * 1000 <= timeout)
         {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"imgbill_hold_ttl\" %T s is not longer "
-                               "than \"proxy_read_timeout\" %M ms of "
-                               "location \"%V\": a hold would expire under "
-                               "a generation still running",
-                               mcf->redis.hold_ttl, timeout, &b[i].clcf->name);
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"imgbill_hold_ttl\" %T s is not longer than "
+                          "\"proxy_read_timeout\" %M.%03M s of location "
+                          "\"%V\": a hold would expire under a generation "
+                          "still running in %s:%ui", mcf->redis.hold_ttl,
+                          timeout / 1000, timeout % 1000, &b[i].clcf->name,
+                          b[i].lcf->file, b[i].lcf->line);
             return NGX_ERROR;
         }
     }

@@ -272,8 +272,8 @@ void ngx_http_imgbill_hide_header(ngx_table_elt_t *h);
 ngx_int_t ngx_http_imgbill_money_trailer(ngx_http_request_t *r, char *name,
     ngx_int_t units);
 ngx_int_t ngx_http_imgbill_send_json(ngx_http_request_t *r, ngx_buf_t *b);
-ngx_int_t ngx_http_imgbill_send_text(ngx_http_request_t *r, ngx_buf_t *b,
-    char *type);
+ngx_int_t ngx_http_imgbill_send_text(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_buf_t *b, char *type);
 
 
 

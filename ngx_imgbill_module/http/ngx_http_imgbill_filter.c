@@ -16,6 +16,8 @@
 
 
 static ngx_int_t ngx_http_imgbill_header_filter(ngx_http_request_t *r);
+static void ngx_http_imgbill_upstream_error(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_imgbill_collect(ngx_http_request_t *r,
@@ -345,6 +347,7 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     if (ctx->upstream_status < 200 || ctx->upstream_status >= 300) {
         /* the upstream's own error goes to the client as it is, free */
         ctx->free_reason = ngx_http_imgbill_free_upstream_error;
+        ngx_http_imgbill_upstream_error(r, ctx);
         return;
     }
 
@@ -383,6 +386,69 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     }
 
     (void) ngx_http_imgbill_charge(r, ctx, &scan);
+}
+
+
+/*
+ * An error the client should not see as it came: nginx's own HTML page
+ * for an upstream it could not reach (the cause is in error.log already),
+ * a reply that is no JSON (an http:// URL to an HTTPS upstream, a proxy's
+ * page), and the upstream's 401 or 403, which refuses the relay's own key,
+ * not the client's: the operator's to fix, so it is said to the operator.
+ * Each becomes a JSON 502 in the API's shape; free either way.
+ */
+
+static void
+ngx_http_imgbill_upstream_error(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_http_imgbill_scan_t  scan;
+
+    if (r->upstream == NULL || r->upstream->headers_in.status_n == 0) {
+        /* nginx's 502 or 504 keeps its status: a timeout is a 504 */
+        ngx_http_imgbill_set_error(r, &ctx->replace,
+                                   ctx->upstream_status >= 500
+                                   ? ctx->upstream_status
+                                   : NGX_HTTP_BAD_GATEWAY,
+                                   ngx_http_imgbill_err_upstream,
+                                   "upstream_unavailable",
+                                   "the upstream failed before it answered "
+                                   "(unreachable, refused or timed out); "
+                                   "nothing was charged");
+        return;
+    }
+
+    if (ctx->upstream_status == NGX_HTTP_UNAUTHORIZED
+        || ctx->upstream_status == NGX_HTTP_FORBIDDEN)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "imgbill: the upstream refused the relay's own key "
+                      "(%ui): check the upstream key this location sends "
+                      "(proxy_set_header); answered 502, not charged",
+                      ctx->upstream_status);
+        ngx_http_imgbill_set_error(r, &ctx->replace, NGX_HTTP_BAD_GATEWAY,
+                                   ngx_http_imgbill_err_upstream,
+                                   "upstream_auth_failed",
+                                   "the upstream refused the relay's "
+                                   "credentials; nothing was charged");
+        return;
+    }
+
+    ngx_http_imgbill_scan_finish(ctx->scanner, &scan);
+
+    if (!scan.json) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "imgbill: upstream %ui reply of %O bytes is not a JSON "
+                      "object (an http:// proxy_pass to an HTTPS upstream? "
+                      "a proxy's own page?): answered 502, not charged",
+                      ctx->upstream_status, ctx->held);
+        ngx_http_imgbill_set_error(r, &ctx->replace, NGX_HTTP_BAD_GATEWAY,
+                                   ngx_http_imgbill_err_upstream,
+                                   "bad_upstream_response",
+                                   "the upstream failed with a reply that "
+                                   "is not JSON (%ui); nothing was charged",
+                                   ctx->upstream_status);
+    }
 }
 
 

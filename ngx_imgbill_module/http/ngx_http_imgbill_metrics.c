@@ -471,7 +471,7 @@ ngx_http_imgbill_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_imgbill_send_text(r, b,
+    return ngx_http_imgbill_send_text(r, NGX_HTTP_OK, b,
                                       "text/plain; version=0.0.4");
 }
 

@@ -16,6 +16,8 @@ static char *ngx_http_imgbill_channel_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_imgbill_above_zero(ngx_conf_t *cf, void *post,
+    void *data);
 static char *ngx_http_imgbill_max_images(ngx_conf_t *cf, void *post,
     void *data);
 static ngx_int_t ngx_http_imgbill_init(ngx_conf_t *cf);
@@ -25,6 +27,8 @@ static void ngx_http_imgbill_exit_process(ngx_cycle_t *cycle);
 
 static ngx_conf_post_handler_pt  ngx_http_imgbill_max_images_p =
     ngx_http_imgbill_max_images;
+static ngx_conf_post_handler_pt  ngx_http_imgbill_above_zero_p =
+    ngx_http_imgbill_above_zero;
 
 
 static ngx_conf_enum_t  ngx_http_imgbill_fallbacks[] = {
@@ -68,7 +72,7 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_imgbill_main_conf_t, redis.timeout),
-      NULL },
+      &ngx_http_imgbill_above_zero_p },
 
     { ngx_string("imgbill_redis_wait"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
@@ -208,6 +212,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
     { ngx_string("imgbill_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_imgbill_metrics_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("imgbill_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_imgbill_health_directive,
       0,
       0,
       NULL },
@@ -385,6 +396,12 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_uint_value(conf->channel, prev->channel,
                               NGX_HTTP_IMGBILL_OFF);
+
+    if (conf->file == NULL) {
+        conf->file = prev->file;
+        conf->line = prev->line;
+    }
+
     ngx_conf_merge_ptr_value(conf->api, prev->api,
                              ngx_http_imgbill_api_default());
 
@@ -434,9 +451,13 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_OK;
     }
 
+    /* (merged after the http block is read: the line is the
+       directive's, not the block's end) */
+
     if (mcf->redis.host.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"imgbill\" needs \"imgbill_redis\" in http{}");
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"imgbill\" needs \"imgbill_redis\" in http{} "
+                      "in %s:%ui", conf->file, conf->line);
         return NGX_CONF_ERROR;
     }
 
@@ -444,9 +465,10 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     prices = ngx_http_imgbill_prices(conf);
 
     if (prices == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"imgbill %V\" has no \"%V\"",
-                           &ch->name, &ch->price_directive);
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"imgbill %V\" has no \"%V\" in %s:%ui",
+                      &ch->name, &ch->price_directive, conf->file,
+                      conf->line);
         return NGX_CONF_ERROR;
     }
 
@@ -474,6 +496,8 @@ ngx_http_imgbill_channel_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (channel != NGX_ERROR) {
         lcf->channel = channel;
+        lcf->file = cf->conf_file->file.name.data;
+        lcf->line = cf->conf_file->line;
         return NGX_CONF_OK;
     }
 
@@ -504,6 +528,21 @@ ngx_http_imgbill_models(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_imgbill_models_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/* a time of 0 passes ngx_conf_set_msec_slot(), and would fail every call */
+
+static char *
+ngx_http_imgbill_above_zero(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t *mp = data;
+
+    if (*mp > 0) {
+        return NGX_CONF_OK;
+    }
+
+    return "must be above 0";
 }
 
 

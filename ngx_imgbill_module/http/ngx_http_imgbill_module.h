@@ -96,6 +96,8 @@ typedef struct {
     ngx_path_t                     *temp_path;
     ngx_array_t                    *listed;    /* imgbill_models: ngx_str_t,
                                                   the models it lists */
+    u_char                         *file;      /* its "imgbill", for what */
+    ngx_uint_t                      line;      /* is checked after merging */
 } ngx_http_imgbill_loc_conf_t;
 
 
@@ -112,6 +114,10 @@ typedef struct {
 /* ngx_http_imgbill_module.c */
 ngx_array_t *ngx_http_imgbill_prices(ngx_http_imgbill_loc_conf_t *lcf);
 ngx_http_imgbill_store_t *ngx_http_imgbill_store(ngx_http_request_t *r);
+
+/* ngx_http_imgbill_health.c */
+char *ngx_http_imgbill_health_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* ngx_http_imgbill_check.c */
 ngx_int_t ngx_http_imgbill_check_note(ngx_conf_t *cf,

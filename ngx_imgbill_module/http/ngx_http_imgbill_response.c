@@ -203,19 +203,21 @@ ngx_http_imgbill_hide_header(ngx_table_elt_t *h)
 
 
 /*
- * A body of the module's own (a model list, an account, the metrics) as a
- * 200 reply; one's money is nobody's cache.
+ * A body of the module's own (a model list, an account, the metrics, the
+ * health) as a 200 reply, or the status given; one's money is nobody's
+ * cache.
  */
 
 ngx_int_t
 ngx_http_imgbill_send_json(ngx_http_request_t *r, ngx_buf_t *b)
 {
-    return ngx_http_imgbill_send_text(r, b, "application/json");
+    return ngx_http_imgbill_send_text(r, NGX_HTTP_OK, b, "application/json");
 }
 
 
 ngx_int_t
-ngx_http_imgbill_send_text(ngx_http_request_t *r, ngx_buf_t *b, char *type)
+ngx_http_imgbill_send_text(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_buf_t *b, char *type)
 {
     ngx_int_t    rc;
     ngx_chain_t  out;
@@ -223,7 +225,7 @@ ngx_http_imgbill_send_text(ngx_http_request_t *r, ngx_buf_t *b, char *type)
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
-    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.status = status;
     r->headers_out.content_length_n = b->last - b->pos;
     r->headers_out.content_type.len = ngx_strlen(type);
     r->headers_out.content_type.data = (u_char *) type;

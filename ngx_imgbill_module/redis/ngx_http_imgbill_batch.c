@@ -457,8 +457,9 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
         /* the whole call failed: every command sees the error */
         ngx_http_imgbill_stats_count(cl->store, NGX_HTTP_IMGBILL_REDIS_ERROR);
         ngx_log_error(NGX_LOG_ERR, cl->log, 0,
-                      "imgbill: redis replied \"%s\" to %s",
-                      reply->str, b->argv[0]);
+                      "imgbill: redis replied \"%s\" to %s%s",
+                      reply->str, b->argv[0],
+                      ngx_http_imgbill_redis_hint(reply->str));
 
         (void) ngx_http_imgbill_redis_demoted(cl->store, reply->str);
 
@@ -579,7 +580,8 @@ ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
 
     } else if (e->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, cl->log, 0,
-                      "imgbill: redis replied \"%s\" to %V", e->str, name);
+                      "imgbill: redis replied \"%s\" to %V%s", e->str, name,
+                      ngx_http_imgbill_redis_hint(e->str));
         reply->rc = NGX_HTTP_IMGBILL_REPLY_ERROR;
 
         (void) ngx_http_imgbill_redis_demoted(cl->store, e->str);

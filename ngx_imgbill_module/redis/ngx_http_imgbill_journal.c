@@ -58,6 +58,9 @@ struct ngx_http_imgbill_replayer_s {
     off_t                          bad_at;     /* past the last unreadable
                                                   line reported */
     ngx_uint_t                     sent;       /* replies still to come */
+    ngx_uint_t                     applied;    /* D lines written since
+                                                  lines were first owed */
+    ngx_msec_t                     owed_since; /* 0: nothing owed */
     unsigned                       owed:1;
     unsigned                       failed:1;
     unsigned                       stuck:1;    /* nothing owed, yet the
@@ -361,6 +364,10 @@ ngx_http_imgbill_journal_write(ngx_http_imgbill_store_t *store,
                       "imgbill: journaled \"%*s\" until redis is back",
                       len - 1, line);
 
+        /* owed from now, not from the next replay that Redis answers:
+           an alert on the gauge fires during the outage */
+        ngx_http_imgbill_stats_owed_add(store);
+
         ngx_http_imgbill_journal_owed(store);
     }
 
@@ -499,6 +506,19 @@ ngx_http_imgbill_journal_replay(ngx_event_t *ev)
     rp->sent = sent;
 
     ngx_http_imgbill_stats_owed(rp->store, owed);
+
+    if (owed && rp->owed_since == 0) {
+        rp->owed_since = ngx_current_msec;
+        rp->applied = 0;
+    }
+
+    if (owed == 0 && rp->owed_since) {
+        ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                      "imgbill: the journal is drained: %ui line(s) applied "
+                      "by this worker, %M ms after it first found one owed",
+                      rp->applied, ngx_current_msec - rp->owed_since);
+        rp->owed_since = 0;
+    }
 
     if (owed == 0) {
         rp->owed = 0;
@@ -705,8 +725,12 @@ ngx_http_imgbill_journal_replayed(ngx_http_imgbill_reply_t *reply,
                          &rl->request_id);
         *p++ = LF;
 
-        ngx_http_imgbill_journal_write(rp->store, ngx_cycle->log, line,
-                                       p - line);
+        if (ngx_http_imgbill_journal_write(rp->store, ngx_cycle->log, line,
+                                           p - line)
+            == NGX_OK)
+        {
+            rp->applied++;
+        }
 
     } else {
         rp->failed = 1;

@@ -38,9 +38,19 @@ struct ngx_http_imgbill_redis_s {
                                                      log */
     u_char                              addr_buf[NGX_SOCKADDR_STRLEN
                                                  + sizeof(":65535")];
+    ngx_msec_t                          down_since;  /* 0: up, or never
+                                                        tried */
+    ngx_msec_t                          logged_at;   /* the last failure
+                                                        at error */
+    ngx_uint_t                          failures;    /* since down_since */
     unsigned                            was_connected:1;
     unsigned                            ready:1;
 };
+
+
+/* an outage's connect failures: its first at error, then one in this
+   many ms, with how many; the others at debug */
+#define NGX_HTTP_IMGBILL_REDIS_LOG_EVERY  10000
 
 
 static ngx_int_t ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd,
@@ -54,6 +64,8 @@ static void ngx_http_imgbill_redis_setup_reply(redisAsyncContext *ac,
 static ngx_uint_t ngx_http_imgbill_redis_is_master(
     ngx_http_imgbill_redis_t *rd, redisReply *reply);
 static void ngx_http_imgbill_redis_up(ngx_http_imgbill_redis_t *rd);
+static ngx_uint_t ngx_http_imgbill_redis_failure(
+    ngx_http_imgbill_redis_t *rd);
 static void ngx_http_imgbill_redis_connected(const redisAsyncContext *ac,
     int status);
 static void ngx_http_imgbill_redis_disconnected(const redisAsyncContext *ac,
@@ -298,6 +310,7 @@ ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd, char *host,
     in_port_t port)
 {
     u_char                        *p;
+    ngx_uint_t                     level;
     redisAsyncContext             *ac;
     ngx_http_imgbill_store_t  *store;
 
@@ -327,9 +340,12 @@ ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd, char *host,
     }
 
     if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
-                      "imgbill: redis connect to \"%V\" failed: %s",
-                      &rd->addr, ac->errstr);
+        /* (ngx_log_error() evaluates its level twice) */
+        level = ngx_http_imgbill_redis_failure(rd);
+        ngx_log_error(level, rd->link.log, 0,
+                      "imgbill: redis connect to \"%V\" failed: %s (%ui "
+                      "failed connects in %M ms)", &rd->addr, ac->errstr,
+                      rd->failures, ngx_current_msec - rd->down_since);
         redisAsyncFree(ac);
         return NGX_ERROR;
     }
@@ -411,8 +427,9 @@ ngx_http_imgbill_redis_setup_reply(redisAsyncContext *ac, void *r,
     if (reply->type == REDIS_REPLY_ERROR) {
         /* the password never appears in the log, only the command name */
         ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
-                      "imgbill: redis %s on \"%V\" failed: \"%s\"",
-                      (char *) privdata, &rd->addr, reply->str);
+                      "imgbill: redis %s on \"%V\" failed: \"%s\"%s",
+                      (char *) privdata, &rd->addr, reply->str,
+                      ngx_http_imgbill_redis_hint(reply->str));
 
         /* deferred by hiredis until this callback returns */
         redisAsyncFree(ac);
@@ -481,6 +498,17 @@ ngx_http_imgbill_redis_up(ngx_http_imgbill_redis_t *rd)
                                        NGX_HTTP_IMGBILL_REDIS_RECONNECT);
     }
 
+    /* the end of an outage is news at the default log level too */
+
+    if (rd->down_since) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->link.log, 0,
+                      "imgbill: redis \"%V\" is back, %M ms after it was "
+                      "lost (%ui failed connects)", &rd->addr,
+                      ngx_current_msec - rd->down_since, rd->failures);
+        rd->down_since = 0;
+        rd->failures = 0;
+    }
+
     rd->was_connected = 1;
 
     ngx_http_imgbill_batch_wake(rd->store, NGX_OK);
@@ -490,9 +518,76 @@ ngx_http_imgbill_redis_up(ngx_http_imgbill_redis_t *rd)
 }
 
 
+/* the Redis the worker uses (under Sentinel, the master it was last
+   given) */
+
+ngx_str_t *
+ngx_http_imgbill_store_redis(ngx_http_imgbill_store_t *store)
+{
+    return &store->redis->addr;
+}
+
+
+/* a failed connect: the level to log it at */
+
+static ngx_uint_t
+ngx_http_imgbill_redis_failure(ngx_http_imgbill_redis_t *rd)
+{
+    rd->failures++;
+
+    if (rd->down_since == 0) {
+        /* (a msec clock of 0 would read as "up") */
+        rd->down_since = ngx_current_msec ? ngx_current_msec : 1;
+        rd->logged_at = rd->down_since;
+        return NGX_LOG_ERR;
+    }
+
+    if (rd->failures == 1
+        || ngx_current_msec - rd->logged_at >= NGX_HTTP_IMGBILL_REDIS_LOG_EVERY)
+    {
+        rd->logged_at = ngx_current_msec;
+        return NGX_LOG_ERR;
+    }
+
+    return NGX_LOG_DEBUG;
+}
+
+
+/*
+ * What an error reply from Redis asks of the operator, said in words
+ * beside it ("" if nothing): Redis's own texts for a missing or a wrong
+ * password are easy to misread.
+ */
+
+const char *
+ngx_http_imgbill_redis_hint(const char *error)
+{
+    if (ngx_strncmp(error, "NOAUTH", 6) == 0
+        || ngx_strstr(error, "unauthenticated"))
+    {
+        return " (this Redis wants a password: add password=... to "
+               "imgbill_redis)";
+    }
+
+    if (ngx_strncmp(error, "WRONGPASS", 9) == 0
+        || ngx_strstr(error, "invalid password"))
+    {
+        return " (the password in imgbill_redis is not this Redis's)";
+    }
+
+    if (ngx_strncmp(error, "NOREPLICAS", 10) == 0) {
+        return " (the master has fewer replicas than its "
+               "min-replicas-to-write: writes wait for a replica)";
+    }
+
+    return "";
+}
+
+
 static void
 ngx_http_imgbill_redis_connected(const redisAsyncContext *ac, int status)
 {
+    ngx_uint_t                 level;
     ngx_http_imgbill_redis_t  *rd;
 
     rd = ac->data;
@@ -500,9 +595,11 @@ ngx_http_imgbill_redis_connected(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         ngx_http_imgbill_stats_count(rd->store,
                                        NGX_HTTP_IMGBILL_REDIS_ERROR);
-        ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
-                      "imgbill: redis connect to \"%V\" failed: %s",
-                      &rd->addr, ac->errstr);
+        level = ngx_http_imgbill_redis_failure(rd);
+        ngx_log_error(level, rd->link.log, 0,
+                      "imgbill: redis connect to \"%V\" failed: %s (%ui "
+                      "failed connects in %M ms)", &rd->addr, ac->errstr,
+                      rd->failures, ngx_current_msec - rd->down_since);
         return;
     }
 
@@ -525,6 +622,11 @@ ngx_http_imgbill_redis_disconnected(const redisAsyncContext *ac, int status)
         ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
                       "imgbill: redis connection to \"%V\" lost: %s",
                       &rd->addr, ac->errstr);
+
+        if (rd->down_since == 0) {
+            rd->down_since = ngx_current_msec;
+            rd->logged_at = rd->down_since;
+        }
     }
 }
 

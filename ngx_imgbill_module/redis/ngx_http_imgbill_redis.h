@@ -74,6 +74,10 @@ typedef struct {
     ngx_int_t                       wait_replicas;  /* imgbill_redis_wait;
                                                        0: off */
     ngx_msec_t                      wait_timeout;
+    u_char                         *wait_file;  /* where it was said, for
+                                                   what is checked after the
+                                                   configuration is read */
+    ngx_uint_t                      wait_line;
     time_t                          hold_ttl;
     ngx_open_file_t                *journal;   /* NULL: off */
     off_t                           journal_reserve;  /* free space below
@@ -87,7 +91,8 @@ typedef struct {
     ngx_atomic_t                    rtt[NGX_HTTP_IMGBILL_RTT_BUCKETS + 1];
     ngx_atomic_t                    rtt_sum;   /* microseconds */
     ngx_atomic_t                    journal_lines;
-    ngx_atomic_t                    journal_owed;  /* at the last replay */
+    ngx_atomic_t                    journal_owed;  /* at the last replay,
+                                                      and written since */
     ngx_atomic_t                    unrecorded;  /* lines neither Redis
                                                     nor the journal took */
 } ngx_http_imgbill_stats_t;
@@ -214,6 +219,9 @@ void ngx_http_imgbill_store_exit(ngx_http_imgbill_store_t *store);
 void ngx_http_imgbill_store_hold(ngx_http_imgbill_store_t *store,
     ngx_http_imgbill_held_t *h);
 void ngx_http_imgbill_store_unhold(ngx_http_imgbill_held_t *h);
+
+/* ngx_http_imgbill_redis.c: the Redis a worker uses */
+ngx_str_t *ngx_http_imgbill_store_redis(ngx_http_imgbill_store_t *store);
 extern ngx_msec_t  ngx_http_imgbill_rtt_buckets[];
 
 /* ngx_http_imgbill_script.c: one function per command */

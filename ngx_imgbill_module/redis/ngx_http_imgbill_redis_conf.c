@@ -62,10 +62,11 @@ ngx_http_imgbill_redis_init_conf(ngx_conf_t *cf,
        given up for silent */
 
     if (rc->wait_replicas && rc->wait_timeout >= rc->timeout) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the timeout of \"imgbill_redis_wait\" (%M ms) "
-                           "must be shorter than \"imgbill_redis_timeout\" "
-                           "(%M ms)", rc->wait_timeout, rc->timeout);
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "the timeout of \"imgbill_redis_wait\" (%M ms) must "
+                      "be shorter than \"imgbill_redis_timeout\" (%M ms) "
+                      "in %s:%ui", rc->wait_timeout, rc->timeout,
+                      rc->wait_file, rc->wait_line);
         return NGX_CONF_ERROR;
     }
 
@@ -81,10 +82,10 @@ ngx_http_imgbill_redis_init_conf(ngx_conf_t *cf,
     }
 
     if (rc->wait_replicas && rc->journal == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"imgbill_redis_wait\" needs \"imgbill_journal\": "
-                           "a settlement the replicas did not confirm is "
-                           "kept there until they do");
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"imgbill_redis_wait\" needs \"imgbill_journal\": a "
+                      "settlement the replicas did not confirm is kept there "
+                      "until they do in %s:%ui", rc->wait_file, rc->wait_line);
         return NGX_CONF_ERROR;
     }
 
@@ -283,6 +284,16 @@ ngx_http_imgbill_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_ERROR;
     }
 
+    /* Redis's own port is a guess that may reach another Redis: say it */
+
+    if (unix_ok && u.family != AF_UNIX && u.no_port) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" in \"%V\" names no port: write "
+                           "\"%V:%d\" (or \"unix:/path\")", value,
+                           &cmd->name, value, (int) default_port);
+        return NGX_ERROR;
+    }
+
     if (u.family == AF_UNIX) {
         host->len = u.host.len - (sizeof("unix:") - 1);
         host->data = ngx_pnalloc(cf->pool, host->len + 1);
@@ -348,6 +359,9 @@ ngx_http_imgbill_redis_wait_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                            "1 to 64", &value[1], &cmd->name);
         return NGX_CONF_ERROR;
     }
+
+    rc->wait_file = cf->conf_file->file.name.data;
+    rc->wait_line = cf->conf_file->line;
 
     rc->wait_timeout = ngx_parse_time(&value[2], 0);
 

@@ -107,6 +107,8 @@ void ngx_http_imgbill_stats_rtt(ngx_http_imgbill_store_t *store,
     ngx_msec_t usec);
 void ngx_http_imgbill_stats_owed(ngx_http_imgbill_store_t *store,
     ngx_uint_t owed);
+void ngx_http_imgbill_stats_owed_add(ngx_http_imgbill_store_t *store);
+const char *ngx_http_imgbill_redis_hint(const char *error);
 
 /* ngx_http_imgbill_script.c */
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release_key(

@@ -175,12 +175,22 @@ ngx_http_imgbill_stats_rtt(ngx_http_imgbill_store_t *store, ngx_msec_t usec)
 }
 
 
-/* what the last replay of any worker found still owed: a gauge */
+/* what the last replay of any worker found still owed, and every line
+   written since: a gauge */
 
 void
 ngx_http_imgbill_stats_owed(ngx_http_imgbill_store_t *store, ngx_uint_t owed)
 {
     if (store->stats) {
         store->stats->journal_owed = owed;
+    }
+}
+
+
+void
+ngx_http_imgbill_stats_owed_add(ngx_http_imgbill_store_t *store)
+{
+    if (store->stats) {
+        (void) ngx_atomic_fetch_add(&store->stats->journal_owed, 1);
     }
 }

@@ -3,7 +3,7 @@
 
 IMGBILL_PACKAGES="nginx-core nginx-dev libhiredis-dev libjansson-dev
     libssl-dev libpcre2-dev zlib1g-dev libcurl4-openssl-dev redis-server
-    perl make gcc curl"
+    perl make gcc curl ca-certificates openssl"
 
 imgbill_install_deps() {
     [ -n "${IMGBILL_NO_INSTALL:-}" ] && return 0

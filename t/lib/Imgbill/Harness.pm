@@ -16,6 +16,8 @@ package Imgbill::Harness;
 #       redis_password => 'pw',        # redis-server --requirepass, and
 #                                      #   imgbill_redis ... password=pw
 #       redis_db     => 3,             # imgbill_redis ... db=3
+#       relay_redis_password => 'x',   # the relay's password= instead
+#                                      # (undef: none)
 #       redis_restartable => 1,        # redis-server with a save point and
 #                                      #   --enable-debug-command local, so
 #                                      #   DEBUG RESTART (scripts/loadcheck
@@ -386,8 +388,10 @@ sub _site_conf {
     my $lp = $self->{port};
 
     my $ropt = '';
-    $ropt .= " password=$self->{opt}{redis_password}"
-        if defined $self->{opt}{redis_password};
+    # relay_redis_password: what the relay says, if not Redis's own
+    my $pw = exists $self->{opt}{relay_redis_password}
+           ? $self->{opt}{relay_redis_password} : $self->{opt}{redis_password};
+    $ropt .= " password=$pw" if defined $pw;
     $ropt .= " db=$self->{opt}{redis_db}" if defined $self->{opt}{redis_db};
     $n{redis} = $conf =~ s{^(\s*)imgbill_redis\s+[^;]*;(\s*#\s*site:\s*redis\s*)$}
                           {${1}imgbill_redis 127.0.0.1:$rp$ropt;$2}mg;
