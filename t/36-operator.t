@@ -94,8 +94,28 @@ for my $c ([ 'a certificate no trusted CA signed', 'system',
     is $r->{status}, 200, 'its CA trusted: 200';
     is $r->{headers}{'x-imgbill-charge'}, '0.2465', '... billed 0.2465';
 }
-like do { local (@ARGV, $/) = (Imgbill::Harness->root . '/conf.d/imgbill.conf'); <> },
-     qr/^\s*proxy_ssl_verify on;/m, 'conf.d verifies the upstream';
+my $shipped = do { local (@ARGV, $/) = (Imgbill::Harness->root . '/conf.d/imgbill.conf'); <> };
+like $shipped, qr/^\s*proxy_ssl_verify on;/m, 'conf.d verifies the upstream';
+
+# ---- the upstream key: one file, sent as each API's upstream takes it --------
+{
+    my @site = $shipped =~ /^(.*#\s*site:\s*upstream key.*)$/mg;
+    is scalar @site, 1, 'conf.d names the upstream key in one place';
+    like $site[0] // '', qr{^include /etc/nginx/imgbill-upstream-key\.conf;}, '... an include';
+    unlike $shipped, qr/proxy_set_header\s+(?:Authorization|x-goog-api-key|Api-Key)\s+"[^"\$]/i,
+        '... and no location writes a key of its own';
+    my $k = Imgbill::Harness->new(share_redis => $h, upstream_key => 'sk-op-1');
+    my ($a, $key) = $k->fresh_account(prefix => 'upkey');
+    my $r = $k->chat(key => $key);
+    is $r->{json}{mock_seen}{authorization}, 'Bearer sk-op-1',
+        'chat completions: the file\'s key as a Bearer token';
+    $r = $k->request('POST', '/v1beta/models/gemini-2.5-flash-image:generateContent',
+                     '{"contents":[{"role":"user","parts":[{"text":"a cat"}]}]}',
+                     'x-goog-api-key' => $key, 'Content-Type' => 'application/json');
+    is $r->{json}{mock_seen}{goog_api_key}, 'sk-op-1', 'Gemini: in x-goog-api-key';
+    is $r->{json}{mock_seen}{authorization}, undef, '... and no Authorization';
+    $k->teardown;
+}
 
 # ---- /imgbill without its slash ------------------------------------------------
 {

@@ -55,8 +55,14 @@ sub bad {
     # opens the file
     $shipped =~ s{^imgbill_journal\s+[^;]*;}{imgbill_journal /tmp/imgbill-t70-$$.journal;}m
         or die 'no imgbill_journal line in conf.d';
+    # ... and its upstream key file, the package's
+    open my $kf, '>', "/tmp/imgbill-t70-$$.key" or die $!;
+    print $kf qq{map "" \$imgbill_upstream_key { default ""; }\n};
+    close $kf;
+    $shipped =~ s{^include\s+[^;]*;(\s*#\s*site:\s*upstream key)}{include /tmp/imgbill-t70-$$.key;$1}m
+        or die 'no upstream key include in conf.d';
     my ($rc, $out) = Imgbill::Harness->nginx_t($shipped);
-    unlink "/tmp/imgbill-t70-$$.journal";
+    unlink "/tmp/imgbill-t70-$$.journal", "/tmp/imgbill-t70-$$.key";
     is $rc, 0, 'conf.d/imgbill.conf passes nginx -t' or diag $out;
 }
 good('base');

@@ -10,7 +10,7 @@ package Imgbill::Harness;
 #       workers      => 1,             # worker_processes (default 1)
 #       extra_server => 'location = /x { ... }',  # inside conf.d's server {}
 #       extra_http   => '...',         # appended inside http {}
-#       upstream_key => 'sk-up',       # the "site: upstream key" lines send
+#       upstream_key => 'sk-up',       # the "site: upstream key" file sends
 #                                      #   "Authorization: Bearer sk-up"
 #       conf_filter  => sub { $_[0] =~ s/.../.../ },  # edit conf.d text
 #       redis_password => 'pw',        # redis-server --requirepass, and
@@ -409,16 +409,15 @@ sub _site_conf {
     # the access log the tests read, in the harness' own format
     $n{access} = $conf =~ s{^(\s*)access_log\s+[^;]*;(\s*#\s*site:\s*access log\s*)$}
                            {${1}access_log $self->{dir}/access.log imgbill;$2}mg;
-    my $key = $self->{opt}{upstream_key};
-    if (defined $key) {
-        $n{key} = $conf =~ s{^(\s*)proxy_set_header\s+Authorization\s+[^;]*;(\s*#\s*site:\s*upstream key\s*)$}
-                            {${1}proxy_set_header Authorization "Bearer $key";$2}mg;
-        # Ideogram's upstream takes its key in Api-Key
-        $conf =~ s{^(\s*)proxy_set_header\s+Api-Key\s+[^;]*;(\s*#\s*site:\s*upstream key\s*)$}
-                  {${1}proxy_set_header Api-Key "$key";$2}mg;
-        die "conf.d/imgbill.conf: no 'site: upstream key' line" unless $n{key};
-    }
-    for (qw(redis upstream listen journal html access)) {
+    # the upstream key's own file, as the package installs it (empty
+    # unless upstream_key)
+    my $kf = "$self->{dir}/imgbill-upstream-key.conf";
+    _spew($kf, sprintf qq{map "" \$imgbill_upstream_key { default "%s"; }\n},
+                       $self->{opt}{upstream_key} // '');
+    chmod 0600, $kf;
+    $n{key} = $conf =~ s{^(\s*)include\s+[^;]*;(\s*#\s*site:\s*upstream key\s*)$}
+                        {${1}include $kf;$2}mg;
+    for (qw(redis upstream listen journal html access key)) {
         die "conf.d/imgbill.conf: no 'site: $_' line to substitute" unless $n{$_};
     }
     if (defined(my $x = $self->{opt}{extra_server})) {
