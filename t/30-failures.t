@@ -91,6 +91,11 @@ free_ok('upstream 500 non-JSON -> 502 in the API\'s shape, free',
             like $h->error_log, qr/upstream 500 reply of \d+ bytes is not a JSON object/,
                 'error.log says why';
         });
+free_ok('upstream 429 non-JSON keeps its 429, in JSON, free',
+        mock => 'status=429 kind=nonjson', status => 429,
+        check => sub {
+            error_ok($_[0], 429, 'upstream_error', 'bad_upstream_response', 'error body');
+        });
 free_ok('upstream 401: the relay\'s own key refused -> 502, free',
         mock => 'status=401', status => 502,
         check => sub {

@@ -192,6 +192,11 @@ bad('... nor equal to it', 'imgbill_hold_ttl',
 good('imgbill_hold_ttl longer than proxy_read_timeout',
      http => "imgbill_redis 127.0.0.1:6379;\nimgbill_hold_ttl 601s;\n",
      loc => 'proxy_read_timeout 600s;');
+bad('imgbill_health beside "imgbill"', 'imgbill_health',
+    server => 'location = /h { imgbill metered; imgbill_health; }',
+    like => qr/cannot share a location with "imgbill"/);
+good('imgbill_health under a server that bills: the health needs no key',
+     server => "imgbill metered;\n    location = /h { imgbill_health; }");
 good('"imgbill" on a server: its locations without proxy_pass are not relays',
      server => "imgbill metered;\n    location = /ready { return 200; }");
 

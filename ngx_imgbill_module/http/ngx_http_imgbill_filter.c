@@ -391,21 +391,42 @@ ngx_http_imgbill_decide(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
 /*
  * An error the client should not see as it came: nginx's own HTML page
- * for an upstream it could not reach (the cause is in error.log already),
- * a reply that is no JSON (an http:// URL to an HTTPS upstream, a proxy's
- * page), and the upstream's 401 or 403, which refuses the relay's own key,
- * not the client's: the operator's to fix, so it is said to the operator.
- * Each becomes a JSON 502 in the API's shape; free either way.
+ * for an upstream it could not reach or read (the cause is in error.log
+ * already), a JSON 502 or 504; the upstream's 401 or 403, which refuses
+ * the relay's own key, not the client's: the operator's to fix, so it is
+ * said to the operator, a 502; a reply that is no JSON (an http:// URL to
+ * an HTTPS upstream, a proxy's page), the same status if a client error,
+ * else a 502.  All in the API's shape; free either way.
  */
 
 static void
 ngx_http_imgbill_upstream_error(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_http_imgbill_scan_t  scan;
+    ngx_uint_t                status;
+    ngx_http_upstream_t      *u;
+    ngx_http_imgbill_scan_t   scan;
 
-    if (r->upstream == NULL || r->upstream->headers_in.status_n == 0) {
-        /* nginx's 502 or 504 keeps its status: a timeout is a 504 */
+    u = r->upstream;
+
+    if (u == NULL) {
+        /* never relayed (an access rule of nginx's refused it): nginx's
+           own answer, free */
+        return;
+    }
+
+    ngx_http_imgbill_scan_finish(ctx->scanner, &scan);
+
+    if (u->headers_in.status_n == 0
+        || (ngx_uint_t) u->headers_in.status_n != ctx->upstream_status)
+    {
+        /* nginx's page: no answer, or one it could not take (a timeout
+           keeps its 504); an operator's own JSON error_page stays */
+
+        if (scan.json) {
+            return;
+        }
+
         ngx_http_imgbill_set_error(r, &ctx->replace,
                                    ctx->upstream_status >= 500
                                    ? ctx->upstream_status
@@ -413,8 +434,9 @@ ngx_http_imgbill_upstream_error(ngx_http_request_t *r,
                                    ngx_http_imgbill_err_upstream,
                                    "upstream_unavailable",
                                    "the upstream failed before it answered "
-                                   "(unreachable, refused or timed out); "
-                                   "nothing was charged");
+                                   "in full (unreachable, refused, timed "
+                                   "out, or an answer nginx could not "
+                                   "read); nothing was charged");
         return;
     }
 
@@ -431,24 +453,38 @@ ngx_http_imgbill_upstream_error(ngx_http_request_t *r,
                                    "upstream_auth_failed",
                                    "the upstream refused the relay's "
                                    "credentials; nothing was charged");
+
+        /* its challenge is to the relay, not to the client's key */
+        if (r->headers_out.www_authenticate) {
+            r->headers_out.www_authenticate->hash = 0;
+            r->headers_out.www_authenticate = NULL;
+        }
+
         return;
     }
 
-    ngx_http_imgbill_scan_finish(ctx->scanner, &scan);
-
-    if (!scan.json) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "imgbill: upstream %ui reply of %O bytes is not a JSON "
-                      "object (an http:// proxy_pass to an HTTPS upstream? "
-                      "a proxy's own page?): answered 502, not charged",
-                      ctx->upstream_status, ctx->held);
-        ngx_http_imgbill_set_error(r, &ctx->replace, NGX_HTTP_BAD_GATEWAY,
-                                   ngx_http_imgbill_err_upstream,
-                                   "bad_upstream_response",
-                                   "the upstream failed with a reply that "
-                                   "is not JSON (%ui); nothing was charged",
-                                   ctx->upstream_status);
+    if (scan.json) {
+        /* the upstream's own error, as it came */
+        return;
     }
+
+    /* a page that is no JSON: a client error keeps its status (a 429
+       with its Retry-After is still one), a server error is a 502 */
+
+    status = (ctx->upstream_status >= 400 && ctx->upstream_status < 500)
+             ? ctx->upstream_status : NGX_HTTP_BAD_GATEWAY;
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "imgbill: upstream %ui reply of %O bytes is not a JSON "
+                  "object (an http:// proxy_pass to an HTTPS upstream? a "
+                  "proxy's own page?): answered %ui, not charged",
+                  ctx->upstream_status, ctx->held, status);
+    ngx_http_imgbill_set_error(r, &ctx->replace, status,
+                               ngx_http_imgbill_err_upstream,
+                               "bad_upstream_response",
+                               "the upstream failed with a reply that is "
+                               "not JSON (%ui); nothing was charged",
+                               ctx->upstream_status);
 }
 
 

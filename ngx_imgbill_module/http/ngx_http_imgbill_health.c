@@ -35,7 +35,8 @@ char *
 ngx_http_imgbill_health_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_imgbill_loc_conf_t  *lcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
@@ -44,6 +45,19 @@ ngx_http_imgbill_health_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     clcf->handler = ngx_http_imgbill_health_handler;
+
+    /* a load balancer has no key: an "imgbill" of the server's is not
+       this location's */
+
+    lcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_imgbill_module);
+
+    if (lcf->channel != NGX_CONF_UNSET_UINT
+        && lcf->channel != NGX_HTTP_IMGBILL_OFF)
+    {
+        return "cannot share a location with \"imgbill\"";
+    }
+
+    lcf->channel = NGX_HTTP_IMGBILL_OFF;
 
     return NGX_CONF_OK;
 }
@@ -99,15 +113,19 @@ ngx_http_imgbill_health_done(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_health_t *h = data;
 
+    ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
     r = h->request;
+    c = r->connection;
     h->cmd = NULL;
+
+    /* (the request, and h with it, may be freed by the finalization) */
 
     ngx_http_finalize_request(r,
                       ngx_http_imgbill_health_send(r,
                                       reply->rc == NGX_HTTP_IMGBILL_REPLY_OK));
-    ngx_http_run_posted_requests(r->connection);
+    ngx_http_run_posted_requests(c);
 }
 
 

@@ -413,6 +413,7 @@ ngx_http_imgbill_redis_setup_reply(redisAsyncContext *ac, void *r,
     void *privdata)
 {
     redisReply                *reply = r;
+    ngx_uint_t                 level;
     ngx_http_imgbill_redis_t  *rd;
 
     rd = ac->data;
@@ -425,8 +426,10 @@ ngx_http_imgbill_redis_setup_reply(redisAsyncContext *ac, void *r,
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        /* the password never appears in the log, only the command name */
-        ngx_log_error(NGX_LOG_ERR, rd->link.log, 0,
+        /* the password never appears in the log, only the command name;
+           a connection refused so is a failed connect */
+        level = ngx_http_imgbill_redis_failure(rd);
+        ngx_log_error(level, rd->link.log, 0,
                       "imgbill: redis %s on \"%V\" failed: \"%s\"%s",
                       (char *) privdata, &rd->addr, reply->str,
                       ngx_http_imgbill_redis_hint(reply->str));
@@ -660,6 +663,7 @@ ngx_http_imgbill_redis_closed(ngx_http_imgbill_redis_link_t *l)
 static void
 ngx_http_imgbill_redis_timeout(ngx_event_t *ev)
 {
+    ngx_uint_t                 level;
     ngx_http_imgbill_redis_t  *rd;
 
     rd = ev->data;
@@ -670,7 +674,16 @@ ngx_http_imgbill_redis_timeout(ngx_event_t *ev)
 
     ngx_http_imgbill_stats_count(rd->store, NGX_HTTP_IMGBILL_REDIS_TIMEOUT);
 
-    ngx_log_error(NGX_LOG_ERR, rd->link.log, NGX_ETIMEDOUT,
+    /* one that never came up is a failed connect, logged as they are */
+
+    level = rd->ready ? NGX_LOG_ERR : ngx_http_imgbill_redis_failure(rd);
+
+    if (rd->ready && rd->down_since == 0) {
+        rd->down_since = ngx_current_msec;
+        rd->logged_at = rd->down_since;
+    }
+
+    ngx_log_error(level, rd->link.log, NGX_ETIMEDOUT,
                   "imgbill: redis \"%V\" did not answer in %M ms, "
                   "dropping the connection", &rd->addr,
                   rd->store->conf->timeout);
