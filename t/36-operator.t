@@ -6,7 +6,8 @@
 #     answers, 503 while it does not, 200 again when it is back
 #   - during an outage the journal gauge counts what is owed at once;
 #     error.log says when Redis is back and when the journal drained, and
-#     says a refused connect once per 10 s, not once per request
+#     says a refused connect once per 10 s, not once per request; an
+#     admission that never reached Redis journals no release
 #   - /imgbill without its slash finds the page
 use strict;
 use warnings;
@@ -166,6 +167,10 @@ is_deeply $body, { status => 'ready', redis => $h->redis_addr },
         $h->chat(key => $k) if $_ > 1;
     }
     my $elapsed = time - $t0;
+    my @released = grep { /^R / } split /\n/,
+        do { local (@ARGV, $/) = ($h->dir . '/imgbill.journal'); <> } // '';
+    is scalar @released, 0,
+        'admissions never sent to Redis held nothing: no release lines journaled';
     my @refused = grep { /\[error\].*redis connect to .* failed/ } split /\n/, $h->error_log;
     cmp_ok scalar @refused, '<=', 2 * (1 + int($elapsed / 10) + 1),
         sprintf 'connect failures logged at most once per worker per 10 s (%d in %.1f s)',

@@ -38,8 +38,8 @@ is $got, '200 0.2465', 'the client got its image and its charge while Redis was 
 
 my @s = grep { /^S / } lines();
 is scalar @s, 1, 'one settlement journaled';
-like $s[0] // '', qr/^S [0-9a-f]{32} jr 2465 metered 560 1120 gemini-2\.5-flash-image 1 openai$/,
-    '... with request id, account, charge, channel, tokens, model, images and API';
+like $s[0] // '', qr/^S [0-9a-f]{32} jr 2465 metered 560 1120 gemini-2\.5-flash-image 1 openai t=\d+$/,
+    '... with request id, account, charge, channel, tokens, model, images, API and the time decided';
 
 # an admission while Redis is frozen: 503, and journaled as lost in flight
 my $res = $h->chat(key => 'sk-journal');
@@ -106,6 +106,27 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     is $h->balance('jr'), $bal - 2465, 'only the new request was charged';
     my %ids; $ids{ $_->{request_id} }++ for @{ $h->ledger('jr') };
     is scalar(grep { $_ > 1 } values %ids), 0, 'still no request id twice in the ledger';
+}
+
+# a charge replayed after midnight keeps the time it was decided at: its
+# ledger entry and its day's usage are the day before's
+{
+    my $midnight = int(time / 86400) * 86400;
+    my $decided = $midnight - 1;
+    my @d = gmtime $decided;
+    my $day = sprintf '%04d-%02d-%02d', $d[5] + 1900, $d[4] + 1, $d[3];
+    my $rid = 'd' x 32;
+    open my $j, '>>', $journal or die;
+    print $j "S $rid jr 1234 metered 1 1 gemini-2.5-flash-image 1 openai t=$decided\n";
+    close $j;
+    $h->redis('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    $h->chat(key => 'sk-journal');
+    ok wait_for(sub { grep { $_->{request_id} eq $rid } @{ $h->ledger('jr') } }, 5),
+       'a charge decided at 23:59:59 the day before, replayed now';
+    my ($e) = grep { $_->{request_id} eq $rid } @{ $h->ledger('jr') };
+    is $e->{ts}, $decided, '... its ledger entry has the time it was decided at';
+    is $h->redis('HGET', '{jr}' =~ s/^/imgbill:/r . ':daily', $day), 1234,
+       "... and it counts in $day's usage, not today's";
 }
 
 # Redis comes back and nobody calls: the worker retries by itself, the

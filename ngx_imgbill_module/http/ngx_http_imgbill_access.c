@@ -298,10 +298,15 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
         /*
          * Lost, or not understood (an account name too long, a proxy's
          * error): the script may have placed a hold anyway.  The release
-         * by key is idempotent, and harmless if it did not.
+         * by key is idempotent, and harmless if it did not.  An admission
+         * never sent held nothing: an outage's 503s write no lines.
          */
-        ngx_http_imgbill_journal_release(store, r->connection->log,
-                                         &ctx->request_id, ctx->key_hash);
+        if (reply->rc != NGX_HTTP_IMGBILL_REPLY_UNSENT) {
+            ngx_http_imgbill_journal_release(store, r->connection->log,
+                                             &ctx->request_id,
+                                             ctx->key_hash);
+        }
+
         ngx_http_imgbill_unavailable(r, ctx);
         goto wake;
     }

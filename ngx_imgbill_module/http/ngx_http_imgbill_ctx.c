@@ -203,6 +203,7 @@ ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
     s->completion_tokens = ctx->completion_tokens;
     s->images = ctx->images;
     s->api = ctx->api->name;
+    s->decided = ctx->settled_at ? ctx->settled_at : ngx_time();
 }
 
 

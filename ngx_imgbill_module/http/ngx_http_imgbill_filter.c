@@ -597,8 +597,8 @@ ngx_http_imgbill_settle(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     store = ngx_http_imgbill_store(r);
 
-    ngx_http_imgbill_settlement(ctx, &s);
     ctx->settled_at = ngx_time();
+    ngx_http_imgbill_settlement(ctx, &s);
 
     ctx->cmd = ngx_http_imgbill_script_settle(store, &s,
                                               ngx_http_imgbill_settle_done,

@@ -601,7 +601,8 @@ ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
 }
 
 
-/* commands that will never be answered: their handlers see a lost reply */
+/* commands that were never sent, and never will be: their handlers know
+   that Redis never saw them (a reply lost after its send may have run) */
 
 static void
 ngx_http_imgbill_batch_fail(ngx_queue_t *cmds)
@@ -611,7 +612,7 @@ ngx_http_imgbill_batch_fail(ngx_queue_t *cmds)
     ngx_http_imgbill_reply_t   reply;
 
     ngx_memzero(&reply, sizeof(ngx_http_imgbill_reply_t));
-    reply.rc = NGX_HTTP_IMGBILL_REPLY_LOST;
+    reply.rc = NGX_HTTP_IMGBILL_REPLY_UNSENT;
 
     while (!ngx_queue_empty(cmds)) {
         q = ngx_queue_head(cmds);

@@ -13,6 +13,7 @@
  * One line per event, appended with a single write(2) to an O_APPEND file:
  *
  *   S <request id> <account> <charge> <channel> <prompt> <completion> <model>
+ *     <images> [<api>] t=<decided at>
  *   R <request id> <sha256 of the API key>    an admission lost in flight
  *   V <request id>/v <account> <charged at>   a charge to give back: its
  *                                             reply was never written
@@ -216,16 +217,18 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
 {
     u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
 
-    /* the images, then the API, last: each was added in its time, and a
-       line without them is read as from before */
+    /* the images, then the API, then the time, last: each was added in
+       its time, and a line without them is read as from before; the time
+       is marked, as the API may be absent */
 
     p = ngx_slprintf(line, line + sizeof(line) - 1,
-                     "S %V %V %i %V %i %i %V %ui%s%V", &s->request_id,
+                     "S %V %V %i %V %i %i %V %ui%s%V t=%T", &s->request_id,
                      &s->account, s->charge,
                      ngx_http_imgbill_channel_name(s->channel),
                      ngx_max(s->prompt_tokens, 0),
                      ngx_max(s->completion_tokens, 0), &s->model, s->images,
-                     s->api.len ? " " : "", &s->api);
+                     s->api.len ? " " : "", &s->api,
+                     s->decided ? s->decided : ngx_time());
     *p++ = LF;
 
     return ngx_http_imgbill_journal_write(store, log, line, p - line);

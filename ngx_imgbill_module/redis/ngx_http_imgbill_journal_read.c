@@ -260,8 +260,9 @@ ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
 /*
  * An S, R or V line, every field checked:
  *   S <request id> <account> <charge> <channel> <prompt> <completion>
- *     <model> [<images> [<api>]]    (a line from before images were
- *     counted: one; from before the API was written: not known)
+ *     <model> [<images> [<api>]] [t=<decided at>]    (a line from before
+ *     images were counted: one; from before the API was written: not
+ *     known; from before the time was: the replay's)
  *   R <request id> <key hash>
  *   V <request id>/v <account> <charged at>
  */
@@ -271,7 +272,7 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
     ngx_http_imgbill_journal_line_t *l)
 {
     ngx_int_t                   n;
-    ngx_str_t                   type, f[9];
+    ngx_str_t                   type, f[10];
     ngx_uint_t                  nf, i;
     ngx_http_imgbill_settle_t  *s;
 
@@ -285,7 +286,7 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
         return NGX_ERROR;
     }
 
-    for (nf = 0; nf < 9; nf++) {
+    for (nf = 0; nf < 10; nf++) {
         if (ngx_http_imgbill_journal_field(&p, eol, &f[nf]) != NGX_OK) {
             break;
         }
@@ -319,6 +320,23 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
 
     default:
         return NGX_ERROR;
+    }
+
+    /* the time the charge was decided, marked, last */
+
+    if (nf > 6 && f[nf - 1].len > 2 && f[nf - 1].data[0] == 't'
+        && f[nf - 1].data[1] == '=')
+    {
+        f[nf - 1].data += 2;
+        f[nf - 1].len -= 2;
+
+        s->decided = ngx_http_imgbill_journal_number(&f[nf - 1]);
+
+        if (s->decided <= 0) {
+            return NGX_ERROR;
+        }
+
+        nf--;
     }
 
     if (nf < 6 || nf > 8) {

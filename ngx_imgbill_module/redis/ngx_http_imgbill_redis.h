@@ -32,6 +32,8 @@
 #define NGX_HTTP_IMGBILL_REPLY_OK      0
 #define NGX_HTTP_IMGBILL_REPLY_LOST    1   /* no answer: it may have run */
 #define NGX_HTTP_IMGBILL_REPLY_ERROR   2   /* refused, or not understood */
+#define NGX_HTTP_IMGBILL_REPLY_UNSENT  3   /* never written to Redis: it
+                                              cannot have run */
 
 /* the admit command's answers */
 #define NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY  -1
@@ -135,6 +137,10 @@ typedef struct {
     ngx_str_t                       api;      /* the API's name; empty:
                                                  not known (a journal line
                                                  from before) */
+    time_t                          decided;  /* when the charge was
+                                                 decided: the ledger
+                                                 entry's time, replayed or
+                                                 not; 0: now */
 } ngx_http_imgbill_settle_t;
 
 

@@ -168,8 +168,10 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_store_t *store,
 
     ngx_str_set(&argv[11], NGX_HTTP_IMGBILL_SETTLED_TTL);
 
+    /* a replayed charge keeps the time it was decided at: its day */
+
     argv[12].data = p;
-    p = ngx_sprintf(p, "%T", ngx_time());
+    p = ngx_sprintf(p, "%T", s->decided ? s->decided : ngx_time());
     argv[12].len = p - argv[12].data;
 
     argv[13].data = p;
