@@ -1,7 +1,8 @@
 package ImgbillLedger;
 
-# Money, ledger entries, the operator's writes, accounts and keys, and the
-# ledger's listings and exports, for scripts/imgbill.
+# Money, ledger entries, the operator's writes, accounts and keys, the
+# ledger's listings and exports, and the relays' access-log lines (to
+# reconcile with the ledger), for scripts/imgbill.
 #
 # Money is an integer count of units of 0.0001 yuan.  Amounts typed by an
 # operator are parsed as strings; sums are Perl integers (exact to 2^63,
@@ -34,11 +35,13 @@ use warnings;
 use Exporter 'import';
 use JSON::PP ();
 use POSIX qw(strftime);
+use Time::Local qw(timegm);
 
 our @EXPORT_OK = qw(
     parse_amount parse_signed_amount format_units
     entry_type entry_delta entry_ts
     each_entry each_entry_back ledger_state audit_account write_entry
+    parse_billing_line ledger_requests reconcile_requests
     scan_keys key_accounts find_accounts account_known live_held
     random_key acct_key valid_account
     iso_time entry_view human_line export_record export_json export_csv
@@ -363,6 +366,115 @@ sub write_entry {
                    defined $units ? $units : '', defined $reason ? $reason : '',
                    $st->{opened} ? 1 : 0, $st->{sum} || 0,
                    $st->{last} || '0-0');
+}
+
+# ---- reconciling with the relays' access logs -----------------------------
+
+my %MONTH = (Jan => 1, Feb => 2, Mar => 3, Apr => 4, May => 5, Jun => 6,
+             Jul => 7, Aug => 8, Sep => 9, Oct => 10, Nov => 11, Dec => 12);
+
+# parse_billing_line($line) -> undef for a line not in conf.d's log_format
+# imgbill_billing, else { time => unix seconds (its [$time_local]), status,
+# req, acct, charge, outcome, ... }: each key=value field after the status
+# as logged ("-" where nginx had no value; the first of a name counts).
+# Only what follows the quoted request line is read: a client's request
+# line cannot forge a field.
+sub parse_billing_line {
+    my ($l) = @_;
+    my ($d, $mon, $y, $hh, $mm, $ss, $zs, $zh, $zm, $status, $rest) = $l =~
+        m{^\S+\x20\[(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d)
+          \x20([+-])(\d\d)(\d\d)\]\x20"(?:[^"\\]|\\.)*"\x20(\d{3})\x20
+          ([^\r\n]*)\r?\n?\z}sx
+        or return undef;
+    my $m = $MONTH{$mon} or return undef;
+    my $t = eval { timegm($ss, $mm, $hh, $d, $m - 1, $y) };
+    return undef unless defined $t;
+    my %f;
+    while ($rest =~ /(?:^| )([a-z]+)=(\S*)/g) {
+        $f{$1} = $2 unless exists $f{$1};
+    }
+    return undef unless defined $f{req} && defined $f{acct}
+                        && defined $f{charge};
+    $f{time} = $t - ($zs eq '-' ? -1 : 1) * ($zh * 3600 + $zm * 60);
+    $f{status} = $status;
+    return \%f;
+}
+
+# ledger_requests($r, $acct, from => ID) -> { request id => { charge =>
+# units its charge entries took, reversed => units its reversal entries
+# gave back, n => its charge entries, ts => the first one's time } }: the
+# charge and reversal entries from stream id ID on (default: all), read as
+# each_entry reads, a page at a time.  A charge without a request id is
+# keyed "-" and its stream id: no log line names it.
+sub ledger_requests {
+    my ($r, $acct, %o) = @_;
+    my %req;
+    each_entry($r, $acct, sub {
+        my ($id, $f) = @_;
+        my $t = entry_type($f);
+        return unless defined $t && ($t eq 'charge' || $t eq 'reversal');
+        my $rid = defined $f->{request_id} && length $f->{request_id}
+                ? $f->{request_id} : "-$id";
+        my $q = $req{$rid} ||= { charge => 0, reversed => 0, n => 0 };
+        if ($t eq 'charge') {
+            $q->{charge} = _add($q->{charge}, -entry_delta($id, $f));
+            $q->{ts} = entry_ts($id, $f) unless $q->{n}++;
+        } else {
+            $q->{reversed} = _add($q->{reversed}, entry_delta($id, $f));
+        }
+    }, from => $o{from});
+    return \%req;
+}
+
+# reconcile_requests($logged, $ledger, $from, $to) -> findings, by request
+# id, each { kind, rid, logged => [its logged charges, ascending], ledger =>
+# what the ledger kept (its charges less their reversals) }, all in units:
+#   $logged     { request id => { units => 1, ... } }: the distinct charges
+#               the relays' log lines told its client (0 for none)
+#   $ledger     ledger_requests()'s answer
+#   $from, $to  the logs' time span (undef: none, nothing is unlogged)
+# The kinds:
+#   missing   a log line told a charge (> 0); the ledger has no charge
+#   reversed  a log line told a charge; the ledger charged it and gave it
+#             all back (its reply was never written): no charge is
+#             expected, and this is not an error
+#   differs   the lines disagree with each other, or with what the ledger
+#             kept (a line telling 0.0000 of a charge the ledger kept too)
+#   unlogged  a ledger charge made within [$from, $to] (its ts), not given
+#             back, that no log line names
+sub reconcile_requests {
+    my ($logged, $ledger, $from, $to) = @_;
+    my @out;
+    for my $rid (keys %$logged) {
+        my @u = sort { $a <=> $b } keys %{ $logged->{$rid} };
+        my $told = $u[-1];
+        my $q = $ledger->{$rid} || { charge => 0, reversed => 0, n => 0 };
+        my $kept = $q->{charge} - $q->{reversed};
+        my $kind;
+        if ($told > 0 && !$q->{n}) {
+            $kind = 'missing';
+        } elsif ($told > 0 && $q->{reversed} && !$kept) {
+            $kind = 'reversed';
+        } elsif (@u > 1 || $kept != $told) {
+            $kind = 'differs';
+        } else {
+            next;
+        }
+        push @out, { kind => $kind, rid => $rid, logged => \@u,
+                     ledger => $kept };
+    }
+    if (defined $from) {
+        for my $rid (keys %$ledger) {
+            next if exists $logged->{$rid};
+            my $q = $ledger->{$rid};
+            my $kept = $q->{charge} - $q->{reversed};
+            next unless $q->{n} && $kept && defined $q->{ts}
+                        && $q->{ts} >= $from && $q->{ts} <= $to;
+            push @out, { kind => 'unlogged', rid => $rid, logged => [],
+                         ledger => $kept };
+        }
+    }
+    return sort { $a->{rid} cmp $b->{rid} } @out;
 }
 
 # ---- accounts and keys -------------------------------------------------
