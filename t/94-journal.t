@@ -126,7 +126,7 @@ is scalar(grep { $_->{request_id} eq '' } @{ $h->ledger('jr') }), 0, 'ledger ent
     my ($e) = grep { $_->{request_id} eq $rid } @{ $h->ledger('jr') };
     is $e->{ts}, $decided, '... its ledger entry has the time it was decided at';
     is $h->redis('HGET', '{jr}' =~ s/^/imgbill:/r . ':daily', $day), 1234,
-       "... and it counts in $day's usage, not today's";
+       "... and it counts in ${day}'s usage, not today's";
 }
 
 # Redis comes back and nobody calls: the worker retries by itself, the
