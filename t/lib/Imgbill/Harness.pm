@@ -409,6 +409,12 @@ sub _site_conf {
     # the access log the tests read, in the harness' own format
     $n{access} = $conf =~ s{^(\s*)access_log\s+[^;]*;(\s*#\s*site:\s*access log\s*)$}
                            {${1}access_log $self->{dir}/access.log imgbill;$2}mg;
+    # the upstream's CA: one certificate, not Debian's bundle of some 150,
+    # which memcheck takes about 5 s to load at every start (t/36 brings
+    # CAs of its own; t/70 and t/96 load the shipped bundle)
+    my ($ca) = sort glob '/etc/ssl/certs/*.pem';
+    $conf =~ s{^(\s*)proxy_ssl_trusted_certificate\s+[^;]*;(\s*#\s*site:\s*upstream CA\s*)$}
+              {${1}proxy_ssl_trusted_certificate $ca;$2}mg if $ca;
     # the upstream key's own file, as the package installs it (empty
     # unless upstream_key)
     my $kf = "$self->{dir}/imgbill-upstream-key.conf";
