@@ -161,6 +161,8 @@ u_char *ngx_http_imgbill_ideogram_error(u_char *p,
 u_char *ngx_http_imgbill_ideogram_model(u_char *p, ngx_str_t *name);
 ngx_int_t ngx_http_imgbill_ideogram_files_read(
     ngx_http_imgbill_request_t *req, const char *const *files);
+ngx_int_t ngx_http_imgbill_ideogram_op(ngx_str_t *path, ngx_str_t *ops,
+    ngx_str_t *op);
 
 /* ngx_http_imgbill_api.c: the table, of this many rows */
 #define NGX_HTTP_IMGBILL_APIS  5

@@ -42,8 +42,14 @@ static ngx_int_t ngx_http_imgbill_ideogram_target(ngx_http_request_t *r,
     ngx_str_t *model, ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_ideogram_check(
     ngx_http_imgbill_request_t *req, size_t image_limit);
-static ngx_uint_t ngx_http_imgbill_ideogram_is(ngx_str_t *operation,
-    const char *name);
+
+
+/* by ngx_http_imgbill_ideogram_operations */
+enum {
+    ngx_http_imgbill_ideogram_generate = 0,
+    ngx_http_imgbill_ideogram_remix,
+    ngx_http_imgbill_ideogram_edit
+};
 
 
 ngx_http_imgbill_key_source_t  ngx_http_imgbill_ideogram_key[] = {
@@ -148,29 +154,19 @@ static ngx_int_t
 ngx_http_imgbill_ideogram_target(ngx_http_request_t *r, ngx_str_t *model,
     ngx_http_imgbill_request_t *req)
 {
-    u_char      *p, *last;
-    ngx_str_t   *op;
-
-    last = r->uri.data + r->uri.len;
-
-    for (p = last; p > r->uri.data && p[-1] != '/'; p--) {
-        /* void */
+    if (ngx_http_imgbill_ideogram_op(&r->uri,
+                                     ngx_http_imgbill_ideogram_operations,
+                                     &req->operation)
+        == NGX_ERROR)
+    {
+        req->expected = ".../ideogram-v3/generate, remix, edit, reframe or "
+                        "replace-background";
+        return NGX_HTTP_IMGBILL_REQ_NO_TARGET;
     }
 
-    for (op = ngx_http_imgbill_ideogram_operations; op->len; op++) {
-        if ((size_t) (last - p) == op->len
-            && ngx_strncmp(p, op->data, op->len) == 0)
-        {
-            req->operation = *op;
-            ngx_str_set(model, "V_3");
-            return NGX_HTTP_IMGBILL_REQ_OK;
-        }
-    }
+    ngx_str_set(model, "V_3");
 
-    req->expected = ".../ideogram-v3/generate, remix, edit, reframe or "
-                    "replace-background";
-
-    return NGX_HTTP_IMGBILL_REQ_NO_TARGET;
+    return NGX_HTTP_IMGBILL_REQ_OK;
 }
 
 
@@ -179,8 +175,17 @@ ngx_http_imgbill_ideogram_check(ngx_http_imgbill_request_t *req,
     size_t image_limit)
 {
     json_t      *v;
-    ngx_int_t    rc;
+    ngx_int_t    rc, op;
     ngx_uint_t   i;
+
+    op = ngx_http_imgbill_ideogram_op(&req->operation,
+                                      ngx_http_imgbill_ideogram_operations,
+                                      &req->operation);
+    if (op == NGX_ERROR) {
+        req->expected = ".../ideogram-v3/generate, remix, edit, reframe or "
+                        "replace-background";
+        return NGX_HTTP_IMGBILL_REQ_NO_TARGET;
+    }
 
     if (!req->form) {
         req->param = "Content-Type";
@@ -204,7 +209,7 @@ ngx_http_imgbill_ideogram_check(ngx_http_imgbill_request_t *req,
     /* every operation but a generation works on an image, an edit within
        its mask: a request without them is the upstream's 400 anyway */
 
-    if (!ngx_http_imgbill_ideogram_is(&req->operation, "generate")
+    if (op != ngx_http_imgbill_ideogram_generate
         && json_object_get(req->root, "image") == NULL)
     {
         req->param = "image";
@@ -213,7 +218,7 @@ ngx_http_imgbill_ideogram_check(ngx_http_imgbill_request_t *req,
         return NGX_HTTP_IMGBILL_REQ_MISSING;
     }
 
-    if (ngx_http_imgbill_ideogram_is(&req->operation, "edit")
+    if (op == ngx_http_imgbill_ideogram_edit
         && json_object_get(req->root, "mask") == NULL)
     {
         req->param = "mask";
@@ -272,11 +277,35 @@ ngx_http_imgbill_ideogram_check(ngx_http_imgbill_request_t *req,
 }
 
 
-static ngx_uint_t
-ngx_http_imgbill_ideogram_is(ngx_str_t *operation, const char *name)
+/*
+ * The operation a path names, its last segment (or an operation already
+ * read: its own): its index among ops, which an empty one ends, and ops'
+ * own string in *op; NGX_ERROR if none.  Both Ideogram APIs read theirs
+ * so.
+ */
+
+ngx_int_t
+ngx_http_imgbill_ideogram_op(ngx_str_t *path, ngx_str_t *ops, ngx_str_t *op)
 {
-    return operation->len == ngx_strlen(name)
-           && ngx_strncmp(operation->data, name, operation->len) == 0;
+    u_char      *p, *last;
+    ngx_int_t    i;
+
+    last = path->data + path->len;
+
+    for (p = last; p > path->data && p[-1] != '/'; p--) {
+        /* void */
+    }
+
+    for (i = 0; ops[i].len; i++) {
+        if ((size_t) (last - p) == ops[i].len
+            && ngx_strncmp(p, ops[i].data, ops[i].len) == 0)
+        {
+            *op = ops[i];
+            return i;
+        }
+    }
+
+    return NGX_ERROR;
 }
 
 

@@ -41,7 +41,6 @@ static ngx_int_t ngx_http_imgbill_legacy_target(ngx_http_request_t *r,
     ngx_str_t *model, ngx_http_imgbill_request_t *req);
 static ngx_int_t ngx_http_imgbill_legacy_check(
     ngx_http_imgbill_request_t *req, size_t image_limit);
-static ngx_int_t ngx_http_imgbill_legacy_op(ngx_str_t *operation);
 static ngx_int_t ngx_http_imgbill_legacy_misplaced(
     ngx_http_imgbill_request_t *req, const char *const *names);
 static ngx_int_t ngx_http_imgbill_legacy_request(
@@ -111,21 +110,9 @@ static ngx_int_t
 ngx_http_imgbill_legacy_target(ngx_http_request_t *r, ngx_str_t *model,
     ngx_http_imgbill_request_t *req)
 {
-    u_char     *p, *last;
-    ngx_int_t   op;
-
-    last = r->uri.data + r->uri.len;
-
-    for (p = last; p > r->uri.data && p[-1] != '/'; p--) {
-        /* void */
-    }
-
-    req->operation.data = p;
-    req->operation.len = last - p;
-
-    op = ngx_http_imgbill_legacy_op(&req->operation);
-
-    switch (op) {
+    switch (ngx_http_imgbill_ideogram_op(&r->uri, ngx_http_imgbill_legacy_ops,
+                                         &req->operation))
+    {
 
     case NGX_ERROR:
         req->expected = ".../generate, remix, edit, upscale or describe";
@@ -155,7 +142,9 @@ ngx_http_imgbill_legacy_check(ngx_http_imgbill_request_t *req,
     json_t     *ir;
     ngx_int_t   rc, op;
 
-    op = ngx_http_imgbill_legacy_op(&req->operation);
+    op = ngx_http_imgbill_ideogram_op(&req->operation,
+                                      ngx_http_imgbill_legacy_ops,
+                                      &req->operation);
 
     if (op == NGX_ERROR) {
         req->expected = ".../generate, remix, edit, upscale or describe";
@@ -243,24 +232,6 @@ ngx_http_imgbill_legacy_check(ngx_http_imgbill_request_t *req,
     }
 
     return ngx_http_imgbill_legacy_request(req, ir, op);
-}
-
-
-static ngx_int_t
-ngx_http_imgbill_legacy_op(ngx_str_t *operation)
-{
-    ngx_int_t   i;
-    ngx_str_t  *s;
-
-    for (i = 0, s = ngx_http_imgbill_legacy_ops; s->len; i++, s++) {
-        if (s->len == operation->len
-            && ngx_strncmp(s->data, operation->data, s->len) == 0)
-        {
-            return i;
-        }
-    }
-
-    return NGX_ERROR;
 }
 
 
