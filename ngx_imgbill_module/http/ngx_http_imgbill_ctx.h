@@ -138,6 +138,9 @@ typedef struct {
                                                        past the limit */
     unsigned                        too_large:1;
     unsigned                        not_held:1;     /* the file failed */
+    unsigned                        cut:1;          /* the upstream's reply
+                                                       ended early: a 502
+                                                       went out instead */
     unsigned                        need_in_memory:1;  /* r->main_filter_
                                                           need_in_memory,
                                                           before ours */

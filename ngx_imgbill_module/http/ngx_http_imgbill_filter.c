@@ -32,6 +32,11 @@ static ngx_int_t ngx_http_imgbill_unwritten(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_int_t rc);
 static void ngx_http_imgbill_settle_done(ngx_http_imgbill_reply_t *reply,
     void *data);
+static ngx_uint_t ngx_http_imgbill_upstream_cut(ngx_http_request_t *r);
+static ngx_int_t ngx_http_imgbill_cut(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+static ngx_int_t ngx_http_imgbill_send(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_emit(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 
@@ -165,7 +170,16 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     case ngx_http_imgbill_collecting:
 
+        if (ctx->cut) {
+            /* nginx's flush before it ends the request */
+            return NGX_OK;
+        }
+
         rc = ngx_http_imgbill_collect(r, ctx, in);
+
+        if (rc == NGX_AGAIN && ngx_http_imgbill_upstream_cut(r)) {
+            return ngx_http_imgbill_cut(r, ctx);
+        }
 
         if (rc != NGX_OK) {
             return rc;
@@ -666,13 +680,81 @@ ngx_http_imgbill_settle_done(ngx_http_imgbill_reply_t *reply, void *data)
 }
 
 
+/*
+ * Whether the upstream's reply ended before its length or its last chunk:
+ * nginx then ends the request with an error, and has only a flush
+ * through the filters before it does.  Buffered or not, as nginx's
+ * upstream itself tells it.
+ */
+
+static ngx_uint_t
+ngx_http_imgbill_upstream_cut(ngx_http_request_t *r)
+{
+    ngx_event_pipe_t     *p;
+    ngx_connection_t     *c;
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+
+    if (u == NULL) {
+        return 0;
+    }
+
+    if (u->buffering) {
+        p = u->pipe;
+
+        return p && !p->upstream_done
+               && (p->upstream_error || (p->upstream_eof && p->length != -1));
+    }
+
+    if (u->length == 0) {
+        return 0;
+    }
+
+    /* nginx closes the upstream's connection before the flush: a reply
+       still short of its end then was ended by an error */
+
+    c = u->peer.connection;
+
+    return c == NULL || u->error || c->read->error
+           || (c->read->eof && u->length != -1);
+}
+
+
+/*
+ * The reply is cut: nothing of it went out, so the client gets a JSON 502
+ * in its place, and nginx closes the connection behind it.  The request
+ * stays "collecting": its hold is released as any unfinished request's,
+ * when nginx frees it.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_cut(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    ctx->cut = 1;
+    ctx->charge = 0;
+    ctx->free_reason = ngx_http_imgbill_free_bad_response;
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "imgbill: the upstream's %ui reply ended after %O bytes, "
+                  "before its end; answered 502, not charged",
+                  ctx->upstream_status, ctx->held);
+
+    ngx_http_imgbill_set_error(r, &ctx->replace, NGX_HTTP_BAD_GATEWAY,
+                               ngx_http_imgbill_err_upstream,
+                               "upstream_response_incomplete",
+                               "the upstream reply was cut off; nothing "
+                               "was charged");
+
+    ctx->sent_before = r->connection->sent;
+
+    return ngx_http_imgbill_send(r, ctx);
+}
+
+
 static ngx_int_t
 ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
     r->buffered &= ~NGX_HTTP_IMGBILL_BUFFERED;
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_passing);
 
@@ -686,6 +768,19 @@ ngx_http_imgbill_emit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     }
 
     ctx->sent_before = r->connection->sent;
+
+    return ngx_http_imgbill_send(r, ctx);
+}
+
+
+/* the reply, or what replaces it, with the charge's headers */
+
+static ngx_int_t
+ngx_http_imgbill_send(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
 
     if (ctx->replace.status) {
         b = ngx_http_imgbill_error_body(r, &ctx->replace);
