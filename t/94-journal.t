@@ -33,6 +33,15 @@ ok $h->wait_holds('jr', 1, 5), 'admitted, hold placed';
 sleep 0.5;
 kill 'STOP', $rp;
 
+# an admission sent on the connection to the frozen Redis: its reply never
+# comes (imgbill_redis_timeout), so it may have held: 503, and journaled
+# as lost in flight
+my $res = $h->chat(key => 'sk-journal');
+is $res->{status}, 503, 'admission while frozen: 503';
+is $res->{json}{error}{code}, 'billing_unavailable', '... billing_unavailable';
+my @r = grep { /^R / } lines();
+is scalar @r, 1, 'the lost admission is journaled';
+
 my ($got) = $wait->();
 is $got, '200 0.2465', 'the client got its image and its charge while Redis was frozen';
 
@@ -40,13 +49,6 @@ my @s = grep { /^S / } lines();
 is scalar @s, 1, 'one settlement journaled';
 like $s[0] // '', qr/^S [0-9a-f]{32} jr 2465 metered 560 1120 gemini-2\.5-flash-image 1 openai t=\d+$/,
     '... with request id, account, charge, channel, tokens, model, images, API and the time decided';
-
-# an admission while Redis is frozen: 503, and journaled as lost in flight
-my $res = $h->chat(key => 'sk-journal');
-is $res->{status}, 503, 'admission while frozen: 503';
-is $res->{json}{error}{code}, 'billing_unavailable', '... billing_unavailable';
-my @r = grep { /^R / } lines();
-is scalar @r, 1, 'the lost admission is journaled';
 
 kill 'CONT', $rp;
 

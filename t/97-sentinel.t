@@ -17,7 +17,7 @@ use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use POSIX ();
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(wait_for key_hash);
+use Imgbill::Harness qw(wait_for key_hash conf_ok conf_bad);
 
 my $t0 = time;
 my @fakes;
@@ -27,19 +27,6 @@ my @fakes;
 my $tmp = tempdir('ib97-XXXXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $journal_line = "imgbill_journal $tmp/j;\n";
 my $sentinels = 'sentinel=127.0.0.1:26379 sentinel=127.0.0.1:26380';
-
-sub conf_ok {
-    my ($name, $http) = @_;
-    my ($rc, $out) = Imgbill::Harness->nginx_t($http);
-    is $rc, 0, "nginx -t accepts: $name" or diag $out;
-}
-
-sub conf_bad {
-    my ($name, $http, $re) = @_;
-    my ($rc, $out) = Imgbill::Harness->nginx_t($http);
-    isnt $rc, 0, "nginx -t refuses: $name";
-    like $out, $re, "... saying why: $name";
-}
 
 conf_ok('Sentinels, a master name, passwords, db, WAIT',
         "imgbill_redis $sentinels sentinel=127.0.0.1 master=imgbill "

@@ -81,6 +81,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       offsetof(ngx_http_imgbill_main_conf_t, redis),
       NULL },
 
+    { ngx_string("imgbill_redis_outage_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_imgbill_redis_outage_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_main_conf_t, redis),
+      NULL },
+
     { ngx_string("imgbill_journal"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_imgbill_journal_directive,

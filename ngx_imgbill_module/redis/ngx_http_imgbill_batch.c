@@ -1,20 +1,12 @@
 
 /*
- * How the script's commands travel: batched.  A command is queued, and a
- * posted event sends everything the current turn of the event loop queued
- * as one call of the script, which runs each command in order and replies
- * with an array of their results.  Under load a turn queues admissions and
- * settlements of many requests, and Redis pays the cost of entering a
- * script, and of a read and a write, once for all of them; an idle worker
- * still sends a lone command at once.
- *
- * A command owns heap copies of its arguments: it can be resent (EVAL
- * after NOSCRIPT) and can outlive the request that issued it, which may
- * re-point its handler with ngx_http_imgbill_batch_rebind().
- *
- * Commands wait in the queue while the connection is being set up (under
- * Sentinel: the master looked up, and confirmed by ROLE), and fail as lost
- * if it cannot be.
+ * How the script's commands travel: batched.  A lane's client
+ * (ngx_http_imgbill_client.c) sends everything the current turn of the
+ * event loop queued as one call of the script, which runs each command in
+ * order and replies with an array of their results.  Under load a turn
+ * queues admissions and settlements of many requests, and Redis pays the
+ * cost of entering a script, and of a read and a write, once for all of
+ * them; an idle worker still sends a lone command at once.
  *
  * With imgbill_redis_wait (ngx_http_imgbill_wait.c), a call that carries
  * a settlement is followed, in the same pipeline, by "WAIT replicas
@@ -22,10 +14,9 @@
  * says enough replicas have everything this connection wrote; otherwise
  * they are answered as lost, and their handlers journal them, as for a
  * reply that never came.  The journal's replay comes back here, and so
- * through WAIT too.  Admissions
- * and releases are answered at once: a hold lost at a failover takes no
- * money (the settlement charges without it), and a release lost leaves a
- * hold that expires.
+ * through WAIT too.  Admissions and releases are answered at once: a hold
+ * lost at a failover takes no money (the settlement charges without it),
+ * and a release lost leaves a hold that expires.
  */
 
 
@@ -33,29 +24,12 @@
 #include "ngx_http_imgbill_script_lua.h"
 
 
-/*
- * The most commands one script call carries: Redis runs a call without
- * interruption, a few microseconds per command, so this bounds how long
- * one call keeps it from other clients.
- */
-#define NGX_HTTP_IMGBILL_BATCH_MAX    128
-
-/*
- * Script calls awaited at once.  While one is out, commands queue and
- * leave together when it returns: under load calls grow rather than
- * multiply, and a command waits for at most one call ahead of its own.
- */
-#define NGX_HTTP_IMGBILL_BATCH_DEPTH  4
-
 #define NGX_HTTP_IMGBILL_SHA1_HEX_LEN  40
 
 /* EVALSHA, the SHA, the number of keys */
 #define NGX_HTTP_IMGBILL_CALL_HEAD    3
 
 
-static void ngx_http_imgbill_batch_flush(ngx_event_t *ev);
-static ngx_int_t ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
-    ngx_queue_t *cmds, ngx_uint_t n);
 static void ngx_http_imgbill_batch_args(ngx_http_imgbill_batch_t *b,
     ngx_queue_t *cmds);
 static ngx_int_t ngx_http_imgbill_batch_eval(ngx_http_imgbill_batch_t *b);
@@ -64,249 +38,12 @@ static void ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
 static void ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
     ngx_http_imgbill_cmd_t *cmd, redisReply *e,
     ngx_http_imgbill_reply_t *keep);
-static void ngx_http_imgbill_batch_fail(ngx_queue_t *cmds);
-static void ngx_http_imgbill_batch_failed(ngx_event_t *ev);
+static void ngx_http_imgbill_batch_error(ngx_http_imgbill_client_t *cl,
+    char *error, ngx_str_t *what);
 static void ngx_http_imgbill_batch_rtt(ngx_http_imgbill_batch_t *b);
 
 
 ngx_int_t
-ngx_http_imgbill_batch_init(ngx_cycle_t *cycle,
-    ngx_http_imgbill_store_t *store)
-{
-    ngx_http_imgbill_client_t  *cl;
-
-    cl = ngx_pcalloc(cycle->pool, sizeof(ngx_http_imgbill_client_t));
-    if (cl == NULL) {
-        return NGX_ERROR;
-    }
-
-    cl->log = cycle->log;
-    cl->store = store;
-
-    cl->flush.handler = ngx_http_imgbill_batch_flush;
-    cl->flush.data = cl;
-    cl->flush.log = cycle->log;
-
-    cl->fail.handler = ngx_http_imgbill_batch_failed;
-    cl->fail.data = cl;
-    cl->fail.log = cycle->log;
-
-    ngx_queue_init(&cl->queue);
-
-    store->client = cl;
-
-    return NGX_OK;
-}
-
-
-/* at exit: what was never sent fails as what was sent does, and the
-   handlers of settlements journal them */
-
-void
-ngx_http_imgbill_batch_done(ngx_http_imgbill_store_t *store)
-{
-    ngx_queue_t                 queue;
-    ngx_http_imgbill_client_t  *cl;
-
-    cl = store->client;
-
-    if (cl == NULL) {
-        return;
-    }
-
-    if (cl->flush.posted) {
-        ngx_delete_posted_event(&cl->flush);
-    }
-
-    if (cl->fail.posted) {
-        ngx_delete_posted_event(&cl->fail);
-    }
-
-    ngx_queue_init(&queue);
-    ngx_queue_add(&queue, &cl->queue);
-    ngx_queue_init(&cl->queue);
-
-    ngx_http_imgbill_batch_fail(&queue);
-}
-
-
-/*
- * From the connection: NGX_OK, it is ready, what is queued goes; else it
- * could not be set up, and what is queued fails.  Posted either way: this
- * runs inside hiredis' callbacks.
- */
-
-void
-ngx_http_imgbill_batch_wake(ngx_http_imgbill_store_t *store, ngx_int_t rc)
-{
-    ngx_event_t                *ev;
-    ngx_http_imgbill_client_t  *cl;
-
-    cl = store->client;
-
-    if (cl == NULL) {
-        return;
-    }
-
-    ev = (rc == NGX_OK) ? &cl->flush : &cl->fail;
-
-    if (!ev->posted) {
-        ngx_post_event(ev, &ngx_posted_events);
-    }
-}
-
-
-static void
-ngx_http_imgbill_batch_failed(ngx_event_t *ev)
-{
-    ngx_http_imgbill_client_t *cl = ev->data;
-
-    ngx_queue_t  queue;
-
-    /* not retried at once: a Redis that is down would have this spin; the
-       next command tries again */
-
-    ngx_queue_init(&queue);
-    ngx_queue_add(&queue, &cl->queue);
-    ngx_queue_init(&cl->queue);
-
-    ngx_http_imgbill_batch_fail(&queue);
-}
-
-
-void
-ngx_http_imgbill_batch_rebind(ngx_http_imgbill_cmd_t *cmd,
-    ngx_http_imgbill_reply_pt handler, void *data)
-{
-    cmd->handler = handler;
-    cmd->data = data;
-}
-
-
-ngx_http_imgbill_cmd_t *
-ngx_http_imgbill_batch_queue(ngx_http_imgbill_store_t *store,
-    ngx_http_imgbill_script_e script, ngx_uint_t nkeys, ngx_uint_t argc,
-    ngx_str_t *argv, ngx_http_imgbill_reply_pt handler, void *data)
-{
-    u_char                     *p;
-    size_t                      size;
-    ngx_uint_t                  i;
-    ngx_http_imgbill_cmd_t     *cmd;
-    ngx_http_imgbill_client_t  *cl;
-
-    cl = store->client;
-
-    if (cl == NULL || ngx_http_imgbill_redis_open(store) != NGX_OK) {
-        return NULL;
-    }
-
-    size = sizeof(ngx_http_imgbill_cmd_t) + argc * sizeof(ngx_str_t)
-           + NGX_HTTP_IMGBILL_CMD_HEAD * NGX_INT_T_LEN;
-
-    for (i = 0; i < argc; i++) {
-        size += argv[i].len;
-    }
-
-    cmd = ngx_alloc(size, cl->log);
-    if (cmd == NULL) {
-        return NULL;
-    }
-
-    cmd->handler = handler;
-    cmd->data = data;
-    cmd->script = script;
-    cmd->nkeys = nkeys;
-    cmd->argc = argc;
-    cmd->argv = (ngx_str_t *) (cmd + 1);
-
-    p = (u_char *) (cmd->argv + argc);
-
-    for (i = 0; i < argc; i++) {
-        cmd->argv[i].data = p;
-        cmd->argv[i].len = argv[i].len;
-        p = ngx_cpymem(p, argv[i].data, argv[i].len);
-    }
-
-    /* the script numbers its functions from 1 */
-
-    cmd->head[0].data = p;
-    p = ngx_sprintf(p, "%i", (ngx_int_t) script + 1);
-    cmd->head[0].len = p - cmd->head[0].data;
-
-    cmd->head[1].data = p;
-    p = ngx_sprintf(p, "%ui", nkeys);
-    cmd->head[1].len = p - cmd->head[1].data;
-
-    cmd->head[2].data = p;
-    p = ngx_sprintf(p, "%ui", argc - nkeys);
-    cmd->head[2].len = p - cmd->head[2].data;
-
-    ngx_queue_insert_tail(&cl->queue, &cmd->queue);
-
-    /* run after this turn's other events, which may queue more */
-
-    if (!cl->flush.posted) {
-        ngx_post_event(&cl->flush, &ngx_posted_events);
-    }
-
-    return cmd;
-}
-
-
-static void
-ngx_http_imgbill_batch_flush(ngx_event_t *ev)
-{
-    ngx_http_imgbill_client_t *cl = ev->data;
-
-    ngx_int_t     rc;
-    ngx_uint_t    n;
-    ngx_queue_t   batch, rest, *q;
-
-    while (!ngx_queue_empty(&cl->queue)
-           && cl->inflight < NGX_HTTP_IMGBILL_BATCH_DEPTH)
-    {
-        rc = ngx_http_imgbill_redis_ready(cl->store);
-
-        if (rc == NGX_AGAIN) {
-            return;             /* the connection wakes this when ready */
-        }
-
-        if (rc == NGX_ERROR) {
-            ngx_http_imgbill_batch_failed(&cl->fail);
-            return;
-        }
-
-        /* up to BATCH_MAX commands from the head of the queue */
-
-        n = 0;
-
-        for (q = ngx_queue_head(&cl->queue);
-             q != ngx_queue_sentinel(&cl->queue)
-             && n < NGX_HTTP_IMGBILL_BATCH_MAX;
-             q = ngx_queue_next(q))
-        {
-            n++;
-        }
-
-        ngx_queue_init(&rest);
-
-        if (q != ngx_queue_sentinel(&cl->queue)) {
-            ngx_queue_split(&cl->queue, q, &rest);
-        }
-
-        ngx_queue_init(&batch);
-        ngx_queue_add(&batch, &cl->queue);
-        ngx_queue_init(&cl->queue);
-        ngx_queue_add(&cl->queue, &rest);
-
-        if (ngx_http_imgbill_batch_send(cl, &batch, n) != NGX_OK) {
-            ngx_http_imgbill_batch_fail(&batch);
-        }
-    }
-}
-
-
-static ngx_int_t
 ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     ngx_queue_t *cmds, ngx_uint_t n)
 {
@@ -360,7 +97,7 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
 
     (void) clock_gettime(CLOCK_MONOTONIC, &b->sent);
 
-    if (ngx_http_imgbill_redis_call(cl->store, &b->call, b->argc, b->argv,
+    if (ngx_http_imgbill_redis_call(cl->redis, &b->call, b->argc, b->argv,
                                     b->argvlen)
         != NGX_OK)
     {
@@ -456,12 +193,7 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         /* the whole call failed: every command sees the error */
         ngx_http_imgbill_stats_count(cl->store, NGX_HTTP_IMGBILL_REDIS_ERROR);
-        ngx_log_error(NGX_LOG_ERR, cl->log, 0,
-                      "imgbill: redis replied \"%s\" to %s%s",
-                      reply->str, b->argv[0],
-                      ngx_http_imgbill_redis_hint(reply->str));
-
-        (void) ngx_http_imgbill_redis_demoted(cl->store, reply->str);
+        ngx_http_imgbill_batch_error(cl, reply->str, NULL);
 
     } else if (reply && (reply->type != REDIS_REPLY_ARRAY
                          || reply->elements != b->n))
@@ -542,7 +274,7 @@ ngx_http_imgbill_batch_eval(ngx_http_imgbill_batch_t *b)
     b->argv[1] = ngx_http_imgbill_script_lua;
     b->argvlen[1] = sizeof(ngx_http_imgbill_script_lua) - 1;
 
-    if (ngx_http_imgbill_redis_call(b->client->store, &b->call, b->argc,
+    if (ngx_http_imgbill_redis_call(b->client->redis, &b->call, b->argc,
                                     b->argv, b->argvlen)
         != NGX_OK)
     {
@@ -579,12 +311,8 @@ ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
         reply->rc = NGX_HTTP_IMGBILL_REPLY_LOST;
 
     } else if (e->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, cl->log, 0,
-                      "imgbill: redis replied \"%s\" to %V%s", e->str, name,
-                      ngx_http_imgbill_redis_hint(e->str));
+        ngx_http_imgbill_batch_error(cl, e->str, name);
         reply->rc = NGX_HTTP_IMGBILL_REPLY_ERROR;
-
-        (void) ngx_http_imgbill_redis_demoted(cl->store, e->str);
 
     } else {
         reply->rc = ngx_http_imgbill_script_parse(cmd->script, e, reply);
@@ -592,6 +320,16 @@ ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
         if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK) {
             ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                           "imgbill: unexpected reply to %V", name);
+
+        } else if (cl->store->noreplicas
+                   && ((cmd->script == ngx_http_imgbill_cmd_admit
+                        && reply->status == NGX_HTTP_IMGBILL_ADMIT_HELD)
+                       || cmd->script == ngx_http_imgbill_cmd_settle))
+        {
+            cl->store->noreplicas = 0;
+            ngx_log_error(NGX_LOG_NOTICE, cl->log, 0,
+                          "imgbill: redis \"%V\" takes writes again",
+                          ngx_http_imgbill_store_redis(cl->store));
         }
     }
 
@@ -601,10 +339,60 @@ ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
 }
 
 
+/*
+ * An error reply, to the log: a server that is no longer the master is
+ * dropped; NOREPLICAS, which every write gets while it lasts, is said
+ * once, in words, until a call goes through again.
+ */
+
+static void
+ngx_http_imgbill_batch_error(ngx_http_imgbill_client_t *cl, char *error,
+    ngx_str_t *what)
+{
+    ngx_http_imgbill_store_t  *store;
+
+    store = cl->store;
+
+    if (ngx_strncmp(error, "NOREPLICAS", 10) == 0) {
+        if (store->noreplicas) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cl->log, 0,
+                           "imgbill: redis replied \"%s\"", error);
+            return;
+        }
+
+        store->noreplicas = 1;
+
+        ngx_log_error(NGX_LOG_ERR, cl->log, 0,
+                      "imgbill: redis \"%V\" refuses writes (\"%s\"): it "
+                      "has fewer replicas in sync than its "
+                      "\"min-replicas-to-write\"; until a replica is back "
+                      "admissions get 503 and settlements go to the "
+                      "journal; to take writes on the master alone, set "
+                      "\"min-replicas-to-write 0\" on it (said once until "
+                      "writes go through again)",
+                      ngx_http_imgbill_store_redis(store), error);
+        return;
+    }
+
+    if (what) {
+        ngx_log_error(NGX_LOG_ERR, cl->log, 0,
+                      "imgbill: redis replied \"%s\" to %V%s", error, what,
+                      ngx_http_imgbill_redis_hint(error));
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, cl->log, 0,
+                      "imgbill: redis replied \"%s\" to a script call%s",
+                      error, ngx_http_imgbill_redis_hint(error));
+    }
+
+    (void) ngx_http_imgbill_redis_demoted(cl->redis, error);
+}
+
+
 /* commands that were never sent, and never will be: their handlers know
    that Redis never saw them (a reply lost after its send may have run) */
 
-static void
+void
 ngx_http_imgbill_batch_fail(ngx_queue_t *cmds)
 {
     ngx_queue_t               *q;

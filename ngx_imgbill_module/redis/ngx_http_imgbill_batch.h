@@ -1,8 +1,9 @@
 
 /*
- * Between the batch (ngx_http_imgbill_batch.c: commands queued and sent
- * as one script call) and WAIT (ngx_http_imgbill_wait.c: the settlements
- * of a call held until replicas have them).
+ * Between a lane's client (ngx_http_imgbill_client.c: its commands
+ * queued, and kept through an outage), the batch (ngx_http_imgbill_
+ * batch.c: them sent as one script call) and WAIT (ngx_http_imgbill_
+ * wait.c: the settlements of a call held until replicas have them).
  */
 
 
@@ -17,14 +18,24 @@
 #define NGX_HTTP_IMGBILL_CMD_HEAD     3
 
 
+/* a lane's commands (ngx_http_imgbill_redis_int.h) */
 struct ngx_http_imgbill_client_s {
     ngx_event_t                        flush;     /* posted: sends queue */
     ngx_event_t                        fail;      /* posted: no connection
                                                      for the queue */
+    ngx_event_t                        retry;     /* the connection tried
+                                                     again for what waits */
     ngx_queue_t                        queue;     /* commands not yet sent */
     ngx_uint_t                         inflight;  /* script calls awaited */
+    ngx_uint_t                         waiting;   /* commands in the queue
+                                                     that may wait out an
+                                                     outage */
+    ngx_msec_t                         backoff;   /* WAIT: 0, or how long
+                                                     it only glances */
+    ngx_msec_t                         probe;     /* ... until then */
     ngx_log_t                         *log;
-    ngx_http_imgbill_store_t      *store;
+    ngx_http_imgbill_store_t          *store;
+    ngx_http_imgbill_redis_t          *redis;    /* its connection */
 };
 
 
@@ -37,6 +48,8 @@ struct ngx_http_imgbill_cmd_s {
     ngx_uint_t                         argc;
     ngx_str_t                         *argv;    /* keys, then arguments */
     ngx_str_t                          head[NGX_HTTP_IMGBILL_CMD_HEAD];
+    ngx_msec_t                         queued;
+    unsigned                           waits:1; /* may wait out an outage */
     ngx_http_imgbill_reply_t           reply;   /* a settlement's, until
                                                    WAIT answers */
 };
@@ -53,6 +66,7 @@ typedef struct {
     ngx_uint_t                         waits;   /* WAITs not yet answered */
     unsigned                           settles:1;   /* WAIT wanted */
     unsigned                           evaluated:1; /* the script answered */
+    unsigned                           glance:1;    /* WAIT 1 ms */
     int                                argc;
     const char                       **argv;
     size_t                            *argvlen;
@@ -60,6 +74,11 @@ typedef struct {
     struct timespec                    sent;    /* for the metrics */
 } ngx_http_imgbill_batch_t;
 
+
+/* ngx_http_imgbill_batch.c */
+ngx_int_t ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
+    ngx_queue_t *cmds, ngx_uint_t n);
+void ngx_http_imgbill_batch_fail(ngx_queue_t *cmds);
 
 /* ngx_http_imgbill_wait.c */
 ngx_int_t ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b);

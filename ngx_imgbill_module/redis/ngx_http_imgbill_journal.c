@@ -436,7 +436,8 @@ ngx_http_imgbill_journal_tick(ngx_event_t *ev)
     }
 
     if (rp->owed && rp->sent == 0
-        && ngx_http_imgbill_redis_ready(rp->store) == NGX_OK)
+        && ngx_http_imgbill_redis_ready(
+               rp->store->redis[NGX_HTTP_IMGBILL_LANE_SETTLE]) == NGX_OK)
     {
         ngx_http_imgbill_journal_replay(&rp->replay);
     }

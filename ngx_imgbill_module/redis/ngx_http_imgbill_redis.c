@@ -2,8 +2,11 @@
 /*
  * Redis through hiredis' async API, driven by nginx's event loop.
  *
- * Each worker keeps one connection, opened on first use and reopened on
- * the first call after it is lost (its events: ngx_http_imgbill_redis_link.c).
+ * Each worker keeps a connection per lane (ngx_http_imgbill_redis_int.h:
+ * one, or two with imgbill_redis_wait), opened on first use and reopened
+ * on the first call after it is lost (its events:
+ * ngx_http_imgbill_redis_link.c).  Each is named for CLIENT LIST, so that
+ * an operator sees which worker's admissions or settlements it carries.
  *
  * A connection is "ready" once it is set up: AUTH and SELECT answered,
  * and, under Sentinel, ROLE answered "master".  Nothing is sent before:
@@ -34,6 +37,8 @@ struct ngx_http_imgbill_redis_s {
     ngx_uint_t                          setup;    /* of them, set-up
                                                      commands */
     ngx_http_imgbill_store_t           *store;
+    ngx_http_imgbill_client_t          *client;   /* its commands' */
+    const char                         *lane;     /* for CLIENT SETNAME */
     ngx_str_t                           addr;     /* connected to, for the
                                                      log */
     u_char                              addr_buf[NGX_SOCKADDR_STRLEN
@@ -53,6 +58,8 @@ struct ngx_http_imgbill_redis_s {
 #define NGX_HTTP_IMGBILL_REDIS_LOG_EVERY  10000
 
 
+static ngx_http_imgbill_redis_t *ngx_http_imgbill_redis_lane(
+    ngx_cycle_t *cycle, ngx_http_imgbill_store_t *store, const char *lane);
 static ngx_int_t ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd,
     char *host, in_port_t port);
 static ngx_int_t ngx_http_imgbill_redis_setup(ngx_http_imgbill_redis_t *rd,
@@ -78,16 +85,46 @@ ngx_int_t
 ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     ngx_http_imgbill_store_t *store)
 {
+    store->lanes = store->conf->wait_replicas ? 2 : 1;
+
+    store->redis[NGX_HTTP_IMGBILL_LANE_ADMIT] =
+        ngx_http_imgbill_redis_lane(cycle, store,
+                                    store->lanes == 2 ? "admit" : "all");
+
+    store->redis[NGX_HTTP_IMGBILL_LANE_SETTLE] =
+        (store->lanes == 2)
+        ? ngx_http_imgbill_redis_lane(cycle, store, "settle")
+        : store->redis[NGX_HTTP_IMGBILL_LANE_ADMIT];
+
+    if (store->redis[NGX_HTTP_IMGBILL_LANE_ADMIT] == NULL
+        || store->redis[NGX_HTTP_IMGBILL_LANE_SETTLE] == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    if (store->conf->sentinels) {
+        return ngx_http_imgbill_sentinel_init(cycle, store);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_imgbill_redis_t *
+ngx_http_imgbill_redis_lane(ngx_cycle_t *cycle,
+    ngx_http_imgbill_store_t *store, const char *lane)
+{
     ngx_http_imgbill_redis_t  *rd;
 
     rd = ngx_pcalloc(cycle->pool, sizeof(ngx_http_imgbill_redis_t));
     if (rd == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     rd->link.log = cycle->log;
     rd->link.closed = ngx_http_imgbill_redis_closed;
     rd->store = store;
+    rd->lane = lane;
     rd->addr = store->conf->host;
 
     /*
@@ -99,13 +136,17 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     rd->timer.data = rd;
     rd->timer.log = cycle->log;
 
-    store->redis = rd;
+    return rd;
+}
 
-    if (store->conf->sentinels) {
-        return ngx_http_imgbill_sentinel_init(cycle, store);
-    }
 
-    return NGX_OK;
+/* the batch's client that a lane's connection answers to */
+
+void
+ngx_http_imgbill_redis_bind(ngx_http_imgbill_redis_t *rd,
+    ngx_http_imgbill_client_t *cl)
+{
+    rd->client = cl;
 }
 
 
@@ -114,12 +155,15 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
 void
 ngx_http_imgbill_redis_done(ngx_http_imgbill_store_t *store)
 {
+    ngx_uint_t                 i;
     ngx_http_imgbill_redis_t  *rd;
 
-    rd = store->redis;
+    for (i = 0; i < store->lanes; i++) {
+        rd = store->redis[i];
 
-    if (rd && rd->link.ac) {
-        redisAsyncFree(rd->link.ac);
+        if (rd && rd->link.ac) {
+            redisAsyncFree(rd->link.ac);
+        }
     }
 
     ngx_http_imgbill_sentinel_done(store);
@@ -134,16 +178,8 @@ ngx_http_imgbill_redis_done(ngx_http_imgbill_store_t *store)
  */
 
 ngx_int_t
-ngx_http_imgbill_redis_ready(ngx_http_imgbill_store_t *store)
+ngx_http_imgbill_redis_ready(ngx_http_imgbill_redis_t *rd)
 {
-    ngx_http_imgbill_redis_t  *rd;
-
-    rd = store->redis;
-
-    if (rd == NULL) {
-        return NGX_ERROR;
-    }
-
     if (rd->link.ac) {
         /* a connection being dropped is as good as gone: wait for the
            next one, which its closing asks for */
@@ -151,30 +187,27 @@ ngx_http_imgbill_redis_ready(ngx_http_imgbill_store_t *store)
                ? NGX_OK : NGX_AGAIN;
     }
 
-    return (ngx_http_imgbill_redis_open(store) == NGX_OK) ? NGX_AGAIN
-                                                        : NGX_ERROR;
+    return (ngx_http_imgbill_redis_open(rd) == NGX_OK) ? NGX_AGAIN
+                                                     : NGX_ERROR;
 }
 
 
 /* NGX_OK when a connection is up or on its way: calls can be queued */
 
 ngx_int_t
-ngx_http_imgbill_redis_open(ngx_http_imgbill_store_t *store)
+ngx_http_imgbill_redis_open(ngx_http_imgbill_redis_t *rd)
 {
-    ngx_http_imgbill_redis_t  *rd;
-
-    rd = store->redis;
-
-    if (rd == NULL) {
-        return NGX_ERROR;
-    }
+    ngx_http_imgbill_store_t  *store;
 
     if (rd->link.ac) {
         return NGX_OK;
     }
 
+    store = rd->store;
+
     if (store->sentinel) {
-        /* the Sentinel's answer connects (or is already on its way) */
+        /* the Sentinel's answer connects every lane without a connection
+           (its lookup may be on its way already) */
         return ngx_http_imgbill_sentinel_lookup(store);
     }
 
@@ -189,15 +222,11 @@ ngx_http_imgbill_redis_open(ngx_http_imgbill_store_t *store)
  */
 
 ngx_int_t
-ngx_http_imgbill_redis_call(ngx_http_imgbill_store_t *store,
+ngx_http_imgbill_redis_call(ngx_http_imgbill_redis_t *rd,
     ngx_http_imgbill_redis_call_t *call, int argc, const char **argv,
     const size_t *argvlen)
 {
-    ngx_http_imgbill_redis_t  *rd;
-
-    rd = store->redis;
-
-    if (rd == NULL || rd->link.ac == NULL || !rd->ready) {
+    if (rd->link.ac == NULL || !rd->ready) {
         return NGX_ERROR;
     }
 
@@ -210,7 +239,7 @@ ngx_http_imgbill_redis_call(ngx_http_imgbill_store_t *store,
     }
 
     if (rd->pending++ == 0) {
-        ngx_add_timer(&rd->timer, store->conf->timeout);
+        ngx_add_timer(&rd->timer, rd->store->conf->timeout);
     }
 
     return NGX_OK;
@@ -240,31 +269,49 @@ ngx_http_imgbill_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 }
 
 
-/* the master Sentinel named: host is numeric */
+/* the master Sentinel named (host is numeric): every lane without a
+   connection connects to it */
 
 ngx_int_t
 ngx_http_imgbill_redis_master(ngx_http_imgbill_store_t *store, char *host,
     in_port_t port)
 {
+    ngx_int_t                  rc;
+    ngx_uint_t                 i;
     ngx_http_imgbill_redis_t  *rd;
 
-    rd = store->redis;
+    rc = NGX_OK;
 
-    if (rd->link.ac) {
-        /* cannot happen: a lookup starts only without a connection */
-        return NGX_ERROR;
+    for (i = 0; i < store->lanes; i++) {
+        rd = store->redis[i];
+
+        if (rd->link.ac == NULL
+            && ngx_http_imgbill_redis_connect(rd, host, port) != NGX_OK)
+        {
+            rc = NGX_ERROR;
+        }
     }
 
-    return ngx_http_imgbill_redis_connect(rd, host, port);
+    return rc;
 }
 
 
-/* no connection could be set up: what waits for one fails */
+/* no connection could be set up: what waits for one fails, or waits
+   longer (ngx_http_imgbill_batch.c) */
 
 void
 ngx_http_imgbill_redis_failed(ngx_http_imgbill_store_t *store)
 {
-    ngx_http_imgbill_batch_wake(store, NGX_ERROR);
+    ngx_uint_t                 i;
+    ngx_http_imgbill_redis_t  *rd;
+
+    for (i = 0; i < store->lanes; i++) {
+        rd = store->redis[i];
+
+        if (rd->link.ac == NULL) {
+            ngx_http_imgbill_batch_wake(rd->client, NGX_ERROR);
+        }
+    }
 }
 
 
@@ -276,18 +323,13 @@ ngx_http_imgbill_redis_failed(ngx_http_imgbill_store_t *store)
  */
 
 ngx_uint_t
-ngx_http_imgbill_redis_demoted(ngx_http_imgbill_store_t *store,
-    char *error)
+ngx_http_imgbill_redis_demoted(ngx_http_imgbill_redis_t *rd, char *error)
 {
-    ngx_http_imgbill_redis_t  *rd;
-
     if (ngx_strncmp(error, "READONLY", 8) != 0
         && ngx_strncmp(error, "MASTERDOWN", 10) != 0)
     {
         return 0;
     }
-
-    rd = store->redis;
 
     if (rd->link.ac == NULL || (rd->link.ac->c.flags & REDIS_FREEING)) {
         return 1;
@@ -296,7 +338,8 @@ ngx_http_imgbill_redis_demoted(ngx_http_imgbill_store_t *store,
     ngx_log_error(NGX_LOG_WARN, rd->link.log, 0,
                   "imgbill: redis %V is not a master that takes writes "
                   "(\"%s\"), dropping the connection%s", &rd->addr, error,
-                  store->sentinel ? " and asking the Sentinels again" : "");
+                  rd->store->sentinel ? " and asking the Sentinels again"
+                                      : "");
 
     /* inside a reply's callback: hiredis frees it once that returns */
     redisAsyncFree(rd->link.ac);
@@ -371,6 +414,10 @@ ngx_http_imgbill_redis_connect(ngx_http_imgbill_redis_t *rd, char *host,
             && ngx_http_imgbill_redis_setup(rd, "SELECT", "SELECT %d",
                                             (int) store->conf->db)
                != NGX_OK)
+        || ngx_http_imgbill_redis_setup(rd, "SETNAME",
+                                        "CLIENT SETNAME imgbill-%s-%d",
+                                        rd->lane, (int) ngx_pid)
+           != NGX_OK
         || (store->sentinel
             && ngx_http_imgbill_redis_setup(rd, "ROLE", "ROLE") != NGX_OK))
     {
@@ -425,7 +472,14 @@ ngx_http_imgbill_redis_setup_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
+    if (reply->type == REDIS_REPLY_ERROR
+        && ngx_strcmp(privdata, "SETNAME") == 0)
+    {
+        /* a Redis that has CLIENT renamed away is still of use */
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rd->link.log, 0,
+                       "imgbill: redis CLIENT SETNAME: \"%s\"", reply->str);
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
         /* the password never appears in the log, only the command name;
            a connection refused so is a failed connect */
         level = ngx_http_imgbill_redis_failure(rd);
@@ -514,10 +568,13 @@ ngx_http_imgbill_redis_up(ngx_http_imgbill_redis_t *rd)
 
     rd->was_connected = 1;
 
-    ngx_http_imgbill_batch_wake(rd->store, NGX_OK);
+    ngx_http_imgbill_batch_wake(rd->client, NGX_OK);
 
-    /* what could not be settled before is settled now */
-    ngx_http_imgbill_journal_wake(rd->store);
+    /* what could not be settled before is settled now, on its lane */
+
+    if (rd == rd->store->redis[NGX_HTTP_IMGBILL_LANE_SETTLE]) {
+        ngx_http_imgbill_journal_wake(rd->store);
+    }
 }
 
 
@@ -527,7 +584,7 @@ ngx_http_imgbill_redis_up(ngx_http_imgbill_redis_t *rd)
 ngx_str_t *
 ngx_http_imgbill_store_redis(ngx_http_imgbill_store_t *store)
 {
-    return &store->redis->addr;
+    return &store->redis[NGX_HTTP_IMGBILL_LANE_ADMIT]->addr;
 }
 
 
@@ -650,13 +707,13 @@ ngx_http_imgbill_redis_closed(ngx_http_imgbill_redis_link_t *l)
 
     if (!rd->ready) {
         /* never set up: the commands held for it fail */
-        ngx_http_imgbill_redis_failed(rd->store);
+        ngx_http_imgbill_batch_wake(rd->client, NGX_ERROR);
         return;
     }
 
     /* lost after it was up: what waits goes on a new one */
     rd->ready = 0;
-    ngx_http_imgbill_batch_wake(rd->store, NGX_OK);
+    ngx_http_imgbill_batch_wake(rd->client, NGX_OK);
 }
 
 

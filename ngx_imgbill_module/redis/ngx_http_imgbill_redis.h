@@ -76,6 +76,10 @@ typedef struct {
     ngx_int_t                       wait_replicas;  /* imgbill_redis_wait;
                                                        0: off */
     ngx_msec_t                      wait_timeout;
+    ngx_msec_t                      outage_wait;  /* imgbill_redis_outage_
+                                                     wait; 0: off */
+    ngx_uint_t                      outage_max;   /* admissions waiting,
+                                                     per worker */
     u_char                         *wait_file;  /* where it was said, for
                                                    what is checked after the
                                                    configuration is read */
@@ -211,6 +215,8 @@ typedef void (*ngx_http_imgbill_reply_pt)(ngx_http_imgbill_reply_t *reply,
 char *ngx_http_imgbill_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_imgbill_redis_wait_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_imgbill_redis_outage_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 char *ngx_http_imgbill_journal_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

@@ -1,9 +1,10 @@
 
 /*
- * imgbill_redis, imgbill_redis_wait and imgbill_journal: where Redis is
- * (an address, or Sentinels and a master's name), how many replicas must
- * have a settlement, where what Redis could not take is kept; what
- * "nginx -t" refuses of them.  Each directive finds the store's
+ * imgbill_redis, imgbill_redis_wait, imgbill_redis_outage_wait and
+ * imgbill_journal: where Redis is (an address, or Sentinels and a
+ * master's name), how many replicas must have a settlement, how long an
+ * admission waits for a master, where what Redis could not take is kept;
+ * what "nginx -t" refuses of them.  Each directive finds the store's
  * configuration at its offset in the module's main conf.
  */
 
@@ -41,6 +42,8 @@ ngx_http_imgbill_redis_create_conf(ngx_http_imgbill_redis_conf_t *rc)
 
     rc->timeout = NGX_CONF_UNSET_MSEC;
     rc->wait_replicas = NGX_CONF_UNSET;
+    rc->outage_wait = NGX_CONF_UNSET_MSEC;
+    rc->outage_max = NGX_CONF_UNSET_UINT;
     rc->hold_ttl = NGX_CONF_UNSET;
     rc->journal = NGX_CONF_UNSET_PTR;
     rc->journal_reserve = NGX_CONF_UNSET;
@@ -54,6 +57,8 @@ ngx_http_imgbill_redis_init_conf(ngx_conf_t *cf,
     ngx_conf_init_msec_value(rc->timeout, 1000);
     ngx_conf_init_value(rc->hold_ttl, 900);
     ngx_conf_init_value(rc->wait_replicas, 0);
+    ngx_conf_init_msec_value(rc->outage_wait, 5000);
+    ngx_conf_init_uint_value(rc->outage_max, 512);
     if (rc->journal_reserve == NGX_CONF_UNSET) {
         rc->journal_reserve = 16 * 1024 * 1024;
     }
@@ -373,6 +378,67 @@ ngx_http_imgbill_redis_wait_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                            "invalid timeout \"%V\" in \"%V\": a time above "
                            "0", &value[2], &cmd->name);
         return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * imgbill_redis_outage_wait TIME [max=N] | off: how long an admission
+ * waits for a master while the worker has none (a failover, a restart),
+ * and how many may wait at once in one worker
+ */
+
+char *
+ngx_http_imgbill_redis_outage_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_int_t                       n;
+    ngx_str_t                      *value;
+    ngx_http_imgbill_redis_conf_t  *rc;
+
+    rc = ngx_http_imgbill_redis_conf(conf, cmd);
+
+    if (rc->outage_wait != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (cf->args->nelts != 2) {
+            return "takes TIME [max=N], or off";
+        }
+
+        rc->outage_wait = 0;
+        return NGX_CONF_OK;
+    }
+
+    rc->outage_wait = ngx_parse_time(&value[1], 0);
+
+    if (rc->outage_wait == (ngx_msec_t) NGX_ERROR || rc->outage_wait == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid time \"%V\" in \"%V\": a time above 0, "
+                           "or off", &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts == 3) {
+        n = NGX_ERROR;
+
+        if (ngx_strncmp(value[2].data, "max=", 4) == 0) {
+            n = ngx_atoi(value[2].data + 4, value[2].len - 4);
+        }
+
+        if (n == NGX_ERROR || n < 1) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in \"%V\": "
+                               "max=N, N above 0", &value[2], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        rc->outage_max = n;
     }
 
     return NGX_CONF_OK;

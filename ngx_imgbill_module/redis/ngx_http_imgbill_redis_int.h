@@ -8,9 +8,11 @@
  *                                  its holds, refreshed while alive
  *   ngx_http_imgbill_script.c      one function per command of the script
  *   ngx_http_imgbill_ledger.c      the info command's ledger entries
- *   ngx_http_imgbill_batch.c       commands queued, one call per turn
+ *   ngx_http_imgbill_client.c      a lane's commands queued, kept through
+ *                                  an outage
+ *   ngx_http_imgbill_batch.c       ... and sent, one call per turn
  *   ngx_http_imgbill_wait.c        WAIT behind a call that settles
- *   ngx_http_imgbill_redis.c       the master's connection
+ *   ngx_http_imgbill_redis.c       a lane's connection to the master
  *   ngx_http_imgbill_redis_link.c  a hiredis context's events on nginx's
  *   ngx_http_imgbill_sentinel.c    where the master is, asked of Sentinel
  *   ngx_http_imgbill_journal.c     settlements kept on disk, replayed
@@ -44,17 +46,32 @@ typedef struct ngx_http_imgbill_replayer_s   ngx_http_imgbill_replayer_t;
 typedef struct ngx_http_imgbill_sentinel_s   ngx_http_imgbill_sentinel_t;
 
 
+/*
+ * A worker's connections to Redis, its lanes.  With imgbill_redis_wait,
+ * settlements go on a lane of their own: WAIT blocks the connection it is
+ * sent on, and counts only the writes made on it, so the settlements and
+ * their WAIT share a connection that no admission waits behind.  Without,
+ * both lanes are the one connection.
+ */
+#define NGX_HTTP_IMGBILL_LANE_ADMIT    0
+#define NGX_HTTP_IMGBILL_LANE_SETTLE   1
+#define NGX_HTTP_IMGBILL_LANES         2
+
+
 /* a worker's store: its configuration, and its parts from init_process
    on */
 struct ngx_http_imgbill_store_s {
     ngx_http_imgbill_redis_conf_t  *conf;
     ngx_http_imgbill_stats_t       *stats;     /* shared; NULL: none */
-    ngx_http_imgbill_redis_t       *redis;
+    ngx_http_imgbill_redis_t       *redis[NGX_HTTP_IMGBILL_LANES];
     ngx_http_imgbill_sentinel_t    *sentinel;  /* NULL: a fixed address */
-    ngx_http_imgbill_client_t      *client;
+    ngx_http_imgbill_client_t      *client[NGX_HTTP_IMGBILL_LANES];
+    ngx_uint_t                      lanes;     /* connections: 1 or 2 */
     ngx_http_imgbill_replayer_t    *replayer;  /* NULL: no journal */
     ngx_queue_t                     held;      /* ngx_http_imgbill_held_t */
     ngx_event_t                     refresh;
+    unsigned                        noreplicas:1;  /* said, until a write
+                                                      goes through */
 };
 
 
@@ -121,7 +138,7 @@ ngx_str_t *ngx_http_imgbill_script_name(ngx_http_imgbill_script_e script);
 ngx_uint_t ngx_http_imgbill_script_parse(ngx_http_imgbill_script_e script,
     redisReply *e, ngx_http_imgbill_reply_t *reply);
 
-/* ngx_http_imgbill_batch.c */
+/* ngx_http_imgbill_client.c */
 ngx_int_t ngx_http_imgbill_batch_init(ngx_cycle_t *cycle,
     ngx_http_imgbill_store_t *store);
 void ngx_http_imgbill_batch_done(ngx_http_imgbill_store_t *store);
@@ -129,22 +146,24 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_batch_queue(
     ngx_http_imgbill_store_t *store, ngx_http_imgbill_script_e script,
     ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv,
     ngx_http_imgbill_reply_pt handler, void *data);
-void ngx_http_imgbill_batch_wake(ngx_http_imgbill_store_t *store,
+void ngx_http_imgbill_batch_wake(ngx_http_imgbill_client_t *cl,
     ngx_int_t rc);
 
-/* ngx_http_imgbill_redis.c */
+/* ngx_http_imgbill_redis.c: one lane's connection */
 ngx_int_t ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
     ngx_http_imgbill_store_t *store);
 void ngx_http_imgbill_redis_done(ngx_http_imgbill_store_t *store);
-ngx_int_t ngx_http_imgbill_redis_ready(ngx_http_imgbill_store_t *store);
-ngx_int_t ngx_http_imgbill_redis_open(ngx_http_imgbill_store_t *store);
-ngx_int_t ngx_http_imgbill_redis_call(ngx_http_imgbill_store_t *store,
+void ngx_http_imgbill_redis_bind(ngx_http_imgbill_redis_t *rd,
+    ngx_http_imgbill_client_t *cl);
+ngx_int_t ngx_http_imgbill_redis_ready(ngx_http_imgbill_redis_t *rd);
+ngx_int_t ngx_http_imgbill_redis_open(ngx_http_imgbill_redis_t *rd);
+ngx_int_t ngx_http_imgbill_redis_call(ngx_http_imgbill_redis_t *rd,
     ngx_http_imgbill_redis_call_t *call, int argc, const char **argv,
     const size_t *argvlen);
 ngx_int_t ngx_http_imgbill_redis_master(ngx_http_imgbill_store_t *store,
     char *host, in_port_t port);
 void ngx_http_imgbill_redis_failed(ngx_http_imgbill_store_t *store);
-ngx_uint_t ngx_http_imgbill_redis_demoted(ngx_http_imgbill_store_t *store,
+ngx_uint_t ngx_http_imgbill_redis_demoted(ngx_http_imgbill_redis_t *rd,
     char *error);
 
 /* ngx_http_imgbill_redis_link.c */

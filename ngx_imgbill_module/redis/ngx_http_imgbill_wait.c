@@ -4,11 +4,24 @@
  * the same pipeline, by "WAIT replicas timeout".  Its settlements reach
  * their handlers only once WAIT says enough replicas have everything the
  * connection wrote; otherwise they are answered as lost, and journaled
- * (see ngx_http_imgbill_batch.c).
+ * (see ngx_http_imgbill_batch.c).  This happens on the settlements' own
+ * lane: no admission waits behind a WAIT.
+ *
+ * A WAIT that runs out says the replicas are gone or far behind, and the
+ * next would most likely run out too, each keeping its settlements (and
+ * the replies that wait for them) for the whole timeout.  So after one,
+ * the WAITs only glance (a timeout of 1 ms: what the replicas have
+ * already) for a while, 1 s doubling to 16 s, then one waits the full
+ * timeout again.  What a glance cannot confirm is journaled, as for any
+ * WAIT that falls short.
  */
 
 
 #include "ngx_http_imgbill_batch.h"
+
+
+#define NGX_HTTP_IMGBILL_WAIT_BACKOFF      1000
+#define NGX_HTTP_IMGBILL_WAIT_BACKOFF_MAX  16000
 
 
 static void ngx_http_imgbill_batch_waited(
@@ -26,9 +39,14 @@ ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b)
     size_t                         argvlen[3];
     u_char                         replicas[NGX_INT_T_LEN];
     u_char                         timeout[NGX_INT_T_LEN];
-    ngx_http_imgbill_store_t  *store;
+    ngx_http_imgbill_client_t     *cl;
+    ngx_http_imgbill_store_t      *store;
 
-    store = b->client->store;
+    cl = b->client;
+    store = cl->store;
+
+    b->glance = (cl->backoff
+                 && (ngx_msec_int_t) (cl->probe - ngx_current_msec) > 0);
 
     b->wait.handler = ngx_http_imgbill_batch_waited;
 
@@ -39,13 +57,15 @@ ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b)
     argv[1] = (const char *) replicas;
     argvlen[1] = p - replicas;
 
-    p = ngx_sprintf(timeout, "%M", store->conf->wait_timeout);
+    p = ngx_sprintf(timeout, "%M",
+                    b->glance ? (ngx_msec_t) 1 : store->conf->wait_timeout);
     argv[2] = (const char *) timeout;
     argvlen[2] = p - timeout;
 
     /* hiredis copies the arguments into its output buffer */
 
-    if (ngx_http_imgbill_redis_call(store, &b->wait, 3, argv, argvlen)
+    if (ngx_http_imgbill_redis_call(b->client->redis, &b->wait, 3, argv,
+                                    argvlen)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -100,10 +120,22 @@ ngx_http_imgbill_batch_confirm(ngx_http_imgbill_batch_t *b,
     ngx_memzero(&lost, sizeof(ngx_http_imgbill_reply_t));
     lost.rc = NGX_HTTP_IMGBILL_REPLY_LOST;
 
-    if (!ngx_queue_empty(&b->settled)
-        && !(reply && reply->type == REDIS_REPLY_INTEGER
-             && reply->integer >= store->conf->wait_replicas))
+    if (reply && reply->type == REDIS_REPLY_INTEGER
+        && reply->integer >= store->conf->wait_replicas)
     {
+        if (cl->backoff) {
+            ngx_log_error(NGX_LOG_NOTICE, cl->log, 0,
+                          "imgbill: %L replica(s) confirm settlements "
+                          "again", reply->integer);
+            cl->backoff = 0;
+        }
+
+    } else if (!ngx_queue_empty(&b->settled) && b->glance) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, cl->log, 0,
+                       "imgbill: a glancing WAIT fell short");
+        reply = NULL;
+
+    } else if (!ngx_queue_empty(&b->settled)) {
         n = 0;
 
         for (q = ngx_queue_head(&b->settled);
@@ -114,12 +146,19 @@ ngx_http_imgbill_batch_confirm(ngx_http_imgbill_batch_t *b,
         }
 
         if (reply && reply->type == REDIS_REPLY_INTEGER) {
+            cl->backoff = cl->backoff
+                          ? ngx_min(cl->backoff * 2,
+                                    NGX_HTTP_IMGBILL_WAIT_BACKOFF_MAX)
+                          : NGX_HTTP_IMGBILL_WAIT_BACKOFF;
+            cl->probe = ngx_current_msec + cl->backoff;
+
             ngx_log_error(NGX_LOG_WARN, cl->log, 0,
                           "imgbill: %L of %i replica(s) confirmed %ui "
                           "settlement(s) within %M ms; they are journaled "
-                          "until a replica has them", reply->integer,
+                          "until a replica has them, and for %M ms WAIT "
+                          "only glances", reply->integer,
                           store->conf->wait_replicas, n,
-                          store->conf->wait_timeout);
+                          store->conf->wait_timeout, cl->backoff);
 
         } else {
             ngx_log_error(NGX_LOG_WARN, cl->log, 0,

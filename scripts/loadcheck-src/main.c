@@ -67,7 +67,8 @@
  * classes add up to the requests: ok (2xx, charged), free (2xx, 0.0000),
  * failed (the upstream's error passed on, free), rejected (400, 401, 402,
  * 503 before the upstream), aborted (the client gave up on purpose),
- * dropped (the upstream closed mid-body: no complete reply).  unseen counts
+ * dropped (the upstream closed mid-body: a JSON 502
+ * upstream_response_incomplete, or no complete reply).  unseen counts
  * the charges of clients that gave up after the upstream had answered;
  * each must match one aborted request.  reversed counts charges given back
  * (a client that left while its charge settled): each a charge and a

@@ -40,6 +40,12 @@ lc_judge_reply(lc_run_t *run, lc_req_t *rq)
     if (st >= 200 && st < 300) {
         rq->class = (rq->charge > 0) ? LC_OK : LC_FREE;
 
+    } else if (rq->kind == LC_K_DROP && st == 502
+               && strcmp(rq->code, "upstream_response_incomplete") == 0)
+    {
+        /* the upstream cut the reply: the relay says so instead */
+        rq->class = LC_DROPPED;
+
     } else if (st == 400 || st == 401 || st == 402 || st == 413
                || (st == 503 && strcmp(rq->code, "billing_unavailable") == 0))
     {

@@ -67,6 +67,8 @@ package Imgbill::Harness;
 #   free_port(), port_open($port), fmt_units($units) -> "-1.2465",
 #   error_ok($res, $status, $type, $code, $name),
 #   gerror_ok($res, $status, $gstatus, $name, $msg_re): Google's error shape,
+#   conf_ok($name, $http) / conf_bad($name, $http, $re): nginx -t accepts
+#   the http text / refuses it, saying what $re matches,
 #   priced_location($path, @directives) -> a location block for extra_server,
 #   sdk_dir() -> t/sdk with its npm packages installed (node and npm from
 #   Debian if missing), or undef with the reason in $@: skip then.
@@ -99,7 +101,7 @@ use ImgbillPort ();
 use Exporter 'import';
 our @EXPORT_OK = qw(wait_for key_hash free_port port_open fmt_units error_ok
                     gerror_ok priced_location sdk_dir dechunk sse_events
-                    form png);
+                    form png conf_ok conf_bad);
 
 my $ROOT = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
                                        '..', '..', '..'));
@@ -499,6 +501,10 @@ sub _nginx_start {
     my $http = $self->_site_conf;
     $http .= "\n# --- extra_http (test) ---\n$self->{opt}{extra_http}\n"
         if defined $self->{opt}{extra_http};
+    # an admission waits for a Redis that is down 1 s, not the default 5 s:
+    # the tests of outages answer 503 sooner, through the same path
+    $http .= "imgbill_redis_outage_wait 1s;\n"
+        unless $http =~ /^\s*imgbill_redis_outage_wait\s/m;
     # a private copy: a rebuild that overwrites build/*.so in place must not
     # crash the running workers (nor mix two builds in one run)
     my $so = _private_module($p, $self->{module});
@@ -845,6 +851,19 @@ sub png { my ($n, $fill) = @_; return "\x89PNG\r\n\x1a\n" . (chr($fill // 7) x (
 # ---- assertions (exported on request) -----------------------------------
 
 # error_ok($res, $status, $type, $code, $name): the module's JSON error shape
+sub conf_ok {
+    my ($name, $http) = @_;
+    my ($rc, $out) = __PACKAGE__->nginx_t($http);
+    Test::More::is($rc, 0, "nginx -t accepts: $name") or Test::More::diag($out);
+}
+
+sub conf_bad {
+    my ($name, $http, $re) = @_;
+    my ($rc, $out) = __PACKAGE__->nginx_t($http);
+    Test::More::isnt($rc, 0, "nginx -t refuses: $name");
+    Test::More::like($out, $re, "... saying why: $name");
+}
+
 sub error_ok {
     my ($res, $status, $type, $code, $name) = @_;
     my $tb = Test::More->builder;
