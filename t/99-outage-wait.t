@@ -56,6 +56,13 @@ like $h->error_log,
 is scalar(grep { -s } glob($h->dir . '/flight-*')), 0,
    'the first admission is still waiting';
 
+# a load balancer's question is answered now, not after the wait
+my $health = $h->request('GET', '/');
+is $health->{status}, 503, 'GET / (health) while Redis is gone: 503 at once';
+like $health->{body}, qr/"status":\s*"unavailable"/, '... "unavailable"';
+is scalar(grep { -s } glob($h->dir . '/flight-*')), 0,
+   '... while the admission still waits';
+
 $h->redis_start;
 
 my @got = $first->();
@@ -65,6 +72,31 @@ is scalar @{ $h->ledger('ow') }, 2, 'two ledger entries';
 ok $h->wait_holds('ow', 0, 10), 'no hold left';
 like $h->error_log, qr/\[notice\].*imgbill: redis "[^"]+" is back/,
      'the end of the outage is logged';
+
+# ---- a Redis still loading its data -------------------------------------------
+
+# Redis answers LOADING to the script while it reads a large dataset back:
+# the admission waits for it as for a Redis that is down, and nothing of
+# it was written
+my $big = Imgbill::Harness->new(redis_restartable => 1,
+                                extra_http => "imgbill_redis_outage_wait 60s;\n");
+$big->account('ol', 'sk-loading', 100000);
+is $big->chat(key => 'sk-loading', path => $FAST)->{status}, 200, 'served before';
+# some 3 million keys: seconds to load, many retries of 250 ms
+$big->redis('DEBUG', 'POPULATE', 3000000, 'filler', 64);
+$big->redis_stop(keep => 1);
+my $loading = $big->in_flight(1, key => 'sk-loading', path => $FAST);
+ok wait_for(sub { $big->error_log =~ /redis connect to "[^"]+" failed/ }, 20),
+   'the admission finds Redis gone';
+$big->redis_start;
+is_deeply [$loading->()], ['200 0.0700'],
+    'Redis back, loading, then loaded: the waiting admission is served';
+like $big->error_log,
+     qr/\[error\].*imgbill: redis "[^"]+" is loading its data \("LOADING /,
+     'the relay saw Redis loading, and said so';
+is scalar(() = $big->error_log =~ /is loading its data/g), 1, '... once';
+is $big->balance('ol'), 100000 - 2 * 700, 'two charges, none more';
+$big->redis('FLUSHALL');
 
 # ---- waited out: 503, free ------------------------------------------------------
 
@@ -81,7 +113,7 @@ $short->redis_start;
 is $short->balance('ox'), 100000 - 700, 'the refused request cost nothing';
 is scalar @{ $short->ledger('ox') }, 1, 'one ledger entry: the one served';
 
-my @crashes = ($h->crashes, $short->crashes);
+my @crashes = ($h->crashes, $big->crashes, $short->crashes);
 is scalar @crashes, 0, 'no worker crashed' or diag join "\n", @crashes;
 
 done_testing;

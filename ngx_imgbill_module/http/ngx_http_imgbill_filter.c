@@ -149,6 +149,7 @@ static ngx_int_t
 ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
     ngx_int_t                rc;
+    ngx_chain_t             *cl;
     ngx_http_imgbill_ctx_t  *ctx;
 
     if (r != r->main) {
@@ -171,8 +172,14 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     case ngx_http_imgbill_collecting:
 
         if (ctx->cut) {
-            /* nginx's flush before it ends the request */
-            return NGX_OK;
+            /* what comes after the 502 (nginx's flush, the writer's empty
+               calls) goes down, for the 502 to be sent */
+            for (cl = in; cl; cl = cl->next) {
+                cl->buf->pos = cl->buf->last;
+                cl->buf->file_pos = cl->buf->file_last;
+            }
+
+            return ngx_http_next_body_filter(r, NULL);
         }
 
         rc = ngx_http_imgbill_collect(r, ctx, in);

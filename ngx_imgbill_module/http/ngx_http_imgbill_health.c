@@ -26,11 +26,6 @@ static ngx_int_t ngx_http_imgbill_health_send(ngx_http_request_t *r,
     ngx_uint_t ready);
 
 
-/* the SHA-256 of no key: 64 hex digits nobody's key hashes to */
-static u_char  ngx_http_imgbill_health_key[NGX_HTTP_IMGBILL_KEY_HASH_LEN] =
-    "0000000000000000000000000000000000000000000000000000000000000000";
-
-
 char *
 ngx_http_imgbill_health_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -92,8 +87,8 @@ ngx_http_imgbill_health_handler(ngx_http_request_t *r)
     }
 
     h->request = r;
-    h->cmd = ngx_http_imgbill_script_lookup(store, ngx_http_imgbill_health_key,
-                                            ngx_http_imgbill_health_done, h);
+    h->cmd = ngx_http_imgbill_script_probe(store,
+                                           ngx_http_imgbill_health_done, h);
     if (h->cmd == NULL) {
         return ngx_http_imgbill_health_send(r, 0);
     }

@@ -150,9 +150,13 @@ ngx_http_imgbill_orphan_admitted(ngx_http_imgbill_reply_t *reply, void *data)
 
     if (reply->rc != NGX_HTTP_IMGBILL_REPLY_OK) {
         /* lost or not understood: a hold may exist; only the key says
-           whose */
-        ngx_http_imgbill_journal_release(o->store, ngx_cycle->log,
-                                         &o->settle.request_id, o->key_hash);
+           whose (one never sent cannot) */
+        if (reply->rc != NGX_HTTP_IMGBILL_REPLY_UNSENT) {
+            ngx_http_imgbill_journal_release(o->store, ngx_cycle->log,
+                                             &o->settle.request_id,
+                                             o->key_hash);
+        }
+
         ngx_free(o);
         return;
     }

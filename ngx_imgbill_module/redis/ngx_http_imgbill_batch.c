@@ -40,6 +40,7 @@ static void ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
     ngx_http_imgbill_reply_t *keep);
 static void ngx_http_imgbill_batch_error(ngx_http_imgbill_client_t *cl,
     char *error, ngx_str_t *what);
+static ngx_uint_t ngx_http_imgbill_batch_passing(char *error);
 static void ngx_http_imgbill_batch_rtt(ngx_http_imgbill_batch_t *b);
 
 
@@ -81,6 +82,7 @@ ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     b->waits = 0;
     b->settles = (settles && cl->store->conf->wait_replicas);
     b->evaluated = 0;
+    b->glance = 0;
     ngx_queue_init(&b->settled);
     b->argc = argc;
     b->argv = (const char **) (b + 1);
@@ -169,11 +171,13 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
 
     ngx_uint_t                  i;
     redisReply                 *e;
-    ngx_queue_t                *q;
+    ngx_queue_t                 again, *q;
     ngx_http_imgbill_cmd_t     *cmd;
     ngx_http_imgbill_client_t  *cl;
 
     cl = b->client;
+
+    ngx_queue_init(&again);
 
     if (reply && reply->type == REDIS_REPLY_ERROR
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
@@ -217,6 +221,22 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
                                                         : reply;
         i++;
 
+        if (e && e->type == REDIS_REPLY_ERROR && cmd->waits
+            && ngx_http_imgbill_batch_passing(e->str)
+            && ngx_current_msec - cmd->queued
+               < cl->store->conf->outage_wait)
+        {
+            /* nothing was written: it waits for the master to take it
+               (the whole call's error is said once, above) */
+            if (e != reply) {
+                ngx_http_imgbill_batch_error(cl, e->str,
+                                 ngx_http_imgbill_script_name(cmd->script));
+            }
+
+            ngx_queue_insert_tail(&again, q);
+            continue;
+        }
+
         if (b->settles
             && (cmd->script == ngx_http_imgbill_cmd_settle
                 || cmd->script == ngx_http_imgbill_cmd_reverse))
@@ -242,6 +262,10 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
 
         ngx_http_imgbill_batch_answer(cl, cmd, e, NULL);
         ngx_free(cmd);
+    }
+
+    if (!ngx_queue_empty(&again)) {
+        ngx_http_imgbill_batch_again(cl, &again);
     }
 
     /* without a WAIT to come, what waited for one is as good as lost */
@@ -321,12 +345,12 @@ ngx_http_imgbill_batch_answer(ngx_http_imgbill_client_t *cl,
             ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                           "imgbill: unexpected reply to %V", name);
 
-        } else if (cl->store->noreplicas
+        } else if (cl->store->refusing
                    && ((cmd->script == ngx_http_imgbill_cmd_admit
                         && reply->status == NGX_HTTP_IMGBILL_ADMIT_HELD)
                        || cmd->script == ngx_http_imgbill_cmd_settle))
         {
-            cl->store->noreplicas = 0;
+            cl->store->refusing = 0;
             ngx_log_error(NGX_LOG_NOTICE, cl->log, 0,
                           "imgbill: redis \"%V\" takes writes again",
                           ngx_http_imgbill_store_redis(cl->store));
@@ -353,14 +377,27 @@ ngx_http_imgbill_batch_error(ngx_http_imgbill_client_t *cl, char *error,
 
     store = cl->store;
 
-    if (ngx_strncmp(error, "NOREPLICAS", 10) == 0) {
-        if (store->noreplicas) {
+    if (ngx_strncmp(error, "NOREPLICAS", 10) == 0
+        || ngx_strncmp(error, "LOADING", 7) == 0)
+    {
+        if (store->refusing) {
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cl->log, 0,
                            "imgbill: redis replied \"%s\"", error);
             return;
         }
 
-        store->noreplicas = 1;
+        store->refusing = 1;
+
+        if (error[0] == 'L') {
+            ngx_log_error(NGX_LOG_ERR, cl->log, 0,
+                          "imgbill: redis \"%V\" is loading its data "
+                          "(\"%s\"): admissions wait for it within "
+                          "imgbill_redis_outage_wait, settlements go to "
+                          "the journal (said once until writes go "
+                          "through again)",
+                          ngx_http_imgbill_store_redis(store), error);
+            return;
+        }
 
         ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                       "imgbill: redis \"%V\" refuses writes (\"%s\"): it "
@@ -386,6 +423,21 @@ ngx_http_imgbill_batch_error(ngx_http_imgbill_client_t *cl, char *error,
     }
 
     (void) ngx_http_imgbill_redis_demoted(cl->redis, error);
+}
+
+
+/*
+ * Errors of a master that will take the command soon, having written
+ * nothing of it: loading its data, demoted, short of replicas.
+ */
+
+static ngx_uint_t
+ngx_http_imgbill_batch_passing(char *error)
+{
+    return ngx_strncmp(error, "LOADING", 7) == 0
+           || ngx_strncmp(error, "READONLY", 8) == 0
+           || ngx_strncmp(error, "MASTERDOWN", 10) == 0
+           || ngx_strncmp(error, "NOREPLICAS", 10) == 0;
 }
 
 

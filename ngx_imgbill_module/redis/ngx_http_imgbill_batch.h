@@ -33,6 +33,9 @@ struct ngx_http_imgbill_client_s {
     ngx_msec_t                         backoff;   /* WAIT: 0, or how long
                                                      it only glances */
     ngx_msec_t                         probe;     /* ... until then */
+    unsigned                           paused:1;  /* the master turned
+                                                     commands back: none
+                                                     goes before retry */
     ngx_log_t                         *log;
     ngx_http_imgbill_store_t          *store;
     ngx_http_imgbill_redis_t          *redis;    /* its connection */
@@ -74,6 +77,10 @@ typedef struct {
     struct timespec                    sent;    /* for the metrics */
 } ngx_http_imgbill_batch_t;
 
+
+/* ngx_http_imgbill_client.c */
+void ngx_http_imgbill_batch_again(ngx_http_imgbill_client_t *cl,
+    ngx_queue_t *cmds);
 
 /* ngx_http_imgbill_batch.c */
 ngx_int_t ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,

@@ -47,7 +47,8 @@ static ngx_http_imgbill_client_t *ngx_http_imgbill_batch_client(
     ngx_cycle_t *cycle, ngx_http_imgbill_store_t *store,
     ngx_http_imgbill_redis_t *rd);
 static void ngx_http_imgbill_batch_failed(ngx_event_t *ev);
-static void ngx_http_imgbill_batch_expire(ngx_http_imgbill_client_t *cl);
+static void ngx_http_imgbill_batch_expire(ngx_http_imgbill_client_t *cl,
+    ngx_uint_t all);
 static void ngx_http_imgbill_batch_retry(ngx_event_t *ev);
 static void ngx_http_imgbill_batch_flush(ngx_event_t *ev);
 
@@ -183,18 +184,18 @@ ngx_http_imgbill_batch_failed(ngx_event_t *ev)
 
     /* not retried at once: a Redis that is down would have this spin */
 
-    ngx_http_imgbill_batch_expire(cl);
+    ngx_http_imgbill_batch_expire(cl, 1);
 }
 
 
 /*
- * No connection: fail what may not wait, and what has waited its
- * imgbill_redis_outage_wait; for what is left, try again in a while, or
- * at the first deadline if sooner.
+ * Fail what has waited its imgbill_redis_outage_wait, and, once the
+ * connection failed (all), what may not wait; for what is left, try again
+ * in a while, or at the first deadline if sooner.
  */
 
 static void
-ngx_http_imgbill_batch_expire(ngx_http_imgbill_client_t *cl)
+ngx_http_imgbill_batch_expire(ngx_http_imgbill_client_t *cl, ngx_uint_t all)
 {
     ngx_msec_t               wait, age, next;
     ngx_queue_t              queue, *q, *n;
@@ -219,6 +220,10 @@ ngx_http_imgbill_batch_expire(ngx_http_imgbill_client_t *cl)
             continue;
         }
 
+        if (!cmd->waits && !all) {
+            continue;
+        }
+
         ngx_queue_remove(q);
         ngx_queue_insert_tail(&queue, q);
 
@@ -240,7 +245,9 @@ ngx_http_imgbill_batch_retry(ngx_event_t *ev)
 {
     ngx_http_imgbill_client_t *cl = ev->data;
 
-    ngx_http_imgbill_batch_expire(cl);
+    cl->paused = 0;
+
+    ngx_http_imgbill_batch_expire(cl, 0);
 
     if (!ngx_queue_empty(&cl->queue)) {
         /* a connection on its way answers through batch_wake(); until
@@ -250,6 +257,51 @@ ngx_http_imgbill_batch_retry(ngx_event_t *ev)
         if (!ngx_queue_empty(&cl->queue) && !cl->retry.timer_set) {
             ngx_add_timer(&cl->retry, NGX_HTTP_IMGBILL_RETRY);
         }
+    }
+}
+
+
+/*
+ * Commands the master turned back without running them (it is loading,
+ * demoted, or short of replicas): first in the queue again, and sent no
+ * sooner than the next retry, within their outage wait.
+ */
+
+void
+ngx_http_imgbill_batch_again(ngx_http_imgbill_client_t *cl,
+    ngx_queue_t *cmds)
+{
+    ngx_queue_t  *q;
+
+    for (q = ngx_queue_head(cmds);
+         q != ngx_queue_sentinel(cmds);
+         q = ngx_queue_next(q))
+    {
+        cl->waiting++;
+    }
+
+    ngx_queue_add(cmds, &cl->queue);
+    ngx_queue_init(&cl->queue);
+    ngx_queue_add(&cl->queue, cmds);
+
+    cl->paused = 1;
+
+    if (!cl->retry.timer_set) {
+        ngx_add_timer(&cl->retry, NGX_HTTP_IMGBILL_RETRY);
+    }
+}
+
+
+/* a command that answers at once rather than wait out an outage (what a
+   load balancer asks) */
+
+void
+ngx_http_imgbill_batch_nowait(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_cmd_t *cmd)
+{
+    if (cmd->waits) {
+        cmd->waits = 0;
+        store->client[NGX_HTTP_IMGBILL_LANE_ADMIT]->waiting--;
     }
 }
 
@@ -384,6 +436,10 @@ ngx_http_imgbill_batch_flush(ngx_event_t *ev)
     ngx_uint_t               n;
     ngx_queue_t              batch, rest, *q;
     ngx_http_imgbill_cmd_t  *cmd;
+
+    if (cl->paused) {
+        return;                 /* the retry timer sends */
+    }
 
     while (!ngx_queue_empty(&cl->queue)
            && cl->inflight < NGX_HTTP_IMGBILL_BATCH_DEPTH)

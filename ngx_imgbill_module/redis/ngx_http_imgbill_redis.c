@@ -89,7 +89,7 @@ ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,
 
     store->redis[NGX_HTTP_IMGBILL_LANE_ADMIT] =
         ngx_http_imgbill_redis_lane(cycle, store,
-                                    store->lanes == 2 ? "admit" : "all");
+                                    store->lanes == 2 ? "admit" : "main");
 
     store->redis[NGX_HTTP_IMGBILL_LANE_SETTLE] =
         (store->lanes == 2)
@@ -560,8 +560,9 @@ ngx_http_imgbill_redis_up(ngx_http_imgbill_redis_t *rd)
     if (rd->down_since) {
         ngx_log_error(NGX_LOG_NOTICE, rd->link.log, 0,
                       "imgbill: redis \"%V\" is back, %M ms after it was "
-                      "lost (%ui failed connects)", &rd->addr,
-                      ngx_current_msec - rd->down_since, rd->failures);
+                      "lost (%ui failed connects, the %s connection)",
+                      &rd->addr, ngx_current_msec - rd->down_since,
+                      rd->failures, rd->lane);
         rd->down_since = 0;
         rd->failures = 0;
     }

@@ -255,6 +255,9 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release(
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_lookup(
     ngx_http_imgbill_store_t *store, u_char *key_hash,
     ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_probe(
+    ngx_http_imgbill_store_t *store, ngx_http_imgbill_reply_pt handler,
+    void *data);
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_info(
     ngx_http_imgbill_store_t *store, u_char *key_hash,
     ngx_http_imgbill_info_t *info, ngx_http_imgbill_reply_pt handler,

@@ -70,8 +70,9 @@ struct ngx_http_imgbill_store_s {
     ngx_http_imgbill_replayer_t    *replayer;  /* NULL: no journal */
     ngx_queue_t                     held;      /* ngx_http_imgbill_held_t */
     ngx_event_t                     refresh;
-    unsigned                        noreplicas:1;  /* said, until a write
-                                                      goes through */
+    unsigned                        refusing:1;  /* NOREPLICAS or LOADING
+                                                    said, until a write
+                                                    goes through */
 };
 
 
@@ -148,6 +149,8 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_batch_queue(
     ngx_http_imgbill_reply_pt handler, void *data);
 void ngx_http_imgbill_batch_wake(ngx_http_imgbill_client_t *cl,
     ngx_int_t rc);
+void ngx_http_imgbill_batch_nowait(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_cmd_t *cmd);
 
 /* ngx_http_imgbill_redis.c: one lane's connection */
 ngx_int_t ngx_http_imgbill_redis_init(ngx_cycle_t *cycle,

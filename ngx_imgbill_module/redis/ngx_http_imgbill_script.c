@@ -357,6 +357,31 @@ ngx_http_imgbill_script_lookup(ngx_http_imgbill_store_t *store,
 
 
 /*
+ * lookup of no key (64 hex digits nobody's key hashes to), for whoever
+ * asks whether Redis answers: answered at once, never kept through an
+ * outage
+ */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_probe(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_reply_pt handler, void *data)
+{
+    ngx_http_imgbill_cmd_t  *cmd;
+
+    static u_char  none[NGX_HTTP_IMGBILL_KEY_HASH_LEN] =
+        "0000000000000000000000000000000000000000000000000000000000000000";
+
+    cmd = ngx_http_imgbill_script_lookup(store, none, handler, data);
+
+    if (cmd) {
+        ngx_http_imgbill_batch_nowait(store, cmd);
+    }
+
+    return cmd;
+}
+
+
+/*
  * info: KEYS imgbill:key:<hash>; ARGV what, limit, cursor, from, to.  The
  * caller checked the cursor and the ids: they are digits and a dash.
  */

@@ -130,9 +130,16 @@ ngx_http_imgbill_batch_confirm(ngx_http_imgbill_batch_t *b,
             cl->backoff = 0;
         }
 
-    } else if (!ngx_queue_empty(&b->settled) && b->glance) {
+    } else if (!ngx_queue_empty(&b->settled)
+               && (b->glance
+                   || (cl->backoff
+                       && (ngx_msec_int_t) (cl->probe - ngx_current_msec)
+                          > 0)))
+    {
+        /* a glance, or a full WAIT sent before the backoff began: the
+           backoff counts one of them */
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, cl->log, 0,
-                       "imgbill: a glancing WAIT fell short");
+                       "imgbill: a WAIT fell short while backing off");
         reply = NULL;
 
     } else if (!ngx_queue_empty(&b->settled)) {
