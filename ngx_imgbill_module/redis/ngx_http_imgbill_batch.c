@@ -268,14 +268,21 @@ ngx_http_imgbill_batch_reply(ngx_http_imgbill_redis_call_t *call,
         ngx_http_imgbill_batch_again(cl, &again);
     }
 
-    /* without a WAIT to come, what waited for one is as good as lost */
+    /* without a WAIT to come, what waited for one is as good as lost;
+       with one, the call ends when it answers */
 
     if (b->waits == 0) {
         ngx_http_imgbill_batch_confirm(b, NULL);
+        ngx_http_imgbill_batch_next(cl);
     }
+}
 
-    /* what queued meanwhile goes out now, as one call */
 
+/* a call ended: what queued meanwhile goes out now, as one call */
+
+void
+ngx_http_imgbill_batch_next(ngx_http_imgbill_client_t *cl)
+{
     cl->inflight--;
 
     if (!ngx_queue_empty(&cl->queue) && !cl->flush.posted) {
@@ -403,8 +410,9 @@ ngx_http_imgbill_batch_error(ngx_http_imgbill_client_t *cl, char *error,
                       "imgbill: redis \"%V\" refuses writes (\"%s\"): it "
                       "has fewer replicas in sync than its "
                       "\"min-replicas-to-write\"; until a replica is back "
-                      "admissions get 503 and settlements go to the "
-                      "journal; to take writes on the master alone, set "
+                      "admissions wait (imgbill_redis_outage_wait), then "
+                      "get 503, and settlements go to the journal; to "
+                      "take writes on the master alone, set "
                       "\"min-replicas-to-write 0\" on it (said once until "
                       "writes go through again)",
                       ngx_http_imgbill_store_redis(store), error);

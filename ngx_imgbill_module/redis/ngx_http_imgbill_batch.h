@@ -27,6 +27,7 @@ struct ngx_http_imgbill_client_s {
                                                      again for what waits */
     ngx_queue_t                        queue;     /* commands not yet sent */
     ngx_uint_t                         inflight;  /* script calls awaited */
+    ngx_uint_t                         depth;     /* ... at most */
     ngx_uint_t                         waiting;   /* commands in the queue
                                                      that may wait out an
                                                      outage */
@@ -86,6 +87,7 @@ void ngx_http_imgbill_batch_again(ngx_http_imgbill_client_t *cl,
 ngx_int_t ngx_http_imgbill_batch_send(ngx_http_imgbill_client_t *cl,
     ngx_queue_t *cmds, ngx_uint_t n);
 void ngx_http_imgbill_batch_fail(ngx_queue_t *cmds);
+void ngx_http_imgbill_batch_next(ngx_http_imgbill_client_t *cl);
 
 /* ngx_http_imgbill_wait.c */
 ngx_int_t ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b);

@@ -92,6 +92,12 @@ ngx_http_imgbill_batch_client(ngx_cycle_t *cycle,
     cl->store = store;
     cl->redis = rd;
 
+    /* a WAIT blocks its connection: what queues behind it leaves once it
+       answered, with a timeout chosen then (ngx_http_imgbill_wait.c) */
+    cl->depth = (store->lanes == 2
+                 && rd == store->redis[NGX_HTTP_IMGBILL_LANE_SETTLE])
+                ? 1 : NGX_HTTP_IMGBILL_BATCH_DEPTH;
+
     cl->flush.handler = ngx_http_imgbill_batch_flush;
     cl->flush.data = cl;
     cl->flush.log = cycle->log;
@@ -442,7 +448,7 @@ ngx_http_imgbill_batch_flush(ngx_event_t *ev)
     }
 
     while (!ngx_queue_empty(&cl->queue)
-           && cl->inflight < NGX_HTTP_IMGBILL_BATCH_DEPTH)
+           && cl->inflight < cl->depth)
     {
         rc = ngx_http_imgbill_redis_ready(cl->redis);
 

@@ -10,10 +10,15 @@
  * A WAIT that runs out says the replicas are gone or far behind, and the
  * next would most likely run out too, each keeping its settlements (and
  * the replies that wait for them) for the whole timeout.  So after one,
- * the WAITs only glance (a timeout of 1 ms: what the replicas have
+ * the WAITs only glance ("WAIT 0 0": what the replicas have acknowledged
  * already) for a while, 1 s doubling to 16 s, then one waits the full
  * timeout again.  What a glance cannot confirm is journaled, as for any
  * WAIT that falls short.
+ *
+ * A WAIT blocks the calls behind it on its connection, and a WAIT's
+ * timeout is chosen when it is sent: the settlements' lane has one call
+ * in flight at a time (ngx_http_imgbill_client.c), so that the calls that
+ * queue behind a WAIT that runs out glance rather than wait in turn.
  */
 
 
@@ -53,12 +58,16 @@ ngx_http_imgbill_batch_wait(ngx_http_imgbill_batch_t *b)
     argv[0] = "WAIT";
     argvlen[0] = sizeof("WAIT") - 1;
 
-    p = ngx_sprintf(replicas, "%i", store->conf->wait_replicas);
+    /* a glance is "WAIT 0 0": how many replicas acknowledged, at once
+       (Redis checks a WAIT's timeout only every 1000/hz ms) */
+
+    p = ngx_sprintf(replicas, "%i",
+                    b->glance ? (ngx_int_t) 0 : store->conf->wait_replicas);
     argv[1] = (const char *) replicas;
     argvlen[1] = p - replicas;
 
     p = ngx_sprintf(timeout, "%M",
-                    b->glance ? (ngx_msec_t) 1 : store->conf->wait_timeout);
+                    b->glance ? (ngx_msec_t) 0 : store->conf->wait_timeout);
     argv[2] = (const char *) timeout;
     argvlen[2] = p - timeout;
 
@@ -86,6 +95,8 @@ ngx_http_imgbill_batch_waited(ngx_http_imgbill_redis_call_t *call,
     ngx_http_imgbill_batch_t *b = (ngx_http_imgbill_batch_t *)
         ((u_char *) call - offsetof(ngx_http_imgbill_batch_t, wait));
 
+    ngx_http_imgbill_client_t  *cl;
+
     b->waits--;
 
     if (!b->evaluated || b->waits) {
@@ -93,7 +104,10 @@ ngx_http_imgbill_batch_waited(ngx_http_imgbill_redis_call_t *call,
         return;
     }
 
+    cl = b->client;
+
     ngx_http_imgbill_batch_confirm(b, reply);
+    ngx_http_imgbill_batch_next(cl);
 }
 
 

@@ -1,17 +1,30 @@
 package Imgbill::Sentinel;
 
 # A replicated Redis watched by Sentinels, on loopback, for the failover
-# tests: a primary, a replica and three Sentinels (redis-server --sentinel:
-# Debian's redis-server package has the mode; redis-sentinel is a wrapper),
-# with short down-after and failover timeouts so that a failover takes a
-# few seconds.  Everything is torn down when the object goes away.
+# tests: a primary, its replicas and three Sentinels (redis-server
+# --sentinel: Debian's redis-server package has the mode; redis-sentinel is
+# a wrapper), with short down-after and failover timeouts so that a
+# failover takes a few seconds.  Everything is torn down when the object
+# goes away.
 #
 #   use Imgbill::Sentinel;
-#   my $s = Imgbill::Sentinel->new(name => 'imgbill');
+#   my $s = Imgbill::Sentinel->new(name => 'imgbill',
+#                                  replicas => 1,   # the default
+#                                  min_replicas_to_write => 0);
+#                            # N > 0: every server (a restarted one too)
+#                            #   runs with min-replicas-to-write N and
+#                            #   min-replicas-max-lag 10
 #   $s->directive            # "sentinel=127.0.0.1:P1 sentinel=... master=imgbill"
 #   $s->master               # "127.0.0.1:PORT", as the Sentinels say now
 #   $s->redis($addr)         # an ImgbillRedis on that server (default: master)
 #   $s->kill_master          # kill -9 the primary; returns its address
+#   $s->kill_server($addr)   # kill -9 that server (a replica, say)
+#   $s->servers              # the Redis servers running, not the Sentinels
+#   $s->replicas($addr)      # the addresses of the online replicas of
+#                            #   $addr (default: the master)
+#   $s->clients($addr)       # its CLIENT LIST, one hash per client
+#                            #   ({id, name, cmd, flags, ...}); default:
+#                            #   the master
 #   $s->restart($addr, $master)  # the killed server again (empty), as a
 #                            #   replica of $master (without: as a master,
 #                            #   which the Sentinels turn into a replica)
@@ -39,14 +52,17 @@ sub new {
         owner => $$,
         dir   => tempdir('ibs-XXXXXXXX', TMPDIR => 1, CLEANUP => 0),
         pids  => {},
+        replicas => $o{replicas} // 1,
+        min_replicas => $o{min_replicas_to_write} // 0,
     }, $class;
 
     my $primary = free_port();
-    my $replica = free_port();
     $self->_server($primary);
-    $self->_server($replica, "127.0.0.1 $primary");
-    wait_for(sub { $self->_online_replicas($primary) >= 1 }, 20)
-        or die "the replica did not sync:\n" . $self->log("127.0.0.1:$replica");
+    my @replicas = map { free_port() } 1 .. $self->{replicas};
+    $self->_server($_, "127.0.0.1 $primary") for @replicas;
+    wait_for(sub { $self->_online_replicas($primary) >= @replicas }, 20)
+        or die "the replicas did not sync:\n"
+               . join '', map { $self->log("127.0.0.1:$_") } @replicas;
 
     for (1 .. 3) {
         my $port = free_port();
@@ -62,7 +78,7 @@ sub new {
                 my $a = $r->cmd('SENTINEL', 'master', $self->{name});
                 +{ @$a };
             } or return 0;
-            return 0 unless ($m->{'num-slaves'} // 0) >= 1
+            return 0 unless ($m->{'num-slaves'} // 0) >= $self->{replicas}
                          && ($m->{'num-other-sentinels'} // 0) >= 2;
         }
         1;
@@ -110,11 +126,38 @@ sub role {
 sub kill_master {
     my ($self) = @_;
     my $addr = $self->master // die "no master to kill\n";
+    return $self->kill_server($addr);
+}
+
+sub kill_server {
+    my ($self, $addr) = @_;
     my ($port) = $addr =~ /:(\d+)$/;
-    my $pid = delete $self->{pids}{$port} or die "the master is not ours\n";
+    die "$addr is a Sentinel\n" if grep { $_ == $port } @{ $self->{sentinels} };
+    my $pid = delete $self->{pids}{$port} or die "$addr is not ours\n";
     kill 'KILL', $pid;
     waitpid $pid, 0;
     return $addr;
+}
+
+# the Redis servers still running (not the Sentinels), as addresses
+sub servers {
+    my ($self) = @_;
+    my %sentinel = map { $_ => 1 } @{ $self->{sentinels} || [] };
+    return map { "127.0.0.1:$_" } sort grep { !$sentinel{$_} } keys %{ $self->{pids} };
+}
+
+sub replicas {
+    my ($self, $addr) = @_;
+    $addr //= $self->master // return ();
+    my $info = eval { $self->redis($addr)->cmd('INFO', 'replication') } // '';
+    return map { "127.0.0.1:$_" }
+           $info =~ /^slave\d+:ip=[^,]+,port=(\d+),state=online/mg;
+}
+
+sub clients {
+    my ($self, $addr) = @_;
+    my $list = $self->redis($addr)->cmd('CLIENT', 'LIST') // '';
+    return map { +{ /(\S+?)=(\S*)/g } } split /\r?\n/, $list;
 }
 
 sub restart {
@@ -190,6 +233,10 @@ sub _server {
                   '--repl-diskless-sync-delay', '0',
                   # Sentinel must be able to send REPLICAOF, CONFIG REWRITE
                   '--protected-mode', 'no',
+                  ($self->{min_replicas}
+                      ? ('--min-replicas-to-write', $self->{min_replicas},
+                         '--min-replicas-max-lag', 10)
+                      : ()),
                   ($replicaof ? ('--replicaof', split / /, $replicaof) : ()));
 }
 
