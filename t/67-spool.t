@@ -1,4 +1,6 @@
-# A whole reply past imgbill_reply_buffer_size waits in a temporary file
+# A whole reply past what the worker may hold in memory (here
+# imgbill_reply_memory 256k, for one reply at a time; t/69 is the budget
+# under load) waits in a temporary file
 # under imgbill_temp_path, not in the worker's memory: charged to the unit,
 # relayed byte for byte (sha256 of what the upstream sent), the file open
 # (and already unlinked) while a slow client downloads and closed once the
@@ -59,7 +61,8 @@ sub relay {
         '}', '';
 }
 
-my $h = Imgbill::Harness->new(extra_server => join "\n",
+my $h = Imgbill::Harness->new(extra_http => "imgbill_reply_memory 256k;\n",
+    extra_server => join "\n",
     "location /spool-fixture/ {",
     "    alias $fx/;",
     "    default_type application/json;",
@@ -146,16 +149,18 @@ sub relayed_ok {
     };
 }
 
-relayed_ok('16 MB reply (default threshold 256k)',
+relayed_ok('16 MB reply (past the 256k budget)',
     path => '/spool/v1/chat/completions', fixture => 'big', file => 1);
 relayed_ok('100 KB reply stays in memory',
     path => '/spool/v1/chat/completions', fixture => 'small', file => 0);
 relayed_ok('600 KB reply goes to the file',
     path => '/spool/v1/chat/completions', fixture => 'mid', file => 1);
-relayed_ok('600 KB reply under imgbill_reply_buffer_size 1m stays in memory',
-    path => '/onem/v1/chat/completions', fixture => 'mid', file => 0);
-relayed_ok('16 MB reply under imgbill_reply_buffer_size off stays in memory',
-    path => '/mem/v1/chat/completions', fixture => 'big', file => 0);
+relayed_ok('600 KB reply, imgbill_reply_buffer_size 1m: the budget still rules',
+    path => '/onem/v1/chat/completions', fixture => 'mid', file => 1);
+relayed_ok('100 KB reply, imgbill_reply_buffer_size 1m: in memory',
+    path => '/onem/v1/chat/completions', fixture => 'small', file => 0);
+relayed_ok('16 MB reply, imgbill_reply_buffer_size off: the budget still rules',
+    path => '/mem/v1/chat/completions', fixture => 'big', file => 1);
 relayed_ok('metered 16 MB reply, charged from its usage to the unit',
     path => '/metered/v1/chat/completions', fixture => 'big', file => 1,
     charge => 2465);

@@ -114,6 +114,8 @@ typedef struct {
     u_char                         *last;
     u_char                         *end;
     off_t                           held;      /* bytes taken */
+    size_t                          memory;    /* body's size, counted in
+                                                  the worker's replies */
     ngx_temp_file_t                *file;
     ngx_output_chain_ctx_t         *output;    /* the file going out */
     ngx_http_imgbill_scanner_t     *scanner;

@@ -116,6 +116,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       offsetof(ngx_http_imgbill_main_conf_t, key_cache),
       NULL },
 
+    { ngx_string("imgbill_reply_memory"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_imgbill_main_conf_t, reply_memory),
+      NULL },
+
     { ngx_string("imgbill_bodies_in_flight"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_off_slot,
@@ -319,6 +326,7 @@ ngx_http_imgbill_create_main_conf(ngx_conf_t *cf)
     mcf->trim = NGX_CONF_UNSET_MSEC;
     mcf->key_cache = NGX_CONF_UNSET_MSEC;
     mcf->in_flight = NGX_CONF_UNSET;
+    mcf->reply_memory = NGX_CONF_UNSET_SIZE;
     mcf->request_id_index = NGX_ERROR;
 
     return mcf;
@@ -336,6 +344,9 @@ ngx_http_imgbill_init_main_conf(ngx_conf_t *cf, void *conf)
     if (mcf->in_flight == NGX_CONF_UNSET) {
         mcf->in_flight = 0;
     }
+
+    ngx_conf_init_size_value(mcf->reply_memory,
+                             NGX_HTTP_IMGBILL_REPLY_MEMORY);
 
     return ngx_http_imgbill_redis_init_conf(cf, &mcf->redis);
 }
@@ -437,8 +448,7 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_IMGBILL_IMAGE_LIMIT);
     ngx_conf_merge_uint_value(conf->max_images, prev->max_images,
                               NGX_HTTP_IMGBILL_MAX_IMAGES);
-    ngx_conf_merge_size_value(conf->reply_buffer, prev->reply_buffer,
-                              NGX_HTTP_IMGBILL_REPLY_BUFFER);
+    ngx_conf_merge_size_value(conf->reply_buffer, prev->reply_buffer, 0);
 
     /* a default directory only where a reply may need one */
     if (conf->temp_path == NULL) {

@@ -28,8 +28,9 @@
 #define NGX_HTTP_IMGBILL_BODY_LIMIT   (64 * 1024 * 1024)
 
 #define NGX_HTTP_IMGBILL_IMAGE_LIMIT  (5 * 1024 * 1024)   /* the seed's */
-/* the most of a whole reply held in memory; the rest waits in a file */
-#define NGX_HTTP_IMGBILL_REPLY_BUFFER (256 * 1024)
+/* the whole replies one worker holds in memory at once; past it a reply
+   waits in a file */
+#define NGX_HTTP_IMGBILL_REPLY_MEMORY (64 * 1024 * 1024)
 
 /* $imgbill_key_id: a key's hash, as its first hex digits */
 #define NGX_HTTP_IMGBILL_KEY_ID_LEN  12
@@ -49,6 +50,8 @@ typedef struct {
     ngx_http_imgbill_keys_t        *keys;      /* seen valid lately */
     off_t                           reading;   /* bytes of the request
                                                   bodies being read */
+    size_t                          replies;   /* bytes of whole replies
+                                                  held in memory */
     /* its request ids to come, drawn in batches: see
        ngx_http_imgbill_access.c */
     ngx_uint_t                      request_ids_left;
@@ -64,6 +67,7 @@ typedef struct {
     ngx_msec_t                      key_cache; /* imgbill_key_cache */
     off_t                           in_flight; /* imgbill_bodies_in_flight;
                                                   0: off */
+    size_t                          reply_memory;  /* imgbill_reply_memory */
     ngx_int_t                       request_id_index;
     ngx_int_t                       key_index;  /* $imgbill_key_hash */
     ngx_array_t                    *billed;    /* locations naming

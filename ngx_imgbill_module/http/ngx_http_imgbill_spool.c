@@ -1,16 +1,22 @@
 
 /*
- * Where a whole reply waits for its settlement: in memory up to
- * imgbill_reply_buffer_size, then in a temporary file under
- * imgbill_temp_path, written as the proxy module's event pipe writes its
- * own (ngx_write_chain_to_temp_file; the file is unlinked once opened, so
- * a crash leaves nothing behind, and its space is the disk's again when
- * the request's pool closes it).
+ * Where a whole reply waits for its settlement: in memory while the
+ * worker's budget (imgbill_reply_memory, the whole replies one worker
+ * holds in memory at once) and the reply's own cap
+ * (imgbill_reply_buffer_size, if set) allow, else in a temporary file
+ * under imgbill_temp_path, written as the proxy module's event pipe
+ * writes its own (ngx_write_chain_to_temp_file; the file is unlinked once
+ * opened, so a crash leaves nothing behind, and its space is the disk's
+ * again when the request's pool closes it).  So replies go to disk under
+ * pressure, not by their size: a worker with memory to spare sends an
+ * image from the buffer it was read into.
  *
- * The memory is then a staging buffer of that size, flushed to the file
- * each time it fills; at the end the rest goes to the file too and the
- * buffer is freed, so a slow client downloading a 4K image holds a file
- * descriptor, not its megabytes.  The reply goes out from the file
+ * A reply that goes to a file keeps a staging buffer (what the budget
+ * leaves, up to NGX_HTTP_IMGBILL_STAGE), flushed to the file each time it
+ * fills; at the end the rest goes to the file too and the buffer is
+ * freed, so a slow client downloading a 4K image holds a file descriptor,
+ * not its megabytes.  A reply in memory counts against the budget until
+ * its request ends.  The reply goes out from the file
  * through an output chain set up as the copy filter sets up its own:
  * sendfile where the connection has it, reads into small buffers where a
  * later filter (gzip, SSL) needs memory.
@@ -23,6 +29,11 @@
 /* a growing buffer's first size, when no Content-Length says more */
 #define NGX_HTTP_IMGBILL_BODY_START   (64 * 1024)
 
+/* a staging buffer's size: as much of this as the budget leaves, and at
+   least the least */
+#define NGX_HTTP_IMGBILL_STAGE        (256 * 1024)
+#define NGX_HTTP_IMGBILL_STAGE_MIN    (16 * 1024)
+
 /* reads from the file, where sendfile cannot send it: as output_buffers'
    default */
 #define NGX_HTTP_IMGBILL_OUTPUT_BUFS  2
@@ -31,6 +42,12 @@
 
 static ngx_int_t ngx_http_imgbill_spool_flush(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
+static ngx_int_t ngx_http_imgbill_spool_alloc(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, size_t size, size_t keep);
+static size_t ngx_http_imgbill_spool_room(ngx_http_request_t *r);
+static size_t ngx_http_imgbill_spool_stage(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+static void ngx_http_imgbill_spool_cleanup(void *data);
 static size_t ngx_http_imgbill_spool_cap(ngx_http_imgbill_loc_conf_t *lcf);
 
 
@@ -134,11 +151,22 @@ ngx_http_imgbill_spool_start(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, off_t len)
 {
     size_t                        size;
+    ngx_pool_cleanup_t           *cln;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
     ctx->held = 0;
+
+    /* what the reply holds in memory is the worker's again at its end */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_imgbill_spool_cleanup;
+    cln->data = ctx;
 
     if (len <= 0) {
         return NGX_OK;
@@ -146,15 +174,12 @@ ngx_http_imgbill_spool_start(ngx_http_request_t *r,
 
     size = (size_t) ngx_min(len, (off_t) ngx_http_imgbill_spool_cap(lcf));
 
-    ctx->body = ngx_palloc(r->pool, size);
-    if (ctx->body == NULL) {
-        return NGX_ERROR;
+    if (size > ngx_http_imgbill_spool_room(r)) {
+        /* it will not fit: to a file, through a staging buffer */
+        size = ngx_min(size, ngx_http_imgbill_spool_stage(r, ctx));
     }
 
-    ctx->last = ctx->body;
-    ctx->end = ctx->body + size;
-
-    return NGX_OK;
+    return ngx_http_imgbill_spool_alloc(r, ctx, size, 0);
 }
 
 
@@ -168,8 +193,7 @@ ngx_int_t
 ngx_http_imgbill_spool_add(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, u_char *p, size_t size)
 {
-    u_char                       *b;
-    size_t                        n, used, have, need, cap;
+    size_t                        n, used, have, need, cap, stage;
     ngx_int_t                     rc;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
@@ -185,32 +209,40 @@ ngx_http_imgbill_spool_add(ngx_http_request_t *r,
             have = ctx->end - ctx->body;
             used = ctx->last - ctx->body;
 
-            if (have < cap) {
+            /* no Content-Length, or a wrong one: grow by doubling, while
+               nothing went to a file and the budget allows */
 
-                /* no Content-Length, or a wrong one: grow by doubling */
+            need = ngx_max(used + size, 2 * have);
+            need = ngx_max(need, NGX_HTTP_IMGBILL_BODY_START);
+            need = ngx_min(need, cap);
 
-                need = ngx_max(used + size, 2 * have);
-                need = ngx_max(need, NGX_HTTP_IMGBILL_BODY_START);
-                need = ngx_min(need, cap);
-
-                b = ngx_palloc(r->pool, need);
-                if (b == NULL) {
+            if (ctx->file == NULL && have < need
+                && need - have <= ngx_http_imgbill_spool_room(r))
+            {
+                if (ngx_http_imgbill_spool_alloc(r, ctx, need, used)
+                    != NGX_OK)
+                {
                     return NGX_ERROR;
                 }
 
-                if (ctx->body) {
-                    ngx_memcpy(b, ctx->body, used);
-                    ngx_pfree(r->pool, ctx->body);
+            } else {
+                /* to the file, and a large buffer gives way to a staging
+                   one */
+
+                if (used) {
+                    rc = ngx_http_imgbill_spool_flush(r, ctx);
+                    if (rc != NGX_OK) {
+                        return rc;
+                    }
                 }
 
-                ctx->body = b;
-                ctx->last = b + used;
-                ctx->end = b + need;
+                stage = ngx_http_imgbill_spool_stage(r, ctx);
 
-            } else {
-                rc = ngx_http_imgbill_spool_flush(r, ctx);
-                if (rc != NGX_OK) {
-                    return rc;
+                if ((have == 0 || have > stage)
+                    && ngx_http_imgbill_spool_alloc(r, ctx, stage, 0)
+                       != NGX_OK)
+                {
+                    return NGX_ERROR;
                 }
             }
         }
@@ -245,13 +277,7 @@ ngx_http_imgbill_spool_end(ngx_http_request_t *r,
         }
     }
 
-    ngx_pfree(r->pool, ctx->body);
-
-    ctx->body = NULL;
-    ctx->last = NULL;
-    ctx->end = NULL;
-
-    return NGX_OK;
+    return ngx_http_imgbill_spool_alloc(r, ctx, 0, 0);
 }
 
 
@@ -406,6 +432,102 @@ ngx_http_imgbill_spool_flush(ngx_http_request_t *r,
     ctx->last = ctx->body;
 
     return NGX_OK;
+}
+
+
+/*
+ * The reply's buffer replaced by one of size bytes (0: none), its first
+ * keep bytes kept, and the worker's count of replies in memory told.
+ */
+
+static ngx_int_t
+ngx_http_imgbill_spool_alloc(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, size_t size, size_t keep)
+{
+    u_char                        *b;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    b = NULL;
+
+    if (size) {
+        b = ngx_palloc(r->pool, size);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (keep) {
+            ngx_memcpy(b, ctx->body, keep);
+        }
+    }
+
+    if (ctx->body) {
+        ngx_pfree(r->pool, ctx->body);
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
+    if (mcf->worker) {
+        mcf->worker->replies -= ctx->memory;
+        mcf->worker->replies += size;
+    }
+
+    ctx->memory = size;
+    ctx->body = b;
+    ctx->last = b ? b + keep : NULL;
+    ctx->end = b ? b + size : NULL;
+
+    return NGX_OK;
+}
+
+
+/* what the worker's budget has left for replies */
+
+static size_t
+ngx_http_imgbill_spool_room(ngx_http_request_t *r)
+{
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+
+    if (mcf->worker == NULL) {
+        return mcf->reply_memory;
+    }
+
+    return (mcf->worker->replies < mcf->reply_memory)
+           ? mcf->reply_memory - mcf->worker->replies : 0;
+}
+
+
+/* a staging buffer's size: its own memory is the budget's again first */
+
+static size_t
+ngx_http_imgbill_spool_stage(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx)
+{
+    size_t  room;
+
+    room = ngx_http_imgbill_spool_room(r) + ctx->memory;
+
+    return ngx_max(ngx_min(room, NGX_HTTP_IMGBILL_STAGE),
+                   NGX_HTTP_IMGBILL_STAGE_MIN);
+}
+
+
+static void
+ngx_http_imgbill_spool_cleanup(void *data)
+{
+    ngx_http_imgbill_ctx_t *ctx = data;
+
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(ctx->request,
+                                        ngx_http_imgbill_module);
+
+    if (mcf->worker) {
+        mcf->worker->replies -= ctx->memory;
+    }
+
+    ctx->memory = 0;
 }
 
 

@@ -1,0 +1,145 @@
+# imgbill_reply_memory: whole replies stay in memory while the worker's
+# budget allows, and wait in temporary files once it is spent, so that a
+# worker with memory to spare sends an image from memory, and slow readers
+# of many large replies cannot swell it: 24 replies of 4 MB (a budget of
+# 8 MB: two fit) whose clients read nothing until every one is settled
+# keep the worker's memory within the budget and a few MB, and every reply
+# still arrives byte for byte.
+use strict;
+use warnings;
+use Test::More;
+use File::Temp qw(tempdir);
+use Digest::SHA qw(sha256_hex);
+use Socket qw(SOL_SOCKET SO_RCVBUF);
+use lib 't/lib', 'scripts/lib';
+use Imgbill::Harness qw(fmt_units wait_for);
+
+my $BUDGET_MB = 8;
+my $REPLY_MB = 4;
+my $N = $ENV{IMGBILL_VALGRIND_DIR} ? 8 : 24;
+
+my $fx = tempdir(CLEANUP => !$ENV{IMGBILL_KEEP});
+my $b64 = 'iVBORw0KGgo' . ('QUJD' x ($REPLY_MB * 250_000));
+my $json = qq({"id":"chatcmpl-mem","object":"chat.completion",)
+         . qq("created":1700000000,"model":"gemini-2.5-flash-image",)
+         . qq("choices":[{"index":0,"message":{"role":"assistant",)
+         . qq("content":"Here is your image.","images":[{"type":"image_url",)
+         . qq("image_url":{"url":"data:image/png;base64,$b64"}}]},)
+         . qq("finish_reason":"stop"}],)
+         . qq("usage":{"prompt_tokens":560,"completion_tokens":1120,)
+         . qq("total_tokens":1680}}\n);
+{
+    open my $f, '>', "$fx/big.json" or die $!;
+    print $f $json;
+    close $f;
+}
+my $sha = sha256_hex($json);
+
+sub relay {
+    my ($path) = @_;
+    # the clients wait on purpose, past nginx's 60 s if the machine is busy
+    return join "\n", "location = $path {", 'imgbill fast;', 'send_timeout 10m;',
+        'proxy_pass http://127.0.0.1:$server_port/mem-fixture/big.json;',
+        'proxy_http_version 1.1;',
+        'proxy_set_header Connection "";',
+        'proxy_set_header Authorization "";',
+        'proxy_set_header Accept-Encoding "";',
+        'proxy_buffering off;',
+        '}', '';
+}
+
+my $h = Imgbill::Harness->new(
+    extra_http => "imgbill_reply_memory ${BUDGET_MB}m;\n",
+    extra_server => join "\n",
+        "location /mem-fixture/ {",
+        "    alias $fx/;",
+        "    default_type application/json;",
+        "    error_page 405 =200 \$uri;",
+        "}",
+        relay('/mem/v1/chat/completions'));
+
+my $body = '{"model":"gemini-2.5-flash-image","messages":[{"role":"user","content":"koi"}]}';
+sub post {
+    my ($key) = @_;
+    return $h->raw_send(path => '/mem/v1/chat/completions', body => $body, key => $key,
+                        headers => ['Content-Type' => 'application/json']);
+}
+sub spilled {
+    my @l = $h->error_log =~ /an upstream reply waits in a temporary file/g;
+    return scalar @l;
+}
+my $master = $h->{nginx_pid};
+sub worker {
+    open my $f, '<', "/proc/$master/task/$master/children" or return;
+    my ($w) = split ' ', scalar(<$f>) // '';
+    return $w;
+}
+sub rss_kb {
+    my $w = worker() or return 0;
+    open my $f, '<', "/proc/$w/status" or return 0;
+    local $/;
+    my ($kb) = <$f> =~ /^VmRSS:\s+(\d+) kB/m;
+    return $kb // 0;
+}
+
+# ---- one reply, a worker with memory to spare: no file ------------------------
+my ($acct, $key) = $h->fresh_account(prefix => 'mem', units => 1000000);
+{
+    my $before = spilled();
+    my $res = $h->raw_reply(post($key));
+    is $res->{status}, 200, "a $REPLY_MB MB reply within the budget: 200";
+    ok sha256_hex($res->{body} // '') eq $sha, '... byte for byte';
+    is $res->{headers}{'x-imgbill-charge'}, '0.0700', '... charged';
+    is spilled() - $before, 0, '... sent from memory, no temporary file';
+}
+
+# ---- many slow readers: the budget holds ---------------------------------------
+my $idle = rss_kb();
+my $spilled0 = spilled();
+my @socks = map {
+    my $s = post($key);
+    setsockopt($s, SOL_SOCKET, SO_RCVBUF, 65536);
+    $s;
+} 1 .. $N;
+ok wait_for(sub { $h->balance($acct) == 1000000 - (1 + $N) * 700 }, 60),
+   "$N slow readers of $REPLY_MB MB replies: all settled while none reads";
+my $peak = 0;
+for (1 .. 10) {
+    my $kb = rss_kb();
+    $peak = $kb if $kb > $peak;
+    select undef, undef, undef, 0.05;
+}
+my $files = spilled() - $spilled0;
+note sprintf 'worker RSS idle %d KiB, with %d replies held %d KiB: +%.1f MiB (budget %d MiB); '
+    . '%d of them in temporary files', $idle, $N, $peak, ($peak - $idle) / 1024, $BUDGET_MB, $files;
+cmp_ok $peak - $idle, '<=', ($BUDGET_MB + 8) * 1024,
+    'worker memory grew by at most the budget and 8 MiB';
+cmp_ok $files, '>=', $N - int($BUDGET_MB / $REPLY_MB),
+    'the replies past the budget waited in temporary files';
+cmp_ok $files, '<', $N, '... and those within it in memory';
+
+my $bad = 0;
+for my $s (@socks) {
+    my $res = $h->raw_reply($s);
+    next if $res->{status} == 200 && sha256_hex($res->{body} // '') eq $sha;
+    $bad++;
+    diag sprintf 'status %s, %d bytes of %d', $res->{status}, length($res->{body} // ''),
+        length $json;
+}
+is $bad, 0, "all $N replies arrive whole, byte for byte";
+is scalar @{ $h->ledger($acct) }, 1 + $N, 'one ledger entry each';
+ok $h->wait_holds($acct, 0, 10), 'no hold left';
+
+# ---- the budget is the worker's again once the replies are gone ------------
+{
+    my $before = spilled();
+    my $res = $h->raw_reply(post($key));
+    ok $res->{status} == 200 && sha256_hex($res->{body} // '') eq $sha,
+       'afterwards, a reply: whole';
+    is spilled() - $before, 0, '... and in memory again: the budget was given back';
+}
+
+my @crashes = $h->crashes;
+is scalar @crashes, 0, 'no worker crashed' or diag join "\n", @crashes;
+
+done_testing;
