@@ -15,6 +15,8 @@ use Socket qw(SOL_SOCKET SO_RCVBUF);
 use Time::HiRes qw(sleep);
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(fmt_units wait_for dechunk);
+use Imgbill::Fixture qw(reply_json write_fixture fixture_location relay_location
+                        worker_pid);
 
 # --- fixtures: what the "upstream" sends, exactly ----------------------------
 # the test's nginx serves them to itself (a POST turned into the file by
@@ -23,19 +25,8 @@ my $fx = tempdir(CLEANUP => !$ENV{IMGBILL_KEEP});
 my %sha;
 sub fixture {
     my ($name, $b64len) = @_;
-    my $b64 = 'iVBORw0KGgo' . ('QUJD' x int(($b64len - 11) / 4));
-    my $json = qq({"id":"chatcmpl-spool","object":"chat.completion",)
-             . qq("created":1700000000,"model":"gemini-2.5-flash-image",)
-             . qq("choices":[{"index":0,"message":{"role":"assistant",)
-             . qq("content":"Here is your image.","images":[{"type":"image_url",)
-             . qq("image_url":{"url":"data:image/png;base64,$b64"}}]},)
-             . qq("finish_reason":"stop"}],)
-             . qq("usage":{"prompt_tokens":560,"completion_tokens":1120,)
-             . qq("total_tokens":1680}}\n);
-    open my $f, '>', "$fx/$name.json" or die $!;
-    print $f $json;
-    close $f;
-    $sha{$name} = sha256_hex($json);
+    my $json = reply_json($b64len);
+    $sha{$name} = write_fixture($fx, $name, $json);
     return length $json;
 }
 my $big_len = fixture('big', 16_000_000);     # a 4K image
@@ -43,31 +34,16 @@ fixture('small', 100_000);                    # under 256k
 fixture('mid', 600_000);                      # over 256k, under 1m
 # a reply that is JSON but not an object: the scanner must see its first
 # byte, though it went to the file long before the end
-{
-    open my $f, '>', "$fx/notjson.json" or die $!;
-    print $f '[' . ('"x",' x 200_000) . '"x"]';
-    close $f;
-}
+write_fixture($fx, 'notjson', '[' . ('"x",' x 200_000) . '"x"]');
 
 sub relay {
     my ($path, @d) = @_;
-    return join "\n", "location = $path {", @d,
-        'proxy_pass http://127.0.0.1:$server_port/spool-fixture/$http_x_fixture.json;',
-        'proxy_http_version 1.1;',
-        'proxy_set_header Connection "";',
-        'proxy_set_header Authorization "";',
-        'proxy_set_header Accept-Encoding "";',
-        'proxy_buffering off;',
-        '}', '';
+    return relay_location($path, '$http_x_fixture.json', @d);
 }
 
 my $h = Imgbill::Harness->new(extra_http => "imgbill_reply_memory 256k;\n",
     extra_server => join "\n",
-    "location /spool-fixture/ {",
-    "    alias $fx/;",
-    "    default_type application/json;",
-    "    error_page 405 =200 \$uri;",
-    "}",
+    fixture_location($fx),
     relay('/spool/v1/chat/completions', 'imgbill fast;'),
     relay('/metered/v1/chat/completions', 'imgbill metered;'),
     relay('/sendfile/v1/chat/completions', 'imgbill fast;', 'sendfile on;'),
@@ -90,11 +66,7 @@ ok -d "$fx/own", 'a configured imgbill_temp_path is created';
 my $body = '{"model":"gemini-2.5-flash-image","messages":[{"role":"user","content":"koi"}]}';
 
 my $master = $h->{nginx_pid};
-sub worker {
-    open my $f, '<', "/proc/$master/task/$master/children" or return;
-    my ($w) = split ' ', scalar(<$f>) // '';
-    return $w;
-}
+sub worker { worker_pid($master) }
 
 # the temporary files the worker holds open under $dir
 sub open_files {

@@ -13,50 +13,23 @@ use Digest::SHA qw(sha256_hex);
 use Socket qw(SOL_SOCKET SO_RCVBUF);
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(fmt_units wait_for);
+use Imgbill::Fixture qw(reply_json write_fixture fixture_location relay_location
+                        worker_pid);
 
 my $BUDGET_MB = 8;
 my $REPLY_MB = 4;
 my $N = $ENV{IMGBILL_VALGRIND_DIR} ? 8 : 24;
 
 my $fx = tempdir(CLEANUP => !$ENV{IMGBILL_KEEP});
-my $b64 = 'iVBORw0KGgo' . ('QUJD' x ($REPLY_MB * 250_000));
-my $json = qq({"id":"chatcmpl-mem","object":"chat.completion",)
-         . qq("created":1700000000,"model":"gemini-2.5-flash-image",)
-         . qq("choices":[{"index":0,"message":{"role":"assistant",)
-         . qq("content":"Here is your image.","images":[{"type":"image_url",)
-         . qq("image_url":{"url":"data:image/png;base64,$b64"}}]},)
-         . qq("finish_reason":"stop"}],)
-         . qq("usage":{"prompt_tokens":560,"completion_tokens":1120,)
-         . qq("total_tokens":1680}}\n);
-{
-    open my $f, '>', "$fx/big.json" or die $!;
-    print $f $json;
-    close $f;
-}
-my $sha = sha256_hex($json);
-
-sub relay {
-    my ($path) = @_;
-    # the clients wait on purpose, past nginx's 60 s if the machine is busy
-    return join "\n", "location = $path {", 'imgbill fast;', 'send_timeout 10m;',
-        'proxy_pass http://127.0.0.1:$server_port/mem-fixture/big.json;',
-        'proxy_http_version 1.1;',
-        'proxy_set_header Connection "";',
-        'proxy_set_header Authorization "";',
-        'proxy_set_header Accept-Encoding "";',
-        'proxy_buffering off;',
-        '}', '';
-}
+my $json = reply_json($REPLY_MB * 1_000_000);
+my $sha = write_fixture($fx, 'big', $json);
 
 my $h = Imgbill::Harness->new(
     extra_http => "imgbill_reply_memory ${BUDGET_MB}m;\n",
-    extra_server => join "\n",
-        "location /mem-fixture/ {",
-        "    alias $fx/;",
-        "    default_type application/json;",
-        "    error_page 405 =200 \$uri;",
-        "}",
-        relay('/mem/v1/chat/completions'));
+    # the clients wait on purpose, past nginx's 60 s if the machine is busy
+    extra_server => fixture_location($fx)
+        . relay_location('/mem/v1/chat/completions', 'big.json', 'imgbill fast;',
+                         'send_timeout 10m;'));
 
 my $body = '{"model":"gemini-2.5-flash-image","messages":[{"role":"user","content":"koi"}]}';
 sub post {
@@ -69,13 +42,8 @@ sub spilled {
     return scalar @l;
 }
 my $master = $h->{nginx_pid};
-sub worker {
-    open my $f, '<', "/proc/$master/task/$master/children" or return;
-    my ($w) = split ' ', scalar(<$f>) // '';
-    return $w;
-}
 sub rss_kb {
-    my $w = worker() or return 0;
+    my $w = worker_pid($master) or return 0;
     open my $f, '<', "/proc/$w/status" or return 0;
     local $/;
     my ($kb) = <$f> =~ /^VmRSS:\s+(\d+) kB/m;
