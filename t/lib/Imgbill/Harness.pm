@@ -709,7 +709,8 @@ sub chat {
 #     body, Content-Length: its length unless headers have one
 #   upto => 'headers': write the head only; the body never follows
 #   port => where to connect (default nginx's; e.g. $h->mock_port)
-# raw_reply($socket) -> { status, reason, headers, header_count, body, json,
+# raw_reply($socket) -> { status, reason, headers, header_count, body, json
+#   (undef for a body over 8 MB),
 #   raw }: reads until the server closes (http_timeout, default 30 s), then
 #   closes.  headers as request() gives them; body is as on the wire (not
 #   de-chunked); raw is the whole reply; status 599 if there was none.
@@ -779,7 +780,10 @@ sub raw_reply {
         headers      => \%h,
         header_count => \%count,
         body         => $body,
-        json         => scalar eval { JSON::PP->new->decode($body) },
+        # (JSON::PP takes seconds a MB: a whole 4K image is compared, not
+        # read)
+        json         => length($body // '') > 8_000_000 ? undef
+                        : scalar eval { JSON::PP->new->decode($body) },
         raw          => $resp,
     };
 }
