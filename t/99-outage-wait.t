@@ -82,8 +82,8 @@ my $big = Imgbill::Harness->new(redis_restartable => 1,
                                 extra_http => "imgbill_redis_outage_wait 60s;\n");
 $big->account('ol', 'sk-loading', 100000);
 is $big->chat(key => 'sk-loading', path => $FAST)->{status}, 200, 'served before';
-# some 3 million keys: seconds to load, many retries of 250 ms
-$big->redis('DEBUG', 'POPULATE', 3000000, 'filler', 64);
+# some 2 million keys: a second or more to load, retries of 250 ms
+$big->redis_client(timeout => 120)->cmd('DEBUG', 'POPULATE', 2000000, 'filler', 64);
 $big->redis_stop(keep => 1);
 my $loading = $big->in_flight(1, key => 'sk-loading', path => $FAST);
 ok wait_for(sub { $big->error_log =~ /redis connect to "[^"]+" failed/ }, 20),
@@ -96,7 +96,7 @@ like $big->error_log,
      'the relay saw Redis loading, and said so';
 is scalar(() = $big->error_log =~ /is loading its data/g), 1, '... once';
 is $big->balance('ol'), 100000 - 2 * 700, 'two charges, none more';
-$big->redis('FLUSHALL');
+$big->redis_client(timeout => 120)->cmd('FLUSHALL');
 
 # ---- waited out: 503, free ------------------------------------------------------
 

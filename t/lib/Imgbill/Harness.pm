@@ -44,7 +44,7 @@ package Imgbill::Harness;
 #            repeated}, header_count => {lc name => n}, body, json }
 #       $body: a ref is JSON-encoded, a string is sent raw.
 #   chat(key =>, model =>, path =>, mock =>, headers =>, body =>)
-#   redis(@cmd), redis_client(db => N), account($acct, $key, $units),
+#   redis(@cmd), redis_client(db => N, timeout => S), account($acct, $key, $units),
 #   fresh_account(units => N, prefix => 'x', holds => {...}) -> ($acct, $key)
 #   balance($acct), holds($acct) -> {rid => "units:exp"}, ledger($acct) -> [{...}]
 #   wait_holds($acct, $n, $timeout, $step) -> holds once there are exactly $n
@@ -358,7 +358,8 @@ sub redis_stop {
     croak 'redis_stop: the Redis belongs to share_redis'
         if $self->{opt}{share_redis} && !$self->{torn};
     if ($o{keep} && $self->{redis_pid}) {
-        $self->redis('SAVE');
+        # (a large dataset takes its time)
+        $self->redis_client(timeout => 120)->cmd('SAVE');
         $self->{redis_keep} = 1;
     }
     my $pid = delete $self->{redis_pid} or return;
@@ -965,7 +966,7 @@ sub rejected_ok {
 # (authenticated, and in redis_db unless db is given)
 sub redis_client {
     my ($self, %o) = @_;
-    return ImgbillRedis->new(port => $self->{redis_port}, timeout => 5,
+    return ImgbillRedis->new(port => $self->{redis_port}, timeout => $o{timeout} // 5,
                              password => $self->{opt}{redis_password},
                              db => exists $o{db} ? $o{db} : $self->{opt}{redis_db});
 }
