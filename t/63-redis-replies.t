@@ -20,6 +20,7 @@ my $answer = $h->dir . '/fake-redis.answer';
 # answered one result would make that admit a lost reply, not a malformed one.
 sub commands_in_call {
     my @args = @_;               # EVALSHA sha nkeys keys... then per command:
+    return 1 unless uc $args[0] eq 'EVALSHA' || uc $args[0] eq 'EVAL';
     my $i = 3 + $args[2];        # its function, its key count, its arg count
     my $n = 0;
     while ($i + 2 < @args) {
@@ -55,6 +56,11 @@ if ($pid == 0) {
                 }
                 last unless $whole;
                 substr($buf, 0, $pos, '');
+                # the connection's own setup is answered as Redis would
+                if (uc $args[0] eq 'CLIENT') {
+                    syswrite($c, "+OK\r\n");
+                    next;
+                }
                 my $a = do { local (@ARGV, $/) = ($answer); <> } // ":0\r\n";
                 my $k = commands_in_call(@args);
                 syswrite($c, "*$k\r\n" . ($a x $k));

@@ -55,9 +55,10 @@ cmp_ok $r->{f}{$_} // 0, '>', 0, "faults: some $_"
     for qw(ok free failed rejected aborted dropped);
 is $r->{f}{faults}, 3, 'faults: pause, kill and restart fired';
 redis_agrees($r, \@mixed_initial, 'faults');
-# the faults hurt: admissions failed closed while Redis was paused
-cmp_ok scalar(grep { $_->{status} eq '503' } $h->access_entries), '>', 0,
-    'faults: the relay answered 503 while Redis was away';
+# The faults were seen.  Whether any admission got a 503 depends on timing:
+# the outage wait (1 s here) holds admissions through a short pause or a
+# reconnect, so a 503 is no longer a sign the faults fired (t/99 proves the
+# 503 after the wait); the checker's fault count above and this log line are.
 like $h->error_log, qr/\[error\].*imgbill: redis/,
     'faults: ... and logged the trouble with Redis';
 
