@@ -14,22 +14,9 @@ use JSON::PP;
 use File::Path qw(make_path);
 use POSIX qw(strftime);
 use lib 't/lib', 'scripts/lib';
-use Imgbill::Harness qw(fmt_units sdk_dir);
+use Imgbill::Harness qw(fmt_units browser);
 
-my $CHROMIUM = $ENV{IMGBILL_CHROMIUM} || '/usr/bin/chromium';
-if (!-x $CHROMIUM && $> == 0 && !$ENV{IMGBILL_CHROMIUM}) {
-    system('apt-get update -qq && DEBIAN_FRONTEND=noninteractive '
-         . 'apt-get install -y -qq chromium fonts-noto-cjk >/dev/null');
-}
-if (!-x $CHROMIUM) {
-    plan skip_all => "$CHROMIUM is not installed (apt-get install chromium)" if $> != 0;
-    BAIL_OUT("$CHROMIUM could not be installed");
-}
-my $sdk = sdk_dir();
-if (!$sdk) {
-    plan skip_all => $@ if $@ =~ /not installed/;
-    BAIL_OUT($@);
-}
+my ($CHROMIUM, $sdk) = browser();
 
 my $root = Imgbill::Harness::root();
 my $artifacts = "$root/build/artifacts";

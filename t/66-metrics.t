@@ -158,7 +158,7 @@ SKIP: {
 }
 
 my $conf = do { local (@ARGV, $/) = (Imgbill::Harness->root . '/conf.d/imgbill.conf'); <> };
-like $conf, qr{location = /imgbill/metrics \{\s*imgbill_metrics;\s*allow 127\.0\.0\.1;\s*allow ::1;\s*deny all;}s,
-     'conf.d serves the metrics to the loopback only';
+like $conf, qr{location = /imgbill/metrics \{\s*imgbill_metrics;\s*imgbill_cors off;[^\n]*\s*allow 127\.0\.0\.1;\s*allow ::1;\s*deny all;}s,
+     'conf.d serves the metrics to the loopback only, to no page of another origin';
 
 done_testing;

@@ -47,7 +47,7 @@ static ngx_int_t ngx_http_imgbill_reject(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_imgbill_access_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                     rc;
+    ngx_int_t                     rc, preflight;
     ngx_http_imgbill_ctx_t       *ctx;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
@@ -63,6 +63,23 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
         return ngx_http_imgbill_resume(r, ctx);
     }
 
+    /* a browser's question before a call from another origin: no key, no
+       request of the API, and so nothing of its own to log or count */
+
+    preflight = ngx_http_imgbill_cors_preflight(r, lcf->models || lcf->serve);
+
+    if (preflight == NGX_OK) {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return NGX_HTTP_NO_CONTENT;
+    }
+
+    if (preflight == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ctx = ngx_http_imgbill_create_ctx(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -71,9 +88,19 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
     ctx->channel = lcf->channel;
     ctx->api = lcf->api;
 
-    ngx_http_imgbill_strip_headers(&r->headers_in.headers, 1);
+    ngx_http_imgbill_strip_headers(&r->headers_in.headers, "x-imgbill-", 1);
 
-    rc = ngx_http_imgbill_start(r, ctx);
+    if (preflight == NGX_ABORT) {
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_FORBIDDEN,
+                                   ngx_http_imgbill_err_request,
+                                   "origin_not_allowed",
+                                   "this origin may not call the API from "
+                                   "a browser (imgbill_cors)");
+        rc = NGX_DECLINED;
+
+    } else {
+        rc = ngx_http_imgbill_start(r, ctx);
+    }
 
     if (rc != NGX_DECLINED) {
         return rc;

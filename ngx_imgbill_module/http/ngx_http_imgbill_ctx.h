@@ -272,7 +272,8 @@ ngx_int_t ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name,
     u_char *value, size_t len);
 ngx_int_t ngx_http_imgbill_money_header(ngx_http_request_t *r, char *name,
     ngx_int_t units);
-void ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request);
+void ngx_http_imgbill_strip_headers(ngx_list_t *headers, char *prefix,
+    ngx_uint_t request);
 void ngx_http_imgbill_hide_header(ngx_table_elt_t *h);
 ngx_int_t ngx_http_imgbill_money_trailer(ngx_http_request_t *r, char *name,
     ngx_int_t units);

@@ -69,6 +69,10 @@ ngx_http_imgbill_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    if (ngx_http_imgbill_cors_headers(r) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ctx = ngx_http_imgbill_get_ctx(r);
 
     if (ctx == NULL || ctx->state != ngx_http_imgbill_admitted) {
@@ -76,7 +80,7 @@ ngx_http_imgbill_header_filter(ngx_http_request_t *r)
     }
 
     /* what the upstream says under X-Imgbill-* is not ours to repeat */
-    ngx_http_imgbill_strip_headers(&r->headers_out.headers, 0);
+    ngx_http_imgbill_strip_headers(&r->headers_out.headers, "x-imgbill-", 0);
 
     ctx->upstream_status = r->headers_out.status;
 

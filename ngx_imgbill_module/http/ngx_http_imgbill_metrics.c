@@ -62,6 +62,7 @@ static ngx_http_imgbill_outcome_t  ngx_http_imgbill_outcomes[] = {
     { "rejected", "ambiguous_key" },
     { "rejected", "ambiguous_query" },
     { "rejected", "invalid_value" },
+    { "rejected", "origin_not_allowed" },
     { "rejected", "other" }
 };
 

@@ -216,6 +216,13 @@ static ngx_command_t  ngx_http_imgbill_commands[] = {
       offsetof(ngx_http_imgbill_loc_conf_t, api),
       NULL },
 
+    { ngx_string("imgbill_cors"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_imgbill_cors_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("imgbill_models"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_imgbill_models,
@@ -375,6 +382,7 @@ ngx_http_imgbill_create_loc_conf(ngx_conf_t *cf)
     conf->max_images = NGX_CONF_UNSET_UINT;
     conf->tariff.usage_fallback = NGX_CONF_UNSET_UINT;
     conf->reply_buffer = NGX_CONF_UNSET_SIZE;
+    conf->cors = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -422,6 +430,7 @@ ngx_http_imgbill_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_ptr_value(conf->api, prev->api,
                              ngx_http_imgbill_api_default());
+    ngx_conf_merge_ptr_value(conf->cors, prev->cors, NULL);
 
     /* a list is served where it is named, never inherited */
     if (conf->models == NGX_CONF_UNSET) {

@@ -100,6 +100,9 @@ typedef struct {
     ngx_path_t                     *temp_path;
     ngx_array_t                    *listed;    /* imgbill_models: ngx_str_t,
                                                   the models it lists */
+    ngx_array_t                    *cors;      /* imgbill_cors: ngx_str_t,
+                                                  "*" or origins; NULL:
+                                                  off */
     u_char                         *file;      /* its "imgbill", for what */
     ngx_uint_t                      line;      /* is checked after merging */
 } ngx_http_imgbill_loc_conf_t;
@@ -156,6 +159,13 @@ char *ngx_http_imgbill_reply_buffer_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_imgbill_spool_merge(ngx_conf_t *cf,
     ngx_http_imgbill_loc_conf_t *conf);
+
+/* ngx_http_imgbill_cors.c */
+char *ngx_http_imgbill_cors_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_imgbill_cors_preflight(ngx_http_request_t *r,
+    ngx_uint_t reads);
+ngx_int_t ngx_http_imgbill_cors_headers(ngx_http_request_t *r);
 
 /* ngx_http_imgbill_filter.c */
 ngx_int_t ngx_http_imgbill_filter_init(ngx_conf_t *cf);

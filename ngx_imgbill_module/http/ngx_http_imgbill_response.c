@@ -145,7 +145,9 @@ ngx_http_imgbill_push_money(ngx_http_request_t *r, ngx_list_t *list,
 /*
  * X-Imgbill-* is this module's namespace: what a client sends under it must
  * not reach the upstream, and what the upstream sends must not reach the
- * client.  A response header is dropped by clearing its hash.  The proxy
+ * client (nor, under imgbill_cors, its Access-Control-*).  The headers
+ * whose names start with the prefix (lowercase) go.  A response header is
+ * dropped by clearing its hash.  The proxy
  * module forwards every request header it has no replacement for, and
  * request headers cannot be unlinked (builtin headers point into the
  * list), so one is renamed in place to "Connection", a hop-by-hop header
@@ -153,11 +155,15 @@ ngx_http_imgbill_push_money(ngx_http_request_t *r, ngx_list_t *list,
  */
 
 void
-ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request)
+ngx_http_imgbill_strip_headers(ngx_list_t *headers, char *prefix,
+    ngx_uint_t request)
 {
+    size_t            len;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
+
+    len = ngx_strlen(prefix);
 
     part = &headers->part;
     h = part->elts;
@@ -174,10 +180,8 @@ ngx_http_imgbill_strip_headers(ngx_list_t *headers, ngx_uint_t request)
             i = 0;
         }
 
-        if (h[i].key.len < sizeof("x-imgbill-") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "x-imgbill-",
-                               sizeof("x-imgbill-") - 1)
-               != 0)
+        if (h[i].key.len < len
+            || ngx_strncasecmp(h[i].key.data, (u_char *) prefix, len) != 0)
         {
             continue;
         }

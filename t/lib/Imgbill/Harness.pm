@@ -71,7 +71,10 @@ package Imgbill::Harness;
 #   the http text / refuses it, saying what $re matches,
 #   priced_location($path, @directives) -> a location block for extra_server,
 #   sdk_dir() -> t/sdk with its npm packages installed (node and npm from
-#   Debian if missing), or undef with the reason in $@: skip then.
+#   Debian if missing), or undef with the reason in $@: skip then,
+#   browser() -> (chromium, t/sdk): Debian's chromium (installed if
+#   missing, as root) and the SDK directory with puppeteer-core, or the
+#   test skipped (not root) or bailed out (root: it should have worked).
 #
 # Addresses are always 127.0.0.1.  The module is build/ngx_http_imgbill_module.so
 # (env IMGBILL_MODULE overrides); if it is missing the test run BAILs OUT.
@@ -101,7 +104,7 @@ use ImgbillPort ();
 use Exporter 'import';
 our @EXPORT_OK = qw(wait_for key_hash free_port port_open fmt_units error_ok
                     gerror_ok priced_location sdk_dir dechunk sse_events
-                    form png conf_ok conf_bad);
+                    form png conf_ok conf_bad browser);
 
 my $ROOT = abs_path(File::Spec->catdir(dirname(abs_path(__FILE__)),
                                        '..', '..', '..'));
@@ -133,6 +136,22 @@ sub sdk_dir {
         }
     }
     return $sdk;
+}
+
+sub browser {
+    my $bin = $ENV{IMGBILL_CHROMIUM} || '/usr/bin/chromium';
+    if (!-x $bin && $> == 0 && !$ENV{IMGBILL_CHROMIUM}) {
+        system('apt-get update -qq && DEBIAN_FRONTEND=noninteractive '
+             . 'apt-get install -y -qq chromium fonts-noto-cjk >/dev/null');
+    }
+    my $why = -x $bin ? undef : "$bin is not installed (apt-get install chromium)";
+    my $sdk = $why ? undef : sdk_dir();
+    $why //= $@ unless $sdk;
+    if ($why) {
+        Test::More::plan(skip_all => $why) if $> != 0 || $why =~ /not installed/;
+        Test::More::BAIL_OUT($why);
+    }
+    return ($bin, $sdk);
 }
 
 sub module_path {
