@@ -6,6 +6,11 @@ use Test::More;
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(free_port);
 
+# scripts/test's second pass: nginx -t runs no worker, and nothing here
+# runs under memcheck
+plan skip_all => 'nothing under valgrind here: the first pass ran it'
+    if $ENV{IMGBILL_VALGRIND_DIR};
+
 my $port = free_port();
 
 sub conf {
