@@ -8,6 +8,7 @@
 use strict;
 use warnings;
 use Test::More;
+use File::Temp qw(tempdir);
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(error_ok gerror_ok conf_ok conf_bad);
 
@@ -37,7 +38,10 @@ sub readable_ok {
 
 # --- conf.d: any origin ----------------------------------------------------
 
-my $h = Imgbill::Harness->new;
+# the request lines, as a log with $request has them (the harness' own
+# log has the path only)
+my $lines = tempdir(CLEANUP => 1) . '/requests.log';
+my $h = Imgbill::Harness->new(extra_server => "    access_log $lines combined;");
 {
     open my $f, '<', Imgbill::Harness::root() . '/conf.d/imgbill.conf' or die $!;
     like do { local $/; <$f> }, qr/^\s*imgbill_cors \*;/m,
@@ -79,15 +83,40 @@ for my $name (sort keys %locations) {
         "preflight, $name: kept two hours";
 }
 
+# the list sent without a preflight's asking: what the SDKs send from a
+# browser, whatever the browser names
+my $res = preflight($h, '/v1/chat/completions');
+is $res->{header_count}{'access-control-allow-origin'}, 1,
+    'a preflight: one Access-Control-Allow-Origin';
+my $listed = lc($res->{headers}{'access-control-allow-headers'} // '');
+for my $hdr (qw(authorization content-type x-goog-api-key api-key
+                x-stainless-os x-stainless-retry-count x-stainless-lang
+                x-stainless-package-version x-stainless-runtime
+                x-stainless-runtime-version x-stainless-arch
+                x-stainless-timeout)) {
+    like $listed, qr/(?:^|, )\Q$hdr\E(?:,|$)/, "unasked, $hdr may be sent";
+}
+
+# a Gemini key in the URL of the call is in its preflight's URL too
+my $SECRET = 'AIzaPreflightSecret4711';
+$res = preflight($h, "/v1beta/models/gemini-2.5-flash-image:generateContent?key=$SECRET");
+is $res->{status}, 204, 'a preflight with ?key=: 204';
+$res = preflight($h, "/v1beta/models?key=$SECRET", method => 'GET');
+is $res->{status}, 204, "a preflight of Gemini's model list with ?key=: 204";
+
 is_deeply $h->snapshot, $before, 'the preflights left Redis as it was';
 is $h->upstream_hits, $hits, '... and sent nothing upstream';
 my @pre = grep { $_->{method} eq 'OPTIONS' } $h->access_entries;
-is scalar(@pre), scalar(keys %locations), 'each preflight logged';
+is scalar(@pre), scalar(keys %locations) + 3, 'each preflight logged';
+my $requests = do { local (@ARGV, $/) = ($lines); <> } // '';
+like $requests, qr{OPTIONS /v1beta/models/\S+\?key=x+ }, 'the request line logged';
+unlike $requests . $h->error_log, qr/\Q$SECRET\E/,
+    '... with no key of the URL: masked';
 is scalar(grep { $_->{status} eq '204' && ($_->{charge} // '-') eq '-' } @pre),
     scalar(@pre), '... 204, no charge';
 
 # a preflight asking for headers of no sane name gets the list, not them
-my $res = preflight($h, '/v1/chat/completions',
+$res = preflight($h, '/v1/chat/completions',
                     asked => 'authorization, x-evil: 1');
 is $res->{status}, 204, 'preflight asking for "x-evil: 1": 204';
 unlike $res->{headers}{'access-control-allow-headers'}, qr/evil/,
@@ -139,6 +168,22 @@ $res = $h->post('/v1beta/models/gemini-2.5-flash-image:generateContent',
 gerror_ok($res, 400, 'INVALID_ARGUMENT', 'a Gemini error');
 readable_ok($res, '*', "Gemini's 400");
 
+$res = $h->chat(key => $key, headers => { Origin => $ORIGIN }, mock => 'drop=1');
+error_ok($res, 502, 'upstream_error', 'upstream_response_incomplete', 'a reply cut short');
+readable_ok($res, '*', "the cut reply's 502");
+
+$res = $h->chat(key => $key, headers => { Origin => $ORIGIN }, mock => 'kind=nonjson');
+is $res->{status}, 502, 'a reply not JSON: 502';
+readable_ok($res, '*', "the 502 in the reply's place");
+
+# nginx's own refusal, in conf.d's JSON (error_page 413 = @imgbill_too_large)
+$res = $h->raw_http(key => $key, upto => 'headers',
+                    headers => [ Origin => $ORIGIN,
+                                 'Content-Type' => 'application/json',
+                                 'Content-Length' => 40_000_000 ]);
+is $res->{status}, 413, "a body over client_max_body_size: nginx's 413";
+readable_ok($res, '*', "nginx's 413");
+
 $res = $h->request('GET', '/v1/no-such-path', undef, Origin => $ORIGIN);
 is $res->{status}, 404, 'an unknown path: 404';
 readable_ok($res, '*', 'the JSON 404');
@@ -152,20 +197,35 @@ $res = $h->request('GET', '/imgbill/metrics', undef, Origin => $ORIGIN);
 ok !exists $res->{headers}{'access-control-allow-origin'},
     'the metrics: no page of another origin reads them';
 
+# last: the key's reads are spent after it
+# limit_req's, in Google's shape (error_page 429 = @imgbill_too_many_google)
+my $limited;
+for (1 .. 60) {
+    $res = $h->request('GET', '/v1beta/models', undef,
+                       'x-goog-api-key' => $key, Origin => $ORIGIN);
+    next unless $res->{status} == 429;
+    $limited = $res;
+    last;
+}
+ok $limited, "Gemini's model list read too often: limit_req's 429";
+readable_ok($limited || {}, '*', "limit_req's 429");
+
 $h->teardown;
 
 # --- a list of origins -------------------------------------------------------
 
 my $APP = 'https://app.example';
 $h = Imgbill::Harness->new(conf_filter => sub {
-    $_[0] =~ s/^(\s*)imgbill_cors \*;/${1}imgbill_cors $ORIGIN $APP;/m
+    # an operator's capitals: browsers send origins in lowercase
+    $_[0] =~ s/^(\s*)imgbill_cors \*;/${1}imgbill_cors $ORIGIN https:\/\/App.Example;/m
         or die 'no imgbill_cors in conf.d';
 });
 ($acct, $key) = $h->fresh_account(prefix => 'cors-list', units => 100000);
 
 $res = preflight($h, '/v1/chat/completions', origin => $APP);
 is $res->{status}, 204, 'a listed origin: 204';
-is $res->{headers}{'access-control-allow-origin'}, $APP, '... named back';
+is $res->{headers}{'access-control-allow-origin'}, $APP,
+    '... named back as browsers spell it (configured "https://App.Example")';
 like $res->{headers}{'vary'}, qr/\bOrigin\b/, '... Vary: Origin';
 
 $before = $h->snapshot;
@@ -183,6 +243,14 @@ $res = $h->chat(key => $key, headers => { Origin => $ORIGIN });
 is $res->{status}, 200, 'a generation from a listed origin: 200';
 readable_ok($res, $ORIGIN, 'a listed origin');
 like $res->{headers}{'vary'}, qr/\bOrigin\b/, '... Vary: Origin';
+
+$res = preflight($h, "/v1beta/models/gemini-2.5-flash-image:generateContent?key=$SECRET",
+                 origin => 'https://evil.example');
+is $res->{status}, 403, 'an origin not listed, a key in the URL: 403';
+unlike $h->access_log . $h->error_log, qr/\Q$SECRET\E/, '... not in the logs';
+
+$res = preflight($h, '/v1/chat/completions', origin => 'HTTPS://APP.EXAMPLE');
+is $res->{status}, 403, 'an origin as no browser spells it: no match';
 
 # a client that is no browser is served: CORS only tells browsers
 $res = $h->chat(key => $key, headers => { Origin => 'https://evil.example' });
@@ -223,6 +291,13 @@ conf_bad('an origin with a path',
          qr/"https:\/\/a\.example\/" is no origin/);
 conf_bad('an origin without a scheme', sprintf($loc, 'imgbill_cors a.example;'),
          qr/"a\.example" is no origin/);
+conf_bad('https with its default port',
+         sprintf($loc, 'imgbill_cors https://a.example:443;'),
+         qr/"https:\/\/a\.example:443" is no origin/);
+conf_bad('http with its default port',
+         sprintf($loc, 'imgbill_cors http://a.example:80;'),
+         qr/"http:\/\/a\.example:80" is no origin/);
+conf_ok('another port', sprintf $loc, 'imgbill_cors https://a.example:8443;');
 conf_bad('"*" in a list', sprintf($loc, 'imgbill_cors * https://a.example;'),
          qr/takes "\*" alone/);
 conf_bad('twice', sprintf($loc, 'imgbill_cors *; imgbill_cors off;'),

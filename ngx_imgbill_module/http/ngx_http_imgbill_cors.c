@@ -44,7 +44,7 @@ static ngx_str_t  ngx_http_imgbill_cors_reads =
 static ngx_str_t  ngx_http_imgbill_cors_posts = ngx_string("POST, OPTIONS");
 
 
-static ngx_table_elt_t *ngx_http_imgbill_cors_find(ngx_http_request_t *r,
+static ngx_table_elt_t *ngx_http_imgbill_cors_find(ngx_list_t *headers,
     char *name, size_t len);
 static ngx_str_t *ngx_http_imgbill_cors_origin(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf);
@@ -104,15 +104,25 @@ ngx_http_imgbill_cors_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                 p = NULL;
             }
 
+            /* a browser sends its origin in lowercase, without the
+               scheme's own port, and compares the answer byte for byte */
+
             if (p == NULL || p == last
                 || ngx_strlchr(p, last, '/') != NULL
-                || ngx_strlchr(p, last, '*') != NULL)
+                || ngx_strlchr(p, last, '*') != NULL
+                || (value[i].data[4] == 's'
+                    && last - p > 4
+                    && ngx_strncmp(last - 4, ":443", 4) == 0)
+                || (value[i].data[4] == ':'
+                    && last - p > 3
+                    && ngx_strncmp(last - 3, ":80", 3) == 0))
             {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "\"imgbill_cors\": \"%V\" is no origin: "
                                    "write \"*\" or origins as browsers send "
                                    "them, \"https://app.example.com\" (a "
-                                   "scheme and a host, no path)",
+                                   "scheme and a host, no path, no default "
+                                   "port)",
                                    &value[i]);
                 return NGX_CONF_ERROR;
             }
@@ -123,6 +133,7 @@ ngx_http_imgbill_cors_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             return NGX_CONF_ERROR;
         }
 
+        ngx_strlow(value[i].data, value[i].data, value[i].len);
         *origin = value[i];
     }
 
@@ -148,7 +159,8 @@ ngx_http_imgbill_cors_preflight(ngx_http_request_t *r, ngx_uint_t reads)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
     if (lcf->cors == NULL || r->method != NGX_HTTP_OPTIONS
-        || ngx_http_imgbill_cors_find(r, "access-control-request-method",
+        || ngx_http_imgbill_cors_find(&r->headers_in.headers,
+                                      "access-control-request-method",
                                       sizeof("access-control-request-method")
                                       - 1)
            == NULL)
@@ -163,7 +175,8 @@ ngx_http_imgbill_cors_preflight(ngx_http_request_t *r, ngx_uint_t reads)
         return NGX_ABORT;
     }
 
-    asked = ngx_http_imgbill_cors_find(r, "access-control-request-headers",
+    asked = ngx_http_imgbill_cors_find(&r->headers_in.headers,
+                                       "access-control-request-headers",
                                        sizeof("access-control-request-"
                                               "headers") - 1);
 
@@ -216,6 +229,7 @@ ngx_int_t
 ngx_http_imgbill_cors_headers(ngx_http_request_t *r)
 {
     ngx_str_t                    *origin;
+    ngx_table_elt_t              *vary;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
@@ -224,20 +238,29 @@ ngx_http_imgbill_cors_headers(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    /* the upstream's own answer would contradict the operator's (a
-       preflight, answered here, has none) */
-    if (r->upstream) {
-        ngx_http_imgbill_strip_headers(&r->headers_out.headers,
-                                       "access-control-", 0);
-    }
+    /*
+     * The upstream's own answer would contradict the operator's (a
+     * preflight, answered here, has none).  A reply nginx sends again
+     * through the filters (a 416 of the range filter) had ours already.
+     */
+
+    ngx_http_imgbill_strip_headers(&r->headers_out.headers,
+                                   r->upstream ? "access-control-"
+                                               : "access-control-allow-origin",
+                                   0);
+    ngx_http_imgbill_strip_headers(&r->headers_out.headers,
+                                   "access-control-expose-headers", 0);
 
     origin = ngx_http_imgbill_cors_origin(r, lcf);
 
-    if (lcf->cors->nelts > 1
-        || ((ngx_str_t *) lcf->cors->elts)[0].data[0] != '*')
-    {
-        if (ngx_http_imgbill_add_header(r, "Vary", (u_char *) "Origin", 6)
-            != NGX_OK)
+    if (((ngx_str_t *) lcf->cors->elts)[0].data[0] != '*') {
+        vary = ngx_http_imgbill_cors_find(&r->headers_out.headers, "vary",
+                                          sizeof("vary") - 1);
+
+        if ((vary == NULL || vary->value.len != 6
+             || ngx_strncmp(vary->value.data, "Origin", 6) != 0)
+            && ngx_http_imgbill_add_header(r, "Vary", (u_char *) "Origin", 6)
+               != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -262,16 +285,16 @@ ngx_http_imgbill_cors_headers(ngx_http_request_t *r)
 }
 
 
-/* a request header by its lowercase name: nginx keeps none of these */
+/* a header by its lowercase name: nginx keeps none of these apart */
 
 static ngx_table_elt_t *
-ngx_http_imgbill_cors_find(ngx_http_request_t *r, char *name, size_t len)
+ngx_http_imgbill_cors_find(ngx_list_t *headers, char *name, size_t len)
 {
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    part = &r->headers_in.headers.part;
+    part = &headers->part;
     h = part->elts;
 
     for (i = 0; /* void */; i++) {
@@ -286,7 +309,8 @@ ngx_http_imgbill_cors_find(ngx_http_request_t *r, char *name, size_t len)
             i = 0;
         }
 
-        if (h[i].key.len == len
+        if (h[i].hash != 0
+            && h[i].key.len == len
             && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
         {
             return &h[i];
@@ -312,7 +336,8 @@ ngx_http_imgbill_cors_origin(ngx_http_request_t *r,
         return &allowed[0];
     }
 
-    origin = ngx_http_imgbill_cors_find(r, "origin", sizeof("origin") - 1);
+    origin = ngx_http_imgbill_cors_find(&r->headers_in.headers, "origin",
+                                        sizeof("origin") - 1);
 
     if (origin == NULL) {
         return NULL;
@@ -320,8 +345,8 @@ ngx_http_imgbill_cors_origin(ngx_http_request_t *r,
 
     for (i = 0; i < lcf->cors->nelts; i++) {
         if (allowed[i].len == origin->value.len
-            && ngx_strncasecmp(allowed[i].data, origin->value.data,
-                               origin->value.len)
+            && ngx_strncmp(allowed[i].data, origin->value.data,
+                           origin->value.len)
                == 0)
         {
             return &allowed[i];

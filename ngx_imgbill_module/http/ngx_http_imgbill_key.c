@@ -271,7 +271,9 @@ ngx_http_imgbill_strip_args(u_char *dst, u_char *src, size_t len,
 /*
  * A location of an API whose key may be in the URL that imgbill does not
  * bill (conf.d's JSON 404 for unknown paths) still masks it: the key is
- * the customer's.
+ * the customer's.  So does any OPTIONS: a browser's preflight goes to the
+ * URL of the call it asks about, ?key= included, and is answered before
+ * any key is read.
  */
 
 ngx_int_t
@@ -282,7 +284,9 @@ ngx_http_imgbill_mask_handler(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
-    if (lcf->channel != NGX_HTTP_IMGBILL_OFF) {
+    if (lcf->channel != NGX_HTTP_IMGBILL_OFF
+        && r->method != NGX_HTTP_OPTIONS)
+    {
         return NGX_DECLINED;
     }
 

@@ -313,6 +313,14 @@ ngx_http_imgbill_key_hash(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
+    /* an OPTIONS is never billed, and its ?key= is masked before a
+       limit_req reads it: no key, not everyone's "xxxx" */
+
+    if (r->method == NGX_HTTP_OPTIONS) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
     p = ngx_pnalloc(r->pool, NGX_HTTP_IMGBILL_KEY_HASH_LEN);
     if (p == NULL) {
         return NGX_ERROR;
