@@ -25,7 +25,7 @@ sub sources {
     return @l;
 }
 my $tree = "$root/build/nginx";
-my $seconds = $ENV{FUZZ_SECONDS} || 15;
+my $seconds = $ENV{FUZZ_SECONDS} || 10;
 my $started = time;
 
 # A harness that cannot fail is no test: each target built with
