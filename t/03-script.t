@@ -38,7 +38,7 @@ is $sha, sha1_hex($lua), 'Redis names the script as the header does';
 
 # the numbers of the "run" table
 my %FN = (admit => 1, settle => 2, release => 3, release_key => 4,
-          lookup => 5, info => 6, refresh => 7, reverse => 8);
+          lookup => 5, info => 6, refresh => 7, reverse => 8, redeem => 9);
 
 # call([name, [keys], [args]], ...) -> the array of results; a failing
 # command's result is { err => text }
@@ -450,6 +450,41 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
        '... nor writes to the ledger';
     my ($rc, $out) = $h->cli('audit', 'vera');
     like "$rc|$out", qr/^0\|/, 'imgbill audit: the reversal squares the ledger' or diag $out;
+}
+
+# --- redeem: a code spent once, its credit a ledger entry; the code's
+# states answered without a write
+{
+    my $redeem = sub {
+        my ($key, $code) = @_;
+        return one('redeem', ['imgbill:key:' . key_hash($key),
+                              'imgbill:code:' . key_hash($code)],
+                   [substr(key_hash($key), 0, 12), substr(key_hash($code), 0, 12)]);
+    };
+    $h->account('rita', 'sk-rita', 5000);
+    my $ck = 'imgbill:code:' . key_hash('rc-one');
+    $r->cmd('HSET', $ck, 'amount', 30000, 'created', $now);
+    is_deeply $redeem->('sk-nobody', 'rc-one'), [-1], 'redeem: an unknown key, {-1}';
+    is_deeply $redeem->('sk-rita', 'rc-none'), [-2], '... an unknown code, {-2}';
+    is_deeply $redeem->('sk-rita', 'rc-one'), [1, 'rita', 35000, 30000],
+        '... a code: {1, account, balance, amount}';
+    my ($e) = @{ $r->cmd('XRANGE', 'imgbill:{rita}:ledger', '-', '+') };
+    my %f = @{ $e->[1] };
+    is_deeply [ @f{qw(type amount reason code key balance_after)} ],
+              [ 'credit', 30000, 'redeem', substr(key_hash('rc-one'), 0, 12),
+                substr(key_hash('sk-rita'), 0, 12), 35000 ], '... a credit entry';
+    my $used = $redeem->('sk-rita', 'rc-one');
+    is $used->[0], -3, '... the same code again: {-3, used at}';
+    ok abs($used->[1] - $now) < 60, '... used now';
+    $r->cmd('HSET', 'imgbill:code:' . key_hash('rc-old'), 'amount', 1, 'expires', $now - 1);
+    is_deeply $redeem->('sk-rita', 'rc-old'), [-4, $now - 1], '... an expired code: {-4, expired at}';
+    is bal('rita'), 35000, '... the balance credited once';
+    $r->cmd('SET', 'imgbill:code:' . key_hash('rc-bad'), 'x');
+    my $res = call(['redeem', ['imgbill:key:' . key_hash('sk-rita'),
+                               'imgbill:code:' . key_hash('rc-bad')], ['a', 'b']],
+                   ['lookup', ['imgbill:key:' . key_hash('sk-rita')], []]);
+    like $res->[0], qr/^-.*WRONGTYPE/, '... a code of the wrong type: an error';
+    is_deeply $res->[1], [1, 'rita'], '... for that command only';
 }
 
 # --- scripts/bench-src/script-cost: the script's own Redis cost, the money

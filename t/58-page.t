@@ -202,6 +202,42 @@ is_deeply [ grep { !/^Failed to load resource: .* status of 401\b/ } @{ $r->{con
           [], 'no console errors (CSP violations included)';
 is_deeply $r->{page_errors}, [], 'no script errors';
 
+# ---- a redemption code, typed into the page --------------------------------
+
+{
+    my ($rc, $out) = $h->cli('codes-new', '3.5', '--count', '1');
+    my ($code) = $out =~ /^(rc-\S+)$/m;
+    is $rc, 0, 'codes-new made a code of 3.5 yuan';
+    my $before = $h->balance($acct);
+    my $shot4 = "$artifacts/page-redeem.png";
+    unlink $shot4;
+    my $rr = browse(key => $key, mode => 'redeem', codes => [ $code // 'rc-none', $code // 'rc-none' ],
+                    screenshot => $shot4);
+    ok !$rr->{failure}, 'the browser redeemed through the box';
+    my ($first, $again) = @{ $rr->{redeemed} || [] };
+    is $h->balance($acct), $before + 35000, '... Redis credited 3.5000 once';
+    is $first->{redeem}{outcome}, 'done', '... the first try: done';
+    like $first->{redeem}{result}, qr/\x{a5}3\.5000\b.*\x{a5}\Q@{[fmt_units($before + 35000)]}\E/,
+        '... showing the amount and the new balance';
+    is $first->{account}{balance}, fmt_units($before + 35000), '... the figures reloaded';
+    is $first->{rows}[0]{type}, 'credit', '... the ledger\'s newest row a credit';
+    is $first->{rows}[0]{amount}, '+3.5000', '... of +3.5000';
+    like $first->{rows}[0]{detail}, qr/\x{5151}\x{6362}\x{7801} redemption code/, '... from a redemption code';
+    is $first->{redeem}{input_value}, '', '... the box emptied';
+    my $used = $h->request('POST', '/v1/imgbill/redeem', { code => $code // 'rc-none' },
+                           Authorization => "Bearer $key");
+    is $again->{redeem}{outcome}, 'failed', 'the same code again: refused';
+    is $again->{redeem}{result}, "HTTP 409 " . (eval { $used->{json}{error}{message} } // '?'),
+        "... with the API's status and message";
+    is $again->{account}{balance}, fmt_units($before + 35000), '... the balance unchanged';
+    is_deeply [ map { $_->{url} } grep { $_->{method} eq 'POST' } @{ $rr->{requests} || [] } ],
+              [ ("$base/v1/imgbill/redeem") x 2 ], '... two POSTs, to /v1/imgbill/redeem';
+    is_deeply [ grep { !/status of (?:401|409)\b/ } @{ $rr->{console_errors} || [] } ], [],
+        '... no console errors but the 409';
+    is_deeply $rr->{page_errors}, [], '... no script errors';
+    note "screenshot of a redemption: $shot4";
+}
+
 # ---- Redis down: the API's 503 message ----------------------------------
 
 $h->redis_stop;

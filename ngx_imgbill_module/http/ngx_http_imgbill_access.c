@@ -34,12 +34,6 @@ static void ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply,
     void *data);
 static void ngx_http_imgbill_refuse(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_int_t available);
-static ngx_int_t ngx_http_imgbill_account(ngx_http_request_t *r,
-    ngx_http_imgbill_ctx_t *ctx, ngx_str_t *account);
-static void ngx_http_imgbill_invalid_key(ngx_http_request_t *r,
-    ngx_http_imgbill_ctx_t *ctx);
-static void ngx_http_imgbill_unavailable(ngx_http_request_t *r,
-    ngx_http_imgbill_ctx_t *ctx);
 static ngx_int_t ngx_http_imgbill_reject(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 
@@ -66,7 +60,7 @@ ngx_http_imgbill_access_handler(ngx_http_request_t *r)
     /* a browser's question before a call from another origin: no key, no
        request of the API, and so nothing of its own to log or count */
 
-    preflight = ngx_http_imgbill_cors_preflight(r, lcf->models || lcf->serve);
+    preflight = ngx_http_imgbill_cors_preflight(r, ngx_http_imgbill_reads(lcf));
 
     if (preflight == NGX_OK) {
         if (ngx_http_discard_request_body(r) != NGX_OK) {
@@ -188,7 +182,7 @@ ngx_http_imgbill_start(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    reads = lcf->models || lcf->serve;
+    reads = ngx_http_imgbill_reads(lcf);
 
     if (!(r->method & (reads ? (NGX_HTTP_GET|NGX_HTTP_HEAD) : NGX_HTTP_POST)))
     {
@@ -207,6 +201,10 @@ ngx_http_imgbill_start(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
                                    "no API key: send \"%s\"",
                                    lcf->api->key_hint);
         return NGX_DECLINED;
+    }
+
+    if (lcf->serve == NGX_HTTP_IMGBILL_SERVE_REDEEM) {
+        return ngx_http_imgbill_redeem_start(r, ctx);
     }
 
     if (lcf->api->target && !lcf->models
@@ -497,7 +495,7 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
  * account, which outlives the reply it is read from, into the ledger.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_imgbill_account(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     ngx_str_t *account)
 {
@@ -525,7 +523,7 @@ ngx_http_imgbill_account(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 
 /* a key Redis does not know, or knows no more: forgotten here too */
 
-static void
+void
 ngx_http_imgbill_invalid_key(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx)
 {
@@ -541,7 +539,7 @@ ngx_http_imgbill_invalid_key(ngx_http_request_t *r,
 
 /* Fail closed: without Redis nobody can be admitted, and nobody pays. */
 
-static void
+void
 ngx_http_imgbill_unavailable(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx)
 {

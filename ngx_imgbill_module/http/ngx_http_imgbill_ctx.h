@@ -18,6 +18,7 @@
  *   ngx_http_imgbill_variables.c the $imgbill_* variables
  *   ngx_http_imgbill_models.c    the model lists imgbill serves
  *   ngx_http_imgbill_account.c   what a key holder reads of an account
+ *   ngx_http_imgbill_redeem.c    a redemption code, credited
  *   ngx_http_imgbill_metrics.c   Prometheus counters in a shared zone
  */
 
@@ -177,8 +178,19 @@ void ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx);
 void ngx_http_imgbill_orphan_settle(ngx_http_imgbill_ctx_t *ctx);
 void ngx_http_imgbill_orphan_adopt(ngx_http_imgbill_ctx_t *ctx);
 
+/* what a location answers GET with: a model list, a key holder's reads */
+#define ngx_http_imgbill_reads(lcf)                                           \
+    ((lcf)->models                                                            \
+     || ((lcf)->serve && (lcf)->serve != NGX_HTTP_IMGBILL_SERVE_REDEEM))
+
 /* ngx_http_imgbill_access.c */
 ngx_int_t ngx_http_imgbill_access_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_imgbill_account(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_str_t *account);
+void ngx_http_imgbill_invalid_key(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+void ngx_http_imgbill_unavailable(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 ngx_http_variable_value_t *ngx_http_imgbill_request_id(ngx_http_request_t *r,
     ngx_http_imgbill_main_conf_t *mcf);
 
@@ -214,6 +226,10 @@ ngx_int_t ngx_http_imgbill_serve_args(ngx_http_request_t *r,
 ngx_int_t ngx_http_imgbill_serve_reply(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_reply_t *reply);
 ngx_int_t ngx_http_imgbill_serve_handler(ngx_http_request_t *r);
+
+/* ngx_http_imgbill_redeem.c */
+ngx_int_t ngx_http_imgbill_redeem_start(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
 
 /* ngx_http_imgbill_metrics.c */
 ngx_int_t ngx_http_imgbill_metrics_log(ngx_http_request_t *r);

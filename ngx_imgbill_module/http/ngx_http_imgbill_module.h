@@ -32,9 +32,6 @@
    waits in a file */
 #define NGX_HTTP_IMGBILL_REPLY_MEMORY (64 * 1024 * 1024)
 
-/* $imgbill_key_id: a key's hash, as its first hex digits */
-#define NGX_HTTP_IMGBILL_KEY_ID_LEN  12
-
 /* a request id: 16 random bytes in hex, as nginx's $request_id */
 #define NGX_HTTP_IMGBILL_ID_BYTES  16
 #define NGX_HTTP_IMGBILL_ID_BATCH  64

@@ -18,6 +18,9 @@
 
 
 #define NGX_HTTP_IMGBILL_KEY_HASH_LEN 64   /* sha256, hex */
+#define NGX_HTTP_IMGBILL_KEY_ID_LEN   12   /* the hash's first digits: what
+                                              operators and ledgers call a
+                                              key or a code */
 #define NGX_HTTP_IMGBILL_ACCOUNT_MAX  64
 #define NGX_HTTP_IMGBILL_REQUEST_ID_MAX  64
 
@@ -27,6 +30,7 @@
 #define NGX_HTTP_IMGBILL_SERVE_LEDGER        2
 #define NGX_HTTP_IMGBILL_SERVE_SUBSCRIPTION  3
 #define NGX_HTTP_IMGBILL_SERVE_USAGE         4
+#define NGX_HTTP_IMGBILL_SERVE_REDEEM        5   /* a POST: no info */
 
 /* how a command ended */
 #define NGX_HTTP_IMGBILL_REPLY_OK      0
@@ -39,6 +43,11 @@
 #define NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY  -1
 #define NGX_HTTP_IMGBILL_ADMIT_REFUSED       0   /* the gate is not met */
 #define NGX_HTTP_IMGBILL_ADMIT_HELD          1
+/* the redeem command's answers, besides an unknown key */
+#define NGX_HTTP_IMGBILL_REDEEM_UNKNOWN     -2
+#define NGX_HTTP_IMGBILL_REDEEM_SPENT       -3
+#define NGX_HTTP_IMGBILL_REDEEM_EXPIRED     -4
+#define NGX_HTTP_IMGBILL_REDEEM_CREDITED     1
 /* info usage: the ledger before the per-day totals is too long to sum */
 #define NGX_HTTP_IMGBILL_INFO_UNSUMMED       2
 
@@ -165,7 +174,10 @@ typedef struct {
     ngx_int_t                       held;       /* info */
     ngx_int_t                       more;       /* info, ledger: 1 if more
                                                    entries follow */
-    ngx_int_t                       charged;    /* info, usage */
+    ngx_int_t                       charged;    /* info, usage; redeem:
+                                                   the amount credited */
+    ngx_int_t                       when;       /* redeem: when the code
+                                                   was spent, or expired */
     ngx_uint_t                      nentries;   /* info, ledger: read them
                                                    with
                                                    ngx_http_imgbill_ledger_
@@ -262,6 +274,9 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_info(
     ngx_http_imgbill_store_t *store, u_char *key_hash,
     ngx_http_imgbill_info_t *info, ngx_http_imgbill_reply_pt handler,
     void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_redeem(
+    ngx_http_imgbill_store_t *store, u_char *key_hash, u_char *code_hash,
+    ngx_http_imgbill_reply_pt handler, void *data);
 
 /* ngx_http_imgbill_batch.c: a command in flight gets another handler
    (NULL: none) when its request goes */

@@ -85,7 +85,8 @@ typedef enum {
     ngx_http_imgbill_cmd_lookup,
     ngx_http_imgbill_cmd_info,
     ngx_http_imgbill_cmd_refresh,
-    ngx_http_imgbill_cmd_reverse
+    ngx_http_imgbill_cmd_reverse,
+    ngx_http_imgbill_cmd_redeem
 } ngx_http_imgbill_script_e;
 
 

@@ -25,6 +25,8 @@ static ngx_uint_t ngx_http_imgbill_parse_lookup(redisReply *e,
     ngx_http_imgbill_reply_t *reply);
 static ngx_uint_t ngx_http_imgbill_parse_info(redisReply *e,
     ngx_http_imgbill_reply_t *reply);
+static ngx_uint_t ngx_http_imgbill_parse_redeem(redisReply *e,
+    ngx_http_imgbill_reply_t *reply);
 static ngx_uint_t ngx_http_imgbill_parse_account(redisReply *acct,
     ngx_http_imgbill_reply_t *reply);
 static ngx_int_t ngx_http_imgbill_integer(redisReply *e, ngx_uint_t i,
@@ -45,7 +47,8 @@ static ngx_str_t  ngx_http_imgbill_script_names[] = {
     ngx_string("lookup"),
     ngx_string("info"),
     ngx_string("refresh"),
-    ngx_string("reverse")
+    ngx_string("reverse"),
+    ngx_string("redeem")
 };
 
 static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
@@ -56,7 +59,8 @@ static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
     ngx_http_imgbill_parse_lookup,
     ngx_http_imgbill_parse_info,
     ngx_http_imgbill_parse_release,
-    ngx_http_imgbill_parse_settle
+    ngx_http_imgbill_parse_settle,
+    ngx_http_imgbill_parse_redeem
 };
 
 
@@ -428,6 +432,43 @@ ngx_http_imgbill_script_info(ngx_http_imgbill_store_t *store,
 }
 
 
+/*
+ * redeem: KEYS imgbill:key:<hash>, imgbill:code:<hash>; ARGV the key's
+ * id, the code's id (the first digits of either hash, for the ledger)
+ */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_redeem(ngx_http_imgbill_store_t *store,
+    u_char *key_hash, u_char *code_hash, ngx_http_imgbill_reply_pt handler,
+    void *data)
+{
+    u_char     key[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    u_char     code[sizeof("imgbill:code:") - 1
+                    + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    ngx_str_t  argv[4];
+
+    if (store == NULL) {
+        return NULL;
+    }
+
+    ngx_http_imgbill_key_name(&argv[0], key, key_hash);
+
+    argv[1].data = code;
+    argv[1].len = ngx_sprintf(code, "imgbill:code:%*s",
+                              (size_t) NGX_HTTP_IMGBILL_KEY_HASH_LEN,
+                              code_hash)
+                  - code;
+
+    argv[2].data = key_hash;
+    argv[2].len = NGX_HTTP_IMGBILL_KEY_ID_LEN;
+    argv[3].data = code_hash;
+    argv[3].len = NGX_HTTP_IMGBILL_KEY_ID_LEN;
+
+    return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_redeem,
+                                        2, 4, argv, handler, data);
+}
+
+
 ngx_str_t *
 ngx_http_imgbill_script_name(ngx_http_imgbill_script_e script)
 {
@@ -536,6 +577,42 @@ ngx_http_imgbill_parse_info(redisReply *e, ngx_http_imgbill_reply_t *reply)
     }
 
     return ngx_http_imgbill_parse_account(e->element[1], reply);
+}
+
+
+/* {-1} | {-2} | {-3 or -4, when} | {1, account, balance, amount} */
+
+static ngx_uint_t
+ngx_http_imgbill_parse_redeem(redisReply *e, ngx_http_imgbill_reply_t *reply)
+{
+    if (ngx_http_imgbill_integer(e, 0, &reply->status) != NGX_OK) {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    switch (reply->status) {
+
+    case NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY:
+    case NGX_HTTP_IMGBILL_REDEEM_UNKNOWN:
+        return NGX_HTTP_IMGBILL_REPLY_OK;
+
+    case NGX_HTTP_IMGBILL_REDEEM_SPENT:
+    case NGX_HTTP_IMGBILL_REDEEM_EXPIRED:
+        return (ngx_http_imgbill_integer(e, 1, &reply->when) == NGX_OK)
+               ? NGX_HTTP_IMGBILL_REPLY_OK : NGX_HTTP_IMGBILL_REPLY_ERROR;
+
+    case NGX_HTTP_IMGBILL_REDEEM_CREDITED:
+        if (e->elements != 4
+            || ngx_http_imgbill_integer(e, 2, &reply->balance) != NGX_OK
+            || ngx_http_imgbill_integer(e, 3, &reply->charged) != NGX_OK)
+        {
+            return NGX_HTTP_IMGBILL_REPLY_ERROR;
+        }
+
+        return ngx_http_imgbill_parse_account(e->element[1], reply);
+
+    default:
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
 }
 
 

@@ -1,6 +1,6 @@
 -- imgbill's one Redis script: admit, settle, release, release_key,
--- lookup, info, refresh and reverse, and a loop that runs a batch of them
--- in one call.
+-- lookup, info, refresh, reverse and redeem, and a loop that runs a
+-- batch of them in one call.
 --
 -- scripts/gen-script turns this file into ngx_http_imgbill_script_lua.h
 -- (the text and its SHA-1, for EVALSHA); t/03-script.t checks that the
@@ -438,6 +438,40 @@ local function info(k, a)
 end
 
 
+-- redeem: a redemption code credits the caller's account, once.
+--   KEYS: imgbill:key:<sha256 of the API key>,
+--         imgbill:code:<sha256 of the code>
+--   ARGV: the key's id (its hash's first 12 digits), the code's id
+--   -> {-1} unknown key | {-2} no such code | {-3, used at} spent
+--      | {-4, expired at} expired | {1, account, balance, amount}
+--
+-- The code is spent and the credit written in one call: of any number of
+-- concurrent redeems exactly one finds the code unspent.  The credit is a
+-- ledger entry as the CLI's topup writes one, reason "redeem".  A code
+-- lives outside any account's slot, as the key does.
+
+local function redeem(k, a)
+  local acct = call('GET', KEYS[k])
+  if not acct then return {-1} end
+  local code = KEYS[k + 1]
+  local c = call('HMGET', code, 'amount', 'expires', 'used_at')
+  local amount = c[1]
+  if not amount then return {-2} end
+  if c[3] then return {-3, tonumber(c[3])} end
+  local t = clock()
+  if c[2] and c[2] ~= '' and c[2] + 0 <= t then
+    return {-4, tonumber(c[2])}
+  end
+  local p = 'imgbill:{' .. acct .. '}:'
+  call('HSET', code, 'used_at', t, 'account', acct, 'key', ARGV[a])
+  local bal = call('INCRBY', p .. 'balance', amount)
+  call('XADD', p .. 'ledger', '*', 'type', 'credit', 'amount', amount,
+       'reason', 'redeem', 'code', ARGV[a + 1], 'key', ARGV[a],
+       'ts', t, 'balance_after', bal)
+  return {1, acct, bal, tonumber(amount)}
+end
+
+
 -- The batch: each command runs under pcall, so it keeps its own
 -- atomicity and its own result, and one failing (a key of the wrong
 -- type) answers that command with an error and no other.  The numbers
@@ -446,7 +480,7 @@ end
 -- of old send.
 
 local run = {admit, settle, release, release_key, lookup, info, refresh,
-             reverse}
+             reverse, redeem}
 
 -- a command's head is small numbers: one digit costs no strtod()
 local function small(s)

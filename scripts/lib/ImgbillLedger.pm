@@ -546,19 +546,23 @@ sub live_held {
     return $sum;
 }
 
-# "sk-" and 48 base62 characters (285 bits) from the kernel's CSPRNG;
-# bytes of 248 and up are dropped so that each character is uniform
+# random_key([PREFIX, N]): PREFIX (default "sk-") and N base62 characters
+# (default 48: 285 bits) from the kernel's CSPRNG; bytes of 248 and up are
+# dropped so that each character is uniform
 sub random_key {
+    my ($prefix, $n) = @_;
+    $prefix = 'sk-' unless defined $prefix;
+    $n ||= 48;
     my @c = ('0' .. '9', 'A' .. 'Z', 'a' .. 'z');
     open my $fh, '<:raw', '/dev/urandom' or die "/dev/urandom: $!\n";
-    my $k = 'sk-';
-    while (length($k) < 3 + 48) {
-        my $n = read($fh, my $buf, 64);
-        die "/dev/urandom: short read\n" unless $n;
+    my $k = $prefix;
+    while (length($k) < length($prefix) + $n) {
+        my $got = read($fh, my $buf, 64);
+        die "/dev/urandom: short read\n" unless $got;
         for my $b (unpack 'C*', $buf) {
             next if $b >= 248;
             $k .= $c[$b % 62];
-            last if length($k) == 3 + 48;
+            last if length($k) == length($prefix) + $n;
         }
     }
     close $fh;

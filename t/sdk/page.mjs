@@ -13,6 +13,8 @@
 //               bad_key and read the error shown (screenshot_bad: its picture).
 // mode "error": enter the key and read what the page shows (the .t has
 //               stopped Redis): the error, and that no figures are left.
+// mode "redeem": enter the key, type each of codes[] into the redemption
+//               box and send it, reading what the page shows after each.
 // Always: every request the page made (URL, method, whether it carried the
 // key), the storage the page could have put the key in, console errors.
 import puppeteer from 'puppeteer-core';
@@ -96,6 +98,31 @@ try {
   out.idle_state = await page.evaluate(() => document.body.getAttribute('data-state'));
   await enterKey(cfg.key);
   out.first = await read();
+
+  if (out.mode === 'redeem') {
+    out.redeemed = [];
+    for (const code of cfg.codes || []) {
+      await page.evaluate(() => document.body.setAttribute('data-redeem', ''));
+      await page.click('#redeem-code', { clickCount: 3 });
+      await page.type('#redeem-code', code);
+      await page.click('#redeem-submit');
+      await page.waitForFunction(
+        () => ['done', 'failed'].includes(document.body.getAttribute('data-redeem')),
+        { timeout: WAIT });
+      await settle();
+      await page.waitForFunction(() => !document.getElementById('redeem-submit').disabled,
+        { timeout: WAIT });
+      const shown = await read();
+      shown.redeem = await page.evaluate(() => ({
+        outcome: document.body.getAttribute('data-redeem'),
+        result: document.getElementById('redeem-result').textContent,
+        result_class: document.getElementById('redeem-result').className,
+        input_value: document.getElementById('redeem-code').value,
+      }));
+      out.redeemed.push(shown);
+    }
+    if (cfg.screenshot) await page.screenshot({ path: cfg.screenshot, fullPage: true });
+  }
 
   if (out.mode === 'full') {
     if (!out.first.older_disabled) {
