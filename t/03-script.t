@@ -74,7 +74,8 @@ sub settle {
                 $o{model} // 'gemini-2.5-flash-image', $o{pt} // 560,
                 $o{ct} // 1120, 604800, $o{ts} // 1700000000,
                 $o{hold} // 0, $o{images} // 1,
-                (exists $o{api} ? ($o{api}) : ())]);
+                (exists $o{api} || exists $o{key} ? ($o{api} // '') : ()),
+                (exists $o{key} ? ($o{key}, $o{limited} // 1) : ())]);
 }
 
 sub reverse_charge {
@@ -487,6 +488,69 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
     is_deeply $res->[1], [1, 'rita'], '... for that command only';
 }
 
+# --- a key's limits, command by command
+{
+    $h->account('kim', 'sk-kim', 1000000);
+    my $id = substr(key_hash('sk-kim'), 0, 12);
+    my $kk = "imgbill:{kim}:key:$id";
+    my $kh = "$kk:holds";
+    my $day = sub { my @t = gmtime $_[0]; sprintf '%04d-%02d-%02d', $t[5] + 1900, $t[4] + 1, $t[3] };
+    my $adm = sub {
+        my ($rid, $hold, %o) = @_;
+        return one('admit', ['imgbill:key:' . key_hash('sk-kim')],
+                   [$rid, 0, $hold, 900, $o{model} // 'm1', $o{ip} // '4:7f000001']);
+    };
+    $r->cmd('HSET', $kk, 'since', $now, 'limit', 3000, 'daily_limit', 2000);
+    is_deeply $adm->('k1', 1500), [1, 'kim', 1000000, 1000000, 1], 'a limited key: held, {..., 1}';
+    is_deeply $adm->('k2', 1000), [-5, 'kim', 500, 2], '... a second over the daily limit: {-5, left 500, daily}';
+    is_deeply [ sort keys %{ { @{ $r->cmd('HGETALL', $kh) } } } ], ['k1'], '... the key holds k1 only';
+    is_deeply settle('kim', 'k1', 1200, ts => $now, hold => 1500, key => $id), [1, 998800],
+        'k1 settles 1200';
+    is_deeply [ @{ $r->cmd('HMGET', $kk, 'spent', 'day', 'day_spent') } ], [1200, $day->($now), 1200],
+        '... the key spent 1200 today';
+    is_deeply { @{ $r->cmd('HGETALL', $kh) } }, {}, '... its hold gone';
+    my $ch = settle('kim', 'k0', 500, ts => $now - 86400, key => $id);
+    is $ch->[0], 1, 'a replayed charge of yesterday';
+    is_deeply [ @{ $r->cmd('HMGET', $kk, 'spent', 'day', 'day_spent') } ], [1700, $day->($now), 1200],
+        '... counts in the total, not in today\'s';
+    is_deeply $adm->('k3', 1400), [-5, 'kim', 1300, 1], 'now the total limit: {-5, left 1300, total}';
+    is_deeply reverse_charge('kim', 'k1', ts => $now, charge_ts => $now, ), [1, 999500],
+        'k1 reversed (the key not named): the account gets it back';
+    is $r->cmd('HGET', $kk, 'spent'), 1700, '... the key\'s spend stays';
+    is_deeply one('reverse', [keys_of('kim', qw(balance ledger)), 'imgbill:{kim}:settled:k0'],
+                  [ 'k0', 604800, $now, $now - 86400, $id ]), [1, 1000000],
+        'k0 reversed, naming the key';
+    is_deeply [ @{ $r->cmd('HMGET', $kk, 'spent', 'day_spent') } ], [1200, 1200],
+        '... its spend less 500, today\'s as it was (it was yesterday\'s)';
+    is $adm->('k4', 700)->[0], 1, 'k4 held';
+    is one('refresh', [keys_of('kim', 'holds')], ['k4', 700, 5000, $id]), 1, '... refreshed';
+    my ($exp) = $r->cmd('HGET', $kh, 'k4') =~ /:(\d+)$/;
+    ok $exp >= $now + 4999, '... the key\'s hold too';
+    is release('kim', 'k4', 700), 1, '... released without the key named';
+    is $r->cmd('HEXISTS', $kh, 'k4'), 1, '... the key\'s hold stays (it expires)';
+    is one('release', [keys_of('kim', qw(holds held))], ['k4', 700, $id]), 0, 'released naming the key';
+    is $r->cmd('HEXISTS', $kh, 'k4'), 0, '... the key\'s hold gone';
+    is $adm->('k5', 100)->[0], 1, 'k5 held';
+    is one('release_key', ['imgbill:key:' . key_hash('sk-kim')], ['k5']), 1, '... released by the key';
+    is $r->cmd('HEXISTS', $kh, 'k5'), 0, '... the key\'s hold too';
+
+    # the lists
+    $r->cmd('HSET', $kk, 'models', 'm1,m2', 'ips', '4:0a000000/8,6:20010db8000000000000000000000000/33,4:7f000001/32');
+    $r->cmd('HDEL', $kk, 'limit', 'daily_limit');
+    is $adm->('m', 1, model => 'm2')->[0], 1, 'a listed model';
+    is_deeply $adm->('m', 1, model => 'm')->[0], -3, 'a prefix of one is not: -3';
+    is_deeply $adm->('m', 1, model => 'm1,m2')->[0], -3, '... nor two of them';
+    is $adm->('i', 1, ip => '4:0affffff')->[0], 1, '10.255.255.255 in 10.0.0.0/8';
+    is $adm->('i', 1, ip => '4:0b000000')->[0], -4, '11.0.0.0 not: -4';
+    is $adm->('i', 1, ip => '6:20010db87fffffffffffffffffffffff')->[0], 1, '2001:db8:7fff:... in 2001:db8::/33';
+    is $adm->('i', 1, ip => '6:20010db8800000000000000000000000')->[0], -4, '2001:db8:8000:: not';
+    is $adm->('i', 1, ip => '6:0000000000000000000000000a000001')->[0], -4, 'an IPv6 address is no IPv4 one';
+    is $adm->('i', 1, ip => '')->[0], -4, 'no address (a unix socket): not in any network';
+    is $adm->('i', 1, ip => '4:7f000001')->[0], 1, '127.0.0.1/32';
+    $r->cmd('HSET', $kk, 'expires', $now - 1);
+    is_deeply $adm->('e', 1), [-2, 'kim', $now - 1], 'expired: {-2, expired at}';
+}
+
 # --- scripts/bench-src/script-cost: the script's own Redis cost, the money
 # of its calls checked; a script that charges one unit too much fails it
 {
@@ -494,7 +558,7 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
     my $out = `"$tool" "$lua_file" 200 3 2>&1`;
     is $?, 0, 'script-cost runs the script' or diag $out;
     # 10, and the day's usage total a settle adds to
-    like $out, qr/^redis_us_per_request [\d.]+ commands_per_request 11\.\d+ /m,
+    like $out, qr/^redis_us_per_request [\d.]+ commands_per_request 12\.\d+ /m,
          'it prints Redis\' cost per request, about 11 commands each';
     like $out, qr/requests 600, ledger entries 600, charged 1479000 units, holds left 0, error replies 0/,
          '... and the money of 600 requests, exact';

@@ -147,7 +147,7 @@ sub settled { my ($c) = @_; $h->wait_holds($c->{acct}, 0, $VALGRIND ? 60 : 20) }
     my $journal = $h->dir . '/imgbill.journal';
     my $rid = $c->{got}{request_id} // 'none';
     ok wait_for(sub { (do { local (@ARGV, $/) = ($journal); <> } // '')
-                      =~ /^S \Q$rid\E \Q$c->{acct}\E 2000 fast \d+ \d+ \Q$PRO\E 1 openai t=\d+$/m },
+                      =~ /^S \Q$rid\E \Q$c->{acct}\E 2000 fast \d+ \d+ \Q$PRO\E 1 openai k=[0-9a-f]{12} t=\d+$/m },
                 $VALGRIND ? 60 : 15),
        'Redis down at the end of the drained stream: its charge journaled';
     $h->redis_start;

@@ -93,7 +93,8 @@ sub charged_ok {
                          model => $w{model} // $FLASH, charge => $w{units},
                          balance_after => 100000 - $w{units},
                          prompt_tokens => $w{pt}, completion_tokens => $w{ct},
-                         images => $w{images} // 1, api => 'gemini' },
+                         images => $w{images} // 1, api => 'gemini',
+                         key => $h->key_id($acct) },
             'ledger entry' if defined $w{pt};
         is $e{charge}, $w{units}, 'ledger charge' unless defined $w{pt};
         is_deeply $h->wait_holds($acct, 0), {}, 'no hold left';

@@ -80,8 +80,9 @@ is $balance, 200000 - 23 * 2465, "balance $balance";
         id => $newest[0]{request_id}, created => $newest[0]{ts} + 0, type => 'charge',
         channel => 'metered', model => 'gemini-2.5-flash-image',
         prompt_tokens => 560, completion_tokens => 1120, images => 1, api => 'openai',
+        key => $h->key_id($acct),
         amount => '-0.2465', balance => fmt_units($newest[0]{balance_after}),
-    }, '... an entry: the contract, to the unit (the API the client spoke too)';
+    }, '... an entry: the contract, to the unit (the API the client spoke and the key too)';
     is_deeply [ map { $_->{balance} } @$d ],
         [ map { fmt_units($_->{balance_after}) } @newest[0 .. 19] ], '... every balance';
 

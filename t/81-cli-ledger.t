@@ -370,7 +370,9 @@ my @new_keys;
     chomp(my $k = $out);
     push @new_keys, $k;
     is $h->redis('GET', 'imgbill:key:' . key_hash($k)), 'acme', 'imgbill:key:<sha256> = acme';
-    is $h->redis('DBSIZE'), $before + 1, 'one key more in Redis';
+    is $h->redis('DBSIZE'), $before + 2, 'two keys more in Redis: the key and its limits';
+    is_deeply [ keys %{ { @{ $h->redis('HGETALL', 'imgbill:{acme}:key:' . substr(key_hash($k), 0, 12)) } } } ],
+              [ 'since' ], '... which are none: it counts its spend since now';
     my $dump = $h->redis_dump;
     unlike $dump, qr/\Q$k\E/, 'the raw key is nowhere in Redis';
     unlike $dump, qr/\Q${\ substr($k, 3) }\E/, '... not even without its "sk-"';
@@ -390,7 +392,8 @@ my @new_keys;
     ($rc, $out) = cli('key-list', 'acme');
     is $rc, 0, 'key-list: exit 0';
     my @want = sort map { substr(key_hash($_), 0, 12) } 'sk-81-acme-1', 'sk-81-acme-2', $k;
-    is $out, join('', map { "$_\n" } @want), 'the three hash prefixes (12 hex), sorted';
+    is join('', map { "$_\n" } $out =~ /^([0-9a-f]{12}) /mg), join('', map { "$_\n" } @want),
+        'the three hash prefixes (12 hex), sorted';
     ($rc, $out) = cli('key-list', 'ghost');
     is scalar(split /\n/, $out), 21, "ghost's 21 keys";
     ($rc, $out) = cli('key-list', 'balonly');

@@ -103,7 +103,10 @@ sub json_ledger {
     like $dump, qr/^imgbill:key:\Q${\ key_hash($key) }\E\tstring\t\["minted"\]$/m,
         'only its SHA-256, mapped to minted';
     ($rc, $out) = cli('key-list', 'minted');
-    is $out, substr(key_hash($key), 0, 12) . "\n", 'key-list: its hash prefix';
+    is $out, substr(key_hash($key), 0, 12) . ' name=- limit=none spent=0.0700 daily_limit=none '
+        . "today=0.0700 expires=never models=any ips=any last_used=$1\n",
+        'key-list: its hash prefix, and its spend' if $out =~ /last_used=(\S+)$/;
+    like $out, qr/ last_used=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, '... and when it was used';
     unlike $h->cli_printed =~ s/\Q$key\E//r, qr/\Q$key\E/, 'the key was printed once';
 
     my $j = json_ledger('minted');

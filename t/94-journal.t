@@ -47,8 +47,8 @@ is $got, '200 0.2465', 'the client got its image and its charge while Redis was 
 
 my @s = grep { /^S / } lines();
 is scalar @s, 1, 'one settlement journaled';
-like $s[0] // '', qr/^S [0-9a-f]{32} jr 2465 metered 560 1120 gemini-2\.5-flash-image 1 openai t=\d+$/,
-    '... with request id, account, charge, channel, tokens, model, images, API and the time decided';
+like $s[0] // '', qr/^S [0-9a-f]{32} jr 2465 metered 560 1120 gemini-2\.5-flash-image 1 openai k=[0-9a-f]{12} t=\d+$/,
+    '... with request id, account, charge, channel, tokens, model, images, API, key and the time decided';
 
 kill 'CONT', $rp;
 

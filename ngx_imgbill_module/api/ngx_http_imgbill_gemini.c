@@ -593,6 +593,9 @@ ngx_http_imgbill_gemini_status(ngx_uint_t status)
     case NGX_HTTP_UNAUTHORIZED:
         return "UNAUTHENTICATED";
 
+    case NGX_HTTP_FORBIDDEN:
+        return "PERMISSION_DENIED";
+
     case 402:
         return "RESOURCE_EXHAUSTED";
 

@@ -34,6 +34,9 @@ static void ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply,
     void *data);
 static void ngx_http_imgbill_refuse(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_int_t available);
+static void ngx_http_imgbill_key_refuse(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_reply_t *reply);
+static void ngx_http_imgbill_address(ngx_http_request_t *r, ngx_str_t *addr);
 static ngx_int_t ngx_http_imgbill_reject(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 
@@ -282,12 +285,17 @@ ngx_http_imgbill_body_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_imgbill_admit(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
+    ngx_http_imgbill_asker_t      asker;
     ngx_http_imgbill_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
 
+    asker.key_hash = ctx->key_hash;
+    asker.model = ctx->model;
+    ngx_http_imgbill_address(r, &asker.address);
+
     ctx->cmd = ngx_http_imgbill_script_admit(ngx_http_imgbill_store(r),
-                                             ctx->key_hash,
+                                             &asker,
                                              &ctx->request_id,
                                              ngx_http_imgbill_gate(
                                                  &lcf->tariff, ctx->channel,
@@ -355,6 +363,7 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_admitted);
 
         ctx->holding = 1;
+        ctx->key_limits = (reply->limit == 1);
         ngx_http_imgbill_metrics_hold(r);
 
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -363,7 +372,12 @@ ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply, void *data)
         goto wake;
     }
 
-    ngx_http_imgbill_refuse(r, ctx, reply->available);
+    if (reply->status == NGX_HTTP_IMGBILL_ADMIT_REFUSED) {
+        ngx_http_imgbill_refuse(r, ctx, reply->available);
+
+    } else {
+        ngx_http_imgbill_key_refuse(r, ctx, reply);
+    }
 
 wake:
 
@@ -395,6 +409,119 @@ ngx_http_imgbill_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
                                "insufficient balance: available %*s, "
                                "required %*s", p - have, have,
                                last - need, need);
+}
+
+
+/* what the key's own limits refuse; nothing was held */
+
+static void
+ngx_http_imgbill_key_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
+    ngx_http_imgbill_reply_t *reply)
+{
+    u_char  *p, *last;
+    u_char   left[NGX_HTTP_IMGBILL_MONEY_LEN];
+    u_char   need[NGX_HTTP_IMGBILL_MONEY_LEN];
+    u_char   when[NGX_HTTP_IMGBILL_TIME_LEN];
+
+    switch (reply->status) {
+
+    case NGX_HTTP_IMGBILL_ADMIT_KEY_EXPIRED:
+        p = ngx_http_imgbill_format_time(when, reply->when);
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_UNAUTHORIZED,
+                                   ngx_http_imgbill_err_request,
+                                   "key_expired",
+                                   "this API key expired at %*s",
+                                   p - when, when);
+        return;
+
+    case NGX_HTTP_IMGBILL_ADMIT_KEY_MODEL:
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_FORBIDDEN,
+                                   ngx_http_imgbill_err_request,
+                                   "model_not_allowed",
+                                   "this API key may not use the model "
+                                   "\"%V\"", &ctx->model);
+        return;
+
+    case NGX_HTTP_IMGBILL_ADMIT_KEY_ADDRESS:
+        ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_FORBIDDEN,
+                                   ngx_http_imgbill_err_request,
+                                   "ip_not_allowed",
+                                   "this API key may not be used from %V",
+                                   &r->connection->addr_text);
+        return;
+
+    default: /* NGX_HTTP_IMGBILL_ADMIT_KEY_LIMIT */
+        p = ngx_http_imgbill_format_money(left, ngx_max(reply->available, 0));
+        last = ngx_http_imgbill_format_money(need, ctx->hold);
+
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_IMGBILL_PAYMENT_REQUIRED,
+                                   ngx_http_imgbill_err_quota,
+                                   "key_limit_reached",
+                                   "this API key's %s spending limit is "
+                                   "reached: left %*s, required %*s",
+                                   reply->limit == 2 ? "daily" : "total",
+                                   p - left, left, last - need, need);
+    }
+}
+
+
+/*
+ * The client's address as the admission matches it against a key's
+ * networks: "4:" and 8 hex digits, or "6:" and 32 (an IPv4 address mapped
+ * into IPv6 is the IPv4 one); empty for a unix socket, which no network
+ * contains.  After the realip module, if it is configured: the client's,
+ * not a balancer's.
+ */
+
+static void
+ngx_http_imgbill_address(ngx_http_request_t *r, ngx_str_t *addr)
+{
+    u_char               *p, *a;
+    size_t                n;
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6  *sin6;
+#endif
+
+    ngx_str_null(addr);
+
+    switch (r->connection->sockaddr->sa_family) {
+
+    case AF_INET:
+        sin = (struct sockaddr_in *) r->connection->sockaddr;
+        a = (u_char *) &sin->sin_addr;
+        n = 4;
+        break;
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        sin6 = (struct sockaddr_in6 *) r->connection->sockaddr;
+        a = sin6->sin6_addr.s6_addr;
+        n = 16;
+
+        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+            a += 12;
+            n = 4;
+        }
+
+        break;
+#endif
+
+    default:
+        return;
+    }
+
+    p = ngx_pnalloc(r->pool, 2 + 2 * n);
+    if (p == NULL) {
+        return;
+    }
+
+    addr->data = p;
+    *p++ = (n == 4) ? '4' : '6';
+    *p++ = ':';
+    p = ngx_hex_dump(p, a, n);
+    addr->len = p - addr->data;
 }
 
 

@@ -19,7 +19,7 @@
 #define NGX_HTTP_IMGBILL_LEDGER_MAX       100
 
 /* what one ledger entry takes besides its strings, escaped */
-#define NGX_HTTP_IMGBILL_ENTRY_LEN        368
+#define NGX_HTTP_IMGBILL_ENTRY_LEN        384
 
 
 static ngx_int_t ngx_http_imgbill_serve_ledger_args(ngx_http_request_t *r,
@@ -464,6 +464,14 @@ ngx_http_imgbill_ledger_json(u_char *p, ngx_http_imgbill_reply_t *reply)
         } else {
             p = ngx_cpymem(p, ",\"reason\":\"", sizeof(",\"reason\":\"") - 1);
             p = (u_char *) ngx_escape_json(p, e.reason.data, e.reason.len);
+            *p++ = '"';
+        }
+
+        /* the key that spent, or redeemed, where the entry records it */
+
+        if (e.key.len) {
+            p = ngx_cpymem(p, ",\"key\":\"", sizeof(",\"key\":\"") - 1);
+            p = (u_char *) ngx_escape_json(p, e.key.data, e.key.len);
             *p++ = '"';
         }
 

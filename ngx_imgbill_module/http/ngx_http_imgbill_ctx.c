@@ -162,6 +162,10 @@ ngx_http_imgbill_set_state(ngx_http_imgbill_ctx_t *ctx,
     h->hold = ctx->hold;
     h->since = ngx_time();
 
+    if (ngx_http_imgbill_limited_key(ctx, &h->key) == NULL) {
+        ngx_str_null(&h->key);
+    }
+
     ngx_http_imgbill_store_hold(ngx_http_imgbill_store(ctx->request), h);
 }
 
@@ -204,6 +208,25 @@ ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
     s->images = ctx->images;
     s->api = ctx->api->name;
     s->decided = ctx->settled_at ? ctx->settled_at : ngx_time();
+    s->key.data = ctx->key_hash;
+    s->key.len = NGX_HTTP_IMGBILL_KEY_ID_LEN;
+    s->key_limits = ctx->key_limits;
+}
+
+
+/* the key's id into *key if it has limits to count against, else NULL */
+
+ngx_str_t *
+ngx_http_imgbill_limited_key(ngx_http_imgbill_ctx_t *ctx, ngx_str_t *key)
+{
+    if (!ctx->key_limits) {
+        return NULL;
+    }
+
+    key->data = ctx->key_hash;
+    key->len = NGX_HTTP_IMGBILL_KEY_ID_LEN;
+
+    return key;
 }
 
 

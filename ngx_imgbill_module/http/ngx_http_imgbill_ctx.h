@@ -154,6 +154,9 @@ typedef struct {
     unsigned                        unrecorded:1;   /* its charge could be
                                                        recorded nowhere */
     unsigned                        holding:1;      /* a hold was placed */
+    unsigned                        key_limits:1;   /* the key has limits:
+                                                       its hold and spend
+                                                       count against them */
     unsigned                        once:1;    /* the call is priced,
                                                   not its results */
     unsigned                        usage_asked:1;  /* the client asked for
@@ -170,6 +173,8 @@ void ngx_http_imgbill_set_state(ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_state_e state);
 void ngx_http_imgbill_settlement(ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_settle_t *s);
+ngx_str_t *ngx_http_imgbill_limited_key(ngx_http_imgbill_ctx_t *ctx,
+    ngx_str_t *key);
 ngx_uint_t ngx_http_imgbill_ended(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 
@@ -282,6 +287,7 @@ ngx_int_t ngx_http_imgbill_stream_worth(ngx_http_imgbill_ctx_t *ctx);
 void ngx_http_imgbill_set_error(ngx_http_request_t *r,
     ngx_http_imgbill_error_t *err, ngx_uint_t status,
     ngx_http_imgbill_err_e kind, const char *code, const char *fmt, ...);
+u_char *ngx_http_imgbill_format_time(u_char *p, time_t t);
 ngx_buf_t *ngx_http_imgbill_error_body(ngx_http_request_t *r,
     ngx_http_imgbill_error_t *err);
 ngx_int_t ngx_http_imgbill_add_header(ngx_http_request_t *r, char *name,

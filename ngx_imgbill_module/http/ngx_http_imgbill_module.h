@@ -32,6 +32,9 @@
    waits in a file */
 #define NGX_HTTP_IMGBILL_REPLY_MEMORY (64 * 1024 * 1024)
 
+/* a time in an error's message: "2026-12-31T23:59:59Z" */
+#define NGX_HTTP_IMGBILL_TIME_LEN  sizeof("-2147483648-12-31T23:59:59Z")
+
 /* a request id: 16 random bytes in hex, as nginx's $request_id */
 #define NGX_HTTP_IMGBILL_ID_BYTES  16
 #define NGX_HTTP_IMGBILL_ID_BATCH  64

@@ -45,6 +45,8 @@ ngx_http_imgbill_release(ngx_http_imgbill_ctx_t *ctx)
 
     if (ngx_http_imgbill_script_release(o->store, &o->settle.account,
                                         &o->settle.request_id, o->settle.hold,
+                                        o->settle.key_limits ? &o->settle.key
+                                                             : NULL,
                                         ngx_http_imgbill_orphan_settled, o)
         == NULL)
     {
@@ -125,6 +127,7 @@ ngx_http_imgbill_orphan(ngx_http_imgbill_ctx_t *ctx)
 
     ngx_http_imgbill_settlement(ctx, &o->settle);
     ngx_memcpy(o->key_hash, ctx->key_hash, NGX_HTTP_IMGBILL_KEY_HASH_LEN);
+    o->settle.key.data = o->key_hash;
 
     /* admission checked the account's length */
 
@@ -175,6 +178,8 @@ ngx_http_imgbill_orphan_admitted(ngx_http_imgbill_reply_t *reply, void *data)
     if (ngx_http_imgbill_script_release(o->store, &o->settle.account,
                                         &o->settle.request_id,
                                         o->settle.hold,
+                                        (reply->limit == 1) ? &o->settle.key
+                                                            : NULL,
                                         ngx_http_imgbill_orphan_settled, o)
         != NULL)
     {

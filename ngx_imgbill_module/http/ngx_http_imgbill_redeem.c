@@ -251,7 +251,7 @@ static void
 ngx_http_imgbill_redeem_refused(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_reply_t *reply)
 {
-    ngx_tm_t  tm;
+    u_char  *p, when[NGX_HTTP_IMGBILL_TIME_LEN];
 
     if (reply->status == NGX_HTTP_IMGBILL_REDEEM_UNKNOWN) {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_NOT_FOUND,
@@ -261,26 +261,20 @@ ngx_http_imgbill_redeem_refused(ngx_http_request_t *r,
         return;
     }
 
-    ngx_gmtime(reply->when, &tm);
+    p = ngx_http_imgbill_format_time(when, reply->when);
 
     if (reply->status == NGX_HTTP_IMGBILL_REDEEM_SPENT) {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_CONFLICT,
                                    ngx_http_imgbill_err_request,
                                    "code_already_used",
-                                   "this code was redeemed at "
-                                   "%4d-%02d-%02dT%02d:%02d:%02dZ",
-                                   tm.ngx_tm_year, tm.ngx_tm_mon,
-                                   tm.ngx_tm_mday, tm.ngx_tm_hour,
-                                   tm.ngx_tm_min, tm.ngx_tm_sec);
+                                   "this code was redeemed at %*s",
+                                   p - when, when);
         return;
     }
 
     ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_IMGBILL_GONE,
                                ngx_http_imgbill_err_request, "code_expired",
-                               "this code expired at "
-                               "%4d-%02d-%02dT%02d:%02d:%02dZ",
-                               tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                               tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+                               "this code expired at %*s", p - when, when);
 }
 
 

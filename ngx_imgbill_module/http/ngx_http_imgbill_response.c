@@ -104,6 +104,21 @@ ngx_http_imgbill_push(ngx_list_t *list, char *name, u_char *value,
 }
 
 
+/* a time as ISO 8601 says it, UTC, for the messages of errors */
+
+u_char *
+ngx_http_imgbill_format_time(u_char *p, time_t t)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(t, &tm);
+
+    return ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02dZ", tm.ngx_tm_year,
+                       tm.ngx_tm_mon, tm.ngx_tm_mday, tm.ngx_tm_hour,
+                       tm.ngx_tm_min, tm.ngx_tm_sec);
+}
+
+
 ngx_int_t
 ngx_http_imgbill_money_header(ngx_http_request_t *r, char *name,
     ngx_int_t units)

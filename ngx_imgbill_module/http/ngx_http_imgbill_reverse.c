@@ -26,6 +26,9 @@
 typedef struct {
     ngx_str_t                 account;
     ngx_str_t                 request_id;
+    ngx_str_t                 key;        /* if it has limits; else
+                                             empty */
+    u_char                    key_id[NGX_HTTP_IMGBILL_KEY_ID_LEN];
     time_t                    charged_at;
     ngx_http_imgbill_store_t *store;
     u_char                    data[1];
@@ -78,6 +81,7 @@ ngx_http_imgbill_reverse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     const char *why)
 {
     u_char                       buf[NGX_HTTP_IMGBILL_MONEY_LEN], *p;
+    ngx_str_t                    key, *limited;
     ngx_http_imgbill_store_t    *store;
     ngx_http_imgbill_reversal_t  *rv;
 
@@ -97,6 +101,7 @@ ngx_http_imgbill_reverse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     ctx->free_reason = ngx_http_imgbill_free_client_gone;
 
     store = ngx_http_imgbill_store(r);
+    limited = ngx_http_imgbill_limited_key(ctx, &key);
 
     rv = ngx_alloc(sizeof(ngx_http_imgbill_reversal_t) + ctx->account.len
                    + ctx->request_id.len, ngx_cycle->log);
@@ -112,8 +117,13 @@ ngx_http_imgbill_reverse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
         ngx_memcpy(rv->request_id.data, ctx->request_id.data,
                    ctx->request_id.len);
 
+        rv->key.data = rv->key_id;
+        rv->key.len = limited ? NGX_HTTP_IMGBILL_KEY_ID_LEN : 0;
+        ngx_memcpy(rv->key_id, ctx->key_hash, NGX_HTTP_IMGBILL_KEY_ID_LEN);
+
         if (ngx_http_imgbill_script_reverse(store, &rv->account,
                                             &rv->request_id, rv->charged_at,
+                                            limited ? &rv->key : NULL,
                                             ngx_http_imgbill_reversed, rv)
             != NULL)
         {
@@ -124,7 +134,8 @@ ngx_http_imgbill_reverse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     }
 
     ngx_http_imgbill_journal_reverse(store, r->connection->log, &ctx->account,
-                                     &ctx->request_id, ctx->settled_at);
+                                     &ctx->request_id, ctx->settled_at,
+                                     limited);
 }
 
 
@@ -140,7 +151,8 @@ ngx_http_imgbill_reversed(ngx_http_imgbill_reply_t *reply, void *data)
 
         ngx_http_imgbill_journal_reverse(rv->store, ngx_cycle->log,
                                          &rv->account, &rv->request_id,
-                                         rv->charged_at);
+                                         rv->charged_at,
+                                         rv->key.len ? &rv->key : NULL);
 
     } else if (reply->status == 0) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,

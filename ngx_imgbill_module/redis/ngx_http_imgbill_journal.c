@@ -13,10 +13,13 @@
  * One line per event, appended with a single write(2) to an O_APPEND file:
  *
  *   S <request id> <account> <charge> <channel> <prompt> <completion> <model>
- *     <images> [<api>] t=<decided at>
+ *     <images> [<api>] k=<key id>[+] t=<decided at>    (+: the key has
+ *                                             limits, its spend counts)
  *   R <request id> <sha256 of the API key>    an admission lost in flight
- *   V <request id>/v <account> <charged at>   a charge to give back: its
+ *   V <request id>/v <account> <charged at> [k=<key id>]
+ *                                             a charge to give back: its
  *                                             reply was never written
+ *                                             (the key's, if it has limits)
  *   H <request id>@<pid> <account> <until>    a hold its worker had as it
  *                                             began to exit
  *   D <id>                                    replayed, nothing left to do
@@ -217,17 +220,18 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
 {
     u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
 
-    /* the images, then the API, then the time, last: each was added in
-       its time, and a line without them is read as from before; the time
-       is marked, as the API may be absent */
+    /* the images, then the API, the key, then the time, last: each was
+       added in its time, and a line without them is read as from before;
+       the key and the time are marked, as the API may be absent */
 
     p = ngx_slprintf(line, line + sizeof(line) - 1,
-                     "S %V %V %i %V %i %i %V %ui%s%V t=%T", &s->request_id,
-                     &s->account, s->charge,
+                     "S %V %V %i %V %i %i %V %ui%s%V k=%V%s t=%T",
+                     &s->request_id, &s->account, s->charge,
                      ngx_http_imgbill_channel_name(s->channel),
                      ngx_max(s->prompt_tokens, 0),
                      ngx_max(s->completion_tokens, 0), &s->model, s->images,
-                     s->api.len ? " " : "", &s->api,
+                     s->api.len ? " " : "", &s->api, &s->key,
+                     s->key_limits ? "+" : "",
                      s->decided ? s->decided : ngx_time());
     *p++ = LF;
 
@@ -243,12 +247,16 @@ ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
 ngx_int_t
 ngx_http_imgbill_journal_reverse(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_str_t *account, ngx_str_t *request_id,
-    time_t charged_at)
+    time_t charged_at, ngx_str_t *key)
 {
     u_char  *p, line[NGX_HTTP_IMGBILL_LINE_MAX];
 
     p = ngx_slprintf(line, line + sizeof(line) - 1, "V %V/v %V %T",
                      request_id, account, charged_at);
+
+    if (key) {
+        p = ngx_slprintf(p, line + sizeof(line) - 1, " k=%V", key);
+    }
     *p++ = LF;
 
     return ngx_http_imgbill_journal_write(store, log, line, p - line);
@@ -588,6 +596,8 @@ ngx_http_imgbill_journal_send(ngx_http_imgbill_replayer_t *rp, u_char *p,
     case 'V':
         cmd = ngx_http_imgbill_script_reverse(rp->store, &l->settle.account,
                                         &l->settle.request_id, l->charged_at,
+                                        l->settle.key.len ? &l->settle.key
+                                                          : NULL,
                                         ngx_http_imgbill_journal_replayed, rl);
         break;
 
@@ -635,7 +645,10 @@ ngx_http_imgbill_journal_send_hold(ngx_http_imgbill_replayer_t *rp,
     rl->request_id.len = h.id.len;
     ngx_memcpy(rl->data, h.id.data, h.id.len);
 
+    /* a key's own hold, if any, expires: on the side of refusing */
+
     if (ngx_http_imgbill_script_release(rp->store, &h.account, &h.request_id, 0,
+                                        NULL,
                                         ngx_http_imgbill_journal_replayed, rl)
         != NULL)
     {

@@ -27,6 +27,8 @@ static int ngx_libc_cdecl ngx_http_imgbill_journal_cmp(const void *one,
     const void *two);
 static ngx_uint_t ngx_http_imgbill_journal_alive(ngx_pid_t pid);
 static ngx_int_t ngx_http_imgbill_journal_number(ngx_str_t *f);
+static ngx_int_t ngx_http_imgbill_journal_key(ngx_str_t *f,
+    ngx_http_imgbill_settle_t *s);
 static ngx_int_t ngx_http_imgbill_journal_index(
     ngx_http_imgbill_journal_read_t *jr, ngx_log_t *log);
 
@@ -260,11 +262,12 @@ ngx_http_imgbill_journal_owes(u_char *p, u_char *eol,
 /*
  * An S, R or V line, every field checked:
  *   S <request id> <account> <charge> <channel> <prompt> <completion>
- *     <model> [<images> [<api>]] [t=<decided at>]    (a line from before
- *     images were counted: one; from before the API was written: not
- *     known; from before the time was: the replay's)
+ *     <model> [<images> [<api>]] [k=<key id>[+]] [t=<decided at>]    (a
+ *     line from before images were counted: one; from before the API or
+ *     the key was written: not known; from before the time was: the
+ *     replay's)
  *   R <request id> <key hash>
- *   V <request id>/v <account> <charged at>
+ *   V <request id>/v <account> <charged at> [k=<key id>]
  */
 
 ngx_int_t
@@ -272,7 +275,7 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
     ngx_http_imgbill_journal_line_t *l)
 {
     ngx_int_t                   n;
-    ngx_str_t                   type, f[10];
+    ngx_str_t                   type, f[11];
     ngx_uint_t                  nf, i;
     ngx_http_imgbill_settle_t  *s;
 
@@ -286,7 +289,7 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
         return NGX_ERROR;
     }
 
-    for (nf = 0; nf < 10; nf++) {
+    for (nf = 0; nf < 11; nf++) {
         if (ngx_http_imgbill_journal_field(&p, eol, &f[nf]) != NGX_OK) {
             break;
         }
@@ -303,8 +306,10 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
                ? NGX_OK : NGX_ERROR;
 
     case 'V':
-        if (nf != 2 || l->id.len <= 2
-            || ngx_strncmp(l->id.data + l->id.len - 2, "/v", 2) != 0)
+        if (nf < 2 || nf > 3 || l->id.len <= 2
+            || ngx_strncmp(l->id.data + l->id.len - 2, "/v", 2) != 0
+            || (nf == 3
+                && ngx_http_imgbill_journal_key(&f[2], s) != NGX_OK))
         {
             return NGX_ERROR;
         }
@@ -333,6 +338,18 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
         s->decided = ngx_http_imgbill_journal_number(&f[nf - 1]);
 
         if (s->decided <= 0) {
+            return NGX_ERROR;
+        }
+
+        nf--;
+    }
+
+    /* the key, marked, before the time */
+
+    if (nf > 6 && f[nf - 1].len > 2 && f[nf - 1].data[0] == 'k'
+        && f[nf - 1].data[1] == '=')
+    {
+        if (ngx_http_imgbill_journal_key(&f[nf - 1], s) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -384,6 +401,43 @@ ngx_http_imgbill_journal_line(u_char *p, u_char *eol,
         }
 
         s->api = f[7];
+    }
+
+    return NGX_OK;
+}
+
+
+/* "k=<key id>", "+" after it if the key has limits */
+
+static ngx_int_t
+ngx_http_imgbill_journal_key(ngx_str_t *f, ngx_http_imgbill_settle_t *s)
+{
+    ngx_uint_t  i;
+
+    if (f->len < 2 || f->data[0] != 'k' || f->data[1] != '=') {
+        return NGX_ERROR;
+    }
+
+    s->key.data = f->data + 2;
+    s->key.len = f->len - 2;
+
+    if (s->key.len && s->key.data[s->key.len - 1] == '+') {
+        s->key_limits = 1;
+        s->key.len--;
+    }
+
+    if (s->key.len != NGX_HTTP_IMGBILL_KEY_ID_LEN) {
+        return NGX_ERROR;
+    }
+
+    /* lowercase hex, as the relay writes it */
+
+    for (i = 0; i < s->key.len; i++) {
+        if ((s->key.data[i] < '0' || s->key.data[i] > '9')
+            && (s->key.data[i] < 'a' || s->key.data[i] > 'f'))
+        {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;

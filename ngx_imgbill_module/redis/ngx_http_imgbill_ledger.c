@@ -129,6 +129,9 @@ ngx_http_imgbill_ledger_field(ngx_http_imgbill_entry_t *e, ngx_str_t *name,
     } else if (ngx_http_imgbill_field("api")) {
         e->api = *value;
 
+    } else if (ngx_http_imgbill_field("key")) {
+        e->key = *value;
+
     } else if (ngx_http_imgbill_field("reason")) {
         e->reason = *value;
 

@@ -43,6 +43,11 @@
 #define NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY  -1
 #define NGX_HTTP_IMGBILL_ADMIT_REFUSED       0   /* the gate is not met */
 #define NGX_HTTP_IMGBILL_ADMIT_HELD          1
+/* ... refused by the key's own limits */
+#define NGX_HTTP_IMGBILL_ADMIT_KEY_EXPIRED  -2
+#define NGX_HTTP_IMGBILL_ADMIT_KEY_MODEL    -3
+#define NGX_HTTP_IMGBILL_ADMIT_KEY_ADDRESS  -4
+#define NGX_HTTP_IMGBILL_ADMIT_KEY_LIMIT    -5
 /* the redeem command's answers, besides an unknown key */
 #define NGX_HTTP_IMGBILL_REDEEM_UNKNOWN     -2
 #define NGX_HTTP_IMGBILL_REDEEM_SPENT       -3
@@ -125,6 +130,8 @@ typedef struct {
     ngx_int_t                       hold;
     time_t                          since;     /* placed, or last
                                                   refreshed */
+    ngx_str_t                       key;       /* the key's id if it has
+                                                  limits, else empty */
     unsigned                        settling:1;  /* its settlement, in
                                                     flight, ends it */
 } ngx_http_imgbill_held_t;
@@ -154,6 +161,12 @@ typedef struct {
                                                  decided: the ledger
                                                  entry's time, replayed or
                                                  not; 0: now */
+    ngx_str_t                       key;      /* the key's id, for the
+                                                 ledger; empty: not known
+                                                 (a journal line from
+                                                 before) */
+    ngx_uint_t                      key_limits;  /* the key has limits:
+                                                    its spend counts */
 } ngx_http_imgbill_settle_t;
 
 
@@ -170,14 +183,21 @@ typedef struct {
     ngx_str_t                       account;    /* admit, lookup */
     ngx_int_t                       balance;    /* admit, settle,
                                                    reverse */
-    ngx_int_t                       available;  /* admit */
+    ngx_int_t                       available;  /* admit; refused by the
+                                                   key's limit: what it
+                                                   leaves */
+    ngx_int_t                       limit;      /* admit: 1 the key has
+                                                   limits; refused by one:
+                                                   1 total, 2 daily */
     ngx_int_t                       held;       /* info */
     ngx_int_t                       more;       /* info, ledger: 1 if more
                                                    entries follow */
     ngx_int_t                       charged;    /* info, usage; redeem:
                                                    the amount credited */
     ngx_int_t                       when;       /* redeem: when the code
-                                                   was spent, or expired */
+                                                   was spent, or expired;
+                                                   admit: when the key
+                                                   expired */
     ngx_uint_t                      nentries;   /* info, ledger: read them
                                                    with
                                                    ngx_http_imgbill_ledger_
@@ -206,6 +226,9 @@ typedef struct {
     ngx_str_t                       channel;
     ngx_str_t                       model;
     ngx_str_t                       api;         /* empty: not recorded */
+    ngx_str_t                       key;         /* the id of the key that
+                                                    spent (or redeemed);
+                                                    empty: not recorded */
     ngx_str_t                       reason;
     ngx_int_t                       ts;
     ngx_int_t                       prompt_tokens;
@@ -249,21 +272,29 @@ ngx_str_t *ngx_http_imgbill_store_redis(ngx_http_imgbill_store_t *store);
 extern ngx_msec_t  ngx_http_imgbill_rtt_buckets[];
 
 /* ngx_http_imgbill_script.c: one function per command */
+/* what an admission asks for, besides the money */
+typedef struct {
+    u_char                         *key_hash;
+    ngx_str_t                       model;
+    ngx_str_t                       address;   /* "4:" or "6:" and the
+                                                  client's address in hex */
+} ngx_http_imgbill_asker_t;
+
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_admit(
-    ngx_http_imgbill_store_t *store, u_char *key_hash,
+    ngx_http_imgbill_store_t *store, ngx_http_imgbill_asker_t *asker,
     ngx_str_t *request_id, ngx_int_t gate, ngx_int_t hold,
     ngx_http_imgbill_reply_pt handler, void *data);
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_reverse(
     ngx_http_imgbill_store_t *store, ngx_str_t *account,
-    ngx_str_t *request_id, time_t charged_at,
+    ngx_str_t *request_id, time_t charged_at, ngx_str_t *key,
     ngx_http_imgbill_reply_pt handler, void *data);
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_settle(
     ngx_http_imgbill_store_t *store, ngx_http_imgbill_settle_t *s,
     ngx_http_imgbill_reply_pt handler, void *data);
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release(
     ngx_http_imgbill_store_t *store, ngx_str_t *account,
-    ngx_str_t *request_id, ngx_int_t hold, ngx_http_imgbill_reply_pt handler,
-    void *data);
+    ngx_str_t *request_id, ngx_int_t hold, ngx_str_t *key,
+    ngx_http_imgbill_reply_pt handler, void *data);
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_lookup(
     ngx_http_imgbill_store_t *store, u_char *key_hash,
     ngx_http_imgbill_reply_pt handler, void *data);
@@ -289,7 +320,7 @@ ngx_int_t ngx_http_imgbill_journal_settle(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_http_imgbill_settle_t *s);
 ngx_int_t ngx_http_imgbill_journal_reverse(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_str_t *account, ngx_str_t *request_id,
-    time_t charged_at);
+    time_t charged_at, ngx_str_t *key);
 ngx_int_t ngx_http_imgbill_journal_release(ngx_http_imgbill_store_t *store,
     ngx_log_t *log, ngx_str_t *request_id, u_char *key_hash);
 

@@ -134,8 +134,7 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_release_key(
     ngx_http_imgbill_store_t *store, ngx_str_t *request_id,
     u_char *key_hash, ngx_http_imgbill_reply_pt handler, void *data);
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_refresh(
-    ngx_http_imgbill_store_t *store, ngx_str_t *account,
-    ngx_str_t *request_id, ngx_int_t hold);
+    ngx_http_imgbill_store_t *store, ngx_http_imgbill_held_t *h);
 ngx_str_t *ngx_http_imgbill_script_name(ngx_http_imgbill_script_e script);
 ngx_uint_t ngx_http_imgbill_script_parse(ngx_http_imgbill_script_e script,
     redisReply *e, ngx_http_imgbill_reply_t *reply);

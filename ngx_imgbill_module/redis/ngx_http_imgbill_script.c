@@ -65,19 +65,20 @@ static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
 
 
 /*
- * admit: KEYS imgbill:key:<hash>; ARGV request id, gate, hold, hold ttl.
- * NULL when the command cannot be queued; then its handler is never called.
+ * admit: KEYS imgbill:key:<hash>; ARGV request id, gate, hold, hold ttl,
+ * model, the client's address.  NULL when the command cannot be queued;
+ * then its handler is never called.
  */
 
 ngx_http_imgbill_cmd_t *
 ngx_http_imgbill_script_admit(ngx_http_imgbill_store_t *store,
-    u_char *key_hash, ngx_str_t *request_id, ngx_int_t gate, ngx_int_t hold,
-    ngx_http_imgbill_reply_pt handler, void *data)
+    ngx_http_imgbill_asker_t *asker, ngx_str_t *request_id, ngx_int_t gate,
+    ngx_int_t hold, ngx_http_imgbill_reply_pt handler, void *data)
 {
     u_char     *p, buf[sizeof("imgbill:key:") - 1
                        + NGX_HTTP_IMGBILL_KEY_HASH_LEN
                        + 2 * NGX_INT_T_LEN + NGX_TIME_T_LEN];
-    ngx_str_t   argv[5];
+    ngx_str_t   argv[7];
 
     if (store == NULL) {
         /* no imgbill_redis: nothing can be held or settled */
@@ -86,7 +87,7 @@ ngx_http_imgbill_script_admit(ngx_http_imgbill_store_t *store,
 
     p = buf;
 
-    ngx_http_imgbill_key_name(&argv[0], p, key_hash);
+    ngx_http_imgbill_key_name(&argv[0], p, asker->key_hash);
     p += argv[0].len;
 
     argv[1] = *request_id;
@@ -103,15 +104,19 @@ ngx_http_imgbill_script_admit(ngx_http_imgbill_store_t *store,
     p = ngx_sprintf(p, "%T", store->conf->hold_ttl);
     argv[4].len = p - argv[4].data;
 
+    argv[5] = asker->model;
+    argv[6] = asker->address;
+
     return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_admit,
-                                         1, 5, argv, handler, data);
+                                         1, 7, argv, handler, data);
 }
 
 
 /*
  * settle: KEYS balance, holds, ledger, settled marker, held (one slot);
  * ARGV request id, charge, channel, model, prompt and completion tokens,
- * marker ttl, time, hold, images, API.
+ * marker ttl, time, hold, images, API, the key's id, '1' if the key has
+ * limits.
  */
 
 ngx_http_imgbill_cmd_t *
@@ -123,7 +128,7 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_store_t *store,
                              + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
                         + NGX_HTTP_IMGBILL_REQUEST_ID_MAX
                         + 5 * NGX_INT_T_LEN + NGX_TIME_T_LEN];
-    ngx_str_t    argv[16];
+    ngx_str_t    argv[18];
     ngx_uint_t   i;
 
     if (store == NULL) {
@@ -193,65 +198,78 @@ ngx_http_imgbill_script_settle(ngx_http_imgbill_store_t *store,
         ngx_str_set(&argv[15], "");
     }
 
+    argv[16] = s->key;
+
+    if (s->key_limits) {
+        ngx_str_set(&argv[17], "1");
+
+    } else {
+        ngx_str_set(&argv[17], "");
+    }
+
     return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_settle,
-                                         5, 16, argv, handler, data);
+                                         5, 18, argv, handler, data);
 }
 
 
 /*
- * refresh: KEYS holds; ARGV request id, hold, hold ttl.  Nobody waits for
- * its answer: a hold not refreshed expires as it would have.
+ * refresh: KEYS holds; ARGV request id, hold, hold ttl, the key's id if
+ * it has limits.  Nobody waits for its answer: a hold not refreshed
+ * expires as it would have.
  */
 
 ngx_http_imgbill_cmd_t *
 ngx_http_imgbill_script_refresh(ngx_http_imgbill_store_t *store,
-    ngx_str_t *account, ngx_str_t *request_id, ngx_int_t hold)
+    ngx_http_imgbill_held_t *h)
 {
     u_char     *p, buf[sizeof("imgbill:{}:holds") - 1
                        + NGX_HTTP_IMGBILL_ACCOUNT_MAX
                        + NGX_INT_T_LEN + NGX_TIME_T_LEN];
-    ngx_str_t   argv[4];
+    ngx_str_t   argv[5];
 
-    if (account->len > NGX_HTTP_IMGBILL_ACCOUNT_MAX) {
+    if (h->account.len > NGX_HTTP_IMGBILL_ACCOUNT_MAX) {
         return NULL;
     }
 
     p = buf;
 
     argv[0].data = p;
-    p = ngx_sprintf(p, "imgbill:{%V}:holds", account);
+    p = ngx_sprintf(p, "imgbill:{%V}:holds", &h->account);
     argv[0].len = p - argv[0].data;
 
-    argv[1] = *request_id;
+    argv[1] = h->request_id;
 
     argv[2].data = p;
-    p = ngx_sprintf(p, "%i", hold);
+    p = ngx_sprintf(p, "%i", h->hold);
     argv[2].len = p - argv[2].data;
 
     argv[3].data = p;
     p = ngx_sprintf(p, "%T", store->conf->hold_ttl);
     argv[3].len = p - argv[3].data;
 
+    argv[4] = h->key;
+
     return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_refresh,
-                                         1, 4, argv, NULL, NULL);
+                                         1, 5, argv, NULL, NULL);
 }
 
 
 /*
  * reverse: KEYS balance, ledger, settled marker (one slot); ARGV request
- * id, marker ttl, time, the charge's time.
+ * id, marker ttl, time, the charge's time, the key's id if it has limits
+ * (key NULL: none).
  */
 
 ngx_http_imgbill_cmd_t *
 ngx_http_imgbill_script_reverse(ngx_http_imgbill_store_t *store,
     ngx_str_t *account, ngx_str_t *request_id, time_t charged_at,
-    ngx_http_imgbill_reply_pt handler, void *data)
+    ngx_str_t *key, ngx_http_imgbill_reply_pt handler, void *data)
 {
     u_char      *p, buf[3 * (sizeof("imgbill:{}:settled:") - 1
                              + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
                         + NGX_HTTP_IMGBILL_REQUEST_ID_MAX
                         + 2 * NGX_TIME_T_LEN];
-    ngx_str_t    argv[7];
+    ngx_str_t    argv[8];
 
     static const char  *suffix[] = { "balance", "ledger", "settled:" };
 
@@ -278,22 +296,32 @@ ngx_http_imgbill_script_reverse(ngx_http_imgbill_store_t *store,
     p = ngx_sprintf(p, "%T", charged_at);
     argv[6].len = p - argv[6].data;
 
+    if (key) {
+        argv[7] = *key;
+
+    } else {
+        ngx_str_set(&argv[7], "");
+    }
+
     return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_reverse,
-                                         3, 7, argv, handler, data);
+                                         3, 8, argv, handler, data);
 }
 
 
-/* release: KEYS holds, held; ARGV request id, hold (0: not known) */
+/*
+ * release: KEYS holds, held; ARGV request id, hold (0: not known), the
+ * key's id if it has limits (key NULL: none)
+ */
 
 ngx_http_imgbill_cmd_t *
 ngx_http_imgbill_script_release(ngx_http_imgbill_store_t *store,
-    ngx_str_t *account, ngx_str_t *request_id, ngx_int_t hold,
+    ngx_str_t *account, ngx_str_t *request_id, ngx_int_t hold, ngx_str_t *key,
     ngx_http_imgbill_reply_pt handler, void *data)
 {
     u_char      *p, buf[2 * (sizeof("imgbill:{}:holds") - 1
                              + NGX_HTTP_IMGBILL_ACCOUNT_MAX)
                         + NGX_INT_T_LEN];
-    ngx_str_t    argv[4];
+    ngx_str_t    argv[5];
 
     if (store == NULL) {
         /* no imgbill_redis: nothing can be held or settled */
@@ -314,8 +342,15 @@ ngx_http_imgbill_script_release(ngx_http_imgbill_store_t *store,
     p = ngx_sprintf(p, "%i", ngx_max(hold, 0));
     argv[3].len = p - argv[3].data;
 
+    if (key) {
+        argv[4] = *key;
+
+    } else {
+        ngx_str_set(&argv[4], "");
+    }
+
     return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_release,
-                                         2, 4, argv, handler, data);
+                                         2, 5, argv, handler, data);
 }
 
 
@@ -486,7 +521,11 @@ ngx_http_imgbill_script_parse(ngx_http_imgbill_script_e script, redisReply *e,
 }
 
 
-/* {-1} | {0 or 1, account, balance, available} */
+/*
+ * {-1} | {0 or 1, account, balance, available [, 1: the key has limits]}
+ * | {-2, account, expired at} | {-3 or -4, account}
+ * | {-5, account, left, 1 or 2}
+ */
 
 static ngx_uint_t
 ngx_http_imgbill_parse_admit(redisReply *e, ngx_http_imgbill_reply_t *reply)
@@ -495,16 +534,49 @@ ngx_http_imgbill_parse_admit(redisReply *e, ngx_http_imgbill_reply_t *reply)
         return NGX_HTTP_IMGBILL_REPLY_ERROR;
     }
 
-    if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
+    switch (reply->status) {
+
+    case NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY:
         return NGX_HTTP_IMGBILL_REPLY_OK;
+
+    case NGX_HTTP_IMGBILL_ADMIT_KEY_EXPIRED:
+        if (ngx_http_imgbill_integer(e, 2, &reply->when) != NGX_OK) {
+            return NGX_HTTP_IMGBILL_REPLY_ERROR;
+        }
+
+        break;
+
+    case NGX_HTTP_IMGBILL_ADMIT_KEY_MODEL:
+    case NGX_HTTP_IMGBILL_ADMIT_KEY_ADDRESS:
+        break;
+
+    case NGX_HTTP_IMGBILL_ADMIT_KEY_LIMIT:
+        if (ngx_http_imgbill_integer(e, 2, &reply->available) != NGX_OK
+            || ngx_http_imgbill_integer(e, 3, &reply->limit) != NGX_OK)
+        {
+            return NGX_HTTP_IMGBILL_REPLY_ERROR;
+        }
+
+        break;
+
+    case NGX_HTTP_IMGBILL_ADMIT_REFUSED:
+    case NGX_HTTP_IMGBILL_ADMIT_HELD:
+        if ((e->elements != 4 && e->elements != 5)
+            || ngx_http_imgbill_integer(e, 2, &reply->balance) != NGX_OK
+            || ngx_http_imgbill_integer(e, 3, &reply->available) != NGX_OK
+            || (e->elements == 5
+                && ngx_http_imgbill_integer(e, 4, &reply->limit) != NGX_OK))
+        {
+            return NGX_HTTP_IMGBILL_REPLY_ERROR;
+        }
+
+        break;
+
+    default:
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
     }
 
-    if ((reply->status != NGX_HTTP_IMGBILL_ADMIT_REFUSED
-         && reply->status != NGX_HTTP_IMGBILL_ADMIT_HELD)
-        || e->elements != 4
-        || ngx_http_imgbill_integer(e, 2, &reply->balance) != NGX_OK
-        || ngx_http_imgbill_integer(e, 3, &reply->available) != NGX_OK)
-    {
+    if (e->elements < 2) {
         return NGX_HTTP_IMGBILL_REPLY_ERROR;
     }
 

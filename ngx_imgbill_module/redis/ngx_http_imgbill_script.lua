@@ -118,59 +118,6 @@ end
 -- Each function takes the positions of its first key in KEYS (k) and of
 -- its first argument in ARGV (a).
 
--- admit: the gate and the hold, atomically.
---   KEYS: imgbill:key:<sha256 of the API key>
---   ARGV: request id, gate (units), hold (units), hold ttl (s)
---   -> {-1} unknown key | {0, account, balance, available} gate not met
---      | {1, account, balance, available} hold placed
---
--- A rejection writes nothing.  The key lookup is the one cross-slot
--- read: everything written lives under {account}.
-
-local function admit(k, a)
-  local acct = call('GET', KEYS[k])
-  if not acct then return {-1} end
-  local holds = 'imgbill:{' .. acct .. '}:holds'
-  local heldk = 'imgbill:{' .. acct .. '}:held'
-  local bal = (call('GET', 'imgbill:{' .. acct .. '}:balance') or 0) + 0
-  local hold = ARGV[a + 2]
-  local exp, exps = expiry(ARGV[a + 3])
-  local held, sweep, stale = held_sum(holds, heldk, clock(), exp)
-  local avail = bal - held
-  if avail < ARGV[a + 1] + 0 then return {0, acct, bal, avail} end
-  if stale then
-    for i = 1, #stale, UNPACK_MAX do
-      call('HDEL', holds,
-           unpack(stale, i, math.min(i + UNPACK_MAX - 1, #stale)))
-    end
-  end
-  call('HSET', holds, ARGV[a], hold .. ':' .. exps)
-  if sweep then
-    call('HSET', heldk, 'units', held + tonumber(hold), 'sweep', sweep)
-  else
-    call('HINCRBY', heldk, 'units', hold)
-  end
-  return {1, acct, bal, avail}
-end
-
-
--- settle: the charge, the hold given back and the ledger entry, once.
---   KEYS: balance, holds, ledger, settled marker, held (all {account})
---   ARGV: request id, charge, channel, model, prompt tokens, completion
---         tokens, marker ttl (s), time, hold ('0': not known), images
---         delivered (entries written before images were counted have
---         none: read them as one), and the API the client spoke (absent
---         or '': not known, no field)
---   -> {1, balance} applied | {0, balance} already applied earlier
---
--- The marker makes a charge idempotent per request id: setting it is
--- the test.  Redis undoes nothing a failing script did, so a failure (a
--- key of the wrong type) before the balance moved takes the marker
--- back, and the journal can try again; once the balance moved, the
--- marker stays, and the charge is never applied twice.  A free outcome
--- only gives the hold back and writes no ledger entry.  The time is the
--- relay's: when the charge was decided.
-
 -- A day of the proleptic Gregorian calendar, UTC, for unix seconds
 -- (days_from_civil's inverse, as in Howard Hinnant's date algorithms):
 -- the per-day totals are keyed by it.
@@ -192,20 +139,205 @@ local function utc_day(ts)
 end
 
 
+-- A key's own limits live beside its account, in imgbill:{acct}:key:<id>
+-- (id: the first 12 hex digits of the key's hash): a hash of "limit",
+-- "daily_limit" (units), "expires" (unix s), "models" and "ips" (comma
+-- lists; an ip is "4:" or "6:", the address's hex digits, "/" and the
+-- prefix length), and what the key spent: "spent", and "day_spent" on
+-- UTC day "day".  Its live holds are imgbill:{acct}:key:<id>:holds
+-- (request id -> "units:expiry"), summed at each admission: a key with
+-- limits is one app's, with a few requests in flight.  A key without
+-- that hash has no limits, and costs the admission one HMGET; one with it
+-- ("since": when its spend began to count) is counted, limits or not.
+
+local KEY_FIELDS = {'since', 'limit', 'daily_limit', 'expires', 'models',
+                    'ips', 'spent', 'day', 'day_spent'}
+
+local function key_prefix(p, id) return p .. 'key:' .. id end
+
+-- the live holds of a key: their sum, and the expired ones
+local function key_held(kholds, now)
+  local h = call('HGETALL', kholds)
+  local held, stale = 0, {}
+  for i = 1, #h, 2 do
+    local amount, e = string.match(h[i + 1], '^(%d+):(%d+)$')
+    if amount and e + 0 > now then
+      held = held + tonumber(amount)
+    else
+      stale[#stale + 1] = h[i]
+    end
+  end
+  return held, stale
+end
+
+-- whether an address ("4:c0a80001") is in a list of networks
+local function ip_in(list, ip)
+  local v, a = string.match(ip, '^(%d):(%x+)$')
+  if not v then return false end
+  for net in string.gmatch(list, '[^,]+') do
+    local nv, hex, bits = string.match(net, '^(%d):(%x+)/(%d+)$')
+    if nv == v then
+      bits = tonumber(bits)
+      local full = floor(bits / 4)
+      if string.sub(a, 1, full) == string.sub(hex, 1, full) then
+        local rest = bits - full * 4
+        if rest == 0 then return true end
+        local d = 2 ^ (4 - rest)
+        if floor(tonumber(string.sub(a, full + 1, full + 1), 16) / d)
+           == floor(tonumber(string.sub(hex, full + 1, full + 1), 16) / d)
+        then
+          return true
+        end
+      end
+    end
+  end
+  return false
+end
+
+-- a key's limits against a request: nil, or the admission's refusal
+local function key_refusal(f, acct, model, ip, hold, held, now)
+  if f.expires and f.expires + 0 <= now then
+    return {-2, acct, tonumber(f.expires)}
+  end
+  if f.models and (string.find(model, ',', 1, true)
+                   or not string.find(',' .. f.models .. ',',
+                                      ',' .. model .. ',', 1, true))
+  then
+    return {-3, acct}
+  end
+  if f.ips and not ip_in(f.ips, ip) then return {-4, acct} end
+  if f.limit then
+    local left = f.limit - (f.spent or 0) - held
+    if left < hold then return {-5, acct, left, 1} end
+  end
+  if f.daily_limit then
+    local spent = f.day == utc_day(now) and f.day_spent or 0
+    local left = f.daily_limit - spent - held
+    if left < hold then return {-5, acct, left, 2} end
+  end
+  return nil
+end
+
+-- admit: the gate and the hold, atomically.
+--   KEYS: imgbill:key:<sha256 of the API key>
+--   ARGV: request id, gate (units), hold (units), hold ttl (s), and (an
+--         older relay sends neither) the model, the client's address
+--         ("4:" or "6:" and its hex digits)
+--   -> {-1} unknown key | {0, account, balance, available} gate not met
+--      | {1, account, balance, available [, 1: the key has limits]} hold
+--        placed | the key's limits refuse: {-2, account, expired at}
+--      | {-3, account} model | {-4, account} address
+--      | {-5, account, left, 1 total or 2 daily} spending limit
+--
+-- A rejection writes nothing.  The key lookup is the one cross-slot
+-- read: everything written lives under {account}.
+
+local function admit(k, a, n)
+  local acct = call('GET', KEYS[k])
+  if not acct then return {-1} end
+  local p = 'imgbill:{' .. acct .. '}:'
+  local holds, heldk = p .. 'holds', p .. 'held'
+  local hold = ARGV[a + 2]
+  local exp, exps = expiry(ARGV[a + 3])
+  local t = clock()
+
+  local kk = key_prefix(p, string.sub(KEYS[k], 13, 24))
+  local kf = call('HMGET', kk, unpack(KEY_FIELDS))
+  local f, kstale
+  for i = 1, #KEY_FIELDS do
+    if kf[i] then
+      f = f or {}
+      f[KEY_FIELDS[i]] = kf[i]
+    end
+  end
+  if f then
+    local kheld
+    kheld, kstale = key_held(kk .. ':holds', t)
+    local no = key_refusal(f, acct, n > 4 and ARGV[a + 4] or '',
+                           n > 5 and ARGV[a + 5] or '', hold + 0, kheld, t)
+    if no then return no end
+  end
+
+  local bal = (call('GET', p .. 'balance') or 0) + 0
+  local held, sweep, stale = held_sum(holds, heldk, t, exp)
+  local avail = bal - held
+  if avail < ARGV[a + 1] + 0 then return {0, acct, bal, avail} end
+  if stale then
+    for i = 1, #stale, UNPACK_MAX do
+      call('HDEL', holds,
+           unpack(stale, i, math.min(i + UNPACK_MAX - 1, #stale)))
+    end
+  end
+  call('HSET', holds, ARGV[a], hold .. ':' .. exps)
+  if sweep then
+    call('HSET', heldk, 'units', held + tonumber(hold), 'sweep', sweep)
+  else
+    call('HINCRBY', heldk, 'units', hold)
+  end
+  if not kstale then return {1, acct, bal, avail} end
+
+  for i = 1, #kstale, UNPACK_MAX do
+    call('HDEL', kk .. ':holds',
+         unpack(kstale, i, math.min(i + UNPACK_MAX - 1, #kstale)))
+  end
+  call('HSET', kk .. ':holds', ARGV[a], hold .. ':' .. exps)
+  call('HSET', kk, 'last_used', t)
+  return {1, acct, bal, avail, 1}
+end
+
+
+-- settle: the charge, the hold given back and the ledger entry, once.
+--   KEYS: balance, holds, ledger, settled marker, held (all {account})
+--   ARGV: request id, charge, channel, model, prompt tokens, completion
+--         tokens, marker ttl (s), time, hold ('0': not known), images
+--         delivered (entries written before images were counted have
+--         none: read them as one), the API the client spoke, the key's
+--         id, and '1' if the key has limits (each absent or '': not
+--         known, no field; no limits)
+--   -> {1, balance} applied | {0, balance} already applied earlier
+--
+-- The marker makes a charge idempotent per request id: setting it is
+-- the test.  Redis undoes nothing a failing script did, so a failure (a
+-- key of the wrong type) before the balance moved takes the marker
+-- back, and the journal can try again; once the balance moved, the
+-- marker stays, and the charge is never applied twice.  A free outcome
+-- only gives the hold back and writes no ledger entry.  The time is the
+-- relay's: when the charge was decided, and the day of the key's daily
+-- spend; a charge of a day before the key's (a replay after midnight)
+-- counts in its total only.
+
 local function debit(holds, heldk, rid, hold, balk, charge)
   unhold(holds, heldk, rid, hold)
   return call('DECRBY', balk, charge)
+end
+
+-- the key's hold given back, and its spend counted (a key deleted
+-- meanwhile is not brought back)
+local function key_spend(kk, rid, charge, ts)
+  call('HDEL', kk .. ':holds', rid)
+  if not charge or call('EXISTS', kk) == 0 then return end
+  call('HINCRBY', kk, 'spent', charge)
+  local d, day = utc_day(ts), call('HGET', kk, 'day')
+  if d == day then
+    call('HINCRBY', kk, 'day_spent', charge)
+  elseif not day or d > day then
+    call('HSET', kk, 'day', d, 'day_spent', charge)
+  end
 end
 
 local function settle(k, a, n)
   local balk, holds, marker, heldk =
     KEYS[k], KEYS[k + 1], KEYS[k + 3], KEYS[k + 4]
   local rid, charge, hold = ARGV[a], ARGV[a + 1], ARGV[a + 8]
+  local kid = n > 11 and ARGV[a + 11] or ''
+  local kk = n > 12 and ARGV[a + 12] == '1'
+             and key_prefix(string.sub(balk, 1, -8), kid)
 
   -- the relay writes a charge as %i: "0" or negative is no charge
   if charge == '0' or byte(charge) == 45 then
     if call('EXISTS', marker) == 0 then
       unhold(holds, heldk, rid, hold)
+      if kk then key_spend(kk, rid) end
       return {1, tonumber(call('GET', balk) or '0')}
     end
 
@@ -221,9 +353,11 @@ local function settle(k, a, n)
                'completion_tokens', ARGV[a + 5], 'images', ARGV[a + 9],
                'charge', charge, 'balance_after', bal}
     if n > 10 and ARGV[a + 10] ~= '' then
-      f[21], f[22] = 'api', ARGV[a + 10]
+      f[#f + 1], f[#f + 2] = 'api', ARGV[a + 10]
     end
+    if kid ~= '' then f[#f + 1], f[#f + 2] = 'key', kid end
     local id = call('XADD', KEYS[k + 2], '*', unpack(f))
+    if kk then key_spend(kk, rid, charge, ARGV[a + 7] + 0) end
     -- the day's total, beside the ledger; "since", the first entry the
     -- totals count (usage scans the ledger only before it), can only be
     -- missing on a day's first charge
@@ -243,6 +377,7 @@ local function settle(k, a, n)
   -- reversal that overtook its settlement (Redis away meanwhile) left it.
   call('EXPIRE', marker, ARGV[a + 6])
   unhold(holds, heldk, rid, hold)
+  if kk then key_spend(kk, rid) end
   return {0, tonumber(call('GET', balk) or '0')}
 end
 
@@ -250,18 +385,20 @@ end
 -- reverse: a charge given back, once, because its reply was never written
 -- (the client left while the charge was settled).
 --   KEYS: balance, ledger, settled marker (all {account})
---   ARGV: request id, marker ttl (s), time, the charge's time
+--   ARGV: request id, marker ttl (s), time, the charge's time, and the
+--         key's id if it has limits (absent or '': none)
 --   -> {1, balance} given back | {0, balance} given back before
 --      | {2, balance} not settled (yet): it never will be
 --
 -- The settled marker holds what was charged; REVERSED takes its place.
 -- So a reversal runs once, and a settlement that comes after it (from
 -- the journal: Redis was away) finds its request applied and charges
--- nothing.  The day's total loses the amount on the charge's own day.
+-- nothing.  The day's total loses the amount on the charge's own day,
+-- and so does the key's spend.
 
 local REVERSED = 'reversed'
 
-local function reverse(k, a)
+local function reverse(k, a, n)
   local balk, ledger, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local charged = call('GET', marker)
   if charged == REVERSED then
@@ -279,16 +416,29 @@ local function reverse(k, a)
   if call('HEXISTS', daily, 'since') == 1 then
     call('HINCRBY', daily, utc_day(ARGV[a + 3] + 0), '-' .. charged)
   end
+  local kk = n > 4 and ARGV[a + 4] ~= ''
+             and key_prefix(string.sub(balk, 1, -8), ARGV[a + 4])
+  if kk and call('EXISTS', kk) == 1 then
+    call('HINCRBY', kk, 'spent', '-' .. charged)
+    if call('HGET', kk, 'day') == utc_day(ARGV[a + 3] + 0) then
+      call('HINCRBY', kk, 'day_spent', '-' .. charged)
+    end
+  end
   return {1, bal}
 end
 
 
 -- release: an unused hold goes back; the account is known.
 --   KEYS: holds, held (both {account})
---   ARGV: request id, hold ('0': not known)
+--   ARGV: request id, hold ('0': not known), and the key's id if it has
+--         limits (absent or '': none)
 --   -> 1 released | 0 no such hold
 
-local function release(k, a)
+local function release(k, a, n)
+  if n > 2 and ARGV[a + 2] ~= '' then
+    call('HDEL', key_prefix(string.sub(KEYS[k], 1, -6), ARGV[a + 2])
+                 .. ':holds', ARGV[a])
+  end
   return unhold(KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1])
 end
 
@@ -303,6 +453,8 @@ end
 local function release_key(k, a)
   local acct = call('GET', KEYS[k])
   if not acct then return 0 end
+  call('HDEL', key_prefix('imgbill:{' .. acct .. '}:',
+                          string.sub(KEYS[k], 13, 24)) .. ':holds', ARGV[a])
   return unhold('imgbill:{' .. acct .. '}:holds',
                 'imgbill:{' .. acct .. '}:held', ARGV[a], '')
 end
@@ -311,17 +463,24 @@ end
 -- refresh: the hold of a request still alive lives on, another ttl from
 -- now; one already settled, released or swept is not brought back.
 --   KEYS: holds ({account})
---   ARGV: request id, hold (units), hold ttl (s)
+--   ARGV: request id, hold (units), hold ttl (s), and the key's id if it
+--         has limits (absent or '': none): its hold lives on too
 --   -> 1 refreshed | 0 no such hold
 --
 -- Only the expiry moves: "held" keeps its sum, and its "sweep" stays a
 -- time before which no hold can expire.
 
-local function refresh(k, a)
+local function refresh(k, a, n)
   local holds, rid = KEYS[k], ARGV[a]
   if call('HEXISTS', holds, rid) == 0 then return 0 end
   local _, exps = expiry(ARGV[a + 2])
   call('HSET', holds, rid, ARGV[a + 1] .. ':' .. exps)
+  if n > 3 and ARGV[a + 3] ~= '' then
+    local kh = key_prefix(string.sub(holds, 1, -6), ARGV[a + 3]) .. ':holds'
+    if call('HEXISTS', kh, rid) == 1 then
+      call('HSET', kh, rid, ARGV[a + 1] .. ':' .. exps)
+    end
+  end
   return 1
 end
 

@@ -114,9 +114,7 @@ ngx_http_imgbill_store_refresh(ngx_event_t *ev)
             continue;
         }
 
-        if (ngx_http_imgbill_script_refresh(store, &h->account,
-                                            &h->request_id, h->hold)
-            != NULL)
+        if (ngx_http_imgbill_script_refresh(store, h) != NULL)
         {
             h->since = now;
             n++;

@@ -51,6 +51,8 @@ typedef struct {
     ngx_int_t                 charge;
     char                      id[40];
     unsigned                  api:1;   /* an S line naming its API */
+    unsigned                  key:1;   /* an S or V line naming its key */
+    unsigned                  limits:1;  /* ... that has limits */
 } imgbill_fuzz_line_t;
 
 
@@ -239,6 +241,8 @@ imgbill_fuzz_make(const uint8_t *data, size_t size,
     k = data[0];
     l->type = types[k % 7];
     l->api = 0;
+    l->key = ((data[9] & 1) != 0);
+    l->limits = (l->key && l->type == 'S' && (data[9] & 2) != 0);
 
     /* an id of hex, as the module's */
 
@@ -261,17 +265,21 @@ imgbill_fuzz_make(const uint8_t *data, size_t size,
 
     case 'S':
         n = snprintf(l->text, sizeof(l->text),
-                     "S %s %s %ld %s %u %u gemini-2.5-flash-image%s%s\n",
+                     "S %s %s %ld %s %u %u gemini-2.5-flash-image%s%s"
+                     "%s%.*s%s\n",
                      l->id, name, (long) l->charge,
                      (k & 8) ? "fast" : "metered", data[4], data[5] * 7u,
                      (k & 16) ? "" : " 1",
-                     (k & 48) == 32 ? " openai_images" : "");
+                     (k & 48) == 32 ? " openai_images" : "",
+                     l->key ? " k=" : "", l->key ? 12 : 0, l->id,
+                     l->limits ? "+" : "");
         l->api = ((k & 48) == 32);
         break;
 
     case 'V':
-        n = snprintf(l->text, sizeof(l->text), "V %s/v %s %u\n", l->id,
-                     name, 1700000000u + data[6]);
+        n = snprintf(l->text, sizeof(l->text), "V %s/v %s %u%s%.*s\n",
+                     l->id, name, 1700000000u + data[6],
+                     l->key ? " k=" : "", l->key ? 12 : 0, l->id);
         break;
 
     case 'R':
@@ -343,6 +351,15 @@ imgbill_fuzz_check(u_char *p, u_char *eol, imgbill_fuzz_line_t *l)
                    : jl.settle.api.len != 0))
     {
         imgbill_fuzz_fail("an API reads back otherwise", 0);
+    }
+
+    if ((l->type == 'S' || l->type == 'V')
+        && ((l->key ? jl.settle.key.len != 12
+                      || memcmp(jl.settle.key.data, l->id, 12) != 0
+                    : jl.settle.key.len != 0)
+            || jl.settle.key_limits != l->limits))
+    {
+        imgbill_fuzz_fail("a key reads back otherwise", 0);
     }
 }
 

@@ -1005,12 +1005,21 @@ sub account {
     my ($self, $acct, $key, $units) = @_;
     my $r = $self->redis_client;
     $r->cmd('SET', 'imgbill:key:' . key_hash($key), $acct);
+    $self->{key_of}{$acct} = $key;
     if (defined $units) {
         $r->cmd('SET', "imgbill:{$acct}:balance", $units);
     } else {
         $r->cmd('DEL', "imgbill:{$acct}:balance");
     }
     return $key;
+}
+
+# key_id($acct) -> the id (12 hex) of the key account() last gave $acct,
+# as the ledger names it
+sub key_id {
+    my ($self, $acct) = @_;
+    my $key = $self->{key_of}{$acct};
+    return defined $key ? substr(key_hash($key), 0, 12) : undef;
 }
 
 # fresh_account(units => N, prefix => 'x', holds => { rid => "units:exp" })

@@ -157,7 +157,8 @@ sub charged_ok {
                          model => $w{model} // $FLASH, charge => $w{units},
                          balance_after => $after,
                          prompt_tokens => $w{pt}, completion_tokens => $w{ct},
-                         images => $w{images} // 1, api => $res->{api} },
+                         images => $w{images} // 1, api => $res->{api},
+                         key => $h->key_id($acct) },
             'the ledger entry';
     };
 }
