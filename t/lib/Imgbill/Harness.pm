@@ -221,7 +221,7 @@ sub sse_events {
 sub wait_for {
     my ($cond, $timeout, $step) = @_;
     $timeout = 5 unless defined $timeout;
-    $step ||= 0.05;
+    $step ||= 0.01;
     my $until = time + $timeout;
     while (1) {
         my $v = $cond->();
