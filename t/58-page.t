@@ -140,6 +140,9 @@ is_deeply [ map { $_->{id_shown} } @{ $p1->{rows} || [] } ],
           [ map { $_->{id} } @{ $p1->{rows} || [] } ], '... shown in full';
 like $p1->{rows}[0]{detail} // '', qr/\b560\b.*\b1120\b/, '... with their token counts';
 like $p1->{rows}[0]{detail} // '', qr/\x{5bf9}\x{8bdd} Chat Completions/, '... and the API their client spoke';
+my $kid = substr(Imgbill::Harness::key_hash($key), 0, 12);
+is scalar(grep { ($_->{detail} // '') =~ /Key \Q$kid\E$/ } @{ $p1->{rows} || [] }), 20,
+    '... and the key that spent, by its id';
 ok $p1->{newer_disabled}, '... "newer" disabled on the newest page';
 ok !$p1->{older_disabled}, '... "older" enabled';
 
@@ -222,7 +225,8 @@ is_deeply $r->{page_errors}, [], 'no script errors';
     is $first->{account}{balance}, fmt_units($before + 35000), '... the figures reloaded';
     is $first->{rows}[0]{type}, 'credit', '... the ledger\'s newest row a credit';
     is $first->{rows}[0]{amount}, '+3.5000', '... of +3.5000';
-    like $first->{rows}[0]{detail}, qr/\x{5151}\x{6362}\x{7801} redemption code/, '... from a redemption code';
+    like $first->{rows}[0]{detail}, qr/\x{5151}\x{6362}\x{7801} redemption code\s*Key \Q$kid\E$/,
+        '... from a redemption code, by the key';
     is $first->{redeem}{input_value}, '', '... the box emptied';
     my $used = $h->request('POST', '/v1/imgbill/redeem', { code => $code // 'rc-none' },
                            Authorization => "Bearer $key");
