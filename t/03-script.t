@@ -504,11 +504,13 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
     is_deeply $adm->('k1', 1500), [1, 'kim', 1000000, 1000000, 1], 'a limited key: held, {..., 1}';
     is_deeply $adm->('k2', 1000), [-5, 'kim', 500, 2], '... a second over the daily limit: {-5, left 500, daily}';
     is_deeply [ sort keys %{ { @{ $r->cmd('HGETALL', $kh) } } } ], ['k1'], '... the key holds k1 only';
+    is $r->cmd('HGET', "$kk:held", 'units'), 1500, '... and its sum, as an account\'s';
     is_deeply settle('kim', 'k1', 1200, ts => $now, hold => 1500, key => $id), [1, 998800],
         'k1 settles 1200';
     is_deeply [ @{ $r->cmd('HMGET', $kk, 'spent', 'day', 'day_spent') } ], [1200, $day->($now), 1200],
         '... the key spent 1200 today';
     is_deeply { @{ $r->cmd('HGETALL', $kh) } }, {}, '... its hold gone';
+    is $r->cmd('HGET', "$kk:held", 'units'), 0, '... from the sum too';
     my $ch = settle('kim', 'k0', 500, ts => $now - 86400, key => $id);
     is $ch->[0], 1, 'a replayed charge of yesterday';
     is_deeply [ @{ $r->cmd('HMGET', $kk, 'spent', 'day', 'day_spent') } ], [1700, $day->($now), 1200],
@@ -533,6 +535,7 @@ is one('release_key', ['imgbill:key:' . key_hash('sk-nobody')], ['r7']), 0,
     is $adm->('k5', 100)->[0], 1, 'k5 held';
     is one('release_key', ['imgbill:key:' . key_hash('sk-kim')], ['k5']), 1, '... released by the key';
     is $r->cmd('HEXISTS', $kh, 'k5'), 0, '... the key\'s hold too';
+    is $r->cmd('HGET', "$kk:held", 'units'), 0, '... and the sum of its holds is 0';
 
     # the lists
     $r->cmd('HSET', $kk, 'models', 'm1,m2', 'ips', '4:0a000000/8,6:20010db8000000000000000000000000/33,4:7f000001/32');

@@ -155,6 +155,13 @@ my $code = $made->[0];
                            . sprintf("%x\r\n%s\r\n0\r\n\r\n", length $big, $big));
     error_ok $raw, 413, 'invalid_request_error', 'request_too_large',
         '... sent chunked, without a length: 413 too';
+    my $s = $h->raw_send(request => "POST /v1/imgbill/redeem HTTP/1.1\r\nHost: x\r\n"
+                         . "Authorization: Bearer sk-stranger\r\nTransfer-Encoding: chunked\r\n"
+                         . "Expect: 100-continue\r\nConnection: close\r\n\r\n");
+    my $stranger = $h->raw_reply($s);
+    error_ok $stranger, 401, 'invalid_request_error', 'invalid_api_key',
+        'a stranger\'s body of no stated length: 401 before it is read';
+    unlike $stranger->{raw}, qr{^HTTP/1\.1 100}, '... never asked for';
     is $h->snapshot, $before, 'every refusal left Redis as it was';
     is $h->balance($acct), 110000, '... the balance 110000';
 }

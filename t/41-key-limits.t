@@ -156,6 +156,25 @@ for my $api ('openai', 'gemini') {
     is 1000000 - $h->balance($acct), $spent, '... and the account paid exactly that';
 }
 
+# ---- several images in one call: held for all, refused unless all fit -------------
+
+{
+    my ($acct) = $h->fresh_account(prefix => 'multi', units => 1000000);
+    my $key = key_new($acct, '--limit', '0.20');
+    my $body = { model => $FLASH, n => 3, messages => [ { role => 'user', content => 'three foxes' } ] };
+    my $before = $h->snapshot;
+    my $r = $h->post('/fast/v1/chat/completions', $body, Authorization => "Bearer $key");
+    error_ok $r, 402, 'insufficient_quota', 'key_limit_reached', 'n=3 at 0.07 on a key of 0.20: 402';
+    like $r->{json}{error}{message}, qr/left 0\.2000, required 0\.2100/, '... all three are held';
+    is $h->snapshot, $before, '... nothing written';
+    $body->{n} = 2;
+    is $h->post('/fast/v1/chat/completions', $body, Authorization => "Bearer $key")->{status}, 200,
+        'n=2: served';
+    ok $h->wait_holds($acct, 0, 20), '... settled';
+    is khash($acct, $key)->{spent}, 1000000 - $h->balance($acct), '... the key spent what the account paid';
+    cmp_ok khash($acct, $key)->{spent}, '<=', 1400, '... at most two images';
+}
+
 # ---- a UTC day: the key's day moved back, as midnight would -----------------------
 
 {
@@ -189,7 +208,8 @@ for my $api ('openai', 'gemini') {
     like $r->{json}{error}{message}, qr/expired at 2020-01-01T00:00:00Z/, '... saying when';
     gerror_ok call($key, api => 'gemini'), 401, 'UNAUTHENTICATED', '... on the Gemini API: 401 UNAUTHENTICATED';
     is $h->snapshot, $before, '... nothing written';
-    key_set($key, '--expires', 'none');
+    my ($urc, $uout) = $h->cli('key-set', uc kid($key), '--expires', 'none');
+    is "$urc $uout", "0 ok\n", 'key-set takes the ID in capitals too';
     is call($key, fast => 1)->{status}, 200, '--expires none: it works again';
 }
 

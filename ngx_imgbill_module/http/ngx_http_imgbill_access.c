@@ -206,10 +206,6 @@ ngx_http_imgbill_start(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    if (lcf->serve == NGX_HTTP_IMGBILL_SERVE_REDEEM) {
-        return ngx_http_imgbill_redeem_start(r, ctx);
-    }
-
     if (lcf->api->target && !lcf->models
         && ngx_http_imgbill_request_target(r, ctx) != NGX_OK)
     {
@@ -236,7 +232,14 @@ ngx_http_imgbill_start(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 static ngx_int_t
 ngx_http_imgbill_read(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_int_t  rc;
+    ngx_int_t                     rc;
+    ngx_http_imgbill_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
+
+    if (lcf->serve == NGX_HTTP_IMGBILL_SERVE_REDEEM) {
+        return ngx_http_imgbill_redeem_start(r, ctx);
+    }
 
     rc = ngx_http_imgbill_body_start(r, ctx);
 
@@ -537,7 +540,7 @@ ngx_http_imgbill_lookup(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_imgbill_module);
     store = ngx_http_imgbill_store(r);
 
-    if (lcf->serve) {
+    if (ngx_http_imgbill_reads(lcf) && lcf->serve) {
         /* the account's figures come with the key's owner */
 
         if (ngx_http_imgbill_serve_args(r, ctx, &info) != NGX_OK) {
@@ -587,8 +590,8 @@ ngx_http_imgbill_lookup_done(ngx_http_imgbill_reply_t *reply, void *data)
     } else if (ngx_http_imgbill_account(r, ctx, &reply->account) != NGX_OK) {
         /* the error is set */
 
-    } else if (!lcf->models && !lcf->serve) {
-        /* a relay's key: now its body is worth reading */
+    } else if (!ngx_http_imgbill_reads(lcf)) {
+        /* a relay's (or a redeem's) key: now its body is worth reading */
         ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_keyed);
 
     } else if (reply->status == NGX_HTTP_IMGBILL_INFO_UNSUMMED) {

@@ -40,8 +40,9 @@ static ngx_int_t ngx_http_imgbill_redeem_reply(ngx_http_request_t *r,
 
 
 /*
- * After the key and the method: the body, then Redis.  NGX_DECLINED with
- * an error in ctx->error to reject; NGX_DONE while the body is read.
+ * For a key Redis knows (seen lately, or just looked up, as a relay's):
+ * the body, then Redis.  NGX_DECLINED with an error in ctx->error to
+ * reject; NGX_DONE while the body is read.
  */
 
 ngx_int_t

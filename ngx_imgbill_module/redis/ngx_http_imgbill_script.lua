@@ -144,9 +144,8 @@ end
 -- "daily_limit" (units), "expires" (unix s), "models" and "ips" (comma
 -- lists; an ip is "4:" or "6:", the address's hex digits, "/" and the
 -- prefix length), and what the key spent: "spent", and "day_spent" on
--- UTC day "day".  Its live holds are imgbill:{acct}:key:<id>:holds
--- (request id -> "units:expiry"), summed at each admission: a key with
--- limits is one app's, with a few requests in flight.  A key without
+-- UTC day "day".  Its live holds are kept as the account's are, in
+-- imgbill:{acct}:key:<id>:holds and their sum in ...:held.  A key without
 -- that hash has no limits, and costs the admission one HMGET; one with it
 -- ("since": when its spend began to count) is counted, limits or not.
 
@@ -154,21 +153,6 @@ local KEY_FIELDS = {'since', 'limit', 'daily_limit', 'expires', 'models',
                     'ips', 'spent', 'day', 'day_spent'}
 
 local function key_prefix(p, id) return p .. 'key:' .. id end
-
--- the live holds of a key: their sum, and the expired ones
-local function key_held(kholds, now)
-  local h = call('HGETALL', kholds)
-  local held, stale = 0, {}
-  for i = 1, #h, 2 do
-    local amount, e = string.match(h[i + 1], '^(%d+):(%d+)$')
-    if amount and e + 0 > now then
-      held = held + tonumber(amount)
-    else
-      stale[#stale + 1] = h[i]
-    end
-  end
-  return held, stale
-end
 
 -- whether an address ("4:c0a80001") is in a list of networks
 local function ip_in(list, ip)
@@ -218,6 +202,23 @@ local function key_refusal(f, acct, model, ip, hold, held, now)
   return nil
 end
 
+-- A hold into a holds hash and its sum, as held_sum() read them.
+
+local function place(holds, heldk, rid, hold, exps, held, sweep, stale)
+  if stale then
+    for i = 1, #stale, UNPACK_MAX do
+      call('HDEL', holds,
+           unpack(stale, i, math.min(i + UNPACK_MAX - 1, #stale)))
+    end
+  end
+  call('HSET', holds, rid, hold .. ':' .. exps)
+  if sweep then
+    call('HSET', heldk, 'units', held + tonumber(hold), 'sweep', sweep)
+  else
+    call('HINCRBY', heldk, 'units', hold)
+  end
+end
+
 -- admit: the gate and the hold, atomically.
 --   KEYS: imgbill:key:<sha256 of the API key>
 --   ARGV: request id, gate (units), hold (units), hold ttl (s), and (an
@@ -243,7 +244,7 @@ local function admit(k, a, n)
 
   local kk = key_prefix(p, string.sub(KEYS[k], 13, 24))
   local kf = call('HMGET', kk, unpack(KEY_FIELDS))
-  local f, kstale
+  local f, kheld, ksweep, kstale
   for i = 1, #KEY_FIELDS do
     if kf[i] then
       f = f or {}
@@ -251,8 +252,7 @@ local function admit(k, a, n)
     end
   end
   if f then
-    local kheld
-    kheld, kstale = key_held(kk .. ':holds', t)
+    kheld, ksweep, kstale = held_sum(kk .. ':holds', kk .. ':held', t, exp)
     local no = key_refusal(f, acct, n > 4 and ARGV[a + 4] or '',
                            n > 5 and ARGV[a + 5] or '', hold + 0, kheld, t)
     if no then return no end
@@ -262,25 +262,11 @@ local function admit(k, a, n)
   local held, sweep, stale = held_sum(holds, heldk, t, exp)
   local avail = bal - held
   if avail < ARGV[a + 1] + 0 then return {0, acct, bal, avail} end
-  if stale then
-    for i = 1, #stale, UNPACK_MAX do
-      call('HDEL', holds,
-           unpack(stale, i, math.min(i + UNPACK_MAX - 1, #stale)))
-    end
-  end
-  call('HSET', holds, ARGV[a], hold .. ':' .. exps)
-  if sweep then
-    call('HSET', heldk, 'units', held + tonumber(hold), 'sweep', sweep)
-  else
-    call('HINCRBY', heldk, 'units', hold)
-  end
-  if not kstale then return {1, acct, bal, avail} end
+  place(holds, heldk, ARGV[a], hold, exps, held, sweep, stale)
+  if not f then return {1, acct, bal, avail} end
 
-  for i = 1, #kstale, UNPACK_MAX do
-    call('HDEL', kk .. ':holds',
-         unpack(kstale, i, math.min(i + UNPACK_MAX - 1, #kstale)))
-  end
-  call('HSET', kk .. ':holds', ARGV[a], hold .. ':' .. exps)
+  place(kk .. ':holds', kk .. ':held', ARGV[a], hold, exps, kheld, ksweep,
+        kstale)
   call('HSET', kk, 'last_used', t)
   return {1, acct, bal, avail, 1}
 end
@@ -313,8 +299,8 @@ end
 
 -- the key's hold given back, and its spend counted (a key deleted
 -- meanwhile is not brought back)
-local function key_spend(kk, rid, charge, ts)
-  call('HDEL', kk .. ':holds', rid)
+local function key_spend(kk, rid, hold, charge, ts)
+  unhold(kk .. ':holds', kk .. ':held', rid, hold)
   if not charge or call('EXISTS', kk) == 0 then return end
   call('HINCRBY', kk, 'spent', charge)
   local d, day = utc_day(ts), call('HGET', kk, 'day')
@@ -337,7 +323,7 @@ local function settle(k, a, n)
   if charge == '0' or byte(charge) == 45 then
     if call('EXISTS', marker) == 0 then
       unhold(holds, heldk, rid, hold)
-      if kk then key_spend(kk, rid) end
+      if kk then key_spend(kk, rid, hold) end
       return {1, tonumber(call('GET', balk) or '0')}
     end
 
@@ -357,7 +343,7 @@ local function settle(k, a, n)
     end
     if kid ~= '' then f[#f + 1], f[#f + 2] = 'key', kid end
     local id = call('XADD', KEYS[k + 2], '*', unpack(f))
-    if kk then key_spend(kk, rid, charge, ARGV[a + 7] + 0) end
+    if kk then key_spend(kk, rid, hold, charge, ARGV[a + 7] + 0) end
     -- the day's total, beside the ledger; "since", the first entry the
     -- totals count (usage scans the ledger only before it), can only be
     -- missing on a day's first charge
@@ -377,7 +363,7 @@ local function settle(k, a, n)
   -- reversal that overtook its settlement (Redis away meanwhile) left it.
   call('EXPIRE', marker, ARGV[a + 6])
   unhold(holds, heldk, rid, hold)
-  if kk then key_spend(kk, rid) end
+  if kk then key_spend(kk, rid, hold) end
   return {0, tonumber(call('GET', balk) or '0')}
 end
 
@@ -436,8 +422,8 @@ end
 
 local function release(k, a, n)
   if n > 2 and ARGV[a + 2] ~= '' then
-    call('HDEL', key_prefix(string.sub(KEYS[k], 1, -6), ARGV[a + 2])
-                 .. ':holds', ARGV[a])
+    local kk = key_prefix(string.sub(KEYS[k], 1, -6), ARGV[a + 2])
+    unhold(kk .. ':holds', kk .. ':held', ARGV[a], ARGV[a + 1])
   end
   return unhold(KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1])
 end
@@ -453,8 +439,9 @@ end
 local function release_key(k, a)
   local acct = call('GET', KEYS[k])
   if not acct then return 0 end
-  call('HDEL', key_prefix('imgbill:{' .. acct .. '}:',
-                          string.sub(KEYS[k], 13, 24)) .. ':holds', ARGV[a])
+  local kk = key_prefix('imgbill:{' .. acct .. '}:',
+                        string.sub(KEYS[k], 13, 24))
+  unhold(kk .. ':holds', kk .. ':held', ARGV[a], '')
   return unhold('imgbill:{' .. acct .. '}:holds',
                 'imgbill:{' .. acct .. '}:held', ARGV[a], '')
 end
