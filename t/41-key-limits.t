@@ -62,30 +62,16 @@ sub call {
                     path => ($o{fast} ? '/fast' : '') . '/v1/chat/completions');
 }
 
-# $n calls at once (all wait for one file, then go): "status code" each
+# $n calls at once: "status code" each
 sub burst {
     my ($n, $key, %o) = @_;
-    my $go = "$h->{dir}/go-" . int(rand 1e9);
-    my @kids;
-    for my $i (1 .. $n) {
-        my $file = "$go.$i";
-        my $pid = fork // die "fork: $!";
-        if ($pid == 0) {
-            wait_for(sub { -e $go }, 60, 0.005);
-            my $r = call($key, %o);
-            my $j = $r->{json};
-            my $code = ref $j eq 'HASH' && ref $j->{error} eq 'HASH'
-                     ? $j->{error}{status} // $j->{error}{code} // '-' : '-';
-            open my $f, '>', $file;
-            print $f "$r->{status} $code\n";
-            close $f;
-            POSIX::_exit(0);
-        }
-        push @kids, [$pid, $file];
-    }
-    open my $g, '>', $go;
-    close $g;
-    return map { waitpid $_->[0], 0; open my $f, '<', $_->[1]; my $l = <$f> // 'none'; chomp $l; $l } @kids;
+    return $h->burst($n, sub {
+        my $r = call($key, %o);
+        my $j = $r->{json};
+        my $code = ref $j eq 'HASH' && ref $j->{error} eq 'HASH'
+                 ? $j->{error}{status} // $j->{error}{code} // '-' : '-';
+        return "$r->{status} $code";
+    });
 }
 
 sub today { POSIX::strftime('%Y-%m-%d', gmtime($h->redis('TIME')->[0])) }

@@ -34,9 +34,6 @@ static void ngx_http_imgbill_admit_done(ngx_http_imgbill_reply_t *reply,
     void *data);
 static void ngx_http_imgbill_refuse(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_int_t available);
-static void ngx_http_imgbill_key_refuse(ngx_http_request_t *r,
-    ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_reply_t *reply);
-static void ngx_http_imgbill_address(ngx_http_request_t *r, ngx_str_t *addr);
 static ngx_int_t ngx_http_imgbill_reject(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 
@@ -187,13 +184,23 @@ ngx_http_imgbill_start(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     reads = ngx_http_imgbill_reads(lcf);
 
-    if (!(r->method & (reads ? (NGX_HTTP_GET|NGX_HTTP_HEAD) : NGX_HTTP_POST)))
+    /* the keys' methods are told apart by their path, once the key is
+       known */
+
+    if (!(r->method & (reads ? (NGX_HTTP_GET|NGX_HTTP_HEAD)
+                       : (lcf->serve == NGX_HTTP_IMGBILL_SERVE_KEYS)
+                         ? (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST
+                            |NGX_HTTP_DELETE)
+                         : NGX_HTTP_POST)))
     {
         ngx_http_imgbill_set_error(r, &ctx->error, NGX_HTTP_NOT_ALLOWED,
                                    ngx_http_imgbill_err_request,
                                    "method_not_allowed",
                                    "only %s is accepted here",
-                                   reads ? "GET" : "POST");
+                                   reads ? "GET"
+                                   : (lcf->serve
+                                      == NGX_HTTP_IMGBILL_SERVE_KEYS)
+                                     ? "GET, POST or DELETE" : "POST");
         return NGX_DECLINED;
     }
 
@@ -239,6 +246,10 @@ ngx_http_imgbill_read(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx)
 
     if (lcf->serve == NGX_HTTP_IMGBILL_SERVE_REDEEM) {
         return ngx_http_imgbill_redeem_start(r, ctx);
+    }
+
+    if (lcf->serve == NGX_HTTP_IMGBILL_SERVE_KEYS) {
+        return ngx_http_imgbill_keyring_start(r, ctx);
     }
 
     rc = ngx_http_imgbill_body_start(r, ctx);
@@ -415,9 +426,10 @@ ngx_http_imgbill_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
 }
 
 
-/* what the key's own limits refuse; nothing was held */
+/* what the key's own limits refuse; nothing was held (nor made, nor
+   deleted: the key commands refuse an expired key, or an address, so) */
 
-static void
+void
 ngx_http_imgbill_key_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
     ngx_http_imgbill_reply_t *reply)
 {
@@ -477,7 +489,7 @@ ngx_http_imgbill_key_refuse(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
  * not a balancer's.
  */
 
-static void
+void
 ngx_http_imgbill_address(ngx_http_request_t *r, ngx_str_t *addr)
 {
     u_char               *p, *a;

@@ -239,13 +239,7 @@ ngx_http_imgbill_date(ngx_http_request_t *r, char *name, time_t dflt,
             return NGX_ERROR;
         }
 
-        /* days from the civil date (H. Hinnant's algorithm) */
-
-        y -= (m <= 2);
-        t = (time_t) (365 * y + y / 4 - y / 100 + y / 400
-                      + (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
-                      - 719468)
-            * 86400;
+        t = ngx_http_imgbill_civil_day(y, m, d);
     }
 
     id->data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 5);
@@ -483,4 +477,18 @@ ngx_http_imgbill_ledger_json(u_char *p, ngx_http_imgbill_reply_t *reply)
     }
 
     return p;
+}
+
+
+/* a civil date's midnight, UTC (H. Hinnant's days_from_civil) */
+
+time_t
+ngx_http_imgbill_civil_day(ngx_int_t y, ngx_int_t m, ngx_int_t d)
+{
+    y -= (m <= 2);
+
+    return (time_t) (365 * y + y / 4 - y / 100 + y / 400
+                     + (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
+                     - 719468)
+           * 86400;
 }

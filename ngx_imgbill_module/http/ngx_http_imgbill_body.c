@@ -712,3 +712,87 @@ ngx_http_imgbill_verdict(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
         break;
     }
 }
+
+
+/*
+ * A small JSON body of what the module serves itself (a code, a key's
+ * limits), read whole; NGX_DECLINED with the error set if it says it is
+ * larger than size, NGX_DONE while it is read.
+ */
+
+ngx_int_t
+ngx_http_imgbill_small_body_read(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, size_t size,
+    ngx_http_client_body_handler_pt handler)
+{
+    ngx_int_t  rc;
+
+    if (r->headers_in.content_length_n > (off_t) size) {
+        ngx_http_imgbill_small_body_too_large(r, ctx, size);
+        return NGX_DECLINED;
+    }
+
+    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_reading);
+
+    rc = ngx_http_read_client_request_body(r, handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+    return NGX_DONE;
+}
+
+
+/*
+ * That body, gathered into buf: NGX_DECLINED if it does not fit.  One in a
+ * file was more than a buffer, so more than any of them takes.
+ */
+
+ngx_int_t
+ngx_http_imgbill_small_body(ngx_http_request_t *r, u_char *buf, size_t size,
+    size_t *len)
+{
+    size_t        n;
+    ngx_chain_t  *cl;
+
+    *len = 0;
+
+    for (cl = r->request_body ? r->request_body->bufs : NULL;
+         cl;
+         cl = cl->next)
+    {
+        n = (size_t) ngx_buf_size(cl->buf);
+
+        if (n == 0) {
+            continue;
+        }
+
+        if (!ngx_buf_in_memory(cl->buf)) {
+            return NGX_DECLINED;
+        }
+
+        if (n > size - *len) {
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(buf + *len, cl->buf->pos, n);
+        *len += n;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_imgbill_small_body_too_large(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, size_t size)
+{
+    ngx_http_imgbill_set_error(r, &ctx->error,
+                               NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                               ngx_http_imgbill_err_request,
+                               "request_too_large",
+                               "the body is a small JSON object here, at "
+                               "most %uz bytes", size);
+}

@@ -42,6 +42,8 @@ static ngx_str_t  ngx_http_imgbill_cors_expose =
 static ngx_str_t  ngx_http_imgbill_cors_reads =
     ngx_string("GET, HEAD, OPTIONS");
 static ngx_str_t  ngx_http_imgbill_cors_posts = ngx_string("POST, OPTIONS");
+static ngx_str_t  ngx_http_imgbill_cors_keys =
+    ngx_string("GET, HEAD, POST, DELETE, OPTIONS");
 
 
 static ngx_table_elt_t *ngx_http_imgbill_cors_find(ngx_list_t *headers,
@@ -202,8 +204,10 @@ ngx_http_imgbill_cors_preflight(ngx_http_request_t *r, ngx_uint_t reads)
         len = sizeof(NGX_HTTP_IMGBILL_CORS_HEADERS) - 1;
     }
 
-    methods = reads ? &ngx_http_imgbill_cors_reads
-                    : &ngx_http_imgbill_cors_posts;
+    methods = (lcf->serve == NGX_HTTP_IMGBILL_SERVE_KEYS)
+              ? &ngx_http_imgbill_cors_keys
+              : reads ? &ngx_http_imgbill_cors_reads
+                      : &ngx_http_imgbill_cors_posts;
 
     if (ngx_http_imgbill_add_header(r, "Access-Control-Allow-Methods",
                                     methods->data, methods->len)

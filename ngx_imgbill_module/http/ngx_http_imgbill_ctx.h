@@ -19,6 +19,9 @@
  *   ngx_http_imgbill_models.c    the model lists imgbill serves
  *   ngx_http_imgbill_account.c   what a key holder reads of an account
  *   ngx_http_imgbill_redeem.c    a redemption code, credited
+ *   ngx_http_imgbill_keyring.c   the keys a key holder lists, makes and
+ *                                deletes
+ *   ngx_http_imgbill_keyring_limits.c  ... the limits a new key asks for
  *   ngx_http_imgbill_metrics.c   Prometheus counters in a shared zone
  */
 
@@ -124,6 +127,11 @@ typedef struct {
 
     ngx_http_imgbill_stream_t      *stream;    /* an event stream's reading */
 
+    ngx_http_imgbill_key_ask_t     *keyring;   /* a key holder's POST of a
+                                                  key: what it asks */
+    u_char                         *new_key;   /* ... the key made, raw, for
+                                                  the reply only */
+
     ngx_int_t                       prompt_tokens;      /* -1: unknown */
     ngx_int_t                       completion_tokens;  /* -1: unknown */
     ngx_uint_t                      images;    /* delivered, as billed */
@@ -186,7 +194,8 @@ void ngx_http_imgbill_orphan_adopt(ngx_http_imgbill_ctx_t *ctx);
 /* what a location answers GET with: a model list, a key holder's reads */
 #define ngx_http_imgbill_reads(lcf)                                           \
     ((lcf)->models                                                            \
-     || ((lcf)->serve && (lcf)->serve != NGX_HTTP_IMGBILL_SERVE_REDEEM))
+     || ((lcf)->serve && (lcf)->serve != NGX_HTTP_IMGBILL_SERVE_REDEEM        \
+         && (lcf)->serve != NGX_HTTP_IMGBILL_SERVE_KEYS))
 
 /* ngx_http_imgbill_access.c */
 ngx_int_t ngx_http_imgbill_access_handler(ngx_http_request_t *r);
@@ -198,6 +207,9 @@ void ngx_http_imgbill_unavailable(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 ngx_http_variable_value_t *ngx_http_imgbill_request_id(ngx_http_request_t *r,
     ngx_http_imgbill_main_conf_t *mcf);
+void ngx_http_imgbill_address(ngx_http_request_t *r, ngx_str_t *addr);
+void ngx_http_imgbill_key_refuse(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_reply_t *reply);
 
 /* ngx_http_imgbill_body.c */
 ngx_int_t ngx_http_imgbill_body_init(ngx_conf_t *cf);
@@ -207,6 +219,13 @@ ngx_int_t ngx_http_imgbill_request_target(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 ngx_int_t ngx_http_imgbill_read_request(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, ngx_http_imgbill_ctx_t *ctx);
+ngx_int_t ngx_http_imgbill_small_body_read(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, size_t size,
+    ngx_http_client_body_handler_pt handler);
+ngx_int_t ngx_http_imgbill_small_body(ngx_http_request_t *r, u_char *buf,
+    size_t size, size_t *len);
+void ngx_http_imgbill_small_body_too_large(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, size_t size);
 
 /* ngx_http_imgbill_variables.c */
 ngx_int_t ngx_http_imgbill_request_key(ngx_http_request_t *r,
@@ -231,10 +250,20 @@ ngx_int_t ngx_http_imgbill_serve_args(ngx_http_request_t *r,
 ngx_int_t ngx_http_imgbill_serve_reply(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_reply_t *reply);
 ngx_int_t ngx_http_imgbill_serve_handler(ngx_http_request_t *r);
+time_t ngx_http_imgbill_civil_day(ngx_int_t y, ngx_int_t m, ngx_int_t d);
 
 /* ngx_http_imgbill_redeem.c */
 ngx_int_t ngx_http_imgbill_redeem_start(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
+
+/* ngx_http_imgbill_keyring.c */
+ngx_int_t ngx_http_imgbill_keyring_start(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx);
+
+/* ngx_http_imgbill_keyring_limits.c: a POST's body, at most this long */
+#define NGX_HTTP_IMGBILL_KEYRING_BODY_MAX  8192
+ngx_int_t ngx_http_imgbill_keyring_limits(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_http_imgbill_key_ask_t *ask);
 
 /* ngx_http_imgbill_metrics.c */
 ngx_int_t ngx_http_imgbill_metrics_log(ngx_http_request_t *r);

@@ -44,6 +44,7 @@ static ngx_conf_enum_t  ngx_http_imgbill_serves[] = {
     { ngx_string("subscription"), NGX_HTTP_IMGBILL_SERVE_SUBSCRIPTION },
     { ngx_string("usage"), NGX_HTTP_IMGBILL_SERVE_USAGE },
     { ngx_string("redeem"), NGX_HTTP_IMGBILL_SERVE_REDEEM },
+    { ngx_string("keys"), NGX_HTTP_IMGBILL_SERVE_KEYS },
     { ngx_null_string, 0 }
 };
 

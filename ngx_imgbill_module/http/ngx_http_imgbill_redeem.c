@@ -29,8 +29,6 @@
 static void ngx_http_imgbill_redeem_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_imgbill_redeem_code(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, u_char *code_hash);
-static void ngx_http_imgbill_redeem_too_large(ngx_http_request_t *r,
-    ngx_http_imgbill_ctx_t *ctx);
 static void ngx_http_imgbill_redeem_done(ngx_http_imgbill_reply_t *reply,
     void *data);
 static void ngx_http_imgbill_redeem_refused(ngx_http_request_t *r,
@@ -49,23 +47,9 @@ ngx_int_t
 ngx_http_imgbill_redeem_start(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx)
 {
-    ngx_int_t  rc;
-
-    if (r->headers_in.content_length_n > NGX_HTTP_IMGBILL_REDEEM_BODY_MAX) {
-        ngx_http_imgbill_redeem_too_large(r, ctx);
-        return NGX_DECLINED;
-    }
-
-    ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_reading);
-
-    rc = ngx_http_read_client_request_body(r, ngx_http_imgbill_redeem_body);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    ngx_http_finalize_request(r, NGX_DONE);
-    return NGX_DONE;
+    return ngx_http_imgbill_small_body_read(r, ctx,
+                                            NGX_HTTP_IMGBILL_REDEEM_BODY_MAX,
+                                            ngx_http_imgbill_redeem_body);
 }
 
 
@@ -107,28 +91,13 @@ ngx_http_imgbill_redeem_code(ngx_http_request_t *r,
     u_char        *p, *code;
     size_t         len, n;
     json_t        *root, *v;
-    ngx_chain_t   *cl;
     unsigned int   mdlen;
     u_char         buf[NGX_HTTP_IMGBILL_REDEEM_BODY_MAX];
     u_char         md[EVP_MAX_MD_SIZE];
 
-    len = 0;
-
-    for (cl = r->request_body ? r->request_body->bufs : NULL;
-         cl;
-         cl = cl->next)
-    {
-        /* in a file: more than a buffer, so more than a code takes */
-        n = ngx_buf_in_memory(cl->buf) ? (size_t) ngx_buf_size(cl->buf)
-                                       : NGX_HTTP_IMGBILL_REDEEM_BODY_MAX + 1;
-
-        if (n > NGX_HTTP_IMGBILL_REDEEM_BODY_MAX - len) {
-            ngx_http_imgbill_redeem_too_large(r, ctx);
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(buf + len, cl->buf->pos, n);
-        len += n;
+    if (ngx_http_imgbill_small_body(r, buf, sizeof(buf), &len) != NGX_OK) {
+        ngx_http_imgbill_small_body_too_large(r, ctx, sizeof(buf));
+        return NGX_ERROR;
     }
 
     root = json_loadb((char *) buf, len, JSON_REJECT_DUPLICATES, NULL);
@@ -185,19 +154,6 @@ ngx_http_imgbill_redeem_code(ngx_http_request_t *r,
     ngx_hex_dump(code_hash, md, mdlen);
 
     return NGX_OK;
-}
-
-
-static void
-ngx_http_imgbill_redeem_too_large(ngx_http_request_t *r,
-    ngx_http_imgbill_ctx_t *ctx)
-{
-    ngx_http_imgbill_set_error(r, &ctx->error,
-                               NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                               ngx_http_imgbill_err_request,
-                               "request_too_large",
-                               "a redeem body is {\"code\": \"...\"}, at most "
-                               "%d bytes", NGX_HTTP_IMGBILL_REDEEM_BODY_MAX);
 }
 
 

@@ -31,6 +31,8 @@
 #define NGX_HTTP_IMGBILL_SERVE_SUBSCRIPTION  3
 #define NGX_HTTP_IMGBILL_SERVE_USAGE         4
 #define NGX_HTTP_IMGBILL_SERVE_REDEEM        5   /* a POST: no info */
+#define NGX_HTTP_IMGBILL_SERVE_KEYS          6   /* GET, POST, DELETE: no
+                                                    info */
 
 /* how a command ended */
 #define NGX_HTTP_IMGBILL_REPLY_OK      0
@@ -53,6 +55,20 @@
 #define NGX_HTTP_IMGBILL_REDEEM_SPENT       -3
 #define NGX_HTTP_IMGBILL_REDEEM_EXPIRED     -4
 #define NGX_HTTP_IMGBILL_REDEEM_CREDITED     1
+/* the key commands' answers, besides an unknown key, an expired caller
+   and an address outside its networks (as admit's) */
+#define NGX_HTTP_IMGBILL_KEYS_TAKEN          0   /* the new key's hash */
+#define NGX_HTTP_IMGBILL_KEYS_DONE           1
+#define NGX_HTTP_IMGBILL_KEYS_WIDER         -6   /* limit: what */
+#define NGX_HTTP_IMGBILL_KEYS_TOO_MANY      -7   /* available: how many */
+#define NGX_HTTP_IMGBILL_KEYS_NOT_FOUND     -8
+/* ... what a new key asked wider than its maker */
+#define NGX_HTTP_IMGBILL_WIDER_LIMIT         1   /* available: what is left */
+#define NGX_HTTP_IMGBILL_WIDER_DAILY         2   /* available: likewise */
+#define NGX_HTTP_IMGBILL_WIDER_EXPIRES       3   /* when: the maker's */
+#define NGX_HTTP_IMGBILL_WIDER_MODELS        4
+#define NGX_HTTP_IMGBILL_WIDER_IPS           5
+
 /* info usage: the ledger before the per-day totals is too long to sum */
 #define NGX_HTTP_IMGBILL_INFO_UNSUMMED       2
 
@@ -188,7 +204,8 @@ typedef struct {
                                                    leaves */
     ngx_int_t                       limit;      /* admit: 1 the key has
                                                    limits; refused by one:
-                                                   1 total, 2 daily */
+                                                   1 total, 2 daily; keys:
+                                                   NGX_HTTP_IMGBILL_WIDER_* */
     ngx_int_t                       held;       /* info */
     ngx_int_t                       more;       /* info, ledger: 1 if more
                                                    entries follow */
@@ -201,7 +218,9 @@ typedef struct {
     ngx_uint_t                      nentries;   /* info, ledger: read them
                                                    with
                                                    ngx_http_imgbill_ledger_
-                                                   entry() */
+                                                   entry(); keys: with
+                                                   ngx_http_imgbill_key_
+                                                   row() */
     void                           *entries;
 } ngx_http_imgbill_reply_t;
 
@@ -239,6 +258,40 @@ typedef struct {
     unsigned                        reversal:1;  /* request_id's charge
                                                     given back */
 } ngx_http_imgbill_entry_t;
+
+
+/* a key as the key commands show it, its strings inside the reply ("":
+   none); amounts in units, times in unix seconds, networks as "4:" or
+   "6:", the address's hex digits, "/" and the prefix length */
+typedef enum {
+    ngx_http_imgbill_row_id = 0,
+    ngx_http_imgbill_row_name,
+    ngx_http_imgbill_row_created,
+    ngx_http_imgbill_row_limit,
+    ngx_http_imgbill_row_spent,
+    ngx_http_imgbill_row_daily_limit,
+    ngx_http_imgbill_row_today,
+    ngx_http_imgbill_row_expires,
+    ngx_http_imgbill_row_models,        /* comma separated */
+    ngx_http_imgbill_row_ips,           /* comma separated */
+    ngx_http_imgbill_row_last_used,
+    ngx_http_imgbill_row_made_by,
+    ngx_http_imgbill_row_current,       /* "1": the caller */
+    ngx_http_imgbill_row_fields
+} ngx_http_imgbill_row_e;
+
+
+/* what a key holder asks of their keys */
+typedef struct {
+    u_char                         *key_hash;  /* the caller's */
+    ngx_str_t                       address;   /* as an admission's */
+    ngx_str_t                       id;        /* list: one key (empty:
+                                                  all); delete: the key */
+    u_char                         *new_hash;  /* new: the new key's */
+    ngx_str_t                       limits[6]; /* new: name, limit, daily
+                                                  limit, expires, models,
+                                                  networks ("": none) */
+} ngx_http_imgbill_key_ask_t;
 
 
 typedef void (*ngx_http_imgbill_reply_pt)(ngx_http_imgbill_reply_t *reply,
@@ -308,6 +361,18 @@ ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_info(
 ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_redeem(
     ngx_http_imgbill_store_t *store, u_char *key_hash, u_char *code_hash,
     ngx_http_imgbill_reply_pt handler, void *data);
+
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_key_list(
+    ngx_http_imgbill_store_t *store, ngx_http_imgbill_key_ask_t *ask,
+    ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_key_new(
+    ngx_http_imgbill_store_t *store, ngx_http_imgbill_key_ask_t *ask,
+    ngx_http_imgbill_reply_pt handler, void *data);
+ngx_http_imgbill_cmd_t *ngx_http_imgbill_script_key_del(
+    ngx_http_imgbill_store_t *store, ngx_http_imgbill_key_ask_t *ask,
+    ngx_http_imgbill_reply_pt handler, void *data);
+ngx_int_t ngx_http_imgbill_key_row(ngx_http_imgbill_reply_t *reply,
+    ngx_uint_t i, ngx_str_t *row);
 
 /* ngx_http_imgbill_batch.c: a command in flight gets another handler
    (NULL: none) when its request goes */

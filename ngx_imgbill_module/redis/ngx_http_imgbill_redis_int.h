@@ -86,7 +86,10 @@ typedef enum {
     ngx_http_imgbill_cmd_info,
     ngx_http_imgbill_cmd_refresh,
     ngx_http_imgbill_cmd_reverse,
-    ngx_http_imgbill_cmd_redeem
+    ngx_http_imgbill_cmd_redeem,
+    ngx_http_imgbill_cmd_key_list,
+    ngx_http_imgbill_cmd_key_new,
+    ngx_http_imgbill_cmd_key_del
 } ngx_http_imgbill_script_e;
 
 

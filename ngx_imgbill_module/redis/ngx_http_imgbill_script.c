@@ -27,6 +27,8 @@ static ngx_uint_t ngx_http_imgbill_parse_info(redisReply *e,
     ngx_http_imgbill_reply_t *reply);
 static ngx_uint_t ngx_http_imgbill_parse_redeem(redisReply *e,
     ngx_http_imgbill_reply_t *reply);
+static ngx_uint_t ngx_http_imgbill_parse_keys(redisReply *e,
+    ngx_http_imgbill_reply_t *reply);
 static ngx_uint_t ngx_http_imgbill_parse_account(redisReply *acct,
     ngx_http_imgbill_reply_t *reply);
 static ngx_int_t ngx_http_imgbill_integer(redisReply *e, ngx_uint_t i,
@@ -48,7 +50,10 @@ static ngx_str_t  ngx_http_imgbill_script_names[] = {
     ngx_string("info"),
     ngx_string("refresh"),
     ngx_string("reverse"),
-    ngx_string("redeem")
+    ngx_string("redeem"),
+    ngx_string("key_list"),
+    ngx_string("key_new"),
+    ngx_string("key_del")
 };
 
 static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
@@ -60,7 +65,10 @@ static ngx_http_imgbill_parse_pt  ngx_http_imgbill_script_parsers[] = {
     ngx_http_imgbill_parse_info,
     ngx_http_imgbill_parse_release,
     ngx_http_imgbill_parse_settle,
-    ngx_http_imgbill_parse_redeem
+    ngx_http_imgbill_parse_redeem,
+    ngx_http_imgbill_parse_keys,
+    ngx_http_imgbill_parse_keys,
+    ngx_http_imgbill_parse_keys
 };
 
 
@@ -504,6 +512,92 @@ ngx_http_imgbill_script_redeem(ngx_http_imgbill_store_t *store,
 }
 
 
+/*
+ * key_list, key_del: KEYS the caller's key; ARGV its id, the client's
+ * address, the id to show ("": all) or to delete
+ */
+
+static ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_key_id(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_script_e cmd, ngx_http_imgbill_key_ask_t *ask,
+    ngx_http_imgbill_reply_pt handler, void *data)
+{
+    u_char     key[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    ngx_str_t  argv[4];
+
+    if (store == NULL) {
+        return NULL;
+    }
+
+    ngx_http_imgbill_key_name(&argv[0], key, ask->key_hash);
+
+    argv[1].data = ask->key_hash;
+    argv[1].len = NGX_HTTP_IMGBILL_KEY_ID_LEN;
+    argv[2] = ask->address;
+    argv[3] = ask->id;
+
+    return ngx_http_imgbill_batch_queue(store, cmd, 1, 4, argv, handler,
+                                        data);
+}
+
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_key_list(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_key_ask_t *ask, ngx_http_imgbill_reply_pt handler,
+    void *data)
+{
+    return ngx_http_imgbill_script_key_id(store, ngx_http_imgbill_cmd_key_list,
+                                          ask, handler, data);
+}
+
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_key_del(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_key_ask_t *ask, ngx_http_imgbill_reply_pt handler,
+    void *data)
+{
+    return ngx_http_imgbill_script_key_id(store, ngx_http_imgbill_cmd_key_del,
+                                          ask, handler, data);
+}
+
+
+/*
+ * key_new: KEYS the caller's key, the new key; ARGV the caller's id, the
+ * client's address, the new key's id, then its name and limits
+ */
+
+ngx_http_imgbill_cmd_t *
+ngx_http_imgbill_script_key_new(ngx_http_imgbill_store_t *store,
+    ngx_http_imgbill_key_ask_t *ask, ngx_http_imgbill_reply_pt handler,
+    void *data)
+{
+    u_char      key[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    u_char      new[sizeof("imgbill:key:") - 1 + NGX_HTTP_IMGBILL_KEY_HASH_LEN];
+    ngx_str_t   argv[11];
+    ngx_uint_t  i;
+
+    if (store == NULL) {
+        return NULL;
+    }
+
+    ngx_http_imgbill_key_name(&argv[0], key, ask->key_hash);
+    ngx_http_imgbill_key_name(&argv[1], new, ask->new_hash);
+
+    argv[2].data = ask->key_hash;
+    argv[2].len = NGX_HTTP_IMGBILL_KEY_ID_LEN;
+    argv[3] = ask->address;
+    argv[4].data = ask->new_hash;
+    argv[4].len = NGX_HTTP_IMGBILL_KEY_ID_LEN;
+
+    for (i = 0; i < 6; i++) {
+        argv[5 + i] = ask->limits[i];
+    }
+
+    return ngx_http_imgbill_batch_queue(store, ngx_http_imgbill_cmd_key_new,
+                                        2, 11, argv, handler, data);
+}
+
+
 ngx_str_t *
 ngx_http_imgbill_script_name(ngx_http_imgbill_script_e script)
 {
@@ -685,6 +779,111 @@ ngx_http_imgbill_parse_redeem(redisReply *e, ngx_http_imgbill_reply_t *reply)
     default:
         return NGX_HTTP_IMGBILL_REPLY_ERROR;
     }
+}
+
+
+/*
+ * {-1} | {-2, account, when} | {-4 or -8, account}
+ * | {-6, account, what, bound} | {-7, account, max} | {0, account}
+ * | {1, account [, rows]}
+ */
+
+static ngx_uint_t
+ngx_http_imgbill_parse_keys(redisReply *e, ngx_http_imgbill_reply_t *reply)
+{
+    if (ngx_http_imgbill_integer(e, 0, &reply->status) != NGX_OK) {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    if (reply->status == NGX_HTTP_IMGBILL_ADMIT_UNKNOWN_KEY) {
+        return NGX_HTTP_IMGBILL_REPLY_OK;
+    }
+
+    if (e->elements < 2) {
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    switch (reply->status) {
+
+    case NGX_HTTP_IMGBILL_ADMIT_KEY_EXPIRED:
+        if (ngx_http_imgbill_integer(e, 2, &reply->when) != NGX_OK) {
+            return NGX_HTTP_IMGBILL_REPLY_ERROR;
+        }
+        break;
+
+    case NGX_HTTP_IMGBILL_KEYS_WIDER:
+        if (ngx_http_imgbill_integer(e, 2, &reply->limit) != NGX_OK
+            || ngx_http_imgbill_integer(e, 3, &reply->available) != NGX_OK)
+        {
+            return NGX_HTTP_IMGBILL_REPLY_ERROR;
+        }
+
+        reply->when = reply->available;
+        break;
+
+    case NGX_HTTP_IMGBILL_KEYS_TOO_MANY:
+        if (ngx_http_imgbill_integer(e, 2, &reply->available) != NGX_OK) {
+            return NGX_HTTP_IMGBILL_REPLY_ERROR;
+        }
+        break;
+
+    case NGX_HTTP_IMGBILL_KEYS_DONE:
+        if (e->elements == 3) {
+            if (e->element[2]->type != REDIS_REPLY_ARRAY) {
+                return NGX_HTTP_IMGBILL_REPLY_ERROR;
+            }
+
+            reply->entries = e->element[2];
+            reply->nentries = e->element[2]->elements;
+        }
+        break;
+
+    case NGX_HTTP_IMGBILL_ADMIT_KEY_ADDRESS:
+    case NGX_HTTP_IMGBILL_KEYS_NOT_FOUND:
+    case NGX_HTTP_IMGBILL_KEYS_TAKEN:
+        break;
+
+    default:
+        return NGX_HTTP_IMGBILL_REPLY_ERROR;
+    }
+
+    return ngx_http_imgbill_parse_account(e->element[1], reply);
+}
+
+
+/* row i of a key command's reply, during its handler */
+
+ngx_int_t
+ngx_http_imgbill_key_row(ngx_http_imgbill_reply_t *reply, ngx_uint_t i,
+    ngx_str_t *row)
+{
+    ngx_uint_t   n;
+    redisReply  *rows, *e;
+
+    rows = reply->entries;
+
+    if (rows == NULL || i >= rows->elements) {
+        return NGX_ERROR;
+    }
+
+    e = rows->element[i];
+
+    if (e->type != REDIS_REPLY_ARRAY
+        || e->elements != ngx_http_imgbill_row_fields)
+    {
+        return NGX_ERROR;
+    }
+
+    for (n = 0; n < ngx_http_imgbill_row_fields; n++) {
+        if (e->element[n]->type != REDIS_REPLY_STRING) {
+            return NGX_ERROR;
+        }
+
+        row[n].data = (u_char *) e->element[n]->str;
+        row[n].len = e->element[n]->len;
+    }
+
+    return NGX_OK;
 }
 
 

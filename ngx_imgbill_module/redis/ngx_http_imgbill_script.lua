@@ -1,6 +1,6 @@
 -- imgbill's one Redis script: admit, settle, release, release_key,
--- lookup, info, refresh, reverse and redeem, and a loop that runs a
--- batch of them in one call.
+-- lookup, info, refresh, reverse, redeem, and key_list, key_new and
+-- key_del, and a loop that runs a batch of them in one call.
 --
 -- scripts/gen-script turns this file into ngx_http_imgbill_script_lua.h
 -- (the text and its SHA-1, for EVALSHA); t/03-script.t checks that the
@@ -618,6 +618,278 @@ local function redeem(k, a)
 end
 
 
+-- The keys a key holder manages (/v1/imgbill/keys).  The account's index,
+-- imgbill:{acct}:keys, maps a key's id to its full hash (a key is deleted
+-- by id); these functions and the CLI keep it.  A key with limits of its
+-- own is "narrow": it sees and deletes only itself and the keys it made
+-- (through up to KEY_DEPTH keys between), and what it gives a key it
+-- makes comes out of its own limits.  A total limit of 1.00 that makes a
+-- key of 0.30 keeps 0.70, so the limits of a family of keys never add up
+-- to more than the operator gave; deleting the key gives back what it did
+-- not spend.  A key without limits manages every key of its account.
+
+local KEY_LIMITS = {'limit', 'daily_limit', 'expires', 'models', 'ips'}
+local KEY_ROW = {'name', 'since', 'limit', 'spent', 'daily_limit', 'day',
+                 'day_spent', 'expires', 'models', 'ips', 'last_used',
+                 'parent'}
+local KEY_DEPTH, KEYS_MAX = 16, 100
+
+local function narrow(c)
+  for i = 1, #KEY_LIMITS do
+    if c[i] then return true end
+  end
+  return false
+end
+
+-- whether key id is key cid or one it made
+local function made_by(p, id, cid)
+  for _ = 1, KEY_DEPTH do
+    if not id then return false end
+    if id == cid then return true end
+    id = call('HGET', key_prefix(p, id), 'parent')
+  end
+  return false
+end
+
+-- a key as a list shows it: id, name, created, limit, spent, daily limit,
+-- spent today, expires, models, networks, last used, made by, current
+-- ('1' or '0'); '' where it has none
+local function key_row(p, id, cid, t)
+  local f = call('HMGET', key_prefix(p, id), unpack(KEY_ROW))
+  local today = f[6] == utc_day(t) and f[7] or '0'
+  return {id, f[1] or '', f[2] or '', f[3] or '', f[4] or '0', f[5] or '',
+          today, f[8] or '', f[9] or '', f[10] or '', f[11] or '',
+          f[12] or '', id == cid and '1' or '0'}
+end
+
+-- the caller of key_new or key_del: its limits, or a refusal
+local function key_caller(k, a)
+  local acct = call('GET', KEYS[k])
+  if not acct then return nil, {-1} end
+  local p = 'imgbill:{' .. acct .. '}:'
+  local c = call('HMGET', key_prefix(p, ARGV[a]), unpack(KEY_LIMITS))
+  if c[3] and c[3] + 0 <= clock() then
+    return nil, {-2, acct, tonumber(c[3])}
+  end
+  if c[5] and not ip_in(c[5], ARGV[a + 1]) then return nil, {-4, acct} end
+  return acct, p, c
+end
+
+-- key_list: the keys the caller may see.
+--   KEYS: imgbill:key:<sha256 of the caller's key>
+--   ARGV: the caller's id, the client's address (unused: a key reads
+--         its keys from anywhere, as it reads its account), an id to
+--         show alone ('' all)
+--   -> {-1} unknown key | {-8, account} no such key
+--      | {1, account, {row, ...}}, oldest first
+--
+-- A key made before the index is shown to itself, and to the others
+-- once the CLI's key-list has indexed it.
+
+local function key_list(k, a)
+  local acct = call('GET', KEYS[k])
+  if not acct then return {-1} end
+  local p = 'imgbill:{' .. acct .. '}:'
+  local cid, only, t = ARGV[a], ARGV[a + 2], clock()
+  local nar = narrow(call('HMGET', key_prefix(p, cid), unpack(KEY_LIMITS)))
+  local rows, seen = {}, {}
+  local function add(id)
+    if not seen[id] and (only == '' or id == only)
+       and (not nar or made_by(p, id, cid))
+    then
+      seen[id] = true
+      rows[#rows + 1] = key_row(p, id, cid, t)
+    end
+  end
+  add(cid)
+  local ids = call('HGETALL', p .. 'keys')
+  for i = 1, #ids, 2 do
+    if not seen[ids[i]] and call('GET', 'imgbill:key:' .. ids[i + 1]) == acct
+    then
+      add(ids[i])
+    end
+  end
+  if only ~= '' and #rows == 0 then return {-8, acct} end
+  table.sort(rows, function(x, y)
+    local cx, cy = tonumber(x[3]) or 0, tonumber(y[3]) or 0
+    if cx ~= cy then return cx < cy end
+    return x[1] < y[1]
+  end)
+  return {1, acct, rows}
+end
+
+-- whether each network of a list lies in one of the caller's
+local function nets_in(list, caller)
+  for net in string.gmatch(list, '[^,]+') do
+    local v, hex, bits = string.match(net, '^(%d):(%x+)/(%d+)$')
+    local inside = false
+    for cn in string.gmatch(caller, '[^,]+') do
+      local cbits = string.match(cn, '/(%d+)$')
+      if v and cbits and cbits + 0 <= bits + 0
+         and ip_in(cn, v .. ':' .. hex)
+      then
+        inside = true
+        break
+      end
+    end
+    if not inside then return false end
+  end
+  return true
+end
+
+-- whether each model of a list is one of the caller's
+local function models_in(list, caller)
+  for m in string.gmatch(list, '[^,]+') do
+    if not string.find(',' .. caller .. ',', ',' .. m .. ',', 1, true) then
+      return false
+    end
+  end
+  return true
+end
+
+-- key_new: a key for the caller's account, no wider than the caller.
+--   KEYS: imgbill:key:<sha256 of the caller's key>,
+--         imgbill:key:<sha256 of the new key>
+--   ARGV: the caller's id, the client's address (as admit's), the new
+--         key's id, name, limit, daily limit (units), expires (unix s),
+--         models, networks (as the CLI stores them); '' for none
+--   -> {-1} | {-2, account, expired at} | {-4, account}: as admit's
+--      | {-6, account, what, bound} wider than the caller: what is 1
+--        limit, 2 daily limit (bound: what is left to give), 3 expires
+--        (bound: the caller's), 4 models, 5 networks
+--      | {-7, account, KEYS_MAX} the account has that many keys
+--      | {0, account} the new key's hash is taken | {1, account, {row}}
+--
+-- The caller's expiry, models and networks are the new key's where it
+-- names none.  A limit the caller has, the new key must name; it is
+-- taken from the caller's limit, and from today's room under its daily
+-- limit.
+
+local function key_new(k, a)
+  local acct, p, c = key_caller(k, a)
+  if not acct then return p end
+  local cid, nid, t = ARGV[a], ARGV[a + 2], clock()
+  local index, ck = p .. 'keys', key_prefix(p, ARGV[a])
+  if call('HLEN', index) >= KEYS_MAX then return {-7, acct, KEYS_MAX} end
+  local limit, daily, expires, models, ips =
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local carved = ''
+
+  if c[1] or c[2] then
+    local f = call('HMGET', ck, 'spent', 'day', 'day_spent')
+    local held = held_sum(ck .. ':holds', ck .. ':held', t, t)
+    if c[1] then
+      local left = c[1] - (f[1] or 0) - held
+      if limit == '' or limit + 0 > left then return {-6, acct, 1, left} end
+      carved = 'l'
+    end
+    if c[2] then
+      local left = c[2] - (f[2] == utc_day(t) and f[3] or 0) - held
+      if daily == '' or daily + 0 > left then return {-6, acct, 2, left} end
+      carved = carved .. 'd'
+    end
+  end
+  if c[3] then
+    if expires == '' then
+      expires = c[3]
+    elseif expires + 0 > c[3] + 0 then
+      return {-6, acct, 3, tonumber(c[3])}
+    end
+  end
+  if c[4] then
+    if models == '' then
+      models = c[4]
+    elseif not models_in(models, c[4]) then
+      return {-6, acct, 4, 0}
+    end
+  end
+  if c[5] then
+    if ips == '' then
+      ips = c[5]
+    elseif not nets_in(ips, c[5]) then
+      return {-6, acct, 5, 0}
+    end
+  end
+
+  if not call('SET', KEYS[k + 1], acct, 'NX') then return {0, acct} end
+  local f = {'since', t, 'parent', cid}
+  local v = {name = ARGV[a + 3], limit = limit, daily_limit = daily,
+             expires = expires, models = models, ips = ips, carved = carved}
+  for _, name in ipairs({'name', 'limit', 'daily_limit', 'expires',
+                         'models', 'ips', 'carved'})
+  do
+    if v[name] ~= '' then f[#f + 1], f[#f + 2] = name, v[name] end
+  end
+  call('HSET', key_prefix(p, nid), unpack(f))
+  call('HSET', index, nid, string.sub(KEYS[k + 1], 13),
+       cid, string.sub(KEYS[k], 13))
+  if c[1] then call('HINCRBY', ck, 'limit', '-' .. limit) end
+  if c[2] then call('HINCRBY', ck, 'daily_limit', '-' .. daily) end
+  return {1, acct, {key_row(p, nid, cid, t)}}
+end
+
+-- key_del: a key deleted, and what it was given and did not spend given
+-- back to the key that made it; the keys it made are that key's now.
+--   KEYS: imgbill:key:<sha256 of the caller's key>
+--   ARGV: the caller's id, the client's address, the id to delete
+--   -> {-1} | {-2, account, expired at} | {-4, account}: as key_new's
+--      | {-8, account} no such key, or not one the caller may delete
+--      | {1, account}
+--
+-- Its live holds are counted as spent: what they settle after it is gone
+-- counts against no key, only the account.
+
+local function key_del(k, a)
+  local acct, p, c = key_caller(k, a)
+  if not acct then return p end
+  local cid, tid, t = ARGV[a], ARGV[a + 2], clock()
+  local index = p .. 'keys'
+  local sha = tid == cid and string.sub(KEYS[k], 13)
+              or call('HGET', index, tid)
+  if not sha or call('GET', 'imgbill:key:' .. sha) ~= acct
+     or (narrow(c) and not made_by(p, tid, cid))
+  then
+    return {-8, acct}
+  end
+
+  local tk = key_prefix(p, tid)
+  local f = call('HMGET', tk, 'parent', 'carved', 'limit', 'spent',
+                 'daily_limit', 'day', 'day_spent')
+  local pk = f[1] and key_prefix(p, f[1])
+  if pk and f[2] then
+    local pf = call('HMGET', pk, 'limit', 'daily_limit', 'day')
+    local held = held_sum(tk .. ':holds', tk .. ':held', t, t)
+    if string.find(f[2], 'l', 1, true) and f[3] and pf[1] then
+      local back = f[3] - (f[4] or 0) - held
+      if back > 0 then call('HINCRBY', pk, 'limit', back) end
+    end
+    if string.find(f[2], 'd', 1, true) and f[5] and pf[2] then
+      -- what it spent today, and may yet, stays spent today
+      local today = utc_day(t)
+      local used = (f[6] == today and f[7] or 0) + held
+      call('HINCRBY', pk, 'daily_limit', f[5])
+      if pf[3] == today then
+        call('HINCRBY', pk, 'day_spent', used)
+      else
+        call('HSET', pk, 'day', today, 'day_spent', used)
+      end
+    end
+  end
+
+  local ids = call('HKEYS', index)
+  for i = 1, #ids do
+    local ik = key_prefix(p, ids[i])
+    if call('HGET', ik, 'parent') == tid then
+      if f[1] then call('HSET', ik, 'parent', f[1])
+      else call('HDEL', ik, 'parent') end
+    end
+  end
+  call('DEL', 'imgbill:key:' .. sha, tk, tk .. ':holds', tk .. ':held')
+  call('HDEL', index, tid)
+  return {1, acct}
+end
+
+
 -- The batch: each command runs under pcall, so it keeps its own
 -- atomicity and its own result, and one failing (a key of the wrong
 -- type) answers that command with an error and no other.  The numbers
@@ -626,7 +898,7 @@ end
 -- of old send.
 
 local run = {admit, settle, release, release_key, lookup, info, refresh,
-             reverse, redeem}
+             reverse, redeem, key_list, key_new, key_del}
 
 -- a command's head is small numbers: one digit costs no strtod()
 local function small(s)

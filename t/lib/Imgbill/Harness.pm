@@ -1065,6 +1065,36 @@ sub holds {
 # within $timeout seconds (default 5).  A hold is the sign that a request
 # was admitted and is still running, and no hold that all were settled:
 # tests wait on that rather than sleep for a guessed time.
+# $n children run $do at the same instant (all wait for one file, then
+# go); returns the line each one's $do returned, in order
+sub burst {
+    my ($self, $n, $do) = @_;
+    my $go = "$self->{dir}/go-" . int(rand 1e9);
+    my @kids;
+    for my $i (1 .. $n) {
+        my $file = "$go.$i";
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            wait_for(sub { -e $go }, 60, 0.005);
+            my $line = $do->();
+            open my $f, '>', $file;
+            print $f "$line\n";
+            close $f;
+            POSIX::_exit(0);
+        }
+        push @kids, [$pid, $file];
+    }
+    open my $g, '>', $go or die "$go: $!";
+    close $g;
+    return map {
+        waitpid $_->[0], 0;
+        open my $f, '<', $_->[1];
+        my $l = <$f> // 'none';
+        chomp $l;
+        $l;
+    } @kids;
+}
+
 sub wait_holds {
     my ($self, $acct, $n, $timeout, $step) = @_;
     my $got;
