@@ -342,7 +342,10 @@ my ($shop, $shop_id);
     is $h->snapshot, $before, '... and none of it writes';
     my $e = make($main, { name => undef, limit => undef });
     is $e->{status}, 200, 'null fields are no fields: 200';
-    is del($main, $e->{json}{id})->{status}, 200, '... (deleted again)';
+    is $h->request('DELETE', "/v1/imgbill/keys/$e->{json}{id}/", undef, auth($main))->{status}, 200,
+        '... (deleted again, with a trailing slash)';
+    my $sl = $h->request('GET', '/v1/imgbill/keys/', undef, auth($main));
+    is "$sl->{status} $sl->{json}{object}", '200 list', 'GET /v1/imgbill/keys/: the list';
 }
 
 # ---- a hundred keys at most ---------------------------------------------------

@@ -109,8 +109,8 @@ ngx_http_imgbill_keyring_start(ngx_http_request_t *r,
 
 
 /*
- * The path's last segment: "keys" (or nothing after a slash) is the list,
- * 12 hex digits a key (NGX_OK, the id lowercased), anything else no key
+ * The path's last segment: "keys" (or the location's own prefix) is the
+ * list, 12 hex digits a key (NGX_OK, the id lowercased), anything else no key
  * (NGX_DECLINED).
  */
 
@@ -123,6 +123,12 @@ ngx_http_imgbill_keyring_id(ngx_http_request_t *r, ngx_str_t *id)
     ngx_str_null(id);
 
     last = r->uri.data + r->uri.len;
+
+    /* ".../keys/" and ".../keys/{id}/" are what they are without it */
+
+    if (last > r->uri.data && last[-1] == '/') {
+        last--;
+    }
 
     for (seg = last; seg > r->uri.data && seg[-1] != '/'; seg--) {
         /* void */
