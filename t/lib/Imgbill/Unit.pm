@@ -16,9 +16,10 @@ use Cwd qw(abs_path);
 
 my $ROOT = abs_path(dirname(abs_path(__FILE__)) . '/../../..');
 
-# run($check, [module file stems], [extra linker arguments]): exits
+# run($check, [module file stems], [extra linker arguments], [extra
+# compiler flags]): exits
 sub run {
-    my ($check, $stems, $libs) = @_;
+    my ($check, $stems, $libs, $cflags) = @_;
     my $tree = "$ROOT/build/nginx";
     my $mod = "$ROOT/ngx_imgbill_module";
 
@@ -48,6 +49,7 @@ sub run {
 
     my @cmd = ('cc', '-g', '-O1', '-fsanitize=address,undefined',
                '-fno-sanitize-recover=all', '-Wall', '-Werror', @inc,
+               @{ $cflags || [] },
                map("-I$_", grep { -d } glob "$mod/*"),
                '-o', "$dir/$check", "$ROOT/t/unit/$check.c", @files,
                "$ROOT/t/stub/ngx_stubs.c", "$ROOT/t/stub/ngx_http_stubs.c",
