@@ -4,7 +4,8 @@
 # of many large replies cannot swell it: 24 replies of 4 MB (a budget of
 # 8 MB: two fit) whose clients read nothing until every one is settled
 # keep the worker's memory within the budget and a few MB, and every reply
-# still arrives byte for byte.
+# still arrives byte for byte.  Replies one after another reuse one buffer
+# (the worker's spare), which an idle worker gives back.
 use strict;
 use warnings;
 use Test::More;
@@ -26,7 +27,7 @@ my $json = reply_json($REPLY_MB * 1_000_000);
 my $sha = write_fixture($fx, 'big', $json);
 
 my $h = Imgbill::Harness->new(
-    extra_http => "imgbill_reply_memory ${BUDGET_MB}m;\n",
+    extra_http => "imgbill_reply_memory ${BUDGET_MB}m;\nimgbill_memory_trim 1s;\n",
     # the clients wait on purpose, past nginx's 60 s if the machine is busy
     extra_server => fixture_location($fx)
         . relay_location('/mem/v1/chat/completions', 'big.json', 'imgbill fast;',
@@ -62,6 +63,39 @@ my ($acct, $key) = $h->fresh_account(prefix => 'mem', units => 1000000);
     is spilled() - $before, 0, '... sent from memory, no temporary file';
 }
 
+# ---- one after another: the same buffer, its pages mapped once ----------------
+# glibc maps a 4 MB buffer afresh for each reply and unmaps it after; the
+# worker keeps it as a spare instead, so ten replies fault in about one
+# buffer's pages (1,000), not ten (10,000)
+sub minflt {
+    my $w = worker_pid($master) or return 0;
+    open my $f, '<', "/proc/$w/stat" or return 0;
+    my $stat = <$f>;
+    $stat =~ s/^.*\) //s;
+    return (split ' ', $stat)[7];
+}
+my $in_turn = 0;
+unless ($ENV{IMGBILL_VALGRIND_DIR}) {
+    my $pages = int($REPLY_MB * 1_000_000 / 4096);
+    my $f0 = minflt();
+    my $ok = 0;
+    for (1 .. 10) {
+        $in_turn++;
+        my $res = $h->raw_reply(post($key));
+        $ok++ if $res->{status} == 200 && sha256_hex($res->{body} // '') eq $sha;
+    }
+    my $faults = minflt() - $f0;
+    is $ok, 10, "ten $REPLY_MB MB replies one after another: whole";
+    note "worker page faults for them: $faults ($pages pages a reply)";
+    cmp_ok $faults, '<', 2 * $pages, '... their buffer\'s pages faulted in about once, not ten times';
+
+    # once it waited a whole trim tick (1 s here) for a reply, it is freed
+    my $held = rss_kb();
+    ok wait_for(sub { rss_kb() < $held - 3 * 1024 }, 15),
+        '... and an idle worker gives the spare back at a trim tick'
+        or diag "RSS $held KiB, now " . rss_kb();
+}
+
 # ---- many slow readers: the budget holds ---------------------------------------
 my $idle = rss_kb();
 my $spilled0 = spilled();
@@ -70,7 +104,7 @@ my @socks = map {
     setsockopt($s, SOL_SOCKET, SO_RCVBUF, 65536);
     $s;
 } 1 .. $N;
-ok wait_for(sub { $h->balance($acct) == 1000000 - (1 + $N) * 700 }, 60),
+ok wait_for(sub { $h->balance($acct) == 1000000 - (1 + $in_turn + $N) * 700 }, 60),
    "$N slow readers of $REPLY_MB MB replies: all settled while none reads";
 my $peak = 0;
 for (1 .. 10) {
@@ -115,7 +149,7 @@ for my $i (0 .. $#socks) {
     diag sprintf 'status %s, %d bytes of %d', $st, $len, length $json;
 }
 is $bad, 0, "all $N replies arrive whole, byte for byte";
-is scalar @{ $h->ledger($acct) }, 1 + $N, 'one ledger entry each';
+is scalar @{ $h->ledger($acct) }, 1 + $in_turn + $N, 'one ledger entry each';
 ok $h->wait_holds($acct, 0, 10), 'no hold left';
 
 # ---- the budget is the worker's again once the replies are gone ------------

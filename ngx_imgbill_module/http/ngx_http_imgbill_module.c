@@ -677,6 +677,8 @@ ngx_http_imgbill_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    ngx_queue_init(&w->spares);
+
     w->store = ngx_http_imgbill_store_init(cycle, &mcf->redis,
                                            ngx_http_imgbill_metrics_stats(mcf));
     w->keys = ngx_http_imgbill_keys_init(cycle);
@@ -699,6 +701,7 @@ ngx_http_imgbill_exit_process(ngx_cycle_t *cycle)
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_imgbill_module);
 
     if (mcf && mcf->worker) {
+        ngx_http_imgbill_spares_free(mcf->worker, 0);
         ngx_http_imgbill_store_exit(mcf->worker->store);
     }
 }

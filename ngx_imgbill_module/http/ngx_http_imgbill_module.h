@@ -52,6 +52,11 @@ typedef struct {
                                                   bodies being read */
     size_t                          replies;   /* bytes of whole replies
                                                   held in memory */
+    ngx_queue_t                     spares;    /* reply buffers kept for
+                                                  the next replies, newest
+                                                  first (see
+                                                  ngx_http_imgbill_spool.c) */
+    size_t                          spare;     /* ... their bytes */
     /* its request ids to come, drawn in batches: see
        ngx_http_imgbill_access.c */
     ngx_uint_t                      request_ids_left;
@@ -181,6 +186,11 @@ void ngx_http_imgbill_keys_seen(ngx_http_imgbill_main_conf_t *mcf,
     u_char *hash);
 void ngx_http_imgbill_keys_forget(ngx_http_imgbill_main_conf_t *mcf,
     u_char *hash);
+
+/* ngx_http_imgbill_spool.c: a worker's spare reply buffers freed, those
+   no reply took for idle ms (0: all) */
+void ngx_http_imgbill_spares_free(ngx_http_imgbill_worker_t *w,
+    ngx_msec_t idle);
 
 /* ngx_http_imgbill_trim.c */
 char *ngx_http_imgbill_trim_directive(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -20,6 +20,13 @@
  * through an output chain set up as the copy filter sets up its own:
  * sendfile where the connection has it, reads into small buffers where a
  * later filter (gzip, SSL) needs memory.
+ *
+ * A reply's buffer outlives its reply in the worker, as a spare, while
+ * the budget has room for it: glibc maps a buffer of a megabyte or more
+ * afresh for each reply and unmaps it after, and a worker relaying 1.6 MB
+ * images spent 40% of its time faulting those pages in again.  A reply
+ * takes a spare it fills at least half of; a trim tick
+ * (imgbill_memory_trim) frees those that waited a whole tick for one.
  */
 
 
@@ -40,8 +47,21 @@
 #define NGX_HTTP_IMGBILL_OUTPUT_SIZE  (32 * 1024)
 
 
+typedef struct {
+    ngx_queue_t                     queue;
+    size_t                          size;     /* bytes after the header */
+    ngx_msec_t                      since;    /* a spare */
+} ngx_http_imgbill_spare_t;
+
+#define NGX_HTTP_IMGBILL_SPARE_HEAD                                          \
+    ngx_align(sizeof(ngx_http_imgbill_spare_t), 16)
+
+
 static ngx_int_t ngx_http_imgbill_spool_flush(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
+static u_char *ngx_http_imgbill_spare_get(ngx_http_request_t *r,
+    size_t size, size_t *have);
+static void ngx_http_imgbill_spare_put(ngx_http_request_t *r, u_char *b);
 static ngx_int_t ngx_http_imgbill_spool_alloc(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, size_t size, size_t keep);
 static size_t ngx_http_imgbill_spool_room(ngx_http_request_t *r);
@@ -445,12 +465,14 @@ ngx_http_imgbill_spool_alloc(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx, size_t size, size_t keep)
 {
     u_char                        *b;
+    size_t                         have;
     ngx_http_imgbill_main_conf_t  *mcf;
 
     b = NULL;
+    have = 0;
 
     if (size) {
-        b = ngx_palloc(r->pool, size);
+        b = ngx_http_imgbill_spare_get(r, size, &have);
         if (b == NULL) {
             return NGX_ERROR;
         }
@@ -460,23 +482,133 @@ ngx_http_imgbill_spool_alloc(ngx_http_request_t *r,
         }
     }
 
-    if (ctx->body) {
-        ngx_pfree(r->pool, ctx->body);
-    }
-
     mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
 
     if (mcf->worker) {
         mcf->worker->replies -= ctx->memory;
-        mcf->worker->replies += size;
     }
 
-    ctx->memory = size;
+    if (ctx->body) {
+        ngx_http_imgbill_spare_put(r, ctx->body);
+    }
+
+    if (mcf->worker) {
+        mcf->worker->replies += have;
+    }
+
+    ctx->memory = have;
     ctx->body = b;
     ctx->last = b ? b + keep : NULL;
-    ctx->end = b ? b + size : NULL;
+    ctx->end = b ? b + have : NULL;
 
     return NGX_OK;
+}
+
+
+/*
+ * A buffer of at least size bytes (*have: how many): a spare the reply
+ * fills at least half of, else a new one, once the oldest spares have
+ * made room for it in the budget.
+ */
+
+static u_char *
+ngx_http_imgbill_spare_get(ngx_http_request_t *r, size_t size, size_t *have)
+{
+    ngx_queue_t                   *q;
+    ngx_http_imgbill_spare_t      *s;
+    ngx_http_imgbill_worker_t     *w;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+    w = mcf->worker;
+
+    if (w) {
+        for (q = ngx_queue_head(&w->spares);
+             q != ngx_queue_sentinel(&w->spares);
+             q = ngx_queue_next(q))
+        {
+            s = ngx_queue_data(q, ngx_http_imgbill_spare_t, queue);
+
+            if (s->size >= size && s->size / 2 <= size) {
+                ngx_queue_remove(q);
+                w->spare -= s->size;
+
+                *have = s->size;
+                return (u_char *) s + NGX_HTTP_IMGBILL_SPARE_HEAD;
+            }
+        }
+
+        while (!ngx_queue_empty(&w->spares)
+               && w->replies + w->spare + size > mcf->reply_memory)
+        {
+            q = ngx_queue_last(&w->spares);
+            s = ngx_queue_data(q, ngx_http_imgbill_spare_t, queue);
+
+            ngx_queue_remove(q);
+            w->spare -= s->size;
+            ngx_free(s);
+        }
+    }
+
+    s = ngx_alloc(NGX_HTTP_IMGBILL_SPARE_HEAD + size, r->connection->log);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    s->size = size;
+
+    *have = size;
+    return (u_char *) s + NGX_HTTP_IMGBILL_SPARE_HEAD;
+}
+
+
+/* a buffer given back: a spare while the budget has room for it */
+
+static void
+ngx_http_imgbill_spare_put(ngx_http_request_t *r, u_char *b)
+{
+    ngx_http_imgbill_spare_t      *s;
+    ngx_http_imgbill_worker_t     *w;
+    ngx_http_imgbill_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
+    w = mcf->worker;
+
+    s = (ngx_http_imgbill_spare_t *) (b - NGX_HTTP_IMGBILL_SPARE_HEAD);
+
+    if (w && w->replies + w->spare + s->size <= mcf->reply_memory) {
+        s->since = ngx_current_msec;
+        ngx_queue_insert_head(&w->spares, &s->queue);
+        w->spare += s->size;
+        return;
+    }
+
+    ngx_free(s);
+}
+
+
+/* the spares no reply took for idle ms or more (0: all), oldest first */
+
+void
+ngx_http_imgbill_spares_free(ngx_http_imgbill_worker_t *w, ngx_msec_t idle)
+{
+    ngx_queue_t               *q;
+    ngx_http_imgbill_spare_t  *s;
+
+    while (!ngx_queue_empty(&w->spares)) {
+        q = ngx_queue_last(&w->spares);
+        s = ngx_queue_data(q, ngx_http_imgbill_spare_t, queue);
+
+        if (idle && (ngx_msec_int_t) (ngx_current_msec - s->since)
+                    < (ngx_msec_int_t) idle)
+        {
+            break;
+        }
+
+        ngx_queue_remove(q);
+        w->spare -= s->size;
+        ngx_free(s);
+    }
 }
 
 
@@ -518,16 +650,7 @@ ngx_http_imgbill_spool_cleanup(void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
-    ngx_http_imgbill_main_conf_t  *mcf;
-
-    mcf = ngx_http_get_module_main_conf(ctx->request,
-                                        ngx_http_imgbill_module);
-
-    if (mcf->worker) {
-        mcf->worker->replies -= ctx->memory;
-    }
-
-    ctx->memory = 0;
+    (void) ngx_http_imgbill_spool_alloc(ctx->request, ctx, 0, 0);
 }
 
 

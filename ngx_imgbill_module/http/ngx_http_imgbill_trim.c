@@ -77,6 +77,11 @@ ngx_http_imgbill_trim_handler(ngx_event_t *ev)
         return;
     }
 
+    /* reply buffers that waited a whole tick for a reply go first */
+    if (mcf->worker) {
+        ngx_http_imgbill_spares_free(mcf->worker, mcf->trim);
+    }
+
     mi = mallinfo2();
 
     if (mi.fordblks >= NGX_HTTP_IMGBILL_TRIM_MIN) {
