@@ -381,6 +381,11 @@ my ($shop, $shop_id);
     $h->cli('key-list', $a6);
     ok grep({ $_->{id} eq kid('sk-old-one-0123456789') } @{ list($root)->{json}{data} }),
         '... until imgbill key-list indexes it';
+    $h->redis('HSET', "imgbill:{$a6}:keys", 'not-an-id"x', sha256_hex($root));
+    my $junk = list($root);
+    ok $junk->{status} == 200 && !grep({ $_->{id} =~ /not-an-id/ } @{ $junk->{json}{data} }),
+        'a field in the index that is no id is no key: skipped';
+    $h->redis('HDEL', "imgbill:{$a6}:keys", 'not-an-id"x');
     my ($made) = made_ok(make($root, { name => 'api' }), 'a key made over the API');
     my (undef, $kl) = $h->cli('key-list', $a6);
     like $kl, qr/^\Q@{[kid($made)]}\E name="api" /m, '... shows in imgbill key-list';

@@ -484,38 +484,40 @@ ngx_http_imgbill_spool_alloc(ngx_http_request_t *r,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_imgbill_module);
 
+    /* the new buffer counts before the old one may stay as a spare */
+
     if (mcf->worker) {
         mcf->worker->replies -= ctx->memory;
+        mcf->worker->replies += have;
     }
 
     if (ctx->body) {
         ngx_http_imgbill_spare_put(r, ctx->body);
     }
 
-    if (mcf->worker) {
-        mcf->worker->replies += have;
-    }
+    /* a larger spare counts whole, but holds no more than was asked:
+       imgbill_reply_buffer_size stays the cap */
 
     ctx->memory = have;
     ctx->body = b;
     ctx->last = b ? b + keep : NULL;
-    ctx->end = b ? b + have : NULL;
+    ctx->end = b ? b + size : NULL;
 
     return NGX_OK;
 }
 
 
 /*
- * A buffer of at least size bytes (*have: how many): a spare the reply
- * fills at least half of, else a new one, once the oldest spares have
- * made room for it in the budget.
+ * A buffer of at least size bytes (*have: how many): the smallest spare
+ * the reply fills at least half of, else a new one, once the oldest
+ * spares have made room for it in the budget.
  */
 
 static u_char *
 ngx_http_imgbill_spare_get(ngx_http_request_t *r, size_t size, size_t *have)
 {
     ngx_queue_t                   *q;
-    ngx_http_imgbill_spare_t      *s;
+    ngx_http_imgbill_spare_t      *s, *best;
     ngx_http_imgbill_worker_t     *w;
     ngx_http_imgbill_main_conf_t  *mcf;
 
@@ -523,19 +525,27 @@ ngx_http_imgbill_spare_get(ngx_http_request_t *r, size_t size, size_t *have)
     w = mcf->worker;
 
     if (w) {
+        best = NULL;
+
         for (q = ngx_queue_head(&w->spares);
              q != ngx_queue_sentinel(&w->spares);
              q = ngx_queue_next(q))
         {
             s = ngx_queue_data(q, ngx_http_imgbill_spare_t, queue);
 
-            if (s->size >= size && s->size / 2 <= size) {
-                ngx_queue_remove(q);
-                w->spare -= s->size;
-
-                *have = s->size;
-                return (u_char *) s + NGX_HTTP_IMGBILL_SPARE_HEAD;
+            if (s->size >= size && s->size / 2 <= size
+                && (best == NULL || s->size < best->size))
+            {
+                best = s;
             }
+        }
+
+        if (best) {
+            ngx_queue_remove(&best->queue);
+            w->spare -= best->size;
+
+            *have = best->size;
+            return (u_char *) best + NGX_HTTP_IMGBILL_SPARE_HEAD;
         }
 
         while (!ngx_queue_empty(&w->spares)

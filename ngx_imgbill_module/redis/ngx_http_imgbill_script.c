@@ -883,6 +883,11 @@ ngx_http_imgbill_key_row(ngx_http_imgbill_reply_t *reply, ngx_uint_t i,
         row[n].len = e->element[n]->len;
     }
 
+    /* what the JSON is sized for */
+    if (row[ngx_http_imgbill_row_id].len != NGX_HTTP_IMGBILL_KEY_ID_LEN) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 

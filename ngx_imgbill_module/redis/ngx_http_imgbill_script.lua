@@ -704,7 +704,9 @@ local function key_list(k, a)
   add(cid)
   local ids = call('HGETALL', p .. 'keys')
   for i = 1, #ids, 2 do
-    if not seen[ids[i]] and call('GET', 'imgbill:key:' .. ids[i + 1]) == acct
+    -- an id is 12 hex digits: anything else in the index is no key's
+    if not seen[ids[i]] and string.match(ids[i], '^%x+$') and #ids[i] == 12
+       and call('GET', 'imgbill:key:' .. ids[i + 1]) == acct
     then
       add(ids[i])
     end
@@ -811,7 +813,14 @@ local function key_new(k, a)
     end
   end
 
-  if not call('SET', KEYS[k + 1], acct, 'NX') then return {0, acct} end
+  if call('EXISTS', KEYS[k + 1]) == 1 then return {0, acct} end
+  -- what is given is taken first: a failure there makes no key, and
+  -- nothing is given that was not taken
+  if c[1] and limit + 0 > 0 then call('HINCRBY', ck, 'limit', '-' .. limit) end
+  if c[2] and daily + 0 > 0 then
+    call('HINCRBY', ck, 'daily_limit', '-' .. daily)
+  end
+  call('SET', KEYS[k + 1], acct)
   local f = {'since', t, 'parent', cid}
   local v = {name = ARGV[a + 3], limit = limit, daily_limit = daily,
              expires = expires, models = models, ips = ips, carved = carved}
@@ -823,8 +832,6 @@ local function key_new(k, a)
   call('HSET', key_prefix(p, nid), unpack(f))
   call('HSET', index, nid, string.sub(KEYS[k + 1], 13),
        cid, string.sub(KEYS[k], 13))
-  if c[1] then call('HINCRBY', ck, 'limit', '-' .. limit) end
-  if c[2] then call('HINCRBY', ck, 'daily_limit', '-' .. daily) end
   return {1, acct, {key_row(p, nid, cid, t)}}
 end
 
@@ -868,9 +875,10 @@ local function key_del(k, a)
       local today = utc_day(t)
       local used = (f[6] == today and f[7] or 0) + held
       call('HINCRBY', pk, 'daily_limit', f[5])
+      -- a day after Redis' today (a relay's clock ahead) is left alone
       if pf[3] == today then
         call('HINCRBY', pk, 'day_spent', used)
-      else
+      elseif not pf[3] or pf[3] < today then
         call('HSET', pk, 'day', today, 'day_spent', used)
       end
     end
