@@ -11,7 +11,13 @@ use POSIX qw(_exit);
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(error_ok wait_for);
 
-my $h = Imgbill::Harness->new(redis => 0);
+# sk-any must stay known for the whole run (each shape below is an
+# admission's reply, not a lookup's): under valgrind the run outlasts
+# conf.d's 10 s key cache
+my $h = Imgbill::Harness->new(redis => 0, conf_filter => sub {
+    $_[0] =~ s/^imgbill_key_cache \S+;/imgbill_key_cache 1h;/m
+        or die 'no imgbill_key_cache in conf.d';
+});
 my $answer = $h->dir . '/fake-redis.answer';
 
 # the fake: every command in a call gets the bytes in $answer, in an array
