@@ -312,9 +312,16 @@ ngx_http_imgbill_cleanup(void *data)
     case ngx_http_imgbill_admitted:
     case ngx_http_imgbill_collecting:
 
-        ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
-                      "imgbill: request %V ended unsettled, "
-                      "releasing its hold", &ctx->request_id);
+        if (ctx->request->connection->error) {
+            ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                          "imgbill: the client of request %V left before "
+                          "its reply, not charged", &ctx->request_id);
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                          "imgbill: request %V ended unsettled, "
+                          "releasing its hold", &ctx->request_id);
+        }
 
         ngx_http_imgbill_release(ctx);
         break;

@@ -152,6 +152,9 @@ typedef struct {
     unsigned                        cut:1;          /* the upstream's reply
                                                        ended early: a 502
                                                        went out instead */
+    unsigned                        whole:1;        /* the reply is in;
+                                                       the charge waits for
+                                                       the client's events */
     unsigned                        need_in_memory:1;  /* r->main_filter_
                                                           need_in_memory,
                                                           before ours */

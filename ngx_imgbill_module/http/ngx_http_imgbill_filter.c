@@ -186,14 +186,36 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return ngx_http_next_body_filter(r, NULL);
         }
 
-        rc = ngx_http_imgbill_collect(r, ctx, in);
+        if (!ctx->whole) {
+            rc = ngx_http_imgbill_collect(r, ctx, in);
 
-        if (rc == NGX_AGAIN && ngx_http_imgbill_upstream_cut(r)) {
-            return ngx_http_imgbill_cut(r, ctx);
+            if (rc == NGX_AGAIN && ngx_http_imgbill_upstream_cut(r)) {
+                return ngx_http_imgbill_cut(r, ctx);
+            }
+
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            /*
+             * The charge is decided once the events this one came with
+             * are handled: a client's FIN read in the same epoll_wait()
+             * as the upstream's last bytes then has its connection
+             * marked (ngx_http_test_reading()), and no socket needs to
+             * be asked.  The writer brings the request back here.
+             */
+            ctx->whole = 1;
+            r->buffered |= NGX_HTTP_IMGBILL_BUFFERED;
+            ngx_post_event(r->connection->write, &ngx_posted_events);
+
+            return NGX_AGAIN;
         }
 
-        if (rc != NGX_OK) {
-            return rc;
+        if (in) {
+            /* nothing follows a whole reply but nginx's empty calls */
+            for (cl = in; cl; cl = cl->next) {
+                cl->buf->pos = cl->buf->last;
+            }
         }
 
         ngx_http_imgbill_decide(r, ctx);
@@ -956,13 +978,16 @@ ngx_http_imgbill_event_stream(ngx_http_request_t *r)
 
 
 /*
- * Whether the client left while its reply was held, asked of the socket
- * right before the charge: a busy worker may take the upstream's last
- * bytes before the client's FIN, which nginx's broken-connection check
- * would have seen.  What remains is the settle's round trip, and a
- * client that leaves while its reply is being written (a reply whose
- * first bytes went out is paid for).  On HTTP/2 a stream the client reset
- * has its connection's error set.
+ * Whether the client left while its reply was held.  It is asked from a
+ * posted event, after every event of its epoll_wait() was handled: a
+ * client's FIN that came with the upstream's last bytes (which a busy
+ * worker may read first) has set pending_eof by then, as nginx's own
+ * broken-connection check reads it, at no system call.  Where the event
+ * method reports no EOF, the socket is asked.  What remains is a FIN
+ * within the microseconds since, and a client that leaves while its
+ * reply is being written (a reply whose first bytes went out is paid
+ * for).  On HTTP/2 a stream the client reset has its connection's error
+ * set.
  */
 
 static ngx_uint_t
@@ -982,6 +1007,18 @@ ngx_http_imgbill_client_gone(ngx_http_request_t *r)
 #if (NGX_HTTP_V2)
     if (r->stream) {
         return 0;
+    }
+#endif
+
+#if (NGX_HAVE_KQUEUE)
+    if (ngx_event_flags & NGX_USE_KQUEUE_EVENT) {
+        return c->read->pending_eof || c->read->eof;
+    }
+#endif
+
+#if (NGX_HAVE_EPOLLRDHUP)
+    if ((ngx_event_flags & NGX_USE_EPOLL_EVENT) && ngx_use_epoll_rdhup) {
+        return c->read->pending_eof || c->read->eof;
     }
 #endif
 
