@@ -56,6 +56,14 @@ typedef struct {
 #define NGX_HTTP_IMGBILL_SPARE_HEAD                                          \
     ngx_align(sizeof(ngx_http_imgbill_spare_t), 16)
 
+/*
+ * Only a buffer glibc would map afresh (its mmap threshold starts at
+ * 128 KB) is kept as a spare: a smaller one freed stays in the heap, and
+ * the next malloc() finds it at no fault.  Kept, small replies' buffers
+ * would only lengthen the list every reply walks.
+ */
+#define NGX_HTTP_IMGBILL_SPARE_MIN    (128 * 1024)
+
 
 static ngx_int_t ngx_http_imgbill_spool_flush(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
@@ -527,17 +535,25 @@ ngx_http_imgbill_spare_get(ngx_http_request_t *r, size_t size, size_t *have)
     if (w) {
         best = NULL;
 
-        for (q = ngx_queue_head(&w->spares);
-             q != ngx_queue_sentinel(&w->spares);
-             q = ngx_queue_next(q))
-        {
+        /* a small reply fills less than half of any spare */
+
+        q = (size >= NGX_HTTP_IMGBILL_SPARE_MIN / 2)
+            ? ngx_queue_head(&w->spares) : ngx_queue_sentinel(&w->spares);
+
+        while (q != ngx_queue_sentinel(&w->spares)) {
             s = ngx_queue_data(q, ngx_http_imgbill_spare_t, queue);
 
             if (s->size >= size && s->size / 2 <= size
                 && (best == NULL || s->size < best->size))
             {
                 best = s;
+
+                if (s->size == size) {
+                    break;
+                }
             }
+
+            q = ngx_queue_next(q);
         }
 
         if (best) {
@@ -586,7 +602,9 @@ ngx_http_imgbill_spare_put(ngx_http_request_t *r, u_char *b)
 
     s = (ngx_http_imgbill_spare_t *) (b - NGX_HTTP_IMGBILL_SPARE_HEAD);
 
-    if (w && w->replies + w->spare + s->size <= mcf->reply_memory) {
+    if (w && s->size >= NGX_HTTP_IMGBILL_SPARE_MIN
+        && w->replies + w->spare + s->size <= mcf->reply_memory)
+    {
         s->since = ngx_current_msec;
         ngx_queue_insert_head(&w->spares, &s->queue);
         w->spare += s->size;
