@@ -2,8 +2,10 @@
 # also when the worker is too busy to see it leave before the upstream's
 # reply is in: the worker is stopped (SIGSTOP) while the upstream answers
 # and then the client closes, and resumed with both events waiting, the
-# reply's first; the charge is decided with the socket asked.  One that
-# leaves while the charge is being settled gets it back (a reversal).
+# reply's first; the charge is decided once both are handled (a posted
+# event), so the FIN ends the request before anything is settled.  One
+# that leaves while the charge is being settled gets it back (a
+# reversal).
 use strict;
 use warnings;
 use Test::More;
