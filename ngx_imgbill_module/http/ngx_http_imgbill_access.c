@@ -694,6 +694,31 @@ ngx_http_imgbill_unavailable(ngx_http_request_t *r,
 
 
 /*
+ * The end of a served write's answer (a key made or deleted, a code
+ * redeemed): NGX_OK, its reply was built and the request goes on to be
+ * served; NGX_ERROR, it could not be (a 500); NGX_DECLINED, the error is
+ * set.  The writer takes the request on from here.
+ */
+
+void
+ngx_http_imgbill_answered(ngx_http_request_t *r, ngx_http_imgbill_ctx_t *ctx,
+    ngx_int_t rc)
+{
+    if (rc == NGX_OK) {
+        ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_authorized);
+
+    } else if (rc == NGX_ERROR) {
+        ngx_http_imgbill_set_error(r, &ctx->error,
+                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   ngx_http_imgbill_err_server,
+                                   "internal_error", "out of memory");
+    }
+
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+
+/*
  * The error, sent; a body not read yet (a stranger's, a rejection on the
  * path) is discarded as nginx discards one, never read into memory, and
  * never asked for: a client waiting for "100 Continue" gets the error.

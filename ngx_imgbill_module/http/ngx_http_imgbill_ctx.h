@@ -208,6 +208,8 @@ void ngx_http_imgbill_invalid_key(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
 void ngx_http_imgbill_unavailable(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx);
+void ngx_http_imgbill_answered(ngx_http_request_t *r,
+    ngx_http_imgbill_ctx_t *ctx, ngx_int_t rc);
 ngx_http_variable_value_t *ngx_http_imgbill_request_id(ngx_http_request_t *r,
     ngx_http_imgbill_main_conf_t *mcf);
 void ngx_http_imgbill_address(ngx_http_request_t *r, ngx_str_t *addr);

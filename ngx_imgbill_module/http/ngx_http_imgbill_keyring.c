@@ -291,10 +291,12 @@ ngx_http_imgbill_keyring_done(ngx_http_imgbill_reply_t *reply, void *data)
 {
     ngx_http_imgbill_ctx_t *ctx = data;
 
+    ngx_int_t            rc;
     ngx_http_request_t  *r;
 
     r = ctx->request;
     ctx->cmd = NULL;
+    rc = NGX_DECLINED;
 
     ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_rejected);
 
@@ -327,17 +329,11 @@ ngx_http_imgbill_keyring_done(ngx_http_imgbill_reply_t *reply, void *data)
     } else if (reply->status != NGX_HTTP_IMGBILL_KEYS_DONE) {
         ngx_http_imgbill_keyring_refused(r, ctx, reply);
 
-    } else if (ngx_http_imgbill_keyring_reply(r, ctx, reply) != NGX_OK) {
-        ngx_http_imgbill_set_error(r, &ctx->error,
-                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                   ngx_http_imgbill_err_server,
-                                   "internal_error", "out of memory");
-
     } else {
-        ngx_http_imgbill_set_state(ctx, ngx_http_imgbill_authorized);
+        rc = ngx_http_imgbill_keyring_reply(r, ctx, reply);
     }
 
-    ngx_post_event(r->connection->write, &ngx_posted_events);
+    ngx_http_imgbill_answered(r, ctx, rc);
 }
 
 
