@@ -211,11 +211,9 @@ ngx_http_imgbill_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return NGX_AGAIN;
         }
 
-        if (in) {
-            /* nothing follows a whole reply but nginx's empty calls */
-            for (cl = in; cl; cl = cl->next) {
-                cl->buf->pos = cl->buf->last;
-            }
+        /* nothing follows a whole reply but nginx's empty calls */
+        for (cl = in; cl; cl = cl->next) {
+            cl->buf->pos = cl->buf->last;
         }
 
         ngx_http_imgbill_decide(r, ctx);

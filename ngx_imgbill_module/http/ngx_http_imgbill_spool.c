@@ -537,10 +537,11 @@ ngx_http_imgbill_spare_get(ngx_http_request_t *r, size_t size, size_t *have)
 
         /* a small reply fills less than half of any spare */
 
-        q = (size >= NGX_HTTP_IMGBILL_SPARE_MIN / 2)
-            ? ngx_queue_head(&w->spares) : ngx_queue_sentinel(&w->spares);
-
-        while (q != ngx_queue_sentinel(&w->spares)) {
+        for (q = ngx_queue_head(&w->spares);
+             size >= NGX_HTTP_IMGBILL_SPARE_MIN / 2
+             && q != ngx_queue_sentinel(&w->spares);
+             q = ngx_queue_next(q))
+        {
             s = ngx_queue_data(q, ngx_http_imgbill_spare_t, queue);
 
             if (s->size >= size && s->size / 2 <= size
@@ -552,8 +553,6 @@ ngx_http_imgbill_spare_get(ngx_http_request_t *r, size_t size, size_t *have)
                     break;
                 }
             }
-
-            q = ngx_queue_next(q);
         }
 
         if (best) {
