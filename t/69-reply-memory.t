@@ -39,6 +39,17 @@ sub post {
     return $h->raw_send(path => '/mem/v1/chat/completions', body => $body, key => $key,
                         headers => ['Content-Type' => 'application/json']);
 }
+# a reply read raw, its body's digest compared: the harness's reader also
+# decodes the JSON, a second a MB, and replies read through it would come
+# further apart than a trim tick
+sub read_whole {
+    my ($s) = @_;
+    my $raw = '';
+    1 while sysread $s, $raw, 1 << 20, length $raw;
+    close $s;
+    my ($head, $got) = split /\r\n\r\n/, $raw, 2;
+    return ($head // '') =~ m{^HTTP/1\.1 200 } && sha256_hex($got // '') eq $sha;
+}
 sub spilled {
     my @l = $h->error_log =~ /an upstream reply waits in a temporary file/g;
     return scalar @l;
@@ -81,8 +92,7 @@ unless ($ENV{IMGBILL_VALGRIND_DIR}) {
     my $ok = 0;
     for (1 .. 10) {
         $in_turn++;
-        my $res = $h->raw_reply(post($key));
-        $ok++ if $res->{status} == 200 && sha256_hex($res->{body} // '') eq $sha;
+        $ok++ if read_whole(post($key));
     }
     my $faults = minflt() - $f0;
     is $ok, 10, "ten $REPLY_MB MB replies one after another: whole";
@@ -155,9 +165,7 @@ ok $h->wait_holds($acct, 0, 10), 'no hold left';
 # ---- the budget is the worker's again once the replies are gone ------------
 {
     my $before = spilled();
-    my $res = $h->raw_reply(post($key));
-    ok $res->{status} == 200 && sha256_hex($res->{body} // '') eq $sha,
-       'afterwards, a reply: whole';
+    ok read_whole(post($key)), 'afterwards, a reply: whole';
     is spilled() - $before, 0, '... and in memory again: the budget was given back';
 }
 
