@@ -182,6 +182,32 @@ failed:
 }
 
 
+/*
+ * Takes the plain bytes of an unwatched string value from p, if the
+ * machine is in one (an image's base64), and returns the first byte that
+ * is not plain (a quote, a backslash or a control byte) or last: a caller
+ * that looks for bytes of its own among JSON's control bytes (the event
+ * stream's line ends) reads the image once, not once for itself and once
+ * for the machine.  The bytes count as fed.
+ */
+
+u_char *
+ngx_http_imgbill_scan_skip(ngx_http_imgbill_scanner_t *s, u_char *p,
+    u_char *last)
+{
+    u_char  *q;
+
+    if (s->state != sw_string) {
+        return p;
+    }
+
+    q = ngx_http_imgbill_scan_string_plain(s, p, last);
+    s->fed += q - p;
+
+    return q;
+}
+
+
 /* the one byte of JSON's punctuation the state expects: NGX_OK once read,
    NGX_DECLINED where it is not that and is left to the next state */
 

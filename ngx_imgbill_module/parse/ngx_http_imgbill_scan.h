@@ -229,6 +229,8 @@ void ngx_http_imgbill_scan_init(ngx_http_imgbill_scanner_t *s,
     ngx_http_imgbill_dialect_t *dialect);
 ngx_int_t ngx_http_imgbill_scan_feed(ngx_http_imgbill_scanner_t *s,
     u_char *p, u_char *last);
+u_char *ngx_http_imgbill_scan_skip(ngx_http_imgbill_scanner_t *s,
+    u_char *p, u_char *last);
 void ngx_http_imgbill_scan_finish(ngx_http_imgbill_scanner_t *s,
     ngx_http_imgbill_scan_t *res);
 

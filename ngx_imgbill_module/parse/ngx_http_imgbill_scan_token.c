@@ -184,6 +184,20 @@ ngx_http_imgbill_skip_plain(u_char *p, u_char *last)
 }
 
 
+/* the plain run from p where the string is in one and unwatched, else p */
+
+u_char *
+ngx_http_imgbill_scan_string_plain(ngx_http_imgbill_scanner_t *s, u_char *p,
+    u_char *last)
+{
+    if (s->token != sw_str_text || s->watch != ngx_http_imgbill_watch_none) {
+        return p;
+    }
+
+    return ngx_http_imgbill_skip_plain(p, last);
+}
+
+
 /* after the opening quote */
 
 void

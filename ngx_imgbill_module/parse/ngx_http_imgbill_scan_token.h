@@ -54,6 +54,8 @@ void ngx_http_imgbill_scan_string_start(ngx_http_imgbill_scanner_t *s,
     ngx_uint_t watch);
 u_char *ngx_http_imgbill_scan_string(ngx_http_imgbill_scanner_t *s,
     u_char *p, u_char *last);
+u_char *ngx_http_imgbill_scan_string_plain(ngx_http_imgbill_scanner_t *s,
+    u_char *p, u_char *last);
 u_char *ngx_http_imgbill_scan_number(ngx_http_imgbill_scanner_t *s,
     u_char *p, u_char *last);
 ngx_uint_t ngx_http_imgbill_scan_key(ngx_http_imgbill_scanner_t *s);

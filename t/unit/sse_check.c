@@ -34,6 +34,10 @@ extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
 
 #define MAX_EVENTS  8
 
+/* base64 long enough for the scanner's many-bytes-a-step skip */
+#define B64_64   "QUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJD"
+#define B64_256  B64_64 B64_64 B64_64 B64_64
+
 
 typedef struct {
     ngx_uint_t    type;
@@ -114,7 +118,36 @@ static case_t  cases[] = {
       "data: {\"choices\":[{\"delta\":{\"content\":\"see\"\n"
       "data: ,\"images\":[\"data:image/png;base64,AAAA\"]}}]}\n\n",
       1,
-      { { JSON, 1, 0, -1, -1, 0, NULL, "data:image/png;base64" } } }
+      { { JSON, 1, 0, -1, -1, 0, NULL, "data:image/png;base64" } } },
+
+    { "a long image, then its usage, in one data line", OPENAI,
+      "data: {\"choices\":[{\"delta\":{\"images\":[{\"image_url\":"
+      "{\"url\":\"data:image/png;base64," B64_256 B64_256 "\"}}]},"
+      "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":7,"
+      "\"completion_tokens\":8}}\n\n"
+      "data: [DONE]\n\n",
+      2,
+      { { JSON, 1, 1, 7, 8, 0, "\"prompt_tokens\":7,",
+          "\"image_url\":{\"url\":\"data" },
+        { DONE, 0, 0, 0, 0, 0, NULL } } },
+
+    { "a long image's line ended by CRLF, its usage on the next", OPENAI,
+      "data: {\"choices\":[{\"delta\":{\"images\":[{\"image_url\":"
+      "{\"url\":\"data:image/png;base64," B64_256 "\"}}]}}],\r\n"
+      "data: \"usage\":{\"prompt_tokens\":9,\"completion_tokens\":10}}"
+      "\r\n\r\n",
+      1,
+      { { JSON, 1, 1, 9, 10, 0, "\"prompt_tokens\":9,",
+          "\"image_url\":{\"url\":\"data" } } },
+
+    { "a CR inside a long string ends its line", OPENAI,
+      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,"
+      "\"completion_tokens\":2},\"note\":\"" B64_256 "\r"
+      "data: \"}\n\n",
+      1,
+      /* the string would close on the next line, were the CR in it: the
+         counts read before it stand, the usage does not */
+      { { JSON, 0, 0, 1, 2, 1, NULL } } }
 };
 
 
@@ -236,7 +269,9 @@ check(case_t *c, size_t step)
     }
 
     snprintf(what, sizeof(what), "%s, %d events as listed",
-             step ? "byte by byte" : "whole", c->n);
+             step == 0 ? "whole" : step == 1 ? "byte by byte"
+                                             : "in pieces of 61 bytes",
+             c->n);
 
     ok(pass && i == c->n, c->name, what);
 }
@@ -250,6 +285,7 @@ main(void)
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check(&cases[i], 0);
         check(&cases[i], 1);
+        check(&cases[i], 61);
     }
 
     printf("1..%d\n", tests);
