@@ -35,8 +35,8 @@ extern ngx_http_imgbill_api_t  ngx_http_imgbill_gemini_api;
 #define MAX_EVENTS  8
 
 /* base64 long enough for the scanner's many-bytes-a-step skip */
-#define B64_64   "QUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJD"
-#define B64_256  B64_64 B64_64 B64_64 B64_64
+#define B64_32   "QUJDQUJDQUJDQUJDQUJDQUJDQUJDQUJD"
+#define B64_256  B64_32 B64_32 B64_32 B64_32 B64_32 B64_32 B64_32 B64_32
 
 
 typedef struct {
