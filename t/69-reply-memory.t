@@ -39,16 +39,20 @@ sub post {
     return $h->raw_send(path => '/mem/v1/chat/completions', body => $body, key => $key,
                         headers => ['Content-Type' => 'application/json']);
 }
-# a reply read raw, its body's digest compared: the harness's reader also
-# decodes the JSON, a second a MB, and replies read through it would come
-# further apart than a trim tick
-sub read_whole {
+# a reply read raw, to its end: its status and body.  The harness's reader
+# also decodes the JSON, a second a MB, and replies read through it would
+# come further apart than a trim tick
+sub read_raw {
     my ($s) = @_;
     my $raw = '';
     1 while sysread $s, $raw, 1 << 20, length $raw;
-    close $s;
     my ($head, $got) = split /\r\n\r\n/, $raw, 2;
-    return ($head // '') =~ m{^HTTP/1\.1 200 } && sha256_hex($got // '') eq $sha;
+    my ($st) = ($head // '') =~ m{^HTTP/1\.1 (\d+)};
+    return ($st // 0, $got // '');
+}
+sub read_whole {
+    my ($st, $got) = read_raw($_[0]);
+    return $st == 200 && sha256_hex($got) eq $sha;
 }
 sub spilled {
     my @l = $h->error_log =~ /an upstream reply waits in a temporary file/g;
@@ -137,12 +141,9 @@ my @kids;
 for my $i (0 .. $#socks) {
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
-        my $raw = '';
-        1 while sysread $socks[$i], $raw, 1 << 20, length $raw;
-        my ($head, $got) = split /\r\n\r\n/, $raw, 2;
-        my ($st) = ($head // '') =~ m{^HTTP/1\.1 (\d+)};
+        my ($st, $got) = read_raw($socks[$i]);
         open my $f, '>', "$fx/read-$i" or POSIX::_exit(1);
-        printf $f "%s %d %s\n", $st // 0, length($got // ''), sha256_hex($got // '');
+        printf $f "%s %d %s\n", $st, length $got, sha256_hex($got);
         close $f;
         POSIX::_exit(0);
     }
