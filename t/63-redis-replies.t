@@ -7,9 +7,9 @@ use strict;
 use warnings;
 use Test::More;
 use IO::Socket::INET;
-use POSIX qw(_exit);
 use lib 't/lib', 'scripts/lib';
 use Imgbill::Harness qw(error_ok wait_for);
+use Imgbill::FakeRedis;
 
 # sk-any must stay known for the whole run (each shape below is an
 # admission's reply, not a lookup's): under valgrind the run outlasts
@@ -24,59 +24,11 @@ my $answer = $h->dir . '/fake-redis.answer';
 # of as many results as the call has commands.  The relay batches: a journal
 # replay's release may share a call with an admit, and a fake that always
 # answered one result would make that admit a lost reply, not a malformed one.
-sub commands_in_call {
-    my @args = @_;               # EVALSHA sha nkeys keys... then per command:
-    return 1 unless uc $args[0] eq 'EVALSHA' || uc $args[0] eq 'EVAL';
-    my $i = 3 + $args[2];        # its function, its key count, its arg count
-    my $n = 0;
-    while ($i + 2 < @args) {
-        $i += 3 + $args[$i + 2];
-        $n++;
-    }
-    return $n || 1;
-}
-
-my $pid = fork // die "fork: $!";
-if ($pid == 0) {
-    my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                    LocalPort => $h->redis_port,
-                                    Listen => 16, ReuseAddr => 1)
-        or _exit(1);
-    while (my $c = $srv->accept) {
-        my $buf = '';
-        while (1) {
-            my $n = sysread($c, $buf, 65536, length $buf);
-            last unless $n;
-            # one whole RESP array of bulk strings
-            while ($buf =~ /^\*(\d+)\r\n/) {
-                my ($n_args, $pos) = ($1, length "*$1\r\n");
-                my ($whole, @args) = (1);
-                for (1 .. $n_args) {
-                    my $rest = substr($buf, $pos);
-                    unless ($rest =~ /^\$(\d+)\r\n/) { $whole = 0; last }
-                    my $len = $1;
-                    $pos += length("\$$len\r\n");
-                    push @args, substr($buf, $pos, $len);
-                    $pos += $len + 2;
-                    if ($pos > length $buf) { $whole = 0; last }
-                }
-                last unless $whole;
-                substr($buf, 0, $pos, '');
-                # the connection's own setup is answered as Redis would
-                if (uc $args[0] eq 'CLIENT') {
-                    syswrite($c, "+OK\r\n");
-                    next;
-                }
-                my $a = do { local (@ARGV, $/) = ($answer); <> } // ":0\r\n";
-                my $k = commands_in_call(@args);
-                syswrite($c, "*$k\r\n" . ($a x $k));
-            }
-        }
-        close $c;
-    }
-    _exit(0);
-}
-END { kill 'TERM', $pid if $pid }
+my $fake = Imgbill::FakeRedis->start(port => $h->redis_port, answer => sub {
+    my $a = do { local (@ARGV, $/) = ($answer); <> } // ":0\r\n";
+    my $k = Imgbill::FakeRedis::functions(@_) || 1;
+    return "*$k\r\n" . ($a x $k);
+});
 
 ok wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                         PeerPort => $h->redis_port) }, 5),
