@@ -239,6 +239,8 @@ ngx_int_t ngx_http_imgbill_request_key(ngx_http_request_t *r,
 /* ngx_http_imgbill_key.c */
 ngx_int_t ngx_http_imgbill_api_key(ngx_http_request_t *r,
     ngx_http_imgbill_loc_conf_t *lcf, u_char *key_hash);
+ngx_int_t ngx_http_imgbill_sha256(ngx_http_request_t *r, u_char *data,
+    size_t len, u_char *hex);
 void ngx_http_imgbill_mask_query(ngx_http_request_t *r, ngx_str_t *name);
 ngx_int_t ngx_http_imgbill_strip_query_arg(ngx_http_request_t *r,
     ngx_str_t *name);

@@ -15,7 +15,6 @@
 
 #include "ngx_http_imgbill_ctx.h"
 
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 
@@ -228,8 +227,7 @@ ngx_http_imgbill_keyring_new_key(ngx_http_request_t *r,
 {
     u_char         *key, *p;
     ngx_uint_t      i;
-    unsigned int    mdlen;
-    u_char          rnd[64], md[EVP_MAX_MD_SIZE];
+    u_char          rnd[64];
 
     static u_char   base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                "abcdefghijklmnopqrstuvwxyz";
@@ -263,16 +261,13 @@ ngx_http_imgbill_keyring_new_key(ngx_http_request_t *r,
 
     ngx_explicit_memzero(rnd, sizeof(rnd));
 
-    if (EVP_Digest(key, NGX_HTTP_IMGBILL_NEW_KEY_LEN, md, &mdlen, EVP_sha256(),
-                   NULL)
-        != 1)
+    if (ngx_http_imgbill_sha256(r, key, NGX_HTTP_IMGBILL_NEW_KEY_LEN,
+                                ask->new_hash)
+        != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "imgbill: EVP_Digest(sha256) failed");
         goto failed;
     }
 
-    ngx_hex_dump(ask->new_hash, md, mdlen);
     ctx->new_key = key;
 
     return NGX_OK;

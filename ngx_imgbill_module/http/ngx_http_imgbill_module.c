@@ -678,6 +678,7 @@ ngx_http_imgbill_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_queue_init(&w->spares);
+    ngx_http_imgbill_sha256_init(w);
 
     w->store = ngx_http_imgbill_store_init(cycle, &mcf->redis,
                                            ngx_http_imgbill_metrics_stats(mcf));
@@ -703,5 +704,6 @@ ngx_http_imgbill_exit_process(ngx_cycle_t *cycle)
     if (mcf && mcf->worker) {
         ngx_http_imgbill_spares_free(mcf->worker, 0);
         ngx_http_imgbill_store_exit(mcf->worker->store);
+        ngx_http_imgbill_sha256_done(mcf->worker);
     }
 }

@@ -57,6 +57,9 @@ typedef struct {
                                                   first (see
                                                   ngx_http_imgbill_spool.c) */
     size_t                          spare;     /* ... their bytes */
+    struct evp_md_st               *sha256;    /* EVP_MD, fetched once
+                                                  (ngx_http_imgbill_key.c)
+                                                  or NULL */
     /* its request ids to come, drawn in batches: see
        ngx_http_imgbill_access.c */
     ngx_uint_t                      request_ids_left;
@@ -191,6 +194,10 @@ void ngx_http_imgbill_keys_forget(ngx_http_imgbill_main_conf_t *mcf,
    no reply took for idle ms (0: all) */
 void ngx_http_imgbill_spares_free(ngx_http_imgbill_worker_t *w,
     ngx_msec_t idle);
+
+/* ngx_http_imgbill_key.c: the worker's SHA-256 fetched, and let go */
+void ngx_http_imgbill_sha256_init(ngx_http_imgbill_worker_t *w);
+void ngx_http_imgbill_sha256_done(ngx_http_imgbill_worker_t *w);
 
 /* ngx_http_imgbill_trim.c */
 char *ngx_http_imgbill_trim_directive(ngx_conf_t *cf, ngx_command_t *cmd,

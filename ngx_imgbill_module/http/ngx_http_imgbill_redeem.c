@@ -15,7 +15,6 @@
 #include "ngx_http_imgbill_ctx.h"
 
 #include <jansson.h>
-#include <openssl/evp.h>
 
 
 /* a code's JSON body, and the code in it: far more than one needs */
@@ -91,9 +90,7 @@ ngx_http_imgbill_redeem_code(ngx_http_request_t *r,
     u_char        *p, *code;
     size_t         len, n;
     json_t        *root, *v;
-    unsigned int   mdlen;
     u_char         buf[NGX_HTTP_IMGBILL_REDEEM_BODY_MAX];
-    u_char         md[EVP_MAX_MD_SIZE];
 
     if (ngx_http_imgbill_small_body(r, buf, sizeof(buf), &len) != NGX_OK) {
         ngx_http_imgbill_small_body_too_large(r, ctx, sizeof(buf));
@@ -137,11 +134,9 @@ ngx_http_imgbill_redeem_code(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (EVP_Digest(code, n, md, &mdlen, EVP_sha256(), NULL) != 1) {
+    if (ngx_http_imgbill_sha256(r, code, n, code_hash) != NGX_OK) {
         json_decref(root);
 
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "imgbill: EVP_Digest(sha256) failed");
         ngx_http_imgbill_set_error(r, &ctx->error,
                                    NGX_HTTP_INTERNAL_SERVER_ERROR,
                                    ngx_http_imgbill_err_server,
@@ -150,8 +145,6 @@ ngx_http_imgbill_redeem_code(ngx_http_request_t *r,
     }
 
     json_decref(root);
-
-    ngx_hex_dump(code_hash, md, mdlen);
 
     return NGX_OK;
 }
