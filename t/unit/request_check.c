@@ -684,6 +684,9 @@ typedef struct {
     u_char                        line[256];
     u_char                        hash[NGX_HTTP_IMGBILL_KEY_HASH_LEN];
     ngx_http_imgbill_loc_conf_t   lcf;
+    ngx_http_imgbill_main_conf_t  mcf;    /* no worker: the digest is
+                                             looked up on each call */
+    void                         *main_conf[1];
 } fake_t;
 
 
@@ -722,6 +725,9 @@ fake_request(fake_t *f, ngx_http_imgbill_api_t *api, ngx_flag_t models,
 
     f->lcf.api = api;
     f->lcf.models = models;
+
+    f->main_conf[ngx_http_imgbill_module.ctx_index] = &f->mcf;
+    f->r.main_conf = f->main_conf;
 }
 
 
