@@ -81,7 +81,7 @@ ngx_http_imgbill_api_key(ngx_http_request_t *r,
 /*
  * The hex SHA-256 of data, into hex (NGX_HTTP_IMGBILL_KEY_HASH_LEN bytes).
  * EVP_sha256() makes OpenSSL 3 look its implementation up again on every
- * digest, which cost more than hashing a key (a third of the worker's
+ * digest, which cost more than hashing a key (two thirds of the worker's
  * time in libcrypto): a worker fetches it once.
  */
 
