@@ -218,7 +218,9 @@ my $code = $made->[0];
     my @got = map { waitpid $_->[0], 0; open my $f, '<', $_->[1]; my $l = <$f> // 'none';
                     chomp $l; $l } @kids;
     is scalar(grep { $_ eq '200 -' } @got), 1, 'twenty redeems of one code at once: one 200';
-    is scalar(grep { $_ eq '409 code_already_used' } @got), 19, '... nineteen 409 code_already_used';
+    is scalar(grep { $_ eq '409 code_already_used' } @got), 19, '... nineteen 409 code_already_used'
+        or diag join "\n", "the twenty got: @{[ map { \"[$_]\" } @got ]}",
+                grep { /\[(?:warn|error|crit|alert)\]/ } split /\n/, $h->error_log;
     my $gain = ($h->balance($acct) - $b1) + (($h->balance($other) // 0) - $b2);
     is $gain, 25000, '... 2.5000 credited once, across both accounts';
     my $id = substr(sha256_hex($c), 0, 12);
