@@ -59,10 +59,10 @@ struct ngx_http_imgbill_redis_s {
    many ms, with how many; the others at debug */
 #define NGX_HTTP_IMGBILL_REDIS_LOG_EVERY  10000
 
-/* a call's protocol buffer is kept for the next call up to this size
-   (a full batch, or an EVAL of the whole script, fits); a bigger one is
-   freed once hiredis has copied it */
-#define NGX_HTTP_IMGBILL_REDIS_OUT_KEEP   65536
+/* a call's protocol buffer is kept for the next call up to this size (a
+   full batch of usual commands, or an EVAL of the whole script, fits); a
+   bigger one is freed once hiredis has copied it */
+#define NGX_HTTP_IMGBILL_REDIS_OUT_KEEP   (256 * 1024)
 
 
 static ngx_http_imgbill_redis_t *ngx_http_imgbill_redis_lane(
