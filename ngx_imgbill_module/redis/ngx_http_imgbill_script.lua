@@ -124,8 +124,13 @@ end
 
 local floor = math.floor
 
+local day_n, day_s
+
 local function utc_day(ts)
   local z = floor(ts / 86400) + 719468
+  -- a batch's charges fall on one day, or two
+  if z == day_n then return day_s end
+  day_n = z
   local era = floor(z / 146097)
   local doe = z - era * 146097
   local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524)
@@ -135,7 +140,8 @@ local function utc_day(ts)
   local d = doy - floor((153 * mp + 2) / 5) + 1
   local m = mp < 10 and mp + 3 or mp - 9
   local y = yoe + era * 400 + (m <= 2 and 1 or 0)
-  return string.format('%04d-%02d-%02d', y, m, d)
+  day_s = string.format('%04d-%02d-%02d', y, m, d)
+  return day_s
 end
 
 
@@ -242,13 +248,17 @@ local function admit(k, a, n)
   local exp, exps = expiry(ARGV[a + 3])
   local t = clock()
 
+  -- most keys have no hash of their own: EXISTS answers that for less
+  -- than a read of its fields
   local kk = key_prefix(p, string.sub(KEYS[k], 13, 24))
-  local kf = call('HMGET', kk, unpack(KEY_FIELDS))
   local f, kheld, ksweep, kstale
-  for i = 1, #KEY_FIELDS do
-    if kf[i] then
-      f = f or {}
-      f[KEY_FIELDS[i]] = kf[i]
+  if call('EXISTS', kk) == 1 then
+    local kf = call('HMGET', kk, unpack(KEY_FIELDS))
+    for i = 1, #KEY_FIELDS do
+      if kf[i] then
+        f = f or {}
+        f[KEY_FIELDS[i]] = kf[i]
+      end
     end
   end
   if f then
@@ -333,16 +343,18 @@ local function settle(k, a, n)
       call('DEL', marker)
       error(bal)
     end
-    local f = {'type', 'charge', 'request_id', rid, 'ts', ARGV[a + 7],
-               'channel', ARGV[a + 2], 'model', ARGV[a + 3],
-               'prompt_tokens', ARGV[a + 4],
-               'completion_tokens', ARGV[a + 5], 'images', ARGV[a + 9],
-               'charge', charge, 'balance_after', bal}
-    if n > 10 and ARGV[a + 10] ~= '' then
-      f[#f + 1], f[#f + 2] = 'api', ARGV[a + 10]
-    end
-    if kid ~= '' then f[#f + 1], f[#f + 2] = 'key', kid end
-    local id = call('XADD', KEYS[k + 2], '*', unpack(f))
+    -- "api" and "key" only when known: the entry's fields are built at
+    -- their full count once, and unpack() told where they end
+    local api = n > 10 and ARGV[a + 10] or ''
+    local x, y, m = 'api', api, 24
+    if api == '' then x, y, m = 'key', kid, 22 end
+    if kid == '' then m = m - 2 end
+    local id = call('XADD', KEYS[k + 2], '*', unpack({
+      'type', 'charge', 'request_id', rid, 'ts', ARGV[a + 7],
+      'channel', ARGV[a + 2], 'model', ARGV[a + 3],
+      'prompt_tokens', ARGV[a + 4], 'completion_tokens', ARGV[a + 5],
+      'images', ARGV[a + 9], 'charge', charge, 'balance_after', bal,
+      x, y, 'key', kid}, 1, m))
     if kk then key_spend(kk, rid, hold, charge, ARGV[a + 7] + 0) end
     -- the day's total, beside the ledger; "since", the first entry the
     -- totals count (usage scans the ledger only before it), can only be
