@@ -208,6 +208,29 @@ my ($shop, $shop_id);
         '... and a second DELETE is 404';
 }
 
+# ---- the operator's key-del gives back as DELETE does ----------------------
+
+{
+    my ($a7, $root) = $h->fresh_account(prefix => 'clidel', units => 1000000);
+    my ($lim, $lim_id) = made_ok(make($root, { name => 'reseller', limit => '1.00' }), 'a key of 1.00');
+    my ($mid, $mid_id) = made_ok(make($lim, { limit => '0.30' }), '... makes a key of 0.30');
+    my ($low, $low_id) = made_ok(make($mid, { limit => '0.10' }), '... which makes one of 0.10');
+    is fast($mid)->{status}, 200, 'the middle key spends 0.07';
+    is_deeply [ map { khash($a7, $_)->{limit} } $lim_id, $mid_id, $low_id ], [ 7000, 2000, 1000 ],
+        '... the three keep 0.70, 0.20 and 0.10';
+    my ($rc, $out) = $h->cli('key-del', $mid_id);
+    is "$rc $out", "0 ok\n", 'imgbill key-del of the middle key';
+    is khash($a7, $lim_id)->{limit}, 8300, '... its unspent 0.13 comes back to its maker';
+    is khash($a7, $low_id)->{parent}, $lim_id, '... the key it made is its maker\'s now';
+    is $h->redis('EXISTS', 'imgbill:key:' . sha256_hex($mid), "imgbill:{$a7}:key:$mid_id",
+                 "imgbill:{$a7}:key:$mid_id:held"), 0, '... it and its limits are gone';
+    is $h->redis('HEXISTS', "imgbill:{$a7}:keys", $mid_id), 0, '... and out of the index';
+    err_ok fast($mid), 401, 'invalid_api_key', qr/incorrect API key/, '... it is refused';
+    is fast($low)->{status}, 200, 'the key it made still spends';
+    ($rc) = $h->cli('key-del', $mid_id);
+    is $rc, 1, 'a second key-del: exit 1';
+}
+
 # ---- a daily limit: given from what is left today ---------------------------
 
 {

@@ -326,6 +326,7 @@ my @contents = map { m{\s\.(/\S*?)/?(?:\s->\s\S+)?$} ? $1 : () } `dpkg-deb -c $d
 my %in_deb = map { $_ => 1 } @contents;
 for my $f ($SO, $AVAIL, $EXAMPLE, '/usr/bin/imgbill', '/usr/share/imgbill/imgbill',
            '/usr/share/imgbill/lib/ImgbillRedis.pm', '/usr/share/imgbill/lib/ImgbillLedger.pm',
+           '/usr/share/imgbill/ngx_http_imgbill_script.lua',
            '/usr/share/imgbill/html/index.html', $VARDIR) {
     ok($in_deb{$f}, "the .deb has $f");
 }
@@ -498,6 +499,14 @@ SKIP: {
     is($o, "9.7535\n", '/usr/bin/imgbill balance: 9.7535');
     ($c, $o) = cli('audit', 'pkgtest');
     is($c, 0, '/usr/bin/imgbill audit: the balance is its ledger') or diag $o;
+
+    # key-del runs the relay's own script, which the package carries
+    ($c, $o) = cli('key-add', 'pkgtest', "$key-2");
+    is($c, 0, '/usr/bin/imgbill key-add of a second key') or diag $o;
+    ($c, $o) = cli('key-del', "$key-2");
+    is("$c $o", "0 ok\n", '/usr/bin/imgbill key-del: ok, with the packaged script');
+    is($h->redis('EXISTS', 'imgbill:key:' . Digest::SHA::sha256_hex("$key-2")), 0,
+       '... and the key is gone');
 
     # the example's billing log, where it says (written by the system nginx)
     my ($alog) = $conf =~ m{^\s*access_log\s+(/\S+)\s+\S+;\s*#\s*site:\s*access log\s*$}m;

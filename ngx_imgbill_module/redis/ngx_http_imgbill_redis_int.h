@@ -89,7 +89,8 @@ typedef enum {
     ngx_http_imgbill_cmd_redeem,
     ngx_http_imgbill_cmd_key_list,
     ngx_http_imgbill_cmd_key_new,
-    ngx_http_imgbill_cmd_key_del
+    ngx_http_imgbill_cmd_key_del,
+    ngx_http_imgbill_cmd_key_drop       /* the CLI's "imgbill key-del" */
 } ngx_http_imgbill_script_e;
 
 

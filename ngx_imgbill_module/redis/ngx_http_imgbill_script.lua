@@ -1,6 +1,6 @@
 -- imgbill's one Redis script: admit, settle, release, release_key,
--- lookup, info, refresh, reverse, redeem, and key_list, key_new and
--- key_del, and a loop that runs a batch of them in one call.
+-- lookup, info, refresh, reverse, redeem, key_list, key_new, key_del and
+-- key_drop (the CLI's), and a loop that runs a batch of them in one call.
 --
 -- scripts/gen-script turns this file into ngx_http_imgbill_script_lua.h
 -- (the text and its SHA-1, for EVALSHA); t/03-script.t checks that the
@@ -152,7 +152,7 @@ end
 -- prefix length), and what the key spent: "spent", and "day_spent" on
 -- UTC day "day".  Its live holds are kept as the account's are, in
 -- imgbill:{acct}:key:<id>:holds and their sum in ...:held.  A key without
--- that hash has no limits, and costs the admission one HMGET; one with it
+-- that hash has no limits, and costs the admission one EXISTS; one with it
 -- ("since": when its spend began to count) is counted, limits or not.
 
 local KEY_FIELDS = {'since', 'limit', 'daily_limit', 'expires', 'models',
@@ -847,30 +847,14 @@ local function key_new(k, a)
   return {1, acct, {key_row(p, nid, cid, t)}}
 end
 
--- key_del: a key deleted, and what it was given and did not spend given
--- back to the key that made it; the keys it made are that key's now.
---   KEYS: imgbill:key:<sha256 of the caller's key>
---   ARGV: the caller's id, the client's address, the id to delete
---   -> {-1} | {-2, account, expired at} | {-4, account}: as key_new's
---      | {-8, account} no such key, or not one the caller may delete
---      | {1, account}
---
--- Its live holds are counted as spent: what they settle after it is gone
--- counts against no key, only the account.
+-- A key forgotten (key id tid of the account under prefix p, its full
+-- hash sha), and what it was given and did not spend given back to the
+-- key that made it; the keys it made are that key's now.  Its live holds
+-- are counted as spent: what they settle after it is gone counts against
+-- no key, only the account.
 
-local function key_del(k, a)
-  local acct, p, c = key_caller(k, a)
-  if not acct then return p end
-  local cid, tid, t = ARGV[a], ARGV[a + 2], clock()
+local function forget(p, tid, sha, t)
   local index = p .. 'keys'
-  local sha = tid == cid and string.sub(KEYS[k], 13)
-              or call('HGET', index, tid)
-  if not sha or call('GET', 'imgbill:key:' .. sha) ~= acct
-     or (narrow(c) and not made_by(p, tid, cid))
-  then
-    return {-8, acct}
-  end
-
   local tk = key_prefix(p, tid)
   local f = call('HMGET', tk, 'parent', 'carved', 'limit', 'spent',
                  'daily_limit', 'day', 'day_spent')
@@ -906,6 +890,40 @@ local function key_del(k, a)
   end
   call('DEL', 'imgbill:key:' .. sha, tk, tk .. ':holds', tk .. ':held')
   call('HDEL', index, tid)
+end
+
+-- key_del: a key deleted by a key of its account (/v1/imgbill/keys).
+--   KEYS: imgbill:key:<sha256 of the caller's key>
+--   ARGV: the caller's id, the client's address, the id to delete
+--   -> {-1} | {-2, account, expired at} | {-4, account}: as key_new's
+--      | {-8, account} no such key, or not one the caller may delete
+--      | {1, account}
+
+local function key_del(k, a)
+  local acct, p, c = key_caller(k, a)
+  if not acct then return p end
+  local cid, tid = ARGV[a], ARGV[a + 2]
+  local sha = tid == cid and string.sub(KEYS[k], 13)
+              or call('HGET', p .. 'keys', tid)
+  if not sha or call('GET', 'imgbill:key:' .. sha) ~= acct
+     or (narrow(c) and not made_by(p, tid, cid))
+  then
+    return {-8, acct}
+  end
+  forget(p, tid, sha, clock())
+  return {1, acct}
+end
+
+-- key_drop: a key deleted by the operator (imgbill key-del), who needs
+-- no key to do it: the same give-back as key_del's.
+--   KEYS: imgbill:key:<sha256 of the key>
+--   -> {-8} no such key | {1, account}
+
+local function key_drop(k)
+  local acct = call('GET', KEYS[k])
+  if not acct then return {-8} end
+  forget('imgbill:{' .. acct .. '}:', string.sub(KEYS[k], 13, 24),
+         string.sub(KEYS[k], 13), clock())
   return {1, acct}
 end
 
@@ -918,7 +936,7 @@ end
 -- of old send.
 
 local run = {admit, settle, release, release_key, lookup, info, refresh,
-             reverse, redeem, key_list, key_new, key_del}
+             reverse, redeem, key_list, key_new, key_del, key_drop}
 
 -- a command's head is small numbers: one digit costs no strtod()
 local function small(s)
