@@ -152,11 +152,13 @@ end
 -- prefix length), and what the key spent: "spent", and "day_spent" on
 -- UTC day "day".  Its live holds are kept as the account's are, in
 -- imgbill:{acct}:key:<id>:holds and their sum in ...:held.  A key without
--- that hash has no limits, and costs the admission one EXISTS; one with it
--- ("since": when its spend began to count) is counted, limits or not.
+-- that hash has no limits; one with it ("since": when its spend began to
+-- count) is counted, limits or not.  The admission reads it with one
+-- HGETALL either way: a missing hash costs an empty reply, not a field
+-- list and as many nils.
 
-local KEY_FIELDS = {'since', 'limit', 'daily_limit', 'expires', 'models',
-                    'ips', 'spent', 'day', 'day_spent'}
+local KEY_FIELDS = {since = 1, limit = 1, daily_limit = 1, expires = 1,
+                    models = 1, ips = 1, spent = 1, day = 1, day_spent = 1}
 
 local function key_prefix(p, id) return p .. 'key:' .. id end
 
@@ -248,17 +250,13 @@ local function admit(k, a, n)
   local exp, exps = expiry(ARGV[a + 3])
   local t = clock()
 
-  -- most keys have no hash of their own: EXISTS answers that for less
-  -- than a read of its fields
   local kk = key_prefix(p, string.sub(KEYS[k], 13, 24))
+  local kf = call('HGETALL', kk)
   local f, kheld, ksweep, kstale
-  if call('EXISTS', kk) == 1 then
-    local kf = call('HMGET', kk, unpack(KEY_FIELDS))
-    for i = 1, #KEY_FIELDS do
-      if kf[i] then
-        f = f or {}
-        f[KEY_FIELDS[i]] = kf[i]
-      end
+  for i = 1, #kf, 2 do
+    if KEY_FIELDS[kf[i]] then
+      f = f or {}
+      f[kf[i]] = kf[i + 1]
     end
   end
   if f then
