@@ -439,24 +439,6 @@ local function release(k, a, n)
 end
 
 
--- release_key: as release, when only the key is known.  An admission
--- whose reply was lost may have placed a hold, and only the journal's R
--- line remembers it, by the key's hash.
---   KEYS: imgbill:key:<sha256 of the API key>
---   ARGV: request id
---   -> 1 released | 0 no such hold or key
-
-local function release_key(k, a)
-  local acct = call('GET', KEYS[k])
-  if not acct then return 0 end
-  local kk = key_prefix('imgbill:{' .. acct .. '}:',
-                        string.sub(KEYS[k], 13, 24))
-  unhold(kk .. ':holds', kk .. ':held', ARGV[a], '')
-  return unhold('imgbill:{' .. acct .. '}:holds',
-                'imgbill:{' .. acct .. '}:held', ARGV[a], '')
-end
-
-
 -- refresh: the hold of a request still alive lives on, another ttl from
 -- now; one already settled, released or swept is not brought back.
 --   KEYS: holds ({account})
@@ -482,447 +464,482 @@ local function refresh(k, a, n)
 end
 
 
--- lookup: whose key it is, for what the module serves itself (the model
--- lists); nothing is held or written.
---   KEYS: imgbill:key:<sha256 of the API key>
---   ARGV: none
---   -> {-1} unknown key | {1, account}
+-- The functions below serve key holders' pages, the CLI and the
+-- journal's replays; a request's admission and settlement never need
+-- them.  Redis runs this whole file at every call (EVALSHA keeps it
+-- compiled, but the closures it makes are made again each time), and
+-- theirs cost more than all the rest: a call that does nothing took
+-- 6.9 us with them, 3.0 us without, 1.9 us for a one-line script
+-- (redis-benchmark, pipelined).  Only a call that carries one of them
+-- makes them.
 
-local function lookup(k, a)
-  local acct = call('GET', KEYS[k])
-  if not acct then return {-1} end
-  return {1, acct}
-end
+local function seldom()
+
+  -- release_key: as release, when only the key is known.  An admission
+  -- whose reply was lost may have placed a hold, and only the journal's R
+  -- line remembers it, by the key's hash.
+  --   KEYS: imgbill:key:<sha256 of the API key>
+  --   ARGV: request id
+  --   -> 1 released | 0 no such hold or key
+
+  local function release_key(k, a)
+    local acct = call('GET', KEYS[k])
+    if not acct then return 0 end
+    local kk = key_prefix('imgbill:{' .. acct .. '}:',
+                          string.sub(KEYS[k], 13, 24))
+    unhold(kk .. ':holds', kk .. ':held', ARGV[a], '')
+    return unhold('imgbill:{' .. acct .. '}:holds',
+                  'imgbill:{' .. acct .. '}:held', ARGV[a], '')
+  end
 
 
--- info: what a key holder may read of their own account; nothing is
--- written.  The ledger is read newest first, from before a cursor (a
--- stream id, exclusive); usage sums the charges (less their reversals)
--- between two stream ids at UTC midnights, from the per-day totals
--- (imgbill:{acct}:daily), and
--- from the ledger only before the first entry the totals count ("since";
--- "0": all, after `imgbill usage-backfill`), at most USAGE_SCAN entries
--- of it: a key holder's read costs Redis the days asked for (the last
--- USAGE_DAYS at most), not the ledger's length.  A charge counts on the
--- day the relay decided it ("ts"), a journal's replay included.
---   KEYS: imgbill:key:<sha256 of the API key>
---   ARGV: what ("account", "ledger" or "usage"), limit, cursor ('' for
---         the newest), from id, to id (exclusive)
---   -> {-1} unknown key | {1, account, balance, held}
---      | ledger: {1, account, balance, held, more, entries}
---      | usage: {1, account, balance, held, charged}
---      | usage, the ledger too long to scan: {2, account, balance, held}
+  -- lookup: whose key it is, for what the module serves itself (the model
+  -- lists); nothing is held or written.
+  --   KEYS: imgbill:key:<sha256 of the API key>
+  --   ARGV: none
+  --   -> {-1} unknown key | {1, account}
 
-local USAGE_SCAN = 10000
-local USAGE_DAYS = 3660
+  local function lookup(k, a)
+    local acct = call('GET', KEYS[k])
+    if not acct then return {-1} end
+    return {1, acct}
+  end
 
-local function ms(id)
-  return tonumber(string.match(id, '^(%d+)')) or 0
-end
 
--- the charges of ledger entries [from, to), or nil past USAGE_SCAN
-local function scan(ledger, from, to)
-  local e = call('XRANGE', ledger, from, '(' .. to, 'COUNT', USAGE_SCAN + 1)
-  if #e > USAGE_SCAN then return nil end
-  local charged = 0
-  for i = 1, #e do
-    local f, kind, charge, amount = e[i][2], 'charge', 0, 0
-    for j = 1, #f, 2 do
-      if f[j] == 'type' then kind = f[j + 1] end
-      if f[j] == 'charge' then charge = tonumber(f[j + 1]) or 0 end
-      if f[j] == 'amount' then amount = tonumber(f[j + 1]) or 0 end
+  -- info: what a key holder may read of their own account; nothing is
+  -- written.  The ledger is read newest first, from before a cursor (a
+  -- stream id, exclusive); usage sums the charges (less their reversals)
+  -- between two stream ids at UTC midnights, from the per-day totals
+  -- (imgbill:{acct}:daily), and
+  -- from the ledger only before the first entry the totals count ("since";
+  -- "0": all, after `imgbill usage-backfill`), at most USAGE_SCAN entries
+  -- of it: a key holder's read costs Redis the days asked for (the last
+  -- USAGE_DAYS at most), not the ledger's length.  A charge counts on the
+  -- day the relay decided it ("ts"), a journal's replay included.
+  --   KEYS: imgbill:key:<sha256 of the API key>
+  --   ARGV: what ("account", "ledger" or "usage"), limit, cursor ('' for
+  --         the newest), from id, to id (exclusive)
+  --   -> {-1} unknown key | {1, account, balance, held}
+  --      | ledger: {1, account, balance, held, more, entries}
+  --      | usage: {1, account, balance, held, charged}
+  --      | usage, the ledger too long to scan: {2, account, balance, held}
+
+  local USAGE_SCAN = 10000
+  local USAGE_DAYS = 3660
+
+  local function ms(id)
+    return tonumber(string.match(id, '^(%d+)')) or 0
+  end
+
+  -- the charges of ledger entries [from, to), or nil past USAGE_SCAN
+  local function scan(ledger, from, to)
+    local e = call('XRANGE', ledger, from, '(' .. to, 'COUNT', USAGE_SCAN + 1)
+    if #e > USAGE_SCAN then return nil end
+    local charged = 0
+    for i = 1, #e do
+      local f, kind, charge, amount = e[i][2], 'charge', 0, 0
+      for j = 1, #f, 2 do
+        if f[j] == 'type' then kind = f[j + 1] end
+        if f[j] == 'charge' then charge = tonumber(f[j + 1]) or 0 end
+        if f[j] == 'amount' then amount = tonumber(f[j + 1]) or 0 end
+      end
+      if kind == 'charge' then charged = charged + charge end
+      if kind == 'reversal' then charged = charged - amount end
     end
-    if kind == 'charge' then charged = charged + charge end
-    if kind == 'reversal' then charged = charged - amount end
+    return charged
   end
-  return charged
-end
 
-local function usage(p, from, to)
-  local since = call('HGET', p .. 'daily', 'since')
-  local charged = 0
-  if since ~= '0' then
-    local upto = since and ms(since) < ms(to) and since or to
-    charged = scan(p .. 'ledger', from, upto)
-    if not charged then return nil end
-    if not since then return charged end
-  end
-  -- the days asked for, up to today, at most USAGE_DAYS of them
-  local hi = math.min(floor(ms(to) / 86400000), floor(clock() / 86400) + 1)
-  local days = {}
-  for t = math.max(floor(ms(from) / 86400000), hi - USAGE_DAYS), hi - 1 do
-    days[#days + 1] = utc_day(t * 86400)
-  end
-  for i = 1, #days, UNPACK_MAX do
-    local v = call('HMGET', p .. 'daily',
-                   unpack(days, i, math.min(i + UNPACK_MAX - 1, #days)))
-    for j = 1, #v do charged = charged + (tonumber(v[j]) or 0) end
-  end
-  return charged
-end
-
-local function info(k, a)
-  local acct = call('GET', KEYS[k])
-  if not acct then return {-1} end
-  local p = 'imgbill:{' .. acct .. '}:'
-  local bal = tonumber(call('GET', p .. 'balance') or '0')
-  local t = clock()
-  local held = held_sum(p .. 'holds', p .. 'held', t, t)
-  local what = ARGV[a]
-
-  if what == 'ledger' then
-    local limit = tonumber(ARGV[a + 1])
-    -- nothing comes before the first id there can be
-    if ARGV[a + 2] == '0-0' then return {1, acct, bal, held, 0, {}} end
-    local from = ARGV[a + 2] == '' and '+' or '(' .. ARGV[a + 2]
-    local e = call('XREVRANGE', p .. 'ledger', from, '-', 'COUNT', limit + 1)
-    local more = 0
-    if #e > limit then
-      more = 1
-      e[#e] = nil
+  local function usage(p, from, to)
+    local since = call('HGET', p .. 'daily', 'since')
+    local charged = 0
+    if since ~= '0' then
+      local upto = since and ms(since) < ms(to) and since or to
+      charged = scan(p .. 'ledger', from, upto)
+      if not charged then return nil end
+      if not since then return charged end
     end
-    return {1, acct, bal, held, more, e}
-  end
-
-  if what == 'usage' then
-    local charged = usage(p, ARGV[a + 3], ARGV[a + 4])
-    if not charged then return {2, acct, bal, held} end
-    return {1, acct, bal, held, charged}
-  end
-
-  return {1, acct, bal, held}
-end
-
-
--- redeem: a redemption code credits the caller's account, once.
---   KEYS: imgbill:key:<sha256 of the API key>,
---         imgbill:code:<sha256 of the code>
---   ARGV: the key's id (its hash's first 12 digits), the code's id
---   -> {-1} unknown key | {-2} no such code | {-3, used at} spent
---      | {-4, expired at} expired | {1, account, balance, amount}
---
--- The code is spent and the credit written in one call: of any number of
--- concurrent redeems exactly one finds the code unspent.  The credit is a
--- ledger entry as the CLI's topup writes one, reason "redeem".  A code
--- lives outside any account's slot, as the key does.
-
-local function redeem(k, a)
-  local acct = call('GET', KEYS[k])
-  if not acct then return {-1} end
-  local code = KEYS[k + 1]
-  local c = call('HMGET', code, 'amount', 'expires', 'used_at')
-  local amount = c[1]
-  if not amount then return {-2} end
-  if c[3] then return {-3, tonumber(c[3])} end
-  local t = clock()
-  if c[2] and c[2] ~= '' and c[2] + 0 <= t then
-    return {-4, tonumber(c[2])}
-  end
-  local p = 'imgbill:{' .. acct .. '}:'
-  call('HSET', code, 'used_at', t, 'account', acct, 'key', ARGV[a])
-  local bal = call('INCRBY', p .. 'balance', amount)
-  call('XADD', p .. 'ledger', '*', 'type', 'credit', 'amount', amount,
-       'reason', 'redeem', 'code', ARGV[a + 1], 'key', ARGV[a],
-       'ts', t, 'balance_after', bal)
-  return {1, acct, bal, tonumber(amount)}
-end
-
-
--- The keys a key holder manages (/v1/imgbill/keys).  The account's index,
--- imgbill:{acct}:keys, maps a key's id to its full hash (a key is deleted
--- by id); these functions and the CLI keep it.  A key with limits of its
--- own is "narrow": it sees and deletes only itself and the keys it made
--- (through up to KEY_DEPTH keys between), and what it gives a key it
--- makes comes out of its own limits.  A total limit of 1.00 that makes a
--- key of 0.30 keeps 0.70, so the limits of a family of keys never add up
--- to more than the operator gave; deleting the key gives back what it did
--- not spend.  A key without limits manages every key of its account.
-
-local KEY_LIMITS = {'limit', 'daily_limit', 'expires', 'models', 'ips'}
-local KEY_ROW = {'name', 'since', 'limit', 'spent', 'daily_limit', 'day',
-                 'day_spent', 'expires', 'models', 'ips', 'last_used',
-                 'parent'}
-local KEY_DEPTH, KEYS_MAX = 16, 100
-
-local function narrow(c)
-  for i = 1, #KEY_LIMITS do
-    if c[i] then return true end
-  end
-  return false
-end
-
--- whether key id is key cid or one it made
-local function made_by(p, id, cid)
-  for _ = 1, KEY_DEPTH do
-    if not id then return false end
-    if id == cid then return true end
-    id = call('HGET', key_prefix(p, id), 'parent')
-  end
-  return false
-end
-
--- a key as a list shows it: id, name, created, limit, spent, daily limit,
--- spent today, expires, models, networks, last used, made by, current
--- ('1' or '0'); '' where it has none
-local function key_row(p, id, cid, t)
-  local f = call('HMGET', key_prefix(p, id), unpack(KEY_ROW))
-  local today = f[6] == utc_day(t) and f[7] or '0'
-  return {id, f[1] or '', f[2] or '', f[3] or '', f[4] or '0', f[5] or '',
-          today, f[8] or '', f[9] or '', f[10] or '', f[11] or '',
-          f[12] or '', id == cid and '1' or '0'}
-end
-
--- the caller of key_new or key_del: its limits, or a refusal
-local function key_caller(k, a)
-  local acct = call('GET', KEYS[k])
-  if not acct then return nil, {-1} end
-  local p = 'imgbill:{' .. acct .. '}:'
-  local c = call('HMGET', key_prefix(p, ARGV[a]), unpack(KEY_LIMITS))
-  if c[3] and c[3] + 0 <= clock() then
-    return nil, {-2, acct, tonumber(c[3])}
-  end
-  if c[5] and not ip_in(c[5], ARGV[a + 1]) then return nil, {-4, acct} end
-  return acct, p, c
-end
-
--- key_list: the keys the caller may see.
---   KEYS: imgbill:key:<sha256 of the caller's key>
---   ARGV: the caller's id, the client's address (unused: a key reads
---         its keys from anywhere, as it reads its account), an id to
---         show alone ('' all)
---   -> {-1} unknown key | {-8, account} no such key
---      | {1, account, {row, ...}}, oldest first
---
--- A key made before the index is shown to itself, and to the others
--- once the CLI's key-list has indexed it.
-
-local function key_list(k, a)
-  local acct = call('GET', KEYS[k])
-  if not acct then return {-1} end
-  local p = 'imgbill:{' .. acct .. '}:'
-  local cid, only, t = ARGV[a], ARGV[a + 2], clock()
-  local nar = narrow(call('HMGET', key_prefix(p, cid), unpack(KEY_LIMITS)))
-  local rows, seen = {}, {}
-  local function add(id)
-    if not seen[id] and (only == '' or id == only)
-       and (not nar or made_by(p, id, cid))
-    then
-      seen[id] = true
-      rows[#rows + 1] = key_row(p, id, cid, t)
+    -- the days asked for, up to today, at most USAGE_DAYS of them
+    local hi = math.min(floor(ms(to) / 86400000), floor(clock() / 86400) + 1)
+    local days = {}
+    for t = math.max(floor(ms(from) / 86400000), hi - USAGE_DAYS), hi - 1 do
+      days[#days + 1] = utc_day(t * 86400)
     end
-  end
-  add(cid)
-  local ids = call('HGETALL', p .. 'keys')
-  for i = 1, #ids, 2 do
-    -- an id is 12 hex digits: anything else in the index is no key's
-    if not seen[ids[i]] and string.match(ids[i], '^%x+$') and #ids[i] == 12
-       and call('GET', 'imgbill:key:' .. ids[i + 1]) == acct
-    then
-      add(ids[i])
+    for i = 1, #days, UNPACK_MAX do
+      local v = call('HMGET', p .. 'daily',
+                     unpack(days, i, math.min(i + UNPACK_MAX - 1, #days)))
+      for j = 1, #v do charged = charged + (tonumber(v[j]) or 0) end
     end
+    return charged
   end
-  if only ~= '' and #rows == 0 then return {-8, acct} end
-  table.sort(rows, function(x, y)
-    local cx, cy = tonumber(x[3]) or 0, tonumber(y[3]) or 0
-    if cx ~= cy then return cx < cy end
-    return x[1] < y[1]
-  end)
-  return {1, acct, rows}
-end
 
--- whether each network of a list lies in one of the caller's
-local function nets_in(list, caller)
-  for net in string.gmatch(list, '[^,]+') do
-    local v, hex, bits = string.match(net, '^(%d):(%x+)/(%d+)$')
-    local inside = false
-    for cn in string.gmatch(caller, '[^,]+') do
-      local cbits = string.match(cn, '/(%d+)$')
-      if v and cbits and cbits + 0 <= bits + 0
-         and ip_in(cn, v .. ':' .. hex)
+  local function info(k, a)
+    local acct = call('GET', KEYS[k])
+    if not acct then return {-1} end
+    local p = 'imgbill:{' .. acct .. '}:'
+    local bal = tonumber(call('GET', p .. 'balance') or '0')
+    local t = clock()
+    local held = held_sum(p .. 'holds', p .. 'held', t, t)
+    local what = ARGV[a]
+
+    if what == 'ledger' then
+      local limit = tonumber(ARGV[a + 1])
+      -- nothing comes before the first id there can be
+      if ARGV[a + 2] == '0-0' then return {1, acct, bal, held, 0, {}} end
+      local from = ARGV[a + 2] == '' and '+' or '(' .. ARGV[a + 2]
+      local e = call('XREVRANGE', p .. 'ledger', from, '-', 'COUNT', limit + 1)
+      local more = 0
+      if #e > limit then
+        more = 1
+        e[#e] = nil
+      end
+      return {1, acct, bal, held, more, e}
+    end
+
+    if what == 'usage' then
+      local charged = usage(p, ARGV[a + 3], ARGV[a + 4])
+      if not charged then return {2, acct, bal, held} end
+      return {1, acct, bal, held, charged}
+    end
+
+    return {1, acct, bal, held}
+  end
+
+
+  -- redeem: a redemption code credits the caller's account, once.
+  --   KEYS: imgbill:key:<sha256 of the API key>,
+  --         imgbill:code:<sha256 of the code>
+  --   ARGV: the key's id (its hash's first 12 digits), the code's id
+  --   -> {-1} unknown key | {-2} no such code | {-3, used at} spent
+  --      | {-4, expired at} expired | {1, account, balance, amount}
+  --
+  -- The code is spent and the credit written in one call: of any number of
+  -- concurrent redeems exactly one finds the code unspent.  The credit is a
+  -- ledger entry as the CLI's topup writes one, reason "redeem".  A code
+  -- lives outside any account's slot, as the key does.
+
+  local function redeem(k, a)
+    local acct = call('GET', KEYS[k])
+    if not acct then return {-1} end
+    local code = KEYS[k + 1]
+    local c = call('HMGET', code, 'amount', 'expires', 'used_at')
+    local amount = c[1]
+    if not amount then return {-2} end
+    if c[3] then return {-3, tonumber(c[3])} end
+    local t = clock()
+    if c[2] and c[2] ~= '' and c[2] + 0 <= t then
+      return {-4, tonumber(c[2])}
+    end
+    local p = 'imgbill:{' .. acct .. '}:'
+    call('HSET', code, 'used_at', t, 'account', acct, 'key', ARGV[a])
+    local bal = call('INCRBY', p .. 'balance', amount)
+    call('XADD', p .. 'ledger', '*', 'type', 'credit', 'amount', amount,
+         'reason', 'redeem', 'code', ARGV[a + 1], 'key', ARGV[a],
+         'ts', t, 'balance_after', bal)
+    return {1, acct, bal, tonumber(amount)}
+  end
+
+
+  -- The keys a key holder manages (/v1/imgbill/keys).  The account's index,
+  -- imgbill:{acct}:keys, maps a key's id to its full hash (a key is deleted
+  -- by id); these functions and the CLI keep it.  A key with limits of its
+  -- own is "narrow": it sees and deletes only itself and the keys it made
+  -- (through up to KEY_DEPTH keys between), and what it gives a key it
+  -- makes comes out of its own limits.  A total limit of 1.00 that makes a
+  -- key of 0.30 keeps 0.70, so the limits of a family of keys never add up
+  -- to more than the operator gave; deleting the key gives back what it did
+  -- not spend.  A key without limits manages every key of its account.
+
+  local KEY_LIMITS = {'limit', 'daily_limit', 'expires', 'models', 'ips'}
+  local KEY_ROW = {'name', 'since', 'limit', 'spent', 'daily_limit', 'day',
+                   'day_spent', 'expires', 'models', 'ips', 'last_used',
+                   'parent'}
+  local KEY_DEPTH, KEYS_MAX = 16, 100
+
+  local function narrow(c)
+    for i = 1, #KEY_LIMITS do
+      if c[i] then return true end
+    end
+    return false
+  end
+
+  -- whether key id is key cid or one it made
+  local function made_by(p, id, cid)
+    for _ = 1, KEY_DEPTH do
+      if not id then return false end
+      if id == cid then return true end
+      id = call('HGET', key_prefix(p, id), 'parent')
+    end
+    return false
+  end
+
+  -- a key as a list shows it: id, name, created, limit, spent, daily limit,
+  -- spent today, expires, models, networks, last used, made by, current
+  -- ('1' or '0'); '' where it has none
+  local function key_row(p, id, cid, t)
+    local f = call('HMGET', key_prefix(p, id), unpack(KEY_ROW))
+    local today = f[6] == utc_day(t) and f[7] or '0'
+    return {id, f[1] or '', f[2] or '', f[3] or '', f[4] or '0', f[5] or '',
+            today, f[8] or '', f[9] or '', f[10] or '', f[11] or '',
+            f[12] or '', id == cid and '1' or '0'}
+  end
+
+  -- the caller of key_new or key_del: its limits, or a refusal
+  local function key_caller(k, a)
+    local acct = call('GET', KEYS[k])
+    if not acct then return nil, {-1} end
+    local p = 'imgbill:{' .. acct .. '}:'
+    local c = call('HMGET', key_prefix(p, ARGV[a]), unpack(KEY_LIMITS))
+    if c[3] and c[3] + 0 <= clock() then
+      return nil, {-2, acct, tonumber(c[3])}
+    end
+    if c[5] and not ip_in(c[5], ARGV[a + 1]) then return nil, {-4, acct} end
+    return acct, p, c
+  end
+
+  -- key_list: the keys the caller may see.
+  --   KEYS: imgbill:key:<sha256 of the caller's key>
+  --   ARGV: the caller's id, the client's address (unused: a key reads
+  --         its keys from anywhere, as it reads its account), an id to
+  --         show alone ('' all)
+  --   -> {-1} unknown key | {-8, account} no such key
+  --      | {1, account, {row, ...}}, oldest first
+  --
+  -- A key made before the index is shown to itself, and to the others
+  -- once the CLI's key-list has indexed it.
+
+  local function key_list(k, a)
+    local acct = call('GET', KEYS[k])
+    if not acct then return {-1} end
+    local p = 'imgbill:{' .. acct .. '}:'
+    local cid, only, t = ARGV[a], ARGV[a + 2], clock()
+    local nar = narrow(call('HMGET', key_prefix(p, cid), unpack(KEY_LIMITS)))
+    local rows, seen = {}, {}
+    local function add(id)
+      if not seen[id] and (only == '' or id == only)
+         and (not nar or made_by(p, id, cid))
       then
-        inside = true
-        break
+        seen[id] = true
+        rows[#rows + 1] = key_row(p, id, cid, t)
       end
     end
-    if not inside then return false end
-  end
-  return true
-end
-
--- whether each model of a list is one of the caller's
-local function models_in(list, caller)
-  for m in string.gmatch(list, '[^,]+') do
-    if not string.find(',' .. caller .. ',', ',' .. m .. ',', 1, true) then
-      return false
-    end
-  end
-  return true
-end
-
--- key_new: a key for the caller's account, no wider than the caller.
---   KEYS: imgbill:key:<sha256 of the caller's key>,
---         imgbill:key:<sha256 of the new key>
---   ARGV: the caller's id, the client's address (as admit's), the new
---         key's id, name, limit, daily limit (units), expires (unix s),
---         models, networks (as the CLI stores them); '' for none
---   -> {-1} | {-2, account, expired at} | {-4, account}: as admit's
---      | {-6, account, what, bound} wider than the caller: what is 1
---        limit, 2 daily limit (bound: what is left to give), 3 expires
---        (bound: the caller's), 4 models, 5 networks
---      | {-7, account, KEYS_MAX} the account has that many keys
---      | {0, account} the new key's hash is taken | {1, account, {row}}
---
--- The caller's expiry, models and networks are the new key's where it
--- names none.  A limit the caller has, the new key must name; it is
--- taken from the caller's limit, and from today's room under its daily
--- limit.
-
-local function key_new(k, a)
-  local acct, p, c = key_caller(k, a)
-  if not acct then return p end
-  local cid, nid, t = ARGV[a], ARGV[a + 2], clock()
-  local index, ck = p .. 'keys', key_prefix(p, ARGV[a])
-  if call('HLEN', index) >= KEYS_MAX then return {-7, acct, KEYS_MAX} end
-  local limit, daily, expires, models, ips =
-    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-  local carved = ''
-
-  if c[1] or c[2] then
-    local f = call('HMGET', ck, 'spent', 'day', 'day_spent')
-    local held = held_sum(ck .. ':holds', ck .. ':held', t, t)
-    if c[1] then
-      local left = c[1] - (f[1] or 0) - held
-      if limit == '' or limit + 0 > left then return {-6, acct, 1, left} end
-      carved = 'l'
-    end
-    if c[2] then
-      local left = c[2] - (f[2] == utc_day(t) and f[3] or 0) - held
-      if daily == '' or daily + 0 > left then return {-6, acct, 2, left} end
-      carved = carved .. 'd'
-    end
-  end
-  if c[3] then
-    if expires == '' then
-      expires = c[3]
-    elseif expires + 0 > c[3] + 0 then
-      return {-6, acct, 3, tonumber(c[3])}
-    end
-  end
-  if c[4] then
-    if models == '' then
-      models = c[4]
-    elseif not models_in(models, c[4]) then
-      return {-6, acct, 4, 0}
-    end
-  end
-  if c[5] then
-    if ips == '' then
-      ips = c[5]
-    elseif not nets_in(ips, c[5]) then
-      return {-6, acct, 5, 0}
-    end
-  end
-
-  if call('EXISTS', KEYS[k + 1]) == 1 then return {0, acct} end
-  -- what is given is taken first: a failure there makes no key, and
-  -- nothing is given that was not taken
-  if c[1] and limit + 0 > 0 then call('HINCRBY', ck, 'limit', '-' .. limit) end
-  if c[2] and daily + 0 > 0 then
-    call('HINCRBY', ck, 'daily_limit', '-' .. daily)
-  end
-  call('SET', KEYS[k + 1], acct)
-  local f = {'since', t, 'parent', cid}
-  local v = {name = ARGV[a + 3], limit = limit, daily_limit = daily,
-             expires = expires, models = models, ips = ips, carved = carved}
-  for _, name in ipairs({'name', 'limit', 'daily_limit', 'expires',
-                         'models', 'ips', 'carved'})
-  do
-    if v[name] ~= '' then f[#f + 1], f[#f + 2] = name, v[name] end
-  end
-  call('HSET', key_prefix(p, nid), unpack(f))
-  call('HSET', index, nid, string.sub(KEYS[k + 1], 13),
-       cid, string.sub(KEYS[k], 13))
-  return {1, acct, {key_row(p, nid, cid, t)}}
-end
-
--- A key forgotten (key id tid of the account under prefix p, its full
--- hash sha), and what it was given and did not spend given back to the
--- key that made it; the keys it made are that key's now.  Its live holds
--- are counted as spent: what they settle after it is gone counts against
--- no key, only the account.
-
-local function forget(p, tid, sha, t)
-  local index = p .. 'keys'
-  local tk = key_prefix(p, tid)
-  local f = call('HMGET', tk, 'parent', 'carved', 'limit', 'spent',
-                 'daily_limit', 'day', 'day_spent')
-  local pk = f[1] and key_prefix(p, f[1])
-  if pk and f[2] then
-    local pf = call('HMGET', pk, 'limit', 'daily_limit', 'day')
-    local held = held_sum(tk .. ':holds', tk .. ':held', t, t)
-    if string.find(f[2], 'l', 1, true) and f[3] and pf[1] then
-      local back = f[3] - (f[4] or 0) - held
-      if back > 0 then call('HINCRBY', pk, 'limit', back) end
-    end
-    if string.find(f[2], 'd', 1, true) and f[5] and pf[2] then
-      -- what it spent today, and may yet, stays spent today
-      local today = utc_day(t)
-      local used = (f[6] == today and f[7] or 0) + held
-      call('HINCRBY', pk, 'daily_limit', f[5])
-      -- a day after Redis' today (a relay's clock ahead) is left alone
-      if pf[3] == today then
-        call('HINCRBY', pk, 'day_spent', used)
-      elseif not pf[3] or pf[3] < today then
-        call('HSET', pk, 'day', today, 'day_spent', used)
+    add(cid)
+    local ids = call('HGETALL', p .. 'keys')
+    for i = 1, #ids, 2 do
+      -- an id is 12 hex digits: anything else in the index is no key's
+      if not seen[ids[i]] and string.match(ids[i], '^%x+$') and #ids[i] == 12
+         and call('GET', 'imgbill:key:' .. ids[i + 1]) == acct
+      then
+        add(ids[i])
       end
     end
+    if only ~= '' and #rows == 0 then return {-8, acct} end
+    table.sort(rows, function(x, y)
+      local cx, cy = tonumber(x[3]) or 0, tonumber(y[3]) or 0
+      if cx ~= cy then return cx < cy end
+      return x[1] < y[1]
+    end)
+    return {1, acct, rows}
   end
 
-  local ids = call('HKEYS', index)
-  for i = 1, #ids do
-    local ik = key_prefix(p, ids[i])
-    if call('HGET', ik, 'parent') == tid then
-      if f[1] then call('HSET', ik, 'parent', f[1])
-      else call('HDEL', ik, 'parent') end
+  -- whether each network of a list lies in one of the caller's
+  local function nets_in(list, caller)
+    for net in string.gmatch(list, '[^,]+') do
+      local v, hex, bits = string.match(net, '^(%d):(%x+)/(%d+)$')
+      local inside = false
+      for cn in string.gmatch(caller, '[^,]+') do
+        local cbits = string.match(cn, '/(%d+)$')
+        if v and cbits and cbits + 0 <= bits + 0
+           and ip_in(cn, v .. ':' .. hex)
+        then
+          inside = true
+          break
+        end
+      end
+      if not inside then return false end
     end
+    return true
   end
-  call('DEL', 'imgbill:key:' .. sha, tk, tk .. ':holds', tk .. ':held')
-  call('HDEL', index, tid)
-end
 
--- key_del: a key deleted by a key of its account (/v1/imgbill/keys).
---   KEYS: imgbill:key:<sha256 of the caller's key>
---   ARGV: the caller's id, the client's address, the id to delete
---   -> {-1} | {-2, account, expired at} | {-4, account}: as key_new's
---      | {-8, account} no such key, or not one the caller may delete
---      | {1, account}
-
-local function key_del(k, a)
-  local acct, p, c = key_caller(k, a)
-  if not acct then return p end
-  local cid, tid = ARGV[a], ARGV[a + 2]
-  local sha = tid == cid and string.sub(KEYS[k], 13)
-              or call('HGET', p .. 'keys', tid)
-  if not sha or call('GET', 'imgbill:key:' .. sha) ~= acct
-     or (narrow(c) and not made_by(p, tid, cid))
-  then
-    return {-8, acct}
+  -- whether each model of a list is one of the caller's
+  local function models_in(list, caller)
+    for m in string.gmatch(list, '[^,]+') do
+      if not string.find(',' .. caller .. ',', ',' .. m .. ',', 1, true) then
+        return false
+      end
+    end
+    return true
   end
-  forget(p, tid, sha, clock())
-  return {1, acct}
-end
 
--- key_drop: a key deleted by the operator (imgbill key-del), who needs
--- no key to do it: the same give-back as key_del's.
---   KEYS: imgbill:key:<sha256 of the key>
---   -> {-8} no such key | {1, account}
+  -- key_new: a key for the caller's account, no wider than the caller.
+  --   KEYS: imgbill:key:<sha256 of the caller's key>,
+  --         imgbill:key:<sha256 of the new key>
+  --   ARGV: the caller's id, the client's address (as admit's), the new
+  --         key's id, name, limit, daily limit (units), expires (unix s),
+  --         models, networks (as the CLI stores them); '' for none
+  --   -> {-1} | {-2, account, expired at} | {-4, account}: as admit's
+  --      | {-6, account, what, bound} wider than the caller: what is 1
+  --        limit, 2 daily limit (bound: what is left to give), 3 expires
+  --        (bound: the caller's), 4 models, 5 networks
+  --      | {-7, account, KEYS_MAX} the account has that many keys
+  --      | {0, account} the new key's hash is taken | {1, account, {row}}
+  --
+  -- The caller's expiry, models and networks are the new key's where it
+  -- names none.  A limit the caller has, the new key must name; it is
+  -- taken from the caller's limit, and from today's room under its daily
+  -- limit.
 
-local function key_drop(k)
-  local acct = call('GET', KEYS[k])
-  if not acct then return {-8} end
-  forget('imgbill:{' .. acct .. '}:', string.sub(KEYS[k], 13, 24),
-         string.sub(KEYS[k], 13), clock())
-  return {1, acct}
+  local function key_new(k, a)
+    local acct, p, c = key_caller(k, a)
+    if not acct then return p end
+    local cid, nid, t = ARGV[a], ARGV[a + 2], clock()
+    local index, ck = p .. 'keys', key_prefix(p, ARGV[a])
+    if call('HLEN', index) >= KEYS_MAX then return {-7, acct, KEYS_MAX} end
+    local limit, daily, expires, models, ips =
+      ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+    local carved = ''
+
+    if c[1] or c[2] then
+      local f = call('HMGET', ck, 'spent', 'day', 'day_spent')
+      local held = held_sum(ck .. ':holds', ck .. ':held', t, t)
+      if c[1] then
+        local left = c[1] - (f[1] or 0) - held
+        if limit == '' or limit + 0 > left then return {-6, acct, 1, left} end
+        carved = 'l'
+      end
+      if c[2] then
+        local left = c[2] - (f[2] == utc_day(t) and f[3] or 0) - held
+        if daily == '' or daily + 0 > left then return {-6, acct, 2, left} end
+        carved = carved .. 'd'
+      end
+    end
+    if c[3] then
+      if expires == '' then
+        expires = c[3]
+      elseif expires + 0 > c[3] + 0 then
+        return {-6, acct, 3, tonumber(c[3])}
+      end
+    end
+    if c[4] then
+      if models == '' then
+        models = c[4]
+      elseif not models_in(models, c[4]) then
+        return {-6, acct, 4, 0}
+      end
+    end
+    if c[5] then
+      if ips == '' then
+        ips = c[5]
+      elseif not nets_in(ips, c[5]) then
+        return {-6, acct, 5, 0}
+      end
+    end
+
+    if call('EXISTS', KEYS[k + 1]) == 1 then return {0, acct} end
+    -- what is given is taken first: a failure there makes no key, and
+    -- nothing is given that was not taken
+    if c[1] and limit + 0 > 0 then
+      call('HINCRBY', ck, 'limit', '-' .. limit)
+    end
+    if c[2] and daily + 0 > 0 then
+      call('HINCRBY', ck, 'daily_limit', '-' .. daily)
+    end
+    call('SET', KEYS[k + 1], acct)
+    local f = {'since', t, 'parent', cid}
+    local v = {name = ARGV[a + 3], limit = limit, daily_limit = daily,
+               expires = expires, models = models, ips = ips, carved = carved}
+    for _, name in ipairs({'name', 'limit', 'daily_limit', 'expires',
+                           'models', 'ips', 'carved'})
+    do
+      if v[name] ~= '' then f[#f + 1], f[#f + 2] = name, v[name] end
+    end
+    call('HSET', key_prefix(p, nid), unpack(f))
+    call('HSET', index, nid, string.sub(KEYS[k + 1], 13),
+         cid, string.sub(KEYS[k], 13))
+    return {1, acct, {key_row(p, nid, cid, t)}}
+  end
+
+  -- A key forgotten (key id tid of the account under prefix p, its full
+  -- hash sha), and what it was given and did not spend given back to the
+  -- key that made it; the keys it made are that key's now.  Its live holds
+  -- are counted as spent: what they settle after it is gone counts against
+  -- no key, only the account.
+
+  local function forget(p, tid, sha, t)
+    local index = p .. 'keys'
+    local tk = key_prefix(p, tid)
+    local f = call('HMGET', tk, 'parent', 'carved', 'limit', 'spent',
+                   'daily_limit', 'day', 'day_spent')
+    local pk = f[1] and key_prefix(p, f[1])
+    if pk and f[2] then
+      local pf = call('HMGET', pk, 'limit', 'daily_limit', 'day')
+      local held = held_sum(tk .. ':holds', tk .. ':held', t, t)
+      if string.find(f[2], 'l', 1, true) and f[3] and pf[1] then
+        local back = f[3] - (f[4] or 0) - held
+        if back > 0 then call('HINCRBY', pk, 'limit', back) end
+      end
+      if string.find(f[2], 'd', 1, true) and f[5] and pf[2] then
+        -- what it spent today, and may yet, stays spent today
+        local today = utc_day(t)
+        local used = (f[6] == today and f[7] or 0) + held
+        call('HINCRBY', pk, 'daily_limit', f[5])
+        -- a day after Redis' today (a relay's clock ahead) is left alone
+        if pf[3] == today then
+          call('HINCRBY', pk, 'day_spent', used)
+        elseif not pf[3] or pf[3] < today then
+          call('HSET', pk, 'day', today, 'day_spent', used)
+        end
+      end
+    end
+
+    local ids = call('HKEYS', index)
+    for i = 1, #ids do
+      local ik = key_prefix(p, ids[i])
+      if call('HGET', ik, 'parent') == tid then
+        if f[1] then call('HSET', ik, 'parent', f[1])
+        else call('HDEL', ik, 'parent') end
+      end
+    end
+    call('DEL', 'imgbill:key:' .. sha, tk, tk .. ':holds', tk .. ':held')
+    call('HDEL', index, tid)
+  end
+
+  -- key_del: a key deleted by a key of its account (/v1/imgbill/keys).
+  --   KEYS: imgbill:key:<sha256 of the caller's key>
+  --   ARGV: the caller's id, the client's address, the id to delete
+  --   -> {-1} | {-2, account, expired at} | {-4, account}: as key_new's
+  --      | {-8, account} no such key, or not one the caller may delete
+  --      | {1, account}
+
+  local function key_del(k, a)
+    local acct, p, c = key_caller(k, a)
+    if not acct then return p end
+    local cid, tid = ARGV[a], ARGV[a + 2]
+    local sha = tid == cid and string.sub(KEYS[k], 13)
+                or call('HGET', p .. 'keys', tid)
+    if not sha or call('GET', 'imgbill:key:' .. sha) ~= acct
+       or (narrow(c) and not made_by(p, tid, cid))
+    then
+      return {-8, acct}
+    end
+    forget(p, tid, sha, clock())
+    return {1, acct}
+  end
+
+  -- key_drop: a key deleted by the operator (imgbill key-del), who needs
+  -- no key to do it: the same give-back as key_del's.
+  --   KEYS: imgbill:key:<sha256 of the key>
+  --   -> {-8} no such key | {1, account}
+
+  local function key_drop(k)
+    local acct = call('GET', KEYS[k])
+    if not acct then return {-8} end
+    forget('imgbill:{' .. acct .. '}:', string.sub(KEYS[k], 13, 24),
+           string.sub(KEYS[k], 13), clock())
+    return {1, acct}
+  end
+
+  return {[4] = release_key, [5] = lookup, [6] = info, [9] = redeem,
+          [10] = key_list, [11] = key_new, [12] = key_del, [13] = key_drop}
 end
 
 
@@ -933,8 +950,15 @@ end
 -- how many arguments it has, so that one may take more than its callers
 -- of old send.
 
-local run = {admit, settle, release, release_key, lookup, info, refresh,
-             reverse, redeem, key_list, key_new, key_del, key_drop}
+local run = {admit, settle, release, false, false, false, refresh, reverse}
+
+-- a command's function, seldom()'s made at the first that needs them
+local function fn(c)
+  if not run[c] then
+    for i, f in pairs(seldom()) do run[i] = f end
+  end
+  return run[c]
+end
 
 -- a command's head is small numbers: one digit costs no strtod()
 local function small(s)
@@ -945,7 +969,7 @@ end
 local out, n, k, i, last = {}, 0, 1, 1, #ARGV
 while i <= last do
   local nk, na = small(ARGV[i + 1]), small(ARGV[i + 2])
-  local ok, r = pcall(run[small(ARGV[i])], k, i + 3, na)
+  local ok, r = pcall(fn(small(ARGV[i])), k, i + 3, na)
   if not ok then
     r = {err = type(r) == 'table' and r.err or tostring(r)}
   end
