@@ -18,6 +18,17 @@
  * that leaves before it pays nothing; a stream that never ends (the
  * upstream died) is charged by the pool cleanup if its image reached the
  * client, else released (ngx_http_imgbill_deliver.c).
+ *
+ * Under proxy_buffering off the upstream hands on each read as it comes,
+ * a proxy_buffer_size at a time, and plain nginx writes each at once.
+ * The bytes of an image passing through are gathered instead, and written
+ * when NGX_HTTP_IMGBILL_GATHER of them are, before anything else goes, or
+ * when the turn of the event loop that read them ends: one write, and one
+ * wakeup of the client, for a turn's reads, not one a read, and no wait
+ * beyond the turn (bench, 1.6 MB streams through 4 KB reads: 430 req/s
+ * writing each read, 600 gathering, plain nginx 600).  Only while the
+ * client takes everything it is given: behind a write that waits, the
+ * upstream's own buffer goes on, and holds the upstream back.
  */
 
 
@@ -27,6 +38,9 @@
 /* longer than any usage chunk; an event past it goes out as it comes */
 #define NGX_HTTP_IMGBILL_EVENT_HOLD   (64 * 1024)
 #define NGX_HTTP_IMGBILL_EVENT_START  4096
+
+/* what one write of an image's bytes carries at most */
+#define NGX_HTTP_IMGBILL_GATHER       (64 * 1024)
 
 /* "cost": the charge in yuan as a JSON number, OpenRouter's convention */
 #define NGX_HTTP_IMGBILL_COST_LEN                                           \
@@ -49,6 +63,12 @@ static ngx_int_t ngx_http_imgbill_stream_out(ngx_http_request_t *r,
     ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll);
 static ngx_int_t ngx_http_imgbill_stream_link(ngx_http_request_t *r,
     ngx_http_imgbill_stream_t *st, ngx_buf_t *b, ngx_chain_t ***ll);
+static ngx_int_t ngx_http_imgbill_stream_gather(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll);
+static ngx_int_t ngx_http_imgbill_stream_gathered(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, ngx_chain_t ***ll);
+static void ngx_http_imgbill_stream_flush(ngx_event_t *ev);
+static void ngx_http_imgbill_stream_cleanup(void *data);
 
 
 /* the reply is a stream: its header goes out now, its charge at its end */
@@ -57,6 +77,7 @@ ngx_int_t
 ngx_http_imgbill_stream_start(ngx_http_request_t *r,
     ngx_http_imgbill_ctx_t *ctx)
 {
+    ngx_pool_cleanup_t         *cln;
     ngx_http_imgbill_stream_t  *st;
 
     st = ngx_pcalloc(r->pool, sizeof(ngx_http_imgbill_stream_t));
@@ -65,6 +86,23 @@ ngx_http_imgbill_stream_start(ngx_http_request_t *r,
     }
 
     ctx->stream = st;
+
+    /* a buffering upstream hands on what it read in batches already */
+
+    if (r->upstream && !r->upstream->buffering) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_imgbill_stream_cleanup;
+        cln->data = &st->flush;
+
+        st->flush.handler = ngx_http_imgbill_stream_flush;
+        st->flush.data = r;
+        st->flush.log = r->connection->log;
+        st->gathers = 1;
+    }
 
     ngx_http_imgbill_sse_init(&st->sse, ctx->api->dialect);
 
@@ -129,6 +167,15 @@ ngx_http_imgbill_stream_body(ngx_http_request_t *r,
             }
         }
 
+        /* the upstream's end, or no input: the client can take more, or
+           the turn ended */
+
+        if ((last || in == NULL)
+            && ngx_http_imgbill_stream_gathered(r, st, &ll) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
         if (last) {
             ngx_http_imgbill_stream_end(r, ctx);
         }
@@ -150,6 +197,14 @@ ngx_http_imgbill_stream_body(ngx_http_request_t *r,
 
     if (rc == NGX_ERROR) {
         return NGX_ERROR;
+    }
+
+    if (st->gather && st->gather->last > st->gather->pos) {
+        r->connection->buffered |= NGX_HTTP_IMGBILL_BUFFERED;
+
+        if (!st->flush.posted) {
+            ngx_post_event(&st->flush, &ngx_posted_events);
+        }
     }
 
     if (ctx->state == ngx_http_imgbill_settling) {
@@ -244,12 +299,25 @@ ngx_http_imgbill_stream_read(ngx_http_request_t *r,
 
         } else if (end == b->last && !b->last_buf && !b->last_in_chain) {
 
-            /* the rest of the buffer goes as it is: no copy of an image */
+            /* the rest of the buffer goes as it is, or gathered while
+               the client takes all it is given: a client that does not
+               holds the upstream's buffer, and so the upstream, back */
 
-            b->pos = p;
+            if (st->gathers && st->busy == NULL) {
+                if (ngx_http_imgbill_stream_gather(r, st, p, b->last - p, ll)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
 
-            if (ngx_http_imgbill_stream_link(r, st, b, ll) != NGX_OK) {
-                return NGX_ERROR;
+                b->pos = b->last;
+
+            } else {
+                b->pos = p;
+
+                if (ngx_http_imgbill_stream_link(r, st, b, ll) != NGX_OK) {
+                    return NGX_ERROR;
+                }
             }
 
             if (rc == NGX_OK
@@ -595,6 +663,10 @@ ngx_http_imgbill_stream_out(ngx_http_request_t *r,
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
+    if (ngx_http_imgbill_stream_gathered(r, st, ll) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (n == 0) {
         return NGX_OK;
     }
@@ -637,6 +709,10 @@ ngx_http_imgbill_stream_link(ngx_http_request_t *r,
 {
     ngx_chain_t  *cl;
 
+    if (ngx_http_imgbill_stream_gathered(r, st, ll) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     cl = ngx_alloc_chain_link(r->pool);
     if (cl == NULL) {
         return NGX_ERROR;
@@ -648,4 +724,127 @@ ngx_http_imgbill_stream_link(ngx_http_request_t *r,
     *ll = &cl->next;
 
     return ngx_http_imgbill_deliver_queue(r, st, b);
+}
+
+
+/* bytes of an image, to go out with the rest of the turn's */
+
+static ngx_int_t
+ngx_http_imgbill_stream_gather(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll)
+{
+    size_t        k;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    while (n) {
+        if (st->gather == NULL) {
+            cl = ngx_chain_get_free_buf(r->pool, &st->free);
+            if (cl == NULL) {
+                return NGX_ERROR;
+            }
+
+            b = cl->buf;
+
+            if (b->start == NULL
+                || b->end - b->start < NGX_HTTP_IMGBILL_GATHER)
+            {
+                b->start = ngx_palloc(r->pool, NGX_HTTP_IMGBILL_GATHER);
+                if (b->start == NULL) {
+                    return NGX_ERROR;
+                }
+
+                b->end = b->start + NGX_HTTP_IMGBILL_GATHER;
+            }
+
+            b->pos = b->start;
+            b->last = b->start;
+            b->temporary = 1;
+            b->flush = 1;
+            b->tag = (ngx_buf_tag_t) &ngx_http_imgbill_module;
+
+            /* ngx_http_imgbill_stream_gathered() links it when it goes */
+            ngx_free_chain(r->pool, cl);
+
+            st->gather = b;
+        }
+
+        b = st->gather;
+
+        k = ngx_min(n, (size_t) (b->end - b->last));
+        b->last = ngx_cpymem(b->last, p, k);
+        p += k;
+        n -= k;
+
+        if (b->last == b->end
+            && ngx_http_imgbill_stream_gathered(r, st, ll) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* what was gathered goes on, before anything that came after it */
+
+static ngx_int_t
+ngx_http_imgbill_stream_gathered(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, ngx_chain_t ***ll)
+{
+    ngx_buf_t  *b;
+
+    b = st->gather;
+
+    if (b == NULL) {
+        return NGX_OK;
+    }
+
+    st->gather = NULL;
+    r->connection->buffered &= ~NGX_HTTP_IMGBILL_BUFFERED;
+
+    if (b->last == b->pos) {
+        return NGX_OK;
+    }
+
+    return ngx_http_imgbill_stream_link(r, st, b, ll);
+}
+
+
+/*
+ * The turn that gathered bytes ended: they go as a write event would send
+ * them, through the upstream's handler, which calls the body filters while
+ * the connection is buffered and deals with what the write brings.
+ */
+
+static void
+ngx_http_imgbill_stream_flush(ngx_event_t *ev)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ev->data;
+    c = r->connection;
+
+    if (!(c->buffered & NGX_HTTP_IMGBILL_BUFFERED)) {
+        return;
+    }
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->write_event_handler(r);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_imgbill_stream_cleanup(void *data)
+{
+    ngx_event_t *ev = data;
+
+    if (ev->posted) {
+        ngx_delete_posted_event(ev);
+    }
 }

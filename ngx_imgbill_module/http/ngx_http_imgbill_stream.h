@@ -40,6 +40,11 @@ struct ngx_http_imgbill_stream_s {
     ngx_chain_t                    *free;
     ngx_chain_t                    *busy;
 
+    /* an image's bytes gathered for one write a turn (ngx_http_imgbill_
+       stream.c), and the event that writes them when the turn ends */
+    ngx_buf_t                      *gather;
+    ngx_event_t                     flush;
+
     off_t                           bytes;     /* of the stream, read */
     ngx_int_t                       prompt_tokens;
     ngx_int_t                       completion_tokens;
@@ -81,6 +86,7 @@ struct ngx_http_imgbill_stream_s {
                                                     an image: read on */
     unsigned                        cut:1;       /* decided, once: it
                                                     ended before its end */
+    unsigned                        gathers:1;   /* unbuffered upstream */
 };
 
 
