@@ -372,6 +372,7 @@ lc_finish(lc_run_t *run, lc_req_t *rq, CURLcode rc)
     k = &lc_kinds[rq->kind];
 
     rq->done = 1;
+    rq->ended = lc_now();
     rq->curl_rc = rc;
 
     curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &rq->status);

@@ -48,6 +48,13 @@
 
 #define LC_ABORT_MS         500             /* the client gives up */
 #define LC_TIMEOUT_MS       60000           /* anything else: a hang */
+
+/*
+ * A request that ended this shortly before its relay crashed may have
+ * left its hold's release queued in the killed worker (a failed or
+ * aborted generation gives its hold back after the client has its reply)
+ */
+#define LC_LATE             1.0
 #define LC_BODY_MAX         (1024 * 1024)
 #define LC_PROBLEMS_MAX     200
 #define LC_RID_LEN          32
@@ -174,9 +181,11 @@ typedef struct {
     unsigned            dup_header:1;
     unsigned            matched:1;  /* an aborted one a ledger entry claims */
     unsigned            killed:1;   /* in flight when its relay crashed */
+    unsigned            late:1;     /* ended just before its relay crashed */
     uint8_t             class;
     int                 curl_rc;
     long                status;
+    double              ended;
     int64_t             charge;
     int64_t             balance;
     char                rid[LC_RID_LEN + 2];
@@ -220,6 +229,7 @@ typedef struct {
     int                 fired;
     int                 reloads;    /* the next relay a reload goes to */
     long                killed;     /* requests in flight at a crash */
+    long                late;       /* ended less than LC_LATE s before */
     long                charged_seen;   /* replies with a charge > 0 */
     long                unseen;
     long                reversed;   /* charges given back: their client

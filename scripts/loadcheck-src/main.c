@@ -36,7 +36,9 @@
  *                                 (the next in turn; its master starts new
  *                                 ones): the requests in flight there are
  *                                 lost (counted in killed=), a hold each
- *                                 may stay until imgbill_hold_ttl, and a
+ *                                 may stay until imgbill_hold_ttl (so may
+ *                                 the hold of one that ended there less
+ *                                 than 1 s before: late=), and a
  *                                 charge settled before the kill is a
  *                                 ledger entry no client saw
  *   --relay-pid FILE   the nginx.pid of the relay given at the same place
@@ -176,7 +178,8 @@ main(int argc, char **argv)
            run.drift, run.duplicates, run.holds_left, run.elapsed,
            run.settled, run.elapsed > 0 ? run.conf.requests / run.elapsed : 0,
            run.conf.seed, run.prefix);
-    printf(" relays=%d killed=%ld", run.conf.nrelays, run.killed);
+    printf(" relays=%d killed=%ld late=%ld", run.conf.nrelays, run.killed,
+           run.late);
     lc_print_relays("relay_requests", run.relay_sent, run.conf.nrelays);
     lc_print_relays("relay_ok", run.relay_ok, run.conf.nrelays);
     printf("\n");

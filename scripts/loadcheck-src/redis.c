@@ -430,8 +430,9 @@ void
 lc_crash(lc_run_t *run, long next)
 {
     int        i, n;
-    long       pid, ppid, j, lost;
+    long       pid, ppid, j, lost, late;
     char       path[64];
+    double     now;
     FILE      *f;
     DIR       *d;
     struct dirent  *e;
@@ -447,15 +448,26 @@ lc_crash(lc_run_t *run, long next)
     }
 
     lost = 0;
+    late = 0;
+    now = lc_now();
 
     for (j = 0; j < next; j++) {
-        if (run->reqs[j].relay == i && !run->reqs[j].done) {
+        if (run->reqs[j].relay != i) {
+            continue;
+        }
+
+        if (!run->reqs[j].done) {
             run->reqs[j].killed = 1;
             lost++;
+
+        } else if (now - run->reqs[j].ended < LC_LATE) {
+            run->reqs[j].late = 1;
+            late++;
         }
     }
 
     run->killed += lost;
+    run->late += late;
 
     d = opendir("/proc");
     if (d == NULL) {
@@ -491,7 +503,8 @@ lc_crash(lc_run_t *run, long next)
     }
 
     fprintf(stderr, "loadcheck: crashed relay %s: %d workers killed, %ld "
-            "requests in flight there\n", run->conf.relays[i], n, lost);
+            "requests in flight there, %ld ended there in the last %.1f s\n",
+            run->conf.relays[i], n, lost, late, LC_LATE);
 }
 
 
@@ -557,7 +570,9 @@ lc_settle_wait(lc_run_t *run)
         }
 
         /* twice the same, a moment apart: late replays had their chance */
-        if (holds <= run->killed && entries >= run->charged_seen) {
+        if (holds <= run->killed + run->late
+            && entries >= run->charged_seen)
+        {
             if (entries == last && ++stable >= 2) {
                 break;
             }

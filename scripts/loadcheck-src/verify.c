@@ -314,12 +314,16 @@ lc_verify_accounts(lc_run_t *run)
     int64_t        d;
     lc_account_t  *a;
 
-    /* a request killed with its worker may leave its hold until the TTL */
+    /*
+     * a request killed with its worker, or one that ended just before,
+     * may leave its hold until the TTL
+     */
 
     killed = calloc(run->naccounts, sizeof(long));
 
     for (i = 0; killed && i < run->conf.requests; i++) {
-        killed[run->reqs[i].account] += run->reqs[i].killed;
+        killed[run->reqs[i].account] += run->reqs[i].killed
+                                        + run->reqs[i].late;
     }
 
     for (i = 0; i < run->naccounts; i++) {
@@ -337,7 +341,8 @@ lc_verify_accounts(lc_run_t *run)
 
         if (a->holds > (killed ? killed[i] : 0)) {
             lc_problem(run, "account %s: %lld holds left after %.1f s, "
-                       "%ld of its requests killed", a->id, a->holds,
+                       "%ld of its requests killed or ended just before a "
+                       "crash", a->id, a->holds,
                        run->settled, killed ? killed[i] : 0);
         }
 
