@@ -63,6 +63,8 @@ static ngx_int_t ngx_http_imgbill_stream_out(ngx_http_request_t *r,
     ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll);
 static ngx_int_t ngx_http_imgbill_stream_link(ngx_http_request_t *r,
     ngx_http_imgbill_stream_t *st, ngx_buf_t *b, ngx_chain_t ***ll);
+static ngx_chain_t *ngx_http_imgbill_stream_buf(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, size_t size);
 static ngx_int_t ngx_http_imgbill_stream_gather(ngx_http_request_t *r,
     ngx_http_imgbill_stream_t *st, u_char *p, size_t n, ngx_chain_t ***ll);
 static ngx_int_t ngx_http_imgbill_stream_gathered(ngx_http_request_t *r,
@@ -671,28 +673,14 @@ ngx_http_imgbill_stream_out(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    cl = ngx_chain_get_free_buf(r->pool, &st->free);
+    cl = ngx_http_imgbill_stream_buf(r, st,
+                                     ngx_max(n, NGX_HTTP_IMGBILL_EVENT_START));
     if (cl == NULL) {
         return NGX_ERROR;
     }
 
     b = cl->buf;
-
-    if (b->start == NULL || (size_t) (b->end - b->start) < n) {
-        b->start = ngx_palloc(r->pool,
-                              ngx_max(n, NGX_HTTP_IMGBILL_EVENT_START));
-        if (b->start == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->end = b->start + ngx_max(n, NGX_HTTP_IMGBILL_EVENT_START);
-    }
-
-    b->pos = b->start;
-    b->last = ngx_cpymem(b->start, p, n);
-    b->temporary = 1;
-    b->flush = 1;
-    b->tag = (ngx_buf_tag_t) &ngx_http_imgbill_module;
+    b->last = ngx_cpymem(b->pos, p, n);
 
     **ll = cl;
     *ll = &cl->next;
@@ -727,6 +715,41 @@ ngx_http_imgbill_stream_link(ngx_http_request_t *r,
 }
 
 
+/* an empty buffer of the stream's own, of size bytes at least */
+
+static ngx_chain_t *
+ngx_http_imgbill_stream_buf(ngx_http_request_t *r,
+    ngx_http_imgbill_stream_t *st, size_t size)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    cl = ngx_chain_get_free_buf(r->pool, &st->free);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    b = cl->buf;
+
+    if (b->start == NULL || (size_t) (b->end - b->start) < size) {
+        b->start = ngx_palloc(r->pool, size);
+        if (b->start == NULL) {
+            return NULL;
+        }
+
+        b->end = b->start + size;
+    }
+
+    b->pos = b->start;
+    b->last = b->start;
+    b->temporary = 1;
+    b->flush = 1;
+    b->tag = (ngx_buf_tag_t) &ngx_http_imgbill_module;
+
+    return cl;
+}
+
+
 /* bytes of an image, to go out with the rest of the turn's */
 
 static ngx_int_t
@@ -739,34 +762,14 @@ ngx_http_imgbill_stream_gather(ngx_http_request_t *r,
 
     while (n) {
         if (st->gather == NULL) {
-            cl = ngx_chain_get_free_buf(r->pool, &st->free);
+            cl = ngx_http_imgbill_stream_buf(r, st, NGX_HTTP_IMGBILL_GATHER);
             if (cl == NULL) {
                 return NGX_ERROR;
             }
 
-            b = cl->buf;
-
-            if (b->start == NULL
-                || b->end - b->start < NGX_HTTP_IMGBILL_GATHER)
-            {
-                b->start = ngx_palloc(r->pool, NGX_HTTP_IMGBILL_GATHER);
-                if (b->start == NULL) {
-                    return NGX_ERROR;
-                }
-
-                b->end = b->start + NGX_HTTP_IMGBILL_GATHER;
-            }
-
-            b->pos = b->start;
-            b->last = b->start;
-            b->temporary = 1;
-            b->flush = 1;
-            b->tag = (ngx_buf_tag_t) &ngx_http_imgbill_module;
-
             /* ngx_http_imgbill_stream_gathered() links it when it goes */
+            st->gather = cl->buf;
             ngx_free_chain(r->pool, cl);
-
-            st->gather = b;
         }
 
         b = st->gather;
