@@ -1,6 +1,7 @@
-// An HTTP/2 client (Node's own http2, cleartext with prior knowledge, as
-// gRPC-style clients and proxies speak to a relay) running several calls
-// at once on one connection.
+// An HTTP/2 client (Node's own http2: cleartext with prior knowledge for an
+// http: URL, as gRPC-style clients and proxies speak to a relay; TLS with
+// ALPN for https:, as browsers and SDKs do) running several calls at once
+// on one connection.
 // Usage: node h2.mjs URL CALLS_FILE
 //   CALLS_FILE: JSON, [{name, path, key, body, mock, how}], how one of
 //     read   read the reply to its end
@@ -20,7 +21,8 @@ import { readFileSync } from 'node:fs';
 
 const [url, callsFile] = process.argv.slice(2);
 const calls = JSON.parse(readFileSync(callsFile, 'utf8'));
-const session = http2.connect(url);
+// https: ALPN h2 over TLS, with the test's self-signed certificate
+const session = http2.connect(url, { rejectUnauthorized: false });
 const out = {};
 session.on('error', () => {});
 
